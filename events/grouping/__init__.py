@@ -1,0 +1,125 @@
+"""Grouping: which issue an event belongs to (spec §6).
+
+Registry of frozen grouping versions (STYLE.md: ``v1.py`` never changes once shipped; a new
+behaviour is ``v2.py`` plus an entry here)::
+
+    GROUPING_CONFIGS = {"v1": Sentry "newstyle:2023-01-11" as described by spec §6}
+
+``group_hashes_for_event(event)`` takes an event *after* Relay normalisation
+(``sentry_relay.StoreNormalizer(project_id=...).normalize_event(...)``) and never raises on odd
+shapes: a missing, ``None`` or wrongly typed field is skipped.
+
+Hash ordering (spec §6.2 recommendation for a re-implementation): the contributing variant
+hashes, de-duplicated, in the order ``app``, ``system``, ``default``, ``custom-fingerprint``,
+``hashed-checksum``, ``checksum``, ``fallback`` (any other name after those, alphabetically).
+``primary_hash`` is therefore app if it contributes, else system, else default/custom/fallback;
+the remaining hashes are secondary lookup keys for finding an existing group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from events.grouping import v1
+from events.grouping.component import Component, Variant
+from events.grouping.rules import GroupingRules
+
+__all__ = [
+    "DEFAULT_GROUPING_CONFIG",
+    "GROUPING_CONFIGS",
+    "Component",
+    "GroupingConfig",
+    "GroupingResult",
+    "GroupingRules",
+    "Variant",
+    "group_hashes_for_event",
+]
+
+VariantsForEvent = Callable[[Mapping[str, Any], GroupingRules | None], Mapping[str, Variant]]
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    """One frozen grouping version."""
+
+    id: str
+    sentry_config: str
+    variants_for_event: VariantsForEvent
+
+
+GROUPING_CONFIGS: Final[Mapping[str, GroupingConfig]] = MappingProxyType({
+    "v1": GroupingConfig(
+        id="v1", sentry_config=v1.SENTRY_CONFIG_ID, variants_for_event=v1.variants_for_event
+    ),
+})
+DEFAULT_GROUPING_CONFIG: Final = "v1"
+
+# Primary first (spec §6.2): app, then system, then the single-variant kinds.
+VARIANT_ORDER: Final = (
+    "app", "system", "default", "custom-fingerprint", "hashed-checksum", "checksum", "fallback"
+)
+
+
+@dataclass(frozen=True)
+class GroupingResult:
+    """Hashes of one event under one grouping config; ``hashes[0]`` is the primary hash."""
+
+    config: str
+    hashes: tuple[str, ...]
+    variants: Mapping[str, Variant]
+
+    @property
+    def primary_hash(self) -> str:
+        return self.hashes[0]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "hashes": list(self.hashes),
+            "variants": {name: v.to_json_dict() for name, v in self.variants.items()},
+        }
+
+
+def _variant_rank(name: str) -> tuple[int, str]:
+    if name in VARIANT_ORDER:
+        return VARIANT_ORDER.index(name), ""
+    return len(VARIANT_ORDER), name
+
+
+def ordered_hashes(variants: Mapping[str, Variant]) -> tuple[str, ...]:
+    """Contributing hashes, primary first, each once (app and system are often equal)."""
+    hashes: list[str] = []
+    for name in sorted(variants, key=_variant_rank):
+        variant_hash = variants[name].hash
+        if variant_hash is not None and variant_hash not in hashes:
+            hashes.append(variant_hash)
+    return tuple(hashes)
+
+
+def group_hashes_for_event(
+    event: Mapping[str, Any],
+    config: str = DEFAULT_GROUPING_CONFIG,
+    *,
+    rules: GroupingRules | None = None,
+) -> GroupingResult:
+    """Group hashes of a Relay-normalised event.
+
+    ``rules`` (project fingerprint / stack-trace rules) must be ``None`` until implemented.
+    Raises ``ValueError`` for an unknown ``config``, naming the known ones.
+    """
+    grouping_config = GROUPING_CONFIGS.get(config)
+    if grouping_config is None:
+        known = ", ".join(sorted(GROUPING_CONFIGS))
+        raise ValueError(f"grouping config {config!r} is unknown; known configs: {known}")
+    if not isinstance(event, Mapping):
+        event = {}
+    variants = grouping_config.variants_for_event(event, rules)
+    ordered = {name: variants[name] for name in sorted(variants, key=_variant_rank)}
+    return GroupingResult(
+        config=grouping_config.id,
+        hashes=ordered_hashes(ordered),
+        variants=MappingProxyType(ordered),
+    )

@@ -1,0 +1,194 @@
+"""Consumer actors: claim queued items, process them, store them, count them.
+
+A pool of these drains the hand-off queue. Each runs its loop in a thread started by its
+constructor, so an actor that Ray restarts (``max_restarts``) resumes on its own. Every
+batch follows the at-least-once order that loses nothing and counts nothing twice:
+
+  claim (lease) → process → issues → ClickHouse insert → one PostgreSQL transaction that
+  counts new events into their issues and deletes the queue rows.
+
+A consumer killed anywhere in between leaves its rows leased; the lease runs out, another
+consumer re-claims them, ClickHouse collapses the duplicate rows (ReplacingMergeTree), and
+``processed_events`` stops the issue counters from counting them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import ray
+
+from actors.clickhouse import clickhouse_store
+from events.consume import BatchPlan, WorkItem, plan_batch
+from events.process import EventProcessor, ProcessedEvent
+from events.rows import EventRow, events_table, outcomes_table, sessions_table
+from storage import issues as issue_store
+from storage import queue as pg_queue
+from storage.postgres import scrubbing_configs
+
+log = logging.getLogger("crashray.consumer")
+
+#: Seconds a project's scrubbing and grouping settings are cached by a consumer.
+PROJECT_SETTINGS_TTL_S = 10.0
+
+
+class BatchConsumer:
+    """The consumer's work without Ray: claim one batch and see it through."""
+
+    def __init__(self, postgres_url: str, clickhouse_dsn: str, *, batch_items: int,
+                 lease_s: float, max_attempts: int, retention_days: int) -> None:
+        self._url = postgres_url
+        self._conn = psycopg.connect(postgres_url)
+        self._store = clickhouse_store(clickhouse_dsn)
+        self._processor = EventProcessor()
+        self._grouping: dict[int, str] = {}
+        self._settings_loaded_at: dict[int, float] = {}
+        self.batch_items, self.lease_s = batch_items, lease_s
+        self.max_attempts, self.retention_days = max_attempts, retention_days
+        self.processed_total = 0
+
+    def run_once(self) -> int:
+        """Claim and finish one batch; returns the number of items claimed."""
+        claimed = pg_queue.claim(self._conn, self.batch_items, self.lease_s)
+        if not claimed:
+            return 0
+        items = [_work_item(c) for c in claimed]
+        self._load_project_settings({i.project_id for i in items})
+        plan = plan_batch(items, self._processor, self._grouping)
+        self._finish(plan)
+        self.processed_total += len(items)
+        return len(items)
+
+    def _load_project_settings(self, project_ids: set[int]) -> None:
+        now = time.monotonic()
+        stale = [p for p in project_ids
+                 if now - self._settings_loaded_at.get(p, -1e9) > PROJECT_SETTINGS_TTL_S]
+        if not stale:
+            return
+        with self._conn.transaction():
+            configs = scrubbing_configs(self._conn, stale)
+            rows = self._conn.execute("SELECT id, grouping_config FROM projects WHERE"
+                                      " id = ANY(%s)", (stale,)).fetchall()
+        for project_id, config in configs.items():
+            self._processor.set_scrubbing(project_id, config)
+        self._grouping.update({int(r[0]): str(r[1]) for r in rows})
+        for p in stale:
+            self._settings_loaded_at[p] = now
+
+    def _finish(self, plan: BatchPlan) -> None:
+        issue_ids = issue_store.issue_ids_for(
+            self._conn, [_candidate(item.project_id, p) for item, p in plan.events])
+        rows = [EventRow(item.organization_id, item.project_id, issue_id, self.retention_days, p)
+                for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)]
+        self._store.insert("events", events_table(rows))
+        self._store.insert("sessions_raw", sessions_table(plan.sessions))
+        self._store.insert("outcomes", outcomes_table(plan.outcomes))
+        counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
+                                            r.processed.timestamp,
+                                            str(r.processed.event.get("level") or "error"),
+                                            _release(r.processed)) for r in rows]
+        with self._conn.transaction():
+            issue_store.record_events(self._conn, counted)
+            pg_queue.delete(self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
+            for item, error in plan.invalid:
+                pg_queue.dead_letter(self._conn, _claimed(item), error)
+            for item, error in plan.failed:
+                if item.attempts >= self.max_attempts:
+                    log.error("queue item %s failed %s times, dead-lettered: %s",
+                              item.queue_id, item.attempts, error)
+                    pg_queue.dead_letter(self._conn, _claimed(item), error)
+                else:
+                    log.warning("queue item %s failed (attempt %s), will retry: %s",
+                                item.queue_id, item.attempts, error)
+
+    def wait_for_items(self, timeout_s: float, listener: psycopg.Connection[Any]) -> None:
+        for _ in listener.notifies(timeout=timeout_s, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _release(p: ProcessedEvent) -> str | None:
+    release = p.event.get("release")
+    return release if isinstance(release, str) and release else None
+
+
+def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
+    e = p.event
+    return issue_store.IssueCandidate(
+        project_id=project_id, hashes=p.grouping.hashes,
+        grouping_config=p.grouping.config, title=p.issue.title, culprit=p.issue.culprit,
+        type=p.issue.type, level=str(e.get("level") or "error"),
+        platform=str(e.get("platform") or "other"), timestamp=p.timestamp,
+        release=_release(p), metadata=p.issue.metadata)
+
+
+def _work_item(c: pg_queue.ClaimedItem) -> WorkItem:
+    q = c.item
+    return WorkItem(c.id, c.attempts, q.organization_id, q.project_id, q.key_id, q.item_type,
+                    q.event_id, q.received_at, q.payload, q.meta)
+
+
+def _claimed(w: WorkItem) -> pg_queue.ClaimedItem:
+    return pg_queue.ClaimedItem(w.queue_id, w.attempts, pg_queue.QueuedItem(
+        w.project_id, w.organization_id, w.key_id, w.item_type, w.event_id, w.received_at,
+        w.payload, dict(w.meta)))
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
+class Consumer:
+    """One member of the consumer pool; starts working as soon as it is constructed."""
+
+    def __init__(self, postgres_url: str, clickhouse_dsn: str, batch_items: int,
+                 lease_s: float, max_attempts: int, retention_days: int,
+                 idle_poll_s: float) -> None:
+        self._consumer = BatchConsumer(postgres_url, clickhouse_dsn, batch_items=batch_items,
+                                       lease_s=lease_s, max_attempts=max_attempts,
+                                       retention_days=retention_days)
+        self._listener = psycopg.connect(postgres_url, autocommit=True)
+        self._listener.execute(f"LISTEN {pg_queue.NOTIFY_CHANNEL}")
+        self._idle_poll_s = idle_poll_s
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._errors = 0
+        self._thread = threading.Thread(target=self._loop, name="consumer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._consumer.run_once() == 0:
+                    self._idle.set()
+                    self._consumer.wait_for_items(self._idle_poll_s, self._listener)
+                else:
+                    self._idle.clear()
+            except Exception:
+                # the batch stays leased and is retried, the error is logged and counted.
+                self._errors += 1
+                log.exception("consumer batch failed; retrying after a pause")
+                self._stop.wait(1.0)
+
+    def stats(self) -> dict[str, Any]:
+        return {"processed": self._consumer.processed_total, "errors": self._errors,
+                "idle": self._idle.is_set()}
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then stop (used by a clean shutdown)."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self._consumer.close()
+        self._listener.close()
+
+
+def start_consumers(count: int, postgres_url: str, clickhouse_dsn: str, *, batch_items: int,
+                    lease_s: float, max_attempts: int, retention_days: int,
+                    idle_poll_s: float) -> Sequence[Any]:
+    return [Consumer.options(name=f"crashray-consumer-{i}", namespace="crashray")  # type: ignore[attr-defined]
+            .remote(postgres_url, clickhouse_dsn, batch_items, lease_s, max_attempts,
+                    retention_days, idle_poll_s) for i in range(count)]

@@ -1,0 +1,109 @@
+"""The ``crashray`` command.
+
+    crashray up [--data-dir DIR] [--port N] [--host H]   run Crashray until Ctrl-C/SIGTERM
+    crashray grouping hash < event.json                  why an event groups as it does
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from cluster.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir).expanduser()
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    return Settings(**overrides)
+
+
+def _on_stop_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cluster.runtime import Runtime, apply_ray_environment
+
+    apply_ray_environment()
+    settings = _settings(args)
+    runtime = Runtime(settings)
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    print(f"Starting Crashray (data in {settings.data_dir}) ...", flush=True)
+    try:
+        info = runtime.start()
+        _on_stop_signals(stop)  # again: ray.init installs its own SIGTERM handler
+        print(f"DSN: {info.dsn}")
+        print(f"Dashboard: {info.dashboard_url}")
+        if info.api_token:
+            print(f"API token: {info.api_token}")
+        else:
+            print("API token: created on first start only; make a new one with"
+                  " `crashray token create --org crashray` (a later release) or reuse yours.")
+        print("Crashray is running; Ctrl-C stops it.", flush=True)
+        stop.wait()
+        print("Stopping Crashray ...", flush=True)
+    finally:
+        runtime.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+def cmd_grouping_hash(args: argparse.Namespace) -> int:
+    import orjson
+    import sentry_relay
+
+    from events.grouping import group_hashes_for_event
+
+    try:
+        event = orjson.loads(sys.stdin.buffer.read())
+    except orjson.JSONDecodeError as exc:
+        print(f"crashray grouping hash: stdin is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(event, dict):
+        print("crashray grouping hash: stdin must be one JSON object (an event)", file=sys.stderr)
+        return 2
+    normalized = sentry_relay.StoreNormalizer(  # type: ignore[attr-defined]project_id=1).normalize_event(event)
+    result = group_hashes_for_event(normalized, args.config)
+    sys.stdout.write(orjson.dumps(result.to_json_dict()).decode() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crashray", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run Crashray on this machine until stopped")
+    up.add_argument("--data-dir", help="where data lives (CRASHRAY_DATA_DIR, ~/.crashray)")
+    up.add_argument("--port", type=int, help="HTTP port (CRASHRAY_PORT, 9000)")
+    up.add_argument("--host", help="HTTP address (CRASHRAY_HOST, 127.0.0.1)")
+    up.set_defaults(func=cmd_up)
+    grouping = sub.add_parser("grouping", help="grouping tools")
+    gsub = grouping.add_subparsers(dest="grouping_command", required=True)
+    hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")
+    hash_cmd.add_argument("--config", default="v1", help="grouping config (default v1)")
+    hash_cmd.set_defaults(func=cmd_grouping_hash)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

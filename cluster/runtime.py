@@ -1,0 +1,185 @@
+"""Starting and stopping a whole Crashray: databases, Ray, actors, Serve apps.
+
+``Runtime.start()`` is what ``crashray up`` and the integration/e2e tests run; it is the
+only place that wires ``storage``, ``actors`` and ``serve_apps`` together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.settings import Settings
+
+log = logging.getLogger("crashray")
+
+#: Measured on this machine kind (ARCHITECTURE.md): the default Python proxy manages
+#: ~250 req/s on 2 cores, throughput-optimized Serve with HAProxy ~3,200 req/s.
+RAY_SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+#: Unix socket paths are limited to 107 bytes; Ray nests several levels under its temp dir.
+MAX_RAY_TEMP_DIR_CHARS = 40
+
+
+def apply_ray_environment() -> None:
+    """Serve reads these when it is imported and when Ray starts its processes: call
+    before ``import ray.serve`` and before ``ray.init``."""
+    for name, value in RAY_SERVE_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def ray_temp_dir(data_dir: Path) -> Path:
+    """Ray's temp dir below the data dir, or a short stand-in when that path is too long
+    for Ray's unix sockets."""
+    preferred = (data_dir / "ray").resolve()
+    if len(str(preferred)) <= MAX_RAY_TEMP_DIR_CHARS:
+        return preferred
+    digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"crashray-{digest}"
+
+
+@dataclass
+class StartInfo:
+    dsn: str
+    dashboard_url: str
+    api_token: str | None
+    organization_slug: str
+    project_slug: str
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    postgres_url: str = ""
+    clickhouse_dsn: str = ""
+    _embedded_pg: Any = None
+    _consumers: list[Any] = field(default_factory=list)
+    _owner: Any = None
+    _started_ray: bool = False
+
+    def start_databases(self) -> None:
+        from cluster.embedded_postgres import EmbeddedPostgres
+        from storage import postgres
+        from storage.clickhouse import clickhouse_dsn
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.postgres_url:
+            self.postgres_url = s.postgres_url
+        else:
+            self._embedded_pg = EmbeddedPostgres(s.data_dir)
+            self.postgres_url = self._embedded_pg.start()
+        postgres.migrate(self.postgres_url)
+        self.clickhouse_dsn = clickhouse_dsn(s.clickhouse_url, s.data_dir)
+
+    def start_ray(self) -> None:
+        apply_ray_environment()
+        import ray
+
+        if ray.is_initialized():
+            return
+        s = self.settings
+        if s.ray_address:
+            ray.init(address=s.ray_address, namespace="crashray")
+        else:
+            ray.init(include_dashboard=False, namespace="crashray",
+                     object_store_memory=s.ray_object_store_bytes,
+                     _temp_dir=str(ray_temp_dir(s.data_dir)),
+                     _node_ip_address="127.0.0.1", log_to_driver=False)
+        self._started_ray = True
+
+    def start(self) -> StartInfo:
+        from storage import postgres
+
+        self.start_databases()
+        with postgres.connect(self.postgres_url) as conn:
+            boot = postgres.bootstrap(conn)
+        self.start_ray()
+        self._start_actors()
+        self._start_serve()
+        base = self.settings.base_url()
+        dsn = f"{base.replace('://', f'://{boot.public_key}@', 1)}/{boot.project_id}"
+        return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,
+                         boot.project_slug)
+
+    def _start_actors(self) -> None:
+        from actors.clickhouse import start_owner
+        from actors.consumer import start_consumers
+        from storage.clickhouse import ClickHouseStore
+
+        s = self.settings
+        if self.clickhouse_dsn.startswith("chdb:"):
+            self._owner = start_owner(self.clickhouse_dsn)
+        else:
+            ClickHouseStore(self.clickhouse_dsn).migrate()
+        self._consumers = list(start_consumers(
+            s.consumers, self.postgres_url, self.clickhouse_dsn,
+            batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
+            max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
+            idle_poll_s=s.consumer_idle_poll_s))
+
+    def _start_serve(self) -> None:
+        from ray import serve
+
+        from events.body import BodyLimits
+        from events.envelope import EnvelopeLimits
+        from serve_apps.ingest import IngestConfig, IngestDeployment
+        from serve_apps.query import ApiDeployment, QueryConfig, WebDeployment
+
+        s = self.settings
+        serve.start(http_options={"host": s.host, "port": s.port})
+        ingest_config = IngestConfig(
+            postgres_url=self.postgres_url,
+            body_limits=BodyLimits(max_request_bytes=s.max_request_bytes,
+                                   max_decompressed_bytes=s.max_envelope_bytes),
+            envelope_limits=EnvelopeLimits(
+                max_event_item_bytes=s.max_event_bytes,
+                max_attachment_bytes=s.max_attachment_bytes,
+                max_attachments_total_bytes=s.max_attachments_total_bytes,
+                max_session_items=s.max_session_items,
+                max_client_report_bytes=s.max_client_report_bytes,
+                max_check_in_bytes=s.max_check_in_bytes, max_items=s.max_envelope_items),
+            key_cache_refresh_s=s.key_cache_refresh_s,
+            key_cache_miss_reload_s=s.key_cache_miss_reload_s,
+            max_queued_items=s.max_queued_items)
+        ingest = IngestDeployment.options(  # type: ignore[attr-defined]
+            num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
+            max_queued_requests=s.ingest_max_queued_requests,
+        ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s)
+        query_config = QueryConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
+                                   s.api_max_page_size)
+        serve.run(ingest, name="ingest", route_prefix="/api")
+        serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
+                  route_prefix="/api/0")
+        serve.run(WebDeployment.bind(query_config), name="web",  # type: ignore[attr-defined]
+                  route_prefix="/")
+
+    def consumer_stats(self) -> list[dict[str, Any]]:
+        import ray
+
+        return list(ray.get([c.stats.remote() for c in self._consumers]))
+
+    def stop(self) -> None:
+        """Stop taking requests, let consumers finish their batch, then stop everything.
+        Items still queued stay in PostgreSQL and are processed on the next start."""
+        import ray
+
+        if ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            for consumer in self._consumers:
+                try:
+                    ray.get(consumer.stop.remote(), timeout=90)
+                except Exception:
+                    # its leased items are re-claimed after the next start.
+                    log.warning("consumer did not stop cleanly", exc_info=True)
+            self._consumers = []
+            if self._started_ray:
+                ray.shutdown()
+        if self._embedded_pg is not None:
+            self._embedded_pg.stop()

@@ -1,0 +1,126 @@
+"""Every Crashray setting, in one place.
+
+Each key is read from a ``CRASHRAY_<KEY>`` environment variable (or ``crashray up`` flags)
+and says its unit and why it defaults as it does. Size limits default to Relay's
+(relay-config/src/config.rs ``Limits::default``) so SDKs see the same behaviour as Sentry's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KIB = 1024
+MIB = 1024 * KIB
+MB = 1000 * 1000
+
+#: Relay's defaults (spec §3.2).
+RELAY_MAX_REQUEST_BYTES = 20 * MB
+RELAY_MAX_ENVELOPE_BYTES = 100 * MB
+RELAY_MAX_EVENT_BYTES = 1 * MIB
+RELAY_MAX_ATTACHMENT_BYTES = 100 * MB
+RELAY_MAX_SESSION_ITEMS = 100
+RELAY_MAX_CLIENT_REPORT_BYTES = 4 * KIB
+
+
+class Settings(BaseSettings):
+    """Crashray's configuration; environment variables ``CRASHRAY_*`` override defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="CRASHRAY_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    #: Directory for the embedded ClickHouse data, the private PostgreSQL and Ray's temp
+    #: files. Everything Crashray writes on a laptop stays below it.
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".crashray")
+    #: Address the HTTP endpoints (SDK ingest, API, dashboard) listen on. Loopback by
+    #: default: an embedded instance is for this machine until the operator opens it.
+    host: str = "127.0.0.1"
+    #: TCP port of the HTTP endpoints. 9000 as Sentry self-hosted, so DSNs look familiar.
+    port: int = 9000
+    #: Host name written into printed DSNs (what SDKs connect to); defaults to ``host``.
+    public_host: str | None = None
+    #: Existing Ray cluster to join (``ray://`` or ``auto``); empty starts a local Ray.
+    ray_address: str | None = None
+    #: Ray object store size in bytes for a local Ray. Ray picks 30% of RAM (~7 GB here)
+    #: unless told; an error tracker moves small batches, a few hundred MB is plenty.
+    ray_object_store_bytes: int = 256 * MIB
+
+    # --- databases ---------------------------------------------------------------------
+    #: PostgreSQL URL for metadata and the ingest queue. Empty: a private PostgreSQL is
+    #: started under ``data_dir/postgres`` (embedded default).
+    postgres_url: str | None = None
+    #: ClickHouse server URL (``http://user:pass@host:8123/db``). Empty: the embedded
+    #: ClickHouse engine (chDB) under ``data_dir/clickhouse``, owned by one actor.
+    clickhouse_url: str | None = None
+    #: Kafka bootstrap servers for the hand-off; empty uses the PostgreSQL queue.
+    kafka_bootstrap_servers: str | None = None
+    #: Days an event is kept (ClickHouse TTL, per row so it can vary per project later).
+    retention_days: int = 90
+
+    # --- ingest limits (Relay's defaults; spec §3.2) -------------------------------------
+    #: Largest compressed request body in bytes (Relay: 20 MB).
+    max_request_bytes: int = RELAY_MAX_REQUEST_BYTES
+    #: Largest envelope after decompression in bytes (Relay max_envelope_size: 100 MB).
+    max_envelope_bytes: int = RELAY_MAX_ENVELOPE_BYTES
+    #: Largest event/transaction item in bytes (Relay max_event_size: 1 MiB).
+    max_event_bytes: int = RELAY_MAX_EVENT_BYTES
+    #: Largest single attachment and all attachments of one envelope, bytes (Relay: 100 MB).
+    max_attachment_bytes: int = RELAY_MAX_ATTACHMENT_BYTES
+    max_attachments_total_bytes: int = RELAY_MAX_ATTACHMENT_BYTES
+    #: Session items per envelope (Relay max_session_count: 100).
+    max_session_items: int = RELAY_MAX_SESSION_ITEMS
+    #: Largest client_report item in bytes (Relay: 4 KiB).
+    max_client_report_bytes: int = RELAY_MAX_CLIENT_REPORT_BYTES
+    #: Largest check-in item in bytes (Relay: 100 KB).
+    max_check_in_bytes: int = 100 * KIB
+    #: Items per envelope; SDKs send a handful, this stops pathological envelopes.
+    max_envelope_items: int = 1000
+
+    # --- ingest service ----------------------------------------------------------------
+    #: Ingest replicas (Serve). One is enough for ~1,000 events/s on 2 cores.
+    ingest_replicas: int = 1
+    #: Requests one ingest replica works on at once. Serve's default of 5 collapses under
+    #: SDK load (ARCHITECTURE.md); the hand-off is batched, so many can wait cheaply.
+    ingest_max_ongoing_requests: int = 256
+    #: Requests allowed to queue per replica before Serve answers 503 at once; bounded so
+    #: overload is a fast error the SDK records, never an unbounded queue.
+    ingest_max_queued_requests: int = 1024
+    #: Hand-off batching (``@serve.batch``): at most this many items per PostgreSQL insert,
+    #: waiting at most this long for a batch to fill.
+    handoff_batch_max_items: int = 256
+    handoff_batch_wait_s: float = 0.005
+    #: Seconds a key's state is cached by ingest before re-reading PostgreSQL; a revoked
+    #: key stops working within this (the pipeline promises ≤ 10 s).
+    key_cache_refresh_s: float = 5.0
+    #: Least seconds between two cache reloads caused by unknown keys, so a flood of
+    #: random keys cannot hammer PostgreSQL.
+    key_cache_miss_reload_s: float = 1.0
+    #: Accepted-but-unprocessed items above which ingest answers 503 before writing
+    #: anything (global guard; an unbounded queue is never an option).
+    max_queued_items: int = 2_000_000
+
+    # --- processing --------------------------------------------------------------------
+    #: Consumer actors draining the queue. Relay processing is ~1 ms CPU per event, so
+    #: two consumers keep both cores of a laptop busy at ~1,000 events/s.
+    consumers: int = 2
+    #: Items a consumer claims at once; bigger batches amortize PostgreSQL and ClickHouse
+    #: round trips, smaller ones keep accept-to-queryable latency low.
+    consumer_batch_items: int = 500
+    #: Seconds a claim is held; a consumer that dies releases its batch after this.
+    consumer_lease_s: float = 30.0
+    #: Seconds a consumer sleeps between polls when idle (NOTIFY wakes it sooner).
+    consumer_idle_poll_s: float = 0.5
+    #: Failed processing attempts after which an item moves to ``ingest_dead_letters``.
+    consumer_max_attempts: int = 5
+
+    # --- query -------------------------------------------------------------------------
+    #: Largest page size of list endpoints (Sentry: 100).
+    api_max_page_size: int = 100
+
+    def resolved_public_host(self) -> str:
+        return self.public_host or self.host
+
+    def base_url(self) -> str:
+        return f"http://{self.resolved_public_host()}:{self.port}"

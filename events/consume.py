@@ -1,0 +1,116 @@
+"""Turning a claimed batch of queue items into rows and counts — pure decisions.
+
+The consumer actor (actors/consumer) claims items and does the I/O; this module decides,
+for every item, what it becomes: an event to store, session rows, outcomes, or a
+rejection. Nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.items import client_report_outcomes, session_rows
+from events.process import EventProcessor, InvalidEvent, ItemContext, ProcessedEvent
+from events.rows import Outcome
+
+#: Items that are processed into stored events.
+EVENT_ITEM_TYPES = frozenset({"event"})
+#: Items accepted and counted as outcomes but not stored by this version.
+COUNTED_ONLY = {"transaction": "transaction", "attachment": "attachment",
+                "user_report": "feedback", "feedback": "feedback", "check_in": "monitor"}
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One claimed queue item, as the pure code needs it."""
+
+    queue_id: int
+    attempts: int
+    organization_id: int
+    project_id: int
+    key_id: int | None
+    item_type: str
+    event_id: str | None
+    received_at: dt.datetime
+    payload: bytes
+    meta: Mapping[str, Any]
+
+
+@dataclass
+class BatchPlan:
+    """What a batch turns into; filled by ``plan_batch``."""
+
+    events: list[tuple[WorkItem, ProcessedEvent]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    #: Items finished without a stored event (sessions, reports).
+    done_ids: list[int] = field(default_factory=list)
+    #: Items that can never become an event: (item, why); kept as dead letters.
+    invalid: list[tuple[WorkItem, str]] = field(default_factory=list)
+    #: Items whose processing raised unexpectedly: (item, error text); retried later.
+    failed: list[tuple[WorkItem, str]] = field(default_factory=list)
+
+
+def _outcome(item: WorkItem, outcome: str, reason: str, category: str, quantity: int = 1
+             ) -> Outcome:
+    return Outcome(item.organization_id, item.project_id, item.key_id or 0, item.received_at,
+                   outcome, reason, category, quantity)
+
+
+def _context(item: WorkItem) -> ItemContext:
+    meta = item.meta
+    return ItemContext(project_id=item.project_id, key_id=item.key_id,
+                       received_at=item.received_at, envelope_event_id=item.event_id,
+                       client_ip=meta.get("client_ip"), sent_at=meta.get("sent_at"),
+                       client=meta.get("client"))
+
+
+def plan_batch(items: Sequence[WorkItem], processor: EventProcessor,
+               grouping_configs: Mapping[int, str]) -> BatchPlan:
+    plan = BatchPlan()
+    for item in items:
+        try:
+            _plan_item(item, processor, grouping_configs, plan)
+        except InvalidEvent as exc:
+            plan.outcomes.append(_outcome(item, "invalid", exc.reason, _category(item)))
+            plan.invalid.append((item, str(exc)))
+        except Exception as exc:
+            # it is retried and dead-lettered after consumer_max_attempts, never dropped.
+            plan.failed.append((item, f"{type(exc).__name__}: {exc}"))
+    return plan
+
+
+def _category(item: WorkItem) -> str:
+    if item.item_type == "event":
+        return "error"
+    return COUNTED_ONLY.get(item.item_type, "session" if "session" in item.item_type
+                            else "default")
+
+
+def _plan_item(item: WorkItem, processor: EventProcessor,
+               grouping_configs: Mapping[int, str], plan: BatchPlan) -> None:
+    if item.item_type in EVENT_ITEM_TYPES:
+        processed = processor.process(item.payload, _context(item),
+                                      grouping_configs.get(item.project_id, "v1"))
+        plan.events.append((item, processed))
+        category = "error" if processed.event.get("type") == "error" else "default"
+        plan.outcomes.append(_outcome(item, "accepted", "", category))
+        return
+    if item.item_type in ("session", "sessions"):
+        rows = session_rows(item.item_type, item.payload, item.organization_id,
+                            item.project_id, item.received_at)
+        plan.sessions.extend(rows)
+        plan.outcomes.append(_outcome(item, "accepted", "", "session",
+                                      sum(r["quantity"] for r in rows)))
+    elif item.item_type == "client_report":
+        plan.outcomes.extend(client_report_outcomes(
+            item.payload, item.organization_id, item.project_id, item.key_id or 0,
+            item.received_at))
+    elif item.item_type in COUNTED_ONLY:
+        category = COUNTED_ONLY[item.item_type]
+        quantity = max(len(item.payload), 1) if category == "attachment" else 1
+        plan.outcomes.append(_outcome(item, "accepted", "", category, quantity))
+    plan.done_ids.append(item.queue_id)

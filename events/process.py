@@ -1,0 +1,145 @@
+"""Turning one accepted event item into a stored event: normalize, scrub, group.
+
+Pure code (no Ray, no I/O): consumers call ``EventProcessor.process`` for every claimed
+event item. Normalization and PII scrubbing are sentry-relay's own (``StoreNormalizer``,
+``pii_strip_event``), so the stored event is what Sentry would store.
+
+    ProcessingError            (base)
+    └── InvalidEvent           the item is not an event Relay accepts; outcome "invalid"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sentry_relay
+
+from events.grouping import GroupingResult, group_hashes_for_event
+from events.issue_meta import IssueMetadata, issue_metadata_for_event
+
+#: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
+MAX_SECS_IN_FUTURE = 60
+MAX_SECS_IN_PAST = 30 * 24 * 3600
+
+
+class ProcessingError(Exception):
+    pass
+
+
+class InvalidEvent(ProcessingError):
+    """The payload cannot become an event; ``reason`` is the outcome reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """What ingest knew about the request that carried the item."""
+
+    project_id: int
+    key_id: int | None
+    received_at: dt.datetime
+    envelope_event_id: str | None = None
+    client_ip: str | None = None
+    sent_at: str | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    event_id: str
+    event: Mapping[str, Any]
+    grouping: GroupingResult
+    issue: IssueMetadata
+    timestamp: dt.datetime
+    received: dt.datetime
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class EventProcessor:
+    """Normalizes, scrubs and groups events; holds the per-project PII configs."""
+
+    def __init__(self) -> None:
+        self._pii_configs: dict[int, Any] = {}
+
+    def set_scrubbing(self, project_id: int, datascrubbing: Mapping[str, Any]) -> None:
+        """Install a project's legacy data-scrubbing options (Sentry's project settings)."""
+        self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(
+            dict(datascrubbing), json_dumps=_dumps, json_loads=orjson.loads)
+
+    def knows_project(self, project_id: int) -> bool:
+        return project_id in self._pii_configs
+
+    def process(self, payload: bytes, ctx: ItemContext, grouping_config: str) -> ProcessedEvent:
+        event = parse_event_json(payload)
+        if ctx.envelope_event_id:
+            # The envelope header's event_id takes precedence (spec §2.2).
+            event["event_id"] = ctx.envelope_event_id
+        normalized = self._normalize(event, ctx)
+        scrubbed = self._scrub(normalized, ctx.project_id)
+        grouping = group_hashes_for_event(scrubbed, grouping_config)
+        return ProcessedEvent(
+            event_id=str(scrubbed["event_id"]),
+            event=scrubbed,
+            grouping=grouping,
+            issue=issue_metadata_for_event(scrubbed),
+            timestamp=_from_unix(scrubbed.get("timestamp"), ctx.received_at),
+            received=_from_unix(scrubbed.get("received"), ctx.received_at),
+        )
+
+    def _normalize(self, event: dict[str, Any], ctx: ItemContext) -> dict[str, Any]:
+        normalizer = sentry_relay.StoreNormalizer(
+            project_id=ctx.project_id,
+            client_ip=ctx.client_ip,
+            client=ctx.client,
+            key_id=None if ctx.key_id is None else str(ctx.key_id),
+            protocol_version="7",
+            received_at=ctx.received_at.isoformat(),
+            sent_at=ctx.sent_at,
+            max_secs_in_future=MAX_SECS_IN_FUTURE,
+            max_secs_in_past=MAX_SECS_IN_PAST,
+            enable_trimming=True,
+            normalize_user_agent=True,
+            remove_other=True,
+            json_dumps=_dumps,
+        )
+        try:
+            result: dict[str, Any] = normalizer.normalize_event(event, json_loads=orjson.loads)
+        except sentry_relay.RelayError as exc:
+            raise InvalidEvent("invalid_data", f"sentry-relay rejected the event: {exc}") from exc
+        return result
+
+    def _scrub(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
+        config = self._pii_configs.get(project_id)
+        if not config:
+            return event  # scrubbing turned off for this project: Relay makes no config
+        scrubbed: dict[str, Any] = sentry_relay.pii_strip_event(
+            config, event, json_dumps=_dumps, json_loads=orjson.loads)
+        return scrubbed
+
+
+def parse_event_json(payload: bytes) -> dict[str, Any]:
+    """The event object in an item payload; anything else is an invalid event."""
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("invalid_json", f"event payload is not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise InvalidEvent("invalid_json",
+                           f"event payload is a JSON {type(event).__name__}, not an object")
+    return event
+
+
+def _from_unix(value: object, default: dt.datetime) -> dt.datetime:
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    return default

@@ -1,0 +1,228 @@
+"""The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``.
+
+Accept fast, digest later: read the body within its limits, authenticate the DSN key from a
+cache, parse the envelope framing, hand the items off durably (one PostgreSQL COPY per
+``@serve.batch`` batch) and only then answer ``200 {"id": …}``. Normalization, scrubbing,
+grouping and storage happen in the consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from events.auth import SentryAuth, auth_from_dsn, find_request_auth
+from events.body import BodyDecoder, BodyLimits
+from events.envelope import Envelope, EnvelopeLimits, parse_envelope, parse_store_body
+from events.errors import BadRequest, Forbidden, IngestError, Overloaded, Unauthorized
+from storage.postgres import ProjectKey, connect, load_project_keys
+from storage.queue import PostgresQueue, QueuedItem
+
+log = logging.getLogger("crashray.ingest")
+
+_ROUTE = re.compile(r"^/api/(?P<project>\d+)/(?P<endpoint>envelope|store)/*$")
+
+#: Item types ingest hands off. Others are skipped, as Relay skips unknown items (spec §2.4).
+HANDED_OFF_TYPES = frozenset({"event", "transaction", "attachment", "session", "sessions",
+                              "client_report", "user_report", "feedback", "check_in"})
+
+#: Browser SDKs post cross-origin (spec §1.3 CORS).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
+    " referer, accept, authentication, authorization, content-encoding, content-type,"
+    " transfer-encoding, baggage, sentry-trace",
+    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
+    "Access-Control-Max-Age": "3600",
+}
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    postgres_url: str
+    body_limits: BodyLimits
+    envelope_limits: EnvelopeLimits
+    key_cache_refresh_s: float
+    key_cache_miss_reload_s: float
+    max_queued_items: int
+
+
+class KeyCache:
+    """DSN keys by public key, reloaded from PostgreSQL every ``refresh_s`` seconds and, at
+    most every ``miss_reload_s``, when an unknown key shows up."""
+
+    def __init__(self, url: str, refresh_s: float, miss_reload_s: float) -> None:
+        self._url, self._refresh_s, self._miss_reload_s = url, refresh_s, miss_reload_s
+        self._keys: dict[str, ProjectKey] = {}
+        self._loaded_at = -1e9
+        self._lock = asyncio.Lock()
+
+    async def get(self, public_key: str) -> ProjectKey | None:
+        now = time.monotonic()
+        if now - self._loaded_at > self._refresh_s or (
+                public_key not in self._keys and now - self._loaded_at > self._miss_reload_s):
+            await self._reload()
+        return self._keys.get(public_key)
+
+    async def _reload(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._loaded_at < self._miss_reload_s:
+                return  # another request reloaded while this one waited
+            self._keys = await asyncio.to_thread(self._load)
+            self._loaded_at = time.monotonic()
+
+    def _load(self) -> dict[str, ProjectKey]:
+        with connect(self._url) as conn:
+            return load_project_keys(conn)
+
+
+def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> ProjectKey:
+    """The key, if it may send to ``project_id``; else Relay's 403 (spec §1.3)."""
+    if key is None or not key.is_active or not key.project_active or key.project_id != project_id:
+        raise Forbidden("event submission rejected with_reason: ProjectId",
+                        [f"DSN as understood: key {auth.public_key!r}, project {project_id}"])
+    return key
+
+
+def error_response(exc: IngestError) -> Response:
+    headers = {**CORS_HEADERS, "X-Sentry-Error": exc.detail}
+    return Response(orjson.dumps(exc.body()), status_code=exc.status, headers=headers,
+                    media_type="application/json")
+
+
+def queued_items(envelope: Envelope, key: ProjectKey, received_at: dt.datetime,
+                 meta: Mapping[str, Any]) -> list[QueuedItem]:
+    envelope_meta = {**meta, "sent_at": envelope.headers.get("sent_at")}
+    return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
+                       key_id=key.id, item_type=item.type, event_id=envelope.event_id,
+                       received_at=received_at, payload=item.payload,
+                       meta={**envelope_meta, "item_headers": dict(item.headers)})
+            for item in envelope.items if item.type in HANDED_OFF_TYPES]
+
+
+class IngestHandler:
+    """Request handling without Serve; the deployment adds batching and the queue."""
+
+    def __init__(self, config: IngestConfig, queue: PostgresQueue) -> None:
+        self.config = config
+        self.queue = queue
+        self.keys = KeyCache(config.postgres_url, config.key_cache_refresh_s,
+                             config.key_cache_miss_reload_s)
+        self._backlog = 0
+        self._backlog_checked_at = -1e9
+
+    async def read_body(self, request: Request) -> bytes:
+        decoder = BodyDecoder(request.headers.get("content-encoding"), self.config.body_limits)
+        async for chunk in request.stream():
+            if chunk:
+                decoder.feed(chunk)
+        return decoder.finish()
+
+    async def accept(self, request: Request) -> tuple[list[QueuedItem], str | None]:
+        """Everything up to the hand-off: the items to queue and the event id to answer."""
+        match = _ROUTE.match(request.url.path)
+        if match is None:
+            raise BadRequest(f"no ingest endpoint at {request.url.path}; SDKs send to"
+                             " /api/<project_id>/envelope/")
+        project_id = int(match["project"])
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        auth = find_request_auth(headers, request.url.query)
+        body = await self.read_body(request)
+        if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
+                "content-type", ""):
+            envelope = self._store_envelope(body)
+        else:
+            envelope = parse_envelope(body, self.config.envelope_limits)
+        auth = self._envelope_auth(auth, envelope)
+        key = authorize(await self.keys.get(auth.public_key), auth, project_id)
+        await self._check_backlog()
+        meta = {"client_ip": _client_ip(request, headers),
+                "client": auth.client or headers.get("user-agent")}
+        received_at = dt.datetime.now(dt.UTC)
+        return queued_items(envelope, key, received_at, meta), envelope.event_id
+
+    def _store_envelope(self, body: bytes) -> Envelope:
+        """A legacy ``/store/`` body as a one-item envelope; its event id is answered, and
+        generated when the event has none (spec §3.4)."""
+        from events.envelope import EnvelopeItem, normalize_event_id
+
+        event_json = parse_store_body(body, self.config.envelope_limits)
+        event = orjson.loads(event_json)
+        event_id = normalize_event_id(event.get("event_id")) or uuid.uuid4().hex
+        return Envelope(headers={"event_id": event_id},
+                        items=(EnvelopeItem("event", {"type": "event"}, event_json),))
+
+    @staticmethod
+    def _envelope_auth(auth: SentryAuth | None, envelope: Envelope) -> SentryAuth:
+        dsn = envelope.headers.get("dsn")
+        dsn_auth = auth_from_dsn(dsn) if isinstance(dsn, str) else None
+        if auth is None and dsn_auth is None:
+            raise Unauthorized("missing authorization information")
+        if auth is not None and dsn_auth is not None and dsn_auth.public_key != auth.public_key:
+            raise Unauthorized("bad envelope authentication header",
+                               ["the envelope dsn names another key than the request"])
+        result = auth or dsn_auth
+        assert result is not None
+        return result
+
+    async def _check_backlog(self) -> None:
+        now = time.monotonic()
+        if now - self._backlog_checked_at > 1.0:
+            self._backlog_checked_at = now
+            self._backlog = await asyncio.to_thread(self.queue.backlog_upper_bound)
+        if self._backlog >= self.config.max_queued_items:
+            raise Overloaded("the service is overloaded",
+                             [f"{self._backlog} items wait for processing, more than"
+                              f" CRASHRAY_MAX_QUEUED_ITEMS ({self.config.max_queued_items})"])
+
+
+def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
+    forwarded = headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else None
+
+
+@serve.deployment(name="ingest", ray_actor_options={"num_cpus": 0})
+class IngestDeployment:
+    def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float) -> None:
+        self._queue = PostgresQueue(config.postgres_url)
+        self._handler = IngestHandler(config, self._queue)
+        self._enqueue_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
+        self._enqueue_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
+
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005)
+    async def _enqueue_batch(self, requests: list[list[QueuedItem]]) -> list[None]:
+        flat = [item for items in requests for item in items]
+        await asyncio.to_thread(self._queue.enqueue, flat)
+        return [None] * len(requests)
+
+    async def __call__(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=200, headers=CORS_HEADERS)
+        try:
+            items, event_id = await self._handler.accept(request)
+            if items:
+                await self._enqueue_batch(items)
+        except IngestError as exc:
+            return error_response(exc)
+        except Exception:
+            # acknowledged, so the SDK is told to try later; the cause is logged.
+            log.exception("hand-off failed")
+            return error_response(Overloaded("failed to queue envelope"))
+        body = {"id": event_id} if event_id else {}
+        return Response(orjson.dumps(body), status_code=200, headers=CORS_HEADERS,
+                        media_type="application/json")

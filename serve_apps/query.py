@@ -1,0 +1,160 @@
+"""The REST API (``/api/0/…``, Sentry's public Web API shapes) and the start page.
+
+This first version serves the two list endpoints the pipeline is verified with; the full
+query API is a later issue. Every request is scoped: the token names an organization,
+the URL's organization must be that one, and the project must belong to it. A wrong tenant
+answers 404, not 403, so ids cannot be probed.
+"""
+
+import datetime as dt
+import html
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi.responses import HTMLResponse
+from psycopg_pool import ConnectionPool
+from ray import serve
+
+from actors.clickhouse import clickhouse_store
+from storage import issues as issue_store
+from storage.postgres import ProjectRef, TokenScope, find_project, token_scope
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    postgres_url: str
+    clickhouse_dsn: str
+    base_url: str
+    max_page_size: int
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class Api:
+    """Scoped reads; no HTTP here beyond raising ``HTTPException``."""
+
+    def __init__(self, config: QueryConfig) -> None:
+        self.config = config
+        self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=4, open=True)
+        self.clickhouse = clickhouse_store(config.clickhouse_dsn)
+
+    def scope(self, authorization: str | None) -> TokenScope:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "Authentication credentials were not provided.")
+        with self.pool.connection() as conn:
+            scope = token_scope(conn, authorization[7:].strip())
+        if scope is None:
+            raise HTTPException(401, "Invalid token")
+        return scope
+
+    def project(self, scope: TokenScope, org_slug: str, project_slug: str, needed: str
+                ) -> ProjectRef:
+        if needed not in scope.scopes:
+            raise HTTPException(403, f"this token lacks the scope {needed}")
+        if org_slug != scope.organization_slug:
+            raise HTTPException(404, "The requested resource does not exist")
+        with self.pool.connection() as conn:
+            project = find_project(conn, scope.organization_id, project_slug)
+        if project is None:
+            raise HTTPException(404, "The requested resource does not exist")
+        return project
+
+    def issues(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            rows = issue_store.list_issues(conn, project.id, limit)
+        return [{
+            "id": str(r.id), "shortId": f"{project.slug.upper()}-{r.id}", "title": r.title,
+            "culprit": r.culprit, "count": str(r.times_seen), "firstSeen": iso(r.first_seen),
+            "lastSeen": iso(r.last_seen), "level": r.level, "status": r.status,
+            "type": r.type, "metadata": r.metadata, "platform": r.platform,
+            "permalink": f"{self.config.base_url}/organizations/{project.organization_slug}"
+                         f"/issues/{r.id}/",
+            "project": {"id": str(project.id), "slug": project.slug},
+        } for r in rows]
+
+    def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
+        rows = self.clickhouse.list_events(project.organization_id, project.id, limit)
+        return [{
+            "id": e.event_id, "eventID": e.event_id, "groupID": str(e.group_id),
+            "projectID": str(project.id), "dateCreated": iso(e.timestamp), "title": e.title,
+            "message": e.message, "culprit": e.culprit, "platform": e.platform,
+            "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]],
+        } for e in rows]
+
+
+app = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class ApiDeployment:
+    def __init__(self, config: QueryConfig) -> None:
+        self.api = Api(config)
+
+    @app.get("/projects/{org}/{project}/issues/")
+    def list_issues(self, org: str, project: str,
+                    authorization: Annotated[str | None, Header()] = None,
+                    limit: Annotated[int, Query(ge=1)] = 25) -> list[dict[str, Any]]:
+        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        return self.api.issues(ref, min(limit, self.api.config.max_page_size))
+
+    @app.get("/projects/{org}/{project}/events/")
+    def list_events(self, org: str, project: str,
+                    authorization: Annotated[str | None, Header()] = None,
+                    limit: Annotated[int, Query(ge=1)] = 100) -> list[dict[str, Any]]:
+        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        return self.api.events(ref, min(limit, self.api.config.max_page_size))
+
+
+START_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Crashray</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}}
+pre{{background:#f4f4f6;padding:1rem;overflow:auto}}code{{font-size:.95em}}</style></head>
+<body><h1>Crashray is running</h1>
+<p>Point any Sentry SDK at this DSN (project <strong>{org}/{project}</strong>):</p>
+<pre><code id="dsn">{dsn}</code></pre>
+<h2>Python</h2><pre><code>pip install sentry-sdk
+
+import sentry_sdk
+sentry_sdk.init(dsn="{dsn}")</code></pre>
+<h2>Node.js</h2><pre><code>npm install @sentry/node
+
+const Sentry = require("@sentry/node");
+Sentry.init({{ dsn: "{dsn}" }});</code></pre>
+<h2>API</h2><p>Issues: <code>GET {base}/api/0/projects/{org}/{project}/issues/</code><br>
+Events: <code>GET {base}/api/0/projects/{org}/{project}/events/</code><br>
+with <code>Authorization: Bearer &lt;token&gt;</code>.</p>
+</body></html>"""
+
+
+web = FastAPI(title="Crashray", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(name="web", ray_actor_options={"num_cpus": 0})
+@serve.ingress(web)
+class WebDeployment:
+    """The start page, until the dashboard lands: the DSN and the SDK set-up snippets."""
+
+    def __init__(self, config: QueryConfig) -> None:
+        self.config = config
+        self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=2, open=True)
+
+    @web.get("/", response_class=HTMLResponse)
+    def index(self) -> str:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT o.slug, p.slug, p.id, k.public_key FROM project_keys k"
+                " JOIN projects p ON p.id = k.project_id JOIN organizations o"
+                " ON o.id = p.organization_id WHERE k.is_active ORDER BY p.id, k.id LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return "<p>No project yet: run <code>crashray project create</code>.</p>"
+        org, project, project_id, key = (html.escape(str(v)) for v in row)
+        base = self.config.base_url
+        dsn = f"{base.replace('://', f'://{key}@', 1)}/{project_id}"
+        return START_PAGE.format(dsn=dsn, org=org, project=project, base=base)
+
+

@@ -1,0 +1,160 @@
+"""ClickHouse: one client API (clickhouse-connect) for the embedded engine and servers.
+
+``CRASHRAY_CLICKHOUSE_URL`` empty → chDB (``chdb:///data_dir/clickhouse``), the real
+ClickHouse engine in-process. chDB allows one process per data path, so in embedded mode
+exactly one actor (actors/writer) holds this store; everything else calls that actor.
+With a server URL every process may open its own ``ClickHouseStore``.
+
+Every read takes an organization and a project id: there is no query without a tenant scope.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pyarrow as pa
+
+from storage.errors import MigrationError
+from storage.postgres import load_migrations
+
+#: ClickHouse's own log tables and how long to keep them: Sentry self-hosted's most
+#: common disk complaint is these tables growing without bound.
+SYSTEM_LOG_TTL_DAYS = 7
+SYSTEM_LOG_TABLES = ("query_log", "query_thread_log", "part_log", "trace_log", "metric_log",
+                     "asynchronous_metric_log", "text_log", "processors_profile_log",
+                     "query_views_log", "session_log", "opentelemetry_span_log")
+
+
+def clickhouse_dsn(url: str | None, data_dir: Path) -> str:
+    """The clickhouse-connect DSN: the server URL, or chDB under ``data_dir``."""
+    if url:
+        return url
+    return f"chdb://{(data_dir / 'clickhouse').resolve()}"
+
+
+def _statements(sql: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", sql)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    event_id: str
+    group_id: int
+    timestamp: dt.datetime
+    title: str
+    message: str
+    culprit: str
+    platform: str
+    level: str
+    tags: list[tuple[str, str]]
+
+
+class ClickHouseStore:
+    """Schema, inserts and scoped reads over one clickhouse-connect client."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.is_embedded = dsn.startswith("chdb:")
+        self._client = clickhouse_connect.get_client(dsn=dsn)
+
+    # --- schema ---------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply pending migrations (``migrations/clickhouse``); returns versions applied."""
+        self._client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String,"
+            " applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version")
+        done = {int(r[0]) for r in self._client.query(
+            "SELECT version FROM schema_migrations").result_rows}
+        applied = []
+        for migration in load_migrations("clickhouse"):
+            if migration.version in done:
+                continue
+            try:
+                for statement in _statements(migration.sql):
+                    self._client.command(statement)
+            except Exception as exc:  # clickhouse-connect raises several unrelated classes
+                raise MigrationError(
+                    f"ClickHouse migration {migration.version:04d}_{migration.name} failed: {exc}"
+                ) from exc
+            self._client.insert("schema_migrations", [[migration.version, migration.name]],
+                                column_names=["version", "name"])
+            applied.append(migration.version)
+        if not self.is_embedded:
+            self._limit_system_logs()
+        return applied
+
+    def _limit_system_logs(self) -> None:
+        existing = {r[0] for r in self._client.query(
+            "SELECT name FROM system.tables WHERE database = 'system'").result_rows}
+        for table in SYSTEM_LOG_TABLES:
+            if table in existing:
+                self._client.command(
+                    f"ALTER TABLE system.{table} MODIFY TTL event_date + "
+                    f"toIntervalDay({SYSTEM_LOG_TTL_DAYS})")
+
+    # --- writes ---------------------------------------------------------------------
+    def insert(self, table: str, data: pa.Table) -> int:
+        if data.num_rows:
+            self._client.insert_arrow(table, data)
+        return int(data.num_rows)
+
+    # --- scoped reads ---------------------------------------------------------------
+    def list_events(self, organization_id: int, project_id: int, limit: int,
+                    offset: int = 0, group_ids: Sequence[int] | None = None) -> list[EventSummary]:
+        """Newest events of one project (optionally of some issues), de-duplicated."""
+        where = "organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+        params: dict[str, Any] = {"org": organization_id, "project": project_id,
+                                  "limit": limit, "offset": offset}
+        if group_ids is not None:
+            where += " AND group_id IN {groups:Array(UInt64)}"
+            params["groups"] = list(group_ids)
+        rows = self._client.query(
+            "SELECT toString(event_id), group_id, timestamp, title, message, culprit,"
+            " platform, level, tags FROM events WHERE " + where +
+            " ORDER BY timestamp DESC, event_id LIMIT 1 BY event_id"
+            " LIMIT {limit:UInt32} OFFSET {offset:UInt32}", parameters=params).result_rows
+        return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
+                             r[6], r[7], sorted(r[8].items())) for r in rows]
+
+    def count_events(self, organization_id: int, project_id: int) -> int:
+        rows = self._client.query(
+            "SELECT uniqExact(event_id) FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id = {project:UInt64}",
+            parameters={"org": organization_id, "project": project_id}).result_rows
+        return int(rows[0][0])
+
+    def event_body(self, organization_id: int, project_id: int, event_id: str) -> str | None:
+        rows = self._client.query(
+            "SELECT body FROM events WHERE organization_id = {org:UInt64} AND"
+            " project_id = {project:UInt64} AND event_id = {id:UUID} LIMIT 1",
+            parameters={"org": organization_id, "project": project_id, "id": event_id},
+        ).result_rows
+        return str(rows[0][0]) if rows else None
+
+    def existing_event_ids(self, project_id: int, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are already stored for ``project_id`` (32-hex ids)."""
+        if not event_ids:
+            return set()
+        rows = self._client.query(
+            "SELECT DISTINCT toString(event_id) FROM events WHERE project_id = {project:UInt64}"
+            " AND event_id IN {ids:Array(UUID)}",
+            parameters={"project": project_id, "ids": list(event_ids)}).result_rows
+        return {r[0].replace("-", "") for r in rows}
+
+    def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A raw read for tests and operators; callers must scope it themselves."""
+        return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,174 @@
+"""Issues (Sentry's "groups") in PostgreSQL: hash → issue, and their counters.
+
+Grouping hashes point to issues (``group_hashes``), so a later merge only re-points hashes
+and never rewrites ClickHouse. Counters are updated once per batch and per issue, and only
+for events not counted before (``processed_events``), so a re-delivered event never counts
+twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+#: Namespace of the advisory locks that serialize creating the issue of one new hash.
+_ISSUE_LOCK_NAMESPACE = 0x6973
+
+
+@dataclass(frozen=True)
+class IssueCandidate:
+    """An event's grouping result and what a new issue for it would look like."""
+
+    project_id: int
+    hashes: tuple[str, ...]
+    grouping_config: str
+    title: str
+    culprit: str
+    type: str
+    level: str
+    platform: str
+    timestamp: dt.datetime
+    release: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
+                  ) -> list[int]:
+    """The issue of every candidate, creating issues for hashes never seen before.
+
+    An event joins the issue of the first of its hashes that already exists. New hashes are
+    created under a per-hash advisory lock, so concurrent consumers create exactly one
+    issue for a new hash."""
+    known = _known_hashes(conn, candidates)
+    result: list[int] = []
+    for candidate in candidates:
+        issue_id = next((known[(candidate.project_id, h)] for h in candidate.hashes
+                         if (candidate.project_id, h) in known), None)
+        if issue_id is None:
+            issue_id = _create_issue(conn, candidate)
+        for h in candidate.hashes:
+            known.setdefault((candidate.project_id, h), issue_id)
+        result.append(issue_id)
+    return result
+
+
+def _known_hashes(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
+                  ) -> dict[tuple[int, str], int]:
+    pairs = {(c.project_id, h) for c in candidates for h in c.hashes}
+    if not pairs:
+        return {}
+    projects, hashes = zip(*pairs, strict=True)
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT g.project_id, g.hash, g.issue_id FROM group_hashes g"
+            " JOIN unnest(%s::bigint[], %s::text[]) AS k(project_id, hash)"
+            " ON g.project_id = k.project_id AND g.hash = k.hash",
+            (list(projects), list(hashes))).fetchall()
+    return {(int(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
+    primary = c.hashes[0]
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                     (_ISSUE_LOCK_NAMESPACE, f"{c.project_id}:{primary}"))
+        row = conn.execute("SELECT issue_id FROM group_hashes WHERE project_id = %s AND"
+                           " hash = ANY(%s) LIMIT 1", (c.project_id, list(c.hashes))).fetchone()
+        if row is not None:
+            return int(row[0])  # another consumer created it while we waited for the lock
+        created = conn.execute(
+            "INSERT INTO issues (project_id, title, culprit, type, metadata, level, platform,"
+            " first_seen, last_seen, times_seen, first_release, last_release)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s) RETURNING id",
+            (c.project_id, c.title, c.culprit, c.type, Jsonb(dict(c.metadata)), c.level,
+             c.platform, c.timestamp, c.timestamp, c.release, c.release)).fetchone()
+        assert created is not None  # INSERT ... RETURNING always returns the row
+        issue_id = int(created[0])
+        conn.execute(
+            "INSERT INTO group_hashes (project_id, hash, issue_id, grouping_config)"
+            " SELECT %s, h, %s, %s FROM unnest(%s::text[]) AS h ON CONFLICT DO NOTHING",
+            (c.project_id, issue_id, c.grouping_config, list(c.hashes)))
+    return issue_id
+
+
+@dataclass(frozen=True)
+class CountedEvent:
+    project_id: int
+    event_id: str
+    issue_id: int
+    timestamp: dt.datetime
+    level: str
+    release: str | None
+
+
+def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent]) -> int:
+    """Count events into their issues, skipping events counted before; call inside the
+    transaction that also acknowledges the queue items. Returns how many were new."""
+    if not events:
+        return 0
+    new = {
+        (int(r[0]), str(r[1])) for r in conn.execute(
+            "INSERT INTO processed_events (project_id, event_id)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[]) ON CONFLICT DO NOTHING"
+            " RETURNING project_id, event_id",
+            ([e.project_id for e in events], [e.event_id for e in events])).fetchall()
+    }
+    totals: dict[int, list[Any]] = {}
+    for e in sorted(events, key=lambda e: e.timestamp):
+        if (e.project_id, e.event_id) not in new:
+            continue
+        new.discard((e.project_id, e.event_id))  # the same event twice in one batch
+        t = totals.setdefault(e.issue_id, [0, e.timestamp, e.timestamp, None, e.level])
+        t[0] += 1
+        t[2], t[4] = e.timestamp, e.level
+        t[3] = e.release or t[3]
+    if totals:
+        ids = list(totals)
+        conn.execute(
+            "UPDATE issues SET times_seen = issues.times_seen + v.n,"
+            " first_seen = least(issues.first_seen, v.first_ts),"
+            " last_seen = greatest(issues.last_seen, v.last_ts),"
+            " last_release = coalesce(v.release, issues.last_release),"
+            " first_release = coalesce(issues.first_release, v.release), level = v.level"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[],"
+            " %s::text[], %s::text[]) AS v(id, n, first_ts, last_ts, release, level)"
+            " WHERE issues.id = v.id",
+            (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids],
+             [totals[i][2] for i in ids], [totals[i][3] for i in ids],
+             [totals[i][4] for i in ids]))
+    return sum(t[0] for t in totals.values())
+
+
+@dataclass(frozen=True)
+class IssueRow:
+    id: int
+    project_id: int
+    title: str
+    culprit: str
+    type: str
+    metadata: Mapping[str, Any]
+    level: str
+    platform: str
+    status: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    times_seen: int
+
+
+_ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platform, status,"
+                  " first_seen, last_seen, times_seen")
+
+
+def list_issues(conn: psycopg.Connection[Any], project_id: int, limit: int, offset: int = 0
+                ) -> list[IssueRow]:
+    """Issues of one project with at least one stored event, most recently seen first."""
+    rows = conn.execute(
+        f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND times_seen > 0"
+        " ORDER BY last_seen DESC, id DESC LIMIT %s OFFSET %s",
+        (project_id, limit, offset)).fetchall()
+    return [IssueRow(*r) for r in rows]

@@ -1,0 +1,62 @@
+"""The grouping registry and ``GroupingResult`` contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from events.grouping import (
+    DEFAULT_GROUPING_CONFIG,
+    GROUPING_CONFIGS,
+    GroupingRules,
+    group_hashes_for_event,
+)
+from tests.unit.grouping.helpers import normalize
+
+PYTHON_EVENT = {
+    "platform": "python",
+    "exception": {"values": [{"type": "KeyError", "value": "'x'", "stacktrace": {"frames": [
+        {"module": "lib", "function": "get", "in_app": False},
+        {"module": "app", "function": "main", "in_app": True},
+    ]}}]},
+}
+
+
+def test_default_config_is_v1_matching_sentry_2023() -> None:
+    assert DEFAULT_GROUPING_CONFIG == "v1"
+    assert GROUPING_CONFIGS["v1"].sentry_config == "newstyle:2023-01-11"
+
+
+def test_unknown_config_names_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"'v9' is unknown; known configs: v1"):
+        group_hashes_for_event({}, config="v9")
+
+
+def test_app_hash_is_primary_system_second() -> None:
+    result = group_hashes_for_event(normalize(PYTHON_EVENT))
+    assert result.config == "v1"
+    assert result.hashes == (result.variants["app"].hash, result.variants["system"].hash)
+    assert result.primary_hash == result.variants["app"].hash
+
+
+def test_to_json_dict_shape() -> None:
+    data = group_hashes_for_event(normalize(PYTHON_EVENT)).to_json_dict()
+    assert data["config"] == "v1"
+    assert list(data["variants"]) == ["app", "system"]
+    app = data["variants"]["app"]
+    assert set(app) == {"hash", "contributes", "component"}
+    assert app["contributes"] is True
+    assert app["component"]["id"] == "app"
+    assert data["hashes"] == [app["hash"], data["variants"]["system"]["hash"]]
+
+
+def test_empty_rules_accepted_real_rules_refused() -> None:
+    event = normalize(PYTHON_EVENT)
+    assert (group_hashes_for_event(event, rules=GroupingRules()).hashes
+            == group_hashes_for_event(event).hashes)
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        group_hashes_for_event(event, rules=GroupingRules(fingerprint_rules=("type:X -> y",)))
+
+
+def test_non_mapping_event_gets_fallback_hash() -> None:
+    result = group_hashes_for_event([], config="v1")  # type: ignore[arg-type]
+    assert result.hashes == ("d41d8cd98f00b204e9800998ecf8427e",)
