@@ -75,7 +75,8 @@ def cmd_grouping_hash(args: argparse.Namespace) -> int:
     if not isinstance(event, dict):
         print("crashray grouping hash: stdin must be one JSON object (an event)", file=sys.stderr)
         return 2
-    normalized = sentry_relay.StoreNormalizer(  # type: ignore[attr-defined]project_id=1).normalize_event(event)
+    normalizer = sentry_relay.StoreNormalizer(project_id=1)  # type: ignore[attr-defined]
+    normalized = normalizer.normalize_event(event)
     result = group_hashes_for_event(normalized, args.config)
     sys.stdout.write(orjson.dumps(result.to_json_dict()).decode() + "\n")
     return 0

@@ -22,7 +22,8 @@ class EmbeddedPostgres:
 
         self.path.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop": stop the server when the last user of it stops.
-        self._server = pgserver.get_server(  # type: ignore[attr-defined]self.path, cleanup_mode="stop")
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self.path, cleanup_mode="stop")
         return str(self._server.get_uri())
 
     def stop(self) -> None:
