@@ -73,7 +73,7 @@ class EventProcessor:
 
     def set_scrubbing(self, project_id: int, datascrubbing: Mapping[str, Any]) -> None:
         """Install a project's legacy data-scrubbing options (Sentry's project settings)."""
-        self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(
+        self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(  # type: ignore[attr-defined]
             dict(datascrubbing), json_dumps=_dumps, json_loads=orjson.loads)
 
     def knows_project(self, project_id: int) -> bool:
@@ -97,7 +97,7 @@ class EventProcessor:
         )
 
     def _normalize(self, event: dict[str, Any], ctx: ItemContext) -> dict[str, Any]:
-        normalizer = sentry_relay.StoreNormalizer(
+        normalizer = sentry_relay.StoreNormalizer(  # type: ignore[attr-defined]
             project_id=ctx.project_id,
             client_ip=ctx.client_ip,
             client=ctx.client,
@@ -114,7 +114,7 @@ class EventProcessor:
         )
         try:
             result: dict[str, Any] = normalizer.normalize_event(event, json_loads=orjson.loads)
-        except sentry_relay.RelayError as exc:
+        except sentry_relay.RelayError as exc:  # type: ignore[attr-defined]
             raise InvalidEvent("invalid_data", f"sentry-relay rejected the event: {exc}") from exc
         return result
 
@@ -122,7 +122,7 @@ class EventProcessor:
         config = self._pii_configs.get(project_id)
         if not config:
             return event  # scrubbing turned off for this project: Relay makes no config
-        scrubbed: dict[str, Any] = sentry_relay.pii_strip_event(
+        scrubbed: dict[str, Any] = sentry_relay.pii_strip_event(  # type: ignore[attr-defined]
             config, event, json_dumps=_dumps, json_loads=orjson.loads)
         return scrubbed
 
