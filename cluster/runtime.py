@@ -20,7 +20,14 @@ log = logging.getLogger("crashray")
 
 #: Measured on this machine kind (ARCHITECTURE.md): the default Python proxy manages
 #: ~250 req/s on 2 cores, throughput-optimized Serve with HAProxy ~3,200 req/s.
-RAY_SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+RAY_SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Behind HAProxy a stopping replica stays up this long (default 30 s) so remote load
+    # balancers can deregister it; HAProxy retries refused connections, so a couple of
+    # seconds keeps shutdown and redeploys quick without failing requests.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
 #: Unix socket paths are limited to 107 bytes; Ray nests several levels under its temp dir.
 MAX_RAY_TEMP_DIR_CHARS = 40
 

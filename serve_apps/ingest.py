@@ -196,7 +196,13 @@ def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
     return request.client.host if request.client else None
 
 
-@serve.deployment(name="ingest", ray_actor_options={"num_cpus": 0})
+#: Serve waits this long for in-flight requests at shutdown; a hand-off takes milliseconds.
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+@serve.deployment(name="ingest", ray_actor_options={"num_cpus": 0},
+                  graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S,
+                  graceful_shutdown_wait_loop_s=0.5)
 class IngestDeployment:
     def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float) -> None:
         self._queue = PostgresQueue(config.postgres_url)

@@ -88,7 +88,8 @@ class Api:
 app = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
 
 
-@serve.deployment(name="api", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
+                  graceful_shutdown_wait_loop_s=0.5)
 @serve.ingress(app)
 class ApiDeployment:
     def __init__(self, config: QueryConfig) -> None:
@@ -133,7 +134,8 @@ with <code>Authorization: Bearer &lt;token&gt;</code>.</p>
 web = FastAPI(title="Crashray", docs_url=None, redoc_url=None)
 
 
-@serve.deployment(name="web", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="web", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
+                  graceful_shutdown_wait_loop_s=0.5)
 @serve.ingress(web)
 class WebDeployment:
     """The start page, until the dashboard lands: the DSN and the SDK set-up snippets."""

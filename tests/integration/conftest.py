@@ -1,0 +1,40 @@
+"""One real Crashray per test session: real Ray and Serve, a scratch database on the
+machine's PostgreSQL, and the real ClickHouse engine (chDB) under a temp directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cluster.runtime import Runtime, StartInfo
+from cluster.settings import Settings
+from tests.support import free_port, scratch_database
+
+
+@dataclass
+class RunningCrashray:
+    runtime: Runtime
+    info: StartInfo
+    base_url: str
+    public_key: str
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashray]:
+    data_dir: Path = tmp_path_factory.mktemp("crashray-data")
+    with scratch_database("crashray_it") as url:
+        # A short lease so that a killed consumer's batch is re-claimed within the test.
+        settings = Settings(data_dir=data_dir, port=free_port(), postgres_url=url,
+                            consumer_lease_s=3.0, key_cache_refresh_s=1.0,
+                            key_cache_miss_reload_s=0.2)
+        runtime = Runtime(settings)
+        info = runtime.start()
+        try:
+            public_key = info.dsn.split("//", 1)[1].split("@", 1)[0]
+            yield RunningCrashray(runtime, info, settings.base_url(), public_key, settings)
+        finally:
+            runtime.stop()

@@ -1,0 +1,162 @@
+"""The ingest pipeline end to end: real Ray + Serve, PostgreSQL, the ClickHouse engine,
+and the real ``sentry-sdk`` as the client."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+import sentry_sdk
+
+from actors.clickhouse import clickhouse_store
+from tests.integration.conftest import RunningCrashray
+from tests.support import (corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers,
+                           wait_until)
+
+pytestmark = pytest.mark.integration
+
+
+def api_get(c: RunningCrashray, path: str) -> Any:
+    response = httpx.get(f"{c.base_url}/api/0/projects/crashray/default/{path}",
+                         headers={"Authorization": f"Bearer {c.info.api_token}"}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def issue_titled(c: RunningCrashray, title: str) -> dict[str, Any] | None:
+    return next((i for i in api_get(c, "issues/") if i["title"] == title), None)
+
+
+def raise_and_capture(exc_type: type[Exception], message: str) -> str:
+    try:
+        raise exc_type(message)
+    except Exception as exc:  # noqa: BLE001 — the point is to capture it
+        event_id = sentry_sdk.capture_exception(exc)
+    assert event_id is not None
+    return event_id
+
+
+def test_python_sdk_exceptions_group_into_one_issue_visible_through_the_api(
+        crashray: RunningCrashray) -> None:
+    sentry_sdk.init(dsn=crashray.info.dsn, release="demo@1.0", environment="ci")
+    try:
+        marker = uuid.uuid4().hex[:8]
+        ids = [raise_and_capture(LookupError, f"missing {marker}") for _ in range(2)]
+        sentry_sdk.flush(10)
+    finally:
+        sentry_sdk.get_client().close()
+    issue = wait_until(lambda: (i := issue_titled(crashray, f"LookupError: missing {marker}"))
+                       and i["count"] == "2" and i, 15, "the issue with count 2")
+    assert issue["level"] == "error" and issue["status"] == "unresolved"
+    assert "raise_and_capture" in issue["culprit"]
+    events = {e["eventID"]: e for e in api_get(crashray, "events/")}
+    assert set(ids) <= set(events)
+    assert events[ids[0]]["groupID"] == issue["id"]
+    assert {"key": "environment", "value": "ci"} in events[ids[0]]["tags"] or any(
+        t["key"] == "server_name" for t in events[ids[0]]["tags"])
+
+
+def post_envelope(c: RunningCrashray, body: bytes, headers: dict[str, str],
+                  project: int = 1, endpoint: str = "envelope") -> httpx.Response:
+    return httpx.post(f"{c.base_url}/api/{project}/{endpoint}/", content=body, headers=headers,
+                      timeout=10)
+
+
+def test_missing_auth_is_401_with_relays_detail(crashray: RunningCrashray,
+                                                corpus_dir: Path) -> None:
+    response = post_envelope(crashray, envelope_bytes(corpus_event(corpus_dir)), {})
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing authorization information"}
+
+
+def test_unknown_key_and_other_projects_key_are_403(crashray: RunningCrashray,
+                                                    corpus_dir: Path) -> None:
+    body = gzip_bytes(envelope_bytes(corpus_event(corpus_dir)))
+    unknown = post_envelope(crashray, body, python_sdk_headers("0" * 32))
+    other_project = post_envelope(crashray, body, python_sdk_headers(crashray.public_key),
+                                  project=999)
+    for response in (unknown, other_project):
+        assert response.status_code == 403
+        assert response.json()["detail"] == "event submission rejected with_reason: ProjectId"
+
+
+def test_malformed_envelope_is_400_naming_the_item(crashray: RunningCrashray) -> None:
+    body = b'{"event_id":"' + uuid.uuid4().hex.encode() + b'"}\n{"type":"event","length":500}\n{}'
+    response = post_envelope(crashray, body, python_sdk_headers(crashray.public_key, False))
+    assert response.status_code == 400
+    assert response.json()["detail"] == "invalid event envelope"
+    assert "item 1" in " ".join(response.json()["causes"])
+
+
+def test_oversized_event_is_413_naming_the_setting(crashray: RunningCrashray,
+                                                   corpus_dir: Path) -> None:
+    event = {**corpus_event(corpus_dir), "extra": {"blob": "x" * (1_100_000)}}
+    response = post_envelope(crashray, gzip_bytes(envelope_bytes(event)),
+                             python_sdk_headers(crashray.public_key))
+    assert response.status_code == 413
+    assert "CRASHRAY_MAX_EVENT_BYTES" in orjson.dumps(response.json()).decode()
+
+
+def test_cors_preflight_allows_browser_sdks(crashray: RunningCrashray) -> None:
+    response = httpx.options(f"{crashray.base_url}/api/1/envelope/",
+                             headers={"Origin": "https://shop.example.com",
+                                      "Access-Control-Request-Method": "POST"})
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "x-sentry-auth" in response.headers["access-control-allow-headers"]
+
+
+def test_store_endpoint_accepts_plain_json_and_answers_its_event_id(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    event_id = uuid.uuid4().hex
+    event = {**corpus_event(corpus_dir), "event_id": event_id}
+    headers = {**python_sdk_headers(crashray.public_key, False),
+               "Content-Type": "application/json"}
+    response = post_envelope(crashray, orjson.dumps(event), headers, endpoint="store")
+    assert response.status_code == 200
+    assert response.json() == {"id": event_id}
+    wait_until(lambda: any(e["eventID"] == event_id for e in api_get(crashray, "events/?limit=100")),
+               15, "the /store/ event in the events list")
+
+
+def test_revoked_key_is_refused_within_the_refresh_interval(crashray: RunningCrashray,
+                                                            corpus_dir: Path) -> None:
+    url = crashray.runtime.postgres_url
+    key = uuid.uuid4().hex
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key)"
+                     " VALUES (1, %s, 'x')", (key,))
+    body = gzip_bytes(envelope_bytes(corpus_event(corpus_dir)))
+    wait_until(lambda: post_envelope(crashray, body, python_sdk_headers(key)).status_code == 200,
+               10, "the new key to be accepted")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE project_keys SET is_active = false WHERE public_key = %s", (key,))
+    wait_until(lambda: post_envelope(crashray, body, python_sdk_headers(key)).status_code == 403,
+               10, "the revoked key to be refused")
+
+
+def test_default_scrubbing_filters_secrets_before_storage(crashray: RunningCrashray,
+                                                          corpus_dir: Path) -> None:
+    event_id = uuid.uuid4().hex
+    event = {**corpus_event(corpus_dir),
+             "request": {"url": "https://shop.example.com/login", "method": "POST",
+                         "headers": {"Authorization": "Bearer abcdef", "Accept": "*/*"}},
+             "extra": {"password": "hunter2", "card": "4242 4242 4242 4242"},
+             "user": {"id": "42", "ip_address": "10.1.2.3"}}
+    response = post_envelope(crashray, gzip_bytes(envelope_bytes(event, event_id)),
+                             python_sdk_headers(crashray.public_key))
+    assert response.status_code == 200
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    body = wait_until(lambda: store.event_body(1, 1, event_id), 15, "the stored event")
+    stored = orjson.loads(body)
+    assert stored["extra"]["password"] == "[Filtered]"
+    assert "4242" not in orjson.dumps(stored["extra"]).decode()
+    assert ["Authorization", "[Filtered]"] in stored["request"]["headers"]
+    assert "ip_address" not in stored["user"] or stored["user"]["ip_address"] is None
+    assert "hunter2" not in body
+    assert stored["_meta"]["extra"]["password"][""]["rem"][0][0] == "@password:filter"
