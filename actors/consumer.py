@@ -41,10 +41,12 @@ class BatchConsumer:
     """The consumer's work without Ray: claim one batch and see it through."""
 
     def __init__(self, postgres_url: str, clickhouse_dsn: str, *, batch_items: int,
-                 lease_s: float, max_attempts: int, retention_days: int) -> None:
+                 lease_s: float, max_attempts: int, retention_days: int,
+                 store: Any | None = None) -> None:
         self._url = postgres_url
         self._conn = psycopg.connect(postgres_url)
-        self._store = clickhouse_store(clickhouse_dsn)
+        # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
+        self._store = store if store is not None else clickhouse_store(clickhouse_dsn)
         self._processor = EventProcessor()
         self._grouping: dict[int, str] = {}
         self._settings_loaded_at: dict[int, float] = {}

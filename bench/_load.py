@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import gzip
 import os
+import socket
 import time
 import uuid
 from collections import Counter
@@ -103,6 +104,13 @@ def sdk_headers(public_key: str) -> dict[str, str]:
         "X-Sentry-Auth": f"Sentry sentry_key={public_key}, sentry_version=7,"
                          f" sentry_client={SDK_CLIENT}",
     }
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

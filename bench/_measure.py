@@ -141,9 +141,11 @@ class QueryableSampler:
         self.offering = True
 
     def offer(self, record: SendRecord) -> None:
+        if not self.next_at:
+            self.next_at = record.answered_at_wall
         if record.answered_at_wall >= self.next_at:
             self.pending[record.event_id] = record.answered_at_wall
-            self.next_at = record.answered_at_wall + self.every_s
+            self.next_at += self.every_s
 
     async def poll(self) -> None:
         while self.offering or self.pending:

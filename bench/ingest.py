@@ -31,7 +31,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,13 @@ from typing import TextIO
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
-from _load import add_load_arguments, load_template, plan_from_args, target_from_dsn
+from _load import (
+    add_load_arguments,
+    free_port,
+    load_template,
+    plan_from_args,
+    target_from_dsn,
+)
 from _measure import (
     Report,
     format_table,
@@ -94,23 +99,18 @@ class CrashrayInstance:
     printed: dict[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _follow_output(stream: TextIO, log: TextIO, printed: dict[str, str],
                    ready: threading.Event) -> None:
     """Copy `crashray up` output to its log; note the DSN and token lines."""
-    for line in stream:
-        log.write(line)
-        log.flush()
-        for label in ("DSN", "API token"):
-            if line.startswith(f"{label}: "):
-                printed[label] = line.split(": ", 1)[1].strip()
-        if line.startswith("Crashray is running"):
-            ready.set()
+    with log:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            for label in ("DSN", "API token"):
+                if line.startswith(f"{label}: "):
+                    printed[label] = line.split(": ", 1)[1].strip()
+            if line.startswith("Crashray is running"):
+                ready.set()
     ready.set()  # exited: the caller checks the return code
 
 

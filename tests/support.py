@@ -55,9 +55,10 @@ def wait_until(check: Callable[[], T | None], timeout_s: float, what: str,
 
 
 def corpus_event(corpus_dir: Path, name: str = "python-sdk-2.75.0-exception") -> dict[str, object]:
-    """The event payload of a captured SDK envelope."""
+    """The event payload of a captured SDK envelope, timestamped now as a live SDK would."""
     lines = (corpus_dir / f"{name}.envelope").read_bytes().split(b"\n")
     event: dict[str, object] = orjson.loads(lines[2])
+    event["timestamp"] = time.time()
     return event
 
 

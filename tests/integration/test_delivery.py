@@ -1,0 +1,156 @@
+"""At-least-once delivery that loses nothing and counts nothing twice: consumers killed
+mid-batch, a crash between the ClickHouse insert and the PostgreSQL commit, sessions and
+client reports accounted for."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+import ray
+
+from actors.clickhouse import clickhouse_store
+from actors.consumer import BatchConsumer
+from storage import postgres
+from storage.queue import PostgresQueue, QueuedItem
+from tests.integration.conftest import RunningCrashray
+from tests.support import (corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers,
+                           scratch_database, wait_until)
+
+pytestmark = pytest.mark.integration
+
+
+def queue_size(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM ingest_queue").fetchone()
+    return int(row[0]) if row else 0
+
+
+def send_events(c: RunningCrashray, events: list[tuple[dict[str, Any], str]]) -> list[int]:
+    headers = python_sdk_headers(c.public_key)
+    with httpx.Client(timeout=30) as client:
+        def send(pair: tuple[dict[str, Any], str]) -> int:
+            body = gzip_bytes(envelope_bytes(pair[0], pair[1]))
+            return client.post(f"{c.base_url}/api/1/envelope/", content=body,
+                               headers=headers).status_code
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(send, events))
+
+
+def stored_counts(c: RunningCrashray, event_ids: list[str]) -> tuple[int, int]:
+    """(distinct stored events among ``event_ids``, the issue counters' total for them)."""
+    store = clickhouse_store(c.runtime.clickhouse_dsn)
+    distinct = store.query_rows(
+        "SELECT uniqExact(event_id) FROM events WHERE project_id = 1"
+        " AND event_id IN {ids:Array(UUID)}", {"ids": event_ids})[0][0]
+    with psycopg.connect(c.runtime.postgres_url) as conn:
+        row = conn.execute("SELECT count(*) FROM processed_events WHERE project_id = 1"
+                           " AND event_id = ANY(%s)", (event_ids,)).fetchone()
+    return int(distinct), int(row[0]) if row else 0
+
+
+def test_killing_a_consumer_mid_batch_loses_and_duplicates_nothing(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:6]
+    base = corpus_event(corpus_dir)
+    events = [({**base, "exception": {"values": [{"type": f"Kill{marker}{n % 7}",
+                                                  "value": "boom"}]}}, uuid.uuid4().hex)
+              for n in range(600)]
+    issue_before = _times_seen_total(crashray, f"Kill{marker}%")
+    statuses = send_events(crashray, events)
+    assert statuses == [200] * len(events)
+    victim = ray.get_actor("crashray-consumer-0", namespace="crashray")
+    ray.kill(victim, no_restart=False)  # Ray restarts it; its claimed batch is re-leased
+    ids = [event_id for _, event_id in events]
+    wait_until(lambda: stored_counts(crashray, ids) == (600, 600), 90,
+               "all 600 events stored and counted once")
+    assert _times_seen_total(crashray, f"Kill{marker}%") - issue_before == 600
+    wait_until(lambda: ray.get(victim.stats.remote(), timeout=30), 60,
+               "the killed consumer to be back")
+
+
+def _times_seen_total(c: RunningCrashray, title_like: str) -> int:
+    with psycopg.connect(c.runtime.postgres_url) as conn:
+        row = conn.execute("SELECT coalesce(sum(times_seen), 0) FROM issues WHERE title LIKE %s",
+                           (title_like,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+class CrashAfterInsert:
+    """A real store that 'crashes' (raises) right after it inserted the events, before the
+    consumer can commit to PostgreSQL — the worst moment for duplicates."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def insert(self, table: str, data: Any) -> int:
+        inserted: int = self.store.insert(table, data)
+        if table == "events":
+            raise RuntimeError("simulated crash after the ClickHouse insert")
+        return inserted
+
+
+def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    # A queue of its own (a second database), so the session's consumers leave it alone;
+    # ClickHouse is the session's real engine.
+    with scratch_database("crashray_crash") as url:
+        postgres.migrate(url)
+        with postgres.connect(url) as conn:
+            postgres.bootstrap(conn)
+        ids = [uuid.uuid4().hex for _ in range(40)]
+        event = corpus_event(corpus_dir)
+        now = dt.datetime.now(dt.UTC)
+        PostgresQueue(url).enqueue([
+            QueuedItem(1, 1, 1, "event", i, now, orjson.dumps({**event, "event_id": i}), {})
+            for i in ids])
+        real = clickhouse_store(crashray.runtime.clickhouse_dsn)
+        kwargs: dict[str, Any] = {"batch_items": 100, "lease_s": 0.5, "max_attempts": 5,
+                                  "retention_days": 90}
+        crashing = BatchConsumer(url, crashray.runtime.clickhouse_dsn,
+                                 store=CrashAfterInsert(real), **kwargs)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            crashing.run_once()
+        assert queue_size(url) == 40  # nothing acknowledged
+        time.sleep(0.6)  # the crashed consumer's lease runs out
+        healthy = BatchConsumer(url, crashray.runtime.clickhouse_dsn, **kwargs)
+        assert healthy.run_once() == 40
+        assert queue_size(url) == 0
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT sum(times_seen), count(*) FROM issues").fetchone()
+        assert row == (40, 1)
+        listed = real.list_events(1, 1, 1000)
+        assert len([e for e in listed if e.event_id in set(ids)]) == 40  # de-duplicated
+        crashing.close()
+        healthy.close()
+
+
+def test_sessions_and_client_reports_are_accounted(crashray: RunningCrashray,
+                                                   corpus_dir: Path) -> None:
+    session_id = uuid.uuid4().hex
+    session = orjson.dumps({"sid": session_id, "init": True, "status": "ok", "errors": 0,
+                            "started": dt.datetime.now(dt.UTC).isoformat(),
+                            "attrs": {"release": "node@1", "environment": "ci"}})
+    reason = f"before_send_{uuid.uuid4().hex[:6]}"
+    report = orjson.dumps({"discarded_events": [
+        {"reason": reason, "category": "error", "quantity": 3}]})
+    body = b"\n".join([b"{}", b'{"type":"session"}', session, b'{"type":"client_report"}',
+                       report])
+    response = httpx.post(f"{crashray.base_url}/api/1/envelope/?sentry_key="
+                          f"{crashray.public_key}&sentry_version=7", content=body)
+    assert response.status_code == 200 and response.json() == {}
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    wait_until(lambda: store.query_rows(
+        "SELECT count() FROM sessions_raw WHERE project_id = 1 AND session_id = {s:String}",
+        {"s": session_id})[0][0] == 1, 15, "the session row")
+    wait_until(lambda: store.query_rows(
+        "SELECT sum(quantity) FROM outcomes WHERE project_id = 1 AND outcome = 'client_discard'"
+        " AND reason = {r:String}", {"r": reason})[0][0] == 3, 15, "the client report outcome")
