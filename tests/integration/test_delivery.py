@@ -22,8 +22,14 @@ from actors.consumer import BatchConsumer
 from storage import postgres
 from storage.queue import PostgresQueue, QueuedItem
 from tests.integration.conftest import RunningCrashray
-from tests.support import (corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers,
-                           scratch_database, wait_until)
+from tests.support import (
+    corpus_event,
+    envelope_bytes,
+    gzip_bytes,
+    python_sdk_headers,
+    scratch_database,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

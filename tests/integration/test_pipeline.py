@@ -15,8 +15,7 @@ import sentry_sdk
 
 from actors.clickhouse import clickhouse_store
 from tests.integration.conftest import RunningCrashray
-from tests.support import (corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers,
-                           wait_until)
+from tests.support import corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ def issue_titled(c: RunningCrashray, title: str) -> dict[str, Any] | None:
 def raise_and_capture(exc_type: type[Exception], message: str) -> str:
     try:
         raise exc_type(message)
-    except Exception as exc:  # noqa: BLE001 — the point is to capture it
+    except Exception as exc:
         event_id = sentry_sdk.capture_exception(exc)
     assert event_id is not None
     return event_id
