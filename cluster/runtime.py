@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,31 @@ def apply_ray_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def haproxy_environment(temp_dir: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """Per-instance HAProxy files and ports. Serve's defaults (``/tmp/haproxy-serve``,
+    ports 8404 and 9101) are machine-wide, so a second Serve on the same machine (another
+    Crashray, a test run) would fail to start; 0 picks a free port. The directory is kept
+    short because Serve appends the 56-character node id and HAProxy's admin socket path
+    is limited to 97 bytes."""
+    digest = hashlib.sha1(str(temp_dir).encode()).hexdigest()[:10]
+    base = Path(tempfile.gettempdir()) / f"crhap-{digest}"
+    base.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port or _free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port or _free_port()),
+    }
+
+
 def ray_temp_dir(data_dir: Path) -> Path:
     """Ray's temp dir below the data dir, or a short stand-in when that path is too long
     for Ray's unix sockets."""
@@ -67,6 +94,7 @@ class Runtime:
     _consumers: list[Any] = field(default_factory=list)
     _owner: Any = None
     _started_ray: bool = False
+    _haproxy_dir: Path | None = None
 
     def start_databases(self) -> None:
         from cluster.embedded_postgres import EmbeddedPostgres
@@ -93,9 +121,14 @@ class Runtime:
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray")
         else:
+            temp_dir = ray_temp_dir(s.data_dir)
+            haproxy_env = haproxy_environment(temp_dir, s.haproxy_stats_port,
+                                              s.haproxy_metrics_port)
+            os.environ.update(haproxy_env)
+            self._haproxy_dir = Path(haproxy_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
             ray.init(include_dashboard=False, namespace="crashray",
                      object_store_memory=s.ray_object_store_bytes,
-                     _temp_dir=str(ray_temp_dir(s.data_dir)),
+                     _temp_dir=str(temp_dir),
                      _node_ip_address="127.0.0.1", log_to_driver=False)
         self._started_ray = True
 
@@ -188,5 +221,7 @@ class Runtime:
             self._consumers = []
             if self._started_ray:
                 ray.shutdown()
+        if self._haproxy_dir is not None:
+            shutil.rmtree(self._haproxy_dir, ignore_errors=True)
         if self._embedded_pg is not None:
             self._embedded_pg.stop()

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     port: int = 9000
     #: Host name written into printed DSNs (what SDKs connect to); defaults to ``host``.
     public_host: str | None = None
+    #: HAProxy (Serve's ingress) statistics and Prometheus metrics ports. Ray binds them on
+    #: all interfaces; 0 picks a free port at start so several instances can share a host.
+    haproxy_stats_port: int = 0
+    haproxy_metrics_port: int = 0
     #: Existing Ray cluster to join (``ray://`` or ``auto``); empty starts a local Ray.
     ray_address: str | None = None
     #: Ray object store size in bytes for a local Ray. Ray picks 30% of RAM (~7 GB here)
