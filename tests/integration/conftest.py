@@ -1,5 +1,6 @@
-"""One real Crashray per test session: real Ray and Serve, a scratch database on the
-machine's PostgreSQL, and the real ClickHouse engine (chDB) under a temp directory."""
+"""One real Crashray for the integration suite, torn down before the e2e suite starts:
+real Ray and Serve, a scratch database on the machine's PostgreSQL, and the real ClickHouse
+engine (chDB) under a temp directory."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class RunningCrashray:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashray]:
     data_dir: Path = tmp_path_factory.mktemp("crashray-data")
     with scratch_database("crashray_it") as url:
