@@ -160,7 +160,7 @@ class Runtime:
             s.consumers, self.postgres_url, self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
-            idle_poll_s=s.consumer_idle_poll_s))
+            idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s))
 
     def _start_serve(self) -> None:
         from ray import serve

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     #: Items a consumer claims at once; bigger batches amortize PostgreSQL and ClickHouse
     #: round trips, smaller ones keep accept-to-queryable latency low.
     consumer_batch_items: int = 500
+    #: Seconds a consumer waits after a part-filled batch before claiming again, so that
+    #: batches grow under load (fewer, larger ClickHouse inserts) at a small latency cost.
+    consumer_batch_wait_s: float = 0.1
     #: Seconds a claim is held; a consumer that dies releases its batch after this.
     consumer_lease_s: float = 30.0
     #: Seconds a consumer sleeps between polls when idle (NOTIFY wakes it sooner).

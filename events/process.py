@@ -80,11 +80,13 @@ class EventProcessor:
         return project_id in self._pii_configs
 
     def process(self, payload: bytes, ctx: ItemContext, grouping_config: str) -> ProcessedEvent:
-        event = parse_event_json(payload)
+        parse_event_json(payload)  # refuse non-objects before Relay sees them
+        # Relay reads the raw bytes itself: handing it a dict would re-encode the event
+        # with the stdlib json module, which costs more than the normalization.
+        normalized = self._normalize(payload, ctx)
         if ctx.envelope_event_id:
             # The envelope header's event_id takes precedence (spec §2.2).
-            event["event_id"] = ctx.envelope_event_id
-        normalized = self._normalize(event, ctx)
+            normalized["event_id"] = ctx.envelope_event_id
         scrubbed = self._scrub(normalized, ctx.project_id)
         grouping = group_hashes_for_event(scrubbed, grouping_config)
         return ProcessedEvent(
@@ -96,7 +98,7 @@ class EventProcessor:
             received=_from_unix(scrubbed.get("received"), ctx.received_at),
         )
 
-    def _normalize(self, event: dict[str, Any], ctx: ItemContext) -> dict[str, Any]:
+    def _normalize(self, payload: bytes, ctx: ItemContext) -> dict[str, Any]:
         normalizer = sentry_relay.StoreNormalizer(  # type: ignore[attr-defined]
             project_id=ctx.project_id,
             client_ip=ctx.client_ip,
@@ -113,7 +115,8 @@ class EventProcessor:
             json_dumps=_dumps,
         )
         try:
-            result: dict[str, Any] = normalizer.normalize_event(event, json_loads=orjson.loads)
+            result: dict[str, Any] = normalizer.normalize_event(raw_event=payload,
+                                                               json_loads=orjson.loads)
         except sentry_relay.RelayError as exc:  # type: ignore[attr-defined]
             raise InvalidEvent("invalid_data", f"sentry-relay rejected the event: {exc}") from exc
         return result

@@ -12,6 +12,7 @@ The Kafka hand-off (a later issue) implements the same ``HandoffQueue`` protocol
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,11 +59,16 @@ _COLUMNS = ("project_id", "organization_id", "key_id", "item_type", "event_id",
 
 
 class PostgresQueue:
-    """``HandoffQueue`` over the ``ingest_queue`` table; one connection per instance."""
+    """``HandoffQueue`` over the ``ingest_queue`` table; one connection per instance.
+
+    Callers may use it from several threads (ingest runs it via ``asyncio.to_thread``): a
+    lock keeps each transaction whole, because psycopg would otherwise turn a second
+    thread's ``transaction()`` into a savepoint inside the first one's."""
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -72,6 +78,10 @@ class PostgresQueue:
     def enqueue(self, items: Sequence[QueuedItem]) -> None:
         if not items:
             return
+        with self._lock:
+            self._enqueue_locked(items)
+
+    def _enqueue_locked(self, items: Sequence[QueuedItem]) -> None:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
@@ -88,10 +98,11 @@ class PostgresQueue:
             raise
 
     def backlog_upper_bound(self) -> int:
-        conn = self._connection()
-        with conn.transaction():
-            row = conn.execute("SELECT coalesce(max(id) - min(id) + 1, 0) FROM ingest_queue"
-                               ).fetchone()
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT coalesce(max(id) - min(id) + 1, 0) FROM ingest_queue").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:
