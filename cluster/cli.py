@@ -1,6 +1,7 @@
 """The ``crashray`` command.
 
     crashray up [--data-dir DIR] [--port N] [--host H]   run Crashray until Ctrl-C/SIGTERM
+    crashray token create [--org SLUG] [--scopes a,b]    a new API token (last word printed)
     crashray grouping hash < event.json                  why an event groups as it does
 """
 
@@ -50,14 +51,43 @@ def cmd_up(args: argparse.Namespace) -> int:
         if info.api_token:
             print(f"API token: {info.api_token}")
         else:
-            print("API token: created on first start only; make a new one with"
-                  " `crashray token create --org crashray` (a later release) or reuse yours.")
+            print("API token: printed on the first start only (it is stored hashed); make a"
+                  f" new one with `crashray token create --data-dir {settings.data_dir}`")
         print("Crashray is running; Ctrl-C stops it.", flush=True)
         stop.wait()
         print("Stopping Crashray ...", flush=True)
     finally:
         runtime.stop()
     print("Stopped.", flush=True)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """A new API token for an organization; the token is the last word printed."""
+    from cluster.runtime import Runtime
+    from storage import postgres
+
+    runtime = Runtime(_settings(args))
+    runtime.start_databases()  # joins a running instance's embedded PostgreSQL if any
+    try:
+        with postgres.connect(runtime.postgres_url) as conn:
+            org = conn.execute("SELECT id FROM organizations WHERE slug = %s",
+                               (args.org,)).fetchone()
+            if org is None:
+                print(f"crashray token create: no organization {args.org!r}; the first"
+                      " `crashray up` creates 'crashray'", file=sys.stderr)
+                return 2
+            scopes = args.scopes.split(",") if args.scopes else list(postgres.ADMIN_SCOPES)
+            unknown = sorted(set(scopes) - set(postgres.ADMIN_SCOPES))
+            if unknown:
+                print(f"crashray token create: unknown scopes {unknown}; known:"
+                      f" {', '.join(postgres.ADMIN_SCOPES)}", file=sys.stderr)
+                return 2
+            token = postgres.create_api_token(conn, int(org[0]), args.name, scopes)
+            conn.commit()
+    finally:
+        runtime.stop()
+    print(f"Token for organization {args.org} with scopes {','.join(scopes)}: {token}")
     return 0
 
 
@@ -91,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (CRASHRAY_PORT, 9000)")
     up.add_argument("--host", help="HTTP address (CRASHRAY_HOST, 127.0.0.1)")
     up.set_defaults(func=cmd_up)
+    token = sub.add_parser("token", help="API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = tsub.add_parser("create", help="create an API token (printed once)")
+    create.add_argument("--data-dir", help="the instance's data dir (CRASHRAY_DATA_DIR)")
+    create.add_argument("--org", default="crashray", help="organization slug")
+    create.add_argument("--scopes", help="comma-separated scopes (default: all)")
+    create.add_argument("--name", default="created by crashray token create")
+    create.set_defaults(func=cmd_token_create)
     grouping = sub.add_parser("grouping", help="grouping tools")
     gsub = grouping.add_subparsers(dest="grouping_command", required=True)
     hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")

@@ -11,22 +11,33 @@ from pathlib import Path
 from typing import Any
 
 
+def running_postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the PostgreSQL server running on ``pgdata``, if one is."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "postgres"
         self._server: Any = None
+        self._owned = False
 
     def start(self) -> str:
-        """Start (or join an already running) server; returns its connection URL."""
+        """Start the server, or join the one a running ``crashray up`` started; returns its
+        connection URL. Only a server started here is stopped by ``stop()``."""
         import pgserver  # imported here: only the embedded default needs it
 
         self.path.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode="stop": stop the server when the last user of it stops.
+        self._owned = running_postmaster_pid(self.path) is None
         get_server = pgserver.get_server  # type: ignore[attr-defined]
-        self._server = get_server(self.path, cleanup_mode="stop")
+        self._server = get_server(self.path, cleanup_mode="stop" if self._owned else None)
         return str(self._server.get_uri())
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and self._owned:
             self._server.cleanup()
-            self._server = None
+        self._server = None

@@ -39,6 +39,16 @@ def send_python(c: CrashrayProcess, marker: str, count: int = 2) -> list[str]:
     return ids
 
 
+def create_token(data_dir: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "cluster.cli", "token", "create",
+                             "--data-dir", str(data_dir), "--scopes", "event:read"],
+                            capture_output=True, text=True, timeout=120, check=True,
+                            cwd=HERE.parents[1])
+    token = result.stdout.split()[-1]
+    assert token.startswith("crs_"), result.stdout
+    return token
+
+
 def find_issue(c: CrashrayProcess, title: str, count: str) -> dict[str, Any] | None:
     return next((i for i in api(c, "issues/") if i["title"] == title and i["count"] == count),
                 None)
@@ -96,10 +106,13 @@ def test_restart_resumes_the_queue_and_stops_without_orphans(tmp_path: Path) -> 
     finally:
         assert stop_crashray(first) == 0, "".join(first.output[-40:])
     assert processes_using(data_dir) == []
+    token = create_token(data_dir)  # works while Crashray is down, too
+    assert processes_using(data_dir) == []
     second = start_crashray(data_dir, port)
     try:
         assert second.token is None  # not the first start any more
-        second.token = first.token
+        assert "crashray token create" in "".join(second.output)
+        second.token = token
         issue = wait_until(lambda: find_issue(second, f"ValueError: card {marker} declined",
                                               "3"), 30, "the queued events after restart")
         events = {e["eventID"] for e in api(second, "events/")}
