@@ -26,7 +26,14 @@ import ray
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, plan_batch
 from events.process import EventProcessor, ProcessedEvent
-from events.rows import EventRow, events_table, outcomes_table, sessions_table
+from events.rows import (
+    EventRow,
+    RawItem,
+    envelope_items_table,
+    events_table,
+    outcomes_table,
+    sessions_table,
+)
 from storage import issues as issue_store
 from storage import queue as pg_queue
 from storage.postgres import scrubbing_configs
@@ -95,6 +102,8 @@ class BatchConsumer:
                 for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)]
         self._store.insert("events", events_table(rows))
         self._store.insert("sessions_raw", sessions_table(plan.sessions))
+        self._store.insert("envelope_items", envelope_items_table(
+            [_raw_item(i) for i in plan.raw_items], self.retention_days))
         self._store.insert("outcomes", outcomes_table(plan.outcomes))
         counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
                                             r.processed.timestamp,
@@ -135,6 +144,12 @@ def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate
         type=p.issue.type, level=str(e.get("level") or "error"),
         platform=str(e.get("platform") or "other"), timestamp=p.timestamp,
         release=_release(p), metadata=p.issue.metadata)
+
+
+def _raw_item(w: WorkItem) -> RawItem:
+    headers = w.meta.get("item_headers")
+    return RawItem(w.organization_id, w.project_id, w.event_id or "", w.item_type,
+                   w.received_at, headers if isinstance(headers, dict) else {}, w.payload)
 
 
 def _work_item(c: pg_queue.ClaimedItem) -> WorkItem:

@@ -19,8 +19,10 @@ from events.rows import Outcome
 #: Items that are processed into stored events.
 EVENT_ITEM_TYPES = frozenset({"event"})
 #: Items accepted and counted as outcomes but not stored by this version.
-COUNTED_ONLY = {"transaction": "transaction", "attachment": "attachment",
-                "user_report": "feedback", "feedback": "feedback", "check_in": "monitor"}
+COUNTED_ONLY = {"transaction": "transaction"}
+#: Items kept as sent (ClickHouse ``envelope_items``) and counted, not yet interpreted.
+STORED_RAW = {"attachment": "attachment", "user_report": "feedback", "feedback": "feedback",
+              "check_in": "monitor"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class BatchPlan:
 
     events: list[tuple[WorkItem, ProcessedEvent]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    raw_items: list[WorkItem] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     #: Items finished without a stored event (sessions, reports).
     done_ids: list[int] = field(default_factory=list)
@@ -86,8 +89,8 @@ def plan_batch(items: Sequence[WorkItem], processor: EventProcessor,
 def _category(item: WorkItem) -> str:
     if item.item_type == "event":
         return "error"
-    return COUNTED_ONLY.get(item.item_type, "session" if "session" in item.item_type
-                            else "default")
+    known = COUNTED_ONLY.get(item.item_type) or STORED_RAW.get(item.item_type)
+    return known or ("session" if "session" in item.item_type else "default")
 
 
 def _plan_item(item: WorkItem, processor: EventProcessor,
@@ -109,8 +112,12 @@ def _plan_item(item: WorkItem, processor: EventProcessor,
         plan.outcomes.extend(client_report_outcomes(
             item.payload, item.organization_id, item.project_id, item.key_id or 0,
             item.received_at))
-    elif item.item_type in COUNTED_ONLY:
-        category = COUNTED_ONLY[item.item_type]
+    elif item.item_type in STORED_RAW:
+        category = STORED_RAW[item.item_type]
+        # Attachments count in bytes (at least 1), as Relay's attachment category does.
         quantity = max(len(item.payload), 1) if category == "attachment" else 1
+        plan.raw_items.append(item)
         plan.outcomes.append(_outcome(item, "accepted", "", category, quantity))
+    elif item.item_type in COUNTED_ONLY:
+        plan.outcomes.append(_outcome(item, "accepted", "", COUNTED_ONLY[item.item_type]))
     plan.done_ids.append(item.queue_id)

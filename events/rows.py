@@ -165,3 +165,33 @@ SESSIONS_SCHEMA = pa.schema([
 
 def sessions_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=SESSIONS_SCHEMA)
+
+
+ENVELOPE_ITEMS_SCHEMA = pa.schema([
+    ("organization_id", pa.uint64()), ("project_id", pa.uint64()), ("event_id", pa.string()),
+    ("item_type", pa.string()), ("received", pa.timestamp("ms", tz="UTC")),
+    ("headers", pa.string()), ("payload", pa.binary()), ("retention_days", pa.uint16()),
+])
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """An envelope item kept as sent."""
+
+    organization_id: int
+    project_id: int
+    event_id: str
+    item_type: str
+    received: dt.datetime
+    headers: Mapping[str, Any]
+    payload: bytes
+
+
+def envelope_items_table(items: Sequence[RawItem], retention_days: int) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"organization_id": i.organization_id, "project_id": i.project_id,
+         "event_id": i.event_id, "item_type": i.item_type, "received": i.received,
+         "headers": orjson.dumps(i.headers).decode(), "payload": i.payload,
+         "retention_days": retention_days}
+        for i in items
+    ], schema=ENVELOPE_ITEMS_SCHEMA)

@@ -40,6 +40,10 @@ def queue_size(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def post_envelope(c: RunningCrashray, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{c.base_url}/api/1/envelope/", content=body, headers=headers, timeout=10)
+
+
 def send_events(c: RunningCrashray, events: list[tuple[dict[str, Any], str]]) -> list[int]:
     headers = python_sdk_headers(c.public_key)
     with httpx.Client(timeout=30) as client:
@@ -160,3 +164,29 @@ def test_sessions_and_client_reports_are_accounted(crashray: RunningCrashray,
     wait_until(lambda: store.query_rows(
         "SELECT sum(quantity) FROM outcomes WHERE project_id = 1 AND outcome = 'client_discard'"
         " AND reason = {r:String}", {"r": reason})[0][0] == 3, 15, "the client report outcome")
+
+
+def test_attachments_and_user_feedback_are_kept_with_their_event(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    event_id = uuid.uuid4().hex
+    attachment = b"80%\r\n!"
+    feedback = orjson.dumps({"event_id": event_id, "name": "Ada", "email": "ada@example.com",
+                             "comments": "it broke"})
+    body = envelope_bytes(corpus_event(corpus_dir), event_id, extra_items=[
+        ({"type": "attachment", "filename": "df.txt"}, attachment),
+        ({"type": "user_report"}, feedback)])
+    response = post_envelope(crashray, gzip_bytes(body), python_sdk_headers(crashray.public_key))
+    assert response.status_code == 200 and response.json() == {"id": event_id}
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    rows = wait_until(lambda: store.query_rows(
+        "SELECT item_type, headers, payload FROM envelope_items WHERE project_id = 1"
+        " AND event_id = {id:String} ORDER BY item_type", {"id": event_id}), 15,
+        "the kept items")
+    assert [r[0] for r in rows] == ["attachment", "user_report"]
+    assert orjson.loads(rows[0][1])["filename"] == "df.txt"
+    assert rows[0][2] in (attachment, attachment.decode())
+    assert orjson.loads(rows[1][2])["comments"] == "it broke"
+    wait_until(lambda: store.query_rows(
+        "SELECT sum(quantity) FROM outcomes WHERE project_id = 1 AND outcome = 'accepted'"
+        " AND category = 'attachment'", {})[0][0] >= len(attachment), 15,
+        "the attachment bytes counted as accepted")
