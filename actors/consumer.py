@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -44,14 +45,33 @@ log = logging.getLogger("crashray.consumer")
 PROJECT_SETTINGS_TTL_S = 10.0
 
 
+#: How often a consumer forgets event ids older than ``dedup_window_s``, and how many rows
+#: one pass deletes (several passes run when more are due).
+PRUNE_INTERVAL_S = 60.0
+PRUNE_BATCH_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """The consumer's settings (see cluster/settings.py for units and reasons)."""
+
+    postgres_url: str
+    clickhouse_dsn: str
+    batch_items: int
+    lease_s: float
+    max_attempts: int
+    retention_days: int
+    idle_poll_s: float
+    batch_wait_s: float
+    dedup_window_s: float
+
+
 class BatchConsumer:
     """The consumer's work without Ray: claim one batch and see it through."""
 
-    def __init__(self, postgres_url: str, clickhouse_dsn: str, *, batch_items: int,
-                 lease_s: float, max_attempts: int, retention_days: int,
-                 store: Any | None = None) -> None:
-        self._url = postgres_url
-        self._conn = psycopg.connect(postgres_url)
+    def __init__(self, config: ConsumerConfig, store: Any | None = None) -> None:
+        self.config = config
+        self._conn = psycopg.connect(config.postgres_url)
         # The consumer's commits need atomicity, not immediate durability: losing the last
         # ones in an OS crash only re-delivers items, and because the event counts and the
         # queue deletes commit together, a re-delivered event is still counted once. The
@@ -59,17 +79,16 @@ class BatchConsumer:
         self._conn.execute("SET synchronous_commit = off")
         self._conn.commit()
         # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
-        self._store = store if store is not None else clickhouse_store(clickhouse_dsn)
+        self._store = store if store is not None else clickhouse_store(config.clickhouse_dsn)
         self._processor = EventProcessor()
         self._grouping: dict[int, str] = {}
         self._settings_loaded_at: dict[int, float] = {}
-        self.batch_items, self.lease_s = batch_items, lease_s
-        self.max_attempts, self.retention_days = max_attempts, retention_days
+        self._pruned_at = -1e9
         self.processed_total = 0
 
     def run_once(self) -> int:
         """Claim and finish one batch; returns the number of items claimed."""
-        claimed = pg_queue.claim(self._conn, self.batch_items, self.lease_s)
+        claimed = pg_queue.claim(self._conn, self.config.batch_items, self.config.lease_s)
         if not claimed:
             return 0
         items = [_work_item(c) for c in claimed]
@@ -98,12 +117,13 @@ class BatchConsumer:
     def _finish(self, plan: BatchPlan) -> None:
         issue_ids = issue_store.issue_ids_for(
             self._conn, [_candidate(item.project_id, p) for item, p in plan.events])
-        rows = [EventRow(item.organization_id, item.project_id, issue_id, self.retention_days, p)
+        rows = [EventRow(item.organization_id, item.project_id, issue_id,
+                         self.config.retention_days, p)
                 for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)]
         self._store.insert("events", events_table(rows))
         self._store.insert("sessions_raw", sessions_table(plan.sessions))
         self._store.insert("envelope_items", envelope_items_table(
-            [_raw_item(i) for i in plan.raw_items], self.retention_days))
+            [_raw_item(i) for i in plan.raw_items], self.config.retention_days))
         self._store.insert("outcomes", outcomes_table(plan.outcomes))
         counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
                                             r.processed.timestamp,
@@ -115,13 +135,29 @@ class BatchConsumer:
             for item, error in plan.invalid:
                 pg_queue.dead_letter(self._conn, _claimed(item), error)
             for item, error in plan.failed:
-                if item.attempts >= self.max_attempts:
+                if item.attempts >= self.config.max_attempts:
                     log.error("queue item %s failed %s times, dead-lettered: %s",
                               item.queue_id, item.attempts, error)
                     pg_queue.dead_letter(self._conn, _claimed(item), error)
                 else:
                     log.warning("queue item %s failed (attempt %s), will retry: %s",
                                 item.queue_id, item.attempts, error)
+
+    def prune_if_due(self) -> int:
+        """Forget counted event ids older than the de-duplication window, every
+        ``PRUNE_INTERVAL_S``; returns how many were forgotten."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return 0
+        self._pruned_at = now
+        total = 0
+        for _ in range(5):
+            deleted = issue_store.prune_processed_events(
+                self._conn, self.config.dedup_window_s, PRUNE_BATCH_ROWS)
+            total += deleted
+            if deleted < PRUNE_BATCH_ROWS:
+                break
+        return total
 
     def wait_for_items(self, timeout_s: float, listener: psycopg.Connection[Any]) -> None:
         for _ in listener.notifies(timeout=timeout_s, stop_after=1):
@@ -168,16 +204,11 @@ def _claimed(w: WorkItem) -> pg_queue.ClaimedItem:
 class Consumer:
     """One member of the consumer pool; starts working as soon as it is constructed."""
 
-    def __init__(self, postgres_url: str, clickhouse_dsn: str, batch_items: int,
-                 lease_s: float, max_attempts: int, retention_days: int,
-                 idle_poll_s: float, batch_wait_s: float) -> None:
-        self._batch_wait_s = batch_wait_s
-        self._consumer = BatchConsumer(postgres_url, clickhouse_dsn, batch_items=batch_items,
-                                       lease_s=lease_s, max_attempts=max_attempts,
-                                       retention_days=retention_days)
-        self._listener = psycopg.connect(postgres_url, autocommit=True)
+    def __init__(self, config: ConsumerConfig) -> None:
+        self._config = config
+        self._consumer = BatchConsumer(config)
+        self._listener = psycopg.connect(config.postgres_url, autocommit=True)
         self._listener.execute(f"LISTEN {pg_queue.NOTIFY_CHANNEL}")
-        self._idle_poll_s = idle_poll_s
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._errors = 0
@@ -187,16 +218,17 @@ class Consumer:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._consumer.prune_if_due()
                 claimed = self._consumer.run_once()
                 if claimed == 0:
                     self._idle.set()
-                    self._consumer.wait_for_items(self._idle_poll_s, self._listener)
+                    self._consumer.wait_for_items(self._config.idle_poll_s, self._listener)
                 else:
                     self._idle.clear()
-                    if claimed < self._consumer.batch_items:
+                    if claimed < self._config.batch_items:
                         # A part-filled batch: let the next one fill up a little, so
                         # PostgreSQL and ClickHouse see fewer, larger writes.
-                        self._stop.wait(self._batch_wait_s)
+                        self._stop.wait(self._config.batch_wait_s)
             except Exception:
                 # the batch stays leased and is retried, the error is logged and counted.
                 self._errors += 1
@@ -215,9 +247,6 @@ class Consumer:
         self._listener.close()
 
 
-def start_consumers(count: int, postgres_url: str, clickhouse_dsn: str, *, batch_items: int,
-                    lease_s: float, max_attempts: int, retention_days: int,
-                    idle_poll_s: float, batch_wait_s: float) -> Sequence[Any]:
+def start_consumers(count: int, config: ConsumerConfig) -> Sequence[Any]:
     return [Consumer.options(name=f"crashray-consumer-{i}", namespace="crashray")  # type: ignore[attr-defined]
-            .remote(postgres_url, clickhouse_dsn, batch_items, lease_s, max_attempts,
-                    retention_days, idle_poll_s, batch_wait_s) for i in range(count)]
+            .remote(config) for i in range(count)]

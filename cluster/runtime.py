@@ -148,7 +148,7 @@ class Runtime:
 
     def _start_actors(self) -> None:
         from actors.clickhouse import start_owner
-        from actors.consumer import start_consumers
+        from actors.consumer import ConsumerConfig, start_consumers
         from storage.clickhouse import ClickHouseStore
 
         s = self.settings
@@ -156,11 +156,12 @@ class Runtime:
             self._owner = start_owner(self.clickhouse_dsn)
         else:
             ClickHouseStore(self.clickhouse_dsn).migrate()
-        self._consumers = list(start_consumers(
-            s.consumers, self.postgres_url, self.clickhouse_dsn,
+        self._consumers = list(start_consumers(s.consumers, ConsumerConfig(
+            postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
-            idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s))
+            idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s,
+            dedup_window_s=s.dedup_window_s)))
 
     def _start_serve(self) -> None:
         from ray import serve

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     consumer_lease_s: float = 30.0
     #: Seconds a consumer sleeps between polls when idle (NOTIFY wakes it sooner).
     consumer_idle_poll_s: float = 0.5
+    #: Seconds an event id is remembered after it was counted, so a re-delivered event is
+    #: not counted twice. Re-deliveries come within a lease (``consumer_lease_s``), so a
+    #: day is ample; older ids are pruned so the table stays bounded.
+    dedup_window_s: float = 86_400.0
     #: Failed processing attempts after which an item moves to ``ingest_dead_letters``.
     consumer_max_attempts: int = 5
 

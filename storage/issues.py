@@ -144,6 +144,20 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent])
     return sum(t[0] for t in totals.values())
 
 
+def prune_processed_events(conn: psycopg.Connection[Any], older_than_s: float,
+                           max_rows: int) -> int:
+    """Forget up to ``max_rows`` event ids counted more than ``older_than_s`` ago; returns
+    how many. A re-delivery comes within a lease or a consumer-group rebalance, so the
+    de-duplication window only has to outlast those, and the table stays bounded."""
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM processed_events WHERE (project_id, event_id) IN ("
+            " SELECT project_id, event_id FROM processed_events"
+            " WHERE processed_at < now() - make_interval(secs => %s) LIMIT %s)",
+            (older_than_s, max_rows))
+    return cur.rowcount
+
+
 @dataclass(frozen=True)
 class IssueRow:
     id: int

@@ -18,7 +18,7 @@ import pytest
 import ray
 
 from actors.clickhouse import clickhouse_store
-from actors.consumer import BatchConsumer
+from actors.consumer import BatchConsumer, ConsumerConfig
 from storage import postgres
 from storage.queue import PostgresQueue, QueuedItem
 from tests.integration.conftest import RunningCrashray
@@ -123,15 +123,16 @@ def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(
             QueuedItem(1, 1, 1, "event", i, now, orjson.dumps({**event, "event_id": i}), {})
             for i in ids])
         real = clickhouse_store(crashray.runtime.clickhouse_dsn)
-        kwargs: dict[str, Any] = {"batch_items": 100, "lease_s": 0.5, "max_attempts": 5,
-                                  "retention_days": 90}
-        crashing = BatchConsumer(url, crashray.runtime.clickhouse_dsn,
-                                 store=CrashAfterInsert(real), **kwargs)
+        config = ConsumerConfig(postgres_url=url, clickhouse_dsn=crashray.runtime.clickhouse_dsn,
+                                batch_items=100, lease_s=0.5, max_attempts=5,
+                                retention_days=90, idle_poll_s=0.5, batch_wait_s=0.0,
+                                dedup_window_s=86_400)
+        crashing = BatchConsumer(config, store=CrashAfterInsert(real))
         with pytest.raises(RuntimeError, match="simulated crash"):
             crashing.run_once()
         assert queue_size(url) == 40  # nothing acknowledged
         time.sleep(0.6)  # the crashed consumer's lease runs out
-        healthy = BatchConsumer(url, crashray.runtime.clickhouse_dsn, **kwargs)
+        healthy = BatchConsumer(config)
         assert healthy.run_once() == 40
         assert queue_size(url) == 0
         with psycopg.connect(url) as conn:

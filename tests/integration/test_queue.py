@@ -70,3 +70,19 @@ def test_claims_do_not_overlap_and_expired_leases_are_reclaimed(queue_url: str) 
         again = pg_queue.claim(b, 10, lease_s=30)
         assert sorted(c.id for c in again) == sorted(c.id for c in first)
         assert {c.attempts for c in again} == {2}
+
+
+def test_counted_event_ids_are_forgotten_after_the_dedup_window(queue_url: str) -> None:
+    from storage.issues import prune_processed_events
+
+    with psycopg.connect(queue_url) as conn:
+        conn.execute("INSERT INTO processed_events (project_id, event_id, processed_at)"
+                     " SELECT 1, 'old' || n, now() - interval '2 days'"
+                     " FROM generate_series(1, 25) n")
+        conn.execute("INSERT INTO processed_events (project_id, event_id)"
+                     " SELECT 1, 'new' || n FROM generate_series(1, 5) n")
+        conn.commit()
+        assert prune_processed_events(conn, 86_400, max_rows=10) == 10
+        assert prune_processed_events(conn, 86_400, max_rows=100) == 15
+        left = conn.execute("SELECT count(*) FROM processed_events").fetchone()
+    assert left == (5,)
