@@ -71,13 +71,7 @@ class BatchConsumer:
 
     def __init__(self, config: ConsumerConfig, store: Any | None = None) -> None:
         self.config = config
-        self._conn = psycopg.connect(config.postgres_url)
-        # The consumer's commits need atomicity, not immediate durability: losing the last
-        # ones in an OS crash only re-delivers items, and because the event counts and the
-        # queue deletes commit together, a re-delivered event is still counted once. The
-        # ingest hand-off, which acknowledges SDKs, keeps synchronous commits.
-        self._conn.execute("SET synchronous_commit = off")
-        self._conn.commit()
+        self._conn = self._connect()
         # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
         self._store = store if store is not None else clickhouse_store(config.clickhouse_dsn)
         self._processor = EventProcessor()
@@ -86,17 +80,71 @@ class BatchConsumer:
         self._pruned_at = -1e9
         self.processed_total = 0
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.config.postgres_url)
+        # The consumer's commits need atomicity, not immediate durability: losing the last
+        # ones in an OS crash only re-delivers items, and because the event counts and the
+        # queue deletes commit together, a re-delivered event is still counted once. The
+        # ingest hand-off, which acknowledges SDKs, keeps synchronous commits.
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+        return conn
+
+    def reconnect(self) -> None:
+        """A fresh PostgreSQL connection (after a server restart or a network error)."""
+        self._conn.close()
+        self._conn = self._connect()
+
     def run_once(self) -> int:
         """Claim and finish one batch; returns the number of items claimed."""
         claimed = pg_queue.claim(self._conn, self.config.batch_items, self.config.lease_s)
         if not claimed:
             return 0
-        items = [_work_item(c) for c in claimed]
+        items = self._without_exhausted([_work_item(c) for c in claimed])
         self._load_project_settings({i.project_id for i in items})
-        plan = plan_batch(items, self._processor, self._grouping)
-        self._finish(plan)
-        self.processed_total += len(items)
-        return len(items)
+        try:
+            self._finish(plan_batch(items, self._processor, self._grouping))
+        except psycopg.OperationalError:
+            raise  # the database is gone, not the batch: everything is retried
+        except Exception as exc:  # the batch failed after planning: find the poison item
+            self._conn.rollback()
+            self._isolate_failures(items, exc)
+        self.processed_total += len(claimed)
+        return len(claimed)
+
+    def _without_exhausted(self, items: list[WorkItem]) -> list[WorkItem]:
+        """Dead-letter items claimed more than ``max_attempts`` times (they keep failing,
+        or keep killing the consumer that holds them); the rest go on."""
+        exhausted = [i for i in items if i.attempts > self.config.max_attempts]
+        if exhausted:
+            with self._conn.transaction():
+                for item in exhausted:
+                    pg_queue.dead_letter(self._conn, _claimed(item),
+                                         f"claimed {item.attempts} times without finishing")
+            log.error("dead-lettered %d items claimed more than %d times", len(exhausted),
+                      self.config.max_attempts)
+        return [i for i in items if i.attempts <= self.config.max_attempts]
+
+    def _isolate_failures(self, items: list[WorkItem], batch_error: Exception) -> None:
+        """Finish the items one by one. If some succeed, the ones that fail are poison and
+        move to the dead letters at once; if none succeeds the cause is not an item (say,
+        ClickHouse is down) and the batch stays leased for a later retry."""
+        failed: list[tuple[WorkItem, str]] = []
+        for item in items:
+            try:
+                self._finish(plan_batch([item], self._processor, self._grouping))
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:  # recorded below: dead-lettered or retried
+                self._conn.rollback()
+                failed.append((item, f"{type(exc).__name__}: {exc}"))
+        if len(failed) == len(items):
+            raise batch_error
+        with self._conn.transaction():
+            for item, error in failed:
+                log.error("queue item %s fails on its own, dead-lettered: %s",
+                          item.queue_id, error)
+                pg_queue.dead_letter(self._conn, _claimed(item), error)
 
     def _load_project_settings(self, project_ids: set[int]) -> None:
         now = time.monotonic()
@@ -172,14 +220,22 @@ def _release(p: ProcessedEvent) -> str | None:
     return release if isinstance(release, str) and release else None
 
 
+def _pg_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; SDKs can send it inside exception messages."""
+    return value.replace("\x00", "\ufffd")
+
+
 def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
     e = p.event
+    release = _release(p)
     return issue_store.IssueCandidate(
         project_id=project_id, hashes=p.grouping.hashes,
-        grouping_config=p.grouping.config, title=p.issue.title, culprit=p.issue.culprit,
-        type=p.issue.type, level=str(e.get("level") or "error"),
-        platform=str(e.get("platform") or "other"), timestamp=p.timestamp,
-        release=_release(p), metadata=p.issue.metadata)
+        grouping_config=p.grouping.config, title=_pg_text(p.issue.title),
+        culprit=_pg_text(p.issue.culprit), type=p.issue.type,
+        level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
+        timestamp=p.timestamp, release=None if release is None else _pg_text(release),
+        metadata={k: _pg_text(v) if isinstance(v, str) else v
+                  for k, v in p.issue.metadata.items()})
 
 
 def _raw_item(w: WorkItem) -> RawItem:
@@ -207,13 +263,22 @@ class Consumer:
     def __init__(self, config: ConsumerConfig) -> None:
         self._config = config
         self._consumer = BatchConsumer(config)
-        self._listener = psycopg.connect(config.postgres_url, autocommit=True)
-        self._listener.execute(f"LISTEN {pg_queue.NOTIFY_CHANNEL}")
+        self._listener = self._listen()
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._errors = 0
         self._thread = threading.Thread(target=self._loop, name="consumer", daemon=True)
         self._thread.start()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        listener = psycopg.connect(self._config.postgres_url, autocommit=True)
+        listener.execute(f"LISTEN {pg_queue.NOTIFY_CHANNEL}")
+        return listener
+
+    def _reconnect(self) -> None:
+        self._listener.close()
+        self._listener = self._listen()
+        self._consumer.reconnect()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -229,11 +294,23 @@ class Consumer:
                         # A part-filled batch: let the next one fill up a little, so
                         # PostgreSQL and ClickHouse see fewer, larger writes.
                         self._stop.wait(self._config.batch_wait_s)
+            except psycopg.OperationalError:
+                self._errors += 1
+                log.exception("PostgreSQL connection lost; reconnecting")
+                self._stop.wait(1.0)
+                self._try_reconnect()
             except Exception:
-                # the batch stays leased and is retried, the error is logged and counted.
+                # A failing batch must not end the loop: it stays leased and is retried;
+                # the error is logged and counted.
                 self._errors += 1
                 log.exception("consumer batch failed; retrying after a pause")
                 self._stop.wait(1.0)
+
+    def _try_reconnect(self) -> None:
+        try:
+            self._reconnect()
+        except psycopg.OperationalError:
+            log.warning("PostgreSQL still unreachable; will retry")
 
     def stats(self) -> dict[str, Any]:
         return {"processed": self._consumer.processed_total, "errors": self._errors,

@@ -47,14 +47,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def haproxy_dir(temp_dir: Path) -> Path:
+    digest = hashlib.sha1(str(temp_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"crhap-{digest}"
+
+
 def haproxy_environment(temp_dir: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
     """Per-instance HAProxy files and ports. Serve's defaults (``/tmp/haproxy-serve``,
     ports 8404 and 9101) are machine-wide, so a second Serve on the same machine (another
     Crashray, a test run) would fail to start; 0 picks a free port. The directory is kept
     short because Serve appends the 56-character node id and HAProxy's admin socket path
     is limited to 97 bytes."""
-    digest = hashlib.sha1(str(temp_dir).encode()).hexdigest()[:10]
-    base = Path(tempfile.gettempdir()) / f"crhap-{digest}"
+    base = haproxy_dir(temp_dir)
     base.mkdir(parents=True, exist_ok=True)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),

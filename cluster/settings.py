@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     #: not counted twice. Re-deliveries come within a lease (``consumer_lease_s``), so a
     #: day is ample; older ids are pruned so the table stays bounded.
     dedup_window_s: float = 86_400.0
-    #: Failed processing attempts after which an item moves to ``ingest_dead_letters``.
-    consumer_max_attempts: int = 5
+    #: Claims after which an unfinished item moves to ``ingest_dead_letters`` (kept). With
+    #: the 30 s lease, 20 attempts ride out a ten-minute ClickHouse or database outage.
+    consumer_max_attempts: int = 20
 
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).

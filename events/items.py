@@ -18,6 +18,9 @@ from events.rows import Outcome
 CLIENT_REPORT_MAX_AGE = dt.timedelta(days=30)
 CLIENT_REPORT_MAX_FUTURE = dt.timedelta(seconds=60)
 
+#: ClickHouse UInt32 columns: larger counts from a client are clamped, not fatal.
+UINT32_MAX = 2**32 - 1
+
 _DISCARD_ARRAYS = ("discarded_events", "rate_limited_events", "filtered_events",
                    "filtered_sampling_events")
 
@@ -66,7 +69,7 @@ def _session_row(s: Mapping[str, Any], attrs: Mapping[str, Any], organization_id
         "organization_id": organization_id, "project_id": project_id, "received": received,
         "session_id": str(s.get("sid") or s.get("did") or ""),
         "status": str(s.get("status") or "ok"),
-        "errors": errors if isinstance(errors, int) and errors >= 0 else 0,
+        "errors": min(errors, UINT32_MAX) if isinstance(errors, int) and errors >= 0 else 0,
         "is_init": 1 if s.get("init") is True else 0,
         "release": str(attrs.get("release") or ""),
         "environment": str(attrs.get("environment") or ""),
@@ -98,7 +101,8 @@ def session_rows(item_type: str, payload: bytes, organization_id: int, project_i
                     "status": status, "errors": 1 if status != "exited" else 0, "is_init": 1,
                     "release": str(attrs.get("release") or ""),
                     "environment": str(attrs.get("environment") or ""),
-                    "started": started, "duration_s": 0.0, "quantity": count,
+                    "started": started, "duration_s": 0.0,
+                    "quantity": min(count, UINT32_MAX),
                 })
     return rows
 

@@ -25,7 +25,14 @@ from starlette.responses import Response
 
 from events.auth import SentryAuth, auth_from_dsn, find_request_auth
 from events.body import BodyDecoder, BodyLimits
-from events.envelope import Envelope, EnvelopeLimits, parse_envelope, parse_store_body
+from events.envelope import (
+    Envelope,
+    EnvelopeItem,
+    EnvelopeLimits,
+    normalize_event_id,
+    parse_envelope,
+    parse_store_body,
+)
 from events.errors import BadRequest, Forbidden, IngestError, Overloaded, Unauthorized
 from storage.postgres import ProjectKey, connect, load_project_keys
 from storage.queue import PostgresQueue, QueuedItem
@@ -103,11 +110,24 @@ def error_response(exc: IngestError) -> Response:
                     media_type="application/json")
 
 
-def queued_items(envelope: Envelope, key: ProjectKey, received_at: dt.datetime,
-                 meta: Mapping[str, Any]) -> list[QueuedItem]:
+#: Items whose envelope must carry an event id (spec §2.2); Relay makes one when it is
+#: missing, and so does ingest, so that a re-delivered item keeps its identity.
+ITEMS_WITH_EVENT_ID = frozenset({"event", "transaction", "attachment", "user_report"})
+
+
+def envelope_event_id(envelope: Envelope) -> str | None:
+    """The envelope's event id, generated once at accept time when an item needs one."""
+    event_id = envelope.event_id
+    if event_id is None and any(i.type in ITEMS_WITH_EVENT_ID for i in envelope.items):
+        event_id = uuid.uuid4().hex
+    return event_id
+
+
+def queued_items(envelope: Envelope, event_id: str | None, key: ProjectKey,
+                 received_at: dt.datetime, meta: Mapping[str, Any]) -> list[QueuedItem]:
     envelope_meta = {**meta, "sent_at": envelope.headers.get("sent_at")}
     return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
-                       key_id=key.id, item_type=item.type, event_id=envelope.event_id,
+                       key_id=key.id, item_type=item.type, event_id=event_id,
                        received_at=received_at, payload=item.payload,
                        meta={**envelope_meta, "item_headers": dict(item.headers)})
             for item in envelope.items if item.type in HANDED_OFF_TYPES]
@@ -140,6 +160,9 @@ class IngestHandler:
         project_id = int(match["project"])
         headers = {k.lower(): v for k, v in request.headers.items()}
         auth = find_request_auth(headers, request.url.query)
+        if auth is not None:
+            # Refuse unknown keys before reading (and decompressing) up to 100 MB for them.
+            authorize(await self.keys.get(auth.public_key), auth, project_id)
         body = await self.read_body(request)
         if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
                 "content-type", ""):
@@ -152,13 +175,12 @@ class IngestHandler:
         meta = {"client_ip": _client_ip(request, headers),
                 "client": auth.client or headers.get("user-agent")}
         received_at = dt.datetime.now(dt.UTC)
-        return queued_items(envelope, key, received_at, meta), envelope.event_id
+        event_id = envelope_event_id(envelope)
+        return queued_items(envelope, event_id, key, received_at, meta), event_id
 
     def _store_envelope(self, body: bytes) -> Envelope:
         """A legacy ``/store/`` body as a one-item envelope; its event id is answered, and
         generated when the event has none (spec §3.4)."""
-        from events.envelope import EnvelopeItem, normalize_event_id
-
         event_json = parse_store_body(body, self.config.envelope_limits)
         event = orjson.loads(event_json)
         event_id = normalize_event_id(event.get("event_id")) or uuid.uuid4().hex

@@ -62,7 +62,12 @@ class ClickHouseStore:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.is_embedded = dsn.startswith("chdb:")
-        self._client = clickhouse_connect.get_client(dsn=dsn)
+        if self.is_embedded:
+            self._client = clickhouse_connect.get_client(dsn=dsn)
+        else:
+            # No server session: the API runs queries from several threads at once, and one
+            # session accepts one query at a time ("session is locked").
+            self._client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
 
     # --- schema ---------------------------------------------------------------------
     def migrate(self) -> list[int]:

@@ -73,10 +73,12 @@ def _known_hashes(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
 
 
 def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
-    primary = c.hashes[0]
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                     (_ISSUE_LOCK_NAMESPACE, f"{c.project_id}:{primary}"))
+        # Every hash of the event is locked, in one order: an event whose hashes overlap
+        # another's only partly (app+system vs system) must wait for it, too.
+        for h in sorted(c.hashes):
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                         (_ISSUE_LOCK_NAMESPACE, f"{c.project_id}:{h}"))
         row = conn.execute("SELECT issue_id FROM group_hashes WHERE project_id = %s AND"
                            " hash = ANY(%s) LIMIT 1", (c.project_id, list(c.hashes))).fetchone()
         if row is not None:
@@ -128,7 +130,9 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent])
         t[2], t[4] = e.timestamp, e.level
         t[3] = e.release or t[3]
     if totals:
-        ids = list(totals)
+        # Sorted, so that two consumers updating the same issues lock them in the same
+        # order and never deadlock.
+        ids = sorted(totals)
         conn.execute(
             "UPDATE issues SET times_seen = issues.times_seen + v.n,"
             " first_seen = least(issues.first_seen, v.first_ts),"

@@ -78,14 +78,18 @@ def _drain_in_background(process: subprocess.Popen[str], output: list[str]) -> N
 
 
 def processes_using(data_dir: Path) -> list[str]:
-    """Command lines of live processes that mention ``data_dir`` (orphans after a stop)."""
+    """Command lines of live processes that mention ``data_dir``, Ray's temp dir for it or
+    its HAProxy dir (orphans after a stop)."""
+    from cluster.runtime import haproxy_dir, ray_temp_dir
+
+    marks = {str(data_dir), str(ray_temp_dir(data_dir)), str(haproxy_dir(ray_temp_dir(data_dir)))}
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(data_dir) in text:
+        if any(mark in text for mark in marks):
             found.append(text)
     return found
 

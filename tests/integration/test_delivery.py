@@ -75,10 +75,14 @@ def test_killing_a_consumer_mid_batch_loses_and_duplicates_nothing(
                                                   "value": "boom"}]}}, uuid.uuid4().hex)
               for n in range(600)]
     issue_before = _times_seen_total(crashray, f"Kill{marker}%")
-    statuses = send_events(crashray, events)
-    assert statuses == [200] * len(events)
     victim = ray.get_actor("crashray-consumer-0", namespace="crashray")
-    ray.kill(victim, no_restart=False)  # Ray restarts it; its claimed batch is re-leased
+    with concurrent.futures.ThreadPoolExecutor(1) as sender:
+        sending = sender.submit(send_events, crashray, events)
+        # Kill the consumer while it is working through the flood, not between floods.
+        wait_until(lambda: not ray.get(victim.stats.remote())["idle"], 30,
+                   "the consumer to be busy")
+        ray.kill(victim, no_restart=False)  # Ray restarts it; its batch is re-leased
+        assert sending.result() == [200] * len(events)
     ids = [event_id for _, event_id in events]
     wait_until(lambda: stored_counts(crashray, ids) == (600, 600), 90,
                "all 600 events stored and counted once")
@@ -191,3 +195,47 @@ def test_attachments_and_user_feedback_are_kept_with_their_event(
         "SELECT sum(quantity) FROM outcomes WHERE project_id = 1 AND outcome = 'accepted'"
         " AND category = 'attachment'", {})[0][0] >= len(attachment), 15,
         "the attachment bytes counted as accepted")
+
+
+def test_a_poison_item_is_dead_lettered_and_its_batch_mates_are_stored(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    """One item that cannot be stored (its project was deleted after it was accepted) must
+    not hold back the good items claimed with it."""
+    with scratch_database("crashray_poison") as url:
+        postgres.migrate(url)
+        with postgres.connect(url) as conn:
+            postgres.bootstrap(conn)
+        good = [uuid.uuid4().hex for _ in range(5)]
+        poison = uuid.uuid4().hex
+        event = corpus_event(corpus_dir)
+        now = dt.datetime.now(dt.UTC)
+        PostgresQueue(url).enqueue([
+            QueuedItem(1 if i != poison else 424242, 1, 1, "event", i, now,
+                       orjson.dumps({**event, "event_id": i}), {})
+            for i in [*good[:2], poison, *good[2:]]])
+        consumer = BatchConsumer(ConsumerConfig(
+            postgres_url=url, clickhouse_dsn=crashray.runtime.clickhouse_dsn, batch_items=100,
+            lease_s=30, max_attempts=5, retention_days=90, idle_poll_s=0.5, batch_wait_s=0.0,
+            dedup_window_s=86_400))
+        assert consumer.run_once() == 6
+        consumer.close()
+        with psycopg.connect(url) as conn:
+            assert queue_size(url) == 0
+            dead = conn.execute("SELECT event_id, error FROM ingest_dead_letters").fetchall()
+            counted = conn.execute("SELECT event_id FROM processed_events").fetchall()
+        assert [d[0] for d in dead] == [poison]
+        assert "foreign key" in dead[0][1]
+        assert sorted(c[0] for c in counted) == sorted(good)
+
+
+def test_an_event_without_any_event_id_gets_one_at_accept_time(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    event = {k: v for k, v in corpus_event(corpus_dir).items() if k != "event_id"}
+    payload = orjson.dumps(event)
+    body = b"\n".join([b"{}", orjson.dumps({"type": "event", "length": len(payload)}), payload])
+    response = post_envelope(crashray, body, python_sdk_headers(crashray.public_key, False))
+    assert response.status_code == 200
+    event_id = response.json()["id"]
+    assert len(event_id) == 32
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    wait_until(lambda: store.event_body(1, 1, event_id), 15, "the event under the answered id")
