@@ -23,10 +23,10 @@ def hash_from_values(values: Iterable[str]) -> str:
     ``errors="replace"`` matches Sentry's ``force_bytes(value, errors="replace")`` for the
     lone surrogates that JSON can smuggle into a Python string.
     """
-    digest = hashlib.md5(usedforsecurity=False)
-    for value in values:
-        digest.update(value.encode("utf-8", errors="replace"))
-    return digest.hexdigest()
+    # One encode of the joined string gives the same bytes as encoding each value: Python's
+    # UTF-8 codec replaces every lone surrogate on its own, joined or not.
+    joined = "".join(values).encode("utf-8", errors="replace")
+    return hashlib.md5(joined, usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,18 @@ class Component:
 
     def iter_values(self) -> Iterator[str]:
         """Leaf strings of contributing components, depth-first (what the hash is made of)."""
+        leaves: list[str] = []
+        self._collect_values(leaves)
+        return iter(leaves)
+
+    def _collect_values(self, leaves: list[str]) -> None:
         if not self.contributes:
             return
         for value in self.values:
             if isinstance(value, str):
-                yield value
+                leaves.append(value)
             else:
-                yield from value.iter_values()
+                value._collect_values(leaves)
 
     def hash(self) -> str | None:
         """md5 of :meth:`iter_values`, or ``None`` when this component does not contribute."""

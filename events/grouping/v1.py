@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Final
 
 from events.grouping.component import Component, Variant, component
@@ -112,6 +113,10 @@ def _is_in_app(frame: Mapping[str, Any]) -> bool:
 
 
 def _substitute_all(value: str, rules: Sequence[tuple[re.Pattern[str], str]]) -> str:
+    # Every codegen pattern above needs a "$" or "Generated"; most names have neither, and
+    # skipping the regexes for them is the cheapest part of hashing a frame.
+    if "$" not in value and "Generated" not in value:
+        return value
     for pattern, replacement in rules:
         value = pattern.sub(replacement, value)
     return value
@@ -244,6 +249,28 @@ def frame_component(
     previous: Mapping[str, Any] | None = None,
 ) -> Component:
     """``frame:v1``: module, filename, function, [context-line] (§6.5), per variant (§6.4)."""
+    memo = _FRAME_MEMO.get()
+    key = (id(frame), id(previous), event_platform)
+    result = memo.get(key) if memo is not None else None
+    if result is None:
+        result = _frame_component_any_variant(frame, event_platform, previous)
+        if memo is not None:
+            memo[key] = result
+    if variant == APP and not _is_in_app(frame):
+        result = result.excluded("non app frame")
+    return result
+
+
+#: Frame components of the event being grouped, shared by its app and system variants
+#: (they differ only in which frames are excluded). Set by ``variants_for_event`` for the
+#: duration of one call, keyed by object ids that are stable while the event is alive.
+_FRAME_MEMO: ContextVar[dict[tuple[int, int, str], Component] | None] = ContextVar(
+    "_FRAME_MEMO", default=None)
+
+
+def _frame_component_any_variant(
+    frame: Mapping[str, Any], event_platform: str, previous: Mapping[str, Any] | None
+) -> Component:
     platform = _frame_platform(frame, event_platform)
     module = _module_component(frame, platform)
     context_line = _context_line_component(frame, platform)
@@ -258,8 +285,6 @@ def frame_component(
     hint = _frame_exclusion_hint(frame, platform, previous)
     if hint is not None:
         result = result.excluded(hint)
-    if variant == APP and not _is_in_app(frame):
-        result = result.excluded("non app frame")
     return result
 
 
@@ -767,7 +792,11 @@ def variants_for_event(
     checksum = as_str(event.get("checksum"))
     if checksum is not None:
         return checksum_variants(checksum)
-    trees = strategy_trees(event)
+    token = _FRAME_MEMO.set({})
+    try:
+        trees = strategy_trees(event)
+    finally:
+        _FRAME_MEMO.reset(token)
     fingerprint = custom_fingerprint(event)
     if fingerprint is None:
         variants = {name: Variant.from_component(name, tree) for name, tree in trees.items()}
