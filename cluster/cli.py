@@ -35,7 +35,7 @@ def _on_stop_signals(stop: threading.Event) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from cluster.runtime import Runtime, apply_ray_environment
+    from cluster.runtime import Runtime, StartError, apply_ray_environment
 
     apply_ray_environment()
     settings = _settings(args)
@@ -44,7 +44,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     _on_stop_signals(stop)
     print(f"Starting Crashray (data in {settings.data_dir}) ...", flush=True)
     try:
-        info = runtime.start()
+        try:
+            info = runtime.start()
+        except StartError as exc:
+            print(f"crashray up: {exc}", file=sys.stderr)
+            return 2
         _on_stop_signals(stop)  # again: ray.init installs its own SIGTERM handler
         print(f"DSN: {info.dsn}")
         print(f"Dashboard: {info.dashboard_url}")

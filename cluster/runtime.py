@@ -80,6 +80,55 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"crashray-{digest}"
 
 
+class StartError(Exception):
+    """Crashray cannot start as configured; the message says why and what to do."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StartError(
+                f"port {port} on {host} is in use ({exc.strerror}): another Crashray or another"
+                " server listens there; choose a free one with --port or CRASHRAY_PORT"
+            ) from exc
+
+
+class DataDirLock:
+    """One running Crashray per data directory: chDB and the private PostgreSQL allow one
+    owner. Held with flock on ``data_dir/crashray.lock`` (released when the process dies)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "crashray.lock"
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StartError(
+                f"another Crashray (pid {holder}) is running with the data directory"
+                f" {self.path.parent}; stop it first, or give this one another --data-dir"
+            ) from exc
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 @dataclass
 class StartInfo:
     dsn: str
@@ -99,6 +148,7 @@ class Runtime:
     _owner: Any = None
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
+    _lock: DataDirLock | None = None
 
     def start_databases(self) -> None:
         from cluster.embedded_postgres import EmbeddedPostgres
@@ -139,6 +189,9 @@ class Runtime:
     def start(self) -> StartInfo:
         from storage import postgres
 
+        check_port_free(self.settings.host, self.settings.port)
+        self._lock = DataDirLock(self.settings.data_dir)
+        self._lock.acquire()
         self.start_databases()
         with postgres.connect(self.postgres_url) as conn:
             boot = postgres.bootstrap(conn)
@@ -230,3 +283,5 @@ class Runtime:
             shutil.rmtree(self._haproxy_dir, ignore_errors=True)
         if self._embedded_pg is not None:
             self._embedded_pg.stop()
+        if self._lock is not None:
+            self._lock.release()
