@@ -240,7 +240,7 @@ def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate
 
 def _raw_item(w: WorkItem) -> RawItem:
     headers = w.meta.get("item_headers")
-    return RawItem(w.organization_id, w.project_id, w.event_id or "", w.item_type,
+    return RawItem(w.queue_id, w.organization_id, w.project_id, w.event_id or "", w.item_type,
                    w.received_at, headers if isinstance(headers, dict) else {}, w.payload)
 
 

@@ -105,7 +105,9 @@ def _plan_item(item: WorkItem, processor: EventProcessor,
     if item.item_type in ("session", "sessions"):
         rows = session_rows(item.item_type, item.payload, item.organization_id,
                             item.project_id, item.received_at)
-        plan.sessions.extend(rows)
+        # (queue_id, row) identify each row across re-deliveries (ReplacingMergeTree).
+        plan.sessions.extend({**r, "queue_id": item.queue_id, "row": n}
+                             for n, r in enumerate(rows))
         plan.outcomes.append(_outcome(item, "accepted", "", "session",
                                       sum(r["quantity"] for r in rows)))
     elif item.item_type == "client_report":

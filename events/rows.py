@@ -154,7 +154,7 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> pa.Table:
 
 
 SESSIONS_SCHEMA = pa.schema([
-    ("organization_id", pa.uint64()), ("project_id", pa.uint64()),
+    ("queue_id", pa.uint64()), ("row", pa.uint16()), ("organization_id", pa.uint64()), ("project_id", pa.uint64()),
     ("received", pa.timestamp("ms", tz="UTC")), ("session_id", pa.string()),
     ("status", pa.string()), ("errors", pa.uint32()), ("is_init", pa.uint8()),
     ("release", pa.string()), ("environment", pa.string()),
@@ -168,7 +168,7 @@ def sessions_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 ENVELOPE_ITEMS_SCHEMA = pa.schema([
-    ("organization_id", pa.uint64()), ("project_id", pa.uint64()), ("event_id", pa.string()),
+    ("queue_id", pa.uint64()), ("organization_id", pa.uint64()), ("project_id", pa.uint64()), ("event_id", pa.string()),
     ("item_type", pa.string()), ("received", pa.timestamp("ms", tz="UTC")),
     ("headers", pa.string()), ("payload", pa.binary()), ("retention_days", pa.uint16()),
 ])
@@ -178,6 +178,7 @@ ENVELOPE_ITEMS_SCHEMA = pa.schema([
 class RawItem:
     """An envelope item kept as sent."""
 
+    queue_id: int
     organization_id: int
     project_id: int
     event_id: str
@@ -189,8 +190,8 @@ class RawItem:
 
 def envelope_items_table(items: Sequence[RawItem], retention_days: int) -> pa.Table:
     return pa.Table.from_pylist([
-        {"organization_id": i.organization_id, "project_id": i.project_id,
-         "event_id": i.event_id, "item_type": i.item_type, "received": i.received,
+        {"queue_id": i.queue_id, "organization_id": i.organization_id,
+         "project_id": i.project_id, "event_id": i.event_id, "item_type": i.item_type, "received": i.received,
          "headers": orjson.dumps(i.headers).decode(), "payload": i.payload,
          "retention_days": retention_days}
         for i in items

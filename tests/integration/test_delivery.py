@@ -99,15 +99,15 @@ def _times_seen_total(c: RunningCrashray, title_like: str) -> int:
 
 
 class CrashAfterInsert:
-    """A real store that 'crashes' (raises) right after it inserted the events, before the
-    consumer can commit to PostgreSQL — the worst moment for duplicates."""
+    """A real store that 'crashes' (raises) right after the batch's last ClickHouse insert,
+    before the consumer can commit to PostgreSQL — the worst moment for duplicates."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def insert(self, table: str, data: Any) -> int:
         inserted: int = self.store.insert(table, data)
-        if table == "events":
+        if table == "outcomes":
             raise RuntimeError("simulated crash after the ClickHouse insert")
         return inserted
 
@@ -124,8 +124,10 @@ def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(
         event = corpus_event(corpus_dir)
         now = dt.datetime.now(dt.UTC)
         PostgresQueue(url).enqueue([
-            QueuedItem(1, 1, 1, "event", i, now, orjson.dumps({**event, "event_id": i}), {})
-            for i in ids])
+            *(QueuedItem(1, 1, 1, "event", i, now, orjson.dumps({**event, "event_id": i}), {})
+              for i in ids),
+            QueuedItem(1, 1, 1, "attachment", ids[0], now, b"log line",
+                       {"item_headers": {"type": "attachment", "filename": "app.log"}})])
         real = clickhouse_store(crashray.runtime.clickhouse_dsn)
         config = ConsumerConfig(postgres_url=url, clickhouse_dsn=crashray.runtime.clickhouse_dsn,
                                 batch_items=100, lease_s=0.5, max_attempts=5,
@@ -134,16 +136,19 @@ def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(
         crashing = BatchConsumer(config, store=CrashAfterInsert(real))
         with pytest.raises(RuntimeError, match="simulated crash"):
             crashing.run_once()
-        assert queue_size(url) == 40  # nothing acknowledged
+        assert queue_size(url) == 41  # nothing acknowledged
         time.sleep(0.6)  # the crashed consumer's lease runs out
         healthy = BatchConsumer(config)
-        assert healthy.run_once() == 40
+        assert healthy.run_once() == 41
         assert queue_size(url) == 0
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT sum(times_seen), count(*) FROM issues").fetchone()
         assert row == (40, 1)
         listed = real.list_events(1, 1, 1000)
         assert len([e for e in listed if e.event_id in set(ids)]) == 40  # de-duplicated
+        kept = real.query_rows("SELECT count() FROM envelope_items FINAL WHERE project_id = 1"
+                               " AND event_id = {id:String}", {"id": ids[0]})
+        assert kept == [(1,)]  # the attachment once, though it was inserted twice
         crashing.close()
         healthy.close()
 

@@ -83,7 +83,10 @@ ORDER BY (organization_id, project_id, hour, outcome, category, reason, key_id)
 TTL hour + toIntervalDay(90);
 
 -- Release-health sessions, as received (session and sessions items), for later rollups.
+-- (queue_id, row) identify a row across re-deliveries: ReplacingMergeTree collapses copies.
 CREATE TABLE IF NOT EXISTS sessions_raw (
+    queue_id    UInt64,
+    row         UInt16,
     organization_id UInt64,
     project_id  UInt64,
     received    DateTime64(3, 'UTC'),
@@ -97,7 +100,7 @@ CREATE TABLE IF NOT EXISTS sessions_raw (
     duration_s  Float64,
     quantity    UInt32
 )
-ENGINE = MergeTree
+ENGINE = ReplacingMergeTree
 PARTITION BY toMonday(received)
-ORDER BY (project_id, release, received)
+ORDER BY (project_id, release, received, queue_id, row)
 TTL toDateTime(received) + toIntervalDay(90);
