@@ -11,12 +11,16 @@ import html
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from psycopg_pool import ConnectionPool
 from ray import serve
 
 from actors.clickhouse import clickhouse_store
+from events.envelope import normalize_event_id
+from events.errors import IngestError
+from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
 from storage import issues as issue_store
 from storage.postgres import ProjectRef, TokenScope, find_project, token_scope
 
@@ -75,6 +79,32 @@ class Api:
             "project": {"id": str(project.id), "slug": project.slug},
         } for r in rows]
 
+    def issue_hashes(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
+        if "event:read" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope event:read")
+        with self.pool.connection() as conn:
+            project_id = issue_store.issue_project(conn, scope.organization_id, issue_id)
+            if project_id is None:
+                raise HTTPException(404, "The requested resource does not exist")
+            hashes = issue_store.issue_hashes(conn, project_id, issue_id)
+        return [{"id": h, "groupingConfig": config} for h, config in hashes]
+
+    def grouping_info(self, project: ProjectRef, event_id: str) -> dict[str, Any]:
+        """Why an event grouped as it did, recomputed from the stored (normalized) event."""
+        try:
+            normalized_id = normalize_event_id(event_id)
+        except IngestError:
+            normalized_id = None  # not an event id at all: nothing to find
+        body = None if normalized_id is None else self.clickhouse.event_body(
+            project.organization_id, project.id, normalized_id)
+        if body is None:
+            raise HTTPException(404, "Event not found")
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT grouping_config FROM projects WHERE id = %s",
+                               (project.id,)).fetchone()
+        config = str(row[0]) if row else DEFAULT_GROUPING_CONFIG
+        return group_hashes_for_event(orjson.loads(body), config).to_json_dict()
+
     def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         rows = self.clickhouse.list_events(project.organization_id, project.id, limit)
         return [{
@@ -101,6 +131,19 @@ class ApiDeployment:
                     limit: Annotated[int, Query(ge=1)] = 25) -> list[dict[str, Any]]:
         ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
         return self.api.issues(ref, min(limit, self.api.config.max_page_size))
+
+    @app.get("/issues/{issue_id}/hashes/")
+    def issue_hashes(self, issue_id: int,
+                     authorization: Annotated[str | None, Header()] = None
+                     ) -> list[dict[str, Any]]:
+        return self.api.issue_hashes(self.api.scope(authorization), issue_id)
+
+    @app.get("/projects/{org}/{project}/events/{event_id}/grouping-info/")
+    def grouping_info(self, org: str, project: str, event_id: str,
+                      authorization: Annotated[str | None, Header()] = None
+                      ) -> dict[str, Any]:
+        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        return self.api.grouping_info(ref, event_id)
 
     @app.get("/projects/{org}/{project}/events/")
     def list_events(self, org: str, project: str,

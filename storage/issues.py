@@ -190,3 +190,21 @@ def list_issues(conn: psycopg.Connection[Any], project_id: int, limit: int, offs
         " ORDER BY last_seen DESC, id DESC LIMIT %s OFFSET %s",
         (project_id, limit, offset)).fetchall()
     return [IssueRow(*r) for r in rows]
+
+
+def issue_project(conn: psycopg.Connection[Any], organization_id: int, issue_id: int
+                  ) -> int | None:
+    """The project of issue ``issue_id`` if it belongs to ``organization_id`` (tenant scope)."""
+    row = conn.execute(
+        "SELECT i.project_id FROM issues i JOIN projects p ON p.id = i.project_id"
+        " WHERE i.id = %s AND p.organization_id = %s", (issue_id, organization_id)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def issue_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int
+                 ) -> list[tuple[str, str]]:
+    """The grouping hashes (and their config) that point to an issue."""
+    rows = conn.execute(
+        "SELECT hash, grouping_config FROM group_hashes WHERE project_id = %s AND issue_id = %s"
+        " ORDER BY hash", (project_id, issue_id)).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]

@@ -159,3 +159,51 @@ def test_default_scrubbing_filters_secrets_before_storage(crashray: RunningCrash
     assert "ip_address" not in stored["user"] or stored["user"]["ip_address"] is None
     assert "hunter2" not in body
     assert stored["_meta"]["extra"]["password"][""]["rem"][0][0] == "@password:filter"
+
+
+def other_tenant_token(c: RunningCrashray) -> str:
+    """An admin token of a second organization, which must see nothing of `crashray`."""
+    from storage import postgres
+
+    with postgres.connect(c.runtime.postgres_url) as conn:
+        row = conn.execute("INSERT INTO organizations (slug, name) VALUES (%s, 'Other')"
+                           " ON CONFLICT (slug) DO UPDATE SET name = 'Other' RETURNING id",
+                           (f"other-{uuid.uuid4().hex[:6]}",)).fetchone()
+        assert row is not None
+        postgres.ensure_project(conn, int(row[0]), "default")
+        token = postgres.create_api_token(conn, int(row[0]), "other", list(postgres.ADMIN_SCOPES))
+        conn.commit()
+    return token
+
+
+def test_grouping_info_and_issue_hashes_explain_the_grouping_within_the_tenant(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    event_id = uuid.uuid4().hex
+    marker = uuid.uuid4().hex[:8]
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": f"Grouping{marker}", "value": "x", "stacktrace": {"frames": [
+            {"function": "handle", "module": "shop.views", "in_app": True,
+             "context_line": "    charge(order)"}]}}]}}
+    response = post_envelope(crashray, gzip_bytes(envelope_bytes(event, event_id)),
+                             python_sdk_headers(crashray.public_key))
+    assert response.status_code == 200
+    issue = wait_until(lambda: issue_titled(crashray, f"Grouping{marker}: x"), 15, "the issue")
+    info = api_get(crashray, f"events/{event_id}/grouping-info/")
+    assert info["config"] == "v1"
+    assert info["variants"]["app"]["contributes"] is True
+    assert info["variants"]["app"]["hash"] == info["hashes"][0]
+    hashes = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/hashes/",
+                       headers={"Authorization": f"Bearer {crashray.info.api_token}"}).json()
+    assert info["hashes"][0] in {h["id"] for h in hashes}
+    # Another organization's token finds neither, and cannot tell they exist.
+    other = {"Authorization": f"Bearer {other_tenant_token(crashray)}"}
+    assert httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/hashes/",
+                     headers=other).status_code == 404
+    assert httpx.get(f"{crashray.base_url}/api/0/projects/crashray/default/events/{event_id}"
+                     "/grouping-info/", headers=other).status_code == 404
+    for listing in ("issues", "events"):
+        assert httpx.get(f"{crashray.base_url}/api/0/projects/crashray/default/{listing}/",
+                         headers=other).status_code == 404
+    assert httpx.get(f"{crashray.base_url}/api/0/projects/crashray/default/events/not-an-id"
+                     "/grouping-info/", headers={"Authorization":
+                     f"Bearer {crashray.info.api_token}"}).status_code == 404
