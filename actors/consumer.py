@@ -26,6 +26,7 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, plan_batch
+from events.lifecycle import STATUSES, regresses
 from events.process import EventProcessor, ProcessedEvent
 from events.rows import (
     EventRow,
@@ -40,6 +41,9 @@ from storage import queue as pg_queue
 from storage.postgres import scrubbing_configs
 
 log = logging.getLogger("crashray.consumer")
+
+#: Issue states a new event reopens as regressed (events/lifecycle.py decides).
+REGRESSING_STATUSES = tuple(s for s in STATUSES if regresses(s))
 
 #: Seconds a project's scrubbing and grouping settings are cached by a consumer.
 PROJECT_SETTINGS_TTL_S = 10.0
@@ -178,7 +182,7 @@ class BatchConsumer:
                                             str(r.processed.event.get("level") or "error"),
                                             _release(r.processed)) for r in rows]
         with self._conn.transaction():
-            issue_store.record_events(self._conn, counted)
+            issue_store.record_events(self._conn, counted, REGRESSING_STATUSES)
             pg_queue.delete(self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
             for item, error in plan.invalid:
                 pg_queue.dead_letter(self._conn, _claimed(item), error)

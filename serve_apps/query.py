@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import Body, FastAPI, Header, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from psycopg_pool import ConnectionPool
 from ray import serve
@@ -21,8 +21,9 @@ from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
 from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
+from events.lifecycle import ACTIVITY_FOR_STATUS, InvalidStatusUpdate, parse_status_update
 from storage import issues as issue_store
-from storage.postgres import ProjectRef, TokenScope, find_project, token_scope
+from storage.postgres import ProjectRef, TokenScope, find_project, project_by_id, token_scope
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,62 @@ class Api:
     def issues(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             rows = issue_store.list_issues(conn, project.id, limit)
-        return [{
+        return [self.issue_json(project, r) for r in rows]
+
+    def issue_json(self, project: ProjectRef, r: issue_store.IssueRow) -> dict[str, Any]:
+        return {
             "id": str(r.id), "shortId": f"{project.slug.upper()}-{r.id}", "title": r.title,
             "culprit": r.culprit, "count": str(r.times_seen), "firstSeen": iso(r.first_seen),
             "lastSeen": iso(r.last_seen), "level": r.level, "status": r.status,
-            "type": r.type, "metadata": r.metadata, "platform": r.platform,
+            "substatus": r.substatus, "type": r.type, "metadata": r.metadata,
+            "platform": r.platform,
             "permalink": f"{self.config.base_url}/organizations/{project.organization_slug}"
                          f"/issues/{r.id}/",
             "project": {"id": str(project.id), "slug": project.slug},
-        } for r in rows]
+        }
+
+    def scoped_issue(self, scope: TokenScope, issue_id: int, needed: str
+                     ) -> tuple[ProjectRef, issue_store.IssueRow]:
+        """The issue and its project, if the token's organization owns it; else 404."""
+        if needed not in scope.scopes:
+            raise HTTPException(403, f"this token lacks the scope {needed}")
+        with self.pool.connection() as conn:
+            project_id = issue_store.issue_project(conn, scope.organization_id, issue_id)
+            project = None if project_id is None else project_by_id(
+                conn, scope.organization_id, project_id)
+            row = None if project is None else issue_store.get_issue(conn, project.id, issue_id)
+        if project is None or row is None:
+            raise HTTPException(404, "The requested resource does not exist")
+        return project, row
+
+    def issue_detail(self, scope: TokenScope, issue_id: int) -> dict[str, Any]:
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
+        return {**self.issue_json(project, row), "activity": self._activity(project, row.id)}
+
+    def activity(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
+        return self._activity(project, row.id)
+
+    def _activity(self, project: ProjectRef, issue_id: int) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            entries = issue_store.issue_activity(conn, project.id, issue_id)
+        return [{"id": str(a.id), "type": a.type, "data": a.data,
+                 "user": None if a.actor == "crashray" else {"name": a.actor},
+                 "dateCreated": iso(a.date_added)} for a in entries]
+
+    def update_issue(self, scope: TokenScope, issue_id: int, body: Any) -> dict[str, Any]:
+        project, row = self.scoped_issue(scope, issue_id, "event:write")
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the body must be a JSON object such as"
+                                     ' {"status": "resolved"}')
+        try:
+            update = parse_status_update(body)
+        except InvalidStatusUpdate as exc:
+            raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn:
+            issue_store.set_status(conn, project.id, row.id, update.status,
+                                   ACTIVITY_FOR_STATUS[update.status], scope.token_name)
+        return self.issue_detail(scope, issue_id)
 
     def issue_hashes(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
         if "event:read" not in scope.scopes:
@@ -131,6 +179,22 @@ class ApiDeployment:
                     limit: Annotated[int, Query(ge=1)] = 25) -> list[dict[str, Any]]:
         ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
         return self.api.issues(ref, min(limit, self.api.config.max_page_size))
+
+    @app.get("/issues/{issue_id}/")
+    def issue_detail(self, issue_id: int,
+                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        return self.api.issue_detail(self.api.scope(authorization), issue_id)
+
+    @app.put("/issues/{issue_id}/")
+    def update_issue(self, issue_id: int, body: Annotated[Any, Body()] = None,
+                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        return self.api.update_issue(self.api.scope(authorization), issue_id, body)
+
+    @app.get("/issues/{issue_id}/activity/")
+    def issue_activity(self, issue_id: int,
+                       authorization: Annotated[str | None, Header()] = None
+                       ) -> list[dict[str, Any]]:
+        return self.api.activity(self.api.scope(authorization), issue_id)
 
     @app.get("/issues/{issue_id}/hashes/")
     def issue_hashes(self, issue_id: int,

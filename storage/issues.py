@@ -85,8 +85,8 @@ def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
             return int(row[0])  # another consumer created it while we waited for the lock
         created = conn.execute(
             "INSERT INTO issues (project_id, title, culprit, type, metadata, level, platform,"
-            " first_seen, last_seen, times_seen, first_release, last_release)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s) RETURNING id",
+            " first_seen, last_seen, times_seen, first_release, last_release, substatus)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, 'new') RETURNING id",
             (c.project_id, c.title, c.culprit, c.type, Jsonb(dict(c.metadata)), c.level,
              c.platform, c.timestamp, c.timestamp, c.release, c.release)).fetchone()
         assert created is not None  # INSERT ... RETURNING always returns the row
@@ -108,9 +108,11 @@ class CountedEvent:
     release: str | None
 
 
-def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent]) -> int:
-    """Count events into their issues, skipping events counted before; call inside the
-    transaction that also acknowledges the queue items. Returns how many were new."""
+def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent],
+                  regressing_statuses: Sequence[str] = ()) -> int:
+    """Count events into their issues, skipping events counted before, and reopen issues in
+    ``regressing_statuses`` that got a new event as regressed; call inside the transaction
+    that also acknowledges the queue items. Returns how many events were new."""
     if not events:
         return 0
     new = {
@@ -145,7 +147,59 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent])
             (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids],
              [totals[i][2] for i in ids], [totals[i][3] for i in ids],
              [totals[i][4] for i in ids]))
+        if regressing_statuses:
+            _regress(conn, ids, regressing_statuses)
     return sum(t[0] for t in totals.values())
+
+
+def _regress(conn: psycopg.Connection[Any], issue_ids: Sequence[int],
+             statuses: Sequence[str]) -> None:
+    reopened = conn.execute(
+        "UPDATE issues SET status = 'unresolved', substatus = 'regressed'"
+        " WHERE id = ANY(%s) AND status = ANY(%s) RETURNING id, project_id",
+        (list(issue_ids), list(statuses))).fetchall()
+    for issue_id, project_id in reopened:
+        add_activity(conn, int(issue_id), int(project_id), "set_regression", {}, "crashray")
+
+
+def add_activity(conn: psycopg.Connection[Any], issue_id: int, project_id: int, kind: str,
+                 data: Mapping[str, Any], actor: str) -> None:
+    conn.execute("INSERT INTO issue_activity (issue_id, project_id, type, data, actor)"
+                 " VALUES (%s, %s, %s, %s, %s)", (issue_id, project_id, kind, Jsonb(dict(data)),
+                                                 actor))
+
+
+def get_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int) -> IssueRow | None:
+    row = conn.execute(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND id = %s",
+                       (project_id, issue_id)).fetchone()
+    return None if row is None else IssueRow(*row)
+
+
+def set_status(conn: psycopg.Connection[Any], project_id: int, issue_id: int, status: str,
+               activity: str, actor: str) -> None:
+    """Move an issue to ``status`` and record who did it (one transaction)."""
+    with conn.transaction():
+        conn.execute("UPDATE issues SET status = %s,"
+                     " substatus = CASE WHEN %s = 'unresolved' THEN 'ongoing' END"
+                     " WHERE project_id = %s AND id = %s", (status, status, project_id, issue_id))
+        add_activity(conn, issue_id, project_id, activity, {"status": status}, actor)
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: int
+    type: str
+    data: Mapping[str, Any]
+    actor: str
+    date_added: dt.datetime
+
+
+def issue_activity(conn: psycopg.Connection[Any], project_id: int, issue_id: int
+                   ) -> list[Activity]:
+    rows = conn.execute("SELECT id, type, data, actor, date_added FROM issue_activity"
+                        " WHERE project_id = %s AND issue_id = %s ORDER BY id DESC",
+                        (project_id, issue_id)).fetchall()
+    return [Activity(int(r[0]), str(r[1]), r[2], str(r[3]), r[4]) for r in rows]
 
 
 def prune_processed_events(conn: psycopg.Connection[Any], older_than_s: float,
@@ -173,12 +227,14 @@ class IssueRow:
     level: str
     platform: str
     status: str
+    substatus: str | None
     first_seen: dt.datetime
     last_seen: dt.datetime
     times_seen: int
 
 
 _ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platform, status,"
+                  " substatus,"
                   " first_seen, last_seen, times_seen")
 
 

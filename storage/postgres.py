@@ -171,14 +171,16 @@ class TokenScope:
     organization_id: int
     organization_slug: str
     scopes: frozenset[str]
+    token_name: str
 
 
 def token_scope(conn: psycopg.Connection[Any], token: str) -> TokenScope | None:
     row = conn.execute(
-        "SELECT o.id, o.slug, t.scopes FROM api_tokens t JOIN organizations o"
+        "SELECT o.id, o.slug, t.scopes, t.name FROM api_tokens t JOIN organizations o"
         " ON o.id = t.organization_id WHERE t.token_hash = %s", (hash_token(token),)
     ).fetchone()
-    return None if row is None else TokenScope(int(row[0]), str(row[1]), frozenset(row[2]))
+    return None if row is None else TokenScope(int(row[0]), str(row[1]), frozenset(row[2]),
+                                               str(row[3]))
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,17 @@ def find_project(conn: psycopg.Connection[Any], org_id: int, project_slug: str) 
         "SELECT p.id, p.organization_id, p.slug, o.slug FROM projects p JOIN organizations o"
         " ON o.id = p.organization_id WHERE p.organization_id = %s AND p.slug = %s",
         (org_id, project_slug),
+    ).fetchone()
+    return None if row is None else ProjectRef(int(row[0]), int(row[1]), str(row[2]), str(row[3]))
+
+
+def project_by_id(conn: psycopg.Connection[Any], org_id: int, project_id: int
+                  ) -> ProjectRef | None:
+    """Project ``project_id`` if it belongs to organization ``org_id`` (tenant scope)."""
+    row = conn.execute(
+        "SELECT p.id, p.organization_id, p.slug, o.slug FROM projects p JOIN organizations o"
+        " ON o.id = p.organization_id WHERE p.organization_id = %s AND p.id = %s",
+        (org_id, project_id),
     ).fetchone()
     return None if row is None else ProjectRef(int(row[0]), int(row[1]), str(row[2]), str(row[3]))
 

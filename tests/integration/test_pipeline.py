@@ -207,3 +207,60 @@ def test_grouping_info_and_issue_hashes_explain_the_grouping_within_the_tenant(
     assert httpx.get(f"{crashray.base_url}/api/0/projects/crashray/default/events/not-an-id"
                      "/grouping-info/", headers={"Authorization":
                      f"Bearer {crashray.info.api_token}"}).status_code == 404
+
+
+def put_issue(c: RunningCrashray, issue_id: str, body: object, token: str | None = None
+              ) -> httpx.Response:
+    return httpx.put(f"{c.base_url}/api/0/issues/{issue_id}/", json=body, timeout=10,
+                     headers={"Authorization": f"Bearer {token or c.info.api_token}"})
+
+
+def test_a_resolved_issue_reopens_as_regressed_on_a_new_event(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": f"Regress{marker}", "value": "again"}]}}
+
+    def send() -> None:
+        response = post_envelope(crashray, gzip_bytes(envelope_bytes(event)),
+                                 python_sdk_headers(crashray.public_key))
+        assert response.status_code == 200
+
+    send()
+    issue = wait_until(lambda: issue_titled(crashray, f"Regress{marker}: again"), 15, "issue")
+    resolved = put_issue(crashray, issue["id"], {"status": "resolved"})
+    assert resolved.status_code == 200
+    assert resolved.json()["status"] == "resolved"
+    assert resolved.json()["activity"][0]["type"] == "set_resolved"
+    send()
+    reopened = wait_until(lambda: (i := issue_titled(crashray, f"Regress{marker}: again"))
+                          and i["status"] == "unresolved" and i, 15, "the regression")
+    assert reopened["substatus"] == "regressed" and reopened["count"] == "2"
+    activity = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/activity/",
+                         headers={"Authorization": f"Bearer {crashray.info.api_token}"}).json()
+    assert [a["type"] for a in activity] == ["set_regression", "set_resolved"]
+
+
+def test_issue_updates_are_validated_and_scoped(crashray: RunningCrashray,
+                                                corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": f"Scoped{marker}", "value": "x"}]}}
+    post_envelope(crashray, gzip_bytes(envelope_bytes(event)),
+                  python_sdk_headers(crashray.public_key))
+    issue = wait_until(lambda: issue_titled(crashray, f"Scoped{marker}: x"), 15, "issue")
+    bogus = put_issue(crashray, issue["id"], {"status": "fixed"})
+    assert bogus.status_code == 400 and "unresolved, resolved, ignored" in bogus.json()["detail"]
+    later = put_issue(crashray, issue["id"], {"status": "resolved",
+                                              "statusDetails": {"inNextRelease": True}})
+    assert later.status_code == 400 and "inNextRelease" in later.json()["detail"]
+    assert put_issue(crashray, issue["id"], {"status": "ignored"},
+                     token=other_tenant_token(crashray)).status_code == 404
+    from storage import postgres
+
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        read_only = postgres.create_api_token(conn, 1, "reader", ["event:read"])
+        conn.commit()
+    assert put_issue(crashray, issue["id"], {"status": "ignored"},
+                     token=read_only).status_code == 403
+    assert issue_titled(crashray, f"Scoped{marker}: x")["status"] == "unresolved"
