@@ -50,7 +50,9 @@ def parse_status_update(body: Mapping[str, Any]) -> StatusUpdate:
     status = STATUS_ALIASES.get(raw, raw)
     if status not in STATUSES:
         raise InvalidStatusUpdate(f'"status" must be one of {", ".join(STATUSES)}; got {raw!r}')
-    details = body.get("statusDetails") or {}
+    details = body.get("statusDetails")
+    if details is None:
+        details = {}
     if not isinstance(details, Mapping):
         raise InvalidStatusUpdate('"statusDetails" must be an object')
     unsupported = [k for k in UNSUPPORTED_DETAILS if details.get(k)]
