@@ -26,7 +26,7 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, plan_batch
-from events.lifecycle import STATUSES, regresses
+from events.lifecycle import IssueState, NewEvent, transition_after_events
 from events.process import EventProcessor, ProcessedEvent
 from events.rows import (
     EventRow,
@@ -41,9 +41,6 @@ from storage import queue as pg_queue
 from storage.postgres import scrubbing_configs
 
 log = logging.getLogger("crashray.consumer")
-
-#: Issue states a new event reopens as regressed (events/lifecycle.py decides).
-REGRESSING_STATUSES = tuple(s for s in STATUSES if regresses(s))
 
 #: Seconds a project's scrubbing and grouping settings are cached by a consumer.
 PROJECT_SETTINGS_TTL_S = 10.0
@@ -182,7 +179,8 @@ class BatchConsumer:
                                             str(r.processed.event.get("level") or "error"),
                                             _release(r.processed)) for r in rows]
         with self._conn.transaction():
-            issue_store.record_events(self._conn, counted, REGRESSING_STATUSES)
+            new_by_issue = issue_store.record_events(self._conn, counted)
+            self._apply_lifecycle(new_by_issue)
             pg_queue.delete(self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
             for item, error in plan.invalid:
                 pg_queue.dead_letter(self._conn, _claimed(item), error)
@@ -194,6 +192,18 @@ class BatchConsumer:
                 else:
                     log.warning("queue item %s failed (attempt %s), will retry: %s",
                                 item.queue_id, item.attempts, error)
+
+    def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]]) -> None:
+        """Reopen resolved or ignored issues that new events concern (inside the batch's
+        transaction, so the counts and the state change commit together)."""
+        for issue in issue_store.settled_issues(self._conn, list(new_by_issue)):
+            transition = transition_after_events(
+                IssueState(issue.status, issue.status_details, issue.times_seen),
+                [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
+            if transition is not None:
+                issue_store.set_status(self._conn, issue.project_id, issue.id,
+                                       transition.status, transition.substatus, {},
+                                       transition.activity, transition.data, "crashray")
 
     def prune_if_due(self) -> int:
         """Forget counted event ids older than the de-duplication window, every

@@ -1,10 +1,16 @@
 """Issue states and the decisions about them (pure; storage/issues.py applies them).
 
-The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing`` or ``regressed``),
-``resolved`` and ``ignored``. A new event on a resolved issue reopens it as regressed.
-This first version supports plain resolve / unresolve / ignore (forever); resolving in a
-release and ignoring until a count, user count or date are not implemented yet and are
-refused with a clear error rather than silently treated as something else.
+The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing``, ``regressed`` or
+``escalating``), ``resolved`` and ``ignored``. Supported ``statusDetails``:
+
+* resolved ``inRelease: "X"``: only an event of a release newer than X (sentry-relay's
+  ``compare_version``) reopens the issue; ``inNextRelease: true`` means "in the release after
+  the latest one this issue has seen", so events of that latest or older releases do not.
+  A plain resolve reopens on any new event.
+* ignored ``ignoreCount: N``: unignored after N more events; ``ignoreUntil: <ISO time>``:
+  unignored by the first event after that time. Plain ignore lasts forever.
+
+User-count and windowed ignores are refused with a clear error, not approximated.
 
     LifecycleError                 (base)
     └── InvalidStatusUpdate        the request body asks for something unknown or unsupported
@@ -12,20 +18,22 @@ refused with a clear error rather than silently treated as something else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import sentry_relay
+from sentry_relay.processing import compare_version
+
 STATUSES = ("unresolved", "resolved", "ignored")
-#: Sentry's API also says "resolvedInNextRelease" and "muted"/"archived" for these.
+#: Sentry's API also says "muted"/"archived" for ignored.
 STATUS_ALIASES = {"muted": "ignored", "archived": "ignored"}
-UNSUPPORTED_DETAILS = ("inNextRelease", "inRelease", "inCommit", "ignoreCount",
-                       "ignoreUserCount", "ignoreUntil", "ignoreDuration", "ignoreWindow",
+UNSUPPORTED_DETAILS = ("inCommit", "ignoreUserCount", "ignoreDuration", "ignoreWindow",
                        "ignoreUserWindow", "ignoreUntilEscalating")
 #: Activity types, named as Sentry's activity log names them.
 ACTIVITY_FOR_STATUS = {"resolved": "set_resolved", "unresolved": "set_unresolved",
                        "ignored": "set_ignored"}
-ACTIVITY_REGRESSION = "set_regression"
 
 
 class LifecycleError(Exception):
@@ -39,29 +47,156 @@ class InvalidStatusUpdate(LifecycleError):
 @dataclass(frozen=True)
 class StatusUpdate:
     status: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _status(raw: object) -> str:
+    status = STATUS_ALIASES.get(raw, raw) if isinstance(raw, str) else None
+    if status not in STATUSES:
+        raise InvalidStatusUpdate(f'"status" must be one of {", ".join(STATUSES)}; got {raw!r}')
+    assert isinstance(status, str)
+    return status
+
+
+def _details(status: str, details: Mapping[str, Any]) -> dict[str, Any]:
+    unsupported = [k for k in UNSUPPORTED_DETAILS if details.get(k)]
+    if unsupported:
+        raise InvalidStatusUpdate(
+            f'"statusDetails.{unsupported[0]}" is not supported yet; see the docs for the'
+            " supported ones (inRelease, inNextRelease, ignoreCount, ignoreUntil)")
+    allowed = {"resolved": ("inRelease", "inNextRelease"),
+               "ignored": ("ignoreCount", "ignoreUntil")}.get(status, ())
+    misplaced = [k for k in ("inRelease", "inNextRelease", "ignoreCount", "ignoreUntil")
+                 if details.get(k) and k not in allowed]
+    if misplaced:
+        raise InvalidStatusUpdate(f'"statusDetails.{misplaced[0]}" does not go with'
+                                  f' status {status!r}')
+    return {k: _checked(k, details[k]) for k in allowed if details.get(k)}
+
+
+def _checked(key: str, value: Any) -> Any:
+    if key == "inRelease" and isinstance(value, str) and value.strip():
+        return value
+    if key == "inNextRelease" and value is True:
+        return True
+    if key == "ignoreCount" and isinstance(value, int) and not isinstance(value, bool) \
+            and value > 0:
+        return value
+    if key == "ignoreUntil" and isinstance(value, str) and _parse_time(value) is not None:
+        return _parse_time(value).isoformat()  # type: ignore[union-attr]
+    expected = {"inRelease": "a release name", "inNextRelease": "true",
+                "ignoreCount": "a positive whole number",
+                "ignoreUntil": "an ISO 8601 time"}[key]
+    raise InvalidStatusUpdate(f'"statusDetails.{key}" must be {expected}; got {value!r}')
+
+
+def _parse_time(value: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def parse_status_update(body: Mapping[str, Any]) -> StatusUpdate:
     """The state change a ``PUT /api/0/issues/{id}/`` body asks for."""
-    raw = body.get("status")
-    if not isinstance(raw, str):
-        raise InvalidStatusUpdate(
-            f'"status" must be one of {", ".join(STATUSES)}; got {raw!r}')
-    status = STATUS_ALIASES.get(raw, raw)
-    if status not in STATUSES:
-        raise InvalidStatusUpdate(f'"status" must be one of {", ".join(STATUSES)}; got {raw!r}')
+    status = _status(body.get("status"))
     details = body.get("statusDetails")
     if details is None:
         details = {}
     if not isinstance(details, Mapping):
         raise InvalidStatusUpdate('"statusDetails" must be an object')
-    unsupported = [k for k in UNSUPPORTED_DETAILS if details.get(k)]
-    if unsupported:
-        raise InvalidStatusUpdate(
-            f'"statusDetails.{unsupported[0]}" is not supported yet; set a plain status')
-    return StatusUpdate(status)
+    return StatusUpdate(status, _details(status, details))
 
 
-def regresses(status: str) -> bool:
-    """Whether a new event reopens an issue in ``status`` (a resolved one does)."""
-    return status == "resolved"
+def stored_details(update: StatusUpdate, times_seen: int, last_release: str | None
+                   ) -> dict[str, Any]:
+    """What to keep with the new state: the thresholds, fixed at the time of the change."""
+    details = dict(update.details)
+    if details.pop("inNextRelease", False):
+        details["inNextRelease"] = True
+        if last_release:
+            details["inRelease"] = last_release
+    if "ignoreCount" in details:
+        details["ignoreCountBase"] = times_seen
+    return details
+
+
+@dataclass(frozen=True)
+class IssueState:
+    status: str
+    details: Mapping[str, Any]
+    times_seen: int
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    release: str | None
+    timestamp: dt.datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: str
+    substatus: str
+    activity: str
+    data: Mapping[str, Any]
+
+
+def _parsed_release(release: str) -> tuple[str | None, str] | None:
+    """(package, raw version) when sentry-relay reads ``release`` as a semantic version."""
+    try:
+        parsed = sentry_relay.parse_release(release)  # type: ignore[attr-defined]
+    except sentry_relay.RelayError:  # type: ignore[attr-defined]
+        return None
+    if parsed.get("version_parsed") is None:
+        return None
+    return parsed.get("package"), str(parsed["version_raw"])
+
+
+def _newer(release: str | None, than: str) -> bool:
+    """Whether ``release`` comes after ``than``: semantic versions of the same package are
+    ordered with sentry-relay's ``compare_version``. Sentry orders other releases by when
+    they were first seen, which Crashray does not track yet, so any other release counts as
+    newer (the issue reopens rather than hides a regression)."""
+    if not release or release == than:
+        return False
+    mine, theirs = _parsed_release(release), _parsed_release(than)
+    if mine is None or theirs is None or mine[0] != theirs[0]:
+        return True
+    try:
+        return bool(compare_version(mine[1], theirs[1]) > 0)  # type: ignore[no-untyped-call]
+    except sentry_relay.RelayError:  # type: ignore[attr-defined]
+        return True
+
+
+def transition_after_events(state: IssueState, events: Sequence[NewEvent]
+                            ) -> Transition | None:
+    """The state change new events cause (``state.times_seen`` already counts them)."""
+    if not events:
+        return None
+    if state.status == "resolved":
+        threshold = state.details.get("inRelease")
+        if threshold is None:
+            return Transition("unresolved", "regressed", "set_regression", {})
+        newer = next((e.release for e in events if _newer(e.release, threshold)), None)
+        if newer is not None:
+            return Transition("unresolved", "regressed", "set_regression", {"version": newer})
+        return None
+    if state.status == "ignored":
+        return _unignore(state, events)
+    return None
+
+
+def _unignore(state: IssueState, events: Sequence[NewEvent]) -> Transition | None:
+    count = state.details.get("ignoreCount")
+    if isinstance(count, int) and state.times_seen >= state.details.get(
+            "ignoreCountBase", 0) + count:
+        return Transition("unresolved", "escalating", "set_unresolved",
+                          {"reason": "ignoreCount", "ignoreCount": count})
+    until = state.details.get("ignoreUntil")
+    limit = _parse_time(until) if isinstance(until, str) else None
+    if limit is not None and any(e.timestamp >= limit for e in events):
+        return Transition("unresolved", "escalating", "set_unresolved",
+                          {"reason": "ignoreUntil", "ignoreUntil": until})
+    return None

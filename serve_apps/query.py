@@ -21,7 +21,12 @@ from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
 from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
-from events.lifecycle import ACTIVITY_FOR_STATUS, InvalidStatusUpdate, parse_status_update
+from events.lifecycle import (
+    ACTIVITY_FOR_STATUS,
+    InvalidStatusUpdate,
+    parse_status_update,
+    stored_details,
+)
 from storage import issues as issue_store
 from storage.postgres import ProjectRef, TokenScope, find_project, project_by_id, token_scope
 
@@ -77,7 +82,8 @@ class Api:
             "id": str(r.id), "shortId": f"{project.slug.upper()}-{r.id}", "title": r.title,
             "culprit": r.culprit, "count": str(r.times_seen), "firstSeen": iso(r.first_seen),
             "lastSeen": iso(r.last_seen), "level": r.level, "status": r.status,
-            "substatus": r.substatus, "type": r.type, "metadata": r.metadata,
+            "substatus": r.substatus, "statusDetails": r.status_details,
+            "type": r.type, "metadata": r.metadata,
             "platform": r.platform,
             "permalink": f"{self.config.base_url}/organizations/{project.organization_slug}"
                          f"/issues/{r.id}/",
@@ -122,9 +128,12 @@ class Api:
             update = parse_status_update(body)
         except InvalidStatusUpdate as exc:
             raise HTTPException(400, str(exc)) from exc
-        with self.pool.connection() as conn:
-            issue_store.set_status(conn, project.id, row.id, update.status,
-                                   ACTIVITY_FOR_STATUS[update.status], scope.token_name)
+        details = stored_details(update, row.times_seen, row.last_release)
+        substatus = "ongoing" if update.status == "unresolved" else None
+        with self.pool.connection() as conn, conn.transaction():
+            issue_store.set_status(conn, project.id, row.id, update.status, substatus, details,
+                                   ACTIVITY_FOR_STATUS[update.status],
+                                   {"status": update.status, **details}, scope.token_name)
         return self.issue_detail(scope, issue_id)
 
     def issue_hashes(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:

@@ -108,13 +108,12 @@ class CountedEvent:
     release: str | None
 
 
-def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent],
-                  regressing_statuses: Sequence[str] = ()) -> int:
-    """Count events into their issues, skipping events counted before, and reopen issues in
-    ``regressing_statuses`` that got a new event as regressed; call inside the transaction
-    that also acknowledges the queue items. Returns how many events were new."""
+def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent]
+                  ) -> dict[int, list[CountedEvent]]:
+    """Count events into their issues, skipping events counted before; call inside the
+    transaction that also acknowledges the queue items. Returns the new events per issue."""
     if not events:
-        return 0
+        return {}
     new = {
         (int(r[0]), str(r[1])) for r in conn.execute(
             "INSERT INTO processed_events (project_id, event_id)"
@@ -123,10 +122,12 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent],
             ([e.project_id for e in events], [e.event_id for e in events])).fetchall()
     }
     totals: dict[int, list[Any]] = {}
+    counted: dict[int, list[CountedEvent]] = {}
     for e in sorted(events, key=lambda e: e.timestamp):
         if (e.project_id, e.event_id) not in new:
             continue
         new.discard((e.project_id, e.event_id))  # the same event twice in one batch
+        counted.setdefault(e.issue_id, []).append(e)
         t = totals.setdefault(e.issue_id, [0, e.timestamp, e.timestamp, None, e.level])
         t[0] += 1
         t[2], t[4] = e.timestamp, e.level
@@ -147,19 +148,26 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent],
             (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids],
              [totals[i][2] for i in ids], [totals[i][3] for i in ids],
              [totals[i][4] for i in ids]))
-        if regressing_statuses:
-            _regress(conn, ids, regressing_statuses)
-    return sum(t[0] for t in totals.values())
+    return counted
 
 
-def _regress(conn: psycopg.Connection[Any], issue_ids: Sequence[int],
-             statuses: Sequence[str]) -> None:
-    reopened = conn.execute(
-        "UPDATE issues SET status = 'unresolved', substatus = 'regressed'"
-        " WHERE id = ANY(%s) AND status = ANY(%s) RETURNING id, project_id",
-        (list(issue_ids), list(statuses))).fetchall()
-    for issue_id, project_id in reopened:
-        add_activity(conn, int(issue_id), int(project_id), "set_regression", {}, "crashray")
+@dataclass(frozen=True)
+class IssueStatus:
+    id: int
+    project_id: int
+    status: str
+    status_details: Mapping[str, Any]
+    times_seen: int
+
+
+def settled_issues(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
+                   ) -> list[IssueStatus]:
+    """The resolved or ignored issues among ``issue_ids`` (those new events may reopen)."""
+    rows = conn.execute(
+        "SELECT id, project_id, status, status_details, times_seen FROM issues"
+        " WHERE id = ANY(%s) AND status <> 'unresolved' ORDER BY id",
+        (sorted(issue_ids),)).fetchall()
+    return [IssueStatus(int(r[0]), int(r[1]), str(r[2]), r[3], int(r[4])) for r in rows]
 
 
 def add_activity(conn: psycopg.Connection[Any], issue_id: int, project_id: int, kind: str,
@@ -176,13 +184,13 @@ def get_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int) -> 
 
 
 def set_status(conn: psycopg.Connection[Any], project_id: int, issue_id: int, status: str,
-               activity: str, actor: str) -> None:
-    """Move an issue to ``status`` and record who did it (one transaction)."""
-    with conn.transaction():
-        conn.execute("UPDATE issues SET status = %s,"
-                     " substatus = CASE WHEN %s = 'unresolved' THEN 'ongoing' END"
-                     " WHERE project_id = %s AND id = %s", (status, status, project_id, issue_id))
-        add_activity(conn, issue_id, project_id, activity, {"status": status}, actor)
+               substatus: str | None, details: Mapping[str, Any], activity: str,
+               data: Mapping[str, Any], actor: str) -> None:
+    """Move an issue to ``status`` and record who did it (call inside a transaction)."""
+    conn.execute("UPDATE issues SET status = %s, substatus = %s, status_details = %s"
+                 " WHERE project_id = %s AND id = %s",
+                 (status, substatus, Jsonb(dict(details)), project_id, issue_id))
+    add_activity(conn, issue_id, project_id, activity, data, actor)
 
 
 @dataclass(frozen=True)
@@ -228,13 +236,15 @@ class IssueRow:
     platform: str
     status: str
     substatus: str | None
+    status_details: Mapping[str, Any]
+    last_release: str | None
     first_seen: dt.datetime
     last_seen: dt.datetime
     times_seen: int
 
 
 _ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platform, status,"
-                  " substatus,"
+                  " substatus, status_details, last_release,"
                   " first_seen, last_seen, times_seen")
 
 

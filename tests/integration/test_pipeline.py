@@ -251,9 +251,9 @@ def test_issue_updates_are_validated_and_scoped(crashray: RunningCrashray,
     issue = wait_until(lambda: issue_titled(crashray, f"Scoped{marker}: x"), 15, "issue")
     bogus = put_issue(crashray, issue["id"], {"status": "fixed"})
     assert bogus.status_code == 400 and "unresolved, resolved, ignored" in bogus.json()["detail"]
-    later = put_issue(crashray, issue["id"], {"status": "resolved",
-                                              "statusDetails": {"inNextRelease": True}})
-    assert later.status_code == 400 and "inNextRelease" in later.json()["detail"]
+    users = put_issue(crashray, issue["id"], {"status": "ignored",
+                                              "statusDetails": {"ignoreUserCount": 5}})
+    assert users.status_code == 400 and "ignoreUserCount" in users.json()["detail"]
     assert put_issue(crashray, issue["id"], {"status": "ignored"},
                      token=other_tenant_token(crashray)).status_code == 404
     from storage import postgres
@@ -264,3 +264,48 @@ def test_issue_updates_are_validated_and_scoped(crashray: RunningCrashray,
     assert put_issue(crashray, issue["id"], {"status": "ignored"},
                      token=read_only).status_code == 403
     assert issue_titled(crashray, f"Scoped{marker}: x")["status"] == "unresolved"
+
+
+def send_release(c: RunningCrashray, event: dict[str, object], release: str) -> None:
+    response = post_envelope(c, gzip_bytes(envelope_bytes({**event, "release": release})),
+                             python_sdk_headers(c.public_key))
+    assert response.status_code == 200
+
+
+def issue_with_count(c: RunningCrashray, title: str, count: int) -> dict[str, Any] | None:
+    issue = issue_titled(c, title)
+    return issue if issue is not None and issue["count"] == str(count) else None
+
+
+def test_resolved_in_next_release_ignores_old_releases_and_reopens_on_newer(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    title = f"NextRelease{uuid.uuid4().hex[:8]}: boom"
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": title.split(":")[0], "value": "boom"}]}}
+    send_release(crashray, event, "shop@1.4.2")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    assert put_issue(crashray, issue["id"], {"status": "resolved", "statusDetails": {
+        "inNextRelease": True}}).json()["statusDetails"]["inRelease"] == "shop@1.4.2"
+    send_release(crashray, event, "shop@1.4.2")  # the old release: stays resolved
+    old = wait_until(lambda: issue_with_count(crashray, title, 2), 15, "the second event")
+    assert old["status"] == "resolved"
+    send_release(crashray, event, "shop@1.4.10")  # newer: regression
+    new = wait_until(lambda: issue_with_count(crashray, title, 3), 15, "the third event")
+    assert (new["status"], new["substatus"]) == ("unresolved", "regressed")
+
+
+def test_ignored_until_two_more_events_comes_back_at_the_second(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    title = f"IgnoreCount{uuid.uuid4().hex[:8]}: noisy"
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": title.split(":")[0], "value": "noisy"}]}}
+    send_release(crashray, event, "shop@1")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    assert put_issue(crashray, issue["id"], {"status": "ignored", "statusDetails": {
+        "ignoreCount": 2}}).status_code == 200
+    send_release(crashray, event, "shop@1")
+    assert wait_until(lambda: issue_with_count(crashray, title, 2), 15, "event 2")[
+        "status"] == "ignored"
+    send_release(crashray, event, "shop@1")
+    back = wait_until(lambda: issue_with_count(crashray, title, 3), 15, "event 3")
+    assert (back["status"], back["substatus"]) == ("unresolved", "escalating")

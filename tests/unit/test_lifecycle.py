@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from events.lifecycle import InvalidStatusUpdate, parse_status_update, regresses
+from events.lifecycle import (
+    InvalidStatusUpdate,
+    IssueState,
+    NewEvent,
+    StatusUpdate,
+    parse_status_update,
+    stored_details,
+    transition_after_events,
+)
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"status": "resolved"}, "resolved"),
-    ({"status": "unresolved", "statusDetails": {}}, "unresolved"),
-    ({"status": "ignored"}, "ignored"),
-    ({"status": "muted"}, "ignored"),  # Sentry's older name
-    ({"status": "archived"}, "ignored"),  # and its newer one
+@pytest.mark.parametrize(("body", "status", "details"), [
+    ({"status": "resolved"}, "resolved", {}),
+    ({"status": "unresolved", "statusDetails": {}}, "unresolved", {}),
+    ({"status": "ignored"}, "ignored", {}),
+    ({"status": "muted"}, "ignored", {}),  # Sentry's older name
+    ({"status": "archived"}, "ignored", {}),  # and its newer one
+    ({"status": "resolved", "statusDetails": {"inRelease": "shop@1.2.0"}}, "resolved",
+     {"inRelease": "shop@1.2.0"}),
+    ({"status": "resolved", "statusDetails": {"inNextRelease": True}}, "resolved",
+     {"inNextRelease": True}),
+    ({"status": "ignored", "statusDetails": {"ignoreCount": 10}}, "ignored", {"ignoreCount": 10}),
+    ({"status": "ignored", "statusDetails": {"ignoreUntil": "2026-12-01T00:00:00Z"}}, "ignored",
+     {"ignoreUntil": "2026-12-01T00:00:00+00:00"}),
 ])
-def test_plain_status_updates_are_understood(body: dict[str, object], status: str) -> None:
-    assert parse_status_update(body).status == status
+def test_status_updates_are_understood(body: dict[str, object], status: str,
+                                       details: dict[str, object]) -> None:
+    update = parse_status_update(body)
+    assert (update.status, dict(update.details)) == (status, details)
 
 
 @pytest.mark.parametrize(("body", "names"), [
@@ -23,15 +44,61 @@ def test_plain_status_updates_are_understood(body: dict[str, object], status: st
     ({"status": 3}, "got 3"),
     ({"status": "fixed"}, "got 'fixed'"),
     ({"status": "resolved", "statusDetails": []}, '"statusDetails" must be an object'),
-    ({"status": "ignored", "statusDetails": {"ignoreCount": 10}}, "statusDetails.ignoreCount"),
+    ({"status": "ignored", "statusDetails": {"ignoreUserCount": 10}}, "ignoreUserCount"),
+    ({"status": "ignored", "statusDetails": {"ignoreCount": -1}}, "a positive whole number"),
+    ({"status": "ignored", "statusDetails": {"ignoreUntil": "tomorrow"}}, "an ISO 8601 time"),
+    ({"status": "ignored", "statusDetails": {"inRelease": "1.0"}}, "does not go with"),
 ])
 def test_unknown_or_unsupported_updates_say_what_was_wrong(body: dict[str, object],
                                                            names: str) -> None:
-    with pytest.raises(InvalidStatusUpdate, match=names.replace("(", r"\(")):
+    with pytest.raises(InvalidStatusUpdate, match=names):
         parse_status_update(body)
 
 
-def test_only_resolved_issues_regress() -> None:
-    assert regresses("resolved")
-    assert not regresses("ignored")
-    assert not regresses("unresolved")
+def test_thresholds_are_fixed_when_the_state_is_set() -> None:
+    assert stored_details(StatusUpdate("resolved", {"inNextRelease": True}), 7, "shop@1.4.2") \
+        == {"inNextRelease": True, "inRelease": "shop@1.4.2"}
+    assert stored_details(StatusUpdate("ignored", {"ignoreCount": 5}), 7, None) \
+        == {"ignoreCount": 5, "ignoreCountBase": 7}
+
+
+def event(release: str | None = None, at: dt.datetime = NOW) -> NewEvent:
+    return NewEvent(release, at)
+
+
+def test_any_event_reopens_a_plainly_resolved_issue_as_regressed() -> None:
+    t = transition_after_events(IssueState("resolved", {}, 3), [event()])
+    assert t is not None and (t.status, t.substatus, t.activity) == (
+        "unresolved", "regressed", "set_regression")
+
+
+@pytest.mark.parametrize(("release", "reopens"), [
+    ("shop@1.4.2", False),  # the release it was resolved in
+    ("shop@1.4.1", False),  # an older one
+    ("shop@1.4.10", True),  # newer (semver, not string order)
+    (None, False),  # no release: cannot be newer
+    ("web-build-77", True),  # not a version: counted as newer rather than hidden
+])
+def test_resolved_in_a_release_reopens_only_for_newer_releases(release: str | None,
+                                                               reopens: bool) -> None:
+    state = IssueState("resolved", {"inRelease": "shop@1.4.2"}, 3)
+    assert (transition_after_events(state, [event(release)]) is not None) is reopens
+
+
+def test_ignored_until_n_more_events_unignores_at_n() -> None:
+    details = {"ignoreCount": 2, "ignoreCountBase": 10}
+    assert transition_after_events(IssueState("ignored", details, 11), [event()]) is None
+    t = transition_after_events(IssueState("ignored", details, 12), [event()])
+    assert t is not None and (t.status, t.substatus) == ("unresolved", "escalating")
+
+
+def test_ignored_until_a_time_unignores_on_the_first_later_event() -> None:
+    details = {"ignoreUntil": (NOW + dt.timedelta(hours=1)).isoformat()}
+    state = IssueState("ignored", details, 5)
+    assert transition_after_events(state, [event(at=NOW)]) is None
+    assert transition_after_events(state, [event(at=NOW + dt.timedelta(hours=2))]) is not None
+
+
+def test_ignored_forever_and_unresolved_issues_do_not_change() -> None:
+    assert transition_after_events(IssueState("ignored", {}, 100), [event()]) is None
+    assert transition_after_events(IssueState("unresolved", {}, 100), [event()]) is None

@@ -12,3 +12,6 @@ CREATE INDEX issue_activity_issue ON issue_activity (issue_id, id);
 
 ALTER TABLE issues ADD CONSTRAINT issues_status_known
     CHECK (status IN ('unresolved', 'resolved', 'ignored'));
+
+-- What a state was set with (inRelease, ignoreCount and its starting count, ignoreUntil).
+ALTER TABLE issues ADD COLUMN status_details jsonb NOT NULL DEFAULT '{}';
