@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -41,10 +42,24 @@ def apply_ray_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+#: Where HAProxy's side ports are picked from: above Ray's worker ports (10002-19999) and
+#: below the kernel's ephemeral range (32768+), from which Ray's own servers take theirs
+#: while it starts, after the pick.
+SIDE_PORT_RANGE = (20000, 32000)
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on every interface (HAProxy binds its side ports on all of them)."""
+    for _ in range(200):
+        port = random.randint(*SIDE_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise StartError(f"no free port in {SIDE_PORT_RANGE} for HAProxy's statistics; set"
+                     " CRASHRAY_HAPROXY_STATS_PORT and CRASHRAY_HAPROXY_METRICS_PORT")
 
 
 def haproxy_dir(temp_dir: Path) -> Path:

@@ -23,9 +23,11 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port outside the kernel's ephemeral range, which Ray's own servers draw from
+    while Crashray starts (a port picked there could be taken before HAProxy binds it)."""
+    from cluster.runtime import _free_port
+
+    return _free_port()
 
 
 @contextlib.contextmanager
