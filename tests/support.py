@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
