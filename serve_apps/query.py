@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Body, FastAPI, Header, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from psycopg_pool import ConnectionPool
 from ray import serve
 
@@ -108,6 +108,44 @@ class Api:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         return {**self.issue_json(project, row), "activity": self._activity(project, row.id)}
 
+    def bulk_update(self, scope: TokenScope, project: ProjectRef, ids: list[int],
+                    body: Any) -> dict[str, Any]:
+        """``PUT /projects/{org}/{project}/issues/?id=…``: merge, or one status for all.
+        Ids outside the project are ignored, as if they did not exist."""
+        if "event:write" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope event:write")
+        if not ids:
+            raise HTTPException(400, "name the issues with ?id=…&id=…")
+        if not isinstance(body, dict):
+            raise HTTPException(400, 'the body must be a JSON object such as {"merge": 1}')
+        if body.get("merge") in (1, True, "1"):
+            return self._merge(scope, project, ids)
+        try:
+            update = parse_status_update(body)
+        except InvalidStatusUpdate as exc:
+            raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction():
+            for issue_id in sorted(set(ids)):
+                row = issue_store.get_issue(conn, project.id, issue_id)
+                if row is None or row.merged_into is not None:
+                    continue
+                details = stored_details(update, row.times_seen, row.last_release)
+                issue_store.set_status(
+                    conn, project.id, row.id, update.status,
+                    "ongoing" if update.status == "unresolved" else None, details,
+                    ACTIVITY_FOR_STATUS[update.status], {"status": update.status, **details},
+                    scope.token_name)
+        return {"status": update.status, "statusDetails": dict(update.details)}
+
+    def _merge(self, scope: TokenScope, project: ProjectRef, ids: list[int]) -> dict[str, Any]:
+        with self.pool.connection() as conn, conn.transaction():
+            result = issue_store.merge_issues(conn, project.id, ids, scope.token_name)
+        if result is None:
+            raise HTTPException(400, "merging needs at least two unmerged issues of this"
+                                     " project")
+        survivor, merged = result
+        return {"merge": {"parent": str(survivor), "children": [str(m) for m in merged]}}
+
     def activity(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         return self._activity(project, row.id)
@@ -164,8 +202,12 @@ class Api:
 
     def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         rows = self.clickhouse.list_events(project.organization_id, project.id, limit)
+        with self.pool.connection() as conn:
+            # Merges re-point hashes, not ClickHouse rows: resolve old group ids here.
+            issue_of = issue_store.merged_into(conn, project.id, list({e.group_id for e in rows}))
         return [{
-            "id": e.event_id, "eventID": e.event_id, "groupID": str(e.group_id),
+            "id": e.event_id, "eventID": e.event_id,
+            "groupID": str(issue_of.get(e.group_id, e.group_id)),
             "projectID": str(project.id), "dateCreated": iso(e.timestamp), "title": e.title,
             "message": e.message, "culprit": e.culprit, "platform": e.platform,
             "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]],
@@ -189,10 +231,22 @@ class ApiDeployment:
         ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
         return self.api.issues(ref, min(limit, self.api.config.max_page_size))
 
-    @app.get("/issues/{issue_id}/")
-    def issue_detail(self, issue_id: int,
-                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        return self.api.issue_detail(self.api.scope(authorization), issue_id)
+    @app.get("/issues/{issue_id}/", response_model=None)
+    def issue_detail(self, issue_id: int, authorization: Annotated[str | None, Header()] = None
+                     ) -> dict[str, Any] | RedirectResponse:
+        scope = self.api.scope(authorization)
+        _, row = self.api.scoped_issue(scope, issue_id, "event:read")
+        if row.merged_into is not None:  # merged away: Sentry redirects to the survivor
+            return RedirectResponse(f"/api/0/issues/{row.merged_into}/", status_code=302)
+        return self.api.issue_detail(scope, issue_id)
+
+    @app.put("/projects/{org}/{project}/issues/")
+    def bulk_update(self, org: str, project: str, body: Annotated[Any, Body()] = None,
+                    id: Annotated[list[int] | None, Query()] = None,
+                    authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        scope = self.api.scope(authorization)
+        ref = self.api.project(scope, org, project, "event:read")
+        return self.api.bulk_update(scope, ref, id or [], body)
 
     @app.put("/issues/{issue_id}/")
     def update_issue(self, issue_id: int, body: Annotated[Any, Body()] = None,

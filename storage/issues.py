@@ -241,11 +241,12 @@ class IssueRow:
     first_seen: dt.datetime
     last_seen: dt.datetime
     times_seen: int
+    merged_into: int | None
 
 
 _ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platform, status,"
                   " substatus, status_details, last_release,"
-                  " first_seen, last_seen, times_seen")
+                  " first_seen, last_seen, times_seen, merged_into")
 
 
 def list_issues(conn: psycopg.Connection[Any], project_id: int, limit: int, offset: int = 0
@@ -253,7 +254,7 @@ def list_issues(conn: psycopg.Connection[Any], project_id: int, limit: int, offs
     """Issues of one project with at least one stored event, most recently seen first."""
     rows = conn.execute(
         f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND times_seen > 0"
-        " ORDER BY last_seen DESC, id DESC LIMIT %s OFFSET %s",
+        " AND merged_into IS NULL ORDER BY last_seen DESC, id DESC LIMIT %s OFFSET %s",
         (project_id, limit, offset)).fetchall()
     return [IssueRow(*r) for r in rows]
 
@@ -274,3 +275,39 @@ def issue_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int
         "SELECT hash, grouping_config FROM group_hashes WHERE project_id = %s AND issue_id = %s"
         " ORDER BY hash", (project_id, issue_id)).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def merge_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int],
+                 actor: str) -> tuple[int, list[int]] | None:
+    """Merge issues of one project into the one with the most events (ties: the oldest);
+    returns (survivor, merged) or None when fewer than two live issues were named. Their
+    hashes, counters and earlier merges move to the survivor (call inside a transaction)."""
+    rows = conn.execute(
+        "SELECT id, times_seen FROM issues WHERE project_id = %s AND id = ANY(%s)"
+        " AND merged_into IS NULL ORDER BY id FOR UPDATE", (project_id, sorted(issue_ids))
+    ).fetchall()
+    if len(rows) < 2:
+        return None
+    survivor = int(max(rows, key=lambda r: (r[1], -r[0]))[0])
+    merged = [int(r[0]) for r in rows if int(r[0]) != survivor]
+    conn.execute("UPDATE group_hashes SET issue_id = %s WHERE project_id = %s"
+                 " AND issue_id = ANY(%s)", (survivor, project_id, merged))
+    conn.execute(
+        "UPDATE issues s SET times_seen = s.times_seen + m.n, first_seen = least(s.first_seen,"
+        " m.first_seen), last_seen = greatest(s.last_seen, m.last_seen) FROM (SELECT"
+        " sum(times_seen) AS n, min(first_seen) AS first_seen, max(last_seen) AS last_seen"
+        " FROM issues WHERE id = ANY(%s)) m WHERE s.id = %s", (merged, survivor))
+    conn.execute("UPDATE issues SET merged_into = %s WHERE project_id = %s AND"
+                 " (id = ANY(%s) OR merged_into = ANY(%s))",
+                 (survivor, project_id, merged, merged))
+    add_activity(conn, survivor, project_id, "merge", {"issues": [str(m) for m in merged]},
+                 actor)
+    return survivor, merged
+
+
+def merged_into(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
+                ) -> dict[int, int]:
+    """Where each of ``issue_ids`` lives now (itself, or the issue it was merged into)."""
+    rows = conn.execute("SELECT id, coalesce(merged_into, id) FROM issues WHERE project_id = %s"
+                        " AND id = ANY(%s)", (project_id, list(issue_ids))).fetchall()
+    return {int(r[0]): int(r[1]) for r in rows}

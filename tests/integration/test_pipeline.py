@@ -309,3 +309,55 @@ def test_ignored_until_two_more_events_comes_back_at_the_second(
     send_release(crashray, event, "shop@1")
     back = wait_until(lambda: issue_with_count(crashray, title, 3), 15, "event 3")
     assert (back["status"], back["substatus"]) == ("unresolved", "escalating")
+
+
+def bulk_put(c: RunningCrashray, ids: list[str], body: object, token: str | None = None,
+             project: str = "crashray/default") -> httpx.Response:
+    query = "&".join(f"id={i}" for i in ids)
+    return httpx.put(f"{c.base_url}/api/0/projects/{project}/issues/?{query}", json=body,
+                     headers={"Authorization": f"Bearer {token or c.info.api_token}"},
+                     timeout=10)
+
+
+def test_merged_issues_keep_one_count_and_new_events_land_in_the_survivor(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    titles = [f"MergeA{marker}: a", f"MergeB{marker}: b"]
+    events = [{**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": t.split(":")[0], "value": t.split(": ")[1]}]}} for t in titles]
+    for event, times in zip(events, (2, 1), strict=True):
+        for _ in range(times):
+            send_release(crashray, event, "shop@1")
+    a = wait_until(lambda: issue_with_count(crashray, titles[0], 2), 15, "issue A")
+    b = wait_until(lambda: issue_with_count(crashray, titles[1], 1), 15, "issue B")
+    other = other_tenant_token(crashray)
+    assert bulk_put(crashray, [a["id"], b["id"]], {"merge": 1}, token=other).status_code == 404
+    merged = bulk_put(crashray, [a["id"], b["id"]], {"merge": 1})
+    assert merged.status_code == 200
+    assert merged.json() == {"merge": {"parent": a["id"], "children": [b["id"]]}}
+    assert issue_titled(crashray, titles[1]) is None  # no longer listed on its own
+    send_release(crashray, events[1], "shop@1")  # B's hash now belongs to A
+    survivor = wait_until(lambda: issue_with_count(crashray, titles[0], 4), 15, "count 4")
+    assert survivor["id"] == a["id"]
+    old = httpx.get(f"{crashray.base_url}/api/0/issues/{b['id']}/", follow_redirects=False,
+                    headers={"Authorization": f"Bearer {crashray.info.api_token}"})
+    assert old.status_code == 302 and old.headers["location"] == f"/api/0/issues/{a['id']}/"
+    groups = {e["groupID"] for e in api_get(crashray, "events/?limit=100")
+              if e["title"] in titles}
+    assert groups == {a["id"]}
+
+
+def test_bulk_status_updates_only_touch_the_projects_issues(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    title = f"Bulk{marker}: x"
+    send_release(crashray, {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": f"Bulk{marker}", "value": "x"}]}}, "shop@1")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    response = bulk_put(crashray, [issue["id"], "999999999"], {"status": "ignored"})
+    assert response.status_code == 200 and response.json()["status"] == "ignored"
+    assert issue_titled(crashray, title)["status"] == "ignored"
+    assert bulk_put(crashray, [issue["id"]], {"status": "resolved"},
+                    token=other_tenant_token(crashray)).status_code == 404
+    assert issue_titled(crashray, title)["status"] == "ignored"
+    assert bulk_put(crashray, [], {"status": "resolved"}).status_code == 400
