@@ -25,7 +25,7 @@ import psycopg
 import ray
 
 from actors.clickhouse import clickhouse_store
-from events.consume import BatchPlan, WorkItem, plan_batch
+from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
 from events.lifecycle import IssueState, NewEvent, transition_after_events
 from events.process import EventProcessor, ProcessedEvent
 from events.rows import (
@@ -168,12 +168,15 @@ class BatchConsumer:
             self._conn, [_candidate(item.project_id, p) for item, p in plan.events])
         rows = [EventRow(item.organization_id, item.project_id, issue_id,
                          self.config.retention_days, p)
-                for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)]
+                for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)
+                if issue_id is not None]
+        outcomes = plan.outcomes + [event_outcome(item, p, issue_id is None) for (item, p),
+                                    issue_id in zip(plan.events, issue_ids, strict=True)]
         self._store.insert("events", events_table(rows))
         self._store.insert("sessions_raw", sessions_table(plan.sessions))
         self._store.insert("envelope_items", envelope_items_table(
             [_raw_item(i) for i in plan.raw_items], self.config.retention_days))
-        self._store.insert("outcomes", outcomes_table(plan.outcomes))
+        self._store.insert("outcomes", outcomes_table(outcomes))
         counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
                                             r.processed.timestamp,
                                             str(r.processed.event.get("level") or "error"),

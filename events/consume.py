@@ -63,6 +63,15 @@ def _outcome(item: WorkItem, outcome: str, reason: str, category: str, quantity:
                    outcome, reason, category, quantity)
 
 
+def event_outcome(item: WorkItem, processed: ProcessedEvent, discarded: bool) -> Outcome:
+    """Accepted, or filtered when its hash belongs to a deleted issue (Sentry's
+    ``discarded_hash``)."""
+    category = "error" if processed.event.get("type") == "error" else "default"
+    if discarded:
+        return _outcome(item, "filtered", "discarded_hash", category)
+    return _outcome(item, "accepted", "", category)
+
+
 def _context(item: WorkItem) -> ItemContext:
     meta = item.meta
     return ItemContext(project_id=item.project_id, key_id=item.key_id,
@@ -99,9 +108,7 @@ def _plan_item(item: WorkItem, processor: EventProcessor,
         processed = processor.process(item.payload, _context(item),
                                       grouping_configs.get(item.project_id, "v1"))
         plan.events.append((item, processed))
-        category = "error" if processed.event.get("type") == "error" else "default"
-        plan.outcomes.append(_outcome(item, "accepted", "", category))
-        return
+        return  # its outcome depends on its issue: see event_outcome
     if item.item_type in ("session", "sessions"):
         rows = session_rows(item.item_type, item.payload, item.organization_id,
                             item.project_id, item.received_at)

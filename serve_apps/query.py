@@ -108,6 +108,12 @@ class Api:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         return {**self.issue_json(project, row), "activity": self._activity(project, row.id)}
 
+    def delete_issue(self, scope: TokenScope, issue_id: int) -> None:
+        project, row = self.scoped_issue(scope, issue_id, "event:admin")
+        with self.pool.connection() as conn, conn.transaction():
+            if not issue_store.delete_issue(conn, project.id, row.id, scope.token_name):
+                raise HTTPException(404, "The requested resource does not exist")
+
     def bulk_update(self, scope: TokenScope, project: ProjectRef, ids: list[int],
                     body: Any) -> dict[str, Any]:
         """``PUT /projects/{org}/{project}/issues/?id=…``: merge, or one status for all.
@@ -239,6 +245,12 @@ class ApiDeployment:
         if row.merged_into is not None:  # merged away: Sentry redirects to the survivor
             return RedirectResponse(f"/api/0/issues/{row.merged_into}/", status_code=302)
         return self.api.issue_detail(scope, issue_id)
+
+    @app.delete("/issues/{issue_id}/", status_code=202)
+    def delete_issue(self, issue_id: int,
+                     authorization: Annotated[str | None, Header()] = None) -> None:
+        """Sentry answers 202: the issue is gone and its hashes are tombstoned."""
+        self.api.delete_issue(self.api.scope(authorization), issue_id)
 
     @app.put("/projects/{org}/{project}/issues/")
     def bulk_update(self, org: str, project: str, body: Annotated[Any, Body()] = None,

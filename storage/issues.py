@@ -38,15 +38,20 @@ class IssueCandidate:
 
 
 def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
-                  ) -> list[int]:
-    """The issue of every candidate, creating issues for hashes never seen before.
+                  ) -> list[int | None]:
+    """The issue of every candidate, creating issues for hashes never seen before; None for
+    a candidate with a hash of a deleted issue (its event is to be discarded).
 
     An event joins the issue of the first of its hashes that already exists. New hashes are
     created under a per-hash advisory lock, so concurrent consumers create exactly one
     issue for a new hash."""
     known = _known_hashes(conn, candidates)
-    result: list[int] = []
+    tombstoned = _tombstoned(conn, candidates)
+    result: list[int | None] = []
     for candidate in candidates:
+        if any((candidate.project_id, h) in tombstoned for h in candidate.hashes):
+            result.append(None)
+            continue
         issue_id = next((known[(candidate.project_id, h)] for h in candidate.hashes
                          if (candidate.project_id, h) in known), None)
         if issue_id is None:
@@ -55,6 +60,21 @@ def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
             known.setdefault((candidate.project_id, h), issue_id)
         result.append(issue_id)
     return result
+
+
+def _tombstoned(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
+                ) -> set[tuple[int, str]]:
+    pairs = {(c.project_id, h) for c in candidates for h in c.hashes}
+    if not pairs:
+        return set()
+    projects, hashes = zip(*pairs, strict=True)
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT t.project_id, t.hash FROM group_tombstones t"
+            " JOIN unnest(%s::bigint[], %s::text[]) AS k(project_id, hash)"
+            " ON t.project_id = k.project_id AND t.hash = k.hash",
+            (list(projects), list(hashes))).fetchall()
+    return {(int(r[0]), str(r[1])) for r in rows}
 
 
 def _known_hashes(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
@@ -311,3 +331,21 @@ def merged_into(conn: psycopg.Connection[Any], project_id: int, issue_ids: Seque
     rows = conn.execute("SELECT id, coalesce(merged_into, id) FROM issues WHERE project_id = %s"
                         " AND id = ANY(%s)", (project_id, list(issue_ids))).fetchall()
     return {int(r[0]): int(r[1]) for r in rows}
+
+
+def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, actor: str
+                 ) -> bool:
+    """Delete an issue (and issues merged into it), tombstoning its hashes so that new events
+    with them are discarded; call inside a transaction. False when there was no such issue."""
+    doomed = [int(r[0]) for r in conn.execute(
+        "SELECT id FROM issues WHERE project_id = %s AND (id = %s OR merged_into = %s)"
+        " FOR UPDATE", (project_id, issue_id, issue_id)).fetchall()]
+    if issue_id not in doomed:
+        return False
+    conn.execute("INSERT INTO group_tombstones (project_id, hash, issue_id, actor)"
+                 " SELECT project_id, hash, %s, %s FROM group_hashes WHERE project_id = %s"
+                 " AND issue_id = ANY(%s) ON CONFLICT DO NOTHING",
+                 (issue_id, actor, project_id, doomed))
+    conn.execute("DELETE FROM issues WHERE project_id = %s AND id = ANY(%s)",
+                 (project_id, doomed))
+    return True

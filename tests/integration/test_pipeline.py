@@ -361,3 +361,29 @@ def test_bulk_status_updates_only_touch_the_projects_issues(
                     token=other_tenant_token(crashray)).status_code == 404
     assert issue_titled(crashray, title)["status"] == "ignored"
     assert bulk_put(crashray, [], {"status": "resolved"}).status_code == 400
+
+
+def test_a_deleted_issue_stays_gone_and_its_new_events_are_filtered(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    title = f"Deleted{marker}: gone"
+    event = {**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": f"Deleted{marker}", "value": "gone"}]}}
+    send_release(crashray, event, "shop@1")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    url = f"{crashray.base_url}/api/0/issues/{issue['id']}/"
+    assert httpx.delete(url, headers={"Authorization": f"Bearer {other_tenant_token(crashray)}"}
+                        ).status_code == 404
+    auth = {"Authorization": f"Bearer {crashray.info.api_token}"}
+    assert httpx.delete(url, headers=auth).status_code == 202
+    assert httpx.get(url, headers=auth).status_code == 404
+    event_id = uuid.uuid4().hex
+    response = post_envelope(crashray, gzip_bytes(envelope_bytes(event, event_id)),
+                             python_sdk_headers(crashray.public_key))
+    assert response.status_code == 200  # accepted, then discarded as Sentry does
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    wait_until(lambda: store.query_rows(
+        "SELECT sum(quantity) FROM outcomes WHERE project_id = 1 AND outcome = 'filtered'"
+        " AND reason = 'discarded_hash'", {})[0][0], 15, "the filtered outcome")
+    assert store.event_body(1, 1, event_id) is None
+    assert issue_titled(crashray, title) is None
