@@ -75,7 +75,16 @@ class Api:
     def issues(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             rows = issue_store.list_issues(conn, project.id, limit)
-        return [self.issue_json(project, r) for r in rows]
+        users = self.user_counts(project, [r.id for r in rows])
+        return [{**self.issue_json(project, r), "userCount": users.get(r.id, 0)} for r in rows]
+
+    def user_counts(self, project: ProjectRef, issue_ids: list[int]) -> dict[int, int]:
+        with self.pool.connection() as conn:
+            groups = issue_store.absorbed_issues(conn, project.id, issue_ids)
+        issue_of_group = {g: i for i, gs in groups.items() for g in gs}
+        counts: dict[int, int] = self.clickhouse.user_counts(
+            project.organization_id, project.id, issue_of_group)
+        return counts
 
     def issue_json(self, project: ProjectRef, r: issue_store.IssueRow) -> dict[str, Any]:
         return {
@@ -106,7 +115,9 @@ class Api:
 
     def issue_detail(self, scope: TokenScope, issue_id: int) -> dict[str, Any]:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
-        return {**self.issue_json(project, row), "activity": self._activity(project, row.id)}
+        users = self.user_counts(project, [row.id]).get(row.id, 0)
+        return {**self.issue_json(project, row), "userCount": users,
+                "activity": self._activity(project, row.id)}
 
     def delete_issue(self, scope: TokenScope, issue_id: int) -> None:
         project, row = self.scoped_issue(scope, issue_id, "event:admin")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,27 @@ class ClickHouseStore:
             parameters={"org": organization_id, "project": project_id, "id": event_id},
         ).result_rows
         return str(rows[0][0]) if rows else None
+
+    def user_counts(self, organization_id: int, project_id: int,
+                    issue_of_group: Mapping[int, int]) -> dict[int, int]:
+        """Distinct users per issue, identified as Sentry's ``sentry:user`` tag does: by id,
+        else e-mail, else username, else IP address. ``issue_of_group`` maps every group id
+        to count (merged ones included) to the issue it belongs to."""
+        if not issue_of_group:
+            return {}
+        groups = list(issue_of_group)
+        rows = self._client.query(
+            "SELECT transform(group_id, {groups:Array(UInt64)}, {issues:Array(UInt64)},"
+            " group_id) AS issue, uniqExactIf(u, u != '') FROM (SELECT group_id, multiIf("
+            " user_id != '', concat('id:', user_id), user_email != '',"
+            " concat('email:', user_email), user_username != '',"
+            " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), '')"
+            " AS u FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id = {project:UInt64} AND group_id IN {groups:Array(UInt64)})"
+            " GROUP BY issue",
+            parameters={"org": organization_id, "project": project_id, "groups": groups,
+                        "issues": [issue_of_group[g] for g in groups]}).result_rows
+        return {int(r[0]): int(r[1]) for r in rows}
 
     def existing_event_ids(self, project_id: int, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` are already stored for ``project_id`` (32-hex ids)."""

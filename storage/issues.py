@@ -349,3 +349,15 @@ def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, 
     conn.execute("DELETE FROM issues WHERE project_id = %s AND id = ANY(%s)",
                  (project_id, doomed))
     return True
+
+
+def absorbed_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
+                    ) -> dict[int, list[int]]:
+    """For each of ``issue_ids``: itself and the issues merged into it (their ClickHouse rows
+    keep the old group ids)."""
+    groups: dict[int, list[int]] = {i: [i] for i in issue_ids}
+    rows = conn.execute("SELECT id, merged_into FROM issues WHERE project_id = %s"
+                        " AND merged_into = ANY(%s)", (project_id, list(issue_ids))).fetchall()
+    for child, parent in rows:
+        groups[int(parent)].append(int(child))
+    return groups

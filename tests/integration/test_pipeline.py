@@ -387,3 +387,21 @@ def test_a_deleted_issue_stays_gone_and_its_new_events_are_filtered(
         " AND reason = 'discarded_hash'", {})[0][0], 15, "the filtered outcome")
     assert store.event_body(1, 1, event_id) is None
     assert issue_titled(crashray, title) is None
+
+
+def test_user_counts_are_distinct_users_across_merged_issues(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    titles = [f"UsersA{marker}: a", f"UsersB{marker}: b"]
+    users = [[{"id": "1"}, {"id": "2"}, {"id": "2"}], [{"id": "2"}, {"email": "c@example.com"}]]
+    for title, people in zip(titles, users, strict=True):
+        for user in people:
+            event = {**corpus_event(corpus_dir), "user": user, "exception": {"values": [
+                {"type": title.split(":")[0], "value": title.split(": ")[1]}]}}
+            send_release(crashray, event, "shop@1")
+    a = wait_until(lambda: issue_with_count(crashray, titles[0], 3), 15, "issue A")
+    b = wait_until(lambda: issue_with_count(crashray, titles[1], 2), 15, "issue B")
+    assert (a["userCount"], b["userCount"]) == (2, 2)
+    assert bulk_put(crashray, [a["id"], b["id"]], {"merge": 1}).status_code == 200
+    merged = wait_until(lambda: issue_with_count(crashray, titles[0], 5), 15, "the merge")
+    assert merged["userCount"] == 3  # user 2 is in both, counted once
