@@ -48,6 +48,7 @@ def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
     known = _known_hashes(conn, candidates)
     tombstoned = _tombstoned(conn, candidates)
     result: list[int | None] = []
+    unlinked: list[tuple[int, str, int, str]] = []
     for candidate in candidates:
         if any((candidate.project_id, h) in tombstoned for h in candidate.hashes):
             result.append(None)
@@ -56,10 +57,28 @@ def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
                          if (candidate.project_id, h) in known), None)
         if issue_id is None:
             issue_id = _create_issue(conn, candidate)
+        else:
+            # Its other hashes (say, a new app hash beside a known system one) join the
+            # issue too, so later events with only those hashes find it.
+            unlinked.extend((candidate.project_id, h, issue_id, candidate.grouping_config)
+                            for h in candidate.hashes if (candidate.project_id, h) not in known)
         for h in candidate.hashes:
             known.setdefault((candidate.project_id, h), issue_id)
         result.append(issue_id)
+    _link_hashes(conn, unlinked)
     return result
+
+
+def _link_hashes(conn: psycopg.Connection[Any], rows: Sequence[tuple[int, str, int, str]]
+                 ) -> None:
+    if not rows:
+        return
+    projects, hashes, issues, configs = (list(c) for c in zip(*rows, strict=True))
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO group_hashes (project_id, hash, issue_id, grouping_config)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[])"
+            " ON CONFLICT DO NOTHING", (projects, hashes, issues, configs))
 
 
 def _tombstoned(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
@@ -101,8 +120,9 @@ def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
                          (_ISSUE_LOCK_NAMESPACE, f"{c.project_id}:{h}"))
         row = conn.execute("SELECT issue_id FROM group_hashes WHERE project_id = %s AND"
                            " hash = ANY(%s) LIMIT 1", (c.project_id, list(c.hashes))).fetchone()
-        if row is not None:
-            return int(row[0])  # another consumer created it while we waited for the lock
+        if row is not None:  # another consumer created it while we waited for the lock
+            _insert_hashes(conn, c, int(row[0]))
+            return int(row[0])
         created = conn.execute(
             "INSERT INTO issues (project_id, title, culprit, type, metadata, level, platform,"
             " first_seen, last_seen, times_seen, first_release, last_release, substatus)"
@@ -111,11 +131,15 @@ def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
              c.platform, c.timestamp, c.timestamp, c.release, c.release)).fetchone()
         assert created is not None  # INSERT ... RETURNING always returns the row
         issue_id = int(created[0])
-        conn.execute(
-            "INSERT INTO group_hashes (project_id, hash, issue_id, grouping_config)"
-            " SELECT %s, h, %s, %s FROM unnest(%s::text[]) AS h ON CONFLICT DO NOTHING",
-            (c.project_id, issue_id, c.grouping_config, list(c.hashes)))
+        _insert_hashes(conn, c, issue_id)
     return issue_id
+
+
+def _insert_hashes(conn: psycopg.Connection[Any], c: IssueCandidate, issue_id: int) -> None:
+    conn.execute(
+        "INSERT INTO group_hashes (project_id, hash, issue_id, grouping_config)"
+        " SELECT %s, h, %s, %s FROM unnest(%s::text[]) AS h ON CONFLICT DO NOTHING",
+        (c.project_id, issue_id, c.grouping_config, list(c.hashes)))
 
 
 @dataclass(frozen=True)

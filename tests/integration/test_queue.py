@@ -86,3 +86,42 @@ def test_counted_event_ids_are_forgotten_after_the_dedup_window(queue_url: str) 
         assert prune_processed_events(conn, 86_400, max_rows=100) == 15
         left = conn.execute("SELECT count(*) FROM processed_events").fetchone()
     assert left == (5,)
+
+
+def test_concurrent_consumers_create_exactly_one_issue_for_a_new_hash(queue_url: str) -> None:
+    """Many consumers see the first events of a new error at once (app and system hashes,
+    some only the system one): exactly one issue, and every event joins it."""
+    from storage.issues import IssueCandidate, issue_ids_for
+
+    with psycopg.connect(queue_url) as conn:
+        postgres.bootstrap(conn)
+    now = dt.datetime.now(dt.UTC)
+
+    def candidate(hashes: tuple[str, ...]) -> IssueCandidate:
+        return IssueCandidate(1, hashes, "v1", "RaceError: x", "", "error", "error", "python",
+                              now, None)
+
+    start = threading.Barrier(8)
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def consume(worker: int) -> None:
+        hashes = ("a" * 32, "b" * 32) if worker % 2 else ("b" * 32,)
+        with psycopg.connect(queue_url) as conn:
+            start.wait()
+            ids = issue_ids_for(conn, [candidate(hashes)])
+            conn.commit()
+        with lock:
+            results.extend(ids)
+
+    workers = [threading.Thread(target=consume, args=(w,)) for w in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    with psycopg.connect(queue_url) as conn:
+        issues = conn.execute("SELECT id FROM issues").fetchall()
+        hashes = conn.execute("SELECT hash, issue_id FROM group_hashes ORDER BY hash").fetchall()
+    assert len(issues) == 1
+    assert set(results) == {issues[0][0]}
+    assert hashes == [("a" * 32, issues[0][0]), ("b" * 32, issues[0][0])]
