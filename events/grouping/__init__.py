@@ -19,12 +19,13 @@ the remaining hashes are secondary lookup keys for finding an existing group.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final
 
 from events.grouping import v1
 from events.grouping.component import Component, Variant
+from events.grouping.fingerprint_rules import MatchedRule, resolve_title
 from events.grouping.rules import GroupingRules
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 VariantsForEvent = Callable[[Mapping[str, Any], GroupingRules | None], Mapping[str, Variant]]
+ResolveFingerprintEntry = Callable[[str, Mapping[str, Any]], str]
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,14 @@ class GroupingConfig:
     id: str
     sentry_config: str
     variants_for_event: VariantsForEvent
+    # §6.7 variable resolution, used for the ``title="... {{ var }} ..."`` of a fingerprint rule.
+    resolve_fingerprint_entry: ResolveFingerprintEntry
 
 
 GROUPING_CONFIGS: Final[Mapping[str, GroupingConfig]] = MappingProxyType({
     "v1": GroupingConfig(
-        id="v1", sentry_config=v1.SENTRY_CONFIG_ID, variants_for_event=v1.variants_for_event
+        id="v1", sentry_config=v1.SENTRY_CONFIG_ID, variants_for_event=v1.variants_for_event,
+        resolve_fingerprint_entry=v1.resolve_fingerprint_entry,
     ),
 })
 DEFAULT_GROUPING_CONFIG: Final = "v1"
@@ -65,22 +70,32 @@ VARIANT_ORDER: Final = (
 
 @dataclass(frozen=True)
 class GroupingResult:
-    """Hashes of one event under one grouping config; ``hashes[0]`` is the primary hash."""
+    """Hashes of one event under one grouping config; ``hashes[0]`` is the primary hash.
+
+    ``fingerprint_rule`` is the text of the project fingerprint rule that matched (§6.7), and
+    ``title`` its ``title="..."`` with variables resolved; both ``None`` when no rule matched.
+    """
 
     config: str
     hashes: tuple[str, ...]
     variants: Mapping[str, Variant]
+    fingerprint_rule: str | None = None
+    title: str | None = None
 
     @property
     def primary_hash(self) -> str:
         return self.hashes[0]
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "config": self.config,
             "hashes": list(self.hashes),
             "variants": {name: v.to_json_dict() for name, v in self.variants.items()},
         }
+        if self.fingerprint_rule is not None:
+            data["fingerprintRule"] = self.fingerprint_rule
+            data["title"] = self.title
+        return data
 
 
 def _variant_rank(name: str) -> tuple[int, str]:
@@ -107,7 +122,9 @@ def group_hashes_for_event(
 ) -> GroupingResult:
     """Group hashes of a Relay-normalised event.
 
-    ``rules`` (project fingerprint / stack-trace rules) must be ``None`` until implemented.
+    ``rules.fingerprint`` (parsed project fingerprint rules, §6.7): the first matching rule's
+    fingerprint replaces the event's before the grouping version runs. Anything else in
+    ``rules`` (stack-trace rules, unparsed texts) raises ``NotImplementedError``.
     Raises ``ValueError`` for an unknown ``config``, naming the known ones.
     """
     grouping_config = GROUPING_CONFIGS.get(config)
@@ -116,10 +133,29 @@ def group_hashes_for_event(
         raise ValueError(f"grouping config {config!r} is unknown; known configs: {known}")
     if not isinstance(event, Mapping):
         event = {}
+    matched = _matched_fingerprint_rule(event, rules)
+    if matched is not None:
+        event = {**event, "fingerprint": list(matched.fingerprint)}
+    if rules is not None:
+        rules = replace(rules, fingerprint=None)  # applied above; the version refuses the rest
     variants = grouping_config.variants_for_event(event, rules)
     ordered = {name: variants[name] for name in sorted(variants, key=_variant_rank)}
+    title = None
+    if matched is not None and matched.title is not None:
+        title = resolve_title(
+            matched.title, lambda entry: grouping_config.resolve_fingerprint_entry(entry, event))
     return GroupingResult(
         config=grouping_config.id,
         hashes=ordered_hashes(ordered),
         variants=MappingProxyType(ordered),
+        fingerprint_rule=matched.text if matched is not None else None,
+        title=title,
     )
+
+
+def _matched_fingerprint_rule(
+    event: Mapping[str, Any], rules: GroupingRules | None
+) -> MatchedRule | None:
+    if rules is None or rules.fingerprint is None:
+        return None
+    return rules.fingerprint.match(event)

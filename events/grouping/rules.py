@@ -1,32 +1,55 @@
 """Project grouping rules: server-side fingerprint rules (§6.7) and stack-trace rules (§6.8).
 
-Not implemented yet (a later issue). The type exists so every grouping entry point already takes
-``rules: GroupingRules | None``; today only ``None`` or an empty ``GroupingRules()`` is
-accepted, anything else raises instead of being silently ignored.
+Fingerprint rules are carried parsed (``fingerprint``, see ``events.grouping.fingerprint_rules``)
+and applied by ``events.grouping.group_hashes_for_event`` before a grouping version runs: the
+matched rule's fingerprint replaces the event's, so a version only ever sees the event.
+Stack-trace rules and unparsed rule texts are not implemented yet; a grouping version calls
+``require_no_rules`` so that they raise instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from events.grouping.fingerprint_rules import FingerprintRules
+
 
 @dataclass(frozen=True)
 class GroupingRules:
-    """Rule texts as configured on a project, one rule per entry (not parsed yet)."""
+    """A project's rules. ``fingerprint`` is parsed (``parse_fingerprint_rules``); the two text
+    tuples (one rule per entry) are not parsed or applied yet and are refused."""
 
     fingerprint_rules: tuple[str, ...] = ()
     stacktrace_rules: tuple[str, ...] = ()
+    fingerprint: FingerprintRules | None = None
+
+    @property
+    def has_fingerprint_rules(self) -> bool:
+        return self.fingerprint is not None and bool(self.fingerprint.rules)
 
     @property
     def is_empty(self) -> bool:
-        return not self.fingerprint_rules and not self.stacktrace_rules
+        return (not self.fingerprint_rules and not self.stacktrace_rules
+                and not self.has_fingerprint_rules)
 
 
 def require_no_rules(rules: GroupingRules | None) -> None:
-    """Refuse rules until they are implemented, so none are silently dropped."""
-    if rules is not None and not rules.is_empty:
+    """Refuse rules a grouping version cannot apply itself, so none are silently dropped.
+
+    Parsed fingerprint rules are applied by ``group_hashes_for_event`` before the version runs
+    and are removed from the ``rules`` it passes on; reaching a version here means the caller
+    bypassed that.
+    """
+    if rules is None or rules.is_empty:
+        return
+    if rules.fingerprint_rules or rules.stacktrace_rules:
         raise NotImplementedError(
-            "grouping rules: fingerprint rules (spec §6.7) and stack-trace rules (§6.8) are "
+            "grouping rules: unparsed fingerprint rule texts and stack-trace rules (§6.8) are "
             f"not implemented yet; got {len(rules.fingerprint_rules)} fingerprint and "
-            f"{len(rules.stacktrace_rules)} stack-trace rules; pass rules=None"
+            f"{len(rules.stacktrace_rules)} stack-trace rule texts; parse fingerprint rules with "
+            "parse_fingerprint_rules() and pass GroupingRules(fingerprint=...)"
         )
+    raise NotImplementedError(
+        "grouping rules: fingerprint rules are applied by group_hashes_for_event, not by a "
+        "grouping version; call group_hashes_for_event(event, rules=...)"
+    )

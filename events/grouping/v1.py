@@ -15,8 +15,8 @@ Pipeline (spec §6.2), all pure functions over the Relay-normalised event:
     fingerprint (§6.7): custom ▸ ``custom-fingerprint``; mixed with ``{{ default }}`` ▸ salted
     nothing contributes ▸ ``fallback`` (md5 of nothing)
 
-Not implemented: server-side fingerprint rules and stack-trace rules (``rules`` must be
-``None``), the template/CSP/HPKP/Expect-* strategies, native function-signature trimming.
+Not implemented: stack-trace rules (server-side fingerprint rules are applied before v1 runs by
+``group_hashes_for_event``; any other ``rules`` must be ``None``), the template/CSP/HPKP/Expect-* strategies, native function-signature trimming.
 """
 
 from __future__ import annotations

@@ -1,0 +1,540 @@
+"""Server-side fingerprint rules, the project setting Sentry calls "Fingerprint Rules" (spec §6.7).
+
+One rule per line; blank lines and lines starting with ``#`` are ignored::
+
+    matcher:value [!matcher:value ...] -> fp-part[, fp-part ...] [title="..."]
+
+``parse_fingerprint_rules(text)`` turns the project text into ``FingerprintRules``;
+``FingerprintRules.match(event)`` returns the first rule whose matchers all match the
+Relay-normalised event as a ``MatchedRule`` (fingerprint parts kept literally, ``{{ type }}``
+and friends are resolved later by the grouping config, like an SDK fingerprint).
+
+Event matchers look at the event; frame matchers (``path``, ``module``, ``function``,
+``package``, ``family``, ``app``) must all hold for one and the same frame, taken from every
+exception's stack trace, the top-level stack trace and every thread.
+
+Exception tree::
+
+    ValueError
+     └── FingerprintRuleError   "line N, column M: <what was wrong>; <what is expected>"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from events.grouping.shape import as_str, basename, get_path, interface_values, mappings, tag_value
+
+__all__ = [
+    "FingerprintRule",
+    "FingerprintRuleError",
+    "FingerprintRules",
+    "MatchedRule",
+    "Matcher",
+    "parse_fingerprint_rules",
+    "resolve_title",
+]
+
+
+class FingerprintRuleError(ValueError):
+    """A rule text that does not parse; ``line`` and ``column`` are 1-based."""
+
+    def __init__(self, line: int, column: int, problem: str) -> None:
+        super().__init__(f"line {line}, column {column}: {problem}")
+        self.line = line
+        self.column = column
+        self.problem = problem
+
+
+# --- matcher catalogue -------------------------------------------------------------------
+
+EVENT_SCOPE: Final = "event"
+FRAME_SCOPE: Final = "frame"
+
+
+@dataclass(frozen=True)
+class _MatcherKind:
+    key: str
+    scope: str
+    case_sensitive: bool = True
+    path_glob: bool = False
+
+
+_KINDS: Final = {
+    "type": _MatcherKind("type", EVENT_SCOPE),
+    "value": _MatcherKind("value", EVENT_SCOPE, case_sensitive=False),
+    "message": _MatcherKind("message", EVENT_SCOPE, case_sensitive=False),
+    "logger": _MatcherKind("logger", EVENT_SCOPE),
+    "level": _MatcherKind("level", EVENT_SCOPE, case_sensitive=False),
+    "tags": _MatcherKind("tags", EVENT_SCOPE),
+    # release/sdk: listed as UNVERIFIED in the spec; plain case-sensitive globs here.
+    "release": _MatcherKind("release", EVENT_SCOPE),
+    "sdk": _MatcherKind("sdk", EVENT_SCOPE),
+    "path": _MatcherKind("path", FRAME_SCOPE, case_sensitive=False, path_glob=True),
+    "module": _MatcherKind("module", FRAME_SCOPE),
+    "function": _MatcherKind("function", FRAME_SCOPE),
+    "package": _MatcherKind("package", FRAME_SCOPE, case_sensitive=False, path_glob=True),
+    "family": _MatcherKind("family", FRAME_SCOPE),
+    "app": _MatcherKind("app", FRAME_SCOPE),
+}
+_MATCHER_NAMES: Final = {
+    "error.type": "type", "type": "type",
+    "error.value": "value", "value": "value",
+    "message": "message", "logger": "logger", "level": "level",
+    "release": "release", "sdk": "sdk",
+    "stack.abs_path": "path", "path": "path",
+    "stack.module": "module", "module": "module",
+    "stack.function": "function", "function": "function",
+    "stack.package": "package", "package": "package",
+    "family": "family", "app": "app",
+}
+_KNOWN_MATCHERS: Final = ", ".join([*_MATCHER_NAMES, "tags.NAME"])
+
+FAMILIES: Final = frozenset({"javascript", "native", "other", "all"})
+# Platforms of Sentry's "javascript" and "native" behaviour families; everything else is other.
+_JAVASCRIPT_PLATFORMS: Final = frozenset({"javascript", "node"})
+_NATIVE_PLATFORMS: Final = frozenset({"native", "c", "cocoa", "objc"})
+_APP_VALUES: Final = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+def frame_family(platform: str) -> str:
+    if platform in _JAVASCRIPT_PLATFORMS:
+        return "javascript"
+    return "native" if platform in _NATIVE_PLATFORMS else "other"
+
+
+# --- globs -------------------------------------------------------------------------------
+
+
+class _GlobError(Exception):
+    """Internal: a glob problem at ``offset`` characters into the raw value."""
+
+    def __init__(self, offset: int, problem: str) -> None:
+        super().__init__(problem)
+        self.offset = offset
+        self.problem = problem
+
+
+def _class_regex(raw: str, start: int) -> tuple[str, int]:
+    """``[...]`` starting at ``raw[start] == "["``: (regex, index after the ``]``)."""
+    i = start + 1
+    out = "["
+    if i < len(raw) and raw[i] in "!^":
+        out += "^"
+        i += 1
+    first = i
+    while i < len(raw) and (raw[i] != "]" or i == first):
+        if raw[i] == "\\" and i + 1 < len(raw):
+            out += re.escape(raw[i + 1])
+            i += 2
+            continue
+        out += "-" if raw[i] == "-" and i > first else re.escape(raw[i])
+        i += 1
+    if i >= len(raw):
+        raise _GlobError(start, 'unclosed "["; expected "]" (or escape it as \\[)')
+    return out + "]", i + 1
+
+
+def _alternatives_regex(raw: str, start: int, path: bool) -> tuple[str, int]:
+    """``{a,b}`` starting at ``raw[start] == "{"``: (regex, index after the ``}``)."""
+    i = start + 1
+    alternatives: list[str] = []
+    current = ""
+    while i < len(raw) and raw[i] != "}":
+        if raw[i] == "{":
+            raise _GlobError(i, 'nested "{" is not supported; expected "}" or \\{')
+        if raw[i] == "\\" and i + 1 < len(raw):
+            current += raw[i:i + 2]
+            i += 2
+            continue
+        if raw[i] == ",":
+            alternatives.append(current)
+            current = ""
+        else:
+            current += raw[i]
+        i += 1
+    if i >= len(raw):
+        raise _GlobError(start, 'unclosed "{"; expected "}" (or escape it as \\{)')
+    alternatives.append(current)
+    # Offsets inside an alternative are approximate (reported at the "{").
+    try:
+        regexes = [_glob_regex(alt, path) for alt in alternatives]
+    except _GlobError as error:
+        raise _GlobError(start, error.problem) from None
+    return "(?:" + "|".join(regexes) + ")", i + 1
+
+
+def _glob_regex(raw: str, path: bool) -> str:
+    """Regex for a glob: ``*``, ``?``, ``[...]``, ``{a,b}``, ``\\`` escapes; in a path glob
+    ``*`` and ``?`` do not cross ``/`` but ``**`` does."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        char = raw[i]
+        if char == "\\":
+            if i + 1 >= len(raw):
+                raise _GlobError(i, "dangling backslash; expected a character after \\")
+            out.append(re.escape(raw[i + 1]))
+            i += 2
+        elif char == "*" and path and raw.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif char == "*":
+            out.append("[^/]*" if path else ".*")
+            i += 1
+        elif char == "?":
+            out.append("[^/]" if path else ".")
+            i += 1
+        elif char == "[":
+            regex, i = _class_regex(raw, i)
+            out.append(regex)
+        elif char == "{":
+            regex, i = _alternatives_regex(raw, i, path)
+            out.append(regex)
+        else:
+            out.append(re.escape(char))
+            i += 1
+    return "".join(out)
+
+
+def compile_glob(raw: str, *, case_sensitive: bool, path: bool) -> re.Pattern[str]:
+    """Compiled full-match pattern; raises ``_GlobError`` for a malformed glob."""
+    flags = re.DOTALL | (0 if case_sensitive else re.IGNORECASE)
+    try:
+        return re.compile(_glob_regex(raw, path), flags)
+    except re.error as error:  # e.g. a reversed range "[z-a]"
+        raise _GlobError(0, f"invalid glob ({error.msg})") from None
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One ``[!]name:value`` term. ``pattern`` is set for glob matchers, ``families`` for
+    ``family``, ``app`` for ``app``."""
+
+    name: str
+    key: str
+    value: str
+    negated: bool = False
+    tag: str | None = None
+    pattern: re.Pattern[str] | None = None
+    families: frozenset[str] = frozenset()
+    app: bool | None = None
+
+    @property
+    def is_frame_matcher(self) -> bool:
+        return _KINDS[self.key].scope == FRAME_SCOPE
+
+    def _any_matches(self, values: list[str | None]) -> bool:
+        pattern = self.pattern
+        return pattern is not None and any(
+            pattern.fullmatch(v) is not None for v in values if v is not None)
+
+    def matches_event(self, event: Mapping[str, Any]) -> bool:
+        return self._any_matches(_event_values(event, self.key, self.tag)) != self.negated
+
+    def matches_frame(self, frame: Mapping[str, Any], platform: str) -> bool:
+        if self.key == "family":
+            found = "all" in self.families or frame_family(platform) in self.families
+        elif self.key == "app":
+            found = (frame.get("in_app") is True) == self.app
+        else:
+            found = self._any_matches(_frame_values(frame, self.key))
+        return found != self.negated
+
+
+@dataclass(frozen=True)
+class MatchedRule:
+    """The winning rule: its fingerprint parts (variables unresolved), title and text."""
+
+    fingerprint: tuple[str, ...]
+    title: str | None
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class FingerprintRule:
+    matchers: tuple[Matcher, ...]
+    fingerprint: tuple[str, ...]
+    title: str | None
+    text: str
+    line: int
+
+    def matches(self, event: Mapping[str, Any], frames: list[tuple[Mapping[str, Any], str]]
+                ) -> bool:
+        frame_matchers = [m for m in self.matchers if m.is_frame_matcher]
+        if not all(m.matches_event(event) for m in self.matchers if not m.is_frame_matcher):
+            return False
+        if not frame_matchers:
+            return True
+        return any(all(m.matches_frame(frame, platform) for m in frame_matchers)
+                   for frame, platform in frames)
+
+
+@dataclass(frozen=True)
+class FingerprintRules:
+    rules: tuple[FingerprintRule, ...] = ()
+
+    def match(self, event: Mapping[str, Any]) -> MatchedRule | None:
+        """First rule whose matchers all match ``event`` (Relay-normalised), else ``None``."""
+        if not self.rules or not isinstance(event, Mapping):
+            return None
+        frames = list(_all_frames(event))
+        for rule in self.rules:
+            if rule.matches(event, frames):
+                return MatchedRule(rule.fingerprint, rule.title, rule.text, rule.line)
+        return None
+
+
+# --- what the matchers look at -------------------------------------------------------------
+
+
+def _event_values(event: Mapping[str, Any], key: str, tag: str | None) -> list[str | None]:
+    exceptions = interface_values(event.get("exception"))
+    if key == "type":
+        return [as_str(e.get("type")) for e in exceptions]
+    if key == "value":
+        return [as_str(e.get("value")) for e in exceptions]
+    if key == "message":
+        return [as_str(get_path(event, "logentry", "formatted")),
+                as_str(get_path(event, "logentry", "message")),
+                as_str(event.get("message")),
+                *(as_str(e.get("value")) for e in exceptions)]
+    if key == "tags":
+        return [tag_value(event.get("tags"), tag or "")]
+    if key == "sdk":
+        return [as_str(get_path(event, "sdk", "name"))]
+    return [as_str(event.get(key))]  # logger, level, release
+
+
+def _normalized_path(path: str | None) -> str | None:
+    return path.replace("\\", "/") if path is not None else None
+
+
+def _frame_values(frame: Mapping[str, Any], key: str) -> list[str | None]:
+    if key == "path":
+        return [_normalized_path(as_str(frame.get("abs_path"))),
+                _normalized_path(as_str(frame.get("filename")))]
+    if key == "package":
+        package = as_str(frame.get("package"))
+        return [_normalized_path(package), basename(package) if package else None]
+    return [as_str(frame.get(key))]  # module, function
+
+
+def _all_frames(event: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Every frame with its platform (the frame's own, else the event's)."""
+    event_platform = as_str(event.get("platform")) or "other"
+    stacktraces = [e.get("stacktrace") for e in interface_values(event.get("exception"))]
+    stacktraces.append(event.get("stacktrace"))
+    stacktraces.extend(t.get("stacktrace") for t in interface_values(event.get("threads")))
+    for stacktrace in stacktraces:
+        for frame in mappings(get_path(stacktrace, "frames")):
+            yield frame, as_str(frame.get("platform")) or event_platform
+
+
+# --- parser ------------------------------------------------------------------------------
+
+_ATTRIBUTE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_VARIABLE: Final = re.compile(r"\{\{\s*(\S+?)\s*\}\}")
+_PART_HINT: Final = 'a word, a "quoted string" or a {{ variable }}'
+
+
+def _unescape(raw: str) -> str:
+    return re.sub(r"\\(.)", r"\1", raw, flags=re.DOTALL)
+
+
+class _LineParser:
+    """Parses one rule line; positions are 0-based internally, 1-based in errors."""
+
+    def __init__(self, text: str, line: int) -> None:
+        self.text = text
+        self.line = line
+        self.pos = 0
+
+    def error(self, problem: str, pos: int | None = None) -> FingerprintRuleError:
+        return FingerprintRuleError(self.line, (self.pos if pos is None else pos) + 1, problem)
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def peek(self) -> str:
+        return self.text[self.pos] if not self.at_end() else ""
+
+    def skip_whitespace(self) -> None:
+        while not self.at_end() and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def read_word(self, stop: str = "") -> str:
+        """Up to whitespace or a ``stop`` character; ``\\x`` is kept raw and never stops."""
+        start = self.pos
+        while not self.at_end() and not self.peek().isspace() and self.peek() not in stop:
+            self.pos += 2 if self.peek() == "\\" else 1
+        self.pos = min(self.pos, len(self.text))
+        return self.text[start:self.pos]
+
+    def read_quoted(self) -> str:
+        """A ``"..."`` string at ``pos``; its raw content, escapes kept."""
+        opening = self.pos
+        self.pos += 1
+        start = self.pos
+        while not self.at_end() and self.peek() != '"':
+            self.pos += 2 if self.peek() == "\\" else 1
+        if self.at_end():
+            raise self.error('unterminated quoted string; expected a closing "', opening)
+        self.pos += 1
+        return self.text[start:self.pos - 1]
+
+    def parse_rule(self) -> FingerprintRule:
+        matchers: list[Matcher] = []
+        while True:
+            self.skip_whitespace()
+            if self.text.startswith("->", self.pos):
+                break
+            if self.at_end():
+                expected = ("expected '->' followed by the fingerprint" if matchers
+                            else "expected matcher:value, e.g. type:ValueError")
+                raise self.error(f"rule ends early; {expected}")
+            matchers.append(self.parse_matcher())
+        if not matchers:
+            raise self.error("rule has no matchers; expected matcher:value before '->'")
+        self.pos += 2
+        fingerprint, title = self.parse_fingerprint()
+        return FingerprintRule(tuple(matchers), fingerprint, title, self.text.strip(), self.line)
+
+    def parse_matcher(self) -> Matcher:
+        start = self.pos
+        negated = self.peek() == "!"
+        if negated:
+            self.pos += 1
+        name_start = self.pos
+        name = self.read_word(stop=":")
+        if self.peek() != ":":
+            raise self.error(f"expected matcher:value, got {self.text[start:self.pos]!r}", start)
+        key, tag = self.matcher_key(name, name_start)
+        self.pos += 1
+        value_start = self.pos
+        if self.peek() == '"':
+            value = self.read_quoted()
+            value_start += 1
+        else:
+            value = self.read_word()
+            if not value:
+                raise self.error(f'matcher "{name}" has no value; expected {name}:VALUE '
+                                 '(write "" for an empty value)')
+        return self.build_matcher(name, key, tag, value, negated, value_start)
+
+    def matcher_key(self, name: str, pos: int) -> tuple[str, str | None]:
+        if name.startswith("tags."):
+            if name == "tags.":
+                raise self.error('matcher "tags." has no tag name; expected tags.NAME', pos)
+            return "tags", name[len("tags."):]
+        key = _MATCHER_NAMES.get(name)
+        if key is None:
+            raise self.error(f'unknown matcher "{name}"; known: {_KNOWN_MATCHERS}', pos)
+        return key, None
+
+    def build_matcher(self, name: str, key: str, tag: str | None, value: str, negated: bool,
+                      value_start: int) -> Matcher:
+        def matcher(**how: Any) -> Matcher:
+            return Matcher(name=name, key=key, value=value, negated=negated, tag=tag, **how)
+
+        if key == "family":
+            families = frozenset(f.strip().lower() for f in _unescape(value).split(","))
+            unknown = sorted(families - FAMILIES)
+            if unknown:
+                raise self.error(f'unknown family "{unknown[0]}"; expected one or more of '
+                                 f"{', '.join(sorted(FAMILIES))}, comma-separated", value_start)
+            return matcher(families=families)
+        if key == "app":
+            app = _APP_VALUES.get(_unescape(value).lower())
+            if app is None:
+                raise self.error(f'app value "{value}" is not allowed; expected yes or no',
+                                 value_start)
+            return matcher(app=app)
+        kind = _KINDS[key]
+        try:
+            pattern = compile_glob(value, case_sensitive=kind.case_sensitive, path=kind.path_glob)
+        except _GlobError as error:
+            raise self.error(f'matcher "{name}": {error.problem}',
+                             value_start + error.offset) from None
+        return matcher(pattern=pattern)
+
+    def parse_fingerprint(self) -> tuple[tuple[str, ...], str | None]:
+        parts = [self.parse_part()]
+        while True:
+            self.skip_whitespace()
+            if self.at_end():
+                return tuple(parts), None
+            if self.peek() == ",":
+                self.pos += 1
+                parts.append(self.parse_part())
+            elif _ATTRIBUTE.match(self.text, self.pos):
+                return tuple(parts), self.parse_attributes()
+            else:
+                raise self.error(f"unexpected {self.peek()!r} after a fingerprint part; "
+                                 "expected ',' and another part, or title=\"...\" "
+                                 "(quote parts that contain spaces)")
+
+    def parse_part(self) -> str:
+        self.skip_whitespace()
+        if self.at_end() or self.peek() == ",":
+            raise self.error(f"missing fingerprint part; expected {_PART_HINT}")
+        if _ATTRIBUTE.match(self.text, self.pos):
+            raise self.error(f"missing fingerprint part before an attribute; expected {_PART_HINT}"
+                             ' (quote a part that contains "=")')
+        if self.peek() == '"':
+            return _unescape(self.read_quoted())
+        if self.text.startswith("{{", self.pos):
+            end = self.text.find("}}", self.pos)
+            if end < 0:
+                raise self.error('unclosed "{{"; expected "}}"')
+            part = self.text[self.pos:end + 2]
+            self.pos = end + 2
+            return part
+        return _unescape(self.read_word(stop=","))
+
+    def parse_attributes(self) -> str:
+        """``title="..."`` up to the end of the line (the only attribute, at most once)."""
+        title = self.parse_title()
+        self.skip_whitespace()
+        if not self.at_end():
+            if self.text.startswith("title=", self.pos):
+                raise self.error("title is given twice; expected it at most once")
+            raise self.error('unexpected text after title="..."; expected the end of the rule')
+        return title
+
+    def parse_title(self) -> str:
+        attribute = _ATTRIBUTE.match(self.text, self.pos)
+        if attribute is None or attribute.group(1) != "title":
+            name = attribute.group(1) if attribute else self.peek()
+            raise self.error(f'unknown attribute "{name}"; known: title')
+        self.pos = attribute.end()
+        if self.peek() != '"':
+            raise self.error('title must be quoted; expected title="..."')
+        return _unescape(self.read_quoted())
+
+
+def parse_fingerprint_rules(text: str) -> FingerprintRules:
+    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``."""
+    rules: list[FingerprintRule] = []
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.rstrip()
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        parser = _LineParser(line, number)
+        parser.pos = len(line) - len(stripped)
+        rules.append(parser.parse_rule())
+    return FingerprintRules(tuple(rules))
+
+
+def resolve_title(title: str, resolve_entry: Callable[[str], str]) -> str:
+    """``title`` with each ``{{ variable }}`` replaced by ``resolve_entry("{{ variable }}")``
+    (the grouping config's fingerprint variable resolution, §6.7)."""
+    return _VARIABLE.sub(lambda match: resolve_entry(match.group(0)), title)
