@@ -26,8 +26,10 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
+from events.grouping.fingerprint_rules import FingerprintRuleError, parse_fingerprint_rules
+from events.grouping.rules import GroupingRules
 from events.lifecycle import IssueState, NewEvent, transition_after_events
-from events.process import EventProcessor, ProcessedEvent
+from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
     EventRow,
     RawItem,
@@ -41,9 +43,6 @@ from storage import queue as pg_queue
 from storage.postgres import scrubbing_configs
 
 log = logging.getLogger("crashray.consumer")
-
-#: Seconds a project's scrubbing and grouping settings are cached by a consumer.
-PROJECT_SETTINGS_TTL_S = 10.0
 
 
 #: How often a consumer forgets event ids older than ``dedup_window_s``, and how many rows
@@ -65,6 +64,7 @@ class ConsumerConfig:
     idle_poll_s: float
     batch_wait_s: float
     dedup_window_s: float
+    project_settings_refresh_s: float = 10.0
 
 
 class BatchConsumer:
@@ -76,7 +76,6 @@ class BatchConsumer:
         # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
         self._store = store if store is not None else clickhouse_store(config.clickhouse_dsn)
         self._processor = EventProcessor()
-        self._grouping: dict[int, str] = {}
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
         self.processed_total = 0
@@ -104,7 +103,7 @@ class BatchConsumer:
         items = self._without_exhausted([_work_item(c) for c in claimed])
         self._load_project_settings({i.project_id for i in items})
         try:
-            self._finish(plan_batch(items, self._processor, self._grouping))
+            self._finish(plan_batch(items, self._processor))
         except psycopg.OperationalError:
             raise  # the database is gone, not the batch: everything is retried
         except Exception as exc:  # the batch failed after planning: find the poison item
@@ -133,7 +132,7 @@ class BatchConsumer:
         failed: list[tuple[WorkItem, str]] = []
         for item in items:
             try:
-                self._finish(plan_batch([item], self._processor, self._grouping))
+                self._finish(plan_batch([item], self._processor))
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # recorded below: dead-lettered or retried
@@ -150,16 +149,19 @@ class BatchConsumer:
     def _load_project_settings(self, project_ids: set[int]) -> None:
         now = time.monotonic()
         stale = [p for p in project_ids
-                 if now - self._settings_loaded_at.get(p, -1e9) > PROJECT_SETTINGS_TTL_S]
+                 if now - self._settings_loaded_at.get(p, -1e9)
+                 > self.config.project_settings_refresh_s]
         if not stale:
             return
         with self._conn.transaction():
             configs = scrubbing_configs(self._conn, stale)
-            rows = self._conn.execute("SELECT id, grouping_config FROM projects WHERE"
-                                      " id = ANY(%s)", (stale,)).fetchall()
+            rows = self._conn.execute("SELECT id, grouping_config, fingerprinting_rules FROM"
+                                      " projects WHERE id = ANY(%s)", (stale,)).fetchall()
         for project_id, config in configs.items():
             self._processor.set_scrubbing(project_id, config)
-        self._grouping.update({int(r[0]): str(r[1]) for r in rows})
+        for project_id, grouping_config, rules_text in rows:
+            self._processor.set_grouping(int(project_id), ProjectGrouping(
+                str(grouping_config), _fingerprint_rules(int(project_id), str(rules_text))))
         for p in stale:
             self._settings_loaded_at[p] = now
 
@@ -235,6 +237,18 @@ class BatchConsumer:
 def _release(p: ProcessedEvent) -> str | None:
     release = p.event.get("release")
     return release if isinstance(release, str) and release else None
+
+
+def _fingerprint_rules(project_id: int, text: str) -> GroupingRules | None:
+    if not text.strip():
+        return None
+    try:
+        return GroupingRules(fingerprint=parse_fingerprint_rules(text))
+    except FingerprintRuleError as exc:
+        # The API validates rules before storing them; rules edited in the database by hand
+        # that no longer parse are skipped (logged) rather than stopping the project's events.
+        log.error("project %s: fingerprint rules ignored: %s", project_id, exc)
+        return None
 
 
 def _pg_text(value: str) -> str:

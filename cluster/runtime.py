@@ -233,7 +233,8 @@ class Runtime:
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
             idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s,
-            dedup_window_s=s.dedup_window_s)))
+            dedup_window_s=s.dedup_window_s,
+            project_settings_refresh_s=s.project_settings_refresh_s)))
 
     def _start_serve(self) -> None:
         from ray import serve

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     consumer_lease_s: float = 30.0
     #: Seconds a consumer sleeps between polls when idle (NOTIFY wakes it sooner).
     consumer_idle_poll_s: float = 0.5
+    #: Seconds a consumer caches a project's scrubbing and grouping settings; a change
+    #: (say, new fingerprint rules) applies to events processed after this.
+    project_settings_refresh_s: float = 10.0
     #: Seconds an event id is remembered after it was counted, so a re-delivered event is
     #: not counted twice. Re-deliveries come within a lease (``consumer_lease_s``), so a
     #: day is ample; older ids are pruned so the table stays bounded.

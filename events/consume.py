@@ -80,12 +80,11 @@ def _context(item: WorkItem) -> ItemContext:
                        client=meta.get("client"))
 
 
-def plan_batch(items: Sequence[WorkItem], processor: EventProcessor,
-               grouping_configs: Mapping[int, str]) -> BatchPlan:
+def plan_batch(items: Sequence[WorkItem], processor: EventProcessor) -> BatchPlan:
     plan = BatchPlan()
     for item in items:
         try:
-            _plan_item(item, processor, grouping_configs, plan)
+            _plan_item(item, processor, plan)
         except InvalidEvent as exc:
             plan.outcomes.append(_outcome(item, "invalid", exc.reason, _category(item)))
             plan.invalid.append((item, str(exc)))
@@ -102,11 +101,9 @@ def _category(item: WorkItem) -> str:
     return known or ("session" if "session" in item.item_type else "default")
 
 
-def _plan_item(item: WorkItem, processor: EventProcessor,
-               grouping_configs: Mapping[int, str], plan: BatchPlan) -> None:
+def _plan_item(item: WorkItem, processor: EventProcessor, plan: BatchPlan) -> None:
     if item.item_type in EVENT_ITEM_TYPES:
-        processed = processor.process(item.payload, _context(item),
-                                      grouping_configs.get(item.project_id, "v1"))
+        processed = processor.process(item.payload, _context(item))
         plan.events.append((item, processed))
         return  # its outcome depends on its issue: see event_outcome
     if item.item_type in ("session", "sessions"):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import sentry_relay
 
-from events.grouping import GroupingResult, group_hashes_for_event
+from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
+from events.grouping.rules import GroupingRules
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
 
 #: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
@@ -65,11 +66,23 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@dataclass(frozen=True)
+class ProjectGrouping:
+    """How a project groups: its grouping config and its fingerprint rules."""
+
+    config: str = DEFAULT_GROUPING_CONFIG
+    rules: GroupingRules | None = None
+
+
 class EventProcessor:
-    """Normalizes, scrubs and groups events; holds the per-project PII configs."""
+    """Normalizes, scrubs and groups events; holds the per-project settings for that."""
 
     def __init__(self) -> None:
         self._pii_configs: dict[int, Any] = {}
+        self._grouping: dict[int, ProjectGrouping] = {}
+
+    def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
+        self._grouping[project_id] = grouping
 
     def set_scrubbing(self, project_id: int, datascrubbing: Mapping[str, Any]) -> None:
         """Install a project's legacy data-scrubbing options (Sentry's project settings)."""
@@ -79,7 +92,7 @@ class EventProcessor:
     def knows_project(self, project_id: int) -> bool:
         return project_id in self._pii_configs
 
-    def process(self, payload: bytes, ctx: ItemContext, grouping_config: str) -> ProcessedEvent:
+    def process(self, payload: bytes, ctx: ItemContext) -> ProcessedEvent:
         parse_event_json(payload)  # refuse non-objects before Relay sees them
         # Relay reads the raw bytes itself: handing it a dict would re-encode the event
         # with the stdlib json module, which costs more than the normalization.
@@ -88,12 +101,16 @@ class EventProcessor:
             # The envelope header's event_id takes precedence (spec §2.2).
             normalized["event_id"] = ctx.envelope_event_id
         scrubbed = self._scrub(normalized, ctx.project_id)
-        grouping = group_hashes_for_event(scrubbed, grouping_config)
+        project = self._grouping.get(ctx.project_id, ProjectGrouping())
+        grouping = group_hashes_for_event(scrubbed, project.config, rules=project.rules)
+        issue = issue_metadata_for_event(scrubbed)
+        if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
+            issue = replace(issue, title=grouping.title)
         return ProcessedEvent(
             event_id=str(scrubbed["event_id"]),
             event=scrubbed,
             grouping=grouping,
-            issue=issue_metadata_for_event(scrubbed),
+            issue=issue,
             timestamp=_from_unix(scrubbed.get("timestamp"), ctx.received_at),
             received=_from_unix(scrubbed.get("received"), ctx.received_at),
         )

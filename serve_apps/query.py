@@ -21,6 +21,8 @@ from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
 from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
+from events.grouping.fingerprint_rules import FingerprintRuleError, parse_fingerprint_rules
+from events.grouping.rules import GroupingRules
 from events.lifecycle import (
     ACTIVITY_FOR_STATUS,
     InvalidStatusUpdate,
@@ -211,11 +213,43 @@ class Api:
             project.organization_id, project.id, normalized_id)
         if body is None:
             raise HTTPException(404, "Event not found")
+        settings = self.project_settings(project)
+        rules_text = settings["fingerprintingRules"]
+        rules = GroupingRules(fingerprint=parse_fingerprint_rules(rules_text)) \
+            if rules_text.strip() else None
+        return group_hashes_for_event(orjson.loads(body), settings["groupingConfig"],
+                                      rules=rules).to_json_dict()
+
+    def project_settings(self, project: ProjectRef) -> dict[str, Any]:
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT grouping_config FROM projects WHERE id = %s",
+            row = conn.execute("SELECT name, platform, grouping_config, fingerprinting_rules,"
+                               " date_added FROM projects WHERE id = %s",
                                (project.id,)).fetchone()
-        config = str(row[0]) if row else DEFAULT_GROUPING_CONFIG
-        return group_hashes_for_event(orjson.loads(body), config).to_json_dict()
+        if row is None:
+            raise HTTPException(404, "The requested resource does not exist")
+        return {"id": str(project.id), "slug": project.slug, "name": row[0],
+                "platform": row[1], "groupingConfig": row[2] or DEFAULT_GROUPING_CONFIG,
+                "fingerprintingRules": row[3], "dateCreated": iso(row[4]),
+                "organization": {"slug": project.organization_slug}}
+
+    def update_project(self, scope: TokenScope, project: ProjectRef, body: Any
+                       ) -> dict[str, Any]:
+        if "project:write" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope project:write")
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        rules = body.get("fingerprintingRules")
+        if rules is not None:
+            if not isinstance(rules, str):
+                raise HTTPException(400, "fingerprintingRules must be text, one rule a line")
+            try:
+                parse_fingerprint_rules(rules)
+            except FingerprintRuleError as exc:
+                raise HTTPException(400, f"fingerprintingRules: {exc}") from exc
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE projects SET fingerprinting_rules = %s WHERE id = %s",
+                             (rules, project.id))
+        return self.project_settings(project)
 
     def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         rows = self.clickhouse.list_events(project.organization_id, project.id, limit)
@@ -240,6 +274,21 @@ app = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
 class ApiDeployment:
     def __init__(self, config: QueryConfig) -> None:
         self.api = Api(config)
+
+    @app.get("/projects/{org}/{project}/")
+    def project_detail(self, org: str, project: str,
+                       authorization: Annotated[str | None, Header()] = None
+                       ) -> dict[str, Any]:
+        ref = self.api.project(self.api.scope(authorization), org, project, "project:read")
+        return self.api.project_settings(ref)
+
+    @app.put("/projects/{org}/{project}/")
+    def update_project(self, org: str, project: str, body: Annotated[Any, Body()] = None,
+                       authorization: Annotated[str | None, Header()] = None
+                       ) -> dict[str, Any]:
+        scope = self.api.scope(authorization)
+        ref = self.api.project(scope, org, project, "project:read")
+        return self.api.update_project(scope, ref, body)
 
     @app.get("/projects/{org}/{project}/issues/")
     def list_issues(self, org: str, project: str,

@@ -31,6 +31,7 @@ def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashr
         # A short lease so that a killed consumer's batch is re-claimed within the test.
         settings = Settings(data_dir=data_dir, port=free_port(), postgres_url=url,
                             consumer_lease_s=3.0, key_cache_refresh_s=1.0,
+                            project_settings_refresh_s=0.5,
                             key_cache_miss_reload_s=0.2)
         runtime = Runtime(settings)
         info = runtime.start()

@@ -3,6 +3,8 @@ and the real ``sentry-sdk`` as the client."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -405,3 +407,33 @@ def test_user_counts_are_distinct_users_across_merged_issues(
     assert bulk_put(crashray, [a["id"], b["id"]], {"merge": 1}).status_code == 200
     merged = wait_until(lambda: issue_with_count(crashray, titles[0], 5), 15, "the merge")
     assert merged["userCount"] == 3  # user 2 is in both, counted once
+
+
+def test_fingerprint_rules_set_through_the_api_regroup_new_events(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    url = f"{crashray.base_url}/api/0/projects/crashray/default/"
+    auth = {"Authorization": f"Bearer {crashray.info.api_token}"}
+    bad = httpx.put(url, headers=auth, json={"fingerprintingRules":
+                                             f"type:Rule{marker}* -> db\nstack.file:x -> y"})
+    assert bad.status_code == 400
+    assert bad.json()["detail"].startswith("fingerprintingRules: line 2, column 1")
+    rules = f'# database errors are one problem\ntype:Rule{marker}* -> database-failure' \
+            f' title="Database failure ({{{{ type }}}})"'
+    saved = httpx.put(url, headers=auth, json={"fingerprintingRules": rules})
+    assert saved.status_code == 200 and saved.json()["fingerprintingRules"] == rules
+    assert httpx.put(url, json={"fingerprintingRules": ""}, headers={
+        "Authorization": f"Bearer {other_tenant_token(crashray)}"}).status_code == 404
+    time.sleep(1.0)  # consumers re-read project settings every project_settings_refresh_s
+    for kind in ("A", "B"):
+        event = {**corpus_event(corpus_dir), "exception": {"values": [
+            {"type": f"Rule{marker}{kind}", "value": "connection reset"}]}}
+        send_release(crashray, event, "shop@1")
+    issue = wait_until(lambda: next((i for i in api_get(crashray, "issues/")
+                                     if i["title"].startswith("Database failure (Rule")
+                                     and marker in i["title"] and i["count"] == "2"), None),
+                       15, "both events in the rule's issue")
+    hashes = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/hashes/",
+                       headers=auth).json()
+    assert hashlib.md5(b"database-failure").hexdigest() in {h["id"] for h in hashes}
+    httpx.put(url, headers=auth, json={"fingerprintingRules": ""})
