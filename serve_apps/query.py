@@ -121,6 +121,25 @@ class Api:
         return {**self.issue_json(project, row), "userCount": users,
                 "activity": self._activity(project, row.id)}
 
+    def unmerge(self, scope: TokenScope, issue_id: int, hashes: list[str]) -> dict[str, Any]:
+        """Move some of an issue's hashes, and the events grouped by them, to a new issue."""
+        project, row = self.scoped_issue(scope, issue_id, "event:write")
+        with self.pool.connection() as conn:
+            own = {h for h, _ in issue_store.issue_hashes(conn, project.id, row.id)}
+        wanted = sorted(set(hashes))
+        if not wanted or not set(wanted) <= own or set(wanted) == own:
+            raise HTTPException(400, "name some, but not all, of this issue's hashes with"
+                                     " ?id=<hash>&id=<hash> (see /hashes/)")
+        totals = self.clickhouse.hash_totals(project.organization_id, project.id, wanted)
+        now = dt.datetime.now(dt.UTC)
+        moved = issue_store.MovedEvents(0, now, now, row.title, row.culprit) if totals is None \
+            else issue_store.MovedEvents(totals.events, totals.first_seen, totals.last_seen,
+                                         totals.title, totals.culprit)
+        with self.pool.connection() as conn, conn.transaction():
+            new_id = issue_store.unmerge_hashes(conn, project.id, row.id, wanted, moved,
+                                                scope.token_name)
+        return {"issue": str(new_id), "hashes": wanted, "events": moved.count}
+
     def delete_issue(self, scope: TokenScope, issue_id: int) -> None:
         project, row = self.scoped_issue(scope, issue_id, "event:admin")
         with self.pool.connection() as conn, conn.transaction():
@@ -254,11 +273,14 @@ class Api:
     def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
         rows = self.clickhouse.list_events(project.organization_id, project.id, limit)
         with self.pool.connection() as conn:
-            # Merges re-point hashes, not ClickHouse rows: resolve old group ids here.
+            # Merges and unmerges move hashes, not ClickHouse rows: an event belongs to the
+            # issue its primary hash points to now (else to where its group was merged).
+            by_hash = issue_store.issues_of_hashes(conn, project.id,
+                                                   list({e.primary_hash for e in rows}))
             issue_of = issue_store.merged_into(conn, project.id, list({e.group_id for e in rows}))
         return [{
             "id": e.event_id, "eventID": e.event_id,
-            "groupID": str(issue_of.get(e.group_id, e.group_id)),
+            "groupID": str(by_hash.get(e.primary_hash) or issue_of.get(e.group_id, e.group_id)),
             "projectID": str(project.id), "dateCreated": iso(e.timestamp), "title": e.title,
             "message": e.message, "culprit": e.culprit, "platform": e.platform,
             "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]],
@@ -330,6 +352,13 @@ class ApiDeployment:
                        authorization: Annotated[str | None, Header()] = None
                        ) -> list[dict[str, Any]]:
         return self.api.activity(self.api.scope(authorization), issue_id)
+
+    @app.delete("/issues/{issue_id}/hashes/", status_code=202)
+    def unmerge(self, issue_id: int,
+                id: Annotated[list[str] | None, Query()] = None,
+                authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Sentry's unmerge: the named hashes leave this issue for a new one."""
+        return self.api.unmerge(self.api.scope(authorization), issue_id, id or [])
 
     @app.get("/issues/{issue_id}/hashes/")
     def issue_hashes(self, issue_id: int,

@@ -54,6 +54,16 @@ class EventSummary:
     platform: str
     level: str
     tags: list[tuple[str, str]]
+    primary_hash: str
+
+
+@dataclass(frozen=True)
+class HashTotals:
+    events: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    title: str
+    culprit: str
 
 
 class ClickHouseStore:
@@ -122,11 +132,12 @@ class ClickHouseStore:
             params["groups"] = list(group_ids)
         rows = self._client.query(
             "SELECT toString(event_id), group_id, timestamp, title, message, culprit,"
+            " toString(primary_hash) AS hash,"
             " platform, level, tags FROM events WHERE " + where +
             " ORDER BY timestamp DESC, event_id LIMIT 1 BY event_id"
             " LIMIT {limit:UInt32} OFFSET {offset:UInt32}", parameters=params).result_rows
         return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
-                             r[6], r[7], sorted(r[8].items())) for r in rows]
+                             r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
 
     def count_events(self, organization_id: int, project_id: int) -> int:
         rows = self._client.query(
@@ -163,6 +174,22 @@ class ClickHouseStore:
             parameters={"org": organization_id, "project": project_id, "groups": groups,
                         "issues": [issue_of_group[g] for g in groups]}).result_rows
         return {int(r[0]): int(r[1]) for r in rows}
+
+    def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]
+                    ) -> HashTotals | None:
+        """What an issue made of ``hashes`` holds: the events whose primary hash is one of
+        them (None when there are none)."""
+        rows = self._client.query(
+            "SELECT uniqExact(event_id), min(timestamp), max(timestamp),"
+            " argMax(title, timestamp), argMax(culprit, timestamp) FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " AND toString(primary_hash) IN {hashes:Array(String)}",
+            parameters={"org": organization_id, "project": project_id,
+                        "hashes": list(hashes)}).result_rows
+        if not rows or int(rows[0][0]) == 0:
+            return None
+        r = rows[0]
+        return HashTotals(int(r[0]), _utc(r[1]), _utc(r[2]), str(r[3]), str(r[4]))
 
     def existing_event_ids(self, project_id: int, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` are already stored for ``project_id`` (32-hex ids)."""

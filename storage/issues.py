@@ -385,3 +385,47 @@ def absorbed_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: S
     for child, parent in rows:
         groups[int(parent)].append(int(child))
     return groups
+
+
+def issues_of_hashes(conn: psycopg.Connection[Any], project_id: int, hashes: Sequence[str]
+                     ) -> dict[str, int]:
+    """The issue each grouping hash belongs to now (merges and unmerges move hashes)."""
+    rows = conn.execute("SELECT hash, issue_id FROM group_hashes WHERE project_id = %s"
+                        " AND hash = ANY(%s)", (project_id, list(hashes))).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+@dataclass(frozen=True)
+class MovedEvents:
+    """The events an unmerge moves, as ClickHouse counts them, and their latest naming."""
+
+    count: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    title: str
+    culprit: str
+
+
+def unmerge_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int,
+                   hashes: Sequence[str], moved: MovedEvents, actor: str) -> int:
+    """Move ``hashes`` of an issue into a new issue that takes the moved events' count
+    (call inside a transaction); returns the new issue's id."""
+    moved_events = moved.count
+    created = conn.execute(
+        "INSERT INTO issues (project_id, title, culprit, type, metadata, level, platform,"
+        " first_seen, last_seen, times_seen, first_release, last_release, substatus)"
+        " SELECT project_id, %s, %s, type, metadata, level, platform, %s, %s, %s,"
+        " first_release, last_release, 'new' FROM issues WHERE project_id = %s AND id = %s"
+        " RETURNING id", (moved.title, moved.culprit, moved.first_seen, moved.last_seen,
+                          moved_events, project_id, issue_id)).fetchone()
+    assert created is not None  # the caller checked the issue exists
+    new_id = int(created[0])
+    conn.execute("UPDATE group_hashes SET issue_id = %s WHERE project_id = %s AND issue_id = %s"
+                 " AND hash = ANY(%s)", (new_id, project_id, issue_id, list(hashes)))
+    conn.execute("UPDATE issues SET times_seen = greatest(times_seen - %s, 0) WHERE id = %s",
+                 (moved_events, issue_id))
+    add_activity(conn, issue_id, project_id, "unmerge_source",
+                 {"hashes": list(hashes), "issue": str(new_id)}, actor)
+    add_activity(conn, new_id, project_id, "unmerge_destination",
+                 {"hashes": list(hashes), "issue": str(issue_id)}, actor)
+    return new_id

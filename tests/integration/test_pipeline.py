@@ -437,3 +437,39 @@ def test_fingerprint_rules_set_through_the_api_regroup_new_events(
                        headers=auth).json()
     assert hashlib.md5(b"database-failure").hexdigest() in {h["id"] for h in hashes}
     httpx.put(url, headers=auth, json={"fingerprintingRules": ""})
+
+
+def test_unmerge_moves_chosen_hashes_and_their_events_to_a_new_issue(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    titles = [f"UnmergeA{marker}: a", f"UnmergeB{marker}: b"]
+    events = [{**corpus_event(corpus_dir), "exception": {"values": [
+        {"type": t.split(":")[0], "value": t.split(": ")[1]}]}} for t in titles]
+    for event, times in zip(events, (2, 1), strict=True):
+        for _ in range(times):
+            send_release(crashray, event, "shop@1")
+    a = wait_until(lambda: issue_with_count(crashray, titles[0], 2), 15, "issue A")
+    b = wait_until(lambda: issue_with_count(crashray, titles[1], 1), 15, "issue B")
+    auth = {"Authorization": f"Bearer {crashray.info.api_token}"}
+    b_hashes = [h["id"] for h in httpx.get(
+        f"{crashray.base_url}/api/0/issues/{b['id']}/hashes/", headers=auth).json()]
+    assert bulk_put(crashray, [a["id"], b["id"]], {"merge": 1}).status_code == 200
+    wait_until(lambda: issue_with_count(crashray, titles[0], 3), 15, "the merge")
+    query = "&".join(f"id={h}" for h in b_hashes)
+    url = f"{crashray.base_url}/api/0/issues/{a['id']}/hashes/?{query}"
+    assert httpx.delete(url, headers={"Authorization": f"Bearer {other_tenant_token(crashray)}"}
+                        ).status_code == 404
+    split = httpx.delete(url, headers=auth)
+    assert split.status_code == 202 and split.json()["events"] == 1
+    new_id = split.json()["issue"]
+    assert issue_with_count(crashray, titles[0], 2) is not None
+    groups = {e["title"]: e["groupID"] for e in api_get(crashray, "events/?limit=100")
+              if e["title"] in titles}
+    assert groups == {titles[0]: a["id"], titles[1]: new_id}
+    send_release(crashray, events[1], "shop@1")  # B's errors now land in the new issue
+    wait_until(lambda: next((i for i in api_get(crashray, "issues/")
+                             if i["id"] == new_id and i["count"] == "2"), None), 15,
+               "the new issue to count the next B event")
+    everything = httpx.delete(f"{crashray.base_url}/api/0/issues/{new_id}/hashes/?{query}",
+                              headers=auth)
+    assert everything.status_code == 400  # all of an issue's hashes cannot leave it
