@@ -82,10 +82,9 @@ class Api:
 
     def user_counts(self, project: ProjectRef, issue_ids: list[int]) -> dict[int, int]:
         with self.pool.connection() as conn:
-            groups = issue_store.absorbed_issues(conn, project.id, issue_ids)
-        issue_of_group = {g: i for i, gs in groups.items() for g in gs}
+            issue_of_hash = issue_store.hashes_of_issues(conn, project.id, issue_ids)
         counts: dict[int, int] = self.clickhouse.user_counts(
-            project.organization_id, project.id, issue_of_group)
+            project.organization_id, project.id, issue_of_hash)
         return counts
 
     def issue_json(self, project: ProjectRef, r: issue_store.IssueRow) -> dict[str, Any]:

@@ -155,24 +155,26 @@ class ClickHouseStore:
         return str(rows[0][0]) if rows else None
 
     def user_counts(self, organization_id: int, project_id: int,
-                    issue_of_group: Mapping[int, int]) -> dict[int, int]:
+                    issue_of_hash: Mapping[str, int]) -> dict[int, int]:
         """Distinct users per issue, identified as Sentry's ``sentry:user`` tag does: by id,
-        else e-mail, else username, else IP address. ``issue_of_group`` maps every group id
-        to count (merged ones included) to the issue it belongs to."""
-        if not issue_of_group:
+        else e-mail, else username, else IP address. ``issue_of_hash`` maps the grouping
+        hashes of the issues to them: events count for the issue of their primary hash, so
+        merges and unmerges need no rewrite of ClickHouse rows."""
+        if not issue_of_hash:
             return {}
-        groups = list(issue_of_group)
+        hashes = list(issue_of_hash)
         rows = self._client.query(
-            "SELECT transform(group_id, {groups:Array(UInt64)}, {issues:Array(UInt64)},"
-            " group_id) AS issue, uniqExactIf(u, u != '') FROM (SELECT group_id, multiIf("
+            "SELECT transform(h, {hashes:Array(String)}, {issues:Array(UInt64)},"
+            " toUInt64(0)) AS issue, uniqExactIf(u, u != '') FROM (SELECT"
+            " toString(primary_hash) AS h, multiIf("
             " user_id != '', concat('id:', user_id), user_email != '',"
             " concat('email:', user_email), user_username != '',"
             " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), '')"
             " AS u FROM events WHERE organization_id = {org:UInt64}"
-            " AND project_id = {project:UInt64} AND group_id IN {groups:Array(UInt64)})"
-            " GROUP BY issue",
-            parameters={"org": organization_id, "project": project_id, "groups": groups,
-                        "issues": [issue_of_group[g] for g in groups]}).result_rows
+            " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
+            " {hashes:Array(String)}) GROUP BY issue",
+            parameters={"org": organization_id, "project": project_id, "hashes": hashes,
+                        "issues": [issue_of_hash[h] for h in hashes]}).result_rows
         return {int(r[0]): int(r[1]) for r in rows}
 
     def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]

@@ -375,16 +375,12 @@ def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, 
     return True
 
 
-def absorbed_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
-                    ) -> dict[int, list[int]]:
-    """For each of ``issue_ids``: itself and the issues merged into it (their ClickHouse rows
-    keep the old group ids)."""
-    groups: dict[int, list[int]] = {i: [i] for i in issue_ids}
-    rows = conn.execute("SELECT id, merged_into FROM issues WHERE project_id = %s"
-                        " AND merged_into = ANY(%s)", (project_id, list(issue_ids))).fetchall()
-    for child, parent in rows:
-        groups[int(parent)].append(int(child))
-    return groups
+def hashes_of_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
+                     ) -> dict[str, int]:
+    """Every grouping hash of the given issues, with the issue it belongs to."""
+    rows = conn.execute("SELECT hash, issue_id FROM group_hashes WHERE project_id = %s"
+                        " AND issue_id = ANY(%s)", (project_id, list(issue_ids))).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def issues_of_hashes(conn: psycopg.Connection[Any], project_id: int, hashes: Sequence[str]
