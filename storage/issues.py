@@ -45,8 +45,7 @@ def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
     An event joins the issue of the first of its hashes that already exists. New hashes are
     created under a per-hash advisory lock, so concurrent consumers create exactly one
     issue for a new hash."""
-    known = _known_hashes(conn, candidates)
-    tombstoned = _tombstoned(conn, candidates)
+    known, tombstoned = _hash_states(conn, candidates)
     result: list[int | None] = []
     unlinked: list[tuple[int, str, int, str]] = []
     for candidate in candidates:
@@ -81,34 +80,24 @@ def _link_hashes(conn: psycopg.Connection[Any], rows: Sequence[tuple[int, str, i
             " ON CONFLICT DO NOTHING", (projects, hashes, issues, configs))
 
 
-def _tombstoned(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
-                ) -> set[tuple[int, str]]:
+def _hash_states(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
+                 ) -> tuple[dict[tuple[int, str], int], set[tuple[int, str]]]:
+    """For every (project, hash) of the candidates: the issue it belongs to, if any, and
+    whether it is tombstoned (its issue was deleted) — one query for both."""
     pairs = {(c.project_id, h) for c in candidates for h in c.hashes}
     if not pairs:
-        return set()
+        return {}, set()
     projects, hashes = zip(*pairs, strict=True)
     with conn.transaction():
         rows = conn.execute(
-            "SELECT t.project_id, t.hash FROM group_tombstones t"
-            " JOIN unnest(%s::bigint[], %s::text[]) AS k(project_id, hash)"
-            " ON t.project_id = k.project_id AND t.hash = k.hash",
+            "SELECT k.project_id, k.hash, g.issue_id, t.hash IS NOT NULL"
+            " FROM unnest(%s::bigint[], %s::text[]) AS k(project_id, hash)"
+            " LEFT JOIN group_hashes g ON g.project_id = k.project_id AND g.hash = k.hash"
+            " LEFT JOIN group_tombstones t ON t.project_id = k.project_id AND t.hash = k.hash"
+            " WHERE g.issue_id IS NOT NULL OR t.hash IS NOT NULL",
             (list(projects), list(hashes))).fetchall()
-    return {(int(r[0]), str(r[1])) for r in rows}
-
-
-def _known_hashes(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
-                  ) -> dict[tuple[int, str], int]:
-    pairs = {(c.project_id, h) for c in candidates for h in c.hashes}
-    if not pairs:
-        return {}
-    projects, hashes = zip(*pairs, strict=True)
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT g.project_id, g.hash, g.issue_id FROM group_hashes g"
-            " JOIN unnest(%s::bigint[], %s::text[]) AS k(project_id, hash)"
-            " ON g.project_id = k.project_id AND g.hash = k.hash",
-            (list(projects), list(hashes))).fetchall()
-    return {(int(r[0]), str(r[1])): int(r[2]) for r in rows}
+    known = {(int(r[0]), str(r[1])): int(r[2]) for r in rows if r[2] is not None}
+    return known, {(int(r[0]), str(r[1])) for r in rows if r[3]}
 
 
 def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:

@@ -321,17 +321,24 @@ def bulk_put(c: RunningCrashray, ids: list[str], body: object, token: str | None
                      timeout=10)
 
 
-def test_merged_issues_keep_one_count_and_new_events_land_in_the_survivor(
-        crashray: RunningCrashray, corpus_dir: Path) -> None:
+def two_issues(c: RunningCrashray, corpus_dir: Path, prefix: str
+               ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Issue A with two events and issue B with one: (titles, events, A, B)."""
     marker = uuid.uuid4().hex[:8]
-    titles = [f"MergeA{marker}: a", f"MergeB{marker}: b"]
+    titles = [f"{prefix}A{marker}: a", f"{prefix}B{marker}: b"]
     events = [{**corpus_event(corpus_dir), "exception": {"values": [
         {"type": t.split(":")[0], "value": t.split(": ")[1]}]}} for t in titles]
     for event, times in zip(events, (2, 1), strict=True):
         for _ in range(times):
-            send_release(crashray, event, "shop@1")
-    a = wait_until(lambda: issue_with_count(crashray, titles[0], 2), 15, "issue A")
-    b = wait_until(lambda: issue_with_count(crashray, titles[1], 1), 15, "issue B")
+            send_release(c, event, "shop@1")
+    a = wait_until(lambda: issue_with_count(c, titles[0], 2), 15, "issue A")
+    b = wait_until(lambda: issue_with_count(c, titles[1], 1), 15, "issue B")
+    return titles, events, a, b
+
+
+def test_merged_issues_keep_one_count_and_new_events_land_in_the_survivor(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    titles, events, a, b = two_issues(crashray, corpus_dir, "Merge")
     other = other_tenant_token(crashray)
     assert bulk_put(crashray, [a["id"], b["id"]], {"merge": 1}, token=other).status_code == 404
     merged = bulk_put(crashray, [a["id"], b["id"]], {"merge": 1})
@@ -441,15 +448,7 @@ def test_fingerprint_rules_set_through_the_api_regroup_new_events(
 
 def test_unmerge_moves_chosen_hashes_and_their_events_to_a_new_issue(
         crashray: RunningCrashray, corpus_dir: Path) -> None:
-    marker = uuid.uuid4().hex[:8]
-    titles = [f"UnmergeA{marker}: a", f"UnmergeB{marker}: b"]
-    events = [{**corpus_event(corpus_dir), "exception": {"values": [
-        {"type": t.split(":")[0], "value": t.split(": ")[1]}]}} for t in titles]
-    for event, times in zip(events, (2, 1), strict=True):
-        for _ in range(times):
-            send_release(crashray, event, "shop@1")
-    a = wait_until(lambda: issue_with_count(crashray, titles[0], 2), 15, "issue A")
-    b = wait_until(lambda: issue_with_count(crashray, titles[1], 1), 15, "issue B")
+    titles, events, a, b = two_issues(crashray, corpus_dir, "Unmerge")
     auth = {"Authorization": f"Bearer {crashray.info.api_token}"}
     b_hashes = [h["id"] for h in httpx.get(
         f"{crashray.base_url}/api/0/issues/{b['id']}/hashes/", headers=auth).json()]
