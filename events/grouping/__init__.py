@@ -122,7 +122,9 @@ def group_hashes_for_event(
 ) -> GroupingResult:
     """Group hashes of a Relay-normalised event.
 
-    ``rules.fingerprint`` (parsed project fingerprint rules, §6.7): the first matching rule's
+    ``rules.stacktrace`` (parsed stack-trace rules, §6.8) is applied first (a new event; the
+    input is not mutated): it may flip ``in_app`` and mark frames non-contributing.
+    ``rules.fingerprint`` (parsed project fingerprint rules, §6.7): then the first matching rule's
     fingerprint replaces the event's before the grouping version runs. Anything else in
     ``rules`` (stack-trace rules, unparsed texts) raises ``NotImplementedError``.
     Raises ``ValueError`` for an unknown ``config``, naming the known ones.
@@ -133,11 +135,14 @@ def group_hashes_for_event(
         raise ValueError(f"grouping config {config!r} is unknown; known configs: {known}")
     if not isinstance(event, Mapping):
         event = {}
+    if rules is not None and rules.stacktrace is not None:
+        event = rules.stacktrace.apply(event)
     matched = _matched_fingerprint_rule(event, rules)
     if matched is not None:
         event = {**event, "fingerprint": list(matched.fingerprint)}
     if rules is not None:
-        rules = replace(rules, fingerprint=None)  # applied above; the version refuses the rest
+        # Applied above; the version refuses the rest.
+        rules = replace(rules, fingerprint=None, stacktrace=None)
     variants = grouping_config.variants_for_event(event, rules)
     ordered = {name: variants[name] for name in sorted(variants, key=_variant_rank)}
     title = None

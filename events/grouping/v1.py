@@ -230,7 +230,10 @@ def _function_component(
 def _frame_exclusion_hint(
     frame: Mapping[str, Any], platform: str, previous: Mapping[str, Any] | None
 ) -> str | None:
-    """Whole-frame exclusions of §6.5: JS eval/native-code frames and recursion."""
+    """Whole-frame exclusions of §6.5: JS eval/native-code frames and recursion; and frames
+    excluded by a stack-trace rule (§6.8, private key ``"_group": False``)."""
+    if frame.get("_group") is False:
+        return "ignored by stack trace rule"
     js_eval_or_native = (
         _function_name(frame, platform) == "eval"
         or as_str(frame.get("abs_path")) in _JS_NATIVE_PATHS
