@@ -26,8 +26,7 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
-from events.grouping.fingerprint_rules import FingerprintRuleError, parse_fingerprint_rules
-from events.grouping.rules import GroupingRules
+from events.grouping.rules import GroupingRules, grouping_rules_from_text
 from events.lifecycle import IssueState, NewEvent, transition_after_events
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
@@ -155,13 +154,15 @@ class BatchConsumer:
             return
         with self._conn.transaction():
             configs = scrubbing_configs(self._conn, stale)
-            rows = self._conn.execute("SELECT id, grouping_config, fingerprinting_rules FROM"
-                                      " projects WHERE id = ANY(%s)", (stale,)).fetchall()
+            rows = self._conn.execute(
+                "SELECT id, grouping_config, fingerprinting_rules, grouping_enhancements"
+                " FROM projects WHERE id = ANY(%s)", (stale,)).fetchall()
         for project_id, config in configs.items():
             self._processor.set_scrubbing(project_id, config)
-        for project_id, grouping_config, rules_text in rows:
+        for project_id, grouping_config, fingerprint_text, stacktrace_text in rows:
             self._processor.set_grouping(int(project_id), ProjectGrouping(
-                str(grouping_config), _fingerprint_rules(int(project_id), str(rules_text))))
+                str(grouping_config),
+                _grouping_rules(int(project_id), str(fingerprint_text), str(stacktrace_text))))
         for p in stale:
             self._settings_loaded_at[p] = now
 
@@ -239,15 +240,14 @@ def _release(p: ProcessedEvent) -> str | None:
     return release if isinstance(release, str) and release else None
 
 
-def _fingerprint_rules(project_id: int, text: str) -> GroupingRules | None:
-    if not text.strip():
-        return None
+def _grouping_rules(project_id: int, fingerprint_text: str, stacktrace_text: str
+                    ) -> GroupingRules | None:
     try:
-        return GroupingRules(fingerprint=parse_fingerprint_rules(text))
-    except FingerprintRuleError as exc:
+        return grouping_rules_from_text(fingerprint_text, stacktrace_text)
+    except ValueError as exc:
         # The API validates rules before storing them; rules edited in the database by hand
         # that no longer parse are skipped (logged) rather than stopping the project's events.
-        log.error("project %s: fingerprint rules ignored: %s", project_id, exc)
+        log.error("project %s: grouping rules ignored: %s", project_id, exc)
         return None
 
 

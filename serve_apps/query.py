@@ -21,8 +21,9 @@ from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
 from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
-from events.grouping.fingerprint_rules import FingerprintRuleError, parse_fingerprint_rules
-from events.grouping.rules import GroupingRules
+from events.grouping.fingerprint_rules import parse_fingerprint_rules
+from events.grouping.rules import grouping_rules_from_text
+from events.grouping.stacktrace_rules import parse_stacktrace_rules
 from events.lifecycle import (
     ACTIVITY_FOR_STATUS,
     InvalidStatusUpdate,
@@ -232,22 +233,22 @@ class Api:
         if body is None:
             raise HTTPException(404, "Event not found")
         settings = self.project_settings(project)
-        rules_text = settings["fingerprintingRules"]
-        rules = GroupingRules(fingerprint=parse_fingerprint_rules(rules_text)) \
-            if rules_text.strip() else None
+        rules = grouping_rules_from_text(settings["fingerprintingRules"],
+                                         settings["groupingEnhancements"])
         return group_hashes_for_event(orjson.loads(body), settings["groupingConfig"],
                                       rules=rules).to_json_dict()
 
     def project_settings(self, project: ProjectRef) -> dict[str, Any]:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT name, platform, grouping_config, fingerprinting_rules,"
-                               " date_added FROM projects WHERE id = %s",
+                               " date_added, grouping_enhancements FROM projects WHERE id = %s",
                                (project.id,)).fetchone()
         if row is None:
             raise HTTPException(404, "The requested resource does not exist")
         return {"id": str(project.id), "slug": project.slug, "name": row[0],
                 "platform": row[1], "groupingConfig": row[2] or DEFAULT_GROUPING_CONFIG,
-                "fingerprintingRules": row[3], "dateCreated": iso(row[4]),
+                "fingerprintingRules": row[3], "groupingEnhancements": row[5],
+                "dateCreated": iso(row[4]),
                 "organization": {"slug": project.organization_slug}}
 
     def update_project(self, scope: TokenScope, project: ProjectRef, body: Any
@@ -256,16 +257,23 @@ class Api:
             raise HTTPException(403, "this token lacks the scope project:write")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        rules = body.get("fingerprintingRules")
-        if rules is not None:
+        updates: dict[str, str] = {}
+        for field, column, parse in (
+                ("fingerprintingRules", "fingerprinting_rules", parse_fingerprint_rules),
+                ("groupingEnhancements", "grouping_enhancements", parse_stacktrace_rules)):
+            rules = body.get(field)
+            if rules is None:
+                continue
             if not isinstance(rules, str):
-                raise HTTPException(400, "fingerprintingRules must be text, one rule a line")
+                raise HTTPException(400, f"{field} must be text, one rule a line")
             try:
-                parse_fingerprint_rules(rules)
-            except FingerprintRuleError as exc:
-                raise HTTPException(400, f"fingerprintingRules: {exc}") from exc
-            with self.pool.connection() as conn:
-                conn.execute("UPDATE projects SET fingerprinting_rules = %s WHERE id = %s",
+                parse(rules)
+            except ValueError as exc:  # both parsers' errors name the line and column
+                raise HTTPException(400, f"{field}: {exc}") from exc
+            updates[column] = rules
+        with self.pool.connection() as conn, conn.transaction():  # all or nothing
+            for column, rules in updates.items():  # column names from the fixed list above
+                conn.execute(f"UPDATE projects SET {column} = %s WHERE id = %s",
                              (rules, project.id))
         return self.project_settings(project)
 

@@ -64,3 +64,19 @@ def require_no_rules(rules: GroupingRules | None) -> None:
         "group_hashes_for_event, not by a grouping version; "
         "call group_hashes_for_event(event, rules=...)"
     )
+
+
+def grouping_rules_from_text(fingerprint_text: str, stacktrace_text: str
+                             ) -> GroupingRules | None:
+    """A project's rules from its two settings (Sentry's "Fingerprint Rules" and "Stack Trace
+    Rules"); None when both are empty. Raises the parsers' errors (``ValueError`` subclasses
+    naming the line and column)."""
+    from events.grouping.fingerprint_rules import parse_fingerprint_rules
+    from events.grouping.stacktrace_rules import parse_stacktrace_rules
+
+    if not fingerprint_text.strip() and not stacktrace_text.strip():
+        return None
+    return GroupingRules(
+        fingerprint=parse_fingerprint_rules(fingerprint_text) if fingerprint_text.strip()
+        else None,
+        stacktrace=parse_stacktrace_rules(stacktrace_text) if stacktrace_text.strip() else None)

@@ -472,3 +472,28 @@ def test_unmerge_moves_chosen_hashes_and_their_events_to_a_new_issue(
     everything = httpx.delete(f"{crashray.base_url}/api/0/issues/{new_id}/hashes/?{query}",
                               headers=auth)
     assert everything.status_code == 400  # all of an issue's hashes cannot leave it
+
+
+def test_stack_trace_rules_set_through_the_api_stop_frames_from_splitting_issues(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    marker = uuid.uuid4().hex[:8]
+    url = f"{crashray.base_url}/api/0/projects/crashray/default/"
+    auth = {"Authorization": f"Bearer {crashray.info.api_token}"}
+    bad = httpx.put(url, headers=auth, json={"groupingEnhancements": "function:x +sideways"})
+    assert bad.status_code == 400
+    assert bad.json()["detail"].startswith("groupingEnhancements: line 1")
+    saved = httpx.put(url, headers=auth, json={
+        "groupingEnhancements": f"function:retry_{marker}_* -group"})
+    assert saved.status_code == 200
+    time.sleep(1.0)  # consumers re-read project settings every project_settings_refresh_s
+    title = f"Frames{marker}: timeout"
+    for attempt in ("first", "second"):  # different retry wrappers, same failure
+        event = {**corpus_event(corpus_dir), "exception": {"values": [{
+            "type": f"Frames{marker}", "value": "timeout", "stacktrace": {"frames": [
+                {"function": f"retry_{marker}_{attempt}", "module": "shop.retry", "in_app": True},
+                {"function": "charge", "module": "shop.billing", "in_app": True}]}}]}}
+        send_release(crashray, event, "shop@1")
+    issue = wait_until(lambda: issue_with_count(crashray, title, 2), 15,
+                       "both events in one issue")
+    assert issue["title"] == title
+    httpx.put(url, headers=auth, json={"groupingEnhancements": ""})
