@@ -36,6 +36,7 @@ __all__ = [
     "Matcher",
     "parse_fingerprint_rules",
     "resolve_title",
+    "rule_lines",
 ]
 
 
@@ -520,16 +521,22 @@ class _LineParser:
         return _unescape(self.read_quoted())
 
 
-def parse_fingerprint_rules(text: str) -> FingerprintRules:
-    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``."""
-    rules: list[FingerprintRule] = []
+def rule_lines(text: str) -> Iterator[tuple[int, str, int]]:
+    """(line number, line, where its rule starts) of every rule line: blank lines and ``#``
+    comments are skipped, as in both of Sentry's rule languages."""
     for number, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.rstrip()
         stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
+        if stripped and not stripped.startswith("#"):
+            yield number, line, len(line) - len(stripped)
+
+
+def parse_fingerprint_rules(text: str) -> FingerprintRules:
+    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``."""
+    rules: list[FingerprintRule] = []
+    for number, line, start in rule_lines(text):
         parser = _LineParser(line, number)
-        parser.pos = len(line) - len(stripped)
+        parser.pos = start
         rules.append(parser.parse_rule())
     return FingerprintRules(tuple(rules))
 

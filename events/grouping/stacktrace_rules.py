@@ -36,7 +36,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from events.grouping.fingerprint_rules import FingerprintRuleError, Matcher, _LineParser
+from events.grouping.fingerprint_rules import (
+    FingerprintRuleError,
+    Matcher,
+    _LineParser,
+    rule_lines,
+)
 from events.grouping.shape import as_mapping, as_str
 
 __all__ = [
@@ -266,12 +271,8 @@ class _RuleParser(_LineParser):
 def parse_stacktrace_rules(text: str) -> StacktraceRules:
     """Parse a project's stack-trace rules text; raises ``StacktraceRuleError``."""
     rules: list[StacktraceRule] = []
-    for number, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line.rstrip()
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
+    for number, line, start in rule_lines(text):
         parser = _RuleParser(line, number)
-        parser.pos = len(line) - len(stripped)
+        parser.pos = start
         rules.append(parser.parse_stacktrace_rule())
     return StacktraceRules(tuple(rules))
