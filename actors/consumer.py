@@ -27,7 +27,7 @@ import ray
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
-from events.lifecycle import IssueState, NewEvent, transition_after_events
+from events.lifecycle import IssueState, NewEvent, needs_user_count, transition_after_events
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
     EventRow,
@@ -186,7 +186,7 @@ class BatchConsumer:
                                             _release(r.processed)) for r in rows]
         with self._conn.transaction():
             new_by_issue = issue_store.record_events(self._conn, counted)
-            self._apply_lifecycle(new_by_issue)
+            self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id for r in rows})
             pg_queue.delete(self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
             for item, error in plan.invalid:
                 pg_queue.dead_letter(self._conn, _claimed(item), error)
@@ -199,17 +199,27 @@ class BatchConsumer:
                     log.warning("queue item %s failed (attempt %s), will retry: %s",
                                 item.queue_id, item.attempts, error)
 
-    def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]]) -> None:
+    def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]],
+                         org_of_project: dict[int, int]) -> None:
         """Reopen resolved or ignored issues that new events concern (inside the batch's
         transaction, so the counts and the state change commit together)."""
         for issue in issue_store.settled_issues(self._conn, list(new_by_issue)):
+            users = self._users(issue, org_of_project[issue.project_id]) \
+                if needs_user_count(issue.status_details) else None
             transition = transition_after_events(
-                IssueState(issue.status, issue.status_details, issue.times_seen),
+                IssueState(issue.status, issue.status_details, issue.times_seen, users),
                 [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
             if transition is not None:
                 issue_store.set_status(self._conn, issue.project_id, issue.id,
                                        transition.status, transition.substatus, {},
                                        transition.activity, transition.data, "crashray")
+
+    def _users(self, issue: issue_store.IssueStatus, organization_id: int) -> int:
+        """Distinct users of an issue now (this batch's events are already in ClickHouse)."""
+        hashes = issue_store.hashes_of_issues(self._conn, issue.project_id, [issue.id])
+        counts: dict[int, int] = self._store.user_counts(organization_id, issue.project_id,
+                                                         hashes)
+        return counts.get(issue.id, 0)
 
     def prune_if_due(self) -> int:
         """Forget counted event ids older than the de-duplication window, every

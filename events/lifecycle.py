@@ -7,10 +7,11 @@ The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing``, ``regre
   ``compare_version``) reopens the issue; ``inNextRelease: true`` means "in the release after
   the latest one this issue has seen", so events of that latest or older releases do not.
   A plain resolve reopens on any new event.
-* ignored ``ignoreCount: N``: unignored after N more events; ``ignoreUntil: <ISO time>``:
-  unignored by the first event after that time. Plain ignore lasts forever.
+* ignored ``ignoreCount: N``: unignored after N more events; ``ignoreUserCount: N``: after
+  N more distinct users; ``ignoreUntil: <ISO time>``: by the first event after that time.
+  Plain ignore lasts forever.
 
-User-count and windowed ignores are refused with a clear error, not approximated.
+Windowed ignores are refused with a clear error, not approximated.
 
     LifecycleError                 (base)
     └── InvalidStatusUpdate        the request body asks for something unknown or unsupported
@@ -29,7 +30,7 @@ from sentry_relay.processing import compare_version
 STATUSES = ("unresolved", "resolved", "ignored")
 #: Sentry's API also says "muted"/"archived" for ignored.
 STATUS_ALIASES = {"muted": "ignored", "archived": "ignored"}
-UNSUPPORTED_DETAILS = ("inCommit", "ignoreUserCount", "ignoreDuration", "ignoreWindow",
+UNSUPPORTED_DETAILS = ("inCommit", "ignoreDuration", "ignoreWindow",
                        "ignoreUserWindow", "ignoreUntilEscalating")
 #: Activity types, named as Sentry's activity log names them.
 ACTIVITY_FOR_STATUS = {"resolved": "set_resolved", "unresolved": "set_unresolved",
@@ -63,11 +64,12 @@ def _details(status: str, details: Mapping[str, Any]) -> dict[str, Any]:
     if unsupported:
         raise InvalidStatusUpdate(
             f'"statusDetails.{unsupported[0]}" is not supported yet; see the docs for the'
-            " supported ones (inRelease, inNextRelease, ignoreCount, ignoreUntil)")
+            " supported ones (inRelease, inNextRelease, ignoreCount, ignoreUserCount,"
+            " ignoreUntil)")
     allowed = {"resolved": ("inRelease", "inNextRelease"),
-               "ignored": ("ignoreCount", "ignoreUntil")}.get(status, ())
-    misplaced = [k for k in ("inRelease", "inNextRelease", "ignoreCount", "ignoreUntil")
-                 if details.get(k) and k not in allowed]
+               "ignored": ("ignoreCount", "ignoreUserCount", "ignoreUntil")}.get(status, ())
+    misplaced = [k for k in ("inRelease", "inNextRelease", "ignoreCount", "ignoreUserCount",
+                             "ignoreUntil") if details.get(k) and k not in allowed]
     if misplaced:
         raise InvalidStatusUpdate(f'"statusDetails.{misplaced[0]}" does not go with'
                                   f' status {status!r}')
@@ -79,13 +81,14 @@ def _checked(key: str, value: Any) -> Any:
         return value
     if key == "inNextRelease" and value is True:
         return True
-    if key == "ignoreCount" and isinstance(value, int) and not isinstance(value, bool) \
-            and value > 0:
+    if key in ("ignoreCount", "ignoreUserCount") and isinstance(value, int) \
+            and not isinstance(value, bool) and value > 0:
         return value
     if key == "ignoreUntil" and isinstance(value, str) and _parse_time(value) is not None:
         return _parse_time(value).isoformat()  # type: ignore[union-attr]
     expected = {"inRelease": "a release name", "inNextRelease": "true",
                 "ignoreCount": "a positive whole number",
+                "ignoreUserCount": "a positive whole number",
                 "ignoreUntil": "an ISO 8601 time"}[key]
     raise InvalidStatusUpdate(f'"statusDetails.{key}" must be {expected}; got {value!r}')
 
@@ -109,9 +112,10 @@ def parse_status_update(body: Mapping[str, Any]) -> StatusUpdate:
     return StatusUpdate(status, _details(status, details))
 
 
-def stored_details(update: StatusUpdate, times_seen: int, last_release: str | None
-                   ) -> dict[str, Any]:
-    """What to keep with the new state: the thresholds, fixed at the time of the change."""
+def stored_details(update: StatusUpdate, times_seen: int, last_release: str | None,
+                   users: int = 0) -> dict[str, Any]:
+    """What to keep with the new state: the thresholds, fixed at the time of the change
+    (``users``: the issue's distinct users then)."""
     details = dict(update.details)
     if details.pop("inNextRelease", False):
         details["inNextRelease"] = True
@@ -119,7 +123,14 @@ def stored_details(update: StatusUpdate, times_seen: int, last_release: str | No
             details["inRelease"] = last_release
     if "ignoreCount" in details:
         details["ignoreCountBase"] = times_seen
+    if "ignoreUserCount" in details:
+        details["ignoreUserCountBase"] = users
     return details
+
+
+def needs_user_count(details: Mapping[str, Any]) -> bool:
+    """Whether deciding on this state needs the issue's current distinct user count."""
+    return isinstance(details.get("ignoreUserCount"), int)
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,8 @@ class IssueState:
     status: str
     details: Mapping[str, Any]
     times_seen: int
+    #: Distinct users now; only looked up when ``needs_user_count(details)``.
+    users: int | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +207,11 @@ def _unignore(state: IssueState, events: Sequence[NewEvent]) -> Transition | Non
             "ignoreCountBase", 0) + count:
         return Transition("unresolved", "escalating", "set_unresolved",
                           {"reason": "ignoreCount", "ignoreCount": count})
+    user_count = state.details.get("ignoreUserCount")
+    if isinstance(user_count, int) and state.users is not None and state.users >= \
+            state.details.get("ignoreUserCountBase", 0) + user_count:
+        return Transition("unresolved", "escalating", "set_unresolved",
+                          {"reason": "ignoreUserCount", "ignoreUserCount": user_count})
     until = state.details.get("ignoreUntil")
     limit = _parse_time(until) if isinstance(until, str) else None
     if limit is not None and any(e.timestamp >= limit for e in events):

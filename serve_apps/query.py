@@ -167,7 +167,9 @@ class Api:
                 row = issue_store.get_issue(conn, project.id, issue_id)
                 if row is None or row.merged_into is not None:
                     continue
-                details = stored_details(update, row.times_seen, row.last_release)
+                users = self.user_counts(project, [row.id]).get(row.id, 0) \
+                    if "ignoreUserCount" in update.details else 0
+                details = stored_details(update, row.times_seen, row.last_release, users)
                 issue_store.set_status(
                     conn, project.id, row.id, update.status,
                     "ongoing" if update.status == "unresolved" else None, details,
@@ -204,7 +206,9 @@ class Api:
             update = parse_status_update(body)
         except InvalidStatusUpdate as exc:
             raise HTTPException(400, str(exc)) from exc
-        details = stored_details(update, row.times_seen, row.last_release)
+        users = self.user_counts(project, [row.id]).get(row.id, 0) \
+            if "ignoreUserCount" in update.details else 0
+        details = stored_details(update, row.times_seen, row.last_release, users)
         substatus = "ongoing" if update.status == "unresolved" else None
         with self.pool.connection() as conn, conn.transaction():
             issue_store.set_status(conn, project.id, row.id, update.status, substatus, details,

@@ -253,9 +253,9 @@ def test_issue_updates_are_validated_and_scoped(crashray: RunningCrashray,
     issue = wait_until(lambda: issue_titled(crashray, f"Scoped{marker}: x"), 15, "issue")
     bogus = put_issue(crashray, issue["id"], {"status": "fixed"})
     assert bogus.status_code == 400 and "unresolved, resolved, ignored" in bogus.json()["detail"]
-    users = put_issue(crashray, issue["id"], {"status": "ignored",
-                                              "statusDetails": {"ignoreUserCount": 5}})
-    assert users.status_code == 400 and "ignoreUserCount" in users.json()["detail"]
+    window = put_issue(crashray, issue["id"], {"status": "ignored",
+                                               "statusDetails": {"ignoreWindow": 60}})
+    assert window.status_code == 400 and "ignoreWindow" in window.json()["detail"]
     assert put_issue(crashray, issue["id"], {"status": "ignored"},
                      token=other_tenant_token(crashray)).status_code == 404
     from storage import postgres
@@ -497,3 +497,26 @@ def test_stack_trace_rules_set_through_the_api_stop_frames_from_splitting_issues
                        "both events in one issue")
     assert issue["title"] == title
     httpx.put(url, headers=auth, json={"groupingEnhancements": ""})
+
+
+def test_ignored_until_two_more_users_comes_back_with_the_second_new_user(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    title = f"IgnoreUsers{uuid.uuid4().hex[:8]}: noisy"
+
+    def send_as(user_id: str) -> None:
+        send_release(crashray, {**corpus_event(corpus_dir), "user": {"id": user_id},
+                                "exception": {"values": [{"type": title.split(":")[0],
+                                                          "value": "noisy"}]}}, "shop@1")
+
+    send_as("ada")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    assert put_issue(crashray, issue["id"], {"status": "ignored", "statusDetails": {
+        "ignoreUserCount": 2}}).json()["statusDetails"]["ignoreUserCountBase"] == 1
+    send_as("ada")  # a user already counted
+    send_as("bob")  # one new user
+    assert wait_until(lambda: issue_with_count(crashray, title, 3), 15, "events 2 and 3")[
+        "status"] == "ignored"
+    send_as("cy")  # the second new user
+    back = wait_until(lambda: issue_with_count(crashray, title, 4), 15, "event 4")
+    assert (back["status"], back["substatus"], back["userCount"]) == (
+        "unresolved", "escalating", 3)

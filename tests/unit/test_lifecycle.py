@@ -44,7 +44,8 @@ def test_status_updates_are_understood(body: dict[str, object], status: str,
     ({"status": 3}, "got 3"),
     ({"status": "fixed"}, "got 'fixed'"),
     ({"status": "resolved", "statusDetails": []}, '"statusDetails" must be an object'),
-    ({"status": "ignored", "statusDetails": {"ignoreUserCount": 10}}, "ignoreUserCount"),
+    ({"status": "ignored", "statusDetails": {"ignoreWindow": 60}}, "ignoreWindow"),
+    ({"status": "ignored", "statusDetails": {"ignoreUserCount": -2}}, "a positive whole number"),
     ({"status": "ignored", "statusDetails": {"ignoreCount": -1}}, "a positive whole number"),
     ({"status": "ignored", "statusDetails": {"ignoreUntil": "tomorrow"}}, "an ISO 8601 time"),
     ({"status": "ignored", "statusDetails": {"inRelease": "1.0"}}, "does not go with"),
@@ -60,6 +61,8 @@ def test_thresholds_are_fixed_when_the_state_is_set() -> None:
         == {"inNextRelease": True, "inRelease": "shop@1.4.2"}
     assert stored_details(StatusUpdate("ignored", {"ignoreCount": 5}), 7, None) \
         == {"ignoreCount": 5, "ignoreCountBase": 7}
+    assert stored_details(StatusUpdate("ignored", {"ignoreUserCount": 2}), 7, None, users=4) \
+        == {"ignoreUserCount": 2, "ignoreUserCountBase": 4}
 
 
 def event(release: str | None = None, at: dt.datetime = NOW) -> NewEvent:
@@ -102,3 +105,13 @@ def test_ignored_until_a_time_unignores_on_the_first_later_event() -> None:
 def test_ignored_forever_and_unresolved_issues_do_not_change() -> None:
     assert transition_after_events(IssueState("ignored", {}, 100), [event()]) is None
     assert transition_after_events(IssueState("unresolved", {}, 100), [event()]) is None
+
+
+def test_ignored_until_n_more_users_unignores_when_the_users_are_there() -> None:
+    details = {"ignoreUserCount": 2, "ignoreUserCountBase": 4}
+    assert transition_after_events(IssueState("ignored", details, 50, users=5), [event()]) \
+        is None
+    t = transition_after_events(IssueState("ignored", details, 51, users=6), [event()])
+    assert t is not None and t.data["reason"] == "ignoreUserCount"
+    # Without a user count (not looked up) nothing is decided from it.
+    assert transition_after_events(IssueState("ignored", details, 51), [event()]) is None
