@@ -26,6 +26,7 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
+from events.grouping.fingerprint_rules import RuleSyntaxError
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
 from events.lifecycle import IssueState, NewEvent, needs_user_count, transition_after_events
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
@@ -254,7 +255,7 @@ def _grouping_rules(project_id: int, fingerprint_text: str, stacktrace_text: str
                     ) -> GroupingRules | None:
     try:
         return grouping_rules_from_text(fingerprint_text, stacktrace_text)
-    except ValueError as exc:
+    except RuleSyntaxError as exc:
         # The API validates rules before storing them; rules edited in the database by hand
         # that no longer parse are skipped (logged) rather than stopping the project's events.
         log.error("project %s: grouping rules ignored: %s", project_id, exc)

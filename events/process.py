@@ -89,9 +89,6 @@ class EventProcessor:
         self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(  # type: ignore[attr-defined]
             dict(datascrubbing), json_dumps=_dumps, json_loads=orjson.loads)
 
-    def knows_project(self, project_id: int) -> bool:
-        return project_id in self._pii_configs
-
     def process(self, payload: bytes, ctx: ItemContext) -> ProcessedEvent:
         parse_event_json(payload)  # refuse non-objects before Relay sees them
         # Relay reads the raw bytes itself: handing it a dict would re-encode the event

@@ -21,12 +21,13 @@ from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
 from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
-from events.grouping.fingerprint_rules import parse_fingerprint_rules
+from events.grouping.fingerprint_rules import RuleSyntaxError, parse_fingerprint_rules
 from events.grouping.rules import grouping_rules_from_text
 from events.grouping.stacktrace_rules import parse_stacktrace_rules
 from events.lifecycle import (
     ACTIVITY_FOR_STATUS,
     InvalidStatusUpdate,
+    StatusUpdate,
     parse_status_update,
     stored_details,
 )
@@ -167,14 +168,7 @@ class Api:
                 row = issue_store.get_issue(conn, project.id, issue_id)
                 if row is None or row.merged_into is not None:
                     continue
-                users = self.user_counts(project, [row.id]).get(row.id, 0) \
-                    if "ignoreUserCount" in update.details else 0
-                details = stored_details(update, row.times_seen, row.last_release, users)
-                issue_store.set_status(
-                    conn, project.id, row.id, update.status,
-                    "ongoing" if update.status == "unresolved" else None, details,
-                    ACTIVITY_FOR_STATUS[update.status], {"status": update.status, **details},
-                    scope.token_name)
+                self._apply_status(conn, project, row, update, scope.token_name)
         return {"status": update.status, "statusDetails": dict(update.details)}
 
     def _merge(self, scope: TokenScope, project: ProjectRef, ids: list[int]) -> dict[str, Any]:
@@ -206,15 +200,20 @@ class Api:
             update = parse_status_update(body)
         except InvalidStatusUpdate as exc:
             raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction():
+            self._apply_status(conn, project, row, update, scope.token_name)
+        return self.issue_detail(scope, issue_id)
+
+    def _apply_status(self, conn: Any, project: ProjectRef, row: issue_store.IssueRow,
+                      update: StatusUpdate, actor: str) -> None:
+        """Set one issue's state, its thresholds fixed now (inside the caller's transaction)."""
         users = self.user_counts(project, [row.id]).get(row.id, 0) \
             if "ignoreUserCount" in update.details else 0
         details = stored_details(update, row.times_seen, row.last_release, users)
         substatus = "ongoing" if update.status == "unresolved" else None
-        with self.pool.connection() as conn, conn.transaction():
-            issue_store.set_status(conn, project.id, row.id, update.status, substatus, details,
-                                   ACTIVITY_FOR_STATUS[update.status],
-                                   {"status": update.status, **details}, scope.token_name)
-        return self.issue_detail(scope, issue_id)
+        issue_store.set_status(conn, project.id, row.id, update.status, substatus, details,
+                               ACTIVITY_FOR_STATUS[update.status],
+                               {"status": update.status, **details}, actor)
 
     def issue_hashes(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
         if "event:read" not in scope.scopes:
@@ -272,7 +271,7 @@ class Api:
                 raise HTTPException(400, f"{field} must be text, one rule a line")
             try:
                 parse(rules)
-            except ValueError as exc:  # both parsers' errors name the line and column
+            except RuleSyntaxError as exc:  # both parsers' errors name the line and column
                 raise HTTPException(400, f"{field}: {exc}") from exc
             updates[column] = rules
         with self.pool.connection() as conn, conn.transaction():  # all or nothing

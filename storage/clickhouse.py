@@ -139,13 +139,6 @@ class ClickHouseStore:
         return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
                              r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
 
-    def count_events(self, organization_id: int, project_id: int) -> int:
-        rows = self._client.query(
-            "SELECT uniqExact(event_id) FROM events WHERE organization_id = {org:UInt64}"
-            " AND project_id = {project:UInt64}",
-            parameters={"org": organization_id, "project": project_id}).result_rows
-        return int(rows[0][0])
-
     def event_body(self, organization_id: int, project_id: int, event_id: str) -> str | None:
         rows = self._client.query(
             "SELECT body FROM events WHERE organization_id = {org:UInt64} AND"
@@ -192,16 +185,6 @@ class ClickHouseStore:
             return None
         r = rows[0]
         return HashTotals(int(r[0]), _utc(r[1]), _utc(r[2]), str(r[3]), str(r[4]))
-
-    def existing_event_ids(self, project_id: int, event_ids: Sequence[str]) -> set[str]:
-        """Which of ``event_ids`` are already stored for ``project_id`` (32-hex ids)."""
-        if not event_ids:
-            return set()
-        rows = self._client.query(
-            "SELECT DISTINCT toString(event_id) FROM events WHERE project_id = {project:UInt64}"
-            " AND event_id IN {ids:Array(UUID)}",
-            parameters={"project": project_id, "ids": list(event_ids)}).result_rows
-        return {r[0].replace("-", "") for r in rows}
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """A raw read for tests and operators; callers must scope it themselves."""

@@ -142,13 +142,6 @@ def delete(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
         conn.execute("DELETE FROM ingest_queue WHERE id = ANY(%s)", (list(ids),))
 
 
-def release(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
-    """Give claimed items back at once (a consumer stopping cleanly mid-batch)."""
-    if ids:
-        conn.execute("UPDATE ingest_queue SET claimed_until = NULL, attempts = attempts - 1"
-                     " WHERE id = ANY(%s)", (list(ids),))
-
-
 def dead_letter(conn: psycopg.Connection[Any], claimed: ClaimedItem, error: str) -> None:
     """Move an item that keeps failing out of the queue, keeping all of it."""
     conn.execute(

@@ -63,6 +63,13 @@ def corpus_event(corpus_dir: Path, name: str = "python-sdk-2.75.0-exception") ->
     return event
 
 
+def error_event(corpus_dir: Path, title: str) -> dict[str, object]:
+    """The corpus event turned into an error titled ``title`` ("Type: value")."""
+    error_type, _, value = title.partition(": ")
+    return {**corpus_event(corpus_dir),
+            "exception": {"values": [{"type": error_type, "value": value}]}}
+
+
 def envelope_bytes(event: dict[str, object], event_id: str | None = None,
                    extra_items: list[tuple[dict[str, object], bytes]] = ()) -> bytes:  # type: ignore[assignment]
     """An envelope as the Python SDK frames it (item headers with length)."""

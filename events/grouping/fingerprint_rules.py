@@ -34,20 +34,26 @@ __all__ = [
     "FingerprintRules",
     "MatchedRule",
     "Matcher",
+    "RuleSyntaxError",
     "parse_fingerprint_rules",
     "resolve_title",
     "rule_lines",
 ]
 
 
-class FingerprintRuleError(ValueError):
-    """A rule text that does not parse; ``line`` and ``column`` are 1-based."""
+class RuleSyntaxError(ValueError):
+    """A rule text (either of Sentry's rule languages) that does not parse; ``line`` and
+    ``column`` are 1-based."""
 
     def __init__(self, line: int, column: int, problem: str) -> None:
         super().__init__(f"line {line}, column {column}: {problem}")
         self.line = line
         self.column = column
         self.problem = problem
+
+
+class FingerprintRuleError(RuleSyntaxError):
+    """A fingerprint rule that does not parse."""
 
 
 # --- matcher catalogue -------------------------------------------------------------------

@@ -69,8 +69,7 @@ def require_no_rules(rules: GroupingRules | None) -> None:
 def grouping_rules_from_text(fingerprint_text: str, stacktrace_text: str
                              ) -> GroupingRules | None:
     """A project's rules from its two settings (Sentry's "Fingerprint Rules" and "Stack Trace
-    Rules"); None when both are empty. Raises the parsers' errors (``ValueError`` subclasses
-    naming the line and column)."""
+    Rules"); None when both are empty. Raises ``RuleSyntaxError`` naming the line and column."""
     from events.grouping.fingerprint_rules import parse_fingerprint_rules
     from events.grouping.stacktrace_rules import parse_stacktrace_rules
 

@@ -39,6 +39,7 @@ from typing import Any, Final
 from events.grouping.fingerprint_rules import (
     FingerprintRuleError,
     Matcher,
+    RuleSyntaxError,
     _LineParser,
     rule_lines,
 )
@@ -67,14 +68,8 @@ _UNSUPPORTED_VARS: Final = frozenset({"min-frames", "invert-stacktrace", "catego
 _ACTION_HINT: Final = "+app, -app, +group, -group (optionally prefixed by ^ or v) or max-frames=N"
 
 
-class StacktraceRuleError(ValueError):
-    """A rule text that does not parse; ``line`` and ``column`` are 1-based."""
-
-    def __init__(self, line: int, column: int, problem: str) -> None:
-        super().__init__(f"line {line}, column {column}: {problem}")
-        self.line = line
-        self.column = column
-        self.problem = problem
+class StacktraceRuleError(RuleSyntaxError):
+    """A stack-trace rule that does not parse."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ import sentry_sdk
 
 from actors.clickhouse import clickhouse_store
 from tests.integration.conftest import RunningCrashray
-from tests.support import corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
+from tests.support import (
+    corpus_event,
+    envelope_bytes,
+    error_event,
+    gzip_bytes,
+    python_sdk_headers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -282,8 +289,7 @@ def issue_with_count(c: RunningCrashray, title: str, count: int) -> dict[str, An
 def test_resolved_in_next_release_ignores_old_releases_and_reopens_on_newer(
         crashray: RunningCrashray, corpus_dir: Path) -> None:
     title = f"NextRelease{uuid.uuid4().hex[:8]}: boom"
-    event = {**corpus_event(corpus_dir), "exception": {"values": [
-        {"type": title.split(":")[0], "value": "boom"}]}}
+    event = error_event(corpus_dir, title)
     send_release(crashray, event, "shop@1.4.2")
     issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
     assert put_issue(crashray, issue["id"], {"status": "resolved", "statusDetails": {
@@ -299,8 +305,7 @@ def test_resolved_in_next_release_ignores_old_releases_and_reopens_on_newer(
 def test_ignored_until_two_more_events_comes_back_at_the_second(
         crashray: RunningCrashray, corpus_dir: Path) -> None:
     title = f"IgnoreCount{uuid.uuid4().hex[:8]}: noisy"
-    event = {**corpus_event(corpus_dir), "exception": {"values": [
-        {"type": title.split(":")[0], "value": "noisy"}]}}
+    event = error_event(corpus_dir, title)
     send_release(crashray, event, "shop@1")
     issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
     assert put_issue(crashray, issue["id"], {"status": "ignored", "statusDetails": {
@@ -326,8 +331,7 @@ def two_issues(c: RunningCrashray, corpus_dir: Path, prefix: str
     """Issue A with two events and issue B with one: (titles, events, A, B)."""
     marker = uuid.uuid4().hex[:8]
     titles = [f"{prefix}A{marker}: a", f"{prefix}B{marker}: b"]
-    events = [{**corpus_event(corpus_dir), "exception": {"values": [
-        {"type": t.split(":")[0], "value": t.split(": ")[1]}]}} for t in titles]
+    events = [error_event(corpus_dir, t) for t in titles]
     for event, times in zip(events, (2, 1), strict=True):
         for _ in range(times):
             send_release(c, event, "shop@1")
