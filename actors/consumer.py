@@ -14,6 +14,7 @@ consumer re-claims them, ClickHouse collapses the duplicate rows (ReplacingMerge
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -25,10 +26,18 @@ import psycopg
 import ray
 
 from actors.clickhouse import clickhouse_store
+from actors.grouping import IssueResolver, ShardedResolver
 from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
+from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 from events.grouping.fingerprint_rules import RuleSyntaxError
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
-from events.lifecycle import IssueState, NewEvent, needs_user_count, transition_after_events
+from events.lifecycle import (
+    IssueState,
+    NewEvent,
+    counting_windows,
+    needs_user_count,
+    transition_after_events,
+)
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
     EventRow,
@@ -40,6 +49,7 @@ from events.rows import (
 )
 from storage import issues as issue_store
 from storage import queue as pg_queue
+from storage.grouping import ProjectGroupingSettings, grouping_settings
 from storage.postgres import scrubbing_configs
 
 log = logging.getLogger("crashray.consumer")
@@ -65,16 +75,22 @@ class ConsumerConfig:
     batch_wait_s: float
     dedup_window_s: float
     project_settings_refresh_s: float = 10.0
+    grouping_cache_hashes: int = 100_000
 
 
 class BatchConsumer:
     """The consumer's work without Ray: claim one batch and see it through."""
 
-    def __init__(self, config: ConsumerConfig, store: Any | None = None) -> None:
+    def __init__(self, config: ConsumerConfig, store: Any | None = None,
+                 resolver: Any | None = None) -> None:
         self.config = config
         self._conn = self._connect()
         # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
         self._store = store if store is not None else clickhouse_store(config.clickhouse_dsn)
+        # ``resolver``: hash → issue (``actors.grouping``): the grouping shards in a running
+        # instance, else a resolver of its own on this consumer's connection.
+        self._resolver = resolver if resolver is not None else IssueResolver(
+            self._conn, config.grouping_cache_hashes)
         self._processor = EventProcessor()
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
@@ -94,6 +110,8 @@ class BatchConsumer:
         """A fresh PostgreSQL connection (after a server restart or a network error)."""
         self._conn.close()
         self._conn = self._connect()
+        if isinstance(self._resolver, IssueResolver):
+            self._resolver = IssueResolver(self._conn, self.config.grouping_cache_hashes)
 
     def run_once(self) -> int:
         """Claim and finish one batch; returns the number of items claimed."""
@@ -155,21 +173,17 @@ class BatchConsumer:
             return
         with self._conn.transaction():
             configs = scrubbing_configs(self._conn, stale)
-            rows = self._conn.execute(
-                "SELECT id, grouping_config, fingerprinting_rules, grouping_enhancements"
-                " FROM projects WHERE id = ANY(%s)", (stale,)).fetchall()
+            groupings = grouping_settings(self._conn, stale)
         for project_id, config in configs.items():
             self._processor.set_scrubbing(project_id, config)
-        for project_id, grouping_config, fingerprint_text, stacktrace_text in rows:
-            self._processor.set_grouping(int(project_id), ProjectGrouping(
-                str(grouping_config),
-                _grouping_rules(int(project_id), str(fingerprint_text), str(stacktrace_text))))
+        for project_id, g in groupings.items():
+            self._processor.set_grouping(project_id, _project_grouping(g))
         for p in stale:
             self._settings_loaded_at[p] = now
 
     def _finish(self, plan: BatchPlan) -> None:
-        issue_ids = issue_store.issue_ids_for(
-            self._conn, [_candidate(item.project_id, p) for item, p in plan.events])
+        issue_ids = self._resolver.issue_ids_for(
+            [_candidate(item.project_id, p) for item, p in plan.events])
         rows = [EventRow(item.organization_id, item.project_id, issue_id,
                          self.config.retention_days, p)
                 for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)
@@ -205,22 +219,40 @@ class BatchConsumer:
         """Reopen resolved or ignored issues that new events concern (inside the batch's
         transaction, so the counts and the state change commit together)."""
         for issue in issue_store.settled_issues(self._conn, list(new_by_issue)):
-            users = self._users(issue, org_of_project[issue.project_id]) \
-                if needs_user_count(issue.status_details) else None
+            state = self._issue_state(issue, org_of_project[issue.project_id])
             transition = transition_after_events(
-                IssueState(issue.status, issue.status_details, issue.times_seen, users),
-                [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
+                state, [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
             if transition is not None:
                 issue_store.set_status(self._conn, issue.project_id, issue.id,
                                        transition.status, transition.substatus, {},
                                        transition.activity, transition.data, "crashray")
 
-    def _users(self, issue: issue_store.IssueStatus, organization_id: int) -> int:
-        """Distinct users of an issue now (this batch's events are already in ClickHouse)."""
+    def _issue_state(self, issue: issue_store.IssueStatus, organization_id: int) -> IssueState:
+        """What deciding on ``issue`` needs, counted in ClickHouse where its state asks for
+        users or windowed counts (this batch's events are already there)."""
+        windows = counting_windows(issue.status_details)
+        wants_users = needs_user_count(issue.status_details)
+        if not (wants_users or windows.events_minutes or windows.users_minutes):
+            return IssueState(issue.status, issue.status_details, issue.times_seen)
         hashes = issue_store.hashes_of_issues(self._conn, issue.project_id, [issue.id])
-        counts: dict[int, int] = self._store.user_counts(organization_id, issue.project_id,
-                                                         hashes)
-        return counts.get(issue.id, 0)
+        now = dt.datetime.now(dt.UTC)
+
+        def users(since: dt.datetime | None) -> int:
+            counts: dict[int, int] = self._store.user_counts(
+                organization_id, issue.project_id, hashes, since)
+            return counts.get(issue.id, 0)
+
+        window_events = None
+        if windows.events_minutes:
+            counts: dict[int, int] = self._store.event_counts(
+                organization_id, issue.project_id, hashes,
+                now - dt.timedelta(minutes=windows.events_minutes))
+            window_events = counts.get(issue.id, 0)
+        return IssueState(
+            issue.status, issue.status_details, issue.times_seen,
+            users=users(None) if wants_users else None, window_events=window_events,
+            window_users=users(now - dt.timedelta(minutes=windows.users_minutes))
+            if windows.users_minutes else None)
 
     def prune_if_due(self) -> int:
         """Forget counted event ids older than the de-duplication window, every
@@ -251,6 +283,17 @@ def _release(p: ProcessedEvent) -> str | None:
     return release if isinstance(release, str) and release else None
 
 
+def _project_grouping(g: ProjectGroupingSettings) -> ProjectGrouping:
+    rules = _grouping_rules(g.project_id, g.fingerprinting_rules, g.grouping_enhancements)
+    config = g.config
+    if config not in GROUPING_CONFIGS:
+        log.error("project %s: unknown grouping config %r, grouping with %r", g.project_id,
+                  config, DEFAULT_GROUPING_CONFIG)
+        config = DEFAULT_GROUPING_CONFIG
+    secondary = g.secondary_config if g.secondary_config in GROUPING_CONFIGS else None
+    return ProjectGrouping(config, rules, secondary, g.secondary_expiry)
+
+
 def _grouping_rules(project_id: int, fingerprint_text: str, stacktrace_text: str
                     ) -> GroupingRules | None:
     try:
@@ -277,7 +320,9 @@ def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate
         level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
         timestamp=p.timestamp, release=None if release is None else _pg_text(release),
         metadata={k: _pg_text(v) if isinstance(v, str) else v
-                  for k, v in p.issue.metadata.items()})
+                  for k, v in p.issue.metadata.items()},
+        secondary_hashes=() if p.secondary_grouping is None else tuple(
+            h for h in p.secondary_grouping.hashes if h not in p.grouping.hashes))
 
 
 def _raw_item(w: WorkItem) -> RawItem:
@@ -302,9 +347,10 @@ def _claimed(w: WorkItem) -> pg_queue.ClaimedItem:
 class Consumer:
     """One member of the consumer pool; starts working as soon as it is constructed."""
 
-    def __init__(self, config: ConsumerConfig) -> None:
+    def __init__(self, config: ConsumerConfig, grouping_shards: Sequence[Any] = ()) -> None:
         self._config = config
-        self._consumer = BatchConsumer(config)
+        self._consumer = BatchConsumer(
+            config, resolver=ShardedResolver(grouping_shards) if grouping_shards else None)
         self._listener = self._listen()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -366,6 +412,7 @@ class Consumer:
         self._listener.close()
 
 
-def start_consumers(count: int, config: ConsumerConfig) -> Sequence[Any]:
+def start_consumers(count: int, config: ConsumerConfig, grouping_shards: Sequence[Any] = ()
+                    ) -> Sequence[Any]:
     return [Consumer.options(name=f"crashray-consumer-{i}", namespace="crashray")  # type: ignore[attr-defined]
-            .remote(config) for i in range(count)]
+            .remote(config, list(grouping_shards)) for i in range(count)]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.settings import Settings
+from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 
 log = logging.getLogger("crashray")
 
@@ -160,6 +161,7 @@ class Runtime:
     clickhouse_dsn: str = ""
     _embedded_pg: Any = None
     _consumers: list[Any] = field(default_factory=list)
+    _grouping_shards: list[Any] = field(default_factory=list)
     _owner: Any = None
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
@@ -209,7 +211,8 @@ class Runtime:
         self._lock.acquire()
         self.start_databases()
         with postgres.connect(self.postgres_url) as conn:
-            boot = postgres.bootstrap(conn)
+            boot = postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+            self._upgrade_grouping(conn)
         self.start_ray()
         self._start_actors()
         self._start_serve()
@@ -218,9 +221,24 @@ class Runtime:
         return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,
                          boot.project_slug)
 
+    def _upgrade_grouping(self, conn: Any) -> None:
+        from storage.grouping import upgrade_grouping_configs
+
+        if not self.settings.grouping_auto_upgrade:
+            return
+        versions = list(GROUPING_CONFIGS)
+        older = versions[:versions.index(DEFAULT_GROUPING_CONFIG)]
+        moved = upgrade_grouping_configs(conn, DEFAULT_GROUPING_CONFIG, older,
+                                         self.settings.grouping_transition_days * 86_400)
+        if moved:
+            log.warning("moved %d project(s) to grouping version %s; their previous version"
+                        " keeps matching existing issues for %g days", len(moved),
+                        DEFAULT_GROUPING_CONFIG, self.settings.grouping_transition_days)
+
     def _start_actors(self) -> None:
         from actors.clickhouse import start_owner
         from actors.consumer import ConsumerConfig, start_consumers
+        from actors.grouping import start_grouping_shards
         from storage.clickhouse import ClickHouseStore
 
         s = self.settings
@@ -228,13 +246,16 @@ class Runtime:
             self._owner = start_owner(self.clickhouse_dsn)
         else:
             ClickHouseStore(self.clickhouse_dsn).migrate()
+        self._grouping_shards = start_grouping_shards(
+            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes)
         self._consumers = list(start_consumers(s.consumers, ConsumerConfig(
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
             idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s,
             dedup_window_s=s.dedup_window_s,
-            project_settings_refresh_s=s.project_settings_refresh_s)))
+            project_settings_refresh_s=s.project_settings_refresh_s,
+            grouping_cache_hashes=s.grouping_cache_hashes), self._grouping_shards))
 
     def _start_serve(self) -> None:
         from ray import serve
@@ -265,7 +286,7 @@ class Runtime:
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s)
         query_config = QueryConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
-                                   s.api_max_page_size)
+                                   s.api_max_page_size, s.grouping_transition_days * 86_400)
         serve.run(ingest, name="ingest", route_prefix="/api")
         serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
                   route_prefix="/api/0")
@@ -276,6 +297,11 @@ class Runtime:
         import ray
 
         return list(ray.get([c.stats.remote() for c in self._consumers]))
+
+    def grouping_stats(self) -> list[dict[str, Any]]:
+        import ray
+
+        return list(ray.get([g.stats.remote() for g in self._grouping_shards]))
 
     def stop(self) -> None:
         """Stop taking requests, let consumers finish their batch, then stop everything.

@@ -130,6 +130,20 @@ class Settings(BaseSettings):
     #: the 30 s lease, 20 attempts ride out a ten-minute ClickHouse or database outage.
     consumer_max_attempts: int = 20
 
+    # --- grouping ----------------------------------------------------------------------
+    #: Grouping actors (``actors/grouping.py``); project ``p`` belongs to shard
+    #: ``p % grouping_shards``. One shard decides all of a project's new issues.
+    grouping_shards: int = 1
+    #: Hash → issue pairs each grouping shard keeps in memory (about 150 bytes each); the
+    #: least recently used go first.
+    grouping_cache_hashes: int = 200_000
+    #: Days a project's previous grouping version keeps finding existing issues after the
+    #: project moves to a new one (Sentry calls it the secondary grouping config).
+    grouping_transition_days: float = 30.0
+    #: Move auto-updating projects to the newest grouping version at start (each with a
+    #: transition); projects whose version was chosen through the API stay where they are.
+    grouping_auto_upgrade: bool = True
+
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100

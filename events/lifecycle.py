@@ -10,8 +10,13 @@ The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing``, ``regre
 * ignored ``ignoreCount: N``: unignored after N more events; ``ignoreUserCount: N``: after
   N more distinct users; ``ignoreUntil: <ISO time>``: by the first event after that time.
   Plain ignore lasts forever.
+* windowed ignores, as Sentry's "until this occurs N times in M minutes":
+  ``ignoreCount: N`` with ``ignoreWindow: M`` unignores once the issue has N events whose
+  timestamps fall in the last M minutes; ``ignoreUserCount: N`` with ``ignoreUserWindow: M``
+  once N distinct users were affected in the last M minutes. M is 1 … ``MAX_WINDOW_MINUTES``.
 
-Windowed ignores are refused with a clear error, not approximated.
+``inCommit``, ``ignoreDuration`` (a client-side shorthand for ``ignoreUntil``) and
+``ignoreUntilEscalating`` are refused with a clear error, not approximated.
 
     LifecycleError                 (base)
     └── InvalidStatusUpdate        the request body asks for something unknown or unsupported
@@ -30,8 +35,11 @@ from sentry_relay.processing import compare_version
 STATUSES = ("unresolved", "resolved", "ignored")
 #: Sentry's API also says "muted"/"archived" for ignored.
 STATUS_ALIASES = {"muted": "ignored", "archived": "ignored"}
-UNSUPPORTED_DETAILS = ("inCommit", "ignoreDuration", "ignoreWindow",
-                       "ignoreUserWindow", "ignoreUntilEscalating")
+UNSUPPORTED_DETAILS = ("inCommit", "ignoreDuration", "ignoreUntilEscalating")
+IGNORE_DETAILS = ("ignoreCount", "ignoreWindow", "ignoreUserCount", "ignoreUserWindow",
+                  "ignoreUntil")
+#: The longest window of a windowed ignore (Sentry offers up to one week).
+MAX_WINDOW_MINUTES = 7 * 24 * 60
 #: Activity types, named as Sentry's activity log names them.
 ACTIVITY_FOR_STATUS = {"resolved": "set_resolved", "unresolved": "set_unresolved",
                        "ignored": "set_ignored"}
@@ -64,16 +72,23 @@ def _details(status: str, details: Mapping[str, Any]) -> dict[str, Any]:
     if unsupported:
         raise InvalidStatusUpdate(
             f'"statusDetails.{unsupported[0]}" is not supported yet; see the docs for the'
-            " supported ones (inRelease, inNextRelease, ignoreCount, ignoreUserCount,"
-            " ignoreUntil)")
+            " supported ones (inRelease, inNextRelease, ignoreCount, ignoreWindow,"
+            " ignoreUserCount, ignoreUserWindow, ignoreUntil)")
     allowed = {"resolved": ("inRelease", "inNextRelease"),
-               "ignored": ("ignoreCount", "ignoreUserCount", "ignoreUntil")}.get(status, ())
-    misplaced = [k for k in ("inRelease", "inNextRelease", "ignoreCount", "ignoreUserCount",
-                             "ignoreUntil") if details.get(k) and k not in allowed]
+               "ignored": IGNORE_DETAILS}.get(status, ())
+    misplaced = [k for k in ("inRelease", "inNextRelease", *IGNORE_DETAILS)
+                 if details.get(k) and k not in allowed]
     if misplaced:
         raise InvalidStatusUpdate(f'"statusDetails.{misplaced[0]}" does not go with'
                                   f' status {status!r}')
-    return {k: _checked(k, details[k]) for k in allowed if details.get(k)}
+    for window, count in (("ignoreWindow", "ignoreCount"),
+                          ("ignoreUserWindow", "ignoreUserCount")):
+        if details.get(window) and not details.get(count):
+            raise InvalidStatusUpdate(f'"statusDetails.{window}" needs "{count}": ignore until'
+                                      f' {count} in {window} minutes')
+    # Absent, null and false mean "not set"; anything else is checked (0 is refused).
+    return {k: _checked(k, details[k]) for k in allowed
+            if details.get(k) is not None and details.get(k) is not False}
 
 
 def _checked(key: str, value: Any) -> Any:
@@ -84,11 +99,16 @@ def _checked(key: str, value: Any) -> Any:
     if key in ("ignoreCount", "ignoreUserCount") and isinstance(value, int) \
             and not isinstance(value, bool) and value > 0:
         return value
+    if key in ("ignoreWindow", "ignoreUserWindow") and isinstance(value, int) \
+            and not isinstance(value, bool) and 0 < value <= MAX_WINDOW_MINUTES:
+        return value
     if key == "ignoreUntil" and isinstance(value, str) and _parse_time(value) is not None:
         return _parse_time(value).isoformat()  # type: ignore[union-attr]
     expected = {"inRelease": "a release name", "inNextRelease": "true",
                 "ignoreCount": "a positive whole number",
                 "ignoreUserCount": "a positive whole number",
+                "ignoreWindow": f"a whole number of minutes from 1 to {MAX_WINDOW_MINUTES}",
+                "ignoreUserWindow": f"a whole number of minutes from 1 to {MAX_WINDOW_MINUTES}",
                 "ignoreUntil": "an ISO 8601 time"}[key]
     raise InvalidStatusUpdate(f'"statusDetails.{key}" must be {expected}; got {value!r}')
 
@@ -121,16 +141,33 @@ def stored_details(update: StatusUpdate, times_seen: int, last_release: str | No
         details["inNextRelease"] = True
         if last_release:
             details["inRelease"] = last_release
-    if "ignoreCount" in details:
+    if "ignoreCount" in details and "ignoreWindow" not in details:
         details["ignoreCountBase"] = times_seen
-    if "ignoreUserCount" in details:
+    if "ignoreUserCount" in details and "ignoreUserWindow" not in details:
         details["ignoreUserCountBase"] = users
     return details
 
 
 def needs_user_count(details: Mapping[str, Any]) -> bool:
-    """Whether deciding on this state needs the issue's current distinct user count."""
-    return isinstance(details.get("ignoreUserCount"), int)
+    """Whether deciding on this state needs the issue's current distinct user count (for
+    all time; a windowed user count is ``counting_windows``' business)."""
+    return isinstance(details.get("ignoreUserCount"), int) and "ignoreUserWindow" not in details
+
+
+@dataclass(frozen=True)
+class CountingWindows:
+    """What a windowed ignore needs counted: events and/or distinct users in the last
+    ``*_minutes`` (None: not needed)."""
+
+    events_minutes: int | None = None
+    users_minutes: int | None = None
+
+
+def counting_windows(details: Mapping[str, Any]) -> CountingWindows:
+    events = details.get("ignoreWindow")
+    users = details.get("ignoreUserWindow")
+    return CountingWindows(events if isinstance(events, int) else None,
+                           users if isinstance(users, int) else None)
 
 
 @dataclass(frozen=True)
@@ -140,6 +177,9 @@ class IssueState:
     times_seen: int
     #: Distinct users now; only looked up when ``needs_user_count(details)``.
     users: int | None = None
+    #: Events / distinct users in the windows of ``counting_windows(details)``.
+    window_events: int | None = None
+    window_users: int | None = None
 
 
 @dataclass(frozen=True)
@@ -202,16 +242,23 @@ def transition_after_events(state: IssueState, events: Sequence[NewEvent]
 
 
 def _unignore(state: IssueState, events: Sequence[NewEvent]) -> Transition | None:
-    count = state.details.get("ignoreCount")
-    if isinstance(count, int) and state.times_seen >= state.details.get(
-            "ignoreCountBase", 0) + count:
+    details = state.details
+    count = details.get("ignoreCount")
+    window = details.get("ignoreWindow")
+    seen = state.window_events if window else state.times_seen - details.get(
+        "ignoreCountBase", 0)
+    if isinstance(count, int) and seen is not None and seen >= count:
         return Transition("unresolved", "escalating", "set_unresolved",
-                          {"reason": "ignoreCount", "ignoreCount": count})
-    user_count = state.details.get("ignoreUserCount")
-    if isinstance(user_count, int) and state.users is not None and state.users >= \
-            state.details.get("ignoreUserCountBase", 0) + user_count:
+                          {"reason": "ignoreCount", "ignoreCount": count,
+                           **({"ignoreWindow": window} if window else {})})
+    user_count = details.get("ignoreUserCount")
+    user_window = details.get("ignoreUserWindow")
+    users = state.window_users if user_window else (
+        None if state.users is None else state.users - details.get("ignoreUserCountBase", 0))
+    if isinstance(user_count, int) and users is not None and users >= user_count:
         return Transition("unresolved", "escalating", "set_unresolved",
-                          {"reason": "ignoreUserCount", "ignoreUserCount": user_count})
+                          {"reason": "ignoreUserCount", "ignoreUserCount": user_count,
+                           **({"ignoreUserWindow": user_window} if user_window else {})})
     until = state.details.get("ignoreUntil")
     limit = _parse_time(until) if isinstance(until, str) else None
     if limit is not None and any(e.timestamp >= limit for e in events):

@@ -60,6 +60,8 @@ class ProcessedEvent:
     issue: IssueMetadata
     timestamp: dt.datetime
     received: dt.datetime
+    #: The event under the project's previous grouping version, during a transition.
+    secondary_grouping: GroupingResult | None = None
 
 
 def _dumps(value: Any) -> str:
@@ -68,10 +70,19 @@ def _dumps(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ProjectGrouping:
-    """How a project groups: its grouping config and its fingerprint rules."""
+    """How a project groups: its grouping config and rules, and during a version transition
+    the previous config (``secondary_config``) until ``secondary_until``."""
 
     config: str = DEFAULT_GROUPING_CONFIG
     rules: GroupingRules | None = None
+    secondary_config: str | None = None
+    secondary_until: dt.datetime | None = None
+
+    def secondary_at(self, now: dt.datetime) -> str | None:
+        """The secondary config if the transition is still on at ``now``."""
+        if self.secondary_config is None or self.secondary_until is None:
+            return None
+        return self.secondary_config if now < self.secondary_until else None
 
 
 class EventProcessor:
@@ -100,6 +111,9 @@ class EventProcessor:
         scrubbed = self._scrub(normalized, ctx.project_id)
         project = self._grouping.get(ctx.project_id, ProjectGrouping())
         grouping = group_hashes_for_event(scrubbed, project.config, rules=project.rules)
+        secondary_config = project.secondary_at(ctx.received_at)
+        secondary = None if secondary_config is None else group_hashes_for_event(
+            scrubbed, secondary_config, rules=project.rules)
         issue = issue_metadata_for_event(scrubbed)
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
@@ -110,6 +124,7 @@ class EventProcessor:
             issue=issue,
             timestamp=_from_unix(scrubbed.get("timestamp"), ctx.received_at),
             received=_from_unix(scrubbed.get("received"), ctx.received_at),
+            secondary_grouping=secondary,
         )
 
     def _normalize(self, payload: bytes, ctx: ItemContext) -> dict[str, Any]:

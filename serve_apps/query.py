@@ -20,7 +20,7 @@ from ray import serve
 from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
-from events.grouping import DEFAULT_GROUPING_CONFIG, group_hashes_for_event
+from events.grouping import GROUPING_CONFIGS, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError, parse_fingerprint_rules
 from events.grouping.rules import grouping_rules_from_text
 from events.grouping.stacktrace_rules import parse_stacktrace_rules
@@ -28,10 +28,12 @@ from events.lifecycle import (
     ACTIVITY_FOR_STATUS,
     InvalidStatusUpdate,
     StatusUpdate,
+    needs_user_count,
     parse_status_update,
     stored_details,
 )
 from storage import issues as issue_store
+from storage.grouping import grouping_settings, set_grouping_config
 from storage.postgres import ProjectRef, TokenScope, find_project, project_by_id, token_scope
 
 
@@ -41,6 +43,8 @@ class QueryConfig:
     clickhouse_dsn: str
     base_url: str
     max_page_size: int
+    #: Seconds the previous grouping version keeps matching after a version change.
+    grouping_transition_s: float = 30 * 86_400.0
 
 
 def iso(value: dt.datetime) -> str:
@@ -208,7 +212,7 @@ class Api:
                       update: StatusUpdate, actor: str) -> None:
         """Set one issue's state, its thresholds fixed now (inside the caller's transaction)."""
         users = self.user_counts(project, [row.id]).get(row.id, 0) \
-            if "ignoreUserCount" in update.details else 0
+            if needs_user_count(update.details) else 0
         details = stored_details(update, row.times_seen, row.last_release, users)
         substatus = "ongoing" if update.status == "unresolved" else None
         issue_store.set_status(conn, project.id, row.id, update.status, substatus, details,
@@ -243,15 +247,20 @@ class Api:
 
     def project_settings(self, project: ProjectRef) -> dict[str, Any]:
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT name, platform, grouping_config, fingerprinting_rules,"
-                               " date_added, grouping_enhancements FROM projects WHERE id = %s",
+            row = conn.execute("SELECT name, platform, date_added FROM projects WHERE id = %s",
                                (project.id,)).fetchone()
-        if row is None:
+            grouping = grouping_settings(conn, [project.id]).get(project.id)
+        if row is None or grouping is None:
             raise HTTPException(404, "The requested resource does not exist")
+        expiry = grouping.secondary_expiry
         return {"id": str(project.id), "slug": project.slug, "name": row[0],
-                "platform": row[1], "groupingConfig": row[2] or DEFAULT_GROUPING_CONFIG,
-                "fingerprintingRules": row[3], "groupingEnhancements": row[5],
-                "dateCreated": iso(row[4]),
+                "platform": row[1], "groupingConfig": grouping.config,
+                "secondaryGroupingConfig": grouping.secondary_config,
+                "secondaryGroupingExpiry": None if expiry is None else int(expiry.timestamp()),
+                "groupingAutoUpdate": grouping.auto_update,
+                "fingerprintingRules": grouping.fingerprinting_rules,
+                "groupingEnhancements": grouping.grouping_enhancements,
+                "dateCreated": iso(row[2]),
                 "organization": {"slug": project.organization_slug}}
 
     def update_project(self, scope: TokenScope, project: ProjectRef, body: Any
@@ -260,24 +269,20 @@ class Api:
             raise HTTPException(403, "this token lacks the scope project:write")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        updates: dict[str, str] = {}
-        for field, column, parse in (
-                ("fingerprintingRules", "fingerprinting_rules", parse_fingerprint_rules),
-                ("groupingEnhancements", "grouping_enhancements", parse_stacktrace_rules)):
-            rules = body.get(field)
-            if rules is None:
-                continue
-            if not isinstance(rules, str):
-                raise HTTPException(400, f"{field} must be text, one rule a line")
-            try:
-                parse(rules)
-            except RuleSyntaxError as exc:  # both parsers' errors name the line and column
-                raise HTTPException(400, f"{field}: {exc}") from exc
-            updates[column] = rules
+        updates = _rule_updates(body)
+        config, auto_update = _grouping_update(body)
         with self.pool.connection() as conn, conn.transaction():  # all or nothing
-            for column, rules in updates.items():  # column names from the fixed list above
+            for column, rules in updates.items():  # column names from the fixed list
                 conn.execute(f"UPDATE projects SET {column} = %s WHERE id = %s",
                              (rules, project.id))
+            if config is not None or auto_update is not None:
+                current = grouping_settings(conn, [project.id])[project.id]
+                set_grouping_config(
+                    conn, project.id, config or current.config,
+                    self.config.grouping_transition_s,
+                    # Choosing a version pins it unless the body also asks for updates.
+                    auto_update=auto_update if auto_update is not None else (
+                        current.auto_update and config in (None, current.config)))
         return self.project_settings(project)
 
     def events(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
@@ -295,6 +300,37 @@ class Api:
             "message": e.message, "culprit": e.culprit, "platform": e.platform,
             "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]],
         } for e in rows]
+
+
+def _rule_updates(body: dict[str, Any]) -> dict[str, str]:
+    """The rule settings a project update sets, each validated (line/column errors)."""
+    updates: dict[str, str] = {}
+    for field, column, parse in (
+            ("fingerprintingRules", "fingerprinting_rules", parse_fingerprint_rules),
+            ("groupingEnhancements", "grouping_enhancements", parse_stacktrace_rules)):
+        rules = body.get(field)
+        if rules is None:
+            continue
+        if not isinstance(rules, str):
+            raise HTTPException(400, f"{field} must be text, one rule a line")
+        try:
+            parse(rules)
+        except RuleSyntaxError as exc:  # both parsers' errors name the line and column
+            raise HTTPException(400, f"{field}: {exc}") from exc
+        updates[column] = rules
+    return updates
+
+
+def _grouping_update(body: dict[str, Any]) -> tuple[str | None, bool | None]:
+    """``groupingConfig`` (a known version) and ``groupingAutoUpdate`` of a project update."""
+    config = body.get("groupingConfig")
+    if config is not None and config not in GROUPING_CONFIGS:
+        raise HTTPException(400, f"groupingConfig {config!r} is not a grouping version; known:"
+                                 f" {', '.join(GROUPING_CONFIGS)}")
+    auto_update = body.get("groupingAutoUpdate")
+    if auto_update is not None and not isinstance(auto_update, bool):
+        raise HTTPException(400, "groupingAutoUpdate must be true or false")
+    return config, auto_update
 
 
 app = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)

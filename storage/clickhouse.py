@@ -148,11 +148,13 @@ class ClickHouseStore:
         return str(rows[0][0]) if rows else None
 
     def user_counts(self, organization_id: int, project_id: int,
-                    issue_of_hash: Mapping[str, int]) -> dict[int, int]:
+                    issue_of_hash: Mapping[str, int], since: dt.datetime | None = None
+                    ) -> dict[int, int]:
         """Distinct users per issue, identified as Sentry's ``sentry:user`` tag does: by id,
         else e-mail, else username, else IP address. ``issue_of_hash`` maps the grouping
         hashes of the issues to them: events count for the issue of their primary hash, so
-        merges and unmerges need no rewrite of ClickHouse rows."""
+        merges and unmerges need no rewrite of ClickHouse rows. ``since``: only events whose
+        timestamp is at or after it."""
         if not issue_of_hash:
             return {}
         hashes = list(issue_of_hash)
@@ -165,9 +167,29 @@ class ClickHouseStore:
             " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), '')"
             " AS u FROM events WHERE organization_id = {org:UInt64}"
             " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
-            " {hashes:Array(String)}) GROUP BY issue",
+            " {hashes:Array(String)} AND timestamp >= {since:DateTime64(6, 'UTC')})"
+            " GROUP BY issue",
             parameters={"org": organization_id, "project": project_id, "hashes": hashes,
-                        "issues": [issue_of_hash[h] for h in hashes]}).result_rows
+                        "issues": [issue_of_hash[h] for h in hashes],
+                        "since": _utc(since or _EPOCH)}).result_rows
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def event_counts(self, organization_id: int, project_id: int,
+                     issue_of_hash: Mapping[str, int], since: dt.datetime) -> dict[int, int]:
+        """Distinct events per issue whose timestamp is at or after ``since`` (a re-delivered
+        event counts once even before ClickHouse merges its duplicate rows)."""
+        if not issue_of_hash:
+            return {}
+        hashes = list(issue_of_hash)
+        rows = self._client.query(
+            "SELECT transform(toString(primary_hash), {hashes:Array(String)},"
+            " {issues:Array(UInt64)}, toUInt64(0)) AS issue, uniqExact(event_id) FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " AND toString(primary_hash) IN {hashes:Array(String)}"
+            " AND timestamp >= {since:DateTime64(6, 'UTC')} GROUP BY issue",
+            parameters={"org": organization_id, "project": project_id, "hashes": hashes,
+                        "issues": [issue_of_hash[h] for h in hashes],
+                        "since": _utc(since)}).result_rows
         return {int(r[0]): int(r[1]) for r in rows}
 
     def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]
@@ -192,6 +214,9 @@ class ClickHouseStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -35,6 +35,9 @@ class IssueCandidate:
     timestamp: dt.datetime
     release: str | None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Hashes under the project's previous grouping version during a transition: they only
+    #: find an existing issue (which the event's own hashes then join), never create one.
+    secondary_hashes: tuple[str, ...] = ()
 
 
 def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
@@ -42,27 +45,32 @@ def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandi
     """The issue of every candidate, creating issues for hashes never seen before; None for
     a candidate with a hash of a deleted issue (its event is to be discarded).
 
-    An event joins the issue of the first of its hashes that already exists. New hashes are
+    An event joins the issue of the first of its hashes that already exists, else of the
+    first of its secondary hashes (its own hashes then join that issue). New hashes are
     created under a per-hash advisory lock, so concurrent consumers create exactly one
     issue for a new hash."""
     known, tombstoned = _hash_states(conn, candidates)
     result: list[int | None] = []
     unlinked: list[tuple[int, str, int, str]] = []
     for candidate in candidates:
-        if any((candidate.project_id, h) in tombstoned for h in candidate.hashes):
+        project = candidate.project_id
+        if any((project, h) in tombstoned
+               for h in (*candidate.hashes, *candidate.secondary_hashes)):
             result.append(None)
             continue
-        issue_id = next((known[(candidate.project_id, h)] for h in candidate.hashes
-                         if (candidate.project_id, h) in known), None)
+        issue_id = next((known[(project, h)] for h in
+                         (*candidate.hashes, *candidate.secondary_hashes)
+                         if (project, h) in known), None)
         if issue_id is None:
             issue_id = _create_issue(conn, candidate)
         else:
-            # Its other hashes (say, a new app hash beside a known system one) join the
-            # issue too, so later events with only those hashes find it.
-            unlinked.extend((candidate.project_id, h, issue_id, candidate.grouping_config)
-                            for h in candidate.hashes if (candidate.project_id, h) not in known)
+            # Its other hashes (say, a new app hash beside a known system one, or the new
+            # version's hashes of an issue found by its old ones) join the issue too, so
+            # later events with only those hashes find it.
+            unlinked.extend((project, h, issue_id, candidate.grouping_config)
+                            for h in candidate.hashes if (project, h) not in known)
         for h in candidate.hashes:
-            known.setdefault((candidate.project_id, h), issue_id)
+            known.setdefault((project, h), issue_id)
         result.append(issue_id)
     _link_hashes(conn, unlinked)
     return result
@@ -84,7 +92,7 @@ def _hash_states(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandid
                  ) -> tuple[dict[tuple[int, str], int], set[tuple[int, str]]]:
     """For every (project, hash) of the candidates: the issue it belongs to, if any, and
     whether it is tombstoned (its issue was deleted) — one query for both."""
-    pairs = {(c.project_id, h) for c in candidates for h in c.hashes}
+    pairs = {(c.project_id, h) for c in candidates for h in (*c.hashes, *c.secondary_hashes)}
     if not pairs:
         return {}, set()
     projects, hashes = zip(*pairs, strict=True)
@@ -201,6 +209,12 @@ def settled_issues(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
         " WHERE id = ANY(%s) AND status <> 'unresolved' ORDER BY id",
         (sorted(issue_ids),)).fetchall()
     return [IssueStatus(int(r[0]), int(r[1]), str(r[2]), r[3], int(r[4])) for r in rows]
+
+
+def bump_grouping_epoch(conn: psycopg.Connection[Any], project_id: int) -> None:
+    """Tell grouping caches that hashes of ``project_id`` may point elsewhere now."""
+    conn.execute("UPDATE projects SET grouping_epoch = grouping_epoch + 1 WHERE id = %s",
+                 (project_id,))
 
 
 def add_activity(conn: psycopg.Connection[Any], issue_id: int, project_id: int, kind: str,
@@ -335,6 +349,7 @@ def merge_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequ
                  (survivor, project_id, merged, merged))
     add_activity(conn, survivor, project_id, "merge", {"issues": [str(m) for m in merged]},
                  actor)
+    bump_grouping_epoch(conn, project_id)
     return survivor, merged
 
 
@@ -361,6 +376,7 @@ def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, 
                  (issue_id, actor, project_id, doomed))
     conn.execute("DELETE FROM issues WHERE project_id = %s AND id = ANY(%s)",
                  (project_id, doomed))
+    bump_grouping_epoch(conn, project_id)
     return True
 
 
@@ -413,4 +429,5 @@ def unmerge_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int
                  {"hashes": list(hashes), "issue": str(new_id)}, actor)
     add_activity(conn, new_id, project_id, "unmerge_destination",
                  {"hashes": list(hashes), "issue": str(issue_id)}, actor)
+    bump_grouping_epoch(conn, project_id)
     return new_id

@@ -116,7 +116,7 @@ class BootstrapResult:
 
 
 def bootstrap(conn: psycopg.Connection[Any], *, org_slug: str = "crashray",
-              project_slug: str = "default") -> BootstrapResult:
+              project_slug: str = "default", grouping_config: str) -> BootstrapResult:
     """On first start: organization ``crashray``, project ``default``, a DSN key and an
     admin API token. Later starts find them and create nothing (``api_token`` is None)."""
     with conn.transaction():
@@ -130,17 +130,21 @@ def bootstrap(conn: psycopg.Connection[Any], *, org_slug: str = "crashray",
                                      list(ADMIN_SCOPES))
         else:
             org_id = int(org[0])
-        project_id, public_key = ensure_project(conn, org_id, project_slug)
+        project_id, public_key = ensure_project(conn, org_id, project_slug, grouping_config)
     return BootstrapResult(org_slug, project_slug, project_id, public_key, token)
 
 
-def ensure_project(conn: psycopg.Connection[Any], org_id: int, slug: str) -> tuple[int, str]:
-    """The project ``slug`` of ``org_id`` and its first active key, created if missing."""
+def ensure_project(conn: psycopg.Connection[Any], org_id: int, slug: str,
+                   grouping_config: str) -> tuple[int, str]:
+    """The project ``slug`` of ``org_id`` and its first active key, created if missing (a new
+    project groups with ``grouping_config``, the newest version)."""
     row = conn.execute("SELECT id FROM projects WHERE organization_id = %s AND slug = %s",
                        (org_id, slug)).fetchone()
     if row is None:
-        project_id = _insert_id(conn, "INSERT INTO projects (organization_id, slug, name)"
-                                " VALUES (%s, %s, %s) RETURNING id", (org_id, slug, slug))
+        project_id = _insert_id(
+            conn, "INSERT INTO projects (organization_id, slug, name, grouping_config)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            (org_id, slug, slug, grouping_config))
     else:
         project_id = int(row[0])
     key = conn.execute("SELECT public_key FROM project_keys WHERE project_id = %s"

@@ -3,6 +3,7 @@ and the real ``sentry-sdk`` as the client."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 import sentry_sdk
 
 from actors.clickhouse import clickhouse_store
+from events.grouping import DEFAULT_GROUPING_CONFIG
 from tests.integration.conftest import RunningCrashray
 from tests.support import (
     corpus_event,
@@ -179,7 +181,7 @@ def other_tenant_token(c: RunningCrashray) -> str:
                            " ON CONFLICT (slug) DO UPDATE SET name = 'Other' RETURNING id",
                            (f"other-{uuid.uuid4().hex[:6]}",)).fetchone()
         assert row is not None
-        postgres.ensure_project(conn, int(row[0]), "default")
+        postgres.ensure_project(conn, int(row[0]), "default", DEFAULT_GROUPING_CONFIG)
         token = postgres.create_api_token(conn, int(row[0]), "other", list(postgres.ADMIN_SCOPES))
         conn.commit()
     return token
@@ -524,3 +526,30 @@ def test_ignored_until_two_more_users_comes_back_with_the_second_new_user(
     back = wait_until(lambda: issue_with_count(crashray, title, 4), 15, "event 4")
     assert (back["status"], back["substatus"], back["userCount"]) == (
         "unresolved", "escalating", 3)
+
+
+def test_ignored_until_n_events_in_an_hour_stays_ignored_for_old_events(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    title = f"Burst{uuid.uuid4().hex[:8]}: flaky"
+    event = error_event(corpus_dir, title)
+    hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).timestamp()
+    send_release(crashray, {**event, "timestamp": hours_ago}, "shop@1")
+    issue = wait_until(lambda: issue_titled(crashray, title), 15, "the issue")
+    ignored = put_issue(crashray, issue["id"], {"status": "ignored", "statusDetails": {
+        "ignoreCount": 2, "ignoreWindow": 60}})
+    assert ignored.json()["statusDetails"] == {"ignoreCount": 2, "ignoreWindow": 60}
+    for _ in range(3):  # three more events, but from three hours ago: not a burst now
+        send_release(crashray, {**event, "timestamp": hours_ago}, "shop@1")
+    assert wait_until(lambda: issue_with_count(crashray, title, 4), 15, "events 2-4")[
+        "status"] == "ignored"
+    send_release(crashray, event, "shop@1")  # one in the last hour
+    assert wait_until(lambda: issue_with_count(crashray, title, 5), 15, "event 5")[
+        "status"] == "ignored"
+    send_release(crashray, event, "shop@1")  # the second in the last hour
+    back = wait_until(lambda: issue_with_count(crashray, title, 6), 15, "event 6")
+    assert (back["status"], back["substatus"]) == ("unresolved", "escalating")
+    activity = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/activity/",
+                         headers={"Authorization": f"Bearer {crashray.info.api_token}"},
+                         timeout=10).json()
+    assert activity[0]["data"] == {"reason": "ignoreCount", "ignoreCount": 2,
+                                   "ignoreWindow": 60}

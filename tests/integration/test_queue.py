@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from events.grouping import DEFAULT_GROUPING_CONFIG
 from storage import postgres
 from storage import queue as pg_queue
 from storage.queue import PostgresQueue, QueuedItem
@@ -94,7 +95,7 @@ def test_concurrent_consumers_create_exactly_one_issue_for_a_new_hash(queue_url:
     from storage.issues import IssueCandidate, issue_ids_for
 
     with psycopg.connect(queue_url) as conn:
-        postgres.bootstrap(conn)
+        postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
     now = dt.datetime.now(dt.UTC)
 
     def candidate(hashes: tuple[str, ...]) -> IssueCandidate:

@@ -7,10 +7,13 @@ import datetime as dt
 import pytest
 
 from events.lifecycle import (
+    CountingWindows,
     InvalidStatusUpdate,
     IssueState,
     NewEvent,
     StatusUpdate,
+    counting_windows,
+    needs_user_count,
     parse_status_update,
     stored_details,
     transition_after_events,
@@ -30,6 +33,10 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
     ({"status": "resolved", "statusDetails": {"inNextRelease": True}}, "resolved",
      {"inNextRelease": True}),
     ({"status": "ignored", "statusDetails": {"ignoreCount": 10}}, "ignored", {"ignoreCount": 10}),
+    ({"status": "ignored", "statusDetails": {"ignoreCount": 10, "ignoreWindow": 60}}, "ignored",
+     {"ignoreCount": 10, "ignoreWindow": 60}),
+    ({"status": "ignored", "statusDetails": {"ignoreUserCount": 3, "ignoreUserWindow": 1440}},
+     "ignored", {"ignoreUserCount": 3, "ignoreUserWindow": 1440}),
     ({"status": "ignored", "statusDetails": {"ignoreUntil": "2026-12-01T00:00:00Z"}}, "ignored",
      {"ignoreUntil": "2026-12-01T00:00:00+00:00"}),
 ])
@@ -44,7 +51,14 @@ def test_status_updates_are_understood(body: dict[str, object], status: str,
     ({"status": 3}, "got 3"),
     ({"status": "fixed"}, "got 'fixed'"),
     ({"status": "resolved", "statusDetails": []}, '"statusDetails" must be an object'),
-    ({"status": "ignored", "statusDetails": {"ignoreWindow": 60}}, "ignoreWindow"),
+    ({"status": "ignored", "statusDetails": {"ignoreWindow": 60}}, 'needs "ignoreCount"'),
+    ({"status": "ignored", "statusDetails": {"ignoreUserWindow": 60}},
+     'needs "ignoreUserCount"'),
+    ({"status": "ignored", "statusDetails": {"ignoreCount": 5, "ignoreWindow": 0}},
+     "minutes from 1 to 10080"),
+    ({"status": "ignored", "statusDetails": {"ignoreCount": 5, "ignoreWindow": 20000}},
+     "minutes from 1 to 10080"),
+    ({"status": "ignored", "statusDetails": {"ignoreDuration": 30}}, "not supported"),
     ({"status": "ignored", "statusDetails": {"ignoreUserCount": -2}}, "a positive whole number"),
     ({"status": "ignored", "statusDetails": {"ignoreCount": -1}}, "a positive whole number"),
     ({"status": "ignored", "statusDetails": {"ignoreUntil": "tomorrow"}}, "an ISO 8601 time"),
@@ -63,6 +77,18 @@ def test_thresholds_are_fixed_when_the_state_is_set() -> None:
         == {"ignoreCount": 5, "ignoreCountBase": 7}
     assert stored_details(StatusUpdate("ignored", {"ignoreUserCount": 2}), 7, None, users=4) \
         == {"ignoreUserCount": 2, "ignoreUserCountBase": 4}
+    # A windowed threshold counts inside its window, not from a base.
+    assert stored_details(StatusUpdate("ignored", {"ignoreCount": 5, "ignoreWindow": 60}), 7,
+                          None) == {"ignoreCount": 5, "ignoreWindow": 60}
+
+
+def test_windowed_ignores_ask_for_the_counts_they_need() -> None:
+    assert counting_windows({"ignoreCount": 5, "ignoreWindow": 60}) == CountingWindows(60, None)
+    assert counting_windows({"ignoreUserCount": 5, "ignoreUserWindow": 30}) \
+        == CountingWindows(None, 30)
+    assert counting_windows({"ignoreCount": 5}) == CountingWindows(None, None)
+    assert needs_user_count({"ignoreUserCount": 5})
+    assert not needs_user_count({"ignoreUserCount": 5, "ignoreUserWindow": 30})
 
 
 def event(release: str | None = None, at: dt.datetime = NOW) -> NewEvent:
@@ -115,3 +141,24 @@ def test_ignored_until_n_more_users_unignores_when_the_users_are_there() -> None
     assert t is not None and t.data["reason"] == "ignoreUserCount"
     # Without a user count (not looked up) nothing is decided from it.
     assert transition_after_events(IssueState("ignored", details, 51), [event()]) is None
+
+
+def test_ignored_until_n_events_in_a_window_unignores_only_on_a_burst() -> None:
+    details = {"ignoreCount": 10, "ignoreWindow": 60}
+    # 500 events over the issue's life, but only 9 in the last hour: stays ignored.
+    assert transition_after_events(
+        IssueState("ignored", details, 500, window_events=9), [event()]) is None
+    t = transition_after_events(IssueState("ignored", details, 501, window_events=10),
+                                [event()])
+    assert t is not None and t.data == {"reason": "ignoreCount", "ignoreCount": 10,
+                                        "ignoreWindow": 60}
+    # Not counted (window count unknown): nothing is decided from it.
+    assert transition_after_events(IssueState("ignored", details, 501), [event()]) is None
+
+
+def test_ignored_until_n_users_in_a_window_unignores_when_they_come_together() -> None:
+    details = {"ignoreUserCount": 3, "ignoreUserWindow": 1440}
+    assert transition_after_events(
+        IssueState("ignored", details, 50, users=40, window_users=2), [event()]) is None
+    t = transition_after_events(IssueState("ignored", details, 51, window_users=3), [event()])
+    assert t is not None and t.data["ignoreUserWindow"] == 1440

@@ -1,0 +1,142 @@
+"""Grouping actors: which issue each event belongs to, with a hash → issue cache.
+
+Issues and their hashes live in PostgreSQL (``storage/issues.py``); a grouping shard keeps the
+hash → issue pairs it has seen in memory, so a known hash costs no lookup of ``group_hashes``.
+Shards are named ``crashray-grouping-{i}`` and own the projects with ``project_id % shards ==
+i``: one shard decides for a project, so its new issues are created without contention. A shard
+restarts empty (``max_restarts``) and refills from PostgreSQL, which stays the truth.
+
+The cache follows merges, unmerges, deletes and grouping-version changes through the project's
+``grouping_epoch`` (bumped by each of them in the same transaction): before a batch, a shard
+reads the epochs of the batch's projects and forgets the entries of any project whose epoch
+moved. Tombstoned hashes are not cached; they are looked up every time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import ray
+
+from storage import issues as issue_store
+from storage.grouping import grouping_epochs
+
+log = logging.getLogger("crashray.grouping")
+
+
+class IssueResolver:
+    """The issue of each candidate, from the cache where every hash of it is known, else
+    from PostgreSQL (``issue_ids_for``, which creates issues for new hashes)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], max_cached_hashes: int) -> None:
+        self.conn = conn
+        self.max_cached_hashes = max_cached_hashes
+        self._issue_of: OrderedDict[tuple[int, str], int] = OrderedDict()
+        self._epochs: dict[int, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def issue_ids_for(self, candidates: Sequence[issue_store.IssueCandidate]
+                      ) -> list[int | None]:
+        if not candidates:
+            return []
+        self._follow_epochs({c.project_id for c in candidates})
+        result: list[int | None] = [self._cached(c) for c in candidates]
+        missing = [i for i, issue_id in enumerate(result) if issue_id is None]
+        self.hits += len(candidates) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            found = issue_store.issue_ids_for(self.conn, [candidates[i] for i in missing])
+            for i, issue_id in zip(missing, found, strict=True):
+                result[i] = issue_id
+                if issue_id is not None:
+                    self._remember(candidates[i], issue_id)
+        return result
+
+    def _follow_epochs(self, project_ids: set[int]) -> None:
+        with self.conn.transaction():
+            epochs = grouping_epochs(self.conn, sorted(project_ids))
+        moved = {p for p, epoch in epochs.items() if self._epochs.get(p, epoch) != epoch}
+        if moved:
+            for key in [k for k in self._issue_of if k[0] in moved]:
+                del self._issue_of[key]
+        self._epochs.update(epochs)
+
+    def _cached(self, c: issue_store.IssueCandidate) -> int | None:
+        """The issue when every hash of ``c`` is cached for one issue (its hashes were all
+        linked when it was cached), else None."""
+        issue_ids = {self._issue_of.get((c.project_id, h)) for h in c.hashes}
+        if len(issue_ids) != 1:
+            return None
+        issue_id = issue_ids.pop()
+        if issue_id is not None:
+            for h in c.hashes:
+                self._issue_of.move_to_end((c.project_id, h))
+        return issue_id
+
+    def _remember(self, c: issue_store.IssueCandidate, issue_id: int) -> None:
+        for h in c.hashes:
+            self._issue_of[(c.project_id, h)] = issue_id
+            self._issue_of.move_to_end((c.project_id, h))
+        while len(self._issue_of) > self.max_cached_hashes:
+            self._issue_of.popitem(last=False)
+
+    def stats(self) -> dict[str, int]:
+        return {"cached_hashes": len(self._issue_of), "hits": self.hits, "misses": self.misses}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)  # type: ignore[call-overload]
+class GroupingShard:
+    """One shard of the grouping actors. Calls run one at a time (the actor's default
+    concurrency), which is what makes its cache and its issue creation race-free."""
+
+    def __init__(self, postgres_url: str, max_cached_hashes: int) -> None:
+        self._postgres_url = postgres_url
+        self._max_cached_hashes = max_cached_hashes
+        self._resolver = IssueResolver(psycopg.connect(postgres_url), max_cached_hashes)
+
+    def issue_ids_for(self, candidates: Sequence[issue_store.IssueCandidate]
+                      ) -> list[int | None]:
+        try:
+            return self._resolver.issue_ids_for(candidates)
+        except psycopg.OperationalError:
+            # PostgreSQL restarted or the connection broke: start over with a fresh one and
+            # an empty cache; the caller retries its batch.
+            log.warning("grouping shard lost its PostgreSQL connection; reconnecting")
+            self._resolver = IssueResolver(psycopg.connect(self._postgres_url),
+                                           self._max_cached_hashes)
+            raise
+
+    def stats(self) -> dict[str, int]:
+        return self._resolver.stats()
+
+
+class ShardedResolver:
+    """What consumers call: routes each candidate to the shard that owns its project."""
+
+    def __init__(self, shards: Sequence[Any]) -> None:
+        self.shards = list(shards)
+
+    def issue_ids_for(self, candidates: Sequence[issue_store.IssueCandidate]
+                      ) -> list[int | None]:
+        by_shard: dict[int, list[int]] = {}
+        for index, c in enumerate(candidates):
+            by_shard.setdefault(c.project_id % len(self.shards), []).append(index)
+        calls = {shard: self.shards[shard].issue_ids_for.remote([candidates[i] for i in idx])
+                 for shard, idx in by_shard.items()}
+        result: list[int | None] = [None] * len(candidates)
+        for shard, ref in calls.items():
+            for i, issue_id in zip(by_shard[shard], ray.get(ref), strict=True):
+                result[i] = issue_id
+        return result
+
+
+def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int
+                          ) -> list[Any]:
+    return [GroupingShard.options(  # type: ignore[attr-defined]
+        name=f"crashray-grouping-{i}", namespace="crashray").remote(
+            postgres_url, max_cached_hashes) for i in range(count)]
