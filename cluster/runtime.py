@@ -162,6 +162,7 @@ class Runtime:
     _embedded_pg: Any = None
     _consumers: list[Any] = field(default_factory=list)
     _grouping_shards: list[Any] = field(default_factory=list)
+    _rate_limiters: list[Any] = field(default_factory=list)
     _owner: Any = None
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
@@ -239,6 +240,8 @@ class Runtime:
         from actors.clickhouse import start_owner
         from actors.consumer import ConsumerConfig, start_consumers
         from actors.grouping import start_grouping_shards
+        from actors.rate_limit import RateLimiterConfig, start_rate_limiters
+        from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
 
         s = self.settings
@@ -248,6 +251,9 @@ class Runtime:
             ClickHouseStore(self.clickhouse_dsn).migrate()
         self._grouping_shards = start_grouping_shards(
             s.grouping_shards, self.postgres_url, s.grouping_cache_hashes)
+        self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
+            self.postgres_url, s.quota_settings_refresh_s,
+            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)))
         self._consumers = list(start_consumers(s.consumers, ConsumerConfig(
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
@@ -262,6 +268,7 @@ class Runtime:
 
         from events.body import BodyLimits
         from events.envelope import EnvelopeLimits
+        from events.quotas import SpikeProtection
         from serve_apps.ingest import IngestConfig, IngestDeployment
         from serve_apps.query import ApiDeployment, QueryConfig, WebDeployment
 
@@ -280,13 +287,17 @@ class Runtime:
                 max_check_in_bytes=s.max_check_in_bytes, max_items=s.max_envelope_items),
             key_cache_refresh_s=s.key_cache_refresh_s,
             key_cache_miss_reload_s=s.key_cache_miss_reload_s,
-            max_queued_items=s.max_queued_items)
+            max_queued_items=s.max_queued_items, data_dir=s.data_dir,
+            min_free_disk_bytes=s.min_free_disk_bytes)
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
             num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
-        ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s)
+        ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
+               self._rate_limiters)
         query_config = QueryConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
-                                   s.api_max_page_size, s.grouping_transition_days * 86_400)
+                                   s.api_max_page_size, s.grouping_transition_days * 86_400,
+                                   SpikeProtection(True, s.spike_multiplier,
+                                                   s.spike_floor_per_hour))
         serve.run(ingest, name="ingest", route_prefix="/api")
         serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
                   route_prefix="/api/0")

@@ -104,6 +104,22 @@ class Settings(BaseSettings):
     #: Accepted-but-unprocessed items above which ingest answers 503 before writing
     #: anything (global guard; an unbounded queue is never an option).
     max_queued_items: int = 2_000_000
+    #: Free bytes on the data directory's disk below which ingest refuses (503) before
+    #: writing anything, so a full disk never loses accepted events. 0 turns the check off.
+    min_free_disk_bytes: int = 1_073_741_824
+
+    # --- rate limiting -----------------------------------------------------------------
+    #: Rate-limiter actors (``actors/rate_limit.py``); organization ``o`` belongs to shard
+    #: ``o % rate_limit_shards``, so an organization's counters are exact in one place.
+    rate_limit_shards: int = 1
+    #: Seconds quotas, key rate limits and spike-protection settings are cached by the
+    #: rate limiters; a change applies within this.
+    quota_settings_refresh_s: float = 5.0
+    #: Spike protection (per project, on by default, changeable per project): at most
+    #: max(floor, multiplier * the project's average accepted events per hour over the last
+    #: 72 hours) events per hour.
+    spike_multiplier: float = 10.0
+    spike_floor_per_hour: int = 100_000
 
     # --- processing --------------------------------------------------------------------
     #: Consumer actors draining the queue. Relay processing is ~1 ms CPU per event, so

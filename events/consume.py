@@ -12,8 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from events.items import client_report_outcomes, session_rows
 from events.process import EventProcessor, InvalidEvent, ItemContext, ProcessedEvent
+from events.quotas import OUTCOMES_ITEM_TYPE
 from events.rows import Outcome
 
 #: Items that are processed into stored events.
@@ -101,6 +104,15 @@ def _category(item: WorkItem) -> str:
     return known or ("session" if "session" in item.item_type else "default")
 
 
+def _counted_outcomes(item: WorkItem) -> list[Outcome]:
+    rows = orjson.loads(item.payload)
+    if not isinstance(rows, list):
+        raise InvalidEvent("invalid_outcomes", "an outcomes item must hold a JSON list")
+    return [Outcome(item.organization_id, item.project_id, int(r["key_id"]),
+                    dt.datetime.fromisoformat(r["hour"]), str(r["outcome"]), str(r["reason"]),
+                    str(r["category"]), int(r["quantity"])) for r in rows]
+
+
 def _plan_item(item: WorkItem, processor: EventProcessor, plan: BatchPlan) -> None:
     if item.item_type in EVENT_ITEM_TYPES:
         processed = processor.process(item.payload, _context(item))
@@ -114,6 +126,8 @@ def _plan_item(item: WorkItem, processor: EventProcessor, plan: BatchPlan) -> No
                              for n, r in enumerate(rows))
         plan.outcomes.append(_outcome(item, "accepted", "", "session",
                                       sum(r["quantity"] for r in rows)))
+    elif item.item_type == OUTCOMES_ITEM_TYPE:
+        plan.outcomes.extend(_counted_outcomes(item))
     elif item.item_type == "client_report":
         plan.outcomes.extend(client_report_outcomes(
             item.payload, item.organization_id, item.project_id, item.key_id or 0,

@@ -1,9 +1,16 @@
 """The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``.
 
 Accept fast, digest later: read the body within its limits, authenticate the DSN key from a
-cache, parse the envelope framing, hand the items off durably (one PostgreSQL COPY per
-``@serve.batch`` batch) and only then answer ``200 {"id": …}``. Normalization, scrubbing,
-grouping and storage happen in the consumers.
+cache, parse the envelope framing, check quotas, hand the items off durably (one PostgreSQL
+COPY per ``@serve.batch`` batch) and only then answer ``200 {"id": …}``. Normalization,
+scrubbing, grouping and storage happen in the consumers.
+
+Quotas (spec §5): a replica first refuses the categories its cache of earlier limits still
+covers (no actor call); the rest of a batch's requests are checked with one call per
+rate-limiter shard (``actors/rate_limit.py``). Refused items are never queued; they are
+counted as ``rate_limited`` outcomes, which each replica sums up and hands off once a second.
+A request with any refused category is answered 429 with ``Retry-After`` and
+``X-Sentry-Rate-Limits``, even when its other items were accepted (as Relay does).
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +32,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.rate_limit import check_usages
 from events.auth import SentryAuth, auth_from_dsn, find_request_auth
 from events.body import BodyDecoder, BodyLimits
 from events.envelope import (
@@ -33,7 +43,23 @@ from events.envelope import (
     parse_envelope,
     parse_store_body,
 )
-from events.errors import BadRequest, Forbidden, IngestError, Overloaded, Unauthorized
+from events.errors import (
+    BadRequest,
+    Forbidden,
+    IngestError,
+    Overloaded,
+    RateLimited,
+    Unauthorized,
+)
+from events.quotas import (
+    OUTCOMES_ITEM_TYPE,
+    LimitCache,
+    RateLimit,
+    Usage,
+    format_rate_limits,
+    item_quantities,
+    retry_after_s,
+)
 from storage.postgres import ProjectKey, connect, load_project_keys
 from storage.queue import PostgresQueue, QueuedItem
 
@@ -65,6 +91,9 @@ class IngestConfig:
     key_cache_refresh_s: float
     key_cache_miss_reload_s: float
     max_queued_items: int
+    #: Where the data lives, and the free space below which ingest refuses (503).
+    data_dir: Path | None = None
+    min_free_disk_bytes: int = 0
 
 
 class KeyCache:
@@ -106,8 +135,21 @@ def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> Proj
 
 def error_response(exc: IngestError) -> Response:
     headers = {**CORS_HEADERS, "X-Sentry-Error": exc.detail}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+        headers["X-Sentry-Rate-Limits"] = exc.rate_limits_header
     return Response(orjson.dumps(exc.body()), status_code=exc.status, headers=headers,
                     media_type="application/json")
+
+
+#: Relay's 429 body (spec §5.1).
+RATE_LIMITED_DETAIL = ("Sentry dropped data due to a quota or internal rate limit being"
+                       " reached. This will not affect your application. See"
+                       " https://docs.sentry.io/product/accounts/quotas/ for more information.")
+
+
+def rate_limited(limits: Sequence[RateLimit]) -> RateLimited:
+    return RateLimited(RATE_LIMITED_DETAIL, retry_after_s(limits), format_rate_limits(limits))
 
 
 #: Items whose envelope must carry an event id (spec §2.2); Relay makes one when it is
@@ -143,6 +185,7 @@ class IngestHandler:
                              config.key_cache_miss_reload_s)
         self._backlog = 0
         self._backlog_checked_at = -1e9
+        self._free_disk = -1
 
     async def read_body(self, request: Request) -> bytes:
         decoder = BodyDecoder(request.headers.get("content-encoding"), self.config.body_limits)
@@ -205,10 +248,79 @@ class IngestHandler:
         if now - self._backlog_checked_at > 1.0:
             self._backlog_checked_at = now
             self._backlog = await asyncio.to_thread(self.queue.backlog_upper_bound)
+            if self.config.data_dir is not None and self.config.min_free_disk_bytes:
+                self._free_disk = shutil.disk_usage(self.config.data_dir).free
         if self._backlog >= self.config.max_queued_items:
             raise Overloaded("the service is overloaded",
                              [f"{self._backlog} items wait for processing, more than"
                               f" CRASHRAY_MAX_QUEUED_ITEMS ({self.config.max_queued_items})"])
+        if 0 <= self._free_disk < self.config.min_free_disk_bytes:
+            raise Overloaded("the service is overloaded",
+                             [f"{self._free_disk} bytes free on the data disk, less than"
+                              " CRASHRAY_MIN_FREE_DISK_BYTES"
+                              f" ({self.config.min_free_disk_bytes})"])
+
+
+def item_categories(item: QueuedItem) -> frozenset[str]:
+    return frozenset(c for c, _ in item_quantities(item.item_type, len(item.payload)))
+
+
+def usage_of(items: Sequence[QueuedItem]) -> Usage | None:
+    """What the items cost, per category; None when there are no items."""
+    if not items:
+        return None
+    quantities: dict[str, int] = {}
+    for item in items:
+        for category, quantity in item_quantities(item.item_type, len(item.payload)):
+            quantities[category] = quantities.get(category, 0) + quantity
+    first = items[0]
+    return Usage(first.organization_id, first.project_id, first.key_id, quantities)
+
+
+def without_refused(items: Sequence[QueuedItem], limits: Sequence[RateLimit]
+                    ) -> tuple[list[QueuedItem], list[QueuedItem]]:
+    """(kept, refused): an item goes when any of its categories is limited."""
+    refused_categories = {c for limit in limits for c in limit.categories}
+    kept: list[QueuedItem] = []
+    refused: list[QueuedItem] = []
+    for item in items:
+        (refused if item_categories(item) & refused_categories else kept).append(item)
+    return kept, refused
+
+
+class OutcomeTally:
+    """Refused items per (organization, project, key, hour, category, reason), summed in
+    memory and handed off as one ``outcomes`` queue item at a time (not one per request,
+    so that a flood of refusals costs little). Lost if the replica dies before a flush:
+    at most ``flush_interval_s`` of refusal counts, never an accepted event."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[int, int, int, str, str, str], int] = {}
+
+    def add(self, items: Sequence[QueuedItem], limits: Sequence[RateLimit]) -> None:
+        for item in items:
+            hour = item.received_at.replace(minute=0, second=0, microsecond=0).isoformat()
+            categories = {c for c, _ in item_quantities(item.item_type, len(item.payload))}
+            reason = next((limit.reason_code for limit in limits
+                           if limit.categories & categories), "")
+            for category, quantity in item_quantities(item.item_type, len(item.payload)):
+                key = (item.organization_id, item.project_id, item.key_id or 0, hour,
+                       category, reason)
+                self.counts[key] = self.counts.get(key, 0) + quantity
+
+    def take(self) -> list[QueuedItem]:
+        """The tally as queue items (one per project), emptied."""
+        counts, self.counts = self.counts, {}
+        by_project: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for (org, project, key, hour, category, reason), quantity in counts.items():
+            by_project.setdefault((org, project), []).append(
+                {"key_id": key, "hour": hour, "category": category, "reason": reason,
+                 "outcome": "rate_limited", "quantity": quantity})
+        now = dt.datetime.now(dt.UTC)
+        return [QueuedItem(project_id=project, organization_id=org, key_id=None,
+                           item_type=OUTCOMES_ITEM_TYPE, event_id=None, received_at=now,
+                           payload=orjson.dumps(rows), meta={})
+                for (org, project), rows in by_project.items()]
 
 
 def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
@@ -222,29 +334,79 @@ def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
 
 
+#: Seconds between two hand-offs of a replica's refusal counts (``OutcomeTally``).
+OUTCOME_FLUSH_INTERVAL_S = 1.0
+
+
 @serve.deployment(name="ingest", ray_actor_options={"num_cpus": 0},
                   graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S,
                   graceful_shutdown_wait_loop_s=0.5)
 class IngestDeployment:
-    def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float) -> None:
+    def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float,
+                 rate_limiters: Sequence[Any] = ()) -> None:
         self._queue = PostgresQueue(config.postgres_url)
         self._handler = IngestHandler(config, self._queue)
-        self._enqueue_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
-        self._enqueue_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
+        self._rate_limiters = list(rate_limiters)
+        self._limits = LimitCache()
+        self._tally = OutcomeTally()
+        self._flusher: asyncio.Task[None] | None = None
+        self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
+        self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005)
-    async def _enqueue_batch(self, requests: list[list[QueuedItem]]) -> list[None]:
-        flat = [item for items in requests for item in items]
-        await asyncio.to_thread(self._queue.enqueue, flat)
-        return [None] * len(requests)
+    async def _admit_batch(self, requests: list[list[QueuedItem]]
+                           ) -> list[tuple[RateLimit, ...]]:
+        """Check the batch's quotas (one call per rate-limiter shard), queue what passed, and
+        return each request's limits."""
+        usages = [usage_of(items) for items in requests]
+        asked = [u for u in usages if u is not None and u.quantities]
+        decisions = iter(await check_usages(self._rate_limiters, asked)
+                         if asked and self._rate_limiters else [])
+        now = time.time()
+        accepted: list[QueuedItem] = []
+        results: list[tuple[RateLimit, ...]] = []
+        for items, usage in zip(requests, usages, strict=True):
+            limits: tuple[RateLimit, ...] = ()
+            if usage is not None and usage.quantities and self._rate_limiters:
+                limits = next(decisions).limits
+                self._limits.add(usage.organization_id, limits, now)
+            kept, refused = without_refused(items, limits)
+            self._tally.add(refused, limits)
+            accepted.extend(kept)
+            results.append(limits)
+        if accepted:
+            await asyncio.to_thread(self._queue.enqueue, accepted)
+        return results
+
+    async def _flush_outcomes(self) -> None:
+        while True:
+            await asyncio.sleep(OUTCOME_FLUSH_INTERVAL_S)
+            await self._hand_off_tally()
+
+    async def _hand_off_tally(self) -> None:
+        items = self._tally.take()
+        if not items:
+            return
+        try:
+            await asyncio.to_thread(self._queue.enqueue, items)
+        except Exception:
+            log.exception("could not hand off %d outcome counts; keeping them", len(items))
+            for item in items:  # put them back for the next flush
+                for row in orjson.loads(item.payload):
+                    key = (item.organization_id, item.project_id, row["key_id"], row["hour"],
+                           row["category"], row["reason"])
+                    self._tally.counts[key] = self._tally.counts.get(key, 0) + row["quantity"]
 
     async def __call__(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=200, headers=CORS_HEADERS)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
         try:
             items, event_id = await self._handler.accept(request)
-            if items:
-                await self._enqueue_batch(items)
+            limits = await self._admit(items)
+            if limits:
+                raise rate_limited(limits)
         except IngestError as exc:
             return error_response(exc)
         except Exception:
@@ -254,3 +416,17 @@ class IngestDeployment:
         body = {"id": event_id} if event_id else {}
         return Response(orjson.dumps(body), status_code=200, headers=CORS_HEADERS,
                         media_type="application/json")
+
+    async def _admit(self, items: list[QueuedItem]) -> tuple[RateLimit, ...]:
+        """Queue what the quotas let through; the limits that refused the rest."""
+        usage = usage_of(items)
+        cached = self._limits.active(usage, time.time()) if usage is not None else []
+        kept, refused = without_refused(items, cached)
+        self._tally.add(refused, cached)
+        if not kept:
+            return tuple(cached)
+        return (*cached, *await self._admit_batch(kept))
+
+    async def __del__(self) -> None:
+        """At shutdown: hand off the refusal counts not flushed yet."""
+        await self._hand_off_tally()

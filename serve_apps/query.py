@@ -8,11 +8,11 @@ answers 404, not 403, so ids cannot be probed.
 
 import datetime as dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI, Header, HTTPException, Query
+from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from psycopg_pool import ConnectionPool
 from ray import serve
@@ -32,7 +32,11 @@ from events.lifecycle import (
     parse_status_update,
     stored_details,
 )
+from events.quotas import SpikeProtection
+from events.stats import StatsQueryError, parse_stats_query, stats_response
+from serve_apps.quota_api import QuotaApi, parse_spike_protection
 from storage import issues as issue_store
+from storage import quotas as quota_store
 from storage.grouping import grouping_settings, set_grouping_config
 from storage.postgres import ProjectRef, TokenScope, find_project, project_by_id, token_scope
 
@@ -45,6 +49,7 @@ class QueryConfig:
     max_page_size: int
     #: Seconds the previous grouping version keeps matching after a version change.
     grouping_transition_s: float = 30 * 86_400.0
+    spike_defaults: SpikeProtection = field(default_factory=SpikeProtection)
 
 
 def iso(value: dt.datetime) -> str:
@@ -58,6 +63,7 @@ class Api:
         self.config = config
         self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=4, open=True)
         self.clickhouse = clickhouse_store(config.clickhouse_dsn)
+        self.quotas = QuotaApi(self.pool, config.base_url)
 
     def scope(self, authorization: str | None) -> TokenScope:
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -66,6 +72,28 @@ class Api:
             scope = token_scope(conn, authorization[7:].strip())
         if scope is None:
             raise HTTPException(401, "Invalid token")
+        return scope
+
+    def stats_v2(self, scope: TokenScope, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """Outcomes of the organization's projects (Sentry's stats_v2, events/stats.py)."""
+        if "org:read" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope org:read")
+        with self.pool.connection() as conn:
+            project_ids = [int(r[0]) for r in conn.execute(
+                "SELECT id FROM projects WHERE organization_id = %s",
+                (scope.organization_id,)).fetchall()]
+        try:
+            query = parse_stats_query(params)
+            rows = self.clickhouse.outcome_stats(scope.organization_id, project_ids, query)
+            return stats_response(query, rows)
+        except StatsQueryError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    def organization(self, authorization: str | None, org_slug: str) -> TokenScope:
+        """The caller's scope if ``org_slug`` is its organization; else 404 (no probing)."""
+        scope = self.scope(authorization)
+        if org_slug != scope.organization_slug:
+            raise HTTPException(404, "The requested resource does not exist")
         return scope
 
     def project(self, scope: TokenScope, org_slug: str, project_slug: str, needed: str
@@ -250,7 +278,9 @@ class Api:
             row = conn.execute("SELECT name, platform, date_added FROM projects WHERE id = %s",
                                (project.id,)).fetchone()
             grouping = grouping_settings(conn, [project.id]).get(project.id)
-        if row is None or grouping is None:
+            spike = quota_store.spike_protection(conn, [project.id],
+                                                 self.config.spike_defaults).get(project.id)
+        if row is None or grouping is None or spike is None:
             raise HTTPException(404, "The requested resource does not exist")
         expiry = grouping.secondary_expiry
         return {"id": str(project.id), "slug": project.slug, "name": row[0],
@@ -260,6 +290,8 @@ class Api:
                 "groupingAutoUpdate": grouping.auto_update,
                 "fingerprintingRules": grouping.fingerprinting_rules,
                 "groupingEnhancements": grouping.grouping_enhancements,
+                "spikeProtection": {"enabled": spike.enabled, "multiplier": spike.multiplier,
+                                    "floorPerHour": spike.floor_per_hour},
                 "dateCreated": iso(row[2]),
                 "organization": {"slug": project.organization_slug}}
 
@@ -271,7 +303,15 @@ class Api:
             raise HTTPException(400, "the body must be a JSON object")
         updates = _rule_updates(body)
         config, auto_update = _grouping_update(body)
+        spike = None
+        if body.get("spikeProtection") is not None:
+            with self.pool.connection() as conn:
+                now = quota_store.spike_protection(conn, [project.id],
+                                                   self.config.spike_defaults)[project.id]
+            spike = parse_spike_protection(body["spikeProtection"], now)
         with self.pool.connection() as conn, conn.transaction():  # all or nothing
+            if spike is not None:
+                quota_store.set_spike_protection(conn, project.id, *spike)
             for column, rules in updates.items():  # column names from the fixed list
                 conn.execute(f"UPDATE projects SET {column} = %s WHERE id = %s",
                              (rules, project.id))
@@ -305,18 +345,18 @@ class Api:
 def _rule_updates(body: dict[str, Any]) -> dict[str, str]:
     """The rule settings a project update sets, each validated (line/column errors)."""
     updates: dict[str, str] = {}
-    for field, column, parse in (
+    for setting, column, parse in (
             ("fingerprintingRules", "fingerprinting_rules", parse_fingerprint_rules),
             ("groupingEnhancements", "grouping_enhancements", parse_stacktrace_rules)):
-        rules = body.get(field)
+        rules = body.get(setting)
         if rules is None:
             continue
         if not isinstance(rules, str):
-            raise HTTPException(400, f"{field} must be text, one rule a line")
+            raise HTTPException(400, f"{setting} must be text, one rule a line")
         try:
             parse(rules)
         except RuleSyntaxError as exc:  # both parsers' errors name the line and column
-            raise HTTPException(400, f"{field}: {exc}") from exc
+            raise HTTPException(400, f"{setting}: {exc}") from exc
         updates[column] = rules
     return updates
 
@@ -357,6 +397,48 @@ class ApiDeployment:
         scope = self.api.scope(authorization)
         ref = self.api.project(scope, org, project, "project:read")
         return self.api.update_project(scope, ref, body)
+
+    @app.get("/projects/{org}/{project}/keys/")
+    def project_keys(self, org: str, project: str,
+                     authorization: Annotated[str | None, Header()] = None
+                     ) -> list[dict[str, Any]]:
+        scope = self.api.scope(authorization)
+        ref = self.api.project(scope, org, project, "project:read")
+        return self.api.quotas.keys(scope, ref)
+
+    @app.put("/projects/{org}/{project}/keys/{key_id}/")
+    def update_key(self, org: str, project: str, key_id: str,
+                   body: Annotated[Any, Body()] = None,
+                   authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        scope = self.api.scope(authorization)
+        ref = self.api.project(scope, org, project, "project:read")
+        return self.api.quotas.update_key(scope, ref, key_id, body)
+
+    @app.get("/organizations/{org}/stats_v2/")
+    def stats_v2(self, org: str, request: Request,
+                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        return self.api.stats_v2(self.api.organization(authorization, org),
+                                 request.query_params.multi_items())
+
+    @app.get("/organizations/{org}/quotas/")
+    def quotas(self, org: str, authorization: Annotated[str | None, Header()] = None
+               ) -> list[dict[str, Any]]:
+        return self.api.quotas.quotas(self.api.organization(authorization, org))
+
+    @app.post("/organizations/{org}/quotas/", status_code=201)
+    def add_quota(self, org: str, body: Annotated[Any, Body()] = None,
+                  authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        return self.api.quotas.add_quota(self.api.organization(authorization, org), body)
+
+    @app.delete("/organizations/{org}/quotas/{quota_id}/", status_code=204)
+    def delete_quota(self, org: str, quota_id: int,
+                     authorization: Annotated[str | None, Header()] = None) -> None:
+        self.api.quotas.delete_quota(self.api.organization(authorization, org), quota_id)
+
+    @app.get("/organizations/{org}/quota-usage/")
+    def quota_usage(self, org: str, authorization: Annotated[str | None, Header()] = None
+                    ) -> list[dict[str, Any]]:
+        return self.api.quotas.usage(self.api.organization(authorization, org))
 
     @app.get("/projects/{org}/{project}/issues/")
     def list_issues(self, org: str, project: str,

@@ -1,0 +1,174 @@
+"""Rate-limiter actors: per-tenant quotas, key rate limits and spike protection.
+
+Shards are named ``crashray-ratelimit-{i}`` and own the organizations with ``organization_id
+% shards == i``, so every counter of an organization lives in one actor and its decisions are
+exact however many ingest replicas ask. Ingest asks once per ``@serve.batch`` batch, never
+once per event. Each batch's counter increments are written to PostgreSQL (``quota_counters``)
+before the answer, so a shard that Ray restarts (``max_restarts``) reloads the windows still
+running and does not reset them.
+
+Spike protection: each project's accepted events per hour are counted (the ``spike`` quota's
+counter, kept 72 hours); its limit for the current hour is ``spike_limit`` of those hours,
+recomputed when the hour changes or the project's settings are re-read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import ray
+
+from events.quotas import (
+    SPIKE_BASELINE_HOURS,
+    SPIKE_WINDOW_S,
+    CounterKey,
+    Decision,
+    Quota,
+    SpikeProtection,
+    Usage,
+    decide,
+    spike_limit,
+    spike_quota,
+    window_at,
+)
+from storage import quotas as quota_store
+
+log = logging.getLogger("crashray.rate_limit")
+
+#: Seconds between two passes that delete ended windows from ``quota_counters``.
+PRUNE_INTERVAL_S = 300.0
+
+
+@dataclass(frozen=True)
+class RateLimiterConfig:
+    postgres_url: str
+    #: Seconds an organization's quotas and projects' spike settings are cached.
+    settings_refresh_s: float
+    spike_defaults: SpikeProtection
+
+
+class RateLimiter:
+    """The shard's state and its one operation, without Ray (tests drive it directly)."""
+
+    def __init__(self, config: RateLimiterConfig, clock: Callable[[], float] = time.time
+                 ) -> None:
+        self.config = config
+        self.clock = clock
+        self.conn = psycopg.connect(config.postgres_url, autocommit=True)
+        self.counters: dict[CounterKey, int] = quota_store.load_counters(
+            self.conn, dt.datetime.fromtimestamp(clock(), dt.UTC))
+        self._expires_at: dict[CounterKey, float] = {}
+        self._quotas: dict[int, tuple[float, list[Quota]]] = {}
+        self._spike: dict[int, tuple[float, int, int | None]] = {}  # loaded, hour slot, limit
+        self._pruned_at = clock()
+        self.checked = 0
+
+    def check(self, usages: Sequence[Usage]) -> list[Decision]:
+        now = self.clock()
+        self._refresh(usages, now)
+        verdicts = decide(usages, self._quotas_for, self.counters, now)
+        with self.conn.transaction():
+            quota_store.add_to_counters(self.conn, verdicts.increments, verdicts.expires_at)
+        for key, quantity in verdicts.increments.items():
+            self.counters[key] = self.counters.get(key, 0) + quantity
+            self._expires_at[key] = verdicts.expires_at[key]
+        self.checked += len(usages)
+        self._forget_ended(now)
+        return verdicts.decisions
+
+    def _quotas_for(self, usage: Usage) -> list[Quota]:
+        _, _, limit = self._spike[usage.project_id]
+        return [*self._quotas[usage.organization_id][1],
+                spike_quota(usage.organization_id, usage.project_id, limit)]
+
+    def _refresh(self, usages: Sequence[Usage], now: float) -> None:
+        stale_orgs = {u.organization_id for u in usages
+                      if now - self._quotas.get(u.organization_id, (-1e9, []))[0]
+                      > self.config.settings_refresh_s}
+        for org in stale_orgs:
+            self._quotas[org] = (now, quota_store.organization_quotas(self.conn, org))
+        projects = {u.project_id: u.organization_id for u in usages}
+        stale = [p for p, org in projects.items() if self._spike_stale(p, org, now)]
+        if stale:
+            settings = quota_store.spike_protection(self.conn, stale,
+                                                    self.config.spike_defaults)
+            for project_id in stale:
+                self._spike[project_id] = self._spike_state(
+                    projects[project_id], project_id,
+                    settings.get(project_id, SpikeProtection(enabled=False)), now)
+
+    def _spike_stale(self, project_id: int, organization_id: int, now: float) -> bool:
+        loaded = self._spike.get(project_id)
+        return loaded is None or now - loaded[0] > self.config.settings_refresh_s or \
+            loaded[1] != window_at(organization_id, SPIKE_WINDOW_S, now).slot
+
+    def _spike_state(self, organization_id: int, project_id: int,
+                     protection: SpikeProtection, now: float) -> tuple[float, int, int | None]:
+        slot = window_at(organization_id, SPIKE_WINDOW_S, now).slot
+        usage = Usage(organization_id, project_id, None, {})
+        counter = spike_quota(organization_id, project_id, None).counter(usage)
+        past = range(slot - SPIKE_BASELINE_HOURS, slot)
+        history = quota_store.spike_history(self.conn, counter, list(past))
+        return now, slot, spike_limit([history.get(s, 0) for s in past], protection)
+
+    def _forget_ended(self, now: float) -> None:
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        ended = [k for k, expires in self._expires_at.items() if expires < now]
+        for key in ended:
+            self.counters.pop(key, None)
+            self._expires_at.pop(key, None)
+        with self.conn.transaction():
+            quota_store.prune_counters(self.conn, (SPIKE_BASELINE_HOURS + 1) * SPIKE_WINDOW_S)
+
+    def stats(self) -> dict[str, int]:
+        return {"checked": self.checked, "counters": len(self.counters)}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)  # type: ignore[call-overload]
+class RateLimiterShard:
+    """One shard. Calls run one at a time, which keeps each decision atomic. A call that
+    dies with the actor is not retried (its increments may be stored): ingest answers those
+    requests 503 and the SDKs send again."""
+
+    def __init__(self, config: RateLimiterConfig) -> None:
+        self._config = config
+        self._limiter = RateLimiter(config)
+
+    def check(self, usages: Sequence[Usage]) -> list[Decision]:
+        try:
+            return self._limiter.check(usages)
+        except psycopg.OperationalError:
+            log.warning("rate limiter lost its PostgreSQL connection; reconnecting")
+            self._limiter = RateLimiter(self._config)
+            raise
+
+    def stats(self) -> dict[str, int]:
+        return self._limiter.stats()
+
+
+def start_rate_limiters(count: int, config: RateLimiterConfig) -> list[Any]:
+    return [RateLimiterShard.options(  # type: ignore[attr-defined]
+        name=f"crashray-ratelimit-{i}", namespace="crashray").remote(config)
+        for i in range(count)]
+
+
+async def check_usages(shards: Sequence[Any], usages: Sequence[Usage]) -> list[Decision]:
+    """Ask the shards that own the usages' organizations, one call each, concurrently."""
+    by_shard: dict[int, list[int]] = {}
+    for index, usage in enumerate(usages):
+        by_shard.setdefault(usage.organization_id % len(shards), []).append(index)
+    refs = {shard: shards[shard].check.remote([usages[i] for i in indexes])
+            for shard, indexes in by_shard.items()}
+    decisions: list[Decision | None] = [None] * len(usages)
+    for shard, ref in refs.items():
+        for index, decision in zip(by_shard[shard], await ref, strict=True):
+            decisions[index] = decision
+    return [d for d in decisions if d is not None]

@@ -1,0 +1,319 @@
+"""Quotas and rate limits: what an envelope costs and whether it may pass (spec §5).
+
+Pure code: the rate-limiter actors (actors/rate_limit.py) hold the counters and call
+``decide``; ingest replicas cache the limits they were told about (``LimitCache``) and format
+them for SDKs (``format_rate_limits``).
+
+Model (Relay's, spec §5.4). A ``Quota`` limits some data categories (none = all) of one scope —
+``organization``, ``project`` or ``key`` — to ``limit`` per fixed window of ``window_s``
+seconds. Windows are shifted by the organization id, as Relay does, so that the windows of
+different organizations do not all roll over at once::
+
+    shift   = organization_id % window_s
+    slot    = (now - shift) // window_s
+    expires = (slot + 1) * window_s + shift        retry_after = expires - now
+
+A request is checked category by category: its quantity of a category must fit every quota
+that applies (``counter + quantity <= limit``); only then are the counters of all of them
+increased. A category that does not fit is refused whole (every item of it), with a
+``RateLimit`` naming the category, scope, reason and the seconds until the window ends.
+``limit=None`` counts without limiting, ``limit=0`` refuses without counting.
+
+Spike protection is a per-project quota on events (``error``, ``default``, ``security``) per
+hour whose limit follows the project's own volume: ``spike_limit`` of its accepted events in
+the trailing ``SPIKE_BASELINE_HOURS`` hours.
+
+    QuotaError              (base)
+    └── InvalidQuota        a quota definition that cannot be counted
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+#: Data categories (Relay's ``DataCategory`` names) Crashray counts.
+CATEGORIES: Final = frozenset({
+    "default", "error", "security", "transaction", "attachment", "attachment_item", "session",
+    "user_report_v2", "feedback", "monitor", "profile", "replay", "span", "log_item",
+    "log_byte"})
+#: Categories an event item may turn out to be (Relay counts it as ``error`` at the door).
+EVENT_CATEGORIES: Final = frozenset({"error", "default", "security"})
+#: Categories measured in bytes; a counted quota must not mix them with counted ones.
+BYTE_CATEGORIES: Final = frozenset({"attachment", "log_byte"})
+SCOPES: Final = ("organization", "project", "key")
+#: Seconds a ``limit=0`` quota without a window tells SDKs to wait (Relay: 60 s).
+REJECT_ALL_SECS: Final = 60
+SPIKE_BASELINE_HOURS: Final = 72
+#: Internal queue item with counts of items ingest refused: a JSON list of ``{"key_id",
+#: "hour", "category", "reason", "outcome", "quantity"}``. SDK items of this type are never
+#: handed off (not in ingest's handed-off types).
+OUTCOMES_ITEM_TYPE: Final = "outcomes"
+SPIKE_WINDOW_S: Final = 3600
+
+
+class QuotaError(ValueError):
+    pass
+
+
+class InvalidQuota(QuotaError):
+    pass
+
+
+def item_quantities(item_type: str, payload_bytes: int) -> tuple[tuple[str, int], ...]:
+    """What one envelope item costs, per category (spec §5.3). Client reports are never
+    limited and cost nothing; unknown items are not handed off and cost nothing."""
+    if item_type == "event":
+        return (("error", 1),)
+    if item_type == "attachment":
+        return (("attachment", max(payload_bytes, 1)), ("attachment_item", 1))
+    single = {"transaction": "transaction", "session": "session", "sessions": "session",
+              "user_report": "user_report_v2", "feedback": "feedback",
+              "check_in": "monitor"}.get(item_type)
+    return ((single, 1),) if single else ()
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One limit. ``id`` names its counter; ``scope_id`` None applies it to every
+    organization/project/key of its organization separately."""
+
+    id: str
+    organization_id: int
+    scope: str
+    scope_id: int | None
+    categories: frozenset[str]
+    limit: int | None
+    window_s: int
+    reason_code: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise InvalidQuota(f"quota {self.id!r}: scope {self.scope!r} is not one of"
+                               f" {', '.join(SCOPES)}")
+        unknown = sorted(self.categories - CATEGORIES)
+        if unknown:
+            raise InvalidQuota(f"quota {self.id!r}: unknown categories {', '.join(unknown)};"
+                               f" known: {', '.join(sorted(CATEGORIES))}")
+        if self.limit is not None and self.limit < 0:
+            raise InvalidQuota(f"quota {self.id!r}: limit {self.limit} is negative; use 0 to"
+                               " refuse everything or no limit to only count")
+        if self.limit != 0 and self.window_s <= 0:
+            raise InvalidQuota(f"quota {self.id!r}: window {self.window_s} s; a counted quota"
+                               " needs a window of at least 1 s")
+        if self.limit and self.categories & BYTE_CATEGORIES and \
+                self.categories - BYTE_CATEGORIES:
+            raise InvalidQuota(f"quota {self.id!r} mixes categories counted in bytes"
+                               f" ({', '.join(sorted(self.categories & BYTE_CATEGORIES))})"
+                               " with counted ones; make two quotas")
+
+    def covers(self, category: str) -> bool:
+        return not self.categories or category in self.categories
+
+    def applies_to(self, usage: Usage) -> bool:
+        if usage.organization_id != self.organization_id:
+            return False
+        if self.scope_id is None:
+            return self.scope != "key" or usage.key_id is not None
+        return self.scope_id == _subject(self.scope, usage)
+
+    def counter(self, usage: Usage) -> str:
+        """The counter this quota keeps for ``usage``'s organization/project/key."""
+        subject = _subject(self.scope, usage)
+        return f"{self.id}:{self.organization_id}:{self.scope}:{subject}"
+
+
+def _subject(scope: str, usage: Usage) -> int | None:
+    return {"organization": usage.organization_id, "project": usage.project_id,
+            "key": usage.key_id}[scope]
+
+
+@dataclass(frozen=True)
+class Window:
+    slot: int
+    expires_at: float
+
+    def retry_after_s(self, now: float) -> int:
+        return max(math.ceil(self.expires_at - now), 1)
+
+
+def window_at(organization_id: int, window_s: int, now: float) -> Window:
+    """The fixed window of an organization's quota containing ``now`` (unix seconds)."""
+    shift = organization_id % window_s
+    slot = math.floor((now - shift) / window_s)
+    return Window(slot, (slot + 1) * window_s + shift)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one request wants to send: quantities per category."""
+
+    organization_id: int
+    project_id: int
+    key_id: int | None
+    quantities: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A refusal, as SDKs are told of it: ``retry_after_s:categories:scope:reason``."""
+
+    categories: frozenset[str]
+    scope: str
+    reason_code: str
+    retry_after_s: int
+    #: The organization/project/key id the scope refers to (not sent to SDKs).
+    scope_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: frozenset[str]
+    limits: tuple[RateLimit, ...] = ()
+
+    @property
+    def refused(self) -> frozenset[str]:
+        return frozenset(c for limit in self.limits for c in limit.categories)
+
+
+#: A counter's key: (counter name, window slot).
+CounterKey = tuple[str, int]
+
+
+@dataclass
+class Verdicts:
+    decisions: list[Decision] = field(default_factory=list)
+    #: Counter increments to persist, with each counter's window end (unix seconds).
+    increments: dict[CounterKey, int] = field(default_factory=dict)
+    expires_at: dict[CounterKey, float] = field(default_factory=dict)
+
+
+def decide(usages: Sequence[Usage], quotas_for: Callable[[Usage], Sequence[Quota]],
+           counters: Mapping[CounterKey, int], now: float) -> Verdicts:
+    """Admit or refuse each usage, category by category, in order: later usages of the batch
+    see the counts of the earlier ones. ``counters`` is not changed; the increments are
+    returned for the caller to apply and persist."""
+    verdicts = Verdicts()
+    for usage in usages:
+        quotas = [q for q in quotas_for(usage) if q.applies_to(usage)]
+        accepted: set[str] = set()
+        limits: list[RateLimit] = []
+        for category, quantity in sorted(usage.quantities.items()):
+            refusal = _refusal(usage, category, quantity, quotas, counters, verdicts, now)
+            if refusal is None:
+                accepted.add(category)
+            else:
+                limits.append(refusal)
+        verdicts.decisions.append(Decision(frozenset(accepted), tuple(limits)))
+    return verdicts
+
+
+def _refusal(usage: Usage, category: str, quantity: int, quotas: Sequence[Quota],
+             counters: Mapping[CounterKey, int], verdicts: Verdicts, now: float
+             ) -> RateLimit | None:
+    """The first quota ``quantity`` of ``category`` would exceed, else count it in all."""
+    matching = [q for q in quotas if q.covers(category)]
+    counted: list[tuple[CounterKey, float]] = []
+    for quota in matching:
+        subject = _subject(quota.scope, usage)
+        if quota.limit == 0:
+            return RateLimit(frozenset({category}), quota.scope, quota.reason_code,
+                             REJECT_ALL_SECS if quota.window_s <= 0 else quota.window_s,
+                             subject)
+        window = window_at(usage.organization_id, quota.window_s, now)
+        key = (quota.counter(usage), window.slot)
+        used = counters.get(key, 0) + verdicts.increments.get(key, 0)
+        if quota.limit is not None and used + quantity > quota.limit:
+            return RateLimit(frozenset({category}), quota.scope, quota.reason_code,
+                             window.retry_after_s(now), subject)
+        counted.append((key, window.expires_at))
+    for key, expires_at in counted:
+        verdicts.increments[key] = verdicts.increments.get(key, 0) + quantity
+        verdicts.expires_at[key] = expires_at
+    return None
+
+
+def merge_limits(limits: Iterable[RateLimit]) -> tuple[RateLimit, ...]:
+    """One limit per (scope, scope id, reason, seconds), with their categories together."""
+    merged: dict[tuple[str, int | None, str, int], set[str]] = {}
+    for limit in limits:
+        key = (limit.scope, limit.scope_id, limit.reason_code, limit.retry_after_s)
+        merged.setdefault(key, set()).update(limit.categories)
+    return tuple(RateLimit(frozenset(cats), scope, reason, secs, scope_id)
+                 for (scope, scope_id, reason, secs), cats in sorted(
+                     merged.items(), key=lambda kv: (-kv[0][3], kv[0][0], kv[0][2])))
+
+
+def format_rate_limits(limits: Iterable[RateLimit]) -> str:
+    """The ``X-Sentry-Rate-Limits`` header value (spec §5.1), longest limit first."""
+    return ", ".join(
+        f"{limit.retry_after_s}:{';'.join(sorted(limit.categories))}:{limit.scope}"
+        + (f":{limit.reason_code}" if limit.reason_code else "")
+        for limit in merge_limits(limits))
+
+
+def retry_after_s(limits: Iterable[RateLimit]) -> int:
+    """``Retry-After``: the longest of the limits."""
+    return max((limit.retry_after_s for limit in limits), default=REJECT_ALL_SECS)
+
+
+@dataclass(frozen=True)
+class SpikeProtection:
+    """A project's spike protection: at most ``max(floor_per_hour, multiplier * the hourly
+    average of its accepted events over the trailing 72 hours)`` events an hour."""
+
+    enabled: bool = True
+    multiplier: float = 10.0
+    floor_per_hour: int = 100_000
+
+
+def spike_limit(hourly_accepted: Sequence[int], protection: SpikeProtection) -> int | None:
+    """The project's events-per-hour limit now; ``hourly_accepted`` are its accepted events
+    in each of the last ``SPIKE_BASELINE_HOURS`` complete hours (missing hours count as 0).
+    None when spike protection is off."""
+    if not protection.enabled:
+        return None
+    baseline = sum(hourly_accepted[-SPIKE_BASELINE_HOURS:]) / SPIKE_BASELINE_HOURS
+    return max(protection.floor_per_hour, math.ceil(protection.multiplier * baseline))
+
+
+def spike_quota(organization_id: int, project_id: int, limit: int | None) -> Quota:
+    return Quota("spike", organization_id, "project", project_id, EVENT_CATEGORIES, limit,
+                 SPIKE_WINDOW_S, "spike_protection")
+
+
+def key_rate_limit_quota(organization_id: int, key_id: int, count: int, window_s: int
+                         ) -> Quota:
+    """The rate limit users set on a DSN key (Sentry: events per window, ``key_quota``)."""
+    return Quota(f"key{key_id}", organization_id, "key", key_id, EVENT_CATEGORIES, count,
+                 window_s, "key_quota")
+
+
+class LimitCache:
+    """Limits an ingest replica was told about, until they run out: a request they cover is
+    refused without asking the rate limiter again (Relay caches rejections the same way).
+    Sound for fixed windows, which only fill up until they end."""
+
+    def __init__(self) -> None:
+        self._limits: list[tuple[float, int, RateLimit]] = []
+
+    def add(self, organization_id: int, limits: Iterable[RateLimit], now: float) -> None:
+        self._limits.extend((now + limit.retry_after_s, organization_id, limit)
+                            for limit in limits)
+
+    def active(self, usage: Usage, now: float) -> list[RateLimit]:
+        """The cached limits that refuse some category of ``usage``, with their time left."""
+        self._limits = [entry for entry in self._limits if entry[0] > now]
+        found: list[RateLimit] = []
+        for until, organization_id, limit in self._limits:
+            if organization_id != usage.organization_id or \
+                    limit.scope_id != _subject(limit.scope, usage):
+                continue
+            categories = frozenset(c for c in usage.quantities if c in limit.categories
+                                   or not limit.categories)
+            if categories:
+                found.append(RateLimit(categories, limit.scope, limit.reason_code,
+                                       max(math.ceil(until - now), 1), limit.scope_id))
+        return found

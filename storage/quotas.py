@@ -1,0 +1,198 @@
+"""Quotas, key rate limits, spike-protection settings and rate-limit counters (PostgreSQL).
+
+Every read is scoped to one organization: the rate limiter asks for an organization's
+quotas, and the management API and CLI name the organization they act in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from events.quotas import Quota, SpikeProtection, key_rate_limit_quota
+
+
+def organization_quotas(conn: psycopg.Connection[Any], organization_id: int) -> list[Quota]:
+    """The organization's quotas and its keys' rate limits."""
+    rows = conn.execute(
+        "SELECT id, scope, scope_id, categories, window_s, quota_limit, reason_code"
+        " FROM quotas WHERE organization_id = %s ORDER BY id", (organization_id,)).fetchall()
+    quotas = [Quota(f"q{r[0]}", organization_id, str(r[1]), r[2], frozenset(r[3]), r[5],
+                    int(r[4]), str(r[6])) for r in rows]
+    keys = conn.execute(
+        "SELECT k.id, k.rate_limit_count, k.rate_limit_window_s FROM project_keys k"
+        " JOIN projects p ON p.id = k.project_id WHERE p.organization_id = %s"
+        " AND k.rate_limit_count IS NOT NULL AND k.rate_limit_window_s > 0",
+        (organization_id,)).fetchall()
+    quotas.extend(key_rate_limit_quota(organization_id, int(k[0]), int(k[1]), int(k[2]))
+                  for k in keys)
+    return quotas
+
+
+def add_quota(conn: psycopg.Connection[Any], quota: Quota) -> int:
+    """Store a (validated) quota of ``quota.organization_id``; returns its id."""
+    row = conn.execute(
+        "INSERT INTO quotas (organization_id, scope, scope_id, categories, window_s,"
+        " quota_limit, reason_code) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (quota.organization_id, quota.scope, quota.scope_id, sorted(quota.categories),
+         quota.window_s, quota.limit, quota.reason_code)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class StoredQuota:
+    id: int
+    quota: Quota
+
+
+def list_quotas(conn: psycopg.Connection[Any], organization_id: int) -> list[StoredQuota]:
+    rows = conn.execute(
+        "SELECT id, scope, scope_id, categories, window_s, quota_limit, reason_code"
+        " FROM quotas WHERE organization_id = %s ORDER BY id", (organization_id,)).fetchall()
+    return [StoredQuota(int(r[0]), Quota(f"q{r[0]}", organization_id, str(r[1]), r[2],
+                                         frozenset(r[3]), r[5], int(r[4]), str(r[6])))
+            for r in rows]
+
+
+def delete_quota(conn: psycopg.Connection[Any], organization_id: int, quota_id: int) -> bool:
+    cur = conn.execute("DELETE FROM quotas WHERE organization_id = %s AND id = %s",
+                       (organization_id, quota_id))
+    return cur.rowcount == 1
+
+
+def scope_belongs(conn: psycopg.Connection[Any], organization_id: int, scope: str,
+                  scope_id: int | None) -> bool:
+    """Whether the project or key ``scope_id`` is the organization's (tenant check)."""
+    if scope_id is None or scope == "organization":
+        return scope_id in (None, organization_id)
+    sql = {"project": "SELECT 1 FROM projects WHERE organization_id = %s AND id = %s",
+           "key": "SELECT 1 FROM project_keys k JOIN projects p ON p.id = k.project_id"
+                  " WHERE p.organization_id = %s AND k.id = %s"}[scope]
+    return conn.execute(sql, (organization_id, scope_id)).fetchone() is not None
+
+
+def spike_protection(conn: psycopg.Connection[Any], project_ids: Sequence[int],
+                     default: SpikeProtection) -> dict[int, SpikeProtection]:
+    rows = conn.execute(
+        "SELECT id, spike_protection, spike_multiplier, spike_floor_per_hour FROM projects"
+        " WHERE id = ANY(%s)", (list(project_ids),)).fetchall()
+    return {int(r[0]): SpikeProtection(
+        bool(r[1]), default.multiplier if r[2] is None else float(r[2]),
+        default.floor_per_hour if r[3] is None else int(r[3])) for r in rows}
+
+
+def load_counters(conn: psycopg.Connection[Any], now: dt.datetime
+                  ) -> dict[tuple[str, int], int]:
+    """Counters of windows that have not ended, as a restarted rate limiter needs them."""
+    rows = conn.execute("SELECT counter, slot, count FROM quota_counters"
+                        " WHERE expires_at > %s", (now,)).fetchall()
+    return {(str(r[0]), int(r[1])): int(r[2]) for r in rows}
+
+
+def spike_history(conn: psycopg.Connection[Any], counter: str, slots: Sequence[int]
+                  ) -> dict[int, int]:
+    rows = conn.execute("SELECT slot, count FROM quota_counters WHERE counter = %s"
+                        " AND slot = ANY(%s)", (counter, list(slots))).fetchall()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def add_to_counters(conn: psycopg.Connection[Any], increments: Mapping[tuple[str, int], int],
+                    expires_at: Mapping[tuple[str, int], float]) -> None:
+    if not increments:
+        return
+    keys = sorted(increments)  # one lock order for concurrent writers
+    conn.execute(
+        "INSERT INTO quota_counters (counter, slot, count, expires_at)"
+        " SELECT c, s, n, to_timestamp(e) FROM unnest(%s::text[], %s::bigint[], %s::bigint[],"
+        " %s::double precision[]) AS v(c, s, n, e)"
+        " ON CONFLICT (counter, slot) DO UPDATE"
+        " SET count = quota_counters.count + excluded.count",
+        ([k[0] for k in keys], [k[1] for k in keys], [increments[k] for k in keys],
+         [expires_at[k] for k in keys]))
+
+
+def prune_counters(conn: psycopg.Connection[Any], keep_spike_s: float) -> int:
+    """Forget ended windows (spike-protection history after ``keep_spike_s``)."""
+    cur = conn.execute(
+        "DELETE FROM quota_counters WHERE (counter NOT LIKE 'spike:%%' AND expires_at < now())"
+        " OR expires_at < now() - make_interval(secs => %s)", (keep_spike_s,))
+    return cur.rowcount
+
+
+@dataclass(frozen=True)
+class CounterUsage:
+    counter: str
+    slot: int
+    count: int
+    expires_at: dt.datetime
+
+
+def current_usage(conn: psycopg.Connection[Any], organization_id: int
+                  ) -> list[CounterUsage]:
+    """The organization's counters of windows still running (for ``crashray quota usage``)."""
+    rows = conn.execute(
+        "SELECT counter, slot, count, expires_at FROM quota_counters"
+        " WHERE counter LIKE %s AND expires_at > now() ORDER BY counter",
+        (f"%:{organization_id}:%",)).fetchall()
+    return [CounterUsage(str(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows
+            if str(r[0]).split(":")[1] == str(organization_id)]
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    project_id: int
+    public_key: str
+    secret_key: str
+    label: str
+    is_active: bool
+    rate_limit_window_s: int | None
+    rate_limit_count: int | None
+    date_added: dt.datetime
+
+
+_KEY_COLUMNS = ("id, project_id, public_key, secret_key, label, is_active,"
+                " rate_limit_window_s, rate_limit_count, date_added")
+
+
+def project_keys(conn: psycopg.Connection[Any], project_id: int) -> list[KeyRow]:
+    rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM project_keys WHERE project_id = %s"
+                        " ORDER BY id", (project_id,)).fetchall()
+    return [KeyRow(*r) for r in rows]
+
+
+def find_key(conn: psycopg.Connection[Any], project_id: int, key_ref: str) -> KeyRow | None:
+    """A key of ``project_id`` by its public key (Sentry's key id in URLs) or numeric id."""
+    numeric_id = int(key_ref) if key_ref.isdigit() and len(key_ref) <= 18 else -1
+    row = conn.execute(
+        f"SELECT {_KEY_COLUMNS} FROM project_keys WHERE project_id = %s AND (public_key = %s"
+        " OR id = %s) ORDER BY public_key = %s DESC LIMIT 1",
+        (project_id, key_ref, numeric_id, key_ref)).fetchone()
+    return None if row is None else KeyRow(*row)
+
+
+def update_key(conn: psycopg.Connection[Any], key_id: int, *, label: str | None = None,
+               is_active: bool | None = None,
+               rate_limit: tuple[int, int] | bool | None = False) -> None:
+    """Change a key; ``rate_limit`` (window seconds, count), None to remove it, False to keep
+    it as it is."""
+    if label is not None:
+        conn.execute("UPDATE project_keys SET label = %s WHERE id = %s", (label, key_id))
+    if is_active is not None:
+        conn.execute("UPDATE project_keys SET is_active = %s WHERE id = %s", (is_active, key_id))
+    if rate_limit is not False:
+        window, count = rate_limit if isinstance(rate_limit, tuple) else (None, None)
+        conn.execute("UPDATE project_keys SET rate_limit_window_s = %s, rate_limit_count = %s"
+                     " WHERE id = %s", (window, count, key_id))
+
+
+def set_spike_protection(conn: psycopg.Connection[Any], project_id: int, enabled: bool,
+                         multiplier: float | None, floor_per_hour: int | None) -> None:
+    conn.execute("UPDATE projects SET spike_protection = %s, spike_multiplier = %s,"
+                 " spike_floor_per_hour = %s WHERE id = %s",
+                 (enabled, multiplier, floor_per_hour, project_id))
