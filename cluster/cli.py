@@ -3,6 +3,8 @@
     crashray up [--data-dir DIR] [--port N] [--host H]   run Crashray until Ctrl-C/SIGTERM
     crashray token create [--org SLUG] [--scopes a,b]    a new API token (last word printed)
     crashray grouping hash < event.json                  why an event groups as it does
+    crashray quota list|add|delete|usage|spike           quotas and spike protection
+    crashray key rate-limit --project SLUG ...           a DSN key's rate limit
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from cluster import quota_cli
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -138,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")
     hash_cmd.add_argument("--config", default="v1", help="grouping config (default v1)")
     hash_cmd.set_defaults(func=cmd_grouping_hash)
+    quota_cli.add_parsers(sub)
     return parser
 
 
