@@ -118,20 +118,21 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _crashray_env() -> dict[str, str]:
+def _crashray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Serve's HAProxy binds fixed ports 9101 (metrics) and 8404 (stats) on 0.0.0.0
     (ray/serve/_private/constants.py): a second Serve on this machine, such as a test run,
     makes `crashray up` fail at start, and the benchmark's would break theirs. Free ports
     keep the two apart."""
     return {**os.environ, "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), **(extra or {})}
 
 
-def start_crashray(data_dir: Path, port: int) -> CrashrayInstance:
+def start_crashray(data_dir: Path, port: int, env: dict[str, str] | None = None
+                   ) -> CrashrayInstance:
     log_path = data_dir.parent / f"{data_dir.name}-crashray-up.log"
     command = ["crashray", "up", "--data-dir", str(data_dir), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True, env=_crashray_env())
+                               text=True, start_new_session=True, env=_crashray_env(env))
     assert process.stdout is not None  # stdout=PIPE
     printed: dict[str, str] = {}
     ready = threading.Event()

@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     #: ``o % rate_limit_shards``, so an organization's counters are exact in one place.
     rate_limit_shards: int = 1
     #: Seconds quotas, key rate limits and spike-protection settings are cached by the
-    #: rate limiters; a change applies within this.
+    #: rate limiters, and a refusal by ingest replicas (which then refuse without asking);
+    #: a change applies within twice this.
     quota_settings_refresh_s: float = 5.0
     #: Spike protection (per project, on by default, changeable per project): at most
     #: max(floor, multiplier * the project's average accepted events per hour over the last

@@ -292,22 +292,26 @@ def key_rate_limit_quota(organization_id: int, key_id: int, count: int, window_s
 
 
 class LimitCache:
-    """Limits an ingest replica was told about, until they run out: a request they cover is
-    refused without asking the rate limiter again (Relay caches rejections the same way).
-    Sound for fixed windows, which only fill up until they end."""
+    """Limits an ingest replica was told about: a request they cover is refused without
+    asking the rate limiter again (Relay caches rejections the same way). Sound for fixed
+    windows, which only fill up until they end; an entry is kept at most ``max_age_s``, so
+    that a quota removed or raised (or spike protection turned off) applies within that."""
 
-    def __init__(self) -> None:
-        self._limits: list[tuple[float, int, RateLimit]] = []
+    def __init__(self, max_age_s: float = 5.0) -> None:
+        self.max_age_s = max_age_s
+        #: (forget at, limit ends at, organization id, limit)
+        self._limits: list[tuple[float, float, int, RateLimit]] = []
 
     def add(self, organization_id: int, limits: Iterable[RateLimit], now: float) -> None:
-        self._limits.extend((now + limit.retry_after_s, organization_id, limit)
-                            for limit in limits)
+        self._limits.extend(
+            (now + min(limit.retry_after_s, self.max_age_s), now + limit.retry_after_s,
+             organization_id, limit) for limit in limits)
 
     def active(self, usage: Usage, now: float) -> list[RateLimit]:
         """The cached limits that refuse some category of ``usage``, with their time left."""
         self._limits = [entry for entry in self._limits if entry[0] > now]
         found: list[RateLimit] = []
-        for until, organization_id, limit in self._limits:
+        for _, until, organization_id, limit in self._limits:
             if organization_id != usage.organization_id or \
                     limit.scope_id != _subject(limit.scope, usage):
                 continue

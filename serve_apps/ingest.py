@@ -94,6 +94,8 @@ class IngestConfig:
     #: Where the data lives, and the free space below which ingest refuses (503).
     data_dir: Path | None = None
     min_free_disk_bytes: int = 0
+    #: Seconds a replica refuses from a remembered limit before asking the rate limiter.
+    limit_cache_s: float = 5.0
 
 
 class KeyCache:
@@ -347,7 +349,7 @@ class IngestDeployment:
         self._queue = PostgresQueue(config.postgres_url)
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
-        self._limits = LimitCache()
+        self._limits = LimitCache(config.limit_cache_s)
         self._tally = OutcomeTally()
         self._flusher: asyncio.Task[None] | None = None
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]

@@ -196,3 +196,25 @@ def test_organization_quotas_are_managed_within_the_organization(
     api(crashray, "DELETE", f"organizations/crashray/quotas/{created['id']}/", status=204)
     assert all(q["id"] != created["id"]
                for q in api(crashray, "GET", "organizations/crashray/quotas/"))
+
+
+def test_spike_protection_caps_a_project_at_its_floor_and_can_be_turned_off(
+        crashray: RunningCrashray) -> None:
+    project_id, slug, key = new_project(crashray)
+    wait_for_key(crashray, project_id, key)  # one event this hour already
+    settings = api(crashray, "PUT", f"projects/crashray/{slug}/",
+                   {"spikeProtection": {"floorPerHour": 10}})
+    assert settings["spikeProtection"] == {"enabled": True, "multiplier": 10.0,
+                                           "floorPerHour": 10}
+    time.sleep(1.0)
+    wait_for_window_room(1, 3600, needed_s=60)
+    responses = send_concurrently(crashray, project_id, key, 15, uuid.uuid4().hex[:8], 4)
+    assert [r.status_code for r in responses].count(200) == 9
+    refused = next(r for r in responses if r.status_code == 429)
+    assert re.fullmatch(r"\d+:error:project:spike_protection",
+                        refused.headers["X-Sentry-Rate-Limits"])
+    api(crashray, "PUT", f"projects/crashray/{slug}/", {"spikeProtection": {"enabled": False}})
+    # Replicas forget a refusal within the settings refresh (0.5 s in this suite).
+    with httpx.Client(timeout=10) as client:
+        wait_until(lambda: post(client, crashray, project_id, key, event("off")).status_code
+                   == 200, 15, "events accepted again")

@@ -142,7 +142,7 @@ def test_spike_protection_follows_the_projects_own_volume() -> None:
 
 
 def test_cached_limits_refuse_only_their_scope_and_categories_until_they_end() -> None:
-    cache = LimitCache()
+    cache = LimitCache(max_age_s=60)
     cache.add(1, [RateLimit(frozenset({"error"}), "key", "key_quota", 30, 7)], NOW)
     [active] = cache.active(usage(attachment=10), NOW + 10)
     assert (active.categories, active.retry_after_s) == (frozenset({"error"}), 20)
@@ -150,3 +150,11 @@ def test_cached_limits_refuse_only_their_scope_and_categories_until_they_end() -
     assert cache.active(usage(org=2, key=7), NOW + 10) == []  # another organization
     assert cache.active(usage(0, session=1), NOW + 10) == []  # another category
     assert cache.active(usage(), NOW + 30) == []  # the window is over
+
+
+def test_cached_limits_are_asked_again_after_their_maximum_age() -> None:
+    cache = LimitCache(max_age_s=5)
+    cache.add(1, [RateLimit(frozenset({"error"}), "key", "key_quota", 3600, 7)], NOW)
+    [active] = cache.active(usage(), NOW + 4)
+    assert active.retry_after_s == 3596  # SDKs still hear the whole window
+    assert cache.active(usage(), NOW + 5) == []  # but the rate limiter is asked again
