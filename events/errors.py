@@ -23,6 +23,9 @@ class IngestError(Exception):
     """Base of every error the ingest edge answers with; ``status`` is the HTTP status."""
 
     status: int = 500
+    #: (organization id, project id, key id) once the request's key is known, so that a
+    #: refused request can still be counted as an outcome of its project.
+    sender: tuple[int, int, int] | None = None
 
     def __init__(self, detail: str, causes: Sequence[str] = ()) -> None:
         super().__init__(detail)

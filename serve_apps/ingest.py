@@ -48,6 +48,7 @@ from events.errors import (
     Forbidden,
     IngestError,
     Overloaded,
+    PayloadTooLarge,
     RateLimited,
     Unauthorized,
 )
@@ -205,15 +206,21 @@ class IngestHandler:
         project_id = int(match["project"])
         headers = {k.lower(): v for k, v in request.headers.items()}
         auth = find_request_auth(headers, request.url.query)
+        sender = None
         if auth is not None:
             # Refuse unknown keys before reading (and decompressing) up to 100 MB for them.
-            authorize(await self.keys.get(auth.public_key), auth, project_id)
-        body = await self.read_body(request)
-        if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
-                "content-type", ""):
-            envelope = self._store_envelope(body)
-        else:
-            envelope = parse_envelope(body, self.config.envelope_limits)
+            known = authorize(await self.keys.get(auth.public_key), auth, project_id)
+            sender = (known.organization_id, known.project_id, known.id)
+        try:
+            body = await self.read_body(request)
+            if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
+                    "content-type", ""):
+                envelope = self._store_envelope(body)
+            else:
+                envelope = parse_envelope(body, self.config.envelope_limits)
+        except (BadRequest, PayloadTooLarge) as exc:
+            exc.sender = sender  # counted as an invalid outcome of that project
+            raise
         auth = self._envelope_auth(auth, envelope)
         key = authorize(await self.keys.get(auth.public_key), auth, project_id)
         await self._check_backlog()
@@ -291,33 +298,39 @@ def without_refused(items: Sequence[QueuedItem], limits: Sequence[RateLimit]
 
 
 class OutcomeTally:
-    """Refused items per (organization, project, key, hour, category, reason), summed in
-    memory and handed off as one ``outcomes`` queue item at a time (not one per request,
-    so that a flood of refusals costs little). Lost if the replica dies before a flush:
-    at most ``flush_interval_s`` of refusal counts, never an accepted event."""
+    """Refused items per (organization, project, key, hour, outcome, category, reason):
+    ``rate_limited`` items, and ``invalid`` requests (unreadable or too large) whose key was
+    known. Summed in memory and handed off as one ``outcomes`` queue item per project and
+    flush (not one per request, so that a flood of refusals costs little). Lost if the
+    replica dies before a flush: at most ``OUTCOME_FLUSH_INTERVAL_S`` of refusal counts,
+    never an accepted event."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[int, int, int, str, str, str], int] = {}
+        self.counts: dict[tuple[int, int, int, str, str, str, str], int] = {}
 
     def add(self, items: Sequence[QueuedItem], limits: Sequence[RateLimit]) -> None:
         for item in items:
-            hour = item.received_at.replace(minute=0, second=0, microsecond=0).isoformat()
             categories = {c for c, _ in item_quantities(item.item_type, len(item.payload))}
             reason = next((limit.reason_code for limit in limits
                            if limit.categories & categories), "")
             for category, quantity in item_quantities(item.item_type, len(item.payload)):
-                key = (item.organization_id, item.project_id, item.key_id or 0, hour,
-                       category, reason)
-                self.counts[key] = self.counts.get(key, 0) + quantity
+                self.count((item.organization_id, item.project_id, item.key_id or 0),
+                           item.received_at, "rate_limited", category, reason, quantity)
+
+    def count(self, sender: tuple[int, int, int], at: dt.datetime, outcome: str,
+              category: str, reason: str, quantity: int = 1) -> None:
+        hour = at.replace(minute=0, second=0, microsecond=0).isoformat()
+        key = (*sender, hour, outcome, category, reason)
+        self.counts[key] = self.counts.get(key, 0) + quantity
 
     def take(self) -> list[QueuedItem]:
         """The tally as queue items (one per project), emptied."""
         counts, self.counts = self.counts, {}
         by_project: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for (org, project, key, hour, category, reason), quantity in counts.items():
+        for (org, project, key, hour, outcome, category, reason), quantity in counts.items():
             by_project.setdefault((org, project), []).append(
                 {"key_id": key, "hour": hour, "category": category, "reason": reason,
-                 "outcome": "rate_limited", "quantity": quantity})
+                 "outcome": outcome, "quantity": quantity})
         now = dt.datetime.now(dt.UTC)
         return [QueuedItem(project_id=project, organization_id=org, key_id=None,
                            item_type=OUTCOMES_ITEM_TYPE, event_id=None, received_at=now,
@@ -396,7 +409,7 @@ class IngestDeployment:
             for item in items:  # put them back for the next flush
                 for row in orjson.loads(item.payload):
                     key = (item.organization_id, item.project_id, row["key_id"], row["hour"],
-                           row["category"], row["reason"])
+                           row["outcome"], row["category"], row["reason"])
                     self._tally.counts[key] = self._tally.counts.get(key, 0) + row["quantity"]
 
     async def __call__(self, request: Request) -> Response:
@@ -410,6 +423,10 @@ class IngestDeployment:
             if limits:
                 raise rate_limited(limits)
         except IngestError as exc:
+            if exc.sender is not None:
+                # Relay's reasons: the envelope was too large, or could not be read.
+                self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", "error",
+                                  "too_large" if exc.status == 413 else "invalid_envelope")
             return error_response(exc)
         except Exception:
             # acknowledged, so the SDK is told to try later; the cause is logged.

@@ -218,3 +218,26 @@ def test_spike_protection_caps_a_project_at_its_floor_and_can_be_turned_off(
     with httpx.Client(timeout=10) as client:
         wait_until(lambda: post(client, crashray, project_id, key, event("off")).status_code
                    == 200, 15, "events accepted again")
+
+
+def test_unreadable_and_oversized_envelopes_are_counted_as_invalid_outcomes(
+        crashray: RunningCrashray) -> None:
+    project_id, _, key = new_project(crashray)
+    wait_for_key(crashray, project_id, key)
+    url = f"{crashray.base_url}/api/{project_id}/envelope/"
+    headers = python_sdk_headers(key, gzipped=False)
+    bad = httpx.post(url, content=b'{"event_id": "x"}\n{"type": "event", "length": 99}\n{}',
+                     headers=headers, timeout=10)
+    assert bad.status_code == 400
+    huge = httpx.post(url, content=b"x" * (crashray.settings.max_request_bytes + 1),
+                      headers=headers, timeout=30)
+    assert huge.status_code == 413
+
+    def invalid() -> dict[str, int] | None:
+        stats = api(crashray, "GET", "organizations/crashray/stats_v2/?field=sum(quantity)"
+                    f"&groupBy=reason&outcome=invalid&category=error&project={project_id}")
+        found = {g["by"]["reason"]: g["totals"]["sum(quantity)"] for g in stats["groups"]}
+        return found if len(found) == 2 else None
+
+    assert wait_until(invalid, 30, "the invalid outcomes") == {"invalid_envelope": 1,
+                                                               "too_large": 1}
