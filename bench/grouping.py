@@ -1,10 +1,11 @@
-"""Grouping v1 throughput on one core, on real SDK events.
+"""Grouping throughput on one core, on real SDK events: the default config and v1.
 
 Hashes the captured Python and Node SDK events (after sentry-relay normalization, as the
 consumers do) and synthetic deeper variants of them (20 frames, as a typical web request),
-and prints events/s per core for each. No Ray, no servers.
+and prints events/s per core for each, under the default grouping config (v2: v1 plus Sentry's
+built-in rule bases) and under v1 for comparison. No Ray, no servers.
 
-    python bench/grouping.py [--seconds 2]
+    python bench/grouping.py [--seconds 2] [--configs v2,v1]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import sentry_relay
 
-from events.grouping import group_hashes_for_event
+from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS, group_hashes_for_event
 
 
 def corpus_dir() -> Path:
@@ -44,34 +45,56 @@ def deepened(event: dict[str, Any], frames: int) -> dict[str, Any]:
     return deep
 
 
-def events_per_second(event: dict[str, Any], seconds: float) -> float:
-    count, deadline = 0, time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < deadline:
-        for _ in range(100):
-            group_hashes_for_event(event)
-        count += 100
-    return count / (time.perf_counter() - start)
+def events_per_second(event: dict[str, Any], configs: list[str], seconds: float
+                      ) -> dict[str, float]:
+    """events/s of each config, measured in alternating batches of 100 events for ``seconds``
+    per config, so that a change in machine load hits every config alike."""
+    elapsed = dict.fromkeys(configs, 0.0)
+    counts = dict.fromkeys(configs, 0)
+    while min(elapsed.values()) < seconds:
+        for config in configs:
+            start = time.perf_counter()
+            for _ in range(100):
+                group_hashes_for_event(event, config)
+            elapsed[config] += time.perf_counter() - start
+            counts[config] += 100
+    return {config: counts[config] / elapsed[config] for config in configs}
+
+
+def default_configs() -> list[str]:
+    """The default config first, then v1 (the version without built-in rules) to compare."""
+    return list(dict.fromkeys([DEFAULT_GROUPING_CONFIG, "v1"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0, help="time per case (default 2)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="time per case and config (default 2)")
+    parser.add_argument("--configs", default=",".join(default_configs()),
+                        help="comma-separated grouping configs (default: the default, then v1)")
     args = parser.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in configs if c not in GROUPING_CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown grouping config {unknown[0]!r}; known: "
+                     f"{', '.join(sorted(GROUPING_CONFIGS))}")
     cases: dict[str, dict[str, Any]] = {}
     for name in ("python-sdk-2.75.0-exception", "node-sdk-11.12.0-exception"):
         event = corpus_event(name)
         frames = sum(len(e["stacktrace"]["frames"]) for e in event["exception"]["values"])
         cases[f"{name} ({frames} frames)"] = event
         cases[f"{name} deepened to 20 frames"] = deepened(event, 20)
-    results = {}
-    print(f"{'event':55} {'events/s/core':>14} {'us/event':>9}")
+    results: dict[str, dict[str, int]] = {config: {} for config in configs}
+    print(f"{'event':55} {'config':>6} {'events/s/core':>14} {'us/event':>9}")
     for label, event in cases.items():
-        rate = events_per_second(event, args.seconds)
-        results[label] = round(rate)
-        print(f"{label:55} {rate:14,.0f} {1e6 / rate:9.0f}")
-    print(json.dumps({"benchmark": "grouping", "config": "v1", "events_per_s": results}))
+        for config, rate in events_per_second(event, configs, args.seconds).items():
+            results[config][label] = round(rate)
+            print(f"{label:55} {config:>6} {rate:14,.0f} {1e6 / rate:9.0f}")
+    for config in configs:
+        print(json.dumps({"benchmark": "grouping", "config": config,
+                          "default": config == DEFAULT_GROUPING_CONFIG,
+                          "events_per_s": results[config]}))
 
 
 if __name__ == "__main__":

@@ -140,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     grouping = sub.add_parser("grouping", help="grouping tools")
     gsub = grouping.add_subparsers(dest="grouping_command", required=True)
     hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")
-    hash_cmd.add_argument("--config", default="v1", help="grouping config (default v1)")
+    from events.grouping import DEFAULT_GROUPING_CONFIG
+
+    hash_cmd.add_argument("--config", default=DEFAULT_GROUPING_CONFIG,
+                          help=f"grouping config (default {DEFAULT_GROUPING_CONFIG})")
     hash_cmd.set_defaults(func=cmd_grouping_hash)
     quota_cli.add_parsers(sub)
     return parser

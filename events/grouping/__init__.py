@@ -3,7 +3,16 @@
 Registry of frozen grouping versions (STYLE.md: ``v1.py`` never changes once shipped; a new
 behaviour is ``v2.py`` plus an entry here)::
 
-    GROUPING_CONFIGS = {"v1": Sentry "newstyle:2023-01-11" as described by spec §6}
+    GROUPING_CONFIGS = {
+        "v1": Sentry "newstyle:2023-01-11" as described by spec §6, without Sentry's built-in
+              rule bases (only the project's rules),
+        "v2": v1 plus Sentry's built-in stack-trace and fingerprinting bases (``v2.py``),
+              the default,
+    }
+
+A version applies the project's rules (``GroupingConfig.apply_rules``) and then computes the
+variants. v1's ``apply_rules`` is ``apply_project_rules`` below (stack-trace rules, each rule's
+actions in turn, then the first matching fingerprint rule); v2's adds the built-in bases.
 
 ``group_hashes_for_event(event)`` takes an event *after* Relay normalisation
 (``sentry_relay.StoreNormalizer(project_id=...).normalize_event(...)``) and never raises on odd
@@ -11,7 +20,8 @@ shapes: a missing, ``None`` or wrongly typed field is skipped.
 
 Hash ordering (spec §6.2 recommendation for a re-implementation): the contributing variant
 hashes, de-duplicated, in the order ``app``, ``system``, ``default``, ``custom-fingerprint``,
-``hashed-checksum``, ``checksum``, ``fallback`` (any other name after those, alphabetically).
+``built-in-fingerprint``, ``hashed-checksum``, ``checksum``, ``fallback`` (any other name after
+those, alphabetically).
 ``primary_hash`` is therefore app if it contributes, else system, else default/custom/fallback;
 the remaining hashes are secondary lookup keys for finding an existing group.
 """
@@ -23,7 +33,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final
 
-from events.grouping import v1
+from events.grouping import v1, v2
 from events.grouping.component import Component, Variant
 from events.grouping.fingerprint_rules import MatchedRule, resolve_title
 from events.grouping.rules import GroupingRules
@@ -41,6 +51,23 @@ __all__ = [
 
 VariantsForEvent = Callable[[Mapping[str, Any], GroupingRules | None], Mapping[str, Variant]]
 ResolveFingerprintEntry = Callable[[str, Mapping[str, Any]], str]
+ApplyRules = Callable[[Mapping[str, Any], GroupingRules | None],
+                      tuple[Mapping[str, Any], MatchedRule | None]]
+
+
+def apply_project_rules(
+    event: Mapping[str, Any], rules: GroupingRules | None
+) -> tuple[Mapping[str, Any], MatchedRule | None]:
+    """v1 (frozen with it): the project's stack-trace rules (each rule's actions in turn),
+    then its first matching fingerprint rule, whose fingerprint replaces the event's. The
+    event is not mutated."""
+    if rules is not None and rules.stacktrace is not None:
+        event = rules.stacktrace.apply(event)
+    fingerprint_rules = rules.fingerprint if rules is not None else None
+    matched = fingerprint_rules.match(event) if fingerprint_rules is not None else None
+    if matched is not None:
+        event = {**event, "fingerprint": list(matched.fingerprint)}
+    return event, matched
 
 
 @dataclass(frozen=True)
@@ -52,6 +79,8 @@ class GroupingConfig:
     variants_for_event: VariantsForEvent
     # §6.7 variable resolution, used for the ``title="... {{ var }} ..."`` of a fingerprint rule.
     resolve_fingerprint_entry: ResolveFingerprintEntry
+    # Stack-trace rules (§6.8) and fingerprint rules (§6.7), applied before the variants.
+    apply_rules: ApplyRules = apply_project_rules
 
 
 GROUPING_CONFIGS: Final[Mapping[str, GroupingConfig]] = MappingProxyType({
@@ -59,12 +88,21 @@ GROUPING_CONFIGS: Final[Mapping[str, GroupingConfig]] = MappingProxyType({
         id="v1", sentry_config=v1.SENTRY_CONFIG_ID, variants_for_event=v1.variants_for_event,
         resolve_fingerprint_entry=v1.resolve_fingerprint_entry,
     ),
+    "v2": GroupingConfig(
+        id="v2", sentry_config=v2.SENTRY_CONFIG_ID, variants_for_event=v2.variants_for_event,
+        resolve_fingerprint_entry=v2.resolve_fingerprint_entry, apply_rules=v2.apply_rules,
+    ),
 })
-DEFAULT_GROUPING_CONFIG: Final = "v1"
+#: New projects group with it, and projects that keep auto-update move to it when an instance
+#: starts, their previous version staying their secondary config for a transition so that no
+#: issue splits (``storage/grouping.py``). Versions before it in ``GROUPING_CONFIGS`` (oldest
+#: first) are the ones upgraded from.
+DEFAULT_GROUPING_CONFIG: Final = "v2"
 
 # Primary first (spec §6.2): app, then system, then the single-variant kinds.
 VARIANT_ORDER: Final = (
-    "app", "system", "default", "custom-fingerprint", "hashed-checksum", "checksum", "fallback"
+    "app", "system", "default", "custom-fingerprint", "built-in-fingerprint",
+    "hashed-checksum", "checksum", "fallback",
 )
 
 
@@ -72,8 +110,10 @@ VARIANT_ORDER: Final = (
 class GroupingResult:
     """Hashes of one event under one grouping config; ``hashes[0]`` is the primary hash.
 
-    ``fingerprint_rule`` is the text of the project fingerprint rule that matched (§6.7), and
+    ``fingerprint_rule`` is the text of the fingerprint rule that matched (§6.7), and
     ``title`` its ``title="..."`` with variables resolved; both ``None`` when no rule matched.
+    ``fingerprint_rule_builtin``: that rule is one of Sentry's built-in rules (v2 on), not one
+    of the project's.
     """
 
     config: str
@@ -81,6 +121,7 @@ class GroupingResult:
     variants: Mapping[str, Variant]
     fingerprint_rule: str | None = None
     title: str | None = None
+    fingerprint_rule_builtin: bool = False
 
     @property
     def primary_hash(self) -> str:
@@ -95,6 +136,7 @@ class GroupingResult:
         if self.fingerprint_rule is not None:
             data["fingerprintRule"] = self.fingerprint_rule
             data["title"] = self.title
+            data["fingerprintRuleBuiltin"] = self.fingerprint_rule_builtin
         return data
 
 
@@ -122,12 +164,13 @@ def group_hashes_for_event(
 ) -> GroupingResult:
     """Group hashes of a Relay-normalised event.
 
-    ``rules.stacktrace`` (parsed stack-trace rules, §6.8) is applied first (a new event; the
-    input is not mutated): it may flip ``in_app`` and mark frames non-contributing.
-    ``rules.fingerprint`` (parsed project fingerprint rules, §6.7): then the first matching rule's
-    fingerprint replaces the event's before the grouping version runs. Anything else in
-    ``rules`` (stack-trace rules, unparsed texts) raises ``NotImplementedError``.
-    Raises ``ValueError`` for an unknown ``config``, naming the known ones.
+    The config's ``apply_rules`` runs first (a new event; the input is not mutated):
+    ``rules.stacktrace`` (parsed stack-trace rules, §6.8) may flip ``in_app`` and mark frames
+    non-contributing; then the first matching ``rules.fingerprint`` rule's fingerprint (parsed
+    project fingerprint rules, §6.7) replaces the event's. From v2 on, Sentry's built-in rule
+    bases take part (``v2.py``). Anything else in ``rules`` (unparsed texts) raises
+    ``NotImplementedError``. Raises ``ValueError`` for an unknown ``config``, naming the known
+    ones.
     """
     grouping_config = GROUPING_CONFIGS.get(config)
     if grouping_config is None:
@@ -135,11 +178,7 @@ def group_hashes_for_event(
         raise ValueError(f"grouping config {config!r} is unknown; known configs: {known}")
     if not isinstance(event, Mapping):
         event = {}
-    if rules is not None and rules.stacktrace is not None:
-        event = rules.stacktrace.apply(event)
-    matched = _matched_fingerprint_rule(event, rules)
-    if matched is not None:
-        event = {**event, "fingerprint": list(matched.fingerprint)}
+    event, matched = grouping_config.apply_rules(event, rules)
     if rules is not None:
         # Applied above; the version refuses the rest.
         rules = replace(rules, fingerprint=None, stacktrace=None)
@@ -155,12 +194,5 @@ def group_hashes_for_event(
         variants=MappingProxyType(ordered),
         fingerprint_rule=matched.text if matched is not None else None,
         title=title,
+        fingerprint_rule_builtin=matched is not None and matched.builtin,
     )
-
-
-def _matched_fingerprint_rule(
-    event: Mapping[str, Any], rules: GroupingRules | None
-) -> MatchedRule | None:
-    if rules is None or rules.fingerprint is None:
-        return None
-    return rules.fingerprint.match(event)

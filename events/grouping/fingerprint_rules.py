@@ -13,6 +13,19 @@ Event matchers look at the event; frame matchers (``path``, ``module``, ``functi
 ``package``, ``family``, ``app``) must all hold for one and the same frame, taken from every
 exception's stack trace, the top-level stack trace and every thread.
 
+Built-in rules (``parse_fingerprint_rules(text, builtin=True)``, Sentry's fingerprinting bases
+such as ``javascript@2024-02-02``) are marked ``builtin`` and read ``family`` as Sentry's
+fingerprinting does: the family of the *event's* platform (``EventDatastore._get_family``), not
+of a frame. Project rules keep the frame reading Crashray shipped with v1, so their hashes do
+not move.
+
+The stack-trace rule language (``events.grouping.stacktrace_rules``) reuses this module's
+matchers and adds two frame keys to them: ``category`` (the private frame key ``"_category"``)
+and ``filename`` (``stack.filename``). Its built-in rules use the readings of Sentry's enhancer
+(``enhancer_readings``): every glob folds ASCII case (ophio ``translate_pattern``), ``path`` is
+``abs_path`` else ``filename``, ``package`` the package alone, and a relative path is also
+tried with a leading ``/`` (``PathLikeMatch``).
+
 Exception tree::
 
     ValueError
@@ -24,17 +37,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from events.grouping.shape import as_str, basename, get_path, interface_values, mappings, tag_value
 
 __all__ = [
+    "FRAME_CATEGORY_KEY",
     "FingerprintRule",
     "FingerprintRuleError",
     "FingerprintRules",
+    "GlobLiterals",
     "MatchedRule",
     "Matcher",
     "RuleSyntaxError",
+    "glob_literals",
+    "may_contain",
     "parse_fingerprint_rules",
     "resolve_title",
     "rule_lines",
@@ -86,6 +104,11 @@ _KINDS: Final = {
     "package": _MatcherKind("package", FRAME_SCOPE, case_sensitive=False, path_glob=True),
     "family": _MatcherKind("family", FRAME_SCOPE),
     "app": _MatcherKind("app", FRAME_SCOPE),
+    # Stack-trace rules only (not reachable from a fingerprint rule's matcher names).
+    "category": _MatcherKind("category", FRAME_SCOPE, case_sensitive=False),
+    "filename": _MatcherKind("filename", FRAME_SCOPE, case_sensitive=False, path_glob=True),
+    # Built-in fingerprint rules only: ``family`` of the event's platform (module docstring).
+    "event_family": _MatcherKind("event_family", EVENT_SCOPE),
 }
 _MATCHER_NAMES: Final = {
     "error.type": "type", "type": "type",
@@ -207,13 +230,96 @@ def _glob_regex(raw: str, path: bool) -> str:
     return "".join(out)
 
 
-def compile_glob(raw: str, *, case_sensitive: bool, path: bool) -> re.Pattern[str]:
-    """Compiled full-match pattern; raises ``_GlobError`` for a malformed glob."""
-    flags = re.DOTALL | (0 if case_sensitive else re.IGNORECASE)
+def compile_glob(raw: str, *, case_sensitive: bool, path: bool, ascii_case: bool = False
+                 ) -> re.Pattern[str]:
+    """Compiled full-match pattern; raises ``_GlobError`` for a malformed glob.
+
+    ``ascii_case``: fold case for ASCII letters only (built-in rules; see ``Matcher``)."""
+    flags = re.DOTALL
+    if ascii_case:
+        flags |= re.IGNORECASE | re.ASCII
+    elif not case_sensitive:
+        flags |= re.IGNORECASE
     try:
         return re.compile(_glob_regex(raw, path), flags)
     except re.error as error:  # e.g. a reversed range "[z-a]"
         raise _GlobError(0, f"invalid glob ({error.msg})") from None
+
+
+# --- literal prefilter -------------------------------------------------------------------
+
+#: How ``Matcher.required`` is compared with a value (see ``may_contain``).
+FOLD_NONE: Final = "none"  # case-sensitive glob: plain substring test
+FOLD_ASCII: Final = "ascii"  # ASCII-only case folding (re.IGNORECASE | re.ASCII)
+FOLD_UNICODE: Final = "unicode"  # re.IGNORECASE: exact only for ASCII values
+
+_GLOB_METACHARACTERS: Final = frozenset("*?[{")
+
+
+@dataclass(frozen=True)
+class GlobLiterals:
+    """What any value matched by a glob must contain: ``prefix`` (literal text before the first
+    wildcard, which a match starts with; the whole glob when ``exact``), ``suffix`` (literal
+    text after the last wildcard, which a match ends with; ``""`` after a ``[...]``/``{...}``)
+    and ``longest`` (the longest literal run before any ``[...]``/``{...}``; runs after those
+    are not collected)."""
+
+    prefix: str
+    suffix: str
+    longest: str
+    exact: bool
+
+
+def glob_literals(raw: str) -> GlobLiterals:
+    """Literal runs of a (valid) glob: every run between wildcards is required in a match."""
+    runs: list[str] = []
+    current: list[str] = []
+    complete = True  # no class or alternatives: the last run is the suffix
+    i = 0
+    while i < len(raw):
+        char = raw[i]
+        if char == "\\" and i + 1 < len(raw):
+            current.append(raw[i + 1])
+            i += 2
+            continue
+        if char in _GLOB_METACHARACTERS:
+            runs.append("".join(current))
+            current = []
+            if char in "[{":
+                complete = False
+                break  # a class or alternatives: stop collecting (runs after it are optional)
+        else:
+            current.append(char)
+        i += 1
+    if complete:
+        runs.append("".join(current))
+    exact = complete and len(runs) == 1
+    return GlobLiterals(prefix=runs[0], suffix=runs[-1] if complete else "",
+                        longest=max(runs, key=len), exact=exact)
+
+
+def _prefilter(raw: str, kind: _MatcherKind, ascii_case: bool) -> tuple[str, str]:
+    """(required literal, fold) for ``Matcher``; ``("", ...)`` when nothing can be required."""
+    literal = glob_literals(raw).longest
+    fold = FOLD_ASCII if ascii_case else FOLD_NONE if kind.case_sensitive else FOLD_UNICODE
+    if fold == FOLD_NONE:
+        return literal, fold
+    # Folded comparisons lower-case both sides; only ASCII literals lower-case context-free
+    # (str.lower() maps a final sigma differently) and fold exactly as the regex does.
+    return (literal.lower(), fold) if literal.isascii() else ("", fold)
+
+
+def may_contain(required: str, fold: str, haystack: str) -> bool:
+    """False only if no value inside ``haystack`` can contain a match of a glob whose required
+    literal is ``required`` (compared as ``fold`` says); used to skip regex work."""
+    if not required:
+        return True
+    if fold == FOLD_NONE:
+        return required in haystack
+    if fold == FOLD_ASCII or haystack.isascii():
+        # Unicode IGNORECASE also equates e.g. "\u017f" with "s": exact for ASCII text only.
+        return required in haystack.lower()
+    return True
 
 
 # --- rules -------------------------------------------------------------------------------
@@ -222,7 +328,12 @@ def compile_glob(raw: str, *, case_sensitive: bool, path: bool) -> re.Pattern[st
 @dataclass(frozen=True)
 class Matcher:
     """One ``[!]name:value`` term. ``pattern`` is set for glob matchers, ``families`` for
-    ``family``, ``app`` for ``app``."""
+    ``family``, ``app`` for ``app``.
+
+    ``required``/``fold``: a literal every matching value contains (``may_contain``), tested
+    before the regex; it never changes a result, it only skips regex work.
+    ``sentry_paths``: built-in stack-trace rules read paths as Sentry's enhancer does (module
+    docstring)."""
 
     name: str
     key: str
@@ -232,18 +343,49 @@ class Matcher:
     pattern: re.Pattern[str] | None = None
     families: frozenset[str] = frozenset()
     app: bool | None = None
+    required: str = ""
+    fold: str = FOLD_NONE
+    sentry_paths: bool = False
 
     @property
     def is_frame_matcher(self) -> bool:
         return _KINDS[self.key].scope == FRAME_SCOPE
 
+    @property
+    def retries_with_slash(self) -> bool:
+        """Sentry's ``path_like_match``: a relative path is also tried as ``"/" + path``."""
+        return self.sentry_paths and _KINDS[self.key].path_glob
+
+    def _value_matches(self, pattern: re.Pattern[str], value: str) -> bool:
+        retry = self.retries_with_slash and not value.startswith("/")
+        # With the retry, "/" + value covers both attempts for the prefilter.
+        if not may_contain(self.required, self.fold, "/" + value if retry else value):
+            return False
+        if pattern.fullmatch(value) is not None:
+            return True
+        return retry and pattern.fullmatch("/" + value) is not None
+
     def _any_matches(self, values: list[str | None]) -> bool:
         pattern = self.pattern
-        return pattern is not None and any(
-            pattern.fullmatch(v) is not None for v in values if v is not None)
+        if pattern is None:
+            return False
+        return any(self._value_matches(pattern, v) for v in values if v is not None)
 
-    def matches_event(self, event: Mapping[str, Any]) -> bool:
-        return self._any_matches(_event_values(event, self.key, self.tag)) != self.negated
+    def matches_event(self, event: Mapping[str, Any],
+                      values: _EventValues | None = None) -> bool:
+        """``values``: the event's values by (key, tag), shared by the rules of one match."""
+        if self.key == "event_family":
+            cached = values.get(_FAMILY_KEY) if values is not None else None
+            family = cached[0] if cached else _event_family(event)
+            found = "all" in self.families or family in self.families
+            return found != self.negated
+        if values is None:  # matching one rule on its own
+            return self._any_matches(_event_values(event, self.key, self.tag)) != self.negated
+        cache_key = (self.key, self.tag)
+        found_values = values.get(cache_key)
+        if found_values is None:
+            found_values = values[cache_key] = _event_values(event, self.key, self.tag)
+        return self._any_matches(found_values) != self.negated
 
     def matches_frame(self, frame: Mapping[str, Any], platform: str) -> bool:
         if self.key == "family":
@@ -251,18 +393,20 @@ class Matcher:
         elif self.key == "app":
             found = (frame.get("in_app") is True) == self.app
         else:
-            found = self._any_matches(_frame_values(frame, self.key))
+            found = self._any_matches(frame_values(frame, self.key, self.sentry_paths))
         return found != self.negated
 
 
 @dataclass(frozen=True)
 class MatchedRule:
-    """The winning rule: its fingerprint parts (variables unresolved), title and text."""
+    """The winning rule: its fingerprint parts (variables unresolved), title and text;
+    ``builtin`` for one of Sentry's built-in rules."""
 
     fingerprint: tuple[str, ...]
     title: str | None
     text: str
     line: int
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,16 +416,34 @@ class FingerprintRule:
     title: str | None
     text: str
     line: int
+    builtin: bool = False
 
-    def matches(self, event: Mapping[str, Any], frames: list[tuple[Mapping[str, Any], str]]
-                ) -> bool:
-        frame_matchers = [m for m in self.matchers if m.is_frame_matcher]
-        if not all(m.matches_event(event) for m in self.matchers if not m.is_frame_matcher):
+    @cached_property
+    def _event_matchers(self) -> tuple[Matcher, ...]:
+        return tuple(m for m in self.matchers if not m.is_frame_matcher)
+
+    @cached_property
+    def gate(self) -> tuple[str, str | None, str, str] | None:
+        """(key, tag, required literal, fold) of a positive event matcher: the rule cannot
+        match an event none of whose values for it may contain the literal."""
+        return next(((m.key, m.tag, m.required, m.fold) for m in self._event_matchers
+                     if m.required and not m.negated and m.key != "event_family"), None)
+
+    @cached_property
+    def _frame_matchers(self) -> tuple[Matcher, ...]:
+        return tuple(m for m in self.matchers if m.is_frame_matcher)
+
+    def matches(self, event: Mapping[str, Any],
+                frames: Callable[[], list[tuple[Mapping[str, Any], str]]],
+                values: _EventValues | None = None) -> bool:
+        """``frames`` is called only when a frame matcher needs the frames."""
+        if not all(m.matches_event(event, values) for m in self._event_matchers):
             return False
+        frame_matchers = self._frame_matchers
         if not frame_matchers:
             return True
         return any(all(m.matches_frame(frame, platform) for m in frame_matchers)
-                   for frame, platform in frames)
+                   for frame, platform in frames())
 
 
 @dataclass(frozen=True)
@@ -292,27 +454,82 @@ class FingerprintRules:
         """First rule whose matchers all match ``event`` (Relay-normalised), else ``None``."""
         if not self.rules or not isinstance(event, Mapping):
             return None
-        frames = list(_all_frames(event))
+        family = _event_family(event)
+        families = self._event_families
+        if families is not None and family not in families:
+            return None
+        cached: list[list[tuple[Mapping[str, Any], str]]] = []
+
+        def frames() -> list[tuple[Mapping[str, Any], str]]:
+            if not cached:
+                cached.append(list(_all_frames(event)))
+            return cached[0]
+
+        values: _EventValues = {_FAMILY_KEY: [family]}
+        texts: dict[tuple[str, str | None, str], str | None] = {}
         for rule in self.rules:
-            if rule.matches(event, frames):
-                return MatchedRule(rule.fingerprint, rule.title, rule.text, rule.line)
+            gate = rule.gate
+            if gate is not None:
+                key, tag, required, fold = gate
+                text_key = (key, tag, fold)
+                if text_key not in texts:
+                    texts[text_key] = _gate_text(event, values, key, tag, fold)
+                text = texts[text_key]
+                if text is not None and required not in text:
+                    continue
+            if rule.matches(event, frames, values):
+                return MatchedRule(rule.fingerprint, rule.title, rule.text, rule.line,
+                                   rule.builtin)
         return None
+
+    @cached_property
+    def _event_families(self) -> frozenset[str] | None:
+        """The event families some rule can match, when every rule names them with a positive
+        event-level ``family`` (built-in rules); else ``None``. Only skips work."""
+        families: set[str] = set()
+        for rule in self.rules:
+            named = [m.families for m in rule.matchers
+                     if m.key == "event_family" and not m.negated and "all" not in m.families]
+            if not named:
+                return None
+            families |= frozenset.intersection(*named)
+        return frozenset(families)
 
 
 # --- what the matchers look at -------------------------------------------------------------
 
+_EventValues = dict[tuple[str, str | None], list[str | None]]
+_FAMILY_KEY: Final = ("event_family", None)
+
+
+def _gate_text(event: Mapping[str, Any], values: _EventValues, key: str, tag: str | None,
+               fold: str) -> str | None:
+    """The event's ``key`` values, one per line, compared as ``fold`` says (see
+    ``may_contain``); ``None`` when a substring test would not be exact."""
+    cache_key = (key, tag)
+    found = values.get(cache_key)
+    if found is None:
+        found = values[cache_key] = _event_values(event, key, tag)
+    text = "\n".join(v for v in found if v is not None)
+    if fold == FOLD_NONE:
+        return text
+    return text.lower() if fold == FOLD_ASCII or text.isascii() else None
+
+
+def _event_family(event: Mapping[str, Any]) -> str:
+    return frame_family(as_str(event.get("platform")) or "other")
+
 
 def _event_values(event: Mapping[str, Any], key: str, tag: str | None) -> list[str | None]:
-    exceptions = interface_values(event.get("exception"))
     if key == "type":
-        return [as_str(e.get("type")) for e in exceptions]
+        return [as_str(e.get("type")) for e in interface_values(event.get("exception"))]
     if key == "value":
-        return [as_str(e.get("value")) for e in exceptions]
+        return [as_str(e.get("value")) for e in interface_values(event.get("exception"))]
     if key == "message":
         return [as_str(get_path(event, "logentry", "formatted")),
                 as_str(get_path(event, "logentry", "message")),
                 as_str(event.get("message")),
-                *(as_str(e.get("value")) for e in exceptions)]
+                *(as_str(e.get("value")) for e in interface_values(event.get("exception")))]
     if key == "tags":
         return [tag_value(event.get("tags"), tag or "")]
     if key == "sdk":
@@ -324,13 +541,28 @@ def _normalized_path(path: str | None) -> str | None:
     return path.replace("\\", "/") if path is not None else None
 
 
-def _frame_values(frame: Mapping[str, Any], key: str) -> list[str | None]:
+#: Private frame key written by the stack-trace rules' ``category=`` action (never hashed).
+FRAME_CATEGORY_KEY: Final = "_category"
+
+
+def frame_values(frame: Mapping[str, Any], key: str, sentry_paths: bool = False
+                 ) -> list[str | None]:
+    """The frame's values a ``key`` matcher looks at (any of them may match)."""
     if key == "path":
-        return [_normalized_path(as_str(frame.get("abs_path"))),
-                _normalized_path(as_str(frame.get("filename")))]
+        abs_path = as_str(frame.get("abs_path"))
+        filename = as_str(frame.get("filename"))
+        if sentry_paths:  # Sentry's enhancer: ``abs_path or filename``
+            return [_normalized_path(abs_path or filename)]
+        return [_normalized_path(abs_path), _normalized_path(filename)]
     if key == "package":
         package = as_str(frame.get("package"))
+        if sentry_paths:
+            return [_normalized_path(package)]
         return [_normalized_path(package), basename(package) if package else None]
+    if key == "filename":
+        return [_normalized_path(as_str(frame.get("filename")))]
+    if key == "category":
+        return [as_str(frame.get(FRAME_CATEGORY_KEY))]
     return [as_str(frame.get(key))]  # module, function
 
 
@@ -359,10 +591,14 @@ def _unescape(raw: str) -> str:
 class _LineParser:
     """Parses one rule line; positions are 0-based internally, 1-based in errors."""
 
-    def __init__(self, text: str, line: int) -> None:
+    def __init__(self, text: str, line: int, *, builtin: bool = False) -> None:
         self.text = text
         self.line = line
         self.pos = 0
+        # Sentry's built-in fingerprint rules: marked builtin, event-level ``family``.
+        self.builtin = builtin
+        # Sentry's built-in stack-trace rules: the enhancer's readings (set by that parser).
+        self.enhancer_readings = False
 
     def error(self, problem: str, pos: int | None = None) -> FingerprintRuleError:
         return FingerprintRuleError(self.line, (self.pos if pos is None else pos) + 1, problem)
@@ -412,7 +648,8 @@ class _LineParser:
             raise self.error("rule has no matchers; expected matcher:value before '->'")
         self.pos += 2
         fingerprint, title = self.parse_fingerprint()
-        return FingerprintRule(tuple(matchers), fingerprint, title, self.text.strip(), self.line)
+        return FingerprintRule(tuple(matchers), fingerprint, title, self.text.strip(), self.line,
+                               builtin=self.builtin)
 
     def parse_matcher(self) -> Matcher:
         start = self.pos
@@ -444,6 +681,8 @@ class _LineParser:
         key = _MATCHER_NAMES.get(name)
         if key is None:
             raise self.error(f'unknown matcher "{name}"; known: {_KNOWN_MATCHERS}', pos)
+        if key == "family" and self.builtin:
+            return "event_family", None
         return key, None
 
     def build_matcher(self, name: str, key: str, tag: str | None, value: str, negated: bool,
@@ -451,7 +690,7 @@ class _LineParser:
         def matcher(**how: Any) -> Matcher:
             return Matcher(name=name, key=key, value=value, negated=negated, tag=tag, **how)
 
-        if key == "family":
+        if key in ("family", "event_family"):
             families = frozenset(f.strip().lower() for f in _unescape(value).split(","))
             unknown = sorted(families - FAMILIES)
             if unknown:
@@ -466,11 +705,14 @@ class _LineParser:
             return matcher(app=app)
         kind = _KINDS[key]
         try:
-            pattern = compile_glob(value, case_sensitive=kind.case_sensitive, path=kind.path_glob)
+            pattern = compile_glob(value, case_sensitive=kind.case_sensitive, path=kind.path_glob,
+                                   ascii_case=self.enhancer_readings)
         except _GlobError as error:
             raise self.error(f'matcher "{name}": {error.problem}',
                              value_start + error.offset) from None
-        return matcher(pattern=pattern)
+        required, fold = _prefilter(value, kind, ascii_case=self.enhancer_readings)
+        return matcher(pattern=pattern, required=required, fold=fold,
+                       sentry_paths=self.enhancer_readings and kind.path_glob)
 
     def parse_fingerprint(self) -> tuple[tuple[str, ...], str | None]:
         parts = [self.parse_part()]
@@ -537,11 +779,13 @@ def rule_lines(text: str) -> Iterator[tuple[int, str, int]]:
             yield number, line, len(line) - len(stripped)
 
 
-def parse_fingerprint_rules(text: str) -> FingerprintRules:
-    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``."""
+def parse_fingerprint_rules(text: str, *, builtin: bool = False) -> FingerprintRules:
+    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``.
+
+    ``builtin``: Sentry's built-in rules (marked ``builtin``, Sentry's matcher readings)."""
     rules: list[FingerprintRule] = []
     for number, line, start in rule_lines(text):
-        parser = _LineParser(line, number)
+        parser = _LineParser(line, number, builtin=builtin)
         parser.pos = start
         rules.append(parser.parse_rule())
     return FingerprintRules(tuple(rules))

@@ -2,9 +2,12 @@
 
 Each file holds the event plus ``_expected_values`` (the contributing strings of each variant,
 worked out by hand from the rule in ``_rule``) and ``_expected`` (md5 of those strings per
-variant, ``null`` for a non-contributing variant, and the ordered hash list). The test checks
-that the hand-listed strings really hash to the expected value and that the code produces both
-the same strings and the same hashes, so a reviewer can see why each hash is what it is.
+variant, ``null`` for a non-contributing variant, and the ordered hash list), both for the
+grouping config ``_config`` (default ``"v1"``). ``_other_configs`` maps another config to its
+own ``_expected_values``/``_expected`` where it groups the event differently; every config not
+listed there must give the ``_config`` result. The test checks that the hand-listed strings
+really hash to the expected value and that the code produces both the same strings and the same
+hashes, so a reviewer can see why each hash is what it is.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from events.grouping import group_hashes_for_event
+from events.grouping import GROUPING_CONFIGS, group_hashes_for_event
 from tests.unit.grouping.helpers import CASES_DIR, normalize
 
 CASES = sorted(CASES_DIR.glob("*.json"))
+CONFIGS = sorted(GROUPING_CONFIGS)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -27,18 +31,33 @@ def _load(path: Path) -> dict[str, Any]:
     return case
 
 
+def _expectation(case: dict[str, Any], config: str) -> dict[str, Any]:
+    """``{"_expected_values": ..., "_expected": ...}`` of ``case`` under ``config``."""
+    expectation: dict[str, Any] = case.get("_other_configs", {}).get(config, case)
+    return expectation
+
+
 def test_cases_folder_is_not_empty() -> None:
     assert len(CASES) >= 30
 
 
+def test_case_configs_are_known() -> None:
+    for path in CASES:
+        case = _load(path)
+        assert case.get("_config", "v1") in GROUPING_CONFIGS, path.name
+        assert set(case.get("_other_configs", {})) <= set(GROUPING_CONFIGS), path.name
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
-def test_grouping_case(path: Path) -> None:
+def test_grouping_case(path: Path, config: str) -> None:
     case = _load(path)
     event = normalize({k: v for k, v in case.items() if not k.startswith("_")})
-    result = group_hashes_for_event(event)
-    expected = case["_expected"]
+    result = group_hashes_for_event(event, config)
+    expectation = _expectation(case, config)
+    expected = expectation["_expected"]
 
-    for name, values in case["_expected_values"].items():
+    for name, values in expectation["_expected_values"].items():
         by_hand = hashlib.md5("".join(values).encode("utf-8")).hexdigest()
         assert by_hand == expected["variants"][name], f"{name}: _expected_values vs _expected"
         assert list(result.variants[name].component.iter_values()) == values, name
@@ -69,9 +88,12 @@ def test_grouping_case(path: Path) -> None:
         ("spec_ex5_default_fingerprint_salts_variants", "app", "5966a3591e2a66ff59c5a21cfea0d923"),
     ],
 )
-def test_spec_worked_example_hashes(case: str, variant: str, expected_hash: str) -> None:
-    """The §6.9 hashes, pinned literally (independent of the generated case files)."""
+@pytest.mark.parametrize("config", CONFIGS)
+def test_spec_worked_example_hashes(case: str, variant: str, expected_hash: str,
+                                    config: str) -> None:
+    """The §6.9 hashes, pinned literally (independent of the generated case files); no
+    built-in rule applies to these events, so every config gives them."""
     event = normalize(
         {k: v for k, v in _load(CASES_DIR / f"{case}.json").items() if not k.startswith("_")}
     )
-    assert group_hashes_for_event(event).variants[variant].hash == expected_hash
+    assert group_hashes_for_event(event, config).variants[variant].hash == expected_hash

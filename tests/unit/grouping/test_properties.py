@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.grouping import group_hashes_for_event
+from events.grouping import GROUPING_CONFIGS, group_hashes_for_event
 from events.issue_meta import issue_metadata_for_event
 from tests.unit.grouping.helpers import normalize
 
@@ -47,22 +48,25 @@ _events = st.fixed_dictionaries({}, optional=_event_keys) | st.dictionaries(
     st.text(max_size=12), _json, max_size=6)
 
 
+@pytest.mark.parametrize("config", sorted(GROUPING_CONFIGS))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_events)
-def test_grouping_never_raises_on_normalized_events(raw: dict[str, Any]) -> None:
+@given(raw=_events)
+def test_grouping_never_raises_on_normalized_events(config: str, raw: dict[str, Any]) -> None:
     event = normalize(raw)
-    result = group_hashes_for_event(event)
+    result = group_hashes_for_event(event, config)
     assert result.hashes
     assert all(len(h) <= 128 for h in result.hashes)
-    assert result.to_json_dict()["config"] == "v1"
+    assert result.to_json_dict()["config"] == config
     meta = issue_metadata_for_event(event)
     assert meta.type in {"error", "default"}
     assert len(meta.culprit) <= 200
 
 
+@pytest.mark.parametrize("config", sorted(GROUPING_CONFIGS))
 @settings(max_examples=200, deadline=None)
-@given(_events)
-def test_grouping_never_raises_on_raw_unnormalized_shapes(raw: dict[str, Any]) -> None:
+@given(raw=_events)
+def test_grouping_never_raises_on_raw_unnormalized_shapes(config: str, raw: dict[str, Any]
+                                                          ) -> None:
     """Even without Relay in front, odd shapes are skipped rather than raising."""
-    assert group_hashes_for_event(raw).hashes
+    assert group_hashes_for_event(raw, config).hashes
     issue_metadata_for_event(raw)

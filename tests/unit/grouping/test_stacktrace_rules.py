@@ -10,7 +10,11 @@ import pytest
 
 from events.grouping import GroupingRules, group_hashes_for_event
 from events.grouping.fingerprint_rules import parse_fingerprint_rules
-from events.grouping.stacktrace_rules import StacktraceRuleError, parse_stacktrace_rules
+from events.grouping.stacktrace_rules import (
+    StacktraceRuleError,
+    apply_in_sentry_order,
+    parse_stacktrace_rules,
+)
 
 
 def _frame(module: str, function: str, in_app: bool, **extra: Any) -> dict[str, Any]:
@@ -64,8 +68,26 @@ def test_parse_comments_blank_lines_and_negation() -> None:
     ("module:foo +frobnicate", 12, "unknown action"),
     ("module:foo max-frames=x", 23, "not a number"),
     ("module:foo min-frames=2", 12, "not supported"),
-    ("category:telemetry -group", 1, "not supported"),
-    ("[ module:a ] | module:b -group", 1, "caller/callee"),
+    ("module:foo invert-stacktrace=1", 12, "not supported"),
+    ("stack.category:x -group", 1, 'unknown matcher "stack.category"'),
+    ("category:x category=", 21, "category name '' is not allowed; expected category=NAME"),
+    ("category:x category=a/b", 21, "category name 'a/b' is not allowed"),
+    ("^category=x module:a -app", 1, "unexpected '^category=x'"),
+    ("[ module:a ] module:b -app", 14, 'expected "|" after the caller context'),
+    ("[ module:a | module:b -app", 12,
+     'caller context "[" at column 1 is not closed: found "|"; expected "]"'),
+    ("[ module:a] | module:b -app", 13, 'put a space between a value and "]"'),
+    ("module:b | [ module:a", 22, 'callee context "[" at column 12 is not closed: found the end'),
+    ("[ ] | module:b -app", 1, "empty caller context; expected [ matcher:value ]"),
+    ("[ -app ] | module:b -app", 3, "unexpected '-app' in the caller context"),
+    ("[ module:a ] | -app", 20, "rule has no matchers for the frame itself"),
+    ("| [ module:b ] module:a -app", 1, '"|" before any frame matcher'),
+    ("module:a | module:b -app", 12, 'expected "[" after "|"'),
+    ("module:a [ module:b ] -app", 10, 'unexpected "["; a caller context [ matcher:value ] |'),
+    ("module:a | [ module:b ] | [ module:c ] -app", 25, "a second callee context"),
+    ("module:a | [ module:b ] module:c -app", 25, "after the callee context"),
+    ("module:a -app | [ module:b ]", 15, "callee context \"| [ ... ]\" after an action"),
+    ("module:a | [ family:cobol ] -app", 21, 'unknown family "cobol"'),
     ("family:cobol -app", 8, "unknown family"),
     ("app:maybe -app", 5, "expected yes or no"),
     ("module:foo[ -app", 11, 'unclosed "["'),
@@ -134,6 +156,141 @@ def test_input_not_mutated_and_unchanged_event_returned_as_is() -> None:
     assert _frames(new)[3] is not _frames(event)[3]
     unchanged = parse_stacktrace_rules("module:nothing.here -app").apply(event)
     assert unchanged is event
+
+
+def test_parse_category_and_context() -> None:
+    (rule,) = parse_stacktrace_rules(
+        "[ category:std function:get ] | !category:std | [ module:java.* ] category=internals"
+    ).rules
+    assert [(m.name, m.value) for m in rule.caller] == [("category", "std"), ("function", "get")]
+    assert [(m.name, m.negated) for m in rule.matchers] == [("category", True)]
+    assert [m.value for m in rule.callee] == ["java.*"]
+    assert [(a.key, a.value) for a in rule.actions] == [("_category", "internals")]
+
+
+# --- categories and caller/callee context -------------------------------------------------
+
+
+def _java_event(*modules: str) -> dict[str, Any]:
+    return {"platform": "java", "exception": {"values": [{"type": "E", "stacktrace": {
+        "frames": [_frame(m, f"f{i}", False) for i, m in enumerate(modules)]}}]}}
+
+
+def test_category_action_is_read_by_later_category_matchers() -> None:
+    frames = _apply("module:java.* category=std\ncategory:std -group",
+                    _java_event("java.util.List", "shop.Cart", "java.util.Map"))
+    assert [f.get("_category") for f in frames] == ["std", None, "std"]
+    assert [f.get("_group") for f in frames] == [False, None, False]
+
+
+def test_category_matcher_ignores_case_and_negation_matches_frames_without_one() -> None:
+    frames = _apply("module:java.* category=std\ncategory:STD -group\n!category:std +app",
+                    _java_event("java.util.List", "shop.Cart"))
+    assert [f.get("_group") for f in frames] == [False, None]
+    assert [f["in_app"] for f in frames] == [False, True]
+
+
+def test_category_is_never_hashed() -> None:
+    event = _java_event("java.util.List", "shop.Cart")
+    rules = GroupingRules(stacktrace=parse_stacktrace_rules("module:java.* category=std"))
+    for config in ("v1", "v2"):
+        assert (group_hashes_for_event(event, config, rules=rules).hashes
+                == group_hashes_for_event(event, config).hashes)
+
+
+def test_caller_is_the_frame_before_and_callee_the_frame_after() -> None:
+    event = _java_event("a", "b", "c")
+    assert [f.get("_group") for f in _apply("[ module:a ] | module:* -group", event)] == [
+        None, False, None]
+    assert [f.get("_group") for f in _apply("module:* | [ module:c ] -group", event)] == [
+        None, False, None]
+    both = _apply("[ module:a ] | module:b | [ module:c ] -group\n"
+                  "[ module:b ] | module:c | [ module:* ] -app", event)
+    assert [f.get("_group") for f in both] == [None, False, None]
+    assert [f["in_app"] for f in both] == [False, False, False]
+
+
+def test_frame_without_caller_or_callee_never_matches_a_rule_needing_one() -> None:
+    event = _java_event("a", "b")
+    # Negated or not: the first frame has no caller, the last no callee.
+    caller = _apply("[ !module:zzz ] | module:* -group", event)
+    assert [f.get("_group") for f in caller] == [None, False]
+    callee = _apply("module:* | [ !module:zzz ] -group", event)
+    assert [f.get("_group") for f in callee] == [False, None]
+
+
+def test_several_matchers_in_a_context_all_hold_for_the_neighbour() -> None:
+    event = {"platform": "java", "stacktrace": {"frames": [
+        _frame("a", "run", True), _frame("a", "call", True), _frame("b", "x", True)]}}
+    frames = parse_stacktrace_rules("[ module:a function:call ] | module:b -group").apply(event)
+    assert [f.get("_group") for f in frames["stacktrace"]["frames"]] == [None, None, False]
+    frames = parse_stacktrace_rules("[ module:a function:run ] | module:b -group").apply(event)
+    assert [f.get("_group") for f in frames["stacktrace"]["frames"]] == [None, None, None]
+
+
+def test_context_sees_earlier_rules_and_matches_are_found_before_actions() -> None:
+    # Both "b" frames have a std caller before the rule acts (Sentry collects matches first).
+    frames = _apply("module:* category=std\n[ category:std ] | category:std category=internals",
+                    _java_event("a", "b", "b"))
+    assert [f.get("_category") for f in frames] == ["std", "internals", "internals"]
+
+
+def test_sentry_order_runs_group_actions_after_every_category_action() -> None:
+    text = "category:internals -group\nmodule:java.* category=internals"
+    event = _java_event("java.util.List", "shop.Cart")
+    # v1 order: each rule acts in turn, so the -group rule saw no category yet.
+    assert [f.get("_group") for f in _apply(text, event)] == [None, None]
+    sentry = _frames(apply_in_sentry_order(event, parse_stacktrace_rules(text)))
+    assert [f.get("_group") for f in sentry] == [False, None]
+
+
+def test_sentry_order_runs_every_rule_set_in_turn_so_later_sets_win() -> None:
+    base = parse_stacktrace_rules("module:shop.* -app\nmodule:shop.* -group")
+    project = parse_stacktrace_rules("module:shop.* +app\nfunction:total +group")
+    frames = _frames(apply_in_sentry_order(_event(), base, project))
+    assert [f["in_app"] for f in frames] == [False, True, True, True]
+    assert [f.get("_group") for f in frames] == [None, False, True, False]
+    assert apply_in_sentry_order(_event(), None, parse_stacktrace_rules("")) == _event()
+
+
+def test_builtin_rules_read_paths_and_case_as_sentrys_enhancer() -> None:
+    relative = {"platform": "node", "stacktrace": {"frames": [
+        {"function": "f", "filename": "node_modules/x/index.js", "in_app": True},
+        {"function": "g", "module": "Java.Util.List", "in_app": True}]}}
+    text = "path:**/node_modules/** -app\nmodule:java.* -group"
+    # Project rules (Crashray's v1 reading): "**/" needs a "/" before, module globs keep case.
+    project = parse_stacktrace_rules(text).apply(relative)
+    assert project is relative
+    # Built-in rules: a relative path is also tried as "/" + path; globs fold ASCII case.
+    builtin = _frames_of(parse_stacktrace_rules(text, builtin=True).apply(relative))
+    assert [f["in_app"] for f in builtin] == [False, True]
+    assert [f.get("_group") for f in builtin] == [None, False]
+
+
+def test_builtin_path_is_abs_path_else_filename() -> None:
+    frame = {"function": "f", "abs_path": "https://cdn.example.com/app.js",
+             "filename": "/vendor/app.js", "in_app": True}
+    event = {"platform": "javascript", "stacktrace": {"frames": [frame]}}
+    text = "path:**/vendor/** -app"
+    assert _frames_of(parse_stacktrace_rules(text).apply(event))[0]["in_app"] is False
+    assert parse_stacktrace_rules(text, builtin=True).apply(event) is event
+
+
+def test_stack_filename_matcher_reads_filename_only() -> None:
+    event = {"platform": "javascript", "stacktrace": {"frames": [
+        {"function": "f", "abs_path": "webpack:///./~/react/index.js",
+         "filename": "~/react/index.js", "in_app": False},
+        {"function": "g", "abs_path": "webpack:///./src/app.js", "filename": "./src/app.js",
+         "in_app": False}]}}
+    rules = parse_stacktrace_rules(
+        "family:javascript stack.abs_path:webpack:** +app\n"
+        "family:javascript stack.abs_path:webpack:** stack.filename:~/*** -app")
+    assert [f["in_app"] for f in _frames_of(rules.apply(event))] == [False, True]
+
+
+def _frames_of(event: Any) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = event["stacktrace"]["frames"]
+    return frames
 
 
 # --- grouping ----------------------------------------------------------------------------
