@@ -163,6 +163,7 @@ class Runtime:
     _consumers: list[Any] = field(default_factory=list)
     _grouping_shards: list[Any] = field(default_factory=list)
     _rate_limiters: list[Any] = field(default_factory=list)
+    _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
@@ -273,6 +274,7 @@ class Runtime:
         from serve_apps.query import ApiDeployment, QueryConfig, WebDeployment
 
         s = self.settings
+        self._serving = True
         serve.start(http_options={"host": s.host, "port": s.port})
         ingest_config = IngestConfig(
             postgres_url=self.postgres_url,
@@ -320,10 +322,14 @@ class Runtime:
         Items still queued stay in PostgreSQL and are processed on the next start."""
         import ray
 
-        if ray.is_initialized():
+        # Only what this Runtime started: a management command's Runtime (databases only)
+        # must not stop the Serve applications of an instance in the same process.
+        if ray.is_initialized() and (self._serving or self._consumers or self._started_ray):
             from ray import serve
 
-            serve.shutdown()  # type: ignore[no-untyped-call]
+            if self._serving:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+                self._serving = False
             for consumer in self._consumers:
                 try:
                     ray.get(consumer.stop.remote(), timeout=90)

@@ -3,6 +3,7 @@ settings point them at a scratch database, as CRASHRAY_POSTGRES_URL would for a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def test_quotas_are_added_listed_and_deleted_from_the_shell(
     code, out, _ = run(capsys, "quota", "add", "--scope", "project", "--project", "default",
                        "--category", "error", "--window", "60", "--limit", "5",
                        "--reason", "too_many")
-    assert code == 0 and out.startswith("Added quota ")
-    quota_id = out.split()[-1]
+    added = re.search(r"^Added quota (\d+)$", out, re.MULTILINE)
+    assert code == 0 and added is not None
+    quota_id = added[1]
     code, out, _ = run(capsys, "quota", "list")
     assert f"quota {quota_id}: project 1 error: 5 per 60 s (too_many)" in out
     code, _, err = run(capsys, "quota", "add", "--scope", "project", "--project", "nope",
