@@ -1,7 +1,8 @@
 """The ``crashray`` command.
 
     crashray up [--data-dir DIR] [--port N] [--host H]   run Crashray until Ctrl-C/SIGTERM
-    crashray token create [--org SLUG] [--scopes a,b]    a new API token (last word printed)
+    crashray token create [--org SLUG|--user NAME] [--scopes a,b]   a new API token (last word)
+    crashray user|org|team|project create ...            tenants (project create prints the DSN)
     crashray grouping hash < event.json                  why an event groups as it does
     crashray quota list|add|delete|usage|spike           quotas and spike protection
     crashray key rate-limit --project SLUG ...           a DSN key's rate limit
@@ -17,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cluster import quota_cli
+from cluster import quota_cli, tenancy_cli
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -71,31 +72,33 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """A new API token for an organization; the token is the last word printed."""
+    """A new API token, of an organization (``--org``) or of a user (``--user``: it acts in
+    that user's organizations, within its roles); the token is the last word printed."""
     from cluster.runtime import Runtime
-    from storage import postgres
+    from events.access import AccessError, check_scopes
+    from storage import postgres, tenancy
 
     runtime = Runtime(_settings(args))
     runtime.start_databases()  # joins a running instance's embedded PostgreSQL if any
     try:
+        scopes = args.scopes.split(",") if args.scopes else list(postgres.ADMIN_SCOPES)
         with postgres.connect(runtime.postgres_url) as conn:
-            org = conn.execute("SELECT id FROM organizations WHERE slug = %s",
-                               (args.org,)).fetchone()
-            if org is None:
-                print(f"crashray token create: no organization {args.org!r}; the first"
-                      " `crashray up` creates 'crashray'", file=sys.stderr)
-                return 2
-            scopes = args.scopes.split(",") if args.scopes else list(postgres.ADMIN_SCOPES)
-            unknown = sorted(set(scopes) - set(postgres.ADMIN_SCOPES))
-            if unknown:
-                print(f"crashray token create: unknown scopes {unknown}; known:"
-                      f" {', '.join(postgres.ADMIN_SCOPES)}", file=sys.stderr)
-                return 2
-            token = postgres.create_api_token(conn, int(org[0]), args.name, scopes)
+            check_scopes(scopes)
+            if args.user:
+                owner = f"user {args.user}"
+                token = tenancy.create_token(conn, args.name, scopes,
+                                             user=tenancy.user_id(conn, args.user))
+            else:
+                owner = f"organization {args.org}"
+                token = tenancy.create_token(conn, args.name, scopes,
+                                             org_id=tenancy.organization_id(conn, args.org))
             conn.commit()
+    except (AccessError, tenancy.TenancyError) as exc:
+        print(f"crashray token create: {exc}", file=sys.stderr)
+        return 2
     finally:
         runtime.stop()
-    print(f"Token for organization {args.org} with scopes {','.join(scopes)}: {token}")
+    print(f"Token for {owner} with scopes {','.join(scopes)}: {token}")
     return 0
 
 
@@ -134,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = tsub.add_parser("create", help="create an API token (printed once)")
     create.add_argument("--data-dir", help="the instance's data dir (CRASHRAY_DATA_DIR)")
     create.add_argument("--org", default="crashray", help="organization slug")
-    create.add_argument("--scopes", help="comma-separated scopes (default: all)")
+    create.add_argument("--user", help="a user's token instead (acts in its organizations)")
+    create.add_argument("--scopes", help="comma-separated scopes (default: the admin ones)")
     create.add_argument("--name", default="created by crashray token create")
     create.set_defaults(func=cmd_token_create)
     grouping = sub.add_parser("grouping", help="grouping tools")
@@ -146,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"grouping config (default {DEFAULT_GROUPING_CONFIG})")
     hash_cmd.set_defaults(func=cmd_grouping_hash)
     quota_cli.add_parsers(sub)
+    tenancy_cli.add_parsers(sub)
     return parser
 
 

@@ -299,8 +299,11 @@ class Runtime:
                self._rate_limiters)
         query_config = QueryConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
                                    s.api_max_page_size, s.grouping_transition_days * 86_400,
-                                   SpikeProtection(True, s.spike_multiplier,
-                                                   s.spike_floor_per_hour))
+                                   spike_defaults=SpikeProtection(True, s.spike_multiplier,
+                                                                  s.spike_floor_per_hour),
+                                   session_lifetime_s=s.session_lifetime_s,
+                                   login_max_failures=s.login_max_failures,
+                                   login_window_s=s.login_window_s)
         serve.run(ingest, name="ingest", route_prefix="/api")
         serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
                   route_prefix="/api/0")

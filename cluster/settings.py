@@ -161,6 +161,14 @@ class Settings(BaseSettings):
     #: transition); projects whose version was chosen through the API stay where they are.
     grouping_auto_upgrade: bool = True
 
+    # --- users -------------------------------------------------------------------------
+    #: Seconds a dashboard login lasts (Sentry: two weeks).
+    session_lifetime_s: float = 14 * 86_400.0
+    #: Failed logins per username, and per client address, within ``login_window_s``
+    #: after which logins are refused (429) until the window has passed.
+    login_max_failures: int = 5
+    login_window_s: float = 300.0
+
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100

@@ -7,13 +7,14 @@ answers 404, not 403, so ids cannot be probed.
 """
 
 import datetime as dt
+import hmac
 import html
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool
 from ray import serve
 
@@ -37,8 +38,18 @@ from events.stats import StatsQueryError, parse_stats_query, stats_response
 from serve_apps.quota_api import QuotaApi, parse_spike_protection
 from storage import issues as issue_store
 from storage import quotas as quota_store
+from storage import tenancy
 from storage.grouping import grouping_settings, set_grouping_config
-from storage.postgres import ProjectRef, TokenScope, find_project, project_by_id, token_scope
+from storage.postgres import ProjectRef, find_project, project_by_id
+from storage.tenancy import (
+    Access,
+    Caller,
+    Session,
+    caller_access,
+    organization_of_issue,
+    session_user,
+    token_caller,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,35 @@ class QueryConfig:
     max_page_size: int
     #: Seconds the previous grouping version keeps matching after a version change.
     grouping_transition_s: float = 30 * 86_400.0
+    #: Browser sessions and the login rate limit (see cluster/settings.py).
+    session_lifetime_s: float = 14 * 86_400.0
+    login_max_failures: int = 5
+    login_window_s: float = 300.0
     spike_defaults: SpikeProtection = field(default_factory=SpikeProtection)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request brings to say who it is."""
+
+    authorization: str | None
+    session: str | None
+    csrf_token: str | None
+    method: str
+
+
+SESSION_COOKIE = "crashray_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NO_CREDENTIALS = Credentials(None, None, None, "GET")
+
+
+def credentials(request: Request) -> Credentials:
+    return Credentials(request.headers.get("authorization"),
+                       request.cookies.get(SESSION_COOKIE),
+                       request.headers.get("x-csrftoken"), request.method)
+
+
+Auth = Annotated[Credentials, Depends(credentials)]
 
 
 def iso(value: dt.datetime) -> str:
@@ -65,23 +104,107 @@ class Api:
         self.clickhouse = clickhouse_store(config.clickhouse_dsn)
         self.quotas = QuotaApi(self.pool, config.base_url)
 
-    def scope(self, authorization: str | None) -> TokenScope:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(401, "Authentication credentials were not provided.")
+    def caller(self, credentials: Credentials) -> Caller:
+        """Who asks: a Bearer token, else a browser session (whose unsafe requests must
+        carry its CSRF token in ``X-CSRFToken``); 401 when neither is valid."""
         with self.pool.connection() as conn:
-            scope = token_scope(conn, authorization[7:].strip())
-        if scope is None:
-            raise HTTPException(401, "Invalid token")
-        return scope
+            if credentials.authorization:
+                if not credentials.authorization.lower().startswith("bearer "):
+                    raise HTTPException(401, "Authentication credentials were not provided.")
+                caller = token_caller(conn, credentials.authorization[7:].strip())
+                if caller is None:
+                    raise HTTPException(401, "Invalid token")
+                return caller
+            user = session_user(conn, credentials.session) if credentials.session else None
+        if user is None:
+            raise HTTPException(401, "Authentication credentials were not provided.")
+        if credentials.method not in SAFE_METHODS and not (
+                credentials.csrf_token and hmac.compare_digest(credentials.csrf_token,
+                                                               user.csrf_token)):
+            raise HTTPException(403, "CSRF token missing or incorrect (send it in X-CSRFToken)")
+        return Caller(user.username, user.user_id, None, None)
 
-    def stats_v2(self, scope: TokenScope, params: list[tuple[str, str]]) -> dict[str, Any]:
-        """Outcomes of the organization's projects (Sentry's stats_v2, events/stats.py)."""
+    def login(self, body: Any, client_ip: str) -> tuple[Session, dict[str, Any]]:
+        """Password login (rate limited per username and per address)."""
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) \
+                or not isinstance(body.get("password"), str):
+            raise HTTPException(400, 'send {"username": "...", "password": "..."}')
+        with self.pool.connection() as conn, conn.transaction():
+            try:
+                user = tenancy.login(conn, body["username"], body["password"], client_ip,
+                                     self.config.login_max_failures,
+                                     self.config.login_window_s)
+            except tenancy.LoginThrottled as exc:
+                raise HTTPException(429, str(exc)) from exc
+        if user is None:
+            raise HTTPException(401, "wrong username or password")
+        with self.pool.connection() as conn, conn.transaction():
+            session = tenancy.start_session(conn, user, self.config.session_lifetime_s)
+        return session, {"user": {"id": str(user), "username": body["username"]},
+                         "csrfToken": session.csrf_token}
+
+    def logout(self, credentials: Credentials) -> None:
+        if credentials.session:
+            self.caller(credentials)  # a logout is an unsafe request: CSRF-checked
+            with self.pool.connection() as conn, conn.transaction():
+                tenancy.end_session(conn, credentials.session)
+
+    def whoami(self, credentials: Credentials) -> dict[str, Any]:
+        caller = self.caller(credentials)
+        with self.pool.connection() as conn:
+            orgs = tenancy.caller_organizations(conn, caller)
+            csrf = None
+            if credentials.session and not credentials.authorization:
+                user = session_user(conn, credentials.session)
+                csrf = None if user is None else user.csrf_token
+        return {"user": None if caller.user_id is None else {
+                    "id": str(caller.user_id), "username": caller.name},
+                "organizations": orgs, "csrfToken": csrf}
+
+    def organizations(self, credentials: Credentials) -> list[dict[str, Any]]:
+        caller = self.caller(credentials)
+        with self.pool.connection() as conn:
+            slugs = tenancy.caller_organizations(conn, caller)
+            rows = conn.execute("SELECT id, slug, name, date_added FROM organizations"
+                                " WHERE slug = ANY(%s) ORDER BY slug", (slugs,)).fetchall()
+        return [{"id": str(r[0]), "slug": r[1], "name": r[2], "dateCreated": iso(r[3])}
+                for r in rows]
+
+    def organization_projects(self, scope: Access) -> list[dict[str, Any]]:
+        if "project:read" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope project:read")
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT id, slug, name, platform, date_added FROM projects"
+                                " WHERE organization_id = %s AND id = ANY(%s) ORDER BY slug",
+                                (scope.organization_id, sorted(scope.project_ids))).fetchall()
+        return [{"id": str(r[0]), "slug": r[1], "name": r[2], "platform": r[3],
+                 "dateCreated": iso(r[4]),
+                 "organization": {"slug": scope.organization_slug}} for r in rows]
+
+    def organization(self, credentials: Credentials, org_slug: str) -> Access:
+        """The caller's access to ``org_slug``; 404 without any (no probing)."""
+        caller = self.caller(credentials)
+        with self.pool.connection() as conn:
+            access = caller_access(conn, caller, org_slug)
+        if access is None:
+            raise HTTPException(404, "The requested resource does not exist")
+        return access
+
+    def issue_access(self, credentials: Credentials, issue_id: int) -> Access:
+        """The caller's access to the organization of issue ``issue_id``; 404 without."""
+        caller = self.caller(credentials)
+        with self.pool.connection() as conn:
+            org_slug = organization_of_issue(conn, issue_id)
+            access = None if org_slug is None else caller_access(conn, caller, org_slug)
+        if access is None:
+            raise HTTPException(404, "The requested resource does not exist")
+        return access
+
+    def stats_v2(self, scope: Access, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """Outcomes of the projects the caller sees (Sentry's stats_v2, events/stats.py)."""
         if "org:read" not in scope.scopes:
             raise HTTPException(403, "this token lacks the scope org:read")
-        with self.pool.connection() as conn:
-            project_ids = [int(r[0]) for r in conn.execute(
-                "SELECT id FROM projects WHERE organization_id = %s",
-                (scope.organization_id,)).fetchall()]
+        project_ids = sorted(scope.project_ids)
         try:
             query = parse_stats_query(params)
             rows = self.clickhouse.outcome_stats(scope.organization_id, project_ids, query)
@@ -89,14 +212,7 @@ class Api:
         except StatsQueryError as exc:
             raise HTTPException(400, str(exc)) from exc
 
-    def organization(self, authorization: str | None, org_slug: str) -> TokenScope:
-        """The caller's scope if ``org_slug`` is its organization; else 404 (no probing)."""
-        scope = self.scope(authorization)
-        if org_slug != scope.organization_slug:
-            raise HTTPException(404, "The requested resource does not exist")
-        return scope
-
-    def project(self, scope: TokenScope, org_slug: str, project_slug: str, needed: str
+    def project(self, scope: Access, org_slug: str, project_slug: str, needed: str
                 ) -> ProjectRef:
         if needed not in scope.scopes:
             raise HTTPException(403, f"this token lacks the scope {needed}")
@@ -104,7 +220,7 @@ class Api:
             raise HTTPException(404, "The requested resource does not exist")
         with self.pool.connection() as conn:
             project = find_project(conn, scope.organization_id, project_slug)
-        if project is None:
+        if project is None or project.id not in scope.project_ids:
             raise HTTPException(404, "The requested resource does not exist")
         return project
 
@@ -134,7 +250,7 @@ class Api:
             "project": {"id": str(project.id), "slug": project.slug},
         }
 
-    def scoped_issue(self, scope: TokenScope, issue_id: int, needed: str
+    def scoped_issue(self, scope: Access, issue_id: int, needed: str
                      ) -> tuple[ProjectRef, issue_store.IssueRow]:
         """The issue and its project, if the token's organization owns it; else 404."""
         if needed not in scope.scopes:
@@ -144,17 +260,17 @@ class Api:
             project = None if project_id is None else project_by_id(
                 conn, scope.organization_id, project_id)
             row = None if project is None else issue_store.get_issue(conn, project.id, issue_id)
-        if project is None or row is None:
+        if project is None or row is None or project.id not in scope.project_ids:
             raise HTTPException(404, "The requested resource does not exist")
         return project, row
 
-    def issue_detail(self, scope: TokenScope, issue_id: int) -> dict[str, Any]:
+    def issue_detail(self, scope: Access, issue_id: int) -> dict[str, Any]:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         users = self.user_counts(project, [row.id]).get(row.id, 0)
         return {**self.issue_json(project, row), "userCount": users,
                 "activity": self._activity(project, row.id)}
 
-    def unmerge(self, scope: TokenScope, issue_id: int, hashes: list[str]) -> dict[str, Any]:
+    def unmerge(self, scope: Access, issue_id: int, hashes: list[str]) -> dict[str, Any]:
         """Move some of an issue's hashes, and the events grouped by them, to a new issue."""
         project, row = self.scoped_issue(scope, issue_id, "event:write")
         with self.pool.connection() as conn:
@@ -170,16 +286,16 @@ class Api:
                                          totals.title, totals.culprit)
         with self.pool.connection() as conn, conn.transaction():
             new_id = issue_store.unmerge_hashes(conn, project.id, row.id, wanted, moved,
-                                                scope.token_name)
+                                                scope.actor)
         return {"issue": str(new_id), "hashes": wanted, "events": moved.count}
 
-    def delete_issue(self, scope: TokenScope, issue_id: int) -> None:
+    def delete_issue(self, scope: Access, issue_id: int) -> None:
         project, row = self.scoped_issue(scope, issue_id, "event:admin")
         with self.pool.connection() as conn, conn.transaction():
-            if not issue_store.delete_issue(conn, project.id, row.id, scope.token_name):
+            if not issue_store.delete_issue(conn, project.id, row.id, scope.actor):
                 raise HTTPException(404, "The requested resource does not exist")
 
-    def bulk_update(self, scope: TokenScope, project: ProjectRef, ids: list[int],
+    def bulk_update(self, scope: Access, project: ProjectRef, ids: list[int],
                     body: Any) -> dict[str, Any]:
         """``PUT /projects/{org}/{project}/issues/?id=…``: merge, or one status for all.
         Ids outside the project are ignored, as if they did not exist."""
@@ -200,19 +316,19 @@ class Api:
                 row = issue_store.get_issue(conn, project.id, issue_id)
                 if row is None or row.merged_into is not None:
                     continue
-                self._apply_status(conn, project, row, update, scope.token_name)
+                self._apply_status(conn, project, row, update, scope.actor)
         return {"status": update.status, "statusDetails": dict(update.details)}
 
-    def _merge(self, scope: TokenScope, project: ProjectRef, ids: list[int]) -> dict[str, Any]:
+    def _merge(self, scope: Access, project: ProjectRef, ids: list[int]) -> dict[str, Any]:
         with self.pool.connection() as conn, conn.transaction():
-            result = issue_store.merge_issues(conn, project.id, ids, scope.token_name)
+            result = issue_store.merge_issues(conn, project.id, ids, scope.actor)
         if result is None:
             raise HTTPException(400, "merging needs at least two unmerged issues of this"
                                      " project")
         survivor, merged = result
         return {"merge": {"parent": str(survivor), "children": [str(m) for m in merged]}}
 
-    def activity(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
+    def activity(self, scope: Access, issue_id: int) -> list[dict[str, Any]]:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         return self._activity(project, row.id)
 
@@ -223,7 +339,7 @@ class Api:
                  "user": None if a.actor == "crashray" else {"name": a.actor},
                  "dateCreated": iso(a.date_added)} for a in entries]
 
-    def update_issue(self, scope: TokenScope, issue_id: int, body: Any) -> dict[str, Any]:
+    def update_issue(self, scope: Access, issue_id: int, body: Any) -> dict[str, Any]:
         project, row = self.scoped_issue(scope, issue_id, "event:write")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object such as"
@@ -233,7 +349,7 @@ class Api:
         except InvalidStatusUpdate as exc:
             raise HTTPException(400, str(exc)) from exc
         with self.pool.connection() as conn, conn.transaction():
-            self._apply_status(conn, project, row, update, scope.token_name)
+            self._apply_status(conn, project, row, update, scope.actor)
         return self.issue_detail(scope, issue_id)
 
     def _apply_status(self, conn: Any, project: ProjectRef, row: issue_store.IssueRow,
@@ -247,12 +363,12 @@ class Api:
                                ACTIVITY_FOR_STATUS[update.status],
                                {"status": update.status, **details}, actor)
 
-    def issue_hashes(self, scope: TokenScope, issue_id: int) -> list[dict[str, Any]]:
+    def issue_hashes(self, scope: Access, issue_id: int) -> list[dict[str, Any]]:
         if "event:read" not in scope.scopes:
             raise HTTPException(403, "this token lacks the scope event:read")
         with self.pool.connection() as conn:
             project_id = issue_store.issue_project(conn, scope.organization_id, issue_id)
-            if project_id is None:
+            if project_id is None or project_id not in scope.project_ids:
                 raise HTTPException(404, "The requested resource does not exist")
             hashes = issue_store.issue_hashes(conn, project_id, issue_id)
         return [{"id": h, "groupingConfig": config} for h, config in hashes]
@@ -295,7 +411,7 @@ class Api:
                 "dateCreated": iso(row[2]),
                 "organization": {"slug": project.organization_slug}}
 
-    def update_project(self, scope: TokenScope, project: ProjectRef, body: Any
+    def update_project(self, scope: Access, project: ProjectRef, body: Any
                        ) -> dict[str, Any]:
         if "project:write" not in scope.scopes:
             raise HTTPException(403, "this token lacks the scope project:write")
@@ -373,6 +489,8 @@ def _grouping_update(body: dict[str, Any]) -> tuple[str | None, bool | None]:
     return config, auto_update
 
 
+
+
 app = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
 
 
@@ -385,72 +503,104 @@ class ApiDeployment:
 
     @app.get("/projects/{org}/{project}/")
     def project_detail(self, org: str, project: str,
-                       authorization: Annotated[str | None, Header()] = None
+                       authorization: Auth = NO_CREDENTIALS
                        ) -> dict[str, Any]:
-        ref = self.api.project(self.api.scope(authorization), org, project, "project:read")
+        ref = self.api.project(self.api.organization(authorization, org), org, project, "project:read")
         return self.api.project_settings(ref)
 
     @app.put("/projects/{org}/{project}/")
     def update_project(self, org: str, project: str, body: Annotated[Any, Body()] = None,
-                       authorization: Annotated[str | None, Header()] = None
+                       authorization: Auth = NO_CREDENTIALS
                        ) -> dict[str, Any]:
-        scope = self.api.scope(authorization)
+        scope = self.api.organization(authorization, org)
         ref = self.api.project(scope, org, project, "project:read")
         return self.api.update_project(scope, ref, body)
 
     @app.get("/projects/{org}/{project}/keys/")
     def project_keys(self, org: str, project: str,
-                     authorization: Annotated[str | None, Header()] = None
+                     authorization: Auth = NO_CREDENTIALS
                      ) -> list[dict[str, Any]]:
-        scope = self.api.scope(authorization)
+        scope = self.api.organization(authorization, org)
         ref = self.api.project(scope, org, project, "project:read")
         return self.api.quotas.keys(scope, ref)
 
     @app.put("/projects/{org}/{project}/keys/{key_id}/")
     def update_key(self, org: str, project: str, key_id: str,
                    body: Annotated[Any, Body()] = None,
-                   authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        scope = self.api.scope(authorization)
+                   authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        scope = self.api.organization(authorization, org)
         ref = self.api.project(scope, org, project, "project:read")
         return self.api.quotas.update_key(scope, ref, key_id, body)
 
+    @app.post("/auth/login/")
+    def login(self, request: Request, body: Annotated[Any, Body()] = None) -> JSONResponse:
+        """Password login: sets the session cookie (HttpOnly, SameSite=Lax; Secure over
+        HTTPS) and answers the CSRF token that unsafe requests must send in X-CSRFToken."""
+        client_ip = request.client.host if request.client else ""
+        session, body_out = self.api.login(body, client_ip)
+        response = JSONResponse(body_out)
+        response.set_cookie(SESSION_COOKIE, session.cookie, expires=session.expires_at,
+                            httponly=True, samesite="lax", path="/",
+                            secure=request.url.scheme == "https")
+        return response
+
+    @app.delete("/auth/", status_code=204)
+    def logout(self, authorization: Auth = NO_CREDENTIALS) -> Response:
+        self.api.logout(authorization)
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/auth/")
+    def whoami(self, authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.whoami(authorization)
+
+    @app.get("/organizations/")
+    def organizations(self, authorization: Auth = NO_CREDENTIALS) -> list[dict[str, Any]]:
+        return self.api.organizations(authorization)
+
+    @app.get("/organizations/{org}/projects/")
+    def organization_projects(self, org: str, authorization: Auth = NO_CREDENTIALS
+                              ) -> list[dict[str, Any]]:
+        return self.api.organization_projects(self.api.organization(authorization, org))
+
     @app.get("/organizations/{org}/stats_v2/")
     def stats_v2(self, org: str, request: Request,
-                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+                 authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
         return self.api.stats_v2(self.api.organization(authorization, org),
                                  request.query_params.multi_items())
 
     @app.get("/organizations/{org}/quotas/")
-    def quotas(self, org: str, authorization: Annotated[str | None, Header()] = None
+    def quotas(self, org: str, authorization: Auth = NO_CREDENTIALS
                ) -> list[dict[str, Any]]:
         return self.api.quotas.quotas(self.api.organization(authorization, org))
 
     @app.post("/organizations/{org}/quotas/", status_code=201)
     def add_quota(self, org: str, body: Annotated[Any, Body()] = None,
-                  authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+                  authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
         return self.api.quotas.add_quota(self.api.organization(authorization, org), body)
 
     @app.delete("/organizations/{org}/quotas/{quota_id}/", status_code=204)
     def delete_quota(self, org: str, quota_id: int,
-                     authorization: Annotated[str | None, Header()] = None) -> None:
+                     authorization: Auth = NO_CREDENTIALS) -> None:
         self.api.quotas.delete_quota(self.api.organization(authorization, org), quota_id)
 
     @app.get("/organizations/{org}/quota-usage/")
-    def quota_usage(self, org: str, authorization: Annotated[str | None, Header()] = None
+    def quota_usage(self, org: str, authorization: Auth = NO_CREDENTIALS
                     ) -> list[dict[str, Any]]:
         return self.api.quotas.usage(self.api.organization(authorization, org))
 
     @app.get("/projects/{org}/{project}/issues/")
     def list_issues(self, org: str, project: str,
-                    authorization: Annotated[str | None, Header()] = None,
+                    authorization: Auth = NO_CREDENTIALS,
                     limit: Annotated[int, Query(ge=1)] = 25) -> list[dict[str, Any]]:
-        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        ref = self.api.project(self.api.organization(authorization, org), org, project, "event:read")
         return self.api.issues(ref, min(limit, self.api.config.max_page_size))
 
     @app.get("/issues/{issue_id}/", response_model=None)
-    def issue_detail(self, issue_id: int, authorization: Annotated[str | None, Header()] = None
+    def issue_detail(self, issue_id: int, authorization: Auth = NO_CREDENTIALS
                      ) -> dict[str, Any] | RedirectResponse:
-        scope = self.api.scope(authorization)
+        scope = self.api.issue_access(authorization, issue_id)
         _, row = self.api.scoped_issue(scope, issue_id, "event:read")
         if row.merged_into is not None:  # merged away: Sentry redirects to the survivor
             return RedirectResponse(f"/api/0/issues/{row.merged_into}/", status_code=302)
@@ -458,54 +608,54 @@ class ApiDeployment:
 
     @app.delete("/issues/{issue_id}/", status_code=202)
     def delete_issue(self, issue_id: int,
-                     authorization: Annotated[str | None, Header()] = None) -> None:
+                     authorization: Auth = NO_CREDENTIALS) -> None:
         """Sentry answers 202: the issue is gone and its hashes are tombstoned."""
-        self.api.delete_issue(self.api.scope(authorization), issue_id)
+        self.api.delete_issue(self.api.issue_access(authorization, issue_id), issue_id)
 
     @app.put("/projects/{org}/{project}/issues/")
     def bulk_update(self, org: str, project: str, body: Annotated[Any, Body()] = None,
                     id: Annotated[list[int] | None, Query()] = None,
-                    authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        scope = self.api.scope(authorization)
+                    authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        scope = self.api.organization(authorization, org)
         ref = self.api.project(scope, org, project, "event:read")
         return self.api.bulk_update(scope, ref, id or [], body)
 
     @app.put("/issues/{issue_id}/")
     def update_issue(self, issue_id: int, body: Annotated[Any, Body()] = None,
-                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        return self.api.update_issue(self.api.scope(authorization), issue_id, body)
+                     authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.update_issue(self.api.issue_access(authorization, issue_id), issue_id, body)
 
     @app.get("/issues/{issue_id}/activity/")
     def issue_activity(self, issue_id: int,
-                       authorization: Annotated[str | None, Header()] = None
+                       authorization: Auth = NO_CREDENTIALS
                        ) -> list[dict[str, Any]]:
-        return self.api.activity(self.api.scope(authorization), issue_id)
+        return self.api.activity(self.api.issue_access(authorization, issue_id), issue_id)
 
     @app.delete("/issues/{issue_id}/hashes/", status_code=202)
     def unmerge(self, issue_id: int,
                 id: Annotated[list[str] | None, Query()] = None,
-                authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+                authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
         """Sentry's unmerge: the named hashes leave this issue for a new one."""
-        return self.api.unmerge(self.api.scope(authorization), issue_id, id or [])
+        return self.api.unmerge(self.api.issue_access(authorization, issue_id), issue_id, id or [])
 
     @app.get("/issues/{issue_id}/hashes/")
     def issue_hashes(self, issue_id: int,
-                     authorization: Annotated[str | None, Header()] = None
+                     authorization: Auth = NO_CREDENTIALS
                      ) -> list[dict[str, Any]]:
-        return self.api.issue_hashes(self.api.scope(authorization), issue_id)
+        return self.api.issue_hashes(self.api.issue_access(authorization, issue_id), issue_id)
 
     @app.get("/projects/{org}/{project}/events/{event_id}/grouping-info/")
     def grouping_info(self, org: str, project: str, event_id: str,
-                      authorization: Annotated[str | None, Header()] = None
+                      authorization: Auth = NO_CREDENTIALS
                       ) -> dict[str, Any]:
-        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        ref = self.api.project(self.api.organization(authorization, org), org, project, "event:read")
         return self.api.grouping_info(ref, event_id)
 
     @app.get("/projects/{org}/{project}/events/")
     def list_events(self, org: str, project: str,
-                    authorization: Annotated[str | None, Header()] = None,
+                    authorization: Auth = NO_CREDENTIALS,
                     limit: Annotated[int, Query(ge=1)] = 100) -> list[dict[str, Any]]:
-        ref = self.api.project(self.api.scope(authorization), org, project, "event:read")
+        ref = self.api.project(self.api.organization(authorization, org), org, project, "event:read")
         return self.api.events(ref, min(limit, self.api.config.max_page_size))
 
 

@@ -26,7 +26,8 @@ from psycopg_pool import ConnectionPool
 
 from events.quotas import CATEGORIES, SCOPES, InvalidQuota, Quota, SpikeProtection
 from storage import quotas as quota_store
-from storage.postgres import ProjectRef, TokenScope
+from storage.postgres import ProjectRef
+from storage.tenancy import Access
 
 NOT_FOUND = "The requested resource does not exist"
 
@@ -35,7 +36,7 @@ def iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def need(scope: TokenScope, scope_name: str) -> None:
+def need(scope: Access, scope_name: str) -> None:
     if scope_name not in scope.scopes:
         raise HTTPException(403, f"this token lacks the scope {scope_name}")
 
@@ -138,13 +139,13 @@ class QuotaApi:
         self.pool = pool
         self.base_url = base_url
 
-    def keys(self, scope: TokenScope, project: ProjectRef) -> list[dict[str, Any]]:
+    def keys(self, scope: Access, project: ProjectRef) -> list[dict[str, Any]]:
         need(scope, "project:read")
         with self.pool.connection() as conn:
             return [key_json(k, self.base_url)
                     for k in quota_store.project_keys(conn, project.id)]
 
-    def update_key(self, scope: TokenScope, project: ProjectRef, key_ref: str, body: Any
+    def update_key(self, scope: Access, project: ProjectRef, key_ref: str, body: Any
                    ) -> dict[str, Any]:
         need(scope, "project:write")
         if not isinstance(body, dict):
@@ -165,12 +166,12 @@ class QuotaApi:
         assert updated is not None
         return key_json(updated, self.base_url)
 
-    def quotas(self, scope: TokenScope) -> list[dict[str, Any]]:
+    def quotas(self, scope: Access) -> list[dict[str, Any]]:
         need(scope, "org:read")
         with self.pool.connection() as conn:
             return [quota_json(q) for q in quota_store.list_quotas(conn, scope.organization_id)]
 
-    def add_quota(self, scope: TokenScope, body: Any) -> dict[str, Any]:
+    def add_quota(self, scope: Access, body: Any) -> dict[str, Any]:
         need(scope, "org:write")
         quota = parse_quota(scope.organization_id, body)
         with self.pool.connection() as conn, conn.transaction():
@@ -181,13 +182,13 @@ class QuotaApi:
             quota_id = quota_store.add_quota(conn, quota)
         return quota_json(quota_store.StoredQuota(quota_id, quota))
 
-    def delete_quota(self, scope: TokenScope, quota_id: int) -> None:
+    def delete_quota(self, scope: Access, quota_id: int) -> None:
         need(scope, "org:write")
         with self.pool.connection() as conn, conn.transaction():
             if not quota_store.delete_quota(conn, scope.organization_id, quota_id):
                 raise HTTPException(404, NOT_FOUND)
 
-    def usage(self, scope: TokenScope) -> list[dict[str, Any]]:
+    def usage(self, scope: Access) -> list[dict[str, Any]]:
         need(scope, "org:read")
         with self.pool.connection() as conn:
             rows = quota_store.current_usage(conn, scope.organization_id)

@@ -1,0 +1,207 @@
+"""Organizations, members, teams, tokens and logins in a running Crashray (real Ray,
+PostgreSQL, chDB). Tenants are made with the CLI, as an operator would; every endpoint is
+tried from the wrong tenant and must answer 404."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from cluster.cli import main
+from tests.integration.conftest import RunningCrashray
+from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Tenants:
+    org: str
+    alice: str  # owner's token
+    bob: str  # member's token
+    mallory: str  # token of a user of another organization
+    web_id: int
+    api_slug: str
+    issue_id: str
+    event_id: str
+
+
+@pytest.fixture(scope="module")
+def tenants(crashray: RunningCrashray) -> Iterator[Tenants]:
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("CRASHRAY_POSTGRES_URL", crashray.runtime.postgres_url)
+    monkeypatch.setenv("CRASHRAY_DATA_DIR", str(crashray.settings.data_dir))
+    monkeypatch.setenv("CRASHRAY_PORT", str(crashray.settings.port))
+    tag = uuid.uuid4().hex[:6]
+    org, evil = f"acme-{tag}", f"evil-{tag}"
+
+    def run(*argv: str, stdin: str = "") -> str:
+        import contextlib
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert main(list(argv)) == 0
+        return buffer.getvalue()
+
+    for user in ("alice", "bob", "mallory"):
+        run("user", "create", f"{user}-{tag}", "--password-stdin", stdin=PASSWORD + "\n")
+    run("org", "create", org, "--owner", f"alice-{tag}")
+    run("org", "create", evil, "--owner", f"mallory-{tag}")
+    run("user", "create", f"carol-{tag}", "--password-stdin", "--org", org,
+        stdin=PASSWORD + "\n")
+    from storage import postgres, tenancy
+
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        tenancy.add_member(conn, tenancy.organization_id(conn, org),
+                           tenancy.user_id(conn, f"bob-{tag}"), "member")
+        conn.commit()
+    run("team", "create", "backend", "--org", org, "--member", f"bob-{tag}")
+    dsn = run("project", "create", "web", "--org", org).split()[-1]
+    run("project", "create", "api", "--org", org, "--team", "backend")
+    tokens = {u: run("token", "create", "--user", f"{u}-{tag}", "--scopes",
+                     "org:read,project:read,project:write,event:read,event:write,event:admin"
+                     ).split()[-1] for u in ("alice", "bob", "mallory")}
+    key, rest = dsn.split("//", 1)[1].split("@", 1)
+    web_id = int(rest.rsplit("/", 1)[1])
+    event_id = uuid.uuid4().hex
+    event = {"platform": "python", "exception": {"values": [
+        {"type": f"Tenant{tag}", "value": "secret"}]}}
+    wait_until(lambda: httpx.post(f"{crashray.base_url}/api/{web_id}/envelope/",
+                                  content=gzip_bytes(envelope_bytes(event, event_id)),
+                                  headers=python_sdk_headers(key), timeout=10
+                                  ).status_code == 200, 15, "the new project's key accepted")
+    issues = wait_until(lambda: get(crashray, tokens["alice"],
+                                    f"projects/{org}/web/issues/").json(), 30, "the issue")
+    yield Tenants(org, tokens["alice"], tokens["bob"], tokens["mallory"], web_id, "api",
+                  issues[0]["id"], event_id)
+    monkeypatch.undo()
+
+
+def get(c: RunningCrashray, token: str, path: str) -> httpx.Response:
+    return httpx.get(f"{c.base_url}/api/0/{path}", timeout=10,
+                     headers={"Authorization": f"Bearer {token}"})
+
+
+def call(c: RunningCrashray, method: str, path: str, token: str | None = None,
+         body: object = None, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, f"{c.base_url}/api/0/{path}", json=body, timeout=10,
+                         headers=headers, **kwargs)
+
+
+def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
+    o, i = t.org, t.issue_id
+    return [
+        ("GET", f"projects/{o}/web/", None), ("PUT", f"projects/{o}/web/", {"name": "x"}),
+        ("GET", f"projects/{o}/web/issues/", None),
+        ("PUT", f"projects/{o}/web/issues/?id={i}", {"status": "resolved"}),
+        ("GET", f"projects/{o}/web/events/", None),
+        ("GET", f"projects/{o}/web/events/{t.event_id}/grouping-info/", None),
+        ("GET", f"projects/{o}/web/keys/", None),
+        ("GET", f"issues/{i}/", None), ("PUT", f"issues/{i}/", {"status": "resolved"}),
+        ("GET", f"issues/{i}/activity/", None), ("GET", f"issues/{i}/hashes/", None),
+        ("DELETE", f"issues/{i}/hashes/?id={'0' * 32}", None),
+        ("GET", f"organizations/{o}/projects/", None),
+        ("GET", f"organizations/{o}/stats_v2/?field=sum(quantity)&category=error", None),
+        ("GET", f"organizations/{o}/quotas/", None),
+        ("GET", f"organizations/{o}/quota-usage/", None),
+        ("DELETE", f"issues/{i}/", None),  # last: it would delete the issue if it passed
+    ]
+
+
+def test_another_organizations_user_and_token_get_404_everywhere(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    for token in (tenants.mallory, crashray.info.api_token or ""):
+        for method, path, body in every_endpoint(tenants):
+            response = call(crashray, method, path, token, body)
+            assert response.status_code == 404, (method, path, response.status_code)
+    assert get(crashray, tenants.alice, f"issues/{tenants.issue_id}/").status_code == 200
+    orgs = [o["slug"] for o in get(crashray, tenants.mallory, "organizations/").json()]
+    assert tenants.org not in orgs and len(orgs) == 1
+
+
+def test_members_see_only_their_teams_projects_when_membership_is_closed(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    def project_slugs(token: str) -> list[str]:
+        return [p["slug"] for p in get(crashray, token,
+                                       f"organizations/{tenants.org}/projects/").json()]
+
+    assert project_slugs(tenants.bob) == ["api", "web"]  # open membership (the default)
+    from storage import postgres
+
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        conn.execute("UPDATE organizations SET open_membership = false WHERE slug = %s",
+                     (tenants.org,))
+        conn.commit()
+    try:
+        assert project_slugs(tenants.bob) == ["api"]
+        assert get(crashray, tenants.bob, f"projects/{tenants.org}/web/issues/"
+                   ).status_code == 404
+        assert get(crashray, tenants.bob, f"issues/{tenants.issue_id}/").status_code == 404
+        assert project_slugs(tenants.alice) == ["api", "web"]  # the owner sees all
+    finally:
+        with postgres.connect(crashray.runtime.postgres_url) as conn:
+            conn.execute("UPDATE organizations SET open_membership = true WHERE slug = %s",
+                         (tenants.org,))
+            conn.commit()
+
+
+def test_a_members_token_cannot_do_more_than_the_members_role(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    # bob's token carries project:write, but a member may not change project settings.
+    denied = call(crashray, "PUT", f"projects/{tenants.org}/web/", tenants.bob,
+                  {"fingerprintingRules": ""})
+    assert denied.status_code == 403 and "project:write" in denied.json()["detail"]
+    allowed = call(crashray, "PUT", f"projects/{tenants.org}/web/", tenants.alice,
+                   {"fingerprintingRules": ""})
+    assert allowed.status_code == 200
+
+
+def login(c: RunningCrashray, username: str, password: str) -> httpx.Response:
+    return httpx.post(f"{c.base_url}/api/0/auth/login/", timeout=30,
+                      json={"username": username, "password": password})
+
+
+def test_a_browser_login_needs_the_csrf_token_for_changes_and_ends_at_logout(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    tag = tenants.org.split("-", 1)[1]
+    assert login(crashray, f"alice-{tag}", "wrong password").status_code == 401
+    response = login(crashray, f"alice-{tag}", PASSWORD)
+    assert response.status_code == 200
+    cookie = response.cookies["crashray_session"]
+    assert "httponly" in response.headers["set-cookie"].lower()
+    assert "samesite=lax" in response.headers["set-cookie"].lower()
+    csrf = response.json()["csrfToken"]
+    jar = {"crashray_session": cookie}
+    me = httpx.get(f"{crashray.base_url}/api/0/auth/", cookies=jar, timeout=10).json()
+    assert me["user"]["username"] == f"alice-{tag}" and tenants.org in me["organizations"]
+    assert httpx.get(f"{crashray.base_url}/api/0/issues/{tenants.issue_id}/", cookies=jar,
+                     timeout=10).status_code == 200
+    path = f"{crashray.base_url}/api/0/issues/{tenants.issue_id}/"
+    forged = httpx.put(path, json={"status": "unresolved"}, cookies=jar, timeout=10)
+    assert forged.status_code == 403 and "CSRF" in forged.json()["detail"]
+    ok = httpx.put(path, json={"status": "unresolved"}, cookies=jar, timeout=10,
+                   headers={"X-CSRFToken": csrf})
+    assert ok.status_code == 200
+    assert httpx.delete(f"{crashray.base_url}/api/0/auth/", cookies=jar, timeout=10,
+                        headers={"X-CSRFToken": csrf}).status_code == 204
+    assert httpx.get(f"{crashray.base_url}/api/0/auth/", cookies=jar,
+                     timeout=10).status_code == 401
+
+
+def test_repeated_failed_logins_lock_the_username_out(crashray: RunningCrashray,
+                                                      tenants: Tenants) -> None:
+    tag = tenants.org.split("-", 1)[1]
+    for _ in range(crashray.settings.login_max_failures):
+        assert login(crashray, f"carol-{tag}", "guess").status_code == 401
+    locked = login(crashray, f"carol-{tag}", PASSWORD)  # even the right password
+    assert locked.status_code == 429 and re.search(r"try again in \d+ s",
+                                                   locked.json()["detail"])
