@@ -32,7 +32,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+#: A counter's key: (counter name, window slot).
+CounterKey = tuple[str, int]
 
 #: Data categories (Relay's ``DataCategory`` names) Crashray counts.
 CATEGORIES: Final = frozenset({
@@ -47,6 +50,14 @@ SCOPES: Final = ("organization", "project", "key")
 #: Seconds a ``limit=0`` quota without a window tells SDKs to wait (Relay: 60 s).
 REJECT_ALL_SECS: Final = 60
 SPIKE_BASELINE_HOURS: Final = 72
+#: Leases (``Lease``): a replica may admit on its own at most this share of a quota's
+#: limit, so that what leases hold back never exceeds 1 % of a limit per replica ...
+LEASE_FRACTION: Final = 0.01
+#: ... no lease smaller than this is worth granting (small limits are decided one by one,
+#: exactly), none larger than this, and none for longer than ``LEASE_TTL_S``.
+LEASE_MIN_UNITS: Final = 10
+LEASE_MAX_UNITS: Final = 1000
+LEASE_TTL_S: Final = 1.0
 #: Internal queue item with counts of items ingest refused: a JSON list of ``{"key_id",
 #: "hour", "category", "reason", "outcome", "quantity"}``. SDK items of this type are never
 #: handed off (not in ingest's handed-off types).
@@ -169,17 +180,31 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Units of one category a replica may admit for one sender (organization, project,
+    key) on its own until ``expires_at``, already counted in ``counters``; what it does not
+    use goes back (``LeaseBook.expired``)."""
+
+    organization_id: int
+    project_id: int
+    key_id: int | None
+    category: str
+    units: int
+    expires_at: float
+    counters: tuple[CounterKey, ...]
+
+
+@dataclass(frozen=True)
 class Decision:
     accepted: frozenset[str]
     limits: tuple[RateLimit, ...] = ()
+    leases: tuple[Lease, ...] = ()
 
     @property
     def refused(self) -> frozenset[str]:
         return frozenset(c for limit in self.limits for c in limit.categories)
 
 
-#: A counter's key: (counter name, window slot).
-CounterKey = tuple[str, int]
 
 
 @dataclass
@@ -191,23 +216,61 @@ class Verdicts:
 
 
 def decide(usages: Sequence[Usage], quotas_for: Callable[[Usage], Sequence[Quota]],
-           counters: Mapping[CounterKey, int], now: float) -> Verdicts:
+           counters: Mapping[CounterKey, int], now: float, *, leases: bool = False
+           ) -> Verdicts:
     """Admit or refuse each usage, category by category, in order: later usages of the batch
     see the counts of the earlier ones. ``counters`` is not changed; the increments are
-    returned for the caller to apply and persist."""
+    returned for the caller to apply and persist. With ``leases``, an accepted category of
+    a sender also gets a ``Lease`` where every quota on it has room to spare (one per sender
+    and category in a batch)."""
     verdicts = Verdicts()
+    leased: set[tuple[int, int, int | None, str]] = set()
     for usage in usages:
         quotas = [q for q in quotas_for(usage) if q.applies_to(usage)]
         accepted: set[str] = set()
         limits: list[RateLimit] = []
+        granted: list[Lease] = []
         for category, quantity in sorted(usage.quantities.items()):
             refusal = _refusal(usage, category, quantity, quotas, counters, verdicts, now)
-            if refusal is None:
-                accepted.add(category)
-            else:
+            if refusal is not None:
                 limits.append(refusal)
-        verdicts.decisions.append(Decision(frozenset(accepted), tuple(limits)))
+                continue
+            accepted.add(category)
+            sender = (usage.organization_id, usage.project_id, usage.key_id, category)
+            if leases and sender not in leased and category not in BYTE_CATEGORIES:
+                lease = _lease(usage, category, quotas, counters, verdicts, now)
+                if lease is not None:
+                    leased.add(sender)
+                    granted.append(lease)
+        verdicts.decisions.append(Decision(frozenset(accepted), tuple(limits),
+                                           tuple(granted)))
     return verdicts
+
+
+def _lease(usage: Usage, category: str, quotas: Sequence[Quota],
+           counters: Mapping[CounterKey, int], verdicts: Verdicts, now: float
+           ) -> Lease | None:
+    """A lease of ``category`` for ``usage``'s sender, counted in every quota on it now;
+    None when some quota has too little room (then every request is decided here)."""
+    units, expires_at = LEASE_MAX_UNITS, now + LEASE_TTL_S
+    keys: list[tuple[CounterKey, float]] = []
+    for quota in (q for q in quotas if q.covers(category)):
+        if quota.limit == 0:
+            return None
+        window = window_at(usage.organization_id, quota.window_s, now)
+        key = (quota.counter(usage), window.slot)
+        expires_at = min(expires_at, window.expires_at)
+        if quota.limit is not None:
+            used = counters.get(key, 0) + verdicts.increments.get(key, 0)
+            units = min(units, int(quota.limit * LEASE_FRACTION), quota.limit - used)
+        keys.append((key, window.expires_at))
+    if units < LEASE_MIN_UNITS:
+        return None
+    for key, window_end in keys:
+        verdicts.increments[key] = verdicts.increments.get(key, 0) + units
+        verdicts.expires_at[key] = window_end
+    return Lease(usage.organization_id, usage.project_id, usage.key_id, category, units,
+                 expires_at, tuple(k for k, _ in keys))
 
 
 def _refusal(usage: Usage, category: str, quantity: int, quotas: Sequence[Quota],
@@ -321,3 +384,52 @@ class LimitCache:
                 found.append(RateLimit(categories, limit.scope, limit.reason_code,
                                        max(math.ceil(until - now), 1), limit.scope_id))
         return found
+
+
+#: What a replica hands back of its leases: (organization id, counter, unused units).
+Return = tuple[int, CounterKey, int]
+
+
+class LeaseBook:
+    """A replica's leases: ``admit`` lets a request through on them without asking the
+    rate limiter when every category it costs is covered; ``expired`` hands back what the
+    ended (or replaced) leases did not use."""
+
+    def __init__(self) -> None:
+        self._leases: dict[tuple[int, int, int | None, str], list[Any]] = {}
+        self._returns: list[Return] = []
+
+    def add(self, leases: Iterable[Lease]) -> None:
+        for lease in leases:
+            sender = (lease.organization_id, lease.project_id, lease.key_id, lease.category)
+            old = self._leases.get(sender)
+            if old is not None:
+                self._give_back(old[0], old[1])
+            self._leases[sender] = [lease, lease.units]
+
+    def admit(self, usage: Usage, now: float) -> bool:
+        entries = []
+        for category, quantity in usage.quantities.items():
+            entry = self._leases.get((usage.organization_id, usage.project_id, usage.key_id,
+                                      category))
+            if entry is None or entry[0].expires_at <= now or entry[1] < quantity:
+                return False
+            entries.append((entry, quantity))
+        if not entries:
+            return False
+        for entry, quantity in entries:
+            entry[1] -= quantity
+        return True
+
+    def expired(self, now: float) -> list[Return]:
+        """Unused units of the leases that ended, and of those replaced since last asked."""
+        for sender, (lease, left) in list(self._leases.items()):
+            if lease.expires_at <= now:
+                del self._leases[sender]
+                self._give_back(lease, left)
+        returns, self._returns = self._returns, []
+        return returns
+
+    def _give_back(self, lease: Lease, left: int) -> None:
+        if left > 0:
+            self._returns.extend((lease.organization_id, key, left) for key in lease.counters)

@@ -54,6 +54,7 @@ from events.errors import (
 )
 from events.quotas import (
     OUTCOMES_ITEM_TYPE,
+    LeaseBook,
     LimitCache,
     RateLimit,
     Usage,
@@ -363,28 +364,36 @@ class IngestDeployment:
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
         self._limits = LimitCache(config.limit_cache_s)
+        self._leases = LeaseBook()
         self._tally = OutcomeTally()
         self._flusher: asyncio.Task[None] | None = None
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
         self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
-    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005)
-    async def _admit_batch(self, requests: list[list[QueuedItem]]
+    # Two batches may be in flight: one waits for the rate limiter or the hand-off while
+    # the next one fills (the rate limiter still decides them one after the other).
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
+    async def _admit_batch(self, requests: list[tuple[list[QueuedItem], bool]]
                            ) -> list[tuple[RateLimit, ...]]:
-        """Check the batch's quotas (one call per rate-limiter shard), queue what passed, and
-        return each request's limits."""
-        usages = [usage_of(items) for items in requests]
+        """Check the quotas of the batch's requests not already admitted on a lease (one
+        call per rate-limiter shard, also handing back unused leases), queue what passed,
+        and return each request's limits. Two batches may be in flight: one waits for the
+        rate limiter or the hand-off while the next fills."""
+        usages = [None if leased else usage_of(items) for items, leased in requests]
         asked = [u for u in usages if u is not None and u.quantities]
-        decisions = iter(await check_usages(self._rate_limiters, asked)
-                         if asked and self._rate_limiters else [])
         now = time.time()
+        decisions = iter(await check_usages(self._rate_limiters, asked,
+                                            self._leases.expired(now))
+                         if asked and self._rate_limiters else [])
         accepted: list[QueuedItem] = []
         results: list[tuple[RateLimit, ...]] = []
-        for items, usage in zip(requests, usages, strict=True):
+        for (items, _), usage in zip(requests, usages, strict=True):
             limits: tuple[RateLimit, ...] = ()
             if usage is not None and usage.quantities and self._rate_limiters:
-                limits = next(decisions).limits
+                decision = next(decisions)
+                limits = decision.limits
                 self._limits.add(usage.organization_id, limits, now)
+                self._leases.add(decision.leases)
             kept, refused = without_refused(items, limits)
             self._tally.add(refused, limits)
             accepted.extend(kept)
@@ -393,10 +402,21 @@ class IngestDeployment:
             await asyncio.to_thread(self._queue.enqueue, accepted)
         return results
 
+    async def _return_leases(self, everything: bool = False) -> None:
+        """Hand back the unused units of ended leases when no batch has done it (of all
+        leases, at shutdown)."""
+        returns = self._leases.expired(float("inf") if everything else time.time())
+        if returns and self._rate_limiters:
+            try:
+                await check_usages(self._rate_limiters, [], returns)
+            except Exception:
+                log.warning("could not hand back %d lease units", len(returns), exc_info=True)
+
     async def _flush_outcomes(self) -> None:
         while True:
             await asyncio.sleep(OUTCOME_FLUSH_INTERVAL_S)
             await self._hand_off_tally()
+            await self._return_leases()
 
     async def _hand_off_tally(self) -> None:
         items = self._tally.take()
@@ -444,8 +464,11 @@ class IngestDeployment:
         self._tally.add(refused, cached)
         if not kept:
             return tuple(cached)
-        return (*cached, *await self._admit_batch(kept))
+        kept_usage = usage_of(kept)
+        leased = kept_usage is not None and self._leases.admit(kept_usage, time.time())
+        return (*cached, *await self._admit_batch((kept, leased)))
 
     async def __del__(self) -> None:
-        """At shutdown: hand off the refusal counts not flushed yet."""
+        """At shutdown: hand off the refusal counts not flushed yet, and the leases."""
         await self._hand_off_tally()
+        await self._return_leases(everything=True)

@@ -206,7 +206,9 @@ def test_spike_protection_caps_a_project_at_its_floor_and_can_be_turned_off(
                    {"spikeProtection": {"floorPerHour": 10}})
     assert settings["spikeProtection"] == {"enabled": True, "multiplier": 10.0,
                                            "floorPerHour": 10}
-    time.sleep(1.0)
+    # The first event's lease (under the default floor) is handed back within a lease's
+    # life plus a flush, and the new floor is read within the refresh.
+    time.sleep(2.5)
     wait_for_window_room(1, 3600, needed_s=60)
     responses = send_concurrently(crashray, project_id, key, 15, uuid.uuid4().hex[:8], 4)
     assert [r.status_code for r in responses].count(200) == 9
@@ -241,3 +243,30 @@ def test_unreadable_and_oversized_envelopes_are_counted_as_invalid_outcomes(
 
     assert wait_until(invalid, 30, "the invalid outcomes") == {"invalid_envelope": 1,
                                                                "too_large": 1}
+
+
+def test_leases_of_a_roomy_limit_are_counted_back_exactly(crashray: RunningCrashray) -> None:
+    """A key limited to 20,000 an hour: replicas admit on leases (200 units each) instead of
+    asking per batch, and hand back what they did not use, so usage ends at what was sent."""
+    project_id, slug, key = new_project(crashray)
+    wait_for_key(crashray, project_id, key)
+    set_key_limit(crashray, slug, key, window=3600, count=20_000)
+    wait_for_window_room(1, 3600, needed_s=60)
+    shard = ray.get_actor(f"crashray-ratelimit-{1 % crashray.settings.rate_limit_shards}",
+                          namespace="crashray")
+    checked_before = ray.get(shard.stats.remote())["checked"]
+    responses = send_concurrently(crashray, project_id, key, 300, uuid.uuid4().hex[:8], 8)
+    assert [r.status_code for r in responses] == [200] * 300
+    # Most requests were admitted on leases, without asking the rate limiter.
+    assert ray.get(shard.stats.remote())["checked"] - checked_before < 100
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        row = conn.execute("SELECT id FROM project_keys WHERE public_key = %s",
+                           (key,)).fetchone()
+    assert row is not None
+
+    def key_usage() -> int | None:
+        usage = api(crashray, "GET", "organizations/crashray/quota-usage/")
+        return next((u["used"] for u in usage
+                     if u["quota"] == f"key{row[0]}" and u["scopeId"] == row[0]), None)
+
+    wait_until(lambda: key_usage() == 300, 15, "the leases handed back")

@@ -6,6 +6,7 @@ import pytest
 
 from events.quotas import (
     InvalidQuota,
+    LeaseBook,
     LimitCache,
     Quota,
     RateLimit,
@@ -158,3 +159,37 @@ def test_cached_limits_are_asked_again_after_their_maximum_age() -> None:
     [active] = cache.active(usage(), NOW + 4)
     assert active.retry_after_s == 3596  # SDKs still hear the whole window
     assert cache.active(usage(), NOW + 5) == []  # but the rate limiter is asked again
+
+
+def test_roomy_quotas_grant_a_lease_of_one_percent_counted_at_once() -> None:
+    roomy = key_rate_limit_quota(1, 7, count=50_000, window_s=3600)
+    verdicts = decide([usage(), usage()], lambda u: [roomy], {}, NOW, leases=True)
+    [lease] = verdicts.decisions[0].leases
+    assert (lease.category, lease.units) == ("error", 500)  # 1 % of 50,000
+    assert verdicts.decisions[1].leases == ()  # one lease per sender and batch
+    assert list(verdicts.increments.values()) == [2 + 500]
+    assert lease.expires_at == NOW + 1.0
+
+
+def test_tight_or_nearly_used_quotas_grant_no_lease() -> None:
+    small = key_rate_limit_quota(1, 7, count=100, window_s=60)  # 1 % is 1 unit
+    assert decide([usage()], lambda u: [small], {}, NOW, leases=True).decisions[0].leases == ()
+    roomy = key_rate_limit_quota(1, 7, count=50_000, window_s=3600)
+    key = (roomy.counter(usage()), window_at(1, 3600, NOW).slot)
+    nearly = decide([usage()], lambda u: [roomy], {key: 49_995}, NOW, leases=True)
+    assert nearly.decisions[0].leases == ()
+
+
+def test_a_replica_admits_on_its_lease_and_hands_back_what_is_left() -> None:
+    roomy = key_rate_limit_quota(1, 7, count=50_000, window_s=3600)
+    [lease] = decide([usage()], lambda u: [roomy], {}, NOW, leases=True).decisions[0].leases
+    book = LeaseBook()
+    book.add([lease])
+    assert all(book.admit(usage(), NOW + 0.5) for _ in range(500))
+    assert not book.admit(usage(), NOW + 0.5)  # used up: ask the rate limiter
+    assert not book.admit(usage(key=8), NOW + 0.5)  # another sender
+    assert book.expired(NOW + 0.5) == []
+    book.add([lease])  # a fresh lease; the old one (all used) gives nothing back
+    assert book.admit(usage(5), NOW + 0.5)
+    assert not book.admit(usage(), NOW + 1.0)  # expired
+    assert book.expired(NOW + 1.0) == [(1, lease.counters[0], 495)]
