@@ -9,6 +9,7 @@ answers 404, not 403, so ids cannot be probed.
 import datetime as dt
 import hmac
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -34,7 +35,22 @@ from events.lifecycle import (
     stored_details,
 )
 from events.quotas import SpikeProtection
+from events.search import (
+    SearchQuery,
+    SearchSyntaxError,
+    event_conditions,
+    issue_filters,
+    issue_where,
+    needs_events,
+    parse_search,
+)
 from events.stats import StatsQueryError, parse_stats_query, stats_response
+from serve_apps.issue_stream import (
+    StreamQueryError,
+    StreamRequest,
+    link_header,
+    parse_stream_request,
+)
 from serve_apps.quota_api import QuotaApi, parse_spike_protection
 from storage import issues as issue_store
 from storage import quotas as quota_store
@@ -89,6 +105,13 @@ def credentials(request: Request) -> Credentials:
 
 
 Auth = Annotated[Credentials, Depends(credentials)]
+
+
+#: Events matching an issue search are looked up as their primary hashes, at most this many
+#: (the most recent first); the issue stream then pages over the issues they belong to.
+MAX_MATCHING_HASHES = 50_000
+#: Issues ranked by users (``sort=user``): the most recently seen this many.
+MAX_USER_SORTED = 1_000
 
 
 def iso(value: dt.datetime) -> str:
@@ -170,6 +193,19 @@ class Api:
         return [{"id": str(r[0]), "slug": r[1], "name": r[2], "dateCreated": iso(r[3])}
                 for r in rows]
 
+    def visible_projects(self, scope: Access, wanted: Sequence[str]) -> list[ProjectRef]:
+        """The caller's projects named by id (none or -1: all it sees); 400 for a malformed
+        id, and an id it cannot see is simply not there (as in Sentry, without probing)."""
+        if "event:read" not in scope.scopes:
+            raise HTTPException(403, "this token lacks the scope event:read")
+        if any(not w.lstrip("-").isdigit() for w in wanted):
+            raise HTTPException(400, "project must be project ids, e.g. ?project=1&project=2")
+        ids = {int(w) for w in wanted} - {-1}
+        chosen = sorted(scope.project_ids & ids if ids else scope.project_ids)
+        with self.pool.connection() as conn:
+            refs = [project_by_id(conn, scope.organization_id, p) for p in chosen]
+        return [r for r in refs if r is not None]
+
     def organization_projects(self, scope: Access) -> list[dict[str, Any]]:
         if "project:read" not in scope.scopes:
             raise HTTPException(403, "this token lacks the scope project:read")
@@ -224,11 +260,82 @@ class Api:
             raise HTTPException(404, "The requested resource does not exist")
         return project
 
-    def issues(self, project: ProjectRef, limit: int) -> list[dict[str, Any]]:
+    def issue_stream(self, scope: Access, projects: Sequence[ProjectRef],
+                     params: list[tuple[str, str]], url: str
+                     ) -> tuple[list[dict[str, Any]], str]:
+        """One page of the issue stream of ``projects`` (the caller sees all of them) and its
+        ``Link`` header: Sentry's search syntax, sort, period, environment and cursor."""
+        now = dt.datetime.now(dt.UTC)
+        try:
+            request = parse_stream_request(params, 25, self.config.max_page_size, now)
+            search = parse_search(request.query, now)
+        except (StreamQueryError, SearchSyntaxError) as exc:
+            raise HTTPException(400, str(exc)) from exc
+        by_id = {p.id: p for p in projects}
+        ids = sorted(by_id)
+        where, args = issue_where(issue_filters(search))
+        issue_ids = self._issues_with_matching_events(scope, ids, search, request, now)
+        page = request.limit + 1
         with self.pool.connection() as conn:
-            rows = issue_store.list_issues(conn, project.id, limit)
-        users = self.user_counts(project, [r.id for r in rows])
-        return [{**self.issue_json(project, r), "userCount": users.get(r.id, 0)} for r in rows]
+            if request.sort == "user":  # by users: rank the first MAX_USER_SORTED by date
+                rows = issue_store.search_issues(conn, ids, where, args, issue_ids,
+                                                 request.since, "date", MAX_USER_SORTED, 0)
+            else:
+                rows = issue_store.search_issues(conn, ids, where, args, issue_ids,
+                                                 request.since, request.sort, page,
+                                                 request.offset)
+        users = self._users_by_issue(rows, by_id)
+        if request.sort == "user":
+            rows = sorted(rows, key=lambda r: (-users.get(r.id, 0), -r.id))[
+                request.offset:request.offset + page]
+        has_more, rows = len(rows) > request.limit, rows[:request.limit]
+        stats = self._hourly_stats(ids, [r.id for r in rows], now)
+        body = [{**self.issue_json(by_id[r.project_id], r), "userCount": users.get(r.id, 0),
+                 "stats": {"24h": stats.get(r.id, [])}} for r in rows]
+        return body, link_header(url, params, request.offset, request.limit, has_more)
+
+    def _issues_with_matching_events(self, scope: Access, project_ids: list[int],
+                                     search: SearchQuery, request: StreamRequest,
+                                     now: dt.datetime) -> list[int] | None:
+        """Issues with an event matching the event side of the search (None: no such
+        condition, every issue passes)."""
+        if not needs_events(search) and not request.environments:
+            return None
+        conditions, values = event_conditions(search)
+        if request.environments:
+            conditions += " AND environment IN {stream_envs:Array(String)}"
+            values["stream_envs"] = list(request.environments)
+        hashes = self.clickhouse.matching_hashes(
+            scope.organization_id, project_ids, conditions, values,
+            request.since or now - dt.timedelta(days=90),
+            request.until or now + dt.timedelta(days=1), MAX_MATCHING_HASHES)
+        with self.pool.connection() as conn:
+            return issue_store.issues_with_hashes(conn, project_ids, hashes)
+
+    def _users_by_issue(self, rows: Sequence[issue_store.IssueRow],
+                        projects: dict[int, ProjectRef]) -> dict[int, int]:
+        users: dict[int, int] = {}
+        for project_id in {r.project_id for r in rows}:
+            users.update(self.user_counts(projects[project_id],
+                                          [r.id for r in rows if r.project_id == project_id]))
+        return users
+
+    def _hourly_stats(self, project_ids: list[int], issue_ids: list[int], now: dt.datetime
+                      ) -> dict[int, list[list[int]]]:
+        """The last 24 hours of each issue, hour by hour (Sentry's ``stats["24h"]``: pairs
+        of unix hour and count), from the ClickHouse rollup."""
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        hours = [hour - dt.timedelta(hours=23 - n) for n in range(24)]
+        with self.pool.connection() as conn:
+            owner = issue_store.merged_group_ids(conn, project_ids, issue_ids)
+        counts = self.clickhouse.hourly_counts(project_ids, sorted(owner), hours[0])
+        totals: dict[int, dict[dt.datetime, int]] = {i: {} for i in issue_ids}
+        for group_id, by_hour in counts.items():
+            target = totals.setdefault(owner.get(group_id, group_id), {})
+            for at, n in by_hour.items():
+                target[at] = target.get(at, 0) + n
+        return {i: [[int(h.timestamp()), totals[i].get(h, 0)] for h in hours]
+                for i in issue_ids}
 
     def user_counts(self, project: ProjectRef, issue_ids: list[int]) -> dict[int, int]:
         with self.pool.connection() as conn:
@@ -591,11 +698,25 @@ class ApiDeployment:
         return self.api.quotas.usage(self.api.organization(authorization, org))
 
     @app.get("/projects/{org}/{project}/issues/")
-    def list_issues(self, org: str, project: str,
-                    authorization: Auth = NO_CREDENTIALS,
-                    limit: Annotated[int, Query(ge=1)] = 25) -> list[dict[str, Any]]:
-        ref = self.api.project(self.api.organization(authorization, org), org, project, "event:read")
-        return self.api.issues(ref, min(limit, self.api.config.max_page_size))
+    def list_issues(self, org: str, project: str, request: Request,
+                    authorization: Auth = NO_CREDENTIALS) -> JSONResponse:
+        scope = self.api.organization(authorization, org)
+        ref = self.api.project(scope, org, project, "event:read")
+        body, link = self.api.issue_stream(scope, [ref], request.query_params.multi_items(),
+                                           str(request.url).split("?", 1)[0])
+        return JSONResponse(body, headers={"Link": link})
+
+    @app.get("/organizations/{org}/issues/")
+    def organization_issues(self, org: str, request: Request,
+                            authorization: Auth = NO_CREDENTIALS) -> JSONResponse:
+        """Issues of several projects: ``?project=<id>`` (repeatable; none or -1: every
+        project the caller sees)."""
+        scope = self.api.organization(authorization, org)
+        params = request.query_params.multi_items()
+        refs = self.api.visible_projects(scope, [v for k, v in params if k == "project"])
+        body, link = self.api.issue_stream(scope, refs, params,
+                                           str(request.url).split("?", 1)[0])
+        return JSONResponse(body, headers={"Link": link})
 
     @app.get("/issues/{issue_id}/", response_model=None)
     def issue_detail(self, issue_id: int, authorization: Auth = NO_CREDENTIALS

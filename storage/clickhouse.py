@@ -212,6 +212,43 @@ class ClickHouseStore:
         """A raw read for tests and operators; callers must scope it themselves."""
         return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
 
+    def matching_hashes(self, organization_id: int, project_ids: Sequence[int],
+                        conditions: str, parameters: dict[str, Any], since: dt.datetime,
+                        until: dt.datetime, max_hashes: int) -> list[str]:
+        """Primary hashes of the events that match ``conditions`` (a fragment of
+        events/search.py: bound parameters only) in [since, until), within the tenant
+        scope; at most ``max_hashes``, most recent first."""
+        rows = self._client.query(
+            "SELECT toString(primary_hash) AS h FROM events"
+            " WHERE organization_id = {scope_org:UInt64}"
+            " AND project_id IN {scope_projects:Array(UInt64)}"
+            " AND timestamp >= {scope_since:DateTime64(6, 'UTC')}"
+            " AND timestamp < {scope_until:DateTime64(6, 'UTC')}"
+            f" AND ({conditions}) GROUP BY h ORDER BY max(timestamp) DESC"
+            " LIMIT {scope_limit:UInt32}",
+            parameters={**parameters, "scope_org": organization_id,
+                        "scope_projects": list(project_ids), "scope_since": _utc(since),
+                        "scope_until": _utc(until), "scope_limit": max_hashes}).result_rows
+        return [str(r[0]) for r in rows]
+
+    def hourly_counts(self, project_ids: Sequence[int], group_ids: Sequence[int],
+                      since: dt.datetime) -> dict[int, dict[dt.datetime, int]]:
+        """Events per group id and hour since ``since``, from the hourly rollup (never a
+        rescan of raw events); callers map group ids of merged issues to the survivor."""
+        if not group_ids:
+            return {}
+        rows = self._client.query(
+            "SELECT group_id, hour, sum(count) FROM issue_counts_hourly"
+            " WHERE project_id IN {projects:Array(UInt64)} AND group_id IN"
+            " {groups:Array(UInt64)} AND hour >= {since:DateTime('UTC')}"
+            " GROUP BY group_id, hour",
+            parameters={"projects": list(project_ids), "groups": list(group_ids),
+                        "since": _utc(since).replace(microsecond=0)}).result_rows
+        counts: dict[int, dict[dt.datetime, int]] = {}
+        for group_id, hour, count in rows:
+            counts.setdefault(int(group_id), {})[_utc(hour)] = int(count)
+        return counts
+
     def close(self) -> None:
         self._client.close()
 

@@ -431,3 +431,48 @@ def unmerge_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int
                  {"hashes": list(hashes), "issue": str(issue_id)}, actor)
     bump_grouping_epoch(conn, project_id)
     return new_id
+
+
+#: ``sort`` of the issue stream → ORDER BY (Sentry's names; ``user`` is sorted by the
+#: caller, from ClickHouse user counts, over the issues this returns by date).
+ISSUE_SORTS = {"date": "last_seen DESC, id DESC", "new": "first_seen DESC, id DESC",
+               "freq": "times_seen DESC, id DESC", "user": "last_seen DESC, id DESC"}
+
+
+def search_issues(conn: psycopg.Connection[Any], project_ids: Sequence[int], where: str,
+                  args: Sequence[Any], issue_ids: Sequence[int] | None,
+                  seen_since: dt.datetime | None, sort: str, limit: int, offset: int
+                  ) -> list[IssueRow]:
+    """Live issues of ``project_ids`` matching ``where`` (a fragment of events/search.py:
+    fixed columns, bound values), restricted to ``issue_ids`` when given and to issues seen
+    since ``seen_since``; one page in ``sort`` order."""
+    sql = (f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = ANY(%s)"
+           " AND times_seen > 0 AND merged_into IS NULL AND (" + where + ")")
+    params: list[Any] = [list(project_ids), *args]
+    if issue_ids is not None:
+        sql += " AND id = ANY(%s)"
+        params.append(list(issue_ids))
+    if seen_since is not None:
+        sql += " AND last_seen >= %s"
+        params.append(seen_since)
+    sql += f" ORDER BY {ISSUE_SORTS[sort]} LIMIT %s OFFSET %s"
+    params += [limit, offset]
+    return [IssueRow(*r) for r in conn.execute(sql, params).fetchall()]
+
+
+def merged_group_ids(conn: psycopg.Connection[Any], project_ids: Sequence[int],
+                     issue_ids: Sequence[int]) -> dict[int, int]:
+    """Every group id whose rows count for ``issue_ids``: the issues themselves and the
+    issues merged into them (ClickHouse rows keep the group id they were stored with)."""
+    rows = conn.execute("SELECT id, coalesce(merged_into, id) FROM issues WHERE"
+                        " project_id = ANY(%s) AND (id = ANY(%s) OR merged_into = ANY(%s))",
+                        (list(project_ids), list(issue_ids), list(issue_ids))).fetchall()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def issues_with_hashes(conn: psycopg.Connection[Any], project_ids: Sequence[int],
+                       hashes: Sequence[str]) -> list[int]:
+    """The issues (after merges and unmerges) that ``hashes`` of ``project_ids`` belong to."""
+    rows = conn.execute("SELECT DISTINCT issue_id FROM group_hashes WHERE project_id = ANY(%s)"
+                        " AND hash = ANY(%s)", (list(project_ids), list(hashes))).fetchall()
+    return [int(r[0]) for r in rows]

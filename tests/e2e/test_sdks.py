@@ -50,7 +50,7 @@ def create_token(data_dir: Path) -> str:
 
 
 def find_issue(c: CrashrayProcess, title: str, count: str) -> dict[str, Any] | None:
-    return next((i for i in api(c, "issues/") if i["title"] == title and i["count"] == count),
+    return next((i for i in api(c, "issues/?query=") if i["title"] == title and i["count"] == count),
                 None)
 
 

@@ -39,7 +39,7 @@ def api_get(c: RunningCrashray, path: str) -> Any:
 
 
 def issue_titled(c: RunningCrashray, title: str) -> dict[str, Any] | None:
-    return next((i for i in api_get(c, "issues/") if i["title"] == title), None)
+    return next((i for i in api_get(c, "issues/?query=") if i["title"] == title), None)
 
 
 def raise_and_capture(exc_type: type[Exception], message: str) -> str:
@@ -442,7 +442,7 @@ def test_fingerprint_rules_set_through_the_api_regroup_new_events(
         event = {**corpus_event(corpus_dir), "exception": {"values": [
             {"type": f"Rule{marker}{kind}", "value": "connection reset"}]}}
         send_release(crashray, event, "shop@1")
-    issue = wait_until(lambda: next((i for i in api_get(crashray, "issues/")
+    issue = wait_until(lambda: next((i for i in api_get(crashray, "issues/?query=")
                                      if i["title"].startswith("Database failure (Rule")
                                      and marker in i["title"] and i["count"] == "2"), None),
                        15, "both events in the rule's issue")
@@ -472,7 +472,7 @@ def test_unmerge_moves_chosen_hashes_and_their_events_to_a_new_issue(
               if e["title"] in titles}
     assert groups == {titles[0]: a["id"], titles[1]: new_id}
     send_release(crashray, events[1], "shop@1")  # B's errors now land in the new issue
-    wait_until(lambda: next((i for i in api_get(crashray, "issues/")
+    wait_until(lambda: next((i for i in api_get(crashray, "issues/?query=")
                              if i["id"] == new_id and i["count"] == "2"), None), 15,
                "the new issue to count the next B event")
     everything = httpx.delete(f"{crashray.base_url}/api/0/issues/{new_id}/hashes/?{query}",

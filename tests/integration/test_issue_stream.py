@@ -1,0 +1,141 @@
+"""The issue stream with Sentry's search syntax, sorts, cursors and 24h stats, in a running
+Crashray (real Ray, PostgreSQL, chDB), over events sent through the ingest endpoint."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from storage import postgres
+from tests.integration.conftest import RunningCrashray
+from tests.integration.test_pipeline import other_tenant_token
+from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
+
+
+@dataclass
+class Stream:
+    project_id: int
+    slug: str
+    tag: str
+
+
+def event(tag: str, error: str, **fields: Any) -> dict[str, Any]:
+    return {"platform": "python", "level": "error", "environment": "prod",
+            "exception": {"values": [{"type": f"{error}{tag}", "value": "it broke"}]},
+            **fields}
+
+
+@pytest.fixture(scope="module")
+def stream(crashray: RunningCrashray) -> Iterator[Stream]:
+    tag = uuid.uuid4().hex[:6]
+    slug = f"stream-{tag}"
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        project_id, key = postgres.ensure_project(conn, 1, slug, "v2")
+        conn.commit()
+    events = (
+        [event(tag, "Checkout", tags={"browser": "Chrome 120"},
+               user={"email": f"ada-{n}@example.com"}) for n in range(3)]
+        + [event(tag, "Search", level="warning", environment="staging",
+                 tags={"browser": "Firefox 119"}) for _ in range(2)]
+        + [event(tag, "Login", tags={"browser": "Chrome 121"}, user={"id": "u1"})]
+    )
+    with httpx.Client(timeout=10) as client:
+        for body in events:
+            wait_until(lambda b=body: client.post(
+                f"{crashray.base_url}/api/{project_id}/envelope/",
+                content=gzip_bytes(envelope_bytes(b)),
+                headers=python_sdk_headers(key)).status_code == 200, 15, "accepted")
+    wait_until(lambda: len(issues(crashray, slug, "")) == 3, 30, "three issues")
+    yield Stream(project_id, slug, tag)
+
+
+def get(c: RunningCrashray, path: str, **params: Any) -> httpx.Response:
+    return httpx.get(f"{c.base_url}/api/0/{path}", params=params, timeout=10,
+                     headers={"Authorization": f"Bearer {c.info.api_token}"})
+
+
+def issues(c: RunningCrashray, slug: str, query: str | None, **params: Any
+           ) -> list[dict[str, Any]]:
+    if query is not None:
+        params["query"] = query
+    response = get(c, f"projects/crashray/{slug}/issues/", **params)
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def titles(found: list[dict[str, Any]], tag: str) -> list[str]:
+    return [i["title"].split(tag)[0] for i in found]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("level:warning", ["Search"]),
+    ("environment:staging", ["Search"]),
+    ("!environment:staging", ["Login", "Checkout"]),
+    ("browser:Chrome*", ["Login", "Checkout"]),
+    ('browser:"Firefox 119"', ["Search"]),
+    ("user.email:ada-1@example.com", ["Checkout"]),
+    ("has:user", ["Login", "Checkout"]),
+    ("!has:user", ["Search"]),
+    ("times_seen:>1", ["Search", "Checkout"]),
+    ("is:unresolved lastSeen:-1h", ["Login", "Search", "Checkout"]),
+    ("is:resolved", []),
+])
+def test_sentry_search_syntax_filters_the_stream(crashray: RunningCrashray, stream: Stream,
+                                                 query: str, expected: list[str]) -> None:
+    assert titles(issues(crashray, stream.slug, query), stream.tag) == expected
+
+
+def test_free_text_searches_titles_and_exception_values(crashray: RunningCrashray,
+                                                        stream: Stream) -> None:
+    assert titles(issues(crashray, stream.slug, f"Search{stream.tag}"), stream.tag) == [
+        "Search"]
+    assert len(issues(crashray, stream.slug, '"it broke"')) == 3
+
+
+def test_sorts_stats_and_user_counts(crashray: RunningCrashray, stream: Stream) -> None:
+    by_freq = issues(crashray, stream.slug, "", sort="freq")
+    assert titles(by_freq, stream.tag) == ["Checkout", "Search", "Login"]
+    assert [sum(n for _, n in i["stats"]["24h"]) for i in by_freq] == [3, 2, 1]
+    assert all(len(i["stats"]["24h"]) == 24 for i in by_freq)
+    by_users = issues(crashray, stream.slug, "", sort="user")
+    assert titles(by_users, stream.tag)[0] == "Checkout" and by_users[0]["userCount"] == 3
+
+
+def test_cursor_pagination_follows_the_link_header(crashray: RunningCrashray,
+                                                   stream: Stream) -> None:
+    seen: list[str] = []
+    params: dict[str, Any] = {"query": "", "limit": 2, "sort": "freq"}
+    for _ in range(3):
+        response = get(crashray, f"projects/crashray/{stream.slug}/issues/", **params)
+        seen += [i["id"] for i in response.json()]
+        following = re.search(r'rel="next"; results="(\w+)"; cursor="([^"]+)"',
+                              response.headers["Link"])
+        assert following is not None
+        if following[1] == "false":
+            break
+        params["cursor"] = following[2]
+    assert len(seen) == 3 and len(set(seen)) == 3
+
+
+def test_a_syntax_error_is_a_400_pointing_at_the_position(crashray: RunningCrashray,
+                                                          stream: Stream) -> None:
+    response = get(crashray, f"projects/crashray/{stream.slug}/issues/",
+                   query="times_seen:>lots")
+    assert response.status_code == 400 and "position 11" in response.json()["detail"]
+
+
+def test_the_organization_stream_spans_projects_within_the_tenant(
+        crashray: RunningCrashray, stream: Stream) -> None:
+    found = get(crashray, "organizations/crashray/issues/", query="browser:Chrome*",
+                project=stream.project_id).json()
+    assert titles(found, stream.tag) == ["Login", "Checkout"]
+    outsider = httpx.get(f"{crashray.base_url}/api/0/organizations/crashray/issues/",
+                         params={"project": stream.project_id}, timeout=10,
+                         headers={"Authorization": f"Bearer {other_tenant_token(crashray)}"})
+    assert outsider.status_code == 404
