@@ -45,6 +45,7 @@ from events.search import (
     parse_search,
 )
 from events.stats import StatsQueryError, parse_stats_query, stats_response
+from serve_apps.event_json import event_json
 from serve_apps.issue_stream import (
     StreamQueryError,
     StreamRequest,
@@ -110,6 +111,9 @@ Auth = Annotated[Credentials, Depends(credentials)]
 #: Events matching an issue search are looked up as their primary hashes, at most this many
 #: (the most recent first); the issue stream then pages over the issues they belong to.
 MAX_MATCHING_HASHES = 50_000
+#: Values shown per tag key on an issue (Sentry shows the top 9; its values endpoint more).
+TAG_TOP_VALUES = 9
+TAG_VALUES_LIMIT = 100
 #: Issues ranked by users (``sort=user``): the most recently seen this many.
 MAX_USER_SORTED = 1_000
 
@@ -336,6 +340,85 @@ class Api:
                 target[at] = target.get(at, 0) + n
         return {i: [[int(h.timestamp()), totals[i].get(h, 0)] for h in hours]
                 for i in issue_ids}
+
+    def _issue_hashes(self, project: ProjectRef, issue_id: int) -> list[str]:
+        with self.pool.connection() as conn:
+            return sorted(issue_store.hashes_of_issues(conn, project.id, [issue_id]))
+
+    def event_detail(self, project: ProjectRef, event_id: str,
+                     issue: tuple[int, list[str]] | None = None) -> dict[str, Any]:
+        """One stored event in Sentry's shape, with its neighbours within its issue."""
+        try:
+            normalized = normalize_event_id(event_id)
+        except IngestError:
+            normalized = None
+        found = None if normalized is None else self.clickhouse.event_timestamp(
+            project.organization_id, project.id, normalized)
+        body = None if found is None else self.clickhouse.event_body(
+            project.organization_id, project.id, normalized)
+        if found is None or body is None or normalized is None:
+            raise HTTPException(404, "Event not found")
+        timestamp, primary_hash = found
+        if issue is None:
+            with self.pool.connection() as conn:
+                owner = issue_store.issues_of_hashes(conn, project.id, [primary_hash])
+            issue_id = owner.get(primary_hash, 0)
+            hashes = self._issue_hashes(project, issue_id) if issue_id else [primary_hash]
+        else:
+            issue_id, hashes = issue
+            if primary_hash not in hashes:
+                raise HTTPException(404, "Event not found")
+        previous_id, next_id = self.clickhouse.event_neighbours(
+            project.organization_id, project.id, hashes, normalized, timestamp)
+        event = orjson.loads(body)
+        return event_json(event, event_id=normalized, project_id=project.id,
+                          group_id=issue_id, title=str(event.get("title") or ""),
+                          date_created=iso(timestamp), previous_id=previous_id,
+                          next_id=next_id)
+
+    def issue_events(self, scope: Access, issue_id: int, query: str, limit: int,
+                     offset: int) -> list[dict[str, Any]]:
+        """An issue's events, newest first, narrowed by Sentry's search syntax (its event
+        side: tags, fields, free text)."""
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
+        try:
+            conditions, values = event_conditions(parse_search(query, dt.datetime.now(dt.UTC)))
+        except SearchSyntaxError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        events = self.clickhouse.issue_events(
+            project.organization_id, project.id, self._issue_hashes(project, row.id),
+            conditions, values, limit, offset)
+        return [{"id": e.event_id, "eventID": e.event_id, "groupID": str(row.id),
+                 "projectID": str(project.id), "dateCreated": iso(e.timestamp),
+                 "title": e.title, "message": e.message, "culprit": e.culprit,
+                 "platform": e.platform,
+                 "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]]}
+                for e in events]
+
+    def issue_event(self, scope: Access, issue_id: int, which: str) -> dict[str, Any]:
+        """``latest``, ``oldest`` or an event id, of one issue."""
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
+        hashes = self._issue_hashes(project, row.id)
+        event_id = which
+        if which in ("latest", "oldest"):
+            found = self.clickhouse.issue_events(project.organization_id, project.id, hashes,
+                                                 limit=1, oldest_first=which == "oldest")
+            if not found:
+                raise HTTPException(404, "Event not found")
+            event_id = found[0].event_id
+        return self.event_detail(project, event_id, (row.id, hashes))
+
+    def issue_tags(self, scope: Access, issue_id: int, key: str | None = None,
+                   top: int = TAG_TOP_VALUES) -> list[dict[str, Any]]:
+        """Tag facets of an issue's events: per key, how many events carry it, how many
+        values it takes, and the top values with counts (Sentry's ``/tags/``)."""
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
+        facets = self.clickhouse.tag_facets(project.organization_id, project.id,
+                                            self._issue_hashes(project, row.id), key, top)
+        return [{"key": k, "name": k, "totalValues": events, "uniqueValues": distinct,
+                 "topValues": [{"key": k, "name": v, "value": v, "count": n}
+                               for v, n in values]}
+                for k, events, distinct, values in facets]
 
     def user_counts(self, project: ProjectRef, issue_ids: list[int]) -> dict[int, int]:
         with self.pool.connection() as conn:
@@ -705,6 +788,40 @@ class ApiDeployment:
         body, link = self.api.issue_stream(scope, [ref], request.query_params.multi_items(),
                                            str(request.url).split("?", 1)[0])
         return JSONResponse(body, headers={"Link": link})
+
+    @app.get("/projects/{org}/{project}/events/{event_id}/")
+    def event_detail(self, org: str, project: str, event_id: str,
+                     authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        ref = self.api.project(self.api.organization(authorization, org), org, project,
+                               "event:read")
+        return self.api.event_detail(ref, event_id)
+
+    @app.get("/issues/{issue_id}/events/")
+    def issue_events(self, issue_id: int, authorization: Auth = NO_CREDENTIALS,
+                     query: str = "", limit: Annotated[int, Query(ge=1)] = 50,
+                     cursor: str = "") -> list[dict[str, Any]]:
+        offset = int(cursor.split(":")[1]) if cursor.count(":") == 2 and \
+            cursor.split(":")[1].isdigit() else 0
+        return self.api.issue_events(self.api.issue_access(authorization, issue_id), issue_id,
+                                     query, min(limit, self.api.config.max_page_size), offset)
+
+    @app.get("/issues/{issue_id}/events/{which}/")
+    def issue_event(self, issue_id: int, which: str, authorization: Auth = NO_CREDENTIALS
+                    ) -> dict[str, Any]:
+        return self.api.issue_event(self.api.issue_access(authorization, issue_id), issue_id,
+                                    which)
+
+    @app.get("/issues/{issue_id}/tags/")
+    def issue_tags(self, issue_id: int, authorization: Auth = NO_CREDENTIALS
+                   ) -> list[dict[str, Any]]:
+        return self.api.issue_tags(self.api.issue_access(authorization, issue_id), issue_id)
+
+    @app.get("/issues/{issue_id}/tags/{key}/values/")
+    def issue_tag_values(self, issue_id: int, key: str, authorization: Auth = NO_CREDENTIALS
+                         ) -> list[dict[str, Any]]:
+        facets = self.api.issue_tags(self.api.issue_access(authorization, issue_id), issue_id,
+                                     key, TAG_VALUES_LIMIT)
+        return facets[0]["topValues"] if facets else []
 
     @app.get("/organizations/{org}/issues/")
     def organization_issues(self, org: str, request: Request,

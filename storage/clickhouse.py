@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,96 @@ class ClickHouseStore:
         for group_id, hour, count in rows:
             counts.setdefault(int(group_id), {})[_utc(hour)] = int(count)
         return counts
+
+    def issue_events(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                     conditions: str = "1", parameters: dict[str, Any] | None = None,
+                     limit: int = 100, offset: int = 0, oldest_first: bool = False
+                     ) -> list[EventSummary]:
+        """Events of an issue (those whose primary hash is one of ``hashes``), newest first
+        (or oldest), optionally narrowed by a search fragment (events/search.py)."""
+        if not hashes:
+            return []
+        order = "ASC" if oldest_first else "DESC"
+        rows = self._client.query(
+            "SELECT toString(event_id), group_id, timestamp, title, message, culprit,"
+            " toString(primary_hash), platform, level, tags FROM events"
+            " WHERE organization_id = {scope_org:UInt64} AND project_id = {scope_project:UInt64}"
+            " AND toString(primary_hash) IN {scope_hashes:Array(String)}"
+            f" AND ({conditions}) ORDER BY timestamp {order}, event_id {order}"
+            " LIMIT 1 BY event_id LIMIT {scope_limit:UInt32} OFFSET {scope_offset:UInt32}",
+            parameters={**(parameters or {}), "scope_org": organization_id,
+                        "scope_project": project_id, "scope_hashes": list(hashes),
+                        "scope_limit": limit, "scope_offset": offset}).result_rows
+        return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
+                             r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
+
+    def event_neighbours(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                         event_id: str, timestamp: dt.datetime) -> tuple[str | None, str | None]:
+        """The events of the same issue just before and just after one (by time, then id)."""
+        found: list[str | None] = []
+        for op, order in (("<", "DESC"), (">", "ASC")):
+            rows = self._client.query(
+                "SELECT toString(event_id) FROM events WHERE organization_id = {org:UInt64}"
+                " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
+                " {hashes:Array(String)} AND event_id != {id:UUID} AND"
+                f" (timestamp, toString(event_id)) {op}"
+                " ({at:DateTime64(6, 'UTC')}, {id_text:String})"
+                f" ORDER BY timestamp {order}, event_id {order} LIMIT 1",
+                parameters={"org": organization_id, "project": project_id,
+                            "hashes": list(hashes), "id": event_id, "at": _utc(timestamp),
+                            "id_text": str(uuid.UUID(event_id))}).result_rows
+            found.append(rows[0][0].replace("-", "") if rows else None)
+        return found[0], found[1]
+
+    def event_timestamp(self, organization_id: int, project_id: int, event_id: str
+                        ) -> tuple[dt.datetime, str] | None:
+        """When an event happened and its primary hash."""
+        rows = self._client.query(
+            "SELECT timestamp, toString(primary_hash) FROM events WHERE"
+            " organization_id = {org:UInt64} AND project_id = {project:UInt64} AND"
+            " event_id = {id:UUID} LIMIT 1",
+            parameters={"org": organization_id, "project": project_id, "id": event_id},
+        ).result_rows
+        return (_utc(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                   key: str | None, top: int) -> list[tuple[str, int, int, list[tuple[str, int]]]]:
+        """Per tag key of an issue's events (its tags plus level, environment and release):
+        (key, events with it, distinct values, the ``top`` values with their counts), or
+        only ``key``'s when given."""
+        if not hashes:
+            return []
+        rows = self._client.query(
+            "SELECT k, count() AS events, uniqExact(v) AS distinct_values,"
+            " topK({top:UInt16})(v) AS top_values FROM (SELECT event_id,"
+            " arrayJoin(arrayConcat(arrayZip(mapKeys(tags), mapValues(tags)),"
+            " [('level', level), ('environment', environment), ('release', release)])) AS kv,"
+            " kv.1 AS k, kv.2 AS v FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
+            " {hashes:Array(String)} LIMIT 1 BY event_id, k) WHERE v != ''"
+            " AND ({key:String} = '' OR k = {key:String})"
+            " GROUP BY k ORDER BY events DESC, k",
+            parameters={"org": organization_id, "project": project_id, "hashes": list(hashes),
+                        "top": top, "key": key or ""}).result_rows
+        facets = []
+        for k, events, distinct, top_values in rows:
+            counts = self._value_counts(organization_id, project_id, hashes, str(k),
+                                        list(top_values))
+            facets.append((str(k), int(events), int(distinct), counts))
+        return facets
+
+    def _value_counts(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                      key: str, values: list[str]) -> list[tuple[str, int]]:
+        rows = self._client.query(
+            "SELECT v, count() FROM (SELECT event_id, multiIf({key:String} = 'level', level,"
+            " {key:String} = 'environment', environment, {key:String} = 'release', release,"
+            " tags[{key:String}]) AS v FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
+            " {hashes:Array(String)} LIMIT 1 BY event_id) WHERE v IN {values:Array(String)}"
+            " GROUP BY v ORDER BY count() DESC, v",
+            parameters={"org": organization_id, "project": project_id, "hashes": list(hashes),
+                        "key": key, "values": values}).result_rows
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     def close(self) -> None:
         self._client.close()

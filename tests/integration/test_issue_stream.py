@@ -26,8 +26,18 @@ class Stream:
 
 
 def event(tag: str, error: str, **fields: Any) -> dict[str, Any]:
+    frames = [{"function": "main", "module": "shop.app", "filename": "shop/app.py",
+               "lineno": 3, "in_app": True},
+              {"function": f"handle_{error.lower()}", "module": "shop.views",
+               "filename": "shop/views.py", "lineno": 42, "in_app": True,
+               "pre_context": ["def handle():", "    cart = load()"],
+               "context_line": "    raise Broke(cart)", "post_context": ["", "# end"],
+               "vars": {"cart": "<Cart 3 items>"}}]
     return {"platform": "python", "level": "error", "environment": "prod",
-            "exception": {"values": [{"type": f"{error}{tag}", "value": "it broke"}]},
+            "exception": {"values": [{"type": f"{error}{tag}", "value": "it broke",
+                                      "stacktrace": {"frames": frames}}]},
+            "breadcrumbs": {"values": [{"category": "http", "message": "GET /cart",
+                                        "timestamp": 1795000000}]},
             **fields}
 
 
@@ -139,3 +149,48 @@ def test_the_organization_stream_spans_projects_within_the_tenant(
                          params={"project": stream.project_id}, timeout=10,
                          headers={"Authorization": f"Bearer {other_tenant_token(crashray)}"})
     assert outsider.status_code == 404
+
+
+def checkout_issue(c: RunningCrashray, stream: Stream) -> dict[str, Any]:
+    return next(i for i in issues(c, stream.slug, "") if i["title"].startswith("Checkout"))
+
+
+def test_an_issues_events_read_like_sentrys_with_neighbours(crashray: RunningCrashray,
+                                                            stream: Stream) -> None:
+    issue = checkout_issue(crashray, stream)
+    latest = get(crashray, f"issues/{issue['id']}/events/latest/").json()
+    oldest = get(crashray, f"issues/{issue['id']}/events/oldest/").json()
+    assert latest["groupID"] == issue["id"] and latest["nextEventID"] is None
+    assert oldest["previousEventID"] is None and oldest["id"] != latest["id"]
+    middle = get(crashray, f"issues/{issue['id']}/events/{latest['previousEventID']}/").json()
+    assert (middle["previousEventID"], middle["nextEventID"]) == (oldest["id"], latest["id"])
+    [exception] = [e for e in latest["entries"] if e["type"] == "exception"]
+    frame = exception["data"]["values"][0]["stacktrace"]["frames"][-1]
+    assert (frame["function"], frame["lineNo"], frame["inApp"]) == ("handle_checkout", 42, True)
+    assert frame["context"] == [[40, "def handle():"], [41, "    cart = load()"],
+                                [42, "    raise Broke(cart)"], [43, ""], [44, "# end"]]
+    assert frame["vars"] == {"cart": "<Cart 3 items>"}
+    assert any(e["type"] == "breadcrumbs" for e in latest["entries"])
+    assert {"key": "browser", "value": "Chrome 120"} in latest["tags"]
+    same = get(crashray, f"projects/crashray/{stream.slug}/events/{latest['id']}/").json()
+    assert same["entries"] == latest["entries"]
+
+
+def test_an_issues_events_are_searchable_and_its_tags_faceted(crashray: RunningCrashray,
+                                                              stream: Stream) -> None:
+    issue = checkout_issue(crashray, stream)
+    everything = get(crashray, f"issues/{issue['id']}/events/").json()
+    one = get(crashray, f"issues/{issue['id']}/events/",
+              query="user.email:ada-1@example.com").json()
+    assert len(everything) == 3 and len(one) == 1
+    tags = {t["key"]: t for t in get(crashray, f"issues/{issue['id']}/tags/").json()}
+    assert tags["browser"]["topValues"] == [
+        {"key": "browser", "name": "Chrome 120", "value": "Chrome 120", "count": 3}]
+    assert tags["environment"]["topValues"][0]["value"] == "prod"
+    values = get(crashray, f"issues/{issue['id']}/tags/level/values/").json()
+    assert values[0]["value"] == "error" and values[0]["count"] == 3
+    outsider = {"Authorization": f"Bearer {other_tenant_token(crashray)}"}
+    for path in ("events/", "events/latest/", "tags/", "tags/browser/values/"):
+        response = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/{path}",
+                             headers=outsider, timeout=10)
+        assert response.status_code == 404, path

@@ -1,0 +1,87 @@
+"""The web dashboard at ``/``: ``dashboards/index.html`` and its files under ``/static/``.
+
+The dashboard is a single page of plain ES modules that talks only to the JSON API under
+``/api/0/`` with the browser's session cookie; this deployment serves files and nothing
+else (no data, no sessions). What is served and how long it may be cached is decided by
+``dashboards/assets.py``; the page also keeps the old start page's set-up section (the
+first active DSN and the SDK snippets), so a fresh install still says where to send events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from psycopg_pool import ConnectionPool
+from ray import serve
+
+from dashboards.assets import (
+    CACHE_REVALIDATE,
+    INDEX_FILE,
+    SECURITY_HEADERS,
+    SetupInfo,
+    dsn_for,
+    etag_matches,
+    load_assets,
+    render_index,
+    resolve_asset,
+)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    postgres_url: str
+    #: Where SDKs reach this instance (``CRASHRAY_HOST``/``CRASHRAY_PORT``): the DSN's host.
+    base_url: str
+
+
+web = FastAPI(title="Crashray dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@serve.deployment(name="web", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
+                  graceful_shutdown_wait_loop_s=0.5)
+@serve.ingress(web)
+class DashboardDeployment:
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=2, open=True)
+        # Read once: the files change only with a new install, which restarts Serve.
+        self.assets = load_assets()
+        self.template = INDEX_FILE.read_text(encoding="utf-8")
+
+    def setup_info(self) -> SetupInfo | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT o.slug, p.slug, p.id, k.public_key FROM project_keys k"
+                " JOIN projects p ON p.id = k.project_id JOIN organizations o"
+                " ON o.id = p.organization_id WHERE k.is_active ORDER BY p.id, k.id LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        org, project, project_id, key = row
+        return SetupInfo(str(org), str(project), dsn_for(self.config.base_url, str(key),
+                                                         int(project_id)))
+
+    @web.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def index(self) -> HTMLResponse:
+        page = render_index(self.template, self.assets, self.setup_info())
+        return HTMLResponse(page, headers={**SECURITY_HEADERS,
+                                           "Cache-Control": CACHE_REVALIDATE})
+
+    @web.api_route("/static/{path:path}", methods=["GET", "HEAD"])
+    def static(self, path: str, request: Request) -> Response:
+        resolved = resolve_asset(self.assets, path)
+        if resolved is None:
+            raise HTTPException(404, f"no dashboard file {path!r}")
+        asset = resolved.asset
+        headers = {"Cache-Control": resolved.cache_control, "ETag": asset.etag,
+                   "X-Content-Type-Options": "nosniff"}
+        if etag_matches(request.headers.get("if-none-match"), asset.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+    @web.api_route("/favicon.ico", methods=["GET", "HEAD"])
+    def favicon(self, request: Request) -> Response:
+        """Browsers ask for it unprompted; answer the dashboard's icon."""
+        return self.static("favicon.svg", request)
