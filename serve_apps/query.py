@@ -22,7 +22,7 @@ from ray import serve
 from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
 from events.errors import IngestError
-from events.grouping import GROUPING_CONFIGS, group_hashes_for_event
+from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError, parse_fingerprint_rules
 from events.grouping.rules import grouping_rules_from_text
 from events.grouping.stacktrace_rules import parse_stacktrace_rules
@@ -53,6 +53,7 @@ from serve_apps.issue_stream import (
     parse_stream_request,
 )
 from serve_apps.quota_api import QuotaApi, parse_spike_protection
+from serve_apps.tenancy_api import TenancyApi
 from storage import issues as issue_store
 from storage import quotas as quota_store
 from storage import tenancy
@@ -130,6 +131,7 @@ class Api:
         self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=4, open=True)
         self.clickhouse = clickhouse_store(config.clickhouse_dsn)
         self.quotas = QuotaApi(self.pool, config.base_url)
+        self.tenancy = TenancyApi(self.pool, config.base_url, DEFAULT_GROUPING_CONFIG)
 
     def caller(self, credentials: Credentials) -> Caller:
         """Who asks: a Bearer token, else a browser session (whose unsafe requests must
@@ -748,6 +750,59 @@ class ApiDeployment:
     @app.get("/organizations/")
     def organizations(self, authorization: Auth = NO_CREDENTIALS) -> list[dict[str, Any]]:
         return self.api.organizations(authorization)
+
+    @app.post("/organizations/", status_code=201)
+    def create_organization(self, body: Annotated[Any, Body()] = None,
+                            authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.create_organization(self.api.caller(authorization), body)
+
+    @app.get("/organizations/{org}/teams/")
+    def teams(self, org: str, authorization: Auth = NO_CREDENTIALS) -> list[dict[str, Any]]:
+        return self.api.tenancy.teams(self.api.organization(authorization, org))
+
+    @app.post("/organizations/{org}/teams/", status_code=201)
+    def create_team(self, org: str, body: Annotated[Any, Body()] = None,
+                    authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.create_team(self.api.organization(authorization, org), body)
+
+    @app.get("/organizations/{org}/members/")
+    def members(self, org: str, authorization: Auth = NO_CREDENTIALS
+                ) -> list[dict[str, Any]]:
+        return self.api.tenancy.members(self.api.organization(authorization, org))
+
+    @app.post("/organizations/{org}/members/", status_code=201)
+    def add_member(self, org: str, body: Annotated[Any, Body()] = None,
+                   authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.add_member(self.api.organization(authorization, org), body)
+
+    @app.post("/teams/{org}/{team}/projects/", status_code=201)
+    def create_project(self, org: str, team: str, body: Annotated[Any, Body()] = None,
+                       authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.create_project(self.api.organization(authorization, org),
+                                               team, body)
+
+    @app.post("/projects/{org}/{project}/keys/", status_code=201)
+    def create_key(self, org: str, project: str, body: Annotated[Any, Body()] = None,
+                   authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        scope = self.api.organization(authorization, org)
+        ref = self.api.project(scope, org, project, "project:read")
+        return self.api.tenancy.create_key(scope, ref, body)
+
+    @app.delete("/projects/{org}/{project}/keys/{key_id}/", status_code=204)
+    def delete_key(self, org: str, project: str, key_id: str,
+                   authorization: Auth = NO_CREDENTIALS) -> None:
+        scope = self.api.organization(authorization, org)
+        ref = self.api.project(scope, org, project, "project:read")
+        self.api.tenancy.delete_key(scope, ref, key_id)
+
+    @app.get("/api-tokens/")
+    def tokens(self, authorization: Auth = NO_CREDENTIALS) -> list[dict[str, Any]]:
+        return self.api.tenancy.tokens(self.api.caller(authorization))
+
+    @app.post("/api-tokens/", status_code=201)
+    def create_token(self, body: Annotated[Any, Body()] = None,
+                     authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.create_token(self.api.caller(authorization), body)
 
     @app.get("/organizations/{org}/projects/")
     def organization_projects(self, org: str, authorization: Auth = NO_CREDENTIALS

@@ -67,7 +67,8 @@ def tenants(crashray: RunningCrashray) -> Iterator[Tenants]:
     dsn = run("project", "create", "web", "--org", org).split()[-1]
     run("project", "create", "api", "--org", org, "--team", "backend")
     tokens = {u: run("token", "create", "--user", f"{u}-{tag}", "--scopes",
-                     "org:read,project:read,project:write,event:read,event:write,event:admin"
+                     "org:read,project:read,project:write,event:read,event:write,event:admin,"
+                     "team:read,team:write,member:read,member:write"
                      ).split()[-1] for u in ("alice", "bob", "mallory")}
     key, rest = dsn.split("//", 1)[1].split("@", 1)
     web_id = int(rest.rsplit("/", 1)[1])
@@ -209,3 +210,63 @@ def test_repeated_failed_logins_lock_the_username_out(crashray: RunningCrashray,
     locked = login(crashray, f"carol-{tag}", PASSWORD)  # even the right password
     assert locked.status_code == 429 and re.search(r"try again in \d+ s",
                                                    locked.json()["detail"])
+
+
+def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    o, tag = tenants.org, tenants.org.split("-", 1)[1]
+    team = call(crashray, "POST", f"organizations/{o}/teams/", tenants.alice,
+                {"slug": "mobile"})
+    assert team.status_code == 201
+    assert call(crashray, "POST", f"organizations/{o}/teams/", tenants.alice,
+                {"slug": "mobile"}).status_code == 409
+    # A member may not create teams or add members (its role lacks team:write/member:write).
+    assert call(crashray, "POST", f"organizations/{o}/teams/", tenants.bob,
+                {"slug": "rogue"}).status_code == 403
+    added = call(crashray, "POST", f"organizations/{o}/members/", tenants.alice,
+                 {"username": f"mallory-{tag}", "role": "member", "teams": ["mobile"]})
+    assert added.status_code == 201
+    members = {m["user"]["username"]: m for m in
+               get(crashray, tenants.alice, f"organizations/{o}/members/").json()}
+    assert members[f"mallory-{tag}"]["teams"] == ["mobile"]
+    assert members[f"alice-{tag}"]["role"] == "owner"
+    project = call(crashray, "POST", f"teams/{o}/mobile/projects/", tenants.alice,
+                   {"name": "iOS App", "platform": "cocoa"})
+    assert project.status_code == 201 and project.json()["slug"] == "ios-app"
+    assert project.json()["dsn"].endswith(f"/{project.json()['id']}")
+    key = call(crashray, "POST", f"projects/{o}/ios-app/keys/", tenants.alice,
+               {"name": "CI"})
+    assert key.status_code == 201 and key.json()["name"] == "CI"
+    assert len(get(crashray, tenants.alice, f"projects/{o}/ios-app/keys/").json()) == 2
+    assert call(crashray, "DELETE", f"projects/{o}/ios-app/keys/{key.json()['id']}/",
+                tenants.alice).status_code == 204
+    assert len(get(crashray, tenants.alice, f"projects/{o}/ios-app/keys/").json()) == 1
+    # Now a member, mallory's token reaches acme too (within the member role).
+    assert get(crashray, tenants.mallory, f"organizations/{o}/projects/").status_code == 200
+
+
+def test_a_logged_in_user_makes_its_own_tokens_and_organizations(
+        crashray: RunningCrashray, tenants: Tenants) -> None:
+    tag = tenants.org.split("-", 1)[1]
+    session = login(crashray, f"bob-{tag}", PASSWORD)
+    jar, csrf = {"crashray_session": session.cookies["crashray_session"]}, \
+        session.json()["csrfToken"]
+    made = httpx.post(f"{crashray.base_url}/api/0/api-tokens/", timeout=10, cookies=jar,
+                      headers={"X-CSRFToken": csrf},
+                      json={"scopes": ["event:read", "project:read"], "name": "script"})
+    assert made.status_code == 201
+    token = made.json()["token"]
+    assert get(crashray, token, f"organizations/{tenants.org}/projects/").status_code == 200
+    listed = httpx.get(f"{crashray.base_url}/api/0/api-tokens/", cookies=jar, timeout=10)
+    assert "script" in [t["name"] for t in listed.json()] and "token" not in listed.json()[0]
+    # A token cannot mint tokens; a bad scope is named.
+    assert call(crashray, "POST", "api-tokens/", token,
+                {"scopes": ["event:read"]}).status_code == 403
+    bad = httpx.post(f"{crashray.base_url}/api/0/api-tokens/", timeout=10, cookies=jar,
+                     headers={"X-CSRFToken": csrf}, json={"scopes": ["event:delete"]})
+    assert bad.status_code == 400 and "event:delete" in bad.json()["detail"]
+    org = httpx.post(f"{crashray.base_url}/api/0/organizations/", timeout=10, cookies=jar,
+                     headers={"X-CSRFToken": csrf}, json={"slug": f"bobs-{tag}"})
+    assert org.status_code == 201
+    mine = httpx.get(f"{crashray.base_url}/api/0/organizations/", cookies=jar, timeout=10)
+    assert f"bobs-{tag}" in [o["slug"] for o in mine.json()]

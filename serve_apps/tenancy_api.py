@@ -1,0 +1,210 @@
+"""Organizations, teams, members, projects, DSN keys and tokens through the Web API, in
+Sentry's shapes; every call is scoped to the caller's access (serve_apps/query.py resolves
+it) and checks the scope its role grants (events/access.py).
+
+Routes (registered by ``serve_apps/query.py``)::
+
+    POST   /api/0/organizations/                        a user: {"slug", "name"} → owner
+    GET    /api/0/organizations/{org}/teams/            team:read
+    POST   /api/0/organizations/{org}/teams/            team:write   {"slug", "name"}
+    GET    /api/0/organizations/{org}/members/          member:read
+    POST   /api/0/organizations/{org}/members/          member:write {"username", "role",
+                                                                      "teams": [slug]}
+    POST   /api/0/teams/{org}/{team}/projects/          project:write {"slug", "name",
+                                                                       "platform"}
+    POST   /api/0/projects/{org}/{project}/keys/        project:write {"name"}
+    DELETE /api/0/projects/{org}/{project}/keys/{key}/  project:write
+    GET    /api/0/api-tokens/                           a user: its tokens (no secrets)
+    POST   /api/0/api-tokens/                           a user: {"scopes", "name"} → shown once
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from fastapi import HTTPException
+from psycopg_pool import ConnectionPool
+
+from events.access import ROLES, AccessError, check_scopes
+from serve_apps.quota_api import key_json, need
+from storage import quotas as quota_store
+from storage import tenancy
+from storage.postgres import ProjectRef, new_public_key
+from storage.tenancy import Access, Caller
+
+NOT_FOUND = "The requested resource does not exist"
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _text(body: Any, field: str, required: bool = True) -> str | None:
+    value = body.get(field) if isinstance(body, dict) else None
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise HTTPException(400, f"{field} must be non-empty text")
+    return value.strip()
+
+
+class TenancyApi:
+    def __init__(self, pool: ConnectionPool[Any], base_url: str, grouping_config: str
+                 ) -> None:
+        self.pool = pool
+        self.base_url = base_url
+        self.grouping_config = grouping_config
+
+    def create_organization(self, caller: Caller, body: Any) -> dict[str, Any]:
+        if caller.user_id is None:
+            raise HTTPException(403, "only a user (a user token or a login) creates"
+                                     " organizations; it becomes their owner")
+        slug = _text(body, "slug")
+        assert slug is not None
+        name = _text(body, "name", required=False) or slug
+        with self.pool.connection() as conn, conn.transaction():
+            try:
+                org_id = tenancy.create_organization(conn, slug, name, caller.user_id)
+            except tenancy.NameTaken as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except tenancy.TenancyError as exc:
+                raise HTTPException(400, str(exc)) from exc
+        return {"id": str(org_id), "slug": slug, "name": name}
+
+    def teams(self, scope: Access) -> list[dict[str, Any]]:
+        need(scope, "team:read")
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT t.id, t.slug, t.name, t.date_added, count(tm.member_id)"
+                " FROM teams t LEFT JOIN team_members tm ON tm.team_id = t.id"
+                " WHERE t.organization_id = %s GROUP BY t.id ORDER BY t.slug",
+                (scope.organization_id,)).fetchall()
+        return [{"id": str(r[0]), "slug": r[1], "name": r[2], "dateCreated": iso(r[3]),
+                 "memberCount": int(r[4])} for r in rows]
+
+    def create_team(self, scope: Access, body: Any) -> dict[str, Any]:
+        need(scope, "team:write")
+        slug = _text(body, "slug")
+        assert slug is not None
+        name = _text(body, "name", required=False) or slug
+        with self.pool.connection() as conn, conn.transaction():
+            try:
+                team_id = tenancy.create_team(conn, scope.organization_id, slug, name)
+            except tenancy.NameTaken as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except tenancy.TenancyError as exc:
+                raise HTTPException(400, str(exc)) from exc
+        return {"id": str(team_id), "slug": slug, "name": name}
+
+    def members(self, scope: Access) -> list[dict[str, Any]]:
+        need(scope, "member:read")
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT m.id, u.username, u.email, m.role, m.date_added,"
+                " coalesce(array_agg(t.slug ORDER BY t.slug) FILTER (WHERE t.slug IS NOT"
+                " NULL), '{}') FROM organization_members m JOIN users u ON u.id = m.user_id"
+                " LEFT JOIN team_members tm ON tm.member_id = m.id"
+                " LEFT JOIN teams t ON t.id = tm.team_id WHERE m.organization_id = %s"
+                " GROUP BY m.id, u.username, u.email ORDER BY u.username",
+                (scope.organization_id,)).fetchall()
+        return [{"id": str(r[0]), "user": {"username": r[1], "email": r[2]}, "role": r[3],
+                 "orgRole": r[3], "dateCreated": iso(r[4]), "teams": list(r[5])}
+                for r in rows]
+
+    def add_member(self, scope: Access, body: Any) -> dict[str, Any]:
+        """Adds an existing user (Crashray has no e-mail invitations yet)."""
+        need(scope, "member:write")
+        username = _text(body, "username")
+        role = body.get("role", "member") if isinstance(body, dict) else "member"
+        if role not in ROLES:
+            raise HTTPException(400, f"role must be one of {', '.join(ROLES)}")
+        if role == "owner" and "org:admin" not in scope.scopes:
+            raise HTTPException(403, "only owners make owners")
+        teams = body.get("teams", []) if isinstance(body, dict) else []
+        if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
+            raise HTTPException(400, "teams must be a list of team slugs")
+        with self.pool.connection() as conn, conn.transaction():
+            try:
+                user = tenancy.user_id(conn, str(username))
+                member = tenancy.add_member(conn, scope.organization_id, user, role)
+                for slug in teams:
+                    tenancy.add_team_member(conn, tenancy.team_id(
+                        conn, scope.organization_id, slug), scope.organization_id, user)
+            except tenancy.NotFound as exc:
+                raise HTTPException(404, str(exc)) from exc
+        return {"id": str(member), "user": {"username": username}, "role": role,
+                "teams": sorted(teams)}
+
+    def create_project(self, scope: Access, team_slug: str, body: Any) -> dict[str, Any]:
+        need(scope, "project:write")
+        slug = _text(body, "slug", required=False) or _text(body, "name")
+        assert slug is not None
+        slug = slug.lower().replace(" ", "-")
+        name = _text(body, "name", required=False) or slug
+        platform = body.get("platform") if isinstance(body, dict) else None
+        if platform is not None and not isinstance(platform, str):
+            raise HTTPException(400, "platform must be text, e.g. python")
+        with self.pool.connection() as conn, conn.transaction():
+            try:
+                team = tenancy.team_id(conn, scope.organization_id, team_slug)
+                project = tenancy.create_project(conn, scope.organization_id, slug, name,
+                                                 self.grouping_config, team=team,
+                                                 platform=platform)
+            except tenancy.NotFound as exc:
+                raise HTTPException(404, NOT_FOUND) from exc
+            except tenancy.NameTaken as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except tenancy.TenancyError as exc:
+                raise HTTPException(400, str(exc)) from exc
+        dsn = f"{self.base_url.replace('://', f'://{project.public_key}@', 1)}/{project.id}"
+        return {"id": str(project.id), "slug": project.slug, "name": name,
+                "platform": platform, "team": {"slug": team_slug}, "dsn": dsn,
+                "organization": {"slug": scope.organization_slug}}
+
+    def create_key(self, scope: Access, project: ProjectRef, body: Any) -> dict[str, Any]:
+        need(scope, "project:write")
+        label = _text(body, "name", required=False) or "Default"
+        with self.pool.connection() as conn, conn.transaction():
+            public_key = new_public_key()
+            conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key, label)"
+                         " VALUES (%s, %s, %s, %s)",
+                         (project.id, public_key, secrets.token_hex(16), label))
+            key = quota_store.find_key(conn, project.id, public_key)
+        assert key is not None
+        return key_json(key, self.base_url)
+
+    def delete_key(self, scope: Access, project: ProjectRef, key_ref: str) -> None:
+        need(scope, "project:write")
+        with self.pool.connection() as conn, conn.transaction():
+            key = quota_store.find_key(conn, project.id, key_ref)
+            if key is None:
+                raise HTTPException(404, NOT_FOUND)
+            conn.execute("DELETE FROM project_keys WHERE id = %s", (key.id,))
+
+    def tokens(self, caller: Caller) -> list[dict[str, Any]]:
+        if caller.user_id is None:
+            raise HTTPException(403, "an organization token has no user tokens")
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT id, name, scopes, date_added FROM api_tokens"
+                                " WHERE user_id = %s AND organization_id IS NULL ORDER BY id",
+                                (caller.user_id,)).fetchall()
+        return [{"id": str(r[0]), "name": r[1], "scopes": list(r[2]),
+                 "dateCreated": iso(r[3])} for r in rows]
+
+    def create_token(self, caller: Caller, body: Any) -> dict[str, Any]:
+        if caller.user_id is None or caller.token_scopes is not None:
+            raise HTTPException(403, "user tokens are made from a login session")
+        scopes = body.get("scopes") if isinstance(body, dict) else None
+        if not isinstance(scopes, list) or not scopes or \
+                not all(isinstance(s, str) for s in scopes):
+            raise HTTPException(400, 'scopes must be a list such as ["event:read"]')
+        name = _text(body, "name", required=False) or "created in the dashboard"
+        try:
+            check_scopes(scopes)
+        except AccessError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction():
+            token = tenancy.create_token(conn, name, scopes, user=caller.user_id)
+        return {"token": token, "name": name, "scopes": sorted(scopes)}
