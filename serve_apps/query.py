@@ -326,22 +326,53 @@ class Api:
                                           [r.id for r in rows if r.project_id == project_id]))
         return users
 
-    def _hourly_stats(self, project_ids: list[int], issue_ids: list[int], now: dt.datetime
-                      ) -> dict[int, list[list[int]]]:
-        """The last 24 hours of each issue, hour by hour (Sentry's ``stats["24h"]``: pairs
-        of unix hour and count), from the ClickHouse rollup."""
-        hour = now.replace(minute=0, second=0, microsecond=0)
-        hours = [hour - dt.timedelta(hours=23 - n) for n in range(24)]
+    def _hourly_stats(self, project_ids: list[int], issue_ids: list[int], now: dt.datetime,
+                      days: int = 0) -> dict[int, list[list[int]]]:
+        """Each issue's last 24 hours, hour by hour (Sentry's ``stats["24h"]``: pairs of
+        unix time and count), or with ``days`` its last days, day by day (``stats["30d"]``),
+        from the ClickHouse rollup."""
+        if days:
+            day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            buckets = [day - dt.timedelta(days=days - 1 - n) for n in range(days)]
+        else:
+            hour = now.replace(minute=0, second=0, microsecond=0)
+            buckets = [hour - dt.timedelta(hours=23 - n) for n in range(24)]
         with self.pool.connection() as conn:
             owner = issue_store.merged_group_ids(conn, project_ids, issue_ids)
-        counts = self.clickhouse.hourly_counts(project_ids, sorted(owner), hours[0])
+        counts = self.clickhouse.hourly_counts(project_ids, sorted(owner), buckets[0])
         totals: dict[int, dict[dt.datetime, int]] = {i: {} for i in issue_ids}
         for group_id, by_hour in counts.items():
             target = totals.setdefault(owner.get(group_id, group_id), {})
             for at, n in by_hour.items():
-                target[at] = target.get(at, 0) + n
-        return {i: [[int(h.timestamp()), totals[i].get(h, 0)] for h in hours]
+                bucket = at.replace(hour=0) if days else at
+                target[bucket] = target.get(bucket, 0) + n
+        return {i: [[int(b.timestamp()), totals[i].get(b, 0)] for b in buckets]
                 for i in issue_ids}
+
+    def project_stats(self, project: ProjectRef, resolution: str, since: str | None,
+                      until: str | None) -> list[list[int]]:
+        """Stored events of a project per hour or day (Sentry's project ``stats/``:
+        ``resolution=1h|1d``, ``since``/``until`` unix seconds; default the last 24 hours
+        or 30 days), from the rollup."""
+        bucket_s = {"1h": 3600, "1d": 86_400}.get(resolution)
+        if bucket_s is None:
+            raise HTTPException(400, "resolution must be 1h or 1d")
+        now = dt.datetime.now(dt.UTC)
+        try:
+            end = dt.datetime.fromtimestamp(float(until), dt.UTC) if until else now
+            start = dt.datetime.fromtimestamp(float(since), dt.UTC) if since else \
+                end - dt.timedelta(seconds=bucket_s * (24 if bucket_s == 3600 else 30))
+        except (ValueError, OverflowError) as exc:
+            raise HTTPException(400, "since and until must be unix times in seconds") from exc
+        first = dt.datetime.fromtimestamp(start.timestamp() // bucket_s * bucket_s, dt.UTC)
+        if (end - first).total_seconds() / bucket_s > 1000:
+            raise HTTPException(400, "at most 1000 buckets; narrow since/until")
+        counts = self.clickhouse.project_counts(project.id, first, end, bucket_s)
+        buckets, at = [], first
+        while at < end:
+            buckets.append([int(at.timestamp()), counts.get(at, 0)])
+            at += dt.timedelta(seconds=bucket_s)
+        return buckets
 
     def _issue_hashes(self, project: ProjectRef, issue_id: int) -> list[str]:
         with self.pool.connection() as conn:
@@ -459,7 +490,10 @@ class Api:
     def issue_detail(self, scope: Access, issue_id: int) -> dict[str, Any]:
         project, row = self.scoped_issue(scope, issue_id, "event:read")
         users = self.user_counts(project, [row.id]).get(row.id, 0)
-        return {**self.issue_json(project, row), "userCount": users,
+        now = dt.datetime.now(dt.UTC)
+        stats = {"24h": self._hourly_stats([project.id], [row.id], now)[row.id],
+                 "30d": self._hourly_stats([project.id], [row.id], now, days=30)[row.id]}
+        return {**self.issue_json(project, row), "userCount": users, "stats": stats,
                 "activity": self._activity(project, row.id)}
 
     def unmerge(self, scope: Access, issue_id: int, hashes: list[str]) -> dict[str, Any]:
@@ -843,6 +877,14 @@ class ApiDeployment:
         body, link = self.api.issue_stream(scope, [ref], request.query_params.multi_items(),
                                            str(request.url).split("?", 1)[0])
         return JSONResponse(body, headers={"Link": link})
+
+    @app.get("/projects/{org}/{project}/stats/")
+    def project_stats(self, org: str, project: str, authorization: Auth = NO_CREDENTIALS,
+                      resolution: str = "1h", since: str | None = None,
+                      until: str | None = None) -> list[list[int]]:
+        ref = self.api.project(self.api.organization(authorization, org), org, project,
+                               "project:read")
+        return self.api.project_stats(ref, resolution, since, until)
 
     @app.get("/projects/{org}/{project}/events/{event_id}/")
     def event_detail(self, org: str, project: str, event_id: str,

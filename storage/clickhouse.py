@@ -340,6 +340,19 @@ class ClickHouseStore:
                         "key": key, "values": values}).result_rows
         return [(str(r[0]), int(r[1])) for r in rows]
 
+    def project_counts(self, project_id: int, since: dt.datetime, until: dt.datetime,
+                       bucket_s: int) -> dict[dt.datetime, int]:
+        """Stored events of a project per bucket (an hour or a day), from the hourly rollup."""
+        rows = self._client.query(
+            "SELECT toStartOfInterval(hour, toIntervalSecond({bucket:UInt32})) AS b, sum(count)"
+            " FROM issue_counts_hourly WHERE project_id = {project:UInt64}"
+            " AND hour >= {since:DateTime('UTC')} AND hour < {until:DateTime('UTC')}"
+            " GROUP BY b",
+            parameters={"project": project_id, "bucket": bucket_s,
+                        "since": _utc(since).replace(microsecond=0),
+                        "until": _utc(until).replace(microsecond=0)}).result_rows
+        return {_utc(r[0]): int(r[1]) for r in rows}
+
     def close(self) -> None:
         self._client.close()
 

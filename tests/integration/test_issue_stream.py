@@ -194,3 +194,17 @@ def test_an_issues_events_are_searchable_and_its_tags_faceted(crashray: RunningC
         response = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/{path}",
                              headers=outsider, timeout=10)
         assert response.status_code == 404, path
+
+
+def test_issue_and_project_stats_come_from_the_rollup(crashray: RunningCrashray,
+                                                      stream: Stream) -> None:
+    issue = get(crashray, f"issues/{checkout_issue(crashray, stream)['id']}/").json()
+    assert len(issue["stats"]["24h"]) == 24 and len(issue["stats"]["30d"]) == 30
+    assert sum(n for _, n in issue["stats"]["24h"]) == 3
+    assert sum(n for _, n in issue["stats"]["30d"]) == 3
+    hourly = get(crashray, f"projects/crashray/{stream.slug}/stats/").json()
+    assert len(hourly) in (24, 25) and sum(n for _, n in hourly) == 6
+    daily = get(crashray, f"projects/crashray/{stream.slug}/stats/", resolution="1d").json()
+    assert sum(n for _, n in daily) == 6
+    bad = get(crashray, f"projects/crashray/{stream.slug}/stats/", resolution="5m")
+    assert bad.status_code == 400
