@@ -643,7 +643,7 @@ class Api:
             raise HTTPException(403, "this token lacks the scope project:write")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        updates = _rule_updates(body)
+        updates = {**_rule_updates(body), **_naming_updates(body)}
         config, auto_update = _grouping_update(body)
         spike = None
         if body.get("spikeProtection") is not None:
@@ -654,7 +654,7 @@ class Api:
         with self.pool.connection() as conn, conn.transaction():  # all or nothing
             if spike is not None:
                 quota_store.set_spike_protection(conn, project.id, *spike)
-            for column, rules in updates.items():  # column names from the fixed list
+            for column, rules in updates.items():  # column names from the fixed lists
                 conn.execute(f"UPDATE projects SET {column} = %s WHERE id = %s",
                              (rules, project.id))
             if config is not None or auto_update is not None:
@@ -700,6 +700,20 @@ def _rule_updates(body: dict[str, Any]) -> dict[str, str]:
         except RuleSyntaxError as exc:  # both parsers' errors name the line and column
             raise HTTPException(400, f"{setting}: {exc}") from exc
         updates[column] = rules
+    return updates
+
+
+def _naming_updates(body: dict[str, Any]) -> dict[str, str]:
+    """``name`` and ``platform`` of a project update (the slug stays: DSNs and URLs use
+    the id and slug)."""
+    updates: dict[str, str] = {}
+    for setting, column in (("name", "name"), ("platform", "platform")):
+        value = body.get(setting)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise HTTPException(400, f"{setting} must be text of 1 to 200 characters")
+        updates[column] = value.strip()
     return updates
 
 
@@ -789,6 +803,12 @@ class ApiDeployment:
     def create_organization(self, body: Annotated[Any, Body()] = None,
                             authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
         return self.api.tenancy.create_organization(self.api.caller(authorization), body)
+
+    @app.put("/organizations/{org}/")
+    def update_organization(self, org: str, body: Annotated[Any, Body()] = None,
+                            authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.update_organization(self.api.organization(authorization, org),
+                                                    body)
 
     @app.get("/organizations/{org}/teams/")
     def teams(self, org: str, authorization: Auth = NO_CREDENTIALS) -> list[dict[str, Any]]:

@@ -73,6 +73,29 @@ class TenancyApi:
                 raise HTTPException(400, str(exc)) from exc
         return {"id": str(org_id), "slug": slug, "name": name}
 
+    def update_organization(self, scope: Access, body: Any) -> dict[str, Any]:
+        """``name`` and ``openMembership`` (Sentry's "Open Membership": members see every
+        project, not only their teams')."""
+        need(scope, "org:write")
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        name = _text(body, "name", required=False)
+        open_membership = body.get("openMembership")
+        if open_membership is not None and not isinstance(open_membership, bool):
+            raise HTTPException(400, "openMembership must be true or false")
+        with self.pool.connection() as conn, conn.transaction():
+            if name is not None:
+                conn.execute("UPDATE organizations SET name = %s WHERE id = %s",
+                             (name, scope.organization_id))
+            if open_membership is not None:
+                conn.execute("UPDATE organizations SET open_membership = %s WHERE id = %s",
+                             (open_membership, scope.organization_id))
+            row = conn.execute("SELECT slug, name, open_membership FROM organizations"
+                               " WHERE id = %s", (scope.organization_id,)).fetchone()
+        assert row is not None
+        return {"id": str(scope.organization_id), "slug": row[0], "name": row[1],
+                "openMembership": row[2]}
+
     def teams(self, scope: Access) -> list[dict[str, Any]]:
         need(scope, "team:read")
         with self.pool.connection() as conn:

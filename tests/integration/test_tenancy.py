@@ -68,7 +68,7 @@ def tenants(crashray: RunningCrashray) -> Iterator[Tenants]:
     run("project", "create", "api", "--org", org, "--team", "backend")
     tokens = {u: run("token", "create", "--user", f"{u}-{tag}", "--scopes",
                      "org:read,project:read,project:write,event:read,event:write,event:admin,"
-                     "team:read,team:write,member:read,member:write"
+                     "team:read,team:write,member:read,member:write,org:write"
                      ).split()[-1] for u in ("alice", "bob", "mallory")}
     key, rest = dsn.split("//", 1)[1].split("@", 1)
     web_id = int(rest.rsplit("/", 1)[1])
@@ -118,6 +118,11 @@ def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
         ("GET", f"organizations/{o}/stats_v2/?field=sum(quantity)&category=error", None),
         ("GET", f"organizations/{o}/quotas/", None),
         ("GET", f"organizations/{o}/quota-usage/", None),
+        ("PUT", f"organizations/{o}/", {"name": "taken"}),
+        ("GET", f"organizations/{o}/teams/", None), ("GET", f"organizations/{o}/members/", None),
+        ("POST", f"teams/{o}/backend/projects/", {"name": "intruder"}),
+        ("POST", f"projects/{o}/web/keys/", {"name": "intruder"}),
+        ("GET", f"projects/{o}/web/stats/", None),
         ("DELETE", f"issues/{i}/", None),  # last: it would delete the issue if it passed
     ]
 
@@ -241,6 +246,13 @@ def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
     assert call(crashray, "DELETE", f"projects/{o}/ios-app/keys/{key.json()['id']}/",
                 tenants.alice).status_code == 204
     assert len(get(crashray, tenants.alice, f"projects/{o}/ios-app/keys/").json()) == 1
+    renamed = call(crashray, "PUT", f"projects/{o}/ios-app/", tenants.alice,
+                   {"name": "iOS", "platform": "apple-ios"})
+    assert (renamed.json()["name"], renamed.json()["platform"]) == ("iOS", "apple-ios")
+    org = call(crashray, "PUT", f"organizations/{o}/", tenants.alice, {"name": "Acme Inc"})
+    assert org.json()["name"] == "Acme Inc" and org.json()["openMembership"] is True
+    assert call(crashray, "PUT", f"organizations/{o}/", tenants.bob,
+                {"name": "Bob's"}).status_code == 403
     # Now a member, mallory's token reaches acme too (within the member role).
     assert get(crashray, tenants.mallory, f"organizations/{o}/projects/").status_code == 200
 
