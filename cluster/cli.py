@@ -57,6 +57,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _on_stop_signals(stop)  # again: ray.init installs its own SIGTERM handler
         print(f"DSN: {info.dsn}")
         print(f"Dashboard: {info.dashboard_url}")
+        if not info.has_users:
+            print("No dashboard login yet: make one with `crashray user create NAME --org"
+                  f" {info.organization_slug} --role owner --data-dir {settings.data_dir}`")
         if info.api_token:
             print(f"API token: {info.api_token}")
         else:

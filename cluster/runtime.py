@@ -152,6 +152,8 @@ class StartInfo:
     api_token: str | None
     organization_slug: str
     project_slug: str
+    #: Whether anyone can log in to the dashboard yet.
+    has_users: bool = True
 
 
 @dataclass
@@ -215,13 +217,14 @@ class Runtime:
         with postgres.connect(self.postgres_url) as conn:
             boot = postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
             self._upgrade_grouping(conn)
+            has_users = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
         self.start_ray()
         self._start_actors()
         self._start_serve()
         base = self.settings.base_url()
         dsn = f"{base.replace('://', f'://{boot.public_key}@', 1)}/{boot.project_id}"
         return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,
-                         boot.project_slug)
+                         boot.project_slug, bool(has_users and has_users[0]))
 
     def _upgrade_grouping(self, conn: Any) -> None:
         from storage.grouping import upgrade_grouping_configs
@@ -271,7 +274,8 @@ class Runtime:
         from events.envelope import EnvelopeLimits
         from events.quotas import SpikeProtection
         from serve_apps.ingest import IngestConfig, IngestDeployment
-        from serve_apps.query import ApiDeployment, QueryConfig, WebDeployment
+        from serve_apps.query import ApiDeployment, QueryConfig
+        from serve_apps.web import DashboardDeployment, WebConfig
 
         s = self.settings
         self._serving = True
@@ -307,8 +311,8 @@ class Runtime:
         serve.run(ingest, name="ingest", route_prefix="/api")
         serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
                   route_prefix="/api/0")
-        serve.run(WebDeployment.bind(query_config), name="web",  # type: ignore[attr-defined]
-                  route_prefix="/")
+        serve.run(DashboardDeployment.bind(  # type: ignore[attr-defined]
+            WebConfig(self.postgres_url, s.base_url())), name="web", route_prefix="/")
 
     def consumer_stats(self) -> list[dict[str, Any]]:
         import ray

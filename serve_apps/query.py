@@ -8,14 +8,13 @@ answers 404, not 403, so ids cannot be probed.
 
 import datetime as dt
 import hmac
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool
 from ray import serve
 
@@ -1012,55 +1011,3 @@ class ApiDeployment:
                     limit: Annotated[int, Query(ge=1)] = 100) -> list[dict[str, Any]]:
         ref = self.api.project(self.api.organization(authorization, org), org, project, "event:read")
         return self.api.events(ref, min(limit, self.api.config.max_page_size))
-
-
-START_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Crashray</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}}
-pre{{background:#f4f4f6;padding:1rem;overflow:auto}}code{{font-size:.95em}}</style></head>
-<body><h1>Crashray is running</h1>
-<p>Point any Sentry SDK at this DSN (project <strong>{org}/{project}</strong>):</p>
-<pre><code id="dsn">{dsn}</code></pre>
-<h2>Python</h2><pre><code>pip install sentry-sdk
-
-import sentry_sdk
-sentry_sdk.init(dsn="{dsn}")</code></pre>
-<h2>Node.js</h2><pre><code>npm install @sentry/node
-
-const Sentry = require("@sentry/node");
-Sentry.init({{ dsn: "{dsn}" }});</code></pre>
-<h2>API</h2><p>Issues: <code>GET {base}/api/0/projects/{org}/{project}/issues/</code><br>
-Events: <code>GET {base}/api/0/projects/{org}/{project}/events/</code><br>
-with <code>Authorization: Bearer &lt;token&gt;</code>.</p>
-</body></html>"""
-
-
-web = FastAPI(title="Crashray", docs_url=None, redoc_url=None)
-
-
-@serve.deployment(name="web", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
-                  graceful_shutdown_wait_loop_s=0.5)
-@serve.ingress(web)
-class WebDeployment:
-    """The start page, until the dashboard lands: the DSN and the SDK set-up snippets."""
-
-    def __init__(self, config: QueryConfig) -> None:
-        self.config = config
-        self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=2, open=True)
-
-    @web.get("/", response_class=HTMLResponse)
-    def index(self) -> str:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT o.slug, p.slug, p.id, k.public_key FROM project_keys k"
-                " JOIN projects p ON p.id = k.project_id JOIN organizations o"
-                " ON o.id = p.organization_id WHERE k.is_active ORDER BY p.id, k.id LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return "<p>No project yet: run <code>crashray project create</code>.</p>"
-        org, project, project_id, key = (html.escape(str(v)) for v in row)
-        base = self.config.base_url
-        dsn = f"{base.replace('://', f'://{key}@', 1)}/{project_id}"
-        return START_PAGE.format(dsn=dsn, org=org, project=project, base=base)
-
-

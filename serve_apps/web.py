@@ -7,8 +7,8 @@ else (no data, no sessions). What is served and how long it may be cached is dec
 first active DSN and the SDK snippets), so a fresh install still says where to send events.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI must see ``Request`` as a class
+# through Serve's class-based ingress, else it takes it for a query parameter (422).
 from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException, Request

@@ -1,0 +1,186 @@
+// One event in Sentry's event JSON: its entries (message, exception with frames, threads,
+// breadcrumbs, request), then tags, user, contexts and SDK. Frames arrive oldest first, as
+// Sentry stores them; they are shown crash frame first ("most recent call first").
+
+import { h } from "./dom.js";
+import { levelClass, plain } from "./format.js";
+
+function section(title, ...children) {
+  const id = `entry-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
+  return h("section", { class: "entry", "aria-labelledby": id }, h("h3", { id }, title), ...children);
+}
+
+function keyValues(pairs) {
+  const rows = pairs.filter(([, value]) => value !== null && value !== undefined && value !== "");
+  if (rows.length === 0) return h("p", { class: "muted" }, "None.");
+  return h("table", { class: "kv" }, h("tbody", {}, rows.map(([key, value]) =>
+    h("tr", {}, h("th", { scope: "row" }, key), h("td", {}, h("pre", {}, plain(value)))))));
+}
+
+function frameLocation(frame) {
+  const file = frame.filename || frame.absPath || frame.module || "?";
+  const where = frame.lineNo ? `:${frame.lineNo}${frame.colNo ? `:${frame.colNo}` : ""}` : "";
+  return [
+    h("span", { class: "frame-file" }, file + where),
+    frame.function ? [h("span", { class: "muted" }, " in "), h("code", { class: "frame-function" }, frame.function)] : null,
+    frame.inApp ? h("span", { class: "badge badge-app" }, "in app") : null,
+  ];
+}
+
+function contextLines(frame) {
+  if (!Array.isArray(frame.context) || frame.context.length === 0) return null;
+  return h("ol", { class: "source", "aria-label": "Source around the line" },
+    frame.context.map(([line, code]) => {
+      const here = line === frame.lineNo;
+      return h("li", { class: here ? "source-line current" : "source-line", "aria-current": here ? "true" : null },
+        h("span", { class: "lineno" }, String(line)),
+        h("code", {}, code ?? ""),
+        here ? h("span", { class: "visually-hidden" }, " (the line that raised)") : null);
+    }));
+}
+
+function frameVars(frame) {
+  if (!frame.vars || typeof frame.vars !== "object" || Object.keys(frame.vars).length === 0) return null;
+  return h("div", { class: "vars" }, h("h5", {}, "Local variables"), keyValues(Object.entries(frame.vars)));
+}
+
+function frameView(frame, open) {
+  const body = [contextLines(frame), frameVars(frame)].filter(Boolean);
+  const summary = h("summary", {}, frameLocation(frame));
+  return h("li", { class: frame.inApp ? "frame in-app" : "frame system" },
+    body.length
+      ? h("details", { open }, summary, body)
+      : h("div", { class: "frame-plain" }, frameLocation(frame)));
+}
+
+/** Frames crash first; runs of system frames fold into one toggle when in-app ones exist. */
+export function framesView(stacktrace) {
+  const frames = [...((stacktrace && stacktrace.frames) || [])].reverse();
+  if (frames.length === 0) return h("p", { class: "muted" }, "No stack trace.");
+  const hasApp = frames.some((f) => f.inApp);
+  const crashIndex = hasApp ? frames.findIndex((f) => f.inApp) : 0;
+  const items = [];
+  let run = [];
+  const flush = () => {
+    if (run.length === 0) return;
+    items.push(h("li", { class: "system-run" }, h("details", {},
+      h("summary", {}, `${run.length} system frame${run.length === 1 ? "" : "s"}`),
+      h("ol", { class: "frames" }, run))));
+    run = [];
+  };
+  frames.forEach((frame, i) => {
+    const view = frameView(frame, i === crashIndex);
+    if (hasApp && !frame.inApp) run.push(view);
+    else {
+      flush();
+      items.push(view);
+    }
+  });
+  flush();
+  return h("ol", { class: "frames", "aria-label": "Stack frames, most recent call first" }, items);
+}
+
+function exceptionView(entry) {
+  const values = [...((entry.data && entry.data.values) || [])].reverse();
+  return section(values.length > 1 ? "Exceptions" : "Exception", values.map((value, i) => {
+    const handled = value.mechanism && value.mechanism.handled === false ? "unhandled" : null;
+    return h("div", { class: "exception" },
+      i > 0 ? h("p", { class: "chain-note" }, "… raised while handling:") : null,
+      h("h4", {}, h("span", { class: "exc-type" }, value.type || "Error"),
+        value.module ? h("span", { class: "muted" }, ` (${value.module})`) : null,
+        handled ? h("span", { class: "badge badge-regressed" }, handled) : null),
+      value.value ? h("p", { class: "exc-value" }, value.value) : null,
+      framesView(value.stacktrace));
+  }));
+}
+
+function threadsView(entry) {
+  const threads = (entry.data && entry.data.values) || [];
+  const withFrames = threads.filter((t) => t.stacktrace && t.stacktrace.frames && t.stacktrace.frames.length);
+  if (withFrames.length === 0) return null;
+  return section("Threads", withFrames.map((thread) => h("details", { class: "thread", open: thread.crashed || thread.current },
+    h("summary", {}, `Thread ${thread.name || thread.id}`, thread.crashed ? " (crashed)" : "", thread.current ? " (current)" : ""),
+    framesView(thread.stacktrace))));
+}
+
+function breadcrumbsView(entry) {
+  const crumbs = [...((entry.data && entry.data.values) || [])].reverse();
+  return section("Breadcrumbs", h("table", { class: "crumbs" },
+    h("caption", { class: "visually-hidden" }, "Breadcrumbs, newest first"),
+    h("thead", {}, h("tr", {}, ["Time", "Category", "Level", "Message"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, crumbs.map((crumb) => h("tr", {},
+      h("td", { class: "when" }, crumbTime(crumb.timestamp)),
+      h("td", {}, crumb.category || crumb.type || ""),
+      h("td", {}, h("span", { class: ["level", levelClass(crumb.level)] }, crumb.level || "")),
+      h("td", {}, crumb.message || "", crumb.data ? h("pre", { class: "crumb-data" }, plain(crumb.data)) : null))))));
+}
+
+function crumbTime(timestamp) {
+  if (timestamp === null || timestamp === undefined) return "";
+  const date = typeof timestamp === "number" ? new Date(timestamp * 1000) : new Date(timestamp);
+  if (Number.isNaN(date.getTime())) return String(timestamp);
+  return h("time", { datetime: date.toISOString(), title: date.toISOString() },
+    date.toLocaleTimeString([], { hour12: false }));
+}
+
+function requestView(entry) {
+  const data = entry.data || {};
+  const headers = Array.isArray(data.headers) ? data.headers : Object.entries(data.headers || {});
+  return section("Request",
+    h("p", { class: "request-line" }, h("strong", {}, data.method || ""), " ", h("code", {}, data.url || "")),
+    keyValues([["Query", data.query], ["Body", data.data], ["Cookies", data.cookies && data.cookies.length ? data.cookies : null]]),
+    headers.length ? h("details", {}, h("summary", {}, `Headers (${headers.length})`), keyValues(headers)) : null);
+}
+
+function messageView(entry) {
+  const data = entry.data || {};
+  return section("Message", h("pre", { class: "message" }, data.formatted || data.message || ""));
+}
+
+const ENTRY_VIEWS = {
+  message: messageView, exception: exceptionView, threads: threadsView,
+  breadcrumbs: breadcrumbsView, request: requestView,
+};
+
+/** Tags of the event; each value links to the issue stream filtered by it. */
+function tagsView(event, tagHref) {
+  const tags = event.tags || [];
+  if (tags.length === 0) return null;
+  return section("Tags", h("ul", { class: "tag-pills" }, tags.map((tag) => h("li", {},
+    h("a", { href: tagHref(tag.key, tag.value), title: `Issues with ${tag.key}: ${tag.value}` },
+      h("span", { class: "tag-key" }, tag.key), h("span", { class: "tag-value" }, tag.value))))));
+}
+
+function contextsView(event) {
+  const blocks = [];
+  if (event.user && Object.keys(event.user).length) {
+    blocks.push(h("div", { class: "context" }, h("h4", {}, "User"), keyValues(Object.entries(event.user))));
+  }
+  for (const [name, context] of Object.entries(event.contexts || {})) {
+    const fields = context && typeof context === "object"
+      ? Object.entries(context).filter(([key]) => key !== "type") : [["value", context]];
+    blocks.push(h("div", { class: "context" }, h("h4", {}, name), keyValues(fields)));
+  }
+  if (event.sdk) {
+    blocks.push(h("div", { class: "context" }, h("h4", {}, "SDK"),
+      keyValues([["name", event.sdk.name], ["version", event.sdk.version]])));
+  }
+  return blocks.length ? section("Contexts", h("div", { class: "contexts" }, blocks)) : null;
+}
+
+export function eventView(event, tagHref) {
+  const entries = (event.entries || []).map((entry) => {
+    const view = ENTRY_VIEWS[entry.type];
+    return view ? view(entry) : null;
+  });
+  const summary = keyValues([["Release", event.release], ["Environment", event.environment],
+    ["Level", event.level], ["Platform", event.platform], ["Location", event.location]]);
+  return [
+    event.message && !(event.entries || []).some((e) => e.type === "message")
+      ? h("p", { class: "event-message" }, event.message) : null,
+    entries,
+    tagsView(event, tagHref),
+    section("Details", summary),
+    contextsView(event),
+  ];
+}

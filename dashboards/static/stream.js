@@ -1,0 +1,239 @@
+// The issue stream of one project: Sentry's search syntax, sort, status tabs, bulk actions
+// and cursor pagination, all reflected in the location hash.
+
+import { ApiError, request, seg } from "./api.js";
+import { sparkline } from "./chart.js";
+import { h, replace, time } from "./dom.js";
+import { STATUS_TABS, levelClass, relativeTime, shortCount, statusOfQuery, withStatus } from "./format.js";
+import { routes } from "./router.js";
+
+const PAGE_SIZE = 25;
+const DEFAULT_QUERY = "is:unresolved";
+const SORTS = [["date", "Last seen"], ["new", "First seen"], ["freq", "Events"], ["user", "Users"]];
+const SEARCH_KEYS = [
+  "is:unresolved|resolved|ignored", "level:error", "release:1.0", "environment:prod",
+  "user.email:…", "has:user", "!has:release", "browser:Chrome*", "times_seen:>10",
+  "firstSeen:-24h", "lastSeen:-7d", "error.type:ValueError", "\"free text\"",
+];
+
+// The stream's frame (search form, tabs, table) stays in place while only the results
+// change, so typing a query and paging keep the keyboard focus where it was.
+let frame = null;
+
+function streamState(route) {
+  const params = route.query;
+  return {
+    org: route.org, project: route.project,
+    query: params.has("query") ? params.get("query") : DEFAULT_QUERY,
+    sort: SORTS.some(([key]) => key === params.get("sort")) ? params.get("sort") : "date",
+    cursor: params.get("cursor"),
+  };
+}
+
+function hrefFor(state, changes) {
+  const next = { ...state, cursor: null, ...changes };
+  return routes.stream(next.org, next.project, {
+    query: next.query, sort: next.sort === "date" ? null : next.sort, cursor: next.cursor,
+  });
+}
+
+function buildFrame(ctx, state) {
+  const input = h("input", {
+    id: "search", name: "query", type: "search", autocomplete: "off", spellcheck: "false",
+    "aria-describedby": "search-hint search-error",
+  });
+  const sort = h("select", { id: "sort", name: "sort" },
+    SORTS.map(([key, label]) => h("option", { value: key }, label)));
+  const form = h("form", { role: "search", class: "search", "aria-label": "Search issues" },
+    h("label", { for: "search", class: "visually-hidden" }, "Search issues"), input,
+    h("label", { for: "sort" }, "Sort by"), sort,
+    h("button", { type: "submit", class: "button-primary" }, "Search"));
+  const hint = h("p", { id: "search-hint", class: "hint" }, "Sentry search syntax: ",
+    SEARCH_KEYS.map((key, i) => [i ? " " : "", h("code", {}, key)]));
+  const searchError = h("div", { id: "search-error", role: "alert" });
+  const tabs = h("nav", { class: "tabs", "aria-label": "Issue status" });
+  const bulk = h("div", { class: "bulk", role: "toolbar", "aria-label": "Bulk actions" });
+  const results = h("div", { class: "results", "aria-live": "polite" });
+  const pager = h("nav", { class: "pager", "aria-label": "Pages" });
+  const title = h("h1", { tabindex: "-1" });
+  const root = h("div", { class: "stream" }, title, form, hint, searchError, tabs, bulk, results, pager);
+  const built = { root, title, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const target = hrefFor(built.state, { query: input.value, sort: sort.value });
+    // The same search again is a refresh: the hash does not change, so no hashchange.
+    const before = location.hash;
+    location.hash = target;
+    if (location.hash === before) built.ctx.reload();
+  });
+  sort.addEventListener("change", () => {
+    location.hash = hrefFor(built.state, { query: input.value, sort: sort.value });
+  });
+  replace(ctx.main, root);
+  return built;
+}
+
+function renderTabs(f, state) {
+  const active = statusOfQuery(state.query);
+  replace(f.tabs, STATUS_TABS.map(([status, label]) => h("a", {
+    href: hrefFor(state, { query: withStatus(state.query, status) }),
+    "aria-current": status === active ? "page" : null,
+    class: "tab",
+  }, label)));
+}
+
+function statusBadge(issue) {
+  if (issue.status === "unresolved") {
+    return ["new", "regressed", "escalating"].includes(issue.substatus)
+      ? h("span", { class: `badge badge-${issue.substatus}` }, issue.substatus) : null;
+  }
+  return h("span", { class: `badge badge-${issue.status === "resolved" ? "resolved" : "ignored"}` }, issue.status);
+}
+
+function issueRow(ctx, state, issue, selected, onSelect) {
+  const box = h("input", {
+    type: "checkbox", value: issue.id, checked: selected.has(issue.id),
+    "aria-label": `Select ${issue.shortId}: ${issue.title}`,
+    onchange: (e) => onSelect(issue.id, e.target.checked),
+  });
+  return h("tr", { dataset: { issueId: issue.id } },
+    h("td", { class: "check" }, box),
+    h("td", { class: "issue" },
+      h("a", { class: "issue-title", href: routes.issue(state.org, issue.id) }, issue.title || "(no title)"),
+      h("div", { class: "issue-meta" },
+        h("span", { class: ["level", levelClass(issue.level)] }, issue.level || "—"),
+        h("span", { class: "short-id" }, issue.shortId),
+        statusBadge(issue),
+        h("span", { class: "culprit" }, issue.culprit || ""))),
+    h("td", { class: "graph" }, sparkline(issue.stats && issue.stats["24h"])),
+    h("td", { class: "num" }, h("span", { title: issue.count }, shortCount(issue.count))),
+    h("td", { class: "num" }, h("span", { title: String(issue.userCount ?? 0) }, shortCount(issue.userCount ?? 0))),
+    h("td", { class: "when" }, time(issue.firstSeen, relativeTime(issue.firstSeen))),
+    h("td", { class: "when" }, time(issue.lastSeen, relativeTime(issue.lastSeen))));
+}
+
+async function bulkUpdate(ctx, state, ids, body, done) {
+  const params = ids.map((id) => ["id", id]);
+  try {
+    await request(`/projects/${seg(state.org)}/${seg(state.project)}/issues/`, { method: "PUT", body, params });
+    ctx.notify(done);
+    await ctx.reload();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) ctx.notify(err.detail || String(err), "error");
+  }
+}
+
+function buildBulkBar(ctx, f, state, issues, selected) {
+  const ids = () => [...selected];
+  const label = () => `${selected.size} ${selected.size === 1 ? "issue" : "issues"}`;
+  const all = h("input", { type: "checkbox", id: "select-all", disabled: issues.length === 0 });
+  const resolve = h("button", {
+    type: "button",
+    onclick: () => bulkUpdate(ctx, state, ids(), { status: "resolved" }, `Resolved ${label()}`),
+  }, "Resolve");
+  const ignore = h("button", {
+    type: "button",
+    onclick: () => bulkUpdate(ctx, state, ids(), { status: "ignored" }, `Ignored ${label()}`),
+  }, "Ignore");
+  const merge = h("button", {
+    type: "button", title: "Merge the selected issues into the one with the most events",
+    onclick: () => {
+      if (window.confirm(`Merge ${label()} into one? Their events and hashes move to the issue with the most events.`)) {
+        bulkUpdate(ctx, state, ids(), { merge: 1 }, `Merged ${label()}`);
+      }
+    },
+  }, "Merge");
+  const count = h("span", { class: "muted selected-count", "aria-live": "polite" });
+  // Updated in place, so the checkbox or button in use keeps the keyboard focus.
+  const update = () => {
+    const n = selected.size;
+    all.checked = issues.length > 0 && n === issues.length;
+    all.indeterminate = n > 0 && n < issues.length;
+    resolve.disabled = ignore.disabled = n === 0;
+    merge.disabled = n < 2;
+    replace(count, n ? `${n} selected` : "");
+    for (const box of f.results.querySelectorAll("tbody input[type=checkbox]")) box.checked = selected.has(box.value);
+  };
+  all.addEventListener("change", () => {
+    for (const issue of issues) (all.checked ? selected.add(issue.id) : selected.delete(issue.id));
+    update();
+  });
+  replace(f.bulk, h("label", { class: "select-all" }, all, h("span", {}, "Select all")),
+    resolve, ignore, merge, count);
+  return update;
+}
+
+function renderTable(ctx, f, state, issues, selected, onSelect) {
+  if (issues.length === 0) {
+    replace(f.results, h("p", { class: "empty" },
+      state.query ? ["No issues match ", h("code", {}, state.query), "."] : "No issues yet.",
+      " ", h("a", { href: routes.setup(state.org, state.project) }, "How to send events")));
+    return;
+  }
+  replace(f.results, h("table", { class: "issues" },
+    h("caption", { class: "visually-hidden" }, `Issues matching ${state.query || "everything"}`),
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col", class: "check" }, h("span", { class: "visually-hidden" }, "Selected")),
+      h("th", { scope: "col" }, "Issue"),
+      h("th", { scope: "col", class: "graph" }, "Last 24 h"),
+      h("th", { scope: "col", class: "num" }, "Events"),
+      h("th", { scope: "col", class: "num" }, "Users"),
+      h("th", { scope: "col", class: "when" }, "First seen"),
+      h("th", { scope: "col", class: "when" }, "Last seen"))),
+    h("tbody", {}, issues.map((issue) => issueRow(ctx, state, issue, selected, onSelect)))));
+}
+
+function pageLink(state, link, label, rel) {
+  if (!link || !link.results || !link.cursor) {
+    return h("span", { class: "button disabled", "aria-disabled": "true" }, label);
+  }
+  return h("a", { class: "button", rel, href: hrefFor(state, { cursor: link.cursor }) }, label);
+}
+
+export async function renderStream(ctx) {
+  const state = streamState(ctx.route);
+  const key = `${state.org}/${state.project}`;
+  if (!frame || frame.key !== key || !ctx.main.contains(frame.root)) frame = buildFrame(ctx, state);
+  const f = frame;
+  f.state = state;
+  f.ctx = ctx;
+  ctx.rememberStream(state.org, state.project, location.hash || routes.stream(state.org, state.project));
+  ctx.setTitle(`Issues · ${key}`);
+  replace(f.title, "Issues ", h("span", { class: "muted" }, key));
+  if (document.activeElement !== f.input) f.input.value = state.query;
+  f.sort.value = state.sort;
+  renderTabs(f, state);
+  f.results.setAttribute("aria-busy", "true");
+  let answer;
+  try {
+    answer = await request(`/projects/${seg(state.org)}/${seg(state.project)}/issues/`, {
+      params: [["query", state.query], ["sort", state.sort], ["limit", String(PAGE_SIZE)], ["cursor", state.cursor]],
+    });
+  } catch (err) {
+    if (!ctx.current()) return;
+    f.results.removeAttribute("aria-busy");
+    if (err instanceof ApiError && err.status === 400) {
+      f.input.setAttribute("aria-invalid", "true");
+      replace(f.searchError, ctx.errorBox(err));
+      replace(f.results);
+      replace(f.bulk);
+      replace(f.pager);
+      return;
+    }
+    throw err;
+  }
+  if (!ctx.current()) return;
+  f.results.removeAttribute("aria-busy");
+  f.input.removeAttribute("aria-invalid");
+  replace(f.searchError);
+  const issues = answer.data || [];
+  const selected = new Set();
+  renderTable(ctx, f, state, issues, selected, (id, checked) => {
+    (checked ? selected.add(id) : selected.delete(id));
+    updateBulk();
+  });
+  const updateBulk = buildBulkBar(ctx, f, state, issues, selected);
+  updateBulk();
+  const link = answer.link || {};
+  replace(f.pager, pageLink(state, link.previous, "← Previous", "prev"), pageLink(state, link.next, "Next →", "next"));
+}

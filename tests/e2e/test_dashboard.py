@@ -1,0 +1,224 @@
+"""The web dashboard in a real browser (Debian's Chromium driven by Playwright) against a
+running ``crashray up``: log in, find an issue the real Python SDK sent, read its stack trace
+and resolve it. Screenshots of each step are saved under the test's ``tmp_path``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import CrashrayProcess
+
+pytestmark = pytest.mark.e2e
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = Path("/usr/bin/chromium")
+#: Every wait in the browser; ingest → issue usually takes about a second.
+STEP_TIMEOUT_MS = 15_000
+ISSUE_APPEARS_TIMEOUT_S = 30
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists() and os.environ.get("CI") != "true",
+    reason="apt-get install chromium (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def dashboard_user(crashray_up: CrashrayProcess) -> tuple[str, str]:
+    """A user who owns the ``crashray`` organization, made with the CLI as a person would."""
+    username, password = f"dash-{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    subprocess.run([sys.executable, "-m", "cluster.cli", "user", "create", username,
+                    "--password-stdin", "--org", "crashray", "--role", "owner",
+                    "--data-dir", str(crashray_up.data_dir)], input=password + "\n",
+                   capture_output=True, text=True, timeout=120, check=True, cwd=HERE.parents[1])
+    return username, password
+
+
+def send_python(c: CrashrayProcess, marker: str) -> None:
+    subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "2"],
+                   env={**os.environ, "CRASHRAY_DSN": c.dsn}, capture_output=True, text=True,
+                   timeout=60, check=True)
+
+
+def test_dashboard_files_are_served_with_their_types_and_cache_headers(
+        crashray_up: CrashrayProcess) -> None:
+    base = crashray_up.base_url
+    index = httpx.get(f"{base}/", timeout=10)
+    assert index.status_code == 200
+    assert index.headers["content-type"].startswith("text/html")
+    assert index.headers["cache-control"] == "no-cache"
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    versioned = re.search(r'src="(/static/v-[0-9a-f]+)/app\.js"', index.text)
+    assert versioned, "index.html names its modules under a versioned prefix"
+
+    module = httpx.get(f"{base}{versioned[1]}/stream.js", timeout=10)
+    assert module.status_code == 200
+    assert module.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "immutable" in module.headers["cache-control"]
+
+    plain = httpx.get(f"{base}/static/app.css", timeout=10)
+    assert plain.headers["content-type"] == "text/css; charset=utf-8"
+    assert plain.headers["cache-control"] == "no-cache"
+    again = httpx.get(f"{base}/static/app.css", headers={"If-None-Match": plain.headers["etag"]},
+                      timeout=10)
+    assert again.status_code == 304
+
+    for bad in ("/static/../index.html", "/static/%2e%2e/assets.py", "/static/nope.js",
+                "/static/v-0/../../cluster/settings.py"):
+        assert httpx.get(f"{base}{bad}", timeout=10).status_code == 404, bad
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@needs_chromium
+def test_dashboard_modules_parse_links_routes_and_status_queries(
+        crashray_up: CrashrayProcess, browser: object) -> None:
+    """The pure helpers of the page, run by the browser itself (no Node.js needed)."""
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    page = browser.new_page()
+    try:
+        page.goto(f"{crashray_up.base_url}/")
+        found = page.evaluate("""async () => {
+            const api = await import("/static/api.js");
+            const fmt = await import("/static/format.js");
+            const router = await import("/static/router.js");
+            return {
+                link: api.parseLink('<http://x/?query=a%2Cb&cursor=0:0:1>; rel="previous"; '
+                    + 'results="false"; cursor="0:0:1", <http://x/?cursor=0:25:0>; rel="next"; '
+                    + 'results="true"; cursor="0:25:0"'),
+                resolved: fmt.withStatus("is:unresolved level:error", "resolved"),
+                fromNothing: fmt.withStatus(null, "ignored"),
+                statuses: [fmt.statusOfQuery(null), fmt.statusOfQuery("level:error is:ignored"),
+                           fmt.statusOfQuery("is:resolved is:ignored")],
+                route: router.parseRoute(router.routes.stream("acme", "web app", {query: "is:resolved x"})),
+                issue: router.parseRoute("#/acme/issues/42?event=latest"),
+                bars: fmt.sparkBars([[0, 0], [3600, 4], [7200, 2]], 30, 10).map((b) => b.height),
+            };
+        }""")
+    finally:
+        page.close()
+    assert found["link"] == {"previous": {"cursor": "0:0:1", "results": False},
+                             "next": {"cursor": "0:25:0", "results": True}}
+    assert found["resolved"] == "is:resolved level:error"
+    assert found["fromNothing"] == "is:ignored"
+    assert found["statuses"] == ["unresolved", "ignored", None]
+    assert (found["route"]["name"], found["route"]["org"], found["route"]["project"]) == (
+        "stream", "acme", "web app")
+    assert (found["issue"]["name"], found["issue"]["id"]) == ("issue", "42")
+    assert found["bars"] == [0, 10, 5]
+
+
+@needs_chromium
+def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    from playwright.sync_api import Browser, Page, expect
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:10]
+    title = f"ValueError: card {marker} declined"
+    send_python(crashray_up, marker)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page: Page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    # A 401/400 answer is logged by Chromium as a failed resource load: expected here.
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and "Failed to load resource" not in msg.text else None)
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+    try:
+        # 1. Not logged in: the login form; a wrong password shows the API's words.
+        page.goto(f"{crashray_up.base_url}/")
+        expect(page.get_by_role("heading", name="Log in to Crashray")).to_be_visible()
+        username, password = dashboard_user
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill("not-the-password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#login-error")).to_have_text("wrong username or password")
+        shot("1-login-error")
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+
+        # 2. The stream of the default project, then a search by the marker (free text),
+        # repeated until the consumers have made the issue.
+        expect(page.get_by_role("heading", name=re.compile(r"^Issues"))).to_be_visible()
+        expect(page.get_by_role("link", name="Unresolved")).to_have_attribute(
+            "aria-current", "page")
+        shot("2-stream")
+        search = page.get_by_role("searchbox", name="Search issues")
+        search.fill(f"is:unresolved {marker}")
+        row = page.locator("table.issues tbody tr", has_text=title)
+        for _ in range(ISSUE_APPEARS_TIMEOUT_S * 2):
+            search.press("Enter")
+            try:
+                expect(row).to_be_visible(timeout=500)
+                break
+            except AssertionError:
+                continue
+        expect(row).to_be_visible()
+        expect(row.locator("svg.spark")).to_have_attribute(
+            "aria-label", "2 events in the last 24 hours")
+        assert f"query=is%3Aunresolved+{marker}" in page.url
+        shot("3-search")
+
+        # A malformed query: the API's 400, position and all, under the search bar.
+        search.fill('level:"unclosed')
+        search.press("Enter")
+        expect(page.locator("#search-error")).to_contain_text("position")
+        search.fill(f"is:unresolved {marker}")
+        search.press("Enter")
+        expect(row).to_be_visible()
+
+        # 3. The issue: its stack trace, crash frame first, in the function that raised.
+        row.get_by_role("link", name=title).click()
+        expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+        expect(page.locator(".exc-value")).to_have_text(f"card {marker} declined")
+        crash_frame = page.locator(".frames > li.frame.in-app").first
+        expect(crash_frame.locator(".frame-function")).to_have_text("charge")
+        expect(crash_frame.locator(".source-line.current")).to_contain_text("raise ValueError")
+        expect(page.locator(".facet h3", has_text="release")).to_be_visible()
+        shot("4-issue")
+
+        # 4. Resolve it; the activity log says so.
+        page.get_by_role("button", name="Resolve", exact=True).click()
+        expect(page.locator("#issue-status")).to_have_text("Resolved")
+        expect(page.locator(".activity")).to_contain_text("Resolved")
+        shot("5-resolved")
+
+        # 5. Back in the stream it has left the Unresolved tab for the Resolved one.
+        page.get_by_role("link", name=re.compile("Issues ·")).click()
+        expect(page.get_by_role("link", name="Unresolved")).to_have_attribute(
+            "aria-current", "page")
+        expect(page.locator(".results .empty")).to_contain_text("No issues match")
+        expect(row).to_have_count(0)
+        page.get_by_role("link", name="Resolved", exact=True).click()
+        expect(row).to_be_visible()
+        shot("6-resolved-tab")
+        assert errors == []
+    finally:
+        shot("last")
+        context.close()
