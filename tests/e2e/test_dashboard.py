@@ -42,7 +42,8 @@ def dashboard_user(crashray_up: CrashrayProcess) -> tuple[str, str]:
 
 
 def send_python(c: CrashrayProcess, marker: str) -> None:
-    subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "2"],
+    subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "2",
+                    "CardDeclined"],
                    env={**os.environ, "CRASHRAY_DSN": c.dsn}, capture_output=True, text=True,
                    timeout=60, check=True)
 
@@ -134,7 +135,7 @@ def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
 
     assert isinstance(browser, Browser)
     marker = uuid.uuid4().hex[:10]
-    title = f"ValueError: card {marker} declined"
+    title = f"CardDeclined: card {marker} declined"
     send_python(crashray_up, marker)
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -199,7 +200,7 @@ def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
         expect(page.locator(".exc-value")).to_have_text(f"card {marker} declined")
         crash_frame = page.locator(".frames > li.frame.in-app").first
         expect(crash_frame.locator(".frame-function")).to_have_text("charge")
-        expect(crash_frame.locator(".source-line.current")).to_contain_text("raise ValueError")
+        expect(crash_frame.locator(".source-line.current")).to_contain_text("raise ERROR")
         expect(page.locator(".facet h3", has_text="release")).to_be_visible()
         shot("4-issue")
 
