@@ -616,8 +616,9 @@ class Api:
 
     def project_settings(self, project: ProjectRef) -> dict[str, Any]:
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT name, platform, date_added FROM projects WHERE id = %s",
-                               (project.id,)).fetchone()
+            row = conn.execute("SELECT name, platform, date_added, scrub_data, scrub_defaults,"
+                               " scrub_ip_addresses, sensitive_fields, exclude_fields"
+                               " FROM projects WHERE id = %s", (project.id,)).fetchone()
             grouping = grouping_settings(conn, [project.id]).get(project.id)
             spike = quota_store.spike_protection(conn, [project.id],
                                                  self.config.spike_defaults).get(project.id)
@@ -633,6 +634,9 @@ class Api:
                 "groupingEnhancements": grouping.grouping_enhancements,
                 "spikeProtection": {"enabled": spike.enabled, "multiplier": spike.multiplier,
                                     "floorPerHour": spike.floor_per_hour},
+                "dataScrubber": row[3], "dataScrubberDefaults": row[4],
+                "scrubIPAddresses": row[5], "sensitiveFields": list(row[6]),
+                "safeFields": list(row[7]),
                 "dateCreated": iso(row[2]),
                 "organization": {"slug": project.organization_slug}}
 
@@ -642,7 +646,8 @@ class Api:
             raise HTTPException(403, "this token lacks the scope project:write")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        updates = {**_rule_updates(body), **_naming_updates(body)}
+        updates: dict[str, Any] = {**_rule_updates(body), **_naming_updates(body),
+                                   **_scrubbing_updates(body)}
         config, auto_update = _grouping_update(body)
         spike = None
         if body.get("spikeProtection") is not None:
@@ -699,6 +704,30 @@ def _rule_updates(body: dict[str, Any]) -> dict[str, str]:
         except RuleSyntaxError as exc:  # both parsers' errors name the line and column
             raise HTTPException(400, f"{setting}: {exc}") from exc
         updates[column] = rules
+    return updates
+
+
+#: Sentry's data-scrubbing project fields → columns (relay-pii's legacy options).
+SCRUBBING_FLAGS = {"dataScrubber": "scrub_data", "dataScrubberDefaults": "scrub_defaults",
+                   "scrubIPAddresses": "scrub_ip_addresses"}
+SCRUBBING_LISTS = {"sensitiveFields": "sensitive_fields", "safeFields": "exclude_fields"}
+
+
+def _scrubbing_updates(body: dict[str, Any]) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    for setting, column in SCRUBBING_FLAGS.items():
+        if body.get(setting) is not None:
+            if not isinstance(body[setting], bool):
+                raise HTTPException(400, f"{setting} must be true or false")
+            updates[column] = body[setting]
+    for setting, column in SCRUBBING_LISTS.items():
+        if body.get(setting) is not None:
+            value = body[setting]
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and v.strip() and len(v) <= 200 for v in value):
+                raise HTTPException(400, f"{setting} must be a list of field names, e.g."
+                                         ' ["card_number"]')
+            updates[column] = [v.strip() for v in value]
     return updates
 
 
