@@ -433,11 +433,11 @@ class Api:
         hashes = self._issue_hashes(project, row.id)
         event_id = which
         if which in ("latest", "oldest"):
-            found = self.clickhouse.issue_events(project.organization_id, project.id, hashes,
-                                                 limit=1, oldest_first=which == "oldest")
-            if not found:
+            found = self.clickhouse.latest_event_id(project.organization_id, project.id,
+                                                    hashes, oldest=which == "oldest")
+            if found is None:
                 raise HTTPException(404, "Event not found")
-            event_id = found[0].event_id
+            event_id = found
         return self.event_detail(project, event_id, (row.id, hashes))
 
     def issue_tags(self, scope: Access, issue_id: int, key: str | None = None,

@@ -305,40 +305,39 @@ class ClickHouseStore:
                    key: str | None, top: int) -> list[tuple[str, int, int, list[tuple[str, int]]]]:
         """Per tag key of an issue's events (its tags plus level, environment and release):
         (key, events with it, distinct values, the ``top`` values with their counts), or
-        only ``key``'s when given."""
+        only ``key``'s when given. One scan: counted per (key, value), then ranked per key;
+        distinct event ids, so rows a re-delivery duplicated count once."""
         if not hashes:
             return []
         rows = self._client.query(
-            "SELECT k, count() AS events, uniqExact(v) AS distinct_values,"
-            " topK({top:UInt16})(v) AS top_values FROM (SELECT event_id,"
-            " arrayJoin(arrayConcat(arrayZip(mapKeys(tags), mapValues(tags)),"
-            " [('level', level), ('environment', environment), ('release', release)])) AS kv,"
-            " kv.1 AS k, kv.2 AS v FROM events WHERE organization_id = {org:UInt64}"
-            " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
-            " {hashes:Array(String)} LIMIT 1 BY event_id, k) WHERE v != ''"
-            " AND ({key:String} = '' OR k = {key:String})"
-            " GROUP BY k ORDER BY events DESC, k",
+            "SELECT k, sum(n) AS events, count() AS distinct_values,"
+            " arraySlice(arrayReverseSort(x -> x.2, groupArray((v, n))), 1, {top:UInt16})"
+            " FROM (SELECT kv.1 AS k, kv.2 AS v, uniqExact(event_id) AS n FROM events"
+            " ARRAY JOIN arrayConcat(arrayZip(mapKeys(tags), mapValues(tags)),"
+            " [('level', level), ('environment', environment), ('release', release)]) AS kv"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " AND toString(primary_hash) IN {hashes:Array(String)}"
+            " AND kv.2 != '' AND ({key:String} = '' OR kv.1 = {key:String})"
+            " GROUP BY k, v) GROUP BY k ORDER BY events DESC, k",
             parameters={"org": organization_id, "project": project_id, "hashes": list(hashes),
                         "top": top, "key": key or ""}).result_rows
-        facets = []
-        for k, events, distinct, top_values in rows:
-            counts = self._value_counts(organization_id, project_id, hashes, str(k),
-                                        list(top_values))
-            facets.append((str(k), int(events), int(distinct), counts))
-        return facets
+        return [(str(k), int(events), int(distinct),
+                 sorted(((str(v), int(n)) for v, n in values), key=lambda p: (-p[1], p[0])))
+                for k, events, distinct, values in rows]
 
-    def _value_counts(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                      key: str, values: list[str]) -> list[tuple[str, int]]:
+    def latest_event_id(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                        oldest: bool = False) -> str | None:
+        """The newest (or oldest) event of an issue, reading only ids and times."""
+        if not hashes:
+            return None
+        order = "ASC" if oldest else "DESC"
         rows = self._client.query(
-            "SELECT v, count() FROM (SELECT event_id, multiIf({key:String} = 'level', level,"
-            " {key:String} = 'environment', environment, {key:String} = 'release', release,"
-            " tags[{key:String}]) AS v FROM events WHERE organization_id = {org:UInt64}"
+            "SELECT toString(event_id) FROM events WHERE organization_id = {org:UInt64}"
             " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
-            " {hashes:Array(String)} LIMIT 1 BY event_id) WHERE v IN {values:Array(String)}"
-            " GROUP BY v ORDER BY count() DESC, v",
-            parameters={"org": organization_id, "project": project_id, "hashes": list(hashes),
-                        "key": key, "values": values}).result_rows
-        return [(str(r[0]), int(r[1])) for r in rows]
+            f" {{hashes:Array(String)}} ORDER BY timestamp {order}, event_id {order} LIMIT 1",
+            parameters={"org": organization_id, "project": project_id,
+                        "hashes": list(hashes)}).result_rows
+        return rows[0][0].replace("-", "") if rows else None
 
     def project_counts(self, project_id: int, since: dt.datetime, until: dt.datetime,
                        bucket_s: int) -> dict[dt.datetime, int]:
