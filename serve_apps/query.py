@@ -857,6 +857,12 @@ class ApiDeployment:
                    authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
         return self.api.tenancy.add_member(self.api.organization(authorization, org), body)
 
+    @app.put("/teams/{org}/{team}/")
+    def update_team(self, org: str, team: str, body: Annotated[Any, Body()] = None,
+                    authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:
+        return self.api.tenancy.update_team(self.api.organization(authorization, org), team,
+                                            body)
+
     @app.post("/teams/{org}/{team}/projects/", status_code=201)
     def create_project(self, org: str, team: str, body: Annotated[Any, Body()] = None,
                        authorization: Auth = NO_CREDENTIALS) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Routes (registered by ``serve_apps/query.py``)::
     GET    /api/0/organizations/{org}/members/          member:read
     POST   /api/0/organizations/{org}/members/          member:write {"username", "role",
                                                                       "teams": [slug]}
+    PUT    /api/0/teams/{org}/{team}/                   team:write   {"name"}
     POST   /api/0/teams/{org}/{team}/projects/          project:write {"slug", "name",
                                                                        "platform"}
     POST   /api/0/projects/{org}/{project}/keys/        project:write {"name"}
@@ -120,6 +121,18 @@ class TenancyApi:
             except tenancy.TenancyError as exc:
                 raise HTTPException(400, str(exc)) from exc
         return {"id": str(team_id), "slug": slug, "name": name}
+
+    def update_team(self, scope: Access, team_slug: str, body: Any) -> dict[str, Any]:
+        """A team's ``name`` (its slug stays)."""
+        need(scope, "team:write")
+        name = _text(body, "name")
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute("UPDATE teams SET name = %s WHERE organization_id = %s AND"
+                               " slug = %s RETURNING id", (name, scope.organization_id,
+                                                           team_slug)).fetchone()
+        if row is None:
+            raise HTTPException(404, NOT_FOUND)
+        return {"id": str(row[0]), "slug": team_slug, "name": name}
 
     def members(self, scope: Access) -> list[dict[str, Any]]:
         need(scope, "member:read")

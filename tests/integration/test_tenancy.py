@@ -121,6 +121,7 @@ def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
         ("PUT", f"organizations/{o}/", {"name": "taken"}),
         ("GET", f"organizations/{o}/teams/", None), ("GET", f"organizations/{o}/members/", None),
         ("POST", f"teams/{o}/backend/projects/", {"name": "intruder"}),
+        ("PUT", f"teams/{o}/backend/", {"name": "taken"}),
         ("POST", f"projects/{o}/web/keys/", {"name": "intruder"}),
         ("GET", f"projects/{o}/web/stats/", None),
         ("DELETE", f"issues/{i}/", None),  # last: it would delete the issue if it passed
@@ -225,6 +226,10 @@ def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
     assert team.status_code == 201
     assert call(crashray, "POST", f"organizations/{o}/teams/", tenants.alice,
                 {"slug": "mobile"}).status_code == 409
+    assert call(crashray, "PUT", f"teams/{o}/mobile/", tenants.alice,
+                {"name": "Mobile apps"}).json()["name"] == "Mobile apps"
+    assert call(crashray, "PUT", f"teams/{o}/nope/", tenants.alice,
+                {"name": "x"}).status_code == 404
     # A member may not create teams or add members (its role lacks team:write/member:write).
     assert call(crashray, "POST", f"organizations/{o}/teams/", tenants.bob,
                 {"slug": "rogue"}).status_code == 403
