@@ -123,6 +123,8 @@ def event_json(event: Mapping[str, Any], *, event_id: str, project_id: int, grou
         "environment": event.get("environment"), "dist": event.get("dist"),
         "tags": [{"key": str(k), "value": str(v)} for k, v in pairs],
         "user": event.get("user"), "contexts": event.get("contexts") or {},
+        # Sentry answers the event's ``extra`` as ``context``; ``extra`` kept too.
+        "context": event.get("extra") or {}, "extra": event.get("extra") or {},
         "sdk": event.get("sdk"), "fingerprints": event.get("fingerprint") or [],
         "entries": event_entries(event), "errors": event.get("errors") or [],
         "_meta": event.get("_meta") or {},

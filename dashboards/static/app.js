@@ -5,6 +5,8 @@ import { ApiError, get, request, setCsrfToken, whenUnauthorized } from "./api.js
 import { h, replace } from "./dom.js";
 import { renderIssue } from "./issue.js";
 import { renderLogin } from "./login.js";
+import { renderOrgSettings } from "./org_settings.js";
+import { renderProjectSettings } from "./project_settings.js";
 import { parseRoute, routes } from "./router.js";
 import { renderSetup } from "./setup.js";
 import { renderStream } from "./stream.js";
@@ -80,7 +82,8 @@ async function renderSwitcher(org, project) {
   replace(switcher,
     h("label", { for: "org-select" }, "Organization"), orgSelect,
     h("label", { for: "project-select" }, "Project"), projectSelect,
-    org && project ? h("a", { href: routes.setup(org, project), class: "quiet" }, "Set up SDK") : null);
+    org && project ? h("a", { href: routes.setup(org, project), class: "quiet" }, "Set up SDK") : null,
+    org ? h("a", { href: routes.orgSettings(org), class: "quiet" }, "Organization settings") : null);
   switcher.hidden = false;
   replace(account,
     h("span", { class: "who" }, session.user ? session.user.username : "token"),
@@ -156,6 +159,8 @@ async function show() {
       if (route.name === "stream") await renderStream(ctx);
       else if (route.name === "issue") await renderIssue(ctx);
       else if (route.name === "setup") await renderSetup(ctx);
+      else if (route.name === "projectSettings") await renderProjectSettings(ctx);
+      else if (route.name === "orgSettings") await renderOrgSettings(ctx);
       else replace(main, h("h1", { tabindex: "-1" }, "Not found"),
         h("p", {}, h("a", { href: routes.home() }, "Go to your issues")));
     }

@@ -10,11 +10,65 @@ function section(title, ...children) {
   return h("section", { class: "entry", "aria-labelledby": id }, h("h3", { id }, title), ...children);
 }
 
-function keyValues(pairs) {
-  const rows = pairs.filter(([, value]) => value !== null && value !== undefined && value !== "");
+// What the server scrubbed reads "[Filtered]", and the event's `_meta` (Relay's shape, kept
+// beside the data it describes) says which rule did it: _meta.extra.password[""].rem =
+// [["@password:filter", "s", 0, 10]] (relay-event-schema's Meta: rule id, kind, range).
+const FILTERED = "[Filtered]";
+
+/** The `_meta` node for `path` (["extra", "password"]) of the event, or null. */
+export function metaAt(meta, path) {
+  let node = meta;
+  for (const part of path) {
+    if (!node || typeof node !== "object") return null;
+    node = node[String(part)];
+  }
+  return node && typeof node === "object" ? node : null;
+}
+
+/** Every removal recorded under a `_meta` node: [{path: "password", rule: "@password:filter"}]. */
+export function scrubRemarks(node, prefix = []) {
+  if (!node || typeof node !== "object") return [];
+  const found = [];
+  for (const [key, child] of Object.entries(node)) {
+    if (key === "") {
+      const remarks = child && Array.isArray(child.rem) ? child.rem : [];
+      for (const remark of remarks) {
+        if (Array.isArray(remark)) found.push({ path: prefix.join("."), rule: String(remark[0]) });
+      }
+    } else found.push(...scrubRemarks(child, [...prefix, key]));
+  }
+  return found;
+}
+
+/** Whether a value is, or holds, the scrubbed placeholder. */
+export function holdsFiltered(value) {
+  if (typeof value === "string") return value.includes(FILTERED);
+  if (value && typeof value === "object") return Object.values(value).some(holdsFiltered);
+  return false;
+}
+
+/** The "filtered" badge: the rules in a tooltip and, for screen readers, in hidden text. */
+function filteredBadge(value, metaNode) {
+  const remarks = scrubRemarks(metaNode);
+  if (remarks.length === 0 && !holdsFiltered(value)) return null;
+  const rules = remarks.map((r) => (r.path ? `${r.path}: ${r.rule}` : r.rule));
+  const title = rules.length ? `Scrubbed by the server (rule ${rules.join(", ")})` : "Scrubbed by the server";
+  return h("span", { class: "badge badge-filtered", title, dataset: { rules: remarks.map((r) => r.rule).join(" ") } },
+    "filtered", h("span", { class: "visually-hidden" }, rules.length ? `: rule ${rules.join(", ")}` : ""));
+}
+
+/** A value cell: the value as text, marked when the server scrubbed it. */
+function valueCell(value, metaNode) {
+  return h("td", {}, h("pre", {}, plain(value)), filteredBadge(value, metaNode));
+}
+
+/** [[key, value], …] as a table; `metaOf(key, index)` is the `_meta` node of a row's value. */
+function keyValues(pairs, metaOf = () => null) {
+  const rows = pairs.map((pair, index) => [...pair, index])
+    .filter(([, value]) => value !== null && value !== undefined && value !== "");
   if (rows.length === 0) return h("p", { class: "muted" }, "None.");
-  return h("table", { class: "kv" }, h("tbody", {}, rows.map(([key, value]) =>
-    h("tr", {}, h("th", { scope: "row" }, key), h("td", {}, h("pre", {}, plain(value)))))));
+  return h("table", { class: "kv" }, h("tbody", {}, rows.map(([key, value, index]) =>
+    h("tr", {}, h("th", { scope: "row" }, key), valueCell(value, metaOf(key, index))))));
 }
 
 function frameLocation(frame) {
@@ -123,13 +177,21 @@ function crumbTime(timestamp) {
     date.toLocaleTimeString([], { hour12: false }));
 }
 
-function requestView(entry) {
+// The request entry's fields under their stored (Relay) names, where `_meta` keeps them.
+const REQUEST_META_FIELD = { Query: "query_string", Body: "data", Cookies: "cookies" };
+
+function requestView(entry, meta) {
   const data = entry.data || {};
   const headers = Array.isArray(data.headers) ? data.headers : Object.entries(data.headers || {});
+  const requestMeta = metaAt(meta, ["request"]);
+  // Headers are stored as [name, value] pairs: a value's meta is at headers.<index>.1.
+  const headerMeta = (key, index) => metaAt(requestMeta, Array.isArray(data.headers) ? ["headers", index, "1"] : ["headers", key]);
   return section("Request",
     h("p", { class: "request-line" }, h("strong", {}, data.method || ""), " ", h("code", {}, data.url || "")),
-    keyValues([["Query", data.query], ["Body", data.data], ["Cookies", data.cookies && data.cookies.length ? data.cookies : null]]),
-    headers.length ? h("details", {}, h("summary", {}, `Headers (${headers.length})`), keyValues(headers)) : null);
+    keyValues([["Query", data.query], ["Body", data.data], ["Cookies", data.cookies && data.cookies.length ? data.cookies : null]],
+      (key) => metaAt(requestMeta, [REQUEST_META_FIELD[key]])),
+    headers.length ? h("details", { open: headers.some(([, v]) => holdsFiltered(v)) || null },
+      h("summary", {}, `Headers (${headers.length})`), keyValues(headers, headerMeta)) : null);
 }
 
 function messageView(entry) {
@@ -152,14 +214,17 @@ function tagsView(event, tagHref) {
 }
 
 function contextsView(event) {
+  const meta = event._meta;
   const blocks = [];
   if (event.user && Object.keys(event.user).length) {
-    blocks.push(h("div", { class: "context" }, h("h4", {}, "User"), keyValues(Object.entries(event.user))));
+    blocks.push(h("div", { class: "context" }, h("h4", {}, "User"),
+      keyValues(Object.entries(event.user), (key) => metaAt(meta, ["user", key]))));
   }
   for (const [name, context] of Object.entries(event.contexts || {})) {
     const fields = context && typeof context === "object"
       ? Object.entries(context).filter(([key]) => key !== "type") : [["value", context]];
-    blocks.push(h("div", { class: "context" }, h("h4", {}, name), keyValues(fields)));
+    blocks.push(h("div", { class: "context" }, h("h4", {}, name),
+      keyValues(fields, (key) => metaAt(meta, ["contexts", name, key]))));
   }
   if (event.sdk) {
     blocks.push(h("div", { class: "context" }, h("h4", {}, "SDK"),
@@ -168,10 +233,17 @@ function contextsView(event) {
   return blocks.length ? section("Contexts", h("div", { class: "contexts" }, blocks)) : null;
 }
 
+/** The event's `extra` ("Additional data"), when the API includes it. */
+function extraView(event) {
+  const extra = event.extra;
+  if (!extra || typeof extra !== "object" || Object.keys(extra).length === 0) return null;
+  return section("Additional data", keyValues(Object.entries(extra), (key) => metaAt(event._meta, ["extra", key])));
+}
+
 export function eventView(event, tagHref) {
   const entries = (event.entries || []).map((entry) => {
     const view = ENTRY_VIEWS[entry.type];
-    return view ? view(entry) : null;
+    return view ? view(entry, event._meta) : null;
   });
   const summary = keyValues([["Release", event.release], ["Environment", event.environment],
     ["Level", event.level], ["Platform", event.platform], ["Location", event.location]]);
@@ -180,6 +252,7 @@ export function eventView(event, tagHref) {
       ? h("p", { class: "event-message" }, event.message) : null,
     entries,
     tagsView(event, tagHref),
+    extraView(event),
     section("Details", summary),
     contextsView(event),
   ];

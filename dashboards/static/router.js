@@ -2,6 +2,8 @@
 //   #/login?next=…                           the login form
 //   #/{org}/{project}/issues?query=&sort=&cursor=   the issue stream
 //   #/{org}/{project}/setup                   where to send events (the project's DSNs)
+//   #/{org}/{project}/settings                the project's keys, scrubbing, grouping, spikes
+//   #/{org}/settings                          the organization's members, teams and your tokens
 //   #/{org}/issues/{id}?event={eventId}       one issue and one of its events
 
 const enc = encodeURIComponent;
@@ -20,6 +22,8 @@ export const routes = {
   home: () => "#/",
   stream: (org, project, query) => withQuery(`#/${enc(org)}/${enc(project)}/issues`, query),
   setup: (org, project) => `#/${enc(org)}/${enc(project)}/setup`,
+  projectSettings: (org, project) => `#/${enc(org)}/${enc(project)}/settings`,
+  orgSettings: (org) => `#/${enc(org)}/settings`,
   issue: (org, id, query) => withQuery(`#/${enc(org)}/issues/${enc(id)}`, query),
 };
 
@@ -42,6 +46,12 @@ export function parseRoute(hash) {
   }
   if (parts.length === 3 && parts[2] === "setup") {
     return { name: "setup", org: parts[0], project: parts[1], query };
+  }
+  if (parts.length === 3 && parts[2] === "settings") {
+    return { name: "projectSettings", org: parts[0], project: parts[1], query };
+  }
+  if (parts.length === 2 && parts[1] === "settings") {
+    return { name: "orgSettings", org: parts[0], query };
   }
   if (parts.length === 3 && parts[1] === "issues" && /^\d+$/.test(parts[2])) {
     return { name: "issue", org: parts[0], id: parts[2], query };

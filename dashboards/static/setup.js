@@ -3,11 +3,12 @@
 import { get, seg } from "./api.js";
 import { h, replace } from "./dom.js";
 
-function snippets(dsn) {
+/** The SDK set-up lines for a DSN, under `heading` elements (h2 here, h4 in settings). */
+export function snippets(dsn, heading = "h2") {
   return [
-    h("h2", {}, "Python"),
+    h(heading, {}, "Python"),
     h("pre", {}, h("code", {}, `pip install sentry-sdk\n\nimport sentry_sdk\nsentry_sdk.init(dsn="${dsn}")`)),
-    h("h2", {}, "Node.js"),
+    h(heading, {}, "JavaScript (Node.js)"),
     h("pre", {}, h("code", {}, `npm install @sentry/node\n\nconst Sentry = require("@sentry/node");\nSentry.init({ dsn: "${dsn}" });`)),
   ];
 }

@@ -56,7 +56,9 @@ function buildFrame(ctx, state) {
   const results = h("div", { class: "results", "aria-live": "polite" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
   const title = h("h1", { tabindex: "-1" });
-  const root = h("div", { class: "stream" }, title, form, hint, searchError, tabs, bulk, results, pager);
+  const header = h("div", { class: "page-head" }, title,
+    h("a", { class: "button", href: routes.projectSettings(state.org, state.project) }, "Project settings"));
+  const root = h("div", { class: "stream" }, header, form, hint, searchError, tabs, bulk, results, pager);
   const built = { root, title, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
   form.addEventListener("submit", (e) => {
     e.preventDefault();

@@ -101,7 +101,18 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
             const api = await import("/static/api.js");
             const fmt = await import("/static/format.js");
             const router = await import("/static/router.js");
+            const ev = await import("/static/event.js");
+            const settings = await import("/static/project_settings.js");
+            const meta = {extra: {password: {"": {rem: [["@password:filter", "s", 0, 10]]}}},
+                          request: {data: {card: {"": {rem: [["@creditcard:filter", "s"]]}}}}};
             return {
+                ruleError: settings.ruleErrorOf("fingerprintingRules: line 2, column 5: bad"),
+                notRuleError: settings.ruleErrorOf("spikeProtection.enabled must be true"),
+                remarks: ev.scrubRemarks(ev.metaAt(meta, ["request"])),
+                direct: ev.scrubRemarks(ev.metaAt(meta, ["extra", "password"])),
+                filtered: [ev.holdsFiltered({a: ["x", "[Filtered]"]}), ev.holdsFiltered("x")],
+                settingsRoutes: [router.parseRoute(router.routes.projectSettings("acme", "web")),
+                                 router.parseRoute(router.routes.orgSettings("acme"))],
                 link: api.parseLink('<http://x/?query=a%2Cb&cursor=0:0:1>; rel="previous"; '
                     + 'results="false"; cursor="0:0:1", <http://x/?cursor=0:25:0>; rel="next"; '
                     + 'results="true"; cursor="0:25:0"'),
@@ -125,6 +136,13 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
         "stream", "acme", "web app")
     assert (found["issue"]["name"], found["issue"]["id"]) == ("issue", "42")
     assert found["bars"] == [0, 10, 5]
+    assert found["ruleError"] == {"setting": "fingerprintingRules", "line": 2}
+    assert found["notRuleError"] is None
+    assert found["remarks"] == [{"path": "data.card", "rule": "@creditcard:filter"}]
+    assert found["direct"] == [{"path": "", "rule": "@password:filter"}]
+    assert found["filtered"] == [True, False]
+    assert [(r["name"], r["org"], r.get("project")) for r in found["settingsRoutes"]] == [
+        ("projectSettings", "acme", "web"), ("orgSettings", "acme", None)]
 
 
 @needs_chromium
@@ -219,6 +237,114 @@ def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
         page.get_by_role("link", name="Resolved", exact=True).click()
         expect(row).to_be_visible()
         shot("6-resolved-tab")
+        assert errors == []
+    finally:
+        shot("last")
+        context.close()
+
+
+@needs_chromium
+def test_settings_pages_save_a_key_rate_limit_rules_and_a_team(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    """Project settings: a new key's rate limit survives a reload, a broken fingerprint rule
+    is refused next to its textarea (line named, text kept), a valid one saves; organization
+    settings: a team is created, and the same slug again gets the API's 409. What the test
+    changes is its own (a new key, a new team) or undone, as other e2e tests share the
+    instance and its default key."""
+    from playwright.sync_api import Browser, Page, expect
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:8]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page: Page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and "Failed to load resource" not in msg.text else None)
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+    try:
+        page.goto(f"{crashray_up.base_url}/")
+        username, password = dashboard_user
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("link", name="Project settings").click()
+        expect(page.get_by_role("heading", level=1, name=re.compile("^Project settings"))
+               ).to_be_visible()
+
+        # 1. A new key, rate-limited; the limit is still there after a reload.
+        key_name = f"e2e-{marker}"
+        page.get_by_label("New key name").fill(key_name)
+        page.get_by_role("button", name="Create key").click()
+        card = page.locator(".key-card", has=page.get_by_role("heading", name=key_name))
+        expect(card.locator("code.dsn")).to_contain_text("@")
+        card.get_by_label("Events").fill("100")
+        card.get_by_label("Per (seconds)").fill("60")
+        card.get_by_role("button", name="Save limit").click()
+        expect(card.locator(".current-limit")).to_have_text("(100 events per 60 s)")
+        page.reload()
+        expect(card.get_by_label("Events")).to_have_value("100")
+        expect(card.get_by_label("Per (seconds)")).to_have_value("60")
+        card.get_by_role("button", name="Disable").click()
+        expect(card.locator(".badge")).to_have_text("disabled")
+        shot("1-key-rate-limit")
+
+        # 2. A fingerprint rule that does not parse: the error names line 2, next to the
+        # textarea, which keeps the text; then a valid rule (matching nothing) saves.
+        rules = page.get_by_label("Fingerprint rules")
+        original_rules = rules.input_value()
+        broken = f"error.type:NoSuch{marker} -> no-such\nmessage:\"unclosed -> x"
+        rules.fill(broken)
+        page.get_by_role("button", name="Save grouping").click()
+        rule_error = page.locator("#rules-fingerprintingRules-error")
+        expect(rule_error).to_contain_text("Line 2")
+        expect(rule_error).to_contain_text("column")
+        expect(rules).to_have_attribute("aria-invalid", "true")
+        expect(rules).to_have_value(broken)
+        shot("2-rule-error")
+        rules.fill(f"error.type:NoSuch{marker} -> no-such-{marker}")
+        page.get_by_role("button", name="Save grouping").click()
+        expect(page.locator("#status")).to_have_text("Grouping saved")
+        expect(rule_error).to_be_empty()
+        expect(rules).not_to_have_attribute("aria-invalid", "true")
+        rules.fill(original_rules)
+        page.get_by_role("button", name="Save grouping").click()
+        expect(page.locator("#status")).to_have_text("Grouping saved")
+
+        # The new key goes again (a confirm dialog asks first).
+        page.once("dialog", lambda dialog: dialog.accept())
+        card.get_by_role("button", name="Delete").click()
+        expect(card).to_have_count(0)
+
+        # 3. Organization settings: a new team; the same slug again is the API's 409.
+        page.get_by_role("navigation", name="Settings").get_by_role(
+            "link", name="Organization settings").click()
+        expect(page.get_by_role("heading", level=1, name=re.compile("^Organization settings"))
+               ).to_be_visible()
+        expect(page.locator(".settings-table").first).to_contain_text(username)
+        team = f"team-{marker}"
+        page.get_by_label("New team slug").fill(team)
+        page.get_by_role("button", name="Create team").click()
+        expect(page.locator(".team-list")).to_contain_text(team)
+        page.get_by_label("New team slug").fill(team)
+        page.get_by_role("button", name="Create team").click()
+        expect(page.get_by_role("alert").filter(has_text="409")).to_contain_text(
+            "exists already")
+
+        # 4. A personal API token: shown once, selected for copying, then listed by name.
+        page.get_by_label("Token name").fill(f"token-{marker}")
+        page.get_by_role("button", name="Create token").click()
+        expect(page.get_by_label("Your new token")).to_have_value(re.compile(r"^crs_"))
+        expect(page.locator(".settings-table", has_text=f"token-{marker}")).to_contain_text(
+            "event:read")
+        shot("3-org-settings")
         assert errors == []
     finally:
         shot("last")

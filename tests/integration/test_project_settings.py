@@ -47,7 +47,8 @@ def test_sensitive_and_safe_fields_set_through_the_api_are_applied(
                                      ).json(), 30, "the issue")
     latest = call(crashray, "GET", f"issues/{issues[0]['id']}/events/latest/").json()
     stored = call(crashray, "GET", f"projects/crashray/{slug}/events/{latest['id']}/").json()
-    assert stored["_meta"]  # the scrubbed field is marked, as Sentry marks it
+    assert stored["_meta"]["extra"]["shoe_size"]  # marked as scrubbed, as Sentry marks it
+    assert stored["context"]["shoe_size"] == "[Filtered]"
     body = orjson.loads(clickhouse_store(crashray.runtime.clickhouse_dsn).event_body(
         1, project_id, latest["id"]))
     assert body["extra"]["shoe_size"] == "[Filtered]"
