@@ -12,6 +12,7 @@ import pytest
 
 from cluster.runtime import Runtime, StartInfo
 from cluster.settings import Settings
+from storage.clickhouse import ClickHouseStore
 from tests.support import free_port, scratch_database
 
 
@@ -22,6 +23,17 @@ class RunningCrashray:
     base_url: str
     public_key: str
     settings: Settings
+
+
+@pytest.fixture(scope="session")
+def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
+    """The real ClickHouse engine in this process, migrated. chDB runs one engine per
+    process and refuses a second data path, so every in-process store of a test session is
+    this one; tests keep apart by their own organization ids."""
+    clickhouse = ClickHouseStore(f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}")
+    clickhouse.migrate()
+    yield clickhouse
+    clickhouse.close()
 
 
 @pytest.fixture(scope="package")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,13 +22,8 @@ _ORG_IDS = itertools.count(7_100_000, 2)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
-    # chDB runs one engine per process and refuses a second data path, so every in-process
-    # store of a test session opens this one path (re-opening the same path is allowed).
-    clickhouse = ClickHouseStore(f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}")
-    clickhouse.migrate()
-    yield clickhouse
-    clickhouse.close()
+def store(chdb_store: ClickHouseStore) -> ClickHouseStore:
+    return chdb_store
 
 
 @pytest.fixture

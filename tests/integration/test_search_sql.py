@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -25,13 +24,8 @@ EVIL = "x') OR 1=1 -- '; DROP TABLE events; {p0:String} \\"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
-    # chDB runs one engine per process and refuses a second data path, so every in-process
-    # store of a test session opens this one path (as tests/integration/test_outcome_stats).
-    clickhouse = ClickHouseStore(f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}")
-    clickhouse.migrate()
-    yield clickhouse
-    clickhouse.close()
+def store(chdb_store: ClickHouseStore) -> ClickHouseStore:
+    return chdb_store
 
 
 def event(org: int, name: str, hour: int, **columns: Any) -> dict[str, Any]:
