@@ -53,8 +53,7 @@ class IssueResolver:
             found = issue_store.issue_ids_for(self.conn, [candidates[i] for i in missing])
             for i, issue_id in zip(missing, found, strict=True):
                 result[i] = issue_id
-                if issue_id is not None:
-                    self._remember(candidates[i], issue_id)
+            self._remember([candidates[i] for i in missing])
         return result
 
     def _follow_epochs(self, project_ids: set[int]) -> None:
@@ -78,10 +77,19 @@ class IssueResolver:
                 self._issue_of.move_to_end((c.project_id, h))
         return issue_id
 
-    def _remember(self, c: issue_store.IssueCandidate, issue_id: int) -> None:
-        for h in c.hashes:
-            self._issue_of[(c.project_id, h)] = issue_id
-            self._issue_of.move_to_end((c.project_id, h))
+    def _remember(self, candidates: Sequence[issue_store.IssueCandidate]) -> None:
+        """Cache where the candidates' hashes point now, as PostgreSQL says: a hash of an
+        event can belong to another issue than the event joined (after an unmerge), and
+        must not be cached as the event's."""
+        by_project: dict[int, set[str]] = {}
+        for c in candidates:
+            by_project.setdefault(c.project_id, set()).update(c.hashes)
+        with self.conn.transaction():
+            for project_id, hashes in by_project.items():
+                owners = issue_store.issues_of_hashes(self.conn, project_id, sorted(hashes))
+                for h, issue_id in owners.items():
+                    self._issue_of[(project_id, h)] = issue_id
+                    self._issue_of.move_to_end((project_id, h))
         while len(self._issue_of) > self.max_cached_hashes:
             self._issue_of.popitem(last=False)
 

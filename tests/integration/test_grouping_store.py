@@ -135,3 +135,20 @@ def test_upgrades_move_only_auto_updating_projects_on_older_versions(
     assert (settings[1].config, settings[1].secondary_config) == ("v2", "v1")
     assert settings[pinned].config == "v1" and settings[current].secondary_config is None
     assert upgrade_grouping_configs(conn, "v2", ["v1"], 86_400) == []
+
+
+def test_a_hash_unmerged_to_another_issue_is_not_cached_as_the_events(
+        conn: psycopg.Connection[Any]) -> None:
+    """An event with hashes of two issues (A, and B unmerged from it) joins A; the cache
+    must still send events with only B's hash to B."""
+    from storage.issues import MovedEvents
+
+    resolver = IssueResolver(conn, max_cached_hashes=100)
+    [a] = resolver.issue_ids_for([candidate(A, B)])
+    assert a is not None
+    now = dt.datetime.now(dt.UTC)
+    with conn.transaction():
+        b = unmerge_hashes(conn, 1, a, [B], MovedEvents(0, now, now, "t", ""), "test")
+    assert resolver.issue_ids_for([candidate(A, B)]) == [a]
+    assert resolver.issue_ids_for([candidate(B)]) == [b]
+    assert resolver.issue_ids_for([candidate(B)]) == [b]  # from the cache, too
