@@ -31,6 +31,7 @@ import psycopg
 import ray
 
 from events.quotas import (
+    LEASE_TTL_S,
     SPIKE_BASELINE_HOURS,
     SPIKE_WINDOW_S,
     CounterKey,
@@ -48,6 +49,8 @@ from storage import quotas as quota_store
 
 log = logging.getLogger("crashray.rate_limit")
 
+#: Seconds after a lease ends during which its unused units may still come back.
+LEASE_RETURN_GRACE_S = 2.0
 #: Seconds between two passes that delete ended windows from ``quota_counters``.
 PRUNE_INTERVAL_S = 300.0
 
@@ -79,6 +82,8 @@ class RateLimiter:
         self._spike: dict[int, tuple[float, int, int | None]] = {}  # loaded, hour slot, limit
         self._pruned_at = clock()
         self.checked = 0
+        #: Leased units per counter, until (end of the lease + grace).
+        self._outstanding: list[tuple[float, CounterKey, int]] = []
 
     def check(self, usages: Sequence[Usage], returns: Sequence[Return] = ()
               ) -> list[Decision]:
@@ -86,7 +91,16 @@ class RateLimiter:
         the unused units of ended leases (``returns``)."""
         now = self.clock()
         self._refresh(usages, now)
-        verdicts = decide(usages, self._quotas_for, self.counters, now, leases=True)
+        self._outstanding = [o for o in self._outstanding if o[0] > now]
+        leased: dict[CounterKey, int] = {}
+        for _, key, units in self._outstanding:
+            leased[key] = leased.get(key, 0) + units
+        verdicts = decide(usages, self._quotas_for, self.counters, now, leases=True,
+                          leased=leased)
+        # A lease holds its units until it ends and the replica has had a chance to hand
+        # back what it did not use (its next call, or the once-a-second flush).
+        self._outstanding += [(now + LEASE_TTL_S + LEASE_RETURN_GRACE_S, key, units)
+                              for key, units in verdicts.leased.items()]
         for _, key, units in returns:
             if key in self.counters:  # a window that ended is gone anyway
                 verdicts.increments[key] = verdicts.increments.get(key, 0) - units

@@ -213,18 +213,21 @@ class Verdicts:
     #: Counter increments to persist, with each counter's window end (unix seconds).
     increments: dict[CounterKey, int] = field(default_factory=dict)
     expires_at: dict[CounterKey, float] = field(default_factory=dict)
+    #: Units newly held by leases, per counter.
+    leased: dict[CounterKey, int] = field(default_factory=dict)
 
 
 def decide(usages: Sequence[Usage], quotas_for: Callable[[Usage], Sequence[Quota]],
-           counters: Mapping[CounterKey, int], now: float, *, leases: bool = False
-           ) -> Verdicts:
+           counters: Mapping[CounterKey, int], now: float, *, leases: bool = False,
+           leased: Mapping[CounterKey, int] | None = None) -> Verdicts:
     """Admit or refuse each usage, category by category, in order: later usages of the batch
     see the counts of the earlier ones. ``counters`` is not changed; the increments are
     returned for the caller to apply and persist. With ``leases``, an accepted category of
     a sender also gets a ``Lease`` where every quota on it has room to spare (one per sender
-    and category in a batch)."""
+    and category in a batch); ``leased`` are the units leases already hold per counter, so
+    that all leases on a quota together never hold more than ``LEASE_FRACTION`` of it."""
     verdicts = Verdicts()
-    leased: set[tuple[int, int, int | None, str]] = set()
+    leased_senders: set[tuple[int, int, int | None, str]] = set()
     for usage in usages:
         quotas = [q for q in quotas_for(usage) if q.applies_to(usage)]
         accepted: set[str] = set()
@@ -237,10 +240,10 @@ def decide(usages: Sequence[Usage], quotas_for: Callable[[Usage], Sequence[Quota
                 continue
             accepted.add(category)
             sender = (usage.organization_id, usage.project_id, usage.key_id, category)
-            if leases and sender not in leased and category not in BYTE_CATEGORIES:
-                lease = _lease(usage, category, quotas, counters, verdicts, now)
+            if leases and sender not in leased_senders and category not in BYTE_CATEGORIES:
+                lease = _lease(usage, category, quotas, counters, verdicts, now, leased or {})
                 if lease is not None:
-                    leased.add(sender)
+                    leased_senders.add(sender)
                     granted.append(lease)
         verdicts.decisions.append(Decision(frozenset(accepted), tuple(limits),
                                            tuple(granted)))
@@ -248,8 +251,8 @@ def decide(usages: Sequence[Usage], quotas_for: Callable[[Usage], Sequence[Quota
 
 
 def _lease(usage: Usage, category: str, quotas: Sequence[Quota],
-           counters: Mapping[CounterKey, int], verdicts: Verdicts, now: float
-           ) -> Lease | None:
+           counters: Mapping[CounterKey, int], verdicts: Verdicts, now: float,
+           leased: Mapping[CounterKey, int]) -> Lease | None:
     """A lease of ``category`` for ``usage``'s sender, counted in every quota on it now;
     None when some quota has too little room (then every request is decided here)."""
     units, expires_at = LEASE_MAX_UNITS, now + LEASE_TTL_S
@@ -262,13 +265,15 @@ def _lease(usage: Usage, category: str, quotas: Sequence[Quota],
         expires_at = min(expires_at, window.expires_at)
         if quota.limit is not None:
             used = counters.get(key, 0) + verdicts.increments.get(key, 0)
-            units = min(units, int(quota.limit * LEASE_FRACTION), quota.limit - used)
+            held = leased.get(key, 0) + verdicts.leased.get(key, 0)
+            units = min(units, int(quota.limit * LEASE_FRACTION) - held, quota.limit - used)
         keys.append((key, window.expires_at))
     if units < LEASE_MIN_UNITS:
         return None
     for key, window_end in keys:
         verdicts.increments[key] = verdicts.increments.get(key, 0) + units
         verdicts.expires_at[key] = window_end
+        verdicts.leased[key] = verdicts.leased.get(key, 0) + units
     return Lease(usage.organization_id, usage.project_id, usage.key_id, category, units,
                  expires_at, tuple(k for k, _ in keys))
 

@@ -193,3 +193,18 @@ def test_a_replica_admits_on_its_lease_and_hands_back_what_is_left() -> None:
     assert book.admit(usage(5), NOW + 0.5)
     assert not book.admit(usage(), NOW + 1.0)  # expired
     assert book.expired(NOW + 1.0) == [(1, lease.counters[0], 495)]
+
+
+def test_leases_on_one_quota_together_hold_at_most_one_percent() -> None:
+    """An organization quota shared by 120 projects: one lease of 1 %, the rest decided
+    exactly, and nobody refused while the quota has room."""
+    shared = Quota("org", 1, "organization", None, frozenset({"error"}), 10_000, 3600)
+    senders = [usage(project=p, key=None) for p in range(120)]
+    verdicts = decide(senders, lambda u: [shared], {}, NOW, leases=True)
+    assert all(d.accepted == {"error"} for d in verdicts.decisions)
+    assert sum(len(d.leases) for d in verdicts.decisions) == 1
+    assert sum(verdicts.leased.values()) == 100
+    key = next(iter(verdicts.leased))
+    more = decide([usage(project=500, key=None)], lambda u: [shared], {}, NOW, leases=True,
+                  leased={key: 100})
+    assert more.decisions[0].leases == ()  # 1 % is already out on leases
