@@ -435,6 +435,10 @@ class LeaseBook:
         returns, self._returns = self._returns, []
         return returns
 
+    def give_back_later(self, returns: Iterable[Return]) -> None:
+        """Returns that could not be delivered: handed over again with the next ones."""
+        self._returns.extend(returns)
+
     def _give_back(self, lease: Lease, left: int) -> None:
         if left > 0:
             self._returns.extend((lease.organization_id, key, left) for key in lease.counters)

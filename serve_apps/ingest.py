@@ -53,6 +53,7 @@ from events.errors import (
     Unauthorized,
 )
 from events.quotas import (
+    EVENT_CATEGORIES,
     OUTCOMES_ITEM_TYPE,
     LeaseBook,
     LimitCache,
@@ -289,8 +290,12 @@ def usage_of(items: Sequence[QueuedItem]) -> Usage | None:
 
 def without_refused(items: Sequence[QueuedItem], limits: Sequence[RateLimit]
                     ) -> tuple[list[QueuedItem], list[QueuedItem]]:
-    """(kept, refused): an item goes when any of its categories is limited."""
+    """(kept, refused): an item goes when any of its categories is limited, and an event's
+    attachments go with a refused event (as Relay drops them: they would belong to
+    nothing)."""
     refused_categories = {c for limit in limits for c in limit.categories}
+    if refused_categories & EVENT_CATEGORIES and any(i.item_type == "event" for i in items):
+        refused_categories |= {"attachment", "attachment_item"}
     kept: list[QueuedItem] = []
     refused: list[QueuedItem] = []
     for item in items:
@@ -382,8 +387,7 @@ class IngestDeployment:
         usages = [None if leased else usage_of(items) for items, leased in requests]
         asked = [u for u in usages if u is not None and u.quantities]
         now = time.time()
-        decisions = iter(await check_usages(self._rate_limiters, asked,
-                                            self._leases.expired(now))
+        decisions = iter(await self._check(asked, now)
                          if asked and self._rate_limiters else [])
         accepted: list[QueuedItem] = []
         results: list[tuple[RateLimit, ...]] = []
@@ -402,6 +406,15 @@ class IngestDeployment:
             await asyncio.to_thread(self._queue.enqueue, accepted)
         return results
 
+    async def _check(self, usages: list[Usage], now: float) -> list[Any]:
+        """Ask the rate limiters, handing back ended leases; kept for later if it fails."""
+        returns = self._leases.expired(now)
+        try:
+            return await check_usages(self._rate_limiters, usages, returns)
+        except Exception:
+            self._leases.give_back_later(returns)
+            raise
+
     async def _return_leases(self, everything: bool = False) -> None:
         """Hand back the unused units of ended leases when no batch has done it (of all
         leases, at shutdown)."""
@@ -410,7 +423,9 @@ class IngestDeployment:
             try:
                 await check_usages(self._rate_limiters, [], returns)
             except Exception:
-                log.warning("could not hand back %d lease units", len(returns), exc_info=True)
+                self._leases.give_back_later(returns)
+                log.warning("could not hand back %d lease units yet", len(returns),
+                            exc_info=True)
 
     async def _flush_outcomes(self) -> None:
         while True:
