@@ -92,6 +92,10 @@ class RateLimiter:
         now = self.clock()
         self._refresh(usages, now)
         self._outstanding = [o for o in self._outstanding if o[0] > now]
+        for _, key, _, units in returns:  # an ended lease no longer holds its units
+            match = next((o for o in self._outstanding if o[1] == key and o[2] == units), None)
+            if match is not None:
+                self._outstanding.remove(match)
         leased: dict[CounterKey, int] = {}
         for _, key, units in self._outstanding:
             leased[key] = leased.get(key, 0) + units
@@ -99,10 +103,11 @@ class RateLimiter:
                           leased=leased)
         # A lease holds its units until it ends and the replica has had a chance to hand
         # back what it did not use (its next call, or the once-a-second flush).
-        self._outstanding += [(now + LEASE_TTL_S + LEASE_RETURN_GRACE_S, key, units)
-                              for key, units in verdicts.leased.items()]
-        for _, key, units in returns:
-            if key in self.counters:  # a window that ended is gone anyway
+        self._outstanding += [(now + LEASE_TTL_S + LEASE_RETURN_GRACE_S, key, lease.units)
+                              for decision in verdicts.decisions for lease in decision.leases
+                              for key in lease.counters]
+        for _, key, units, _ in returns:
+            if units and key in self.counters:  # a window that ended is gone anyway
                 verdicts.increments[key] = verdicts.increments.get(key, 0) - units
                 verdicts.expires_at[key] = self._expires_at.get(
                     key, verdicts.expires_at.get(key, now))

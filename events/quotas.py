@@ -391,8 +391,10 @@ class LimitCache:
         return found
 
 
-#: What a replica hands back of its leases: (organization id, counter, unused units).
-Return = tuple[int, CounterKey, int]
+#: What a replica hands back of an ended lease, per counter: (organization id, counter,
+#: unused units, the lease's units) — the unused go back to the counter, and the lease no
+#: longer counts against what leases may hold.
+Return = tuple[int, CounterKey, int, int]
 
 
 class LeaseBook:
@@ -440,5 +442,5 @@ class LeaseBook:
         self._returns.extend(returns)
 
     def _give_back(self, lease: Lease, left: int) -> None:
-        if left > 0:
-            self._returns.extend((lease.organization_id, key, left) for key in lease.counters)
+        self._returns.extend((lease.organization_id, key, max(left, 0), lease.units)
+                             for key in lease.counters)

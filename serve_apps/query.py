@@ -147,8 +147,9 @@ class Api:
         if user is None:
             raise HTTPException(401, "Authentication credentials were not provided.")
         if credentials.method not in SAFE_METHODS and not (
-                credentials.csrf_token and hmac.compare_digest(credentials.csrf_token,
-                                                               user.csrf_token)):
+                credentials.csrf_token and hmac.compare_digest(
+                    credentials.csrf_token.encode(errors="replace"),
+                    user.csrf_token.encode())):
             raise HTTPException(403, "CSRF token missing or incorrect (send it in X-CSRFToken)")
         return Caller(user.username, user.user_id, None, None)
 

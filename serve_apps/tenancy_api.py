@@ -145,7 +145,9 @@ class TenancyApi:
                 " LEFT JOIN teams t ON t.id = tm.team_id WHERE m.organization_id = %s"
                 " GROUP BY m.id, u.username, u.email ORDER BY u.username",
                 (scope.organization_id,)).fetchall()
-        return [{"id": str(r[0]), "user": {"username": r[1], "email": r[2]}, "role": r[3],
+        # No e-mail addresses: members are added without their consent (no invitations
+        # yet), so an organization must not learn a user's address by adding them.
+        return [{"id": str(r[0]), "user": {"username": r[1]}, "role": r[3],
                  "orgRole": r[3], "dateCreated": iso(r[4]), "teams": list(r[5])}
                 for r in rows]
 
@@ -164,6 +166,17 @@ class TenancyApi:
         with self.pool.connection() as conn, conn.transaction():
             try:
                 user = tenancy.user_id(conn, str(username))
+                current = conn.execute(
+                    "SELECT role FROM organization_members WHERE organization_id = %s"
+                    " AND user_id = %s", (scope.organization_id, user)).fetchone()
+                if current is not None and current[0] == "owner" and role != "owner":
+                    if "org:admin" not in scope.scopes:
+                        raise HTTPException(403, "only owners change an owner's role")
+                    owners = conn.execute(
+                        "SELECT count(*) FROM organization_members WHERE organization_id = %s"
+                        " AND role = 'owner'", (scope.organization_id,)).fetchone()
+                    if owners is not None and int(owners[0]) <= 1:
+                        raise HTTPException(400, "an organization keeps at least one owner")
                 member = tenancy.add_member(conn, scope.organization_id, user, role)
                 for slug in teams:
                     tenancy.add_team_member(conn, tenancy.team_id(

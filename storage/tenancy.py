@@ -35,6 +35,10 @@ from storage.postgres import hash_token, new_public_key
 _SCRYPT_N: Final = 2**15
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
+_LOGIN_LOCK: Final = 0x6C6F67
+#: Compared against when the username is unknown (a hash of a random password).
+_DUMMY_HASH: Final = ("scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$"
+                      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==")
 #: An address may fail this many times more than one username before it is locked out.
 IP_FAILURE_FACTOR: Final = 4
 SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
@@ -322,6 +326,8 @@ def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip
     ``IP_FAILURE_FACTOR`` times as often (an address may be shared by several people);
     failures are recorded. Raises ``LoginThrottled`` while locked out (even with the right
     password)."""
+    # One attempt per username at a time: concurrent guesses cannot all read the old count.
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOGIN_LOCK, username))
     recent = conn.execute(
         "SELECT count(*) FILTER (WHERE username = %s), count(*) FILTER (WHERE client_ip = %s)"
         " FROM login_failures WHERE at > now() - make_interval(secs => %s)"
@@ -332,7 +338,9 @@ def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip
         raise LoginThrottled(f"too many failed logins; try again in {int(window_s)} s")
     row = conn.execute("SELECT id, password_hash FROM users WHERE username = %s",
                        (username,)).fetchone()
-    if row is None or not password_matches(password, row[1]):
+    # An unknown user costs the same scrypt as a known one: timing does not tell them apart.
+    if not password_matches(password, row[1] if row is not None else _DUMMY_HASH) \
+            or row is None:
         conn.execute("INSERT INTO login_failures (username, client_ip) VALUES (%s, %s)",
                      (username, client_ip))
         return None

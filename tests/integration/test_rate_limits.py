@@ -246,8 +246,9 @@ def test_unreadable_and_oversized_envelopes_are_counted_as_invalid_outcomes(
 
 
 def test_leases_of_a_roomy_limit_are_counted_back_exactly(crashray: RunningCrashray) -> None:
-    """A key limited to 20,000 an hour: replicas admit on leases (200 units each) instead of
-    asking per batch, and hand back what they did not use, so usage ends at what was sent."""
+    """A key limited to 20,000 an hour: a replica admits on a lease (200 units, 1 %) instead
+    of asking per batch, and hands back what it did not use, so usage ends at what was
+    sent."""
     project_id, slug, key = new_project(crashray)
     wait_for_key(crashray, project_id, key)
     set_key_limit(crashray, slug, key, window=3600, count=20_000)
@@ -257,8 +258,9 @@ def test_leases_of_a_roomy_limit_are_counted_back_exactly(crashray: RunningCrash
     checked_before = ray.get(shard.stats.remote())["checked"]
     responses = send_concurrently(crashray, project_id, key, 300, uuid.uuid4().hex[:8], 8)
     assert [r.status_code for r in responses] == [200] * 300
-    # Most requests were admitted on leases, without asking the rate limiter.
-    assert ray.get(shard.stats.remote())["checked"] - checked_before < 100
+    # Many requests were admitted on a lease without asking the rate limiter (leases on a
+    # quota hold at most 1 % of it together, so the second replica mostly asks).
+    assert ray.get(shard.stats.remote())["checked"] - checked_before < 200
     with postgres.connect(crashray.runtime.postgres_url) as conn:
         row = conn.execute("SELECT id FROM project_keys WHERE public_key = %s",
                            (key,)).fetchone()

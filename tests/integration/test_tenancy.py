@@ -68,7 +68,7 @@ def tenants(crashray: RunningCrashray) -> Iterator[Tenants]:
     run("project", "create", "api", "--org", org, "--team", "backend")
     tokens = {u: run("token", "create", "--user", f"{u}-{tag}", "--scopes",
                      "org:read,project:read,project:write,event:read,event:write,event:admin,"
-                     "team:read,team:write,member:read,member:write,org:write"
+                     "team:read,team:write,member:read,member:write,org:write,org:admin"
                      ).split()[-1] for u in ("alice", "bob", "mallory")}
     key, rest = dsn.split("//", 1)[1].split("@", 1)
     web_id = int(rest.rsplit("/", 1)[1])
@@ -240,6 +240,10 @@ def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
                get(crashray, tenants.alice, f"organizations/{o}/members/").json()}
     assert members[f"mallory-{tag}"]["teams"] == ["mobile"]
     assert members[f"alice-{tag}"]["role"] == "owner"
+    assert "email" not in members[f"alice-{tag}"]["user"]
+    last_owner = call(crashray, "POST", f"organizations/{o}/members/", tenants.alice,
+                      {"username": f"alice-{tag}", "role": "member"})
+    assert last_owner.status_code == 400 and "one owner" in last_owner.json()["detail"]
     project = call(crashray, "POST", f"teams/{o}/mobile/projects/", tenants.alice,
                    {"name": "iOS App", "platform": "cocoa"})
     assert project.status_code == 201 and project.json()["slug"] == "ios-app"

@@ -192,7 +192,9 @@ def test_a_replica_admits_on_its_lease_and_hands_back_what_is_left() -> None:
     book.add([lease])  # a fresh lease; the old one (all used) gives nothing back
     assert book.admit(usage(5), NOW + 0.5)
     assert not book.admit(usage(), NOW + 1.0)  # expired
-    assert book.expired(NOW + 1.0) == [(1, lease.counters[0], 495)]
+    # Both leases end: the replaced one gave everything out, the second kept 495 units.
+    assert book.expired(NOW + 1.0) == [(1, lease.counters[0], 0, 500),
+                                       (1, lease.counters[0], 495, 500)]
 
 
 def test_leases_on_one_quota_together_hold_at_most_one_percent() -> None:
