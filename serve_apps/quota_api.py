@@ -167,9 +167,22 @@ class QuotaApi:
         return key_json(updated, self.base_url)
 
     def quotas(self, scope: Access) -> list[dict[str, Any]]:
+        """The organization's quotas, but a project's or a key's only when the caller sees
+        the project."""
         need(scope, "org:read")
         with self.pool.connection() as conn:
-            return [quota_json(q) for q in quota_store.list_quotas(conn, scope.organization_id)]
+            stored = quota_store.list_quotas(conn, scope.organization_id)
+            visible_keys = self._visible_keys(conn, scope)
+        return [quota_json(q) for q in stored
+                if q.quota.scope == "organization" or q.quota.scope_id is None
+                or (q.quota.scope == "project" and q.quota.scope_id in scope.project_ids)
+                or (q.quota.scope == "key" and q.quota.scope_id in visible_keys)]
+
+    @staticmethod
+    def _visible_keys(conn: Any, scope: Access) -> set[int]:
+        return {int(r[0]) for r in conn.execute(
+            "SELECT id FROM project_keys WHERE project_id = ANY(%s)",
+            (sorted(scope.project_ids),)).fetchall()}
 
     def add_quota(self, scope: Access, body: Any) -> dict[str, Any]:
         need(scope, "org:write")
@@ -192,7 +205,11 @@ class QuotaApi:
         need(scope, "org:read")
         with self.pool.connection() as conn:
             rows = quota_store.current_usage(conn, scope.organization_id)
-        return [usage_json(u) for u in rows]
+            visible_keys = self._visible_keys(conn, scope)
+        shown = [usage_json(u) for u in rows]
+        return [u for u in shown if u["scope"] == "organization"
+                or (u["scope"] == "project" and u["scopeId"] in scope.project_ids)
+                or (u["scope"] == "key" and u["scopeId"] in visible_keys)]
 
 
 def usage_json(u: quota_store.CounterUsage) -> dict[str, Any]:
