@@ -51,7 +51,7 @@ from serve_apps.issue_stream import (
     link_header,
     parse_stream_request,
 )
-from serve_apps.quota_api import QuotaApi, parse_spike_protection
+from serve_apps.quota_api import QuotaApi, need_project_write, parse_spike_protection
 from serve_apps.tenancy_api import TenancyApi
 from storage import issues as issue_store
 from storage import quotas as quota_store
@@ -643,8 +643,7 @@ class Api:
 
     def update_project(self, scope: Access, project: ProjectRef, body: Any
                        ) -> dict[str, Any]:
-        if "project:write" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope project:write")
+        need_project_write(scope, project)
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
         updates: dict[str, Any] = {**_rule_updates(body), **_naming_updates(body),

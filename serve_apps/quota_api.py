@@ -41,6 +41,13 @@ def need(scope: Access, scope_name: str) -> None:
         raise HTTPException(403, f"this token lacks the scope {scope_name}")
 
 
+def need_project_write(scope: Access, project: ProjectRef) -> None:
+    """``project:write``, and for an admin a project of one of its teams (Sentry's admin)."""
+    need(scope, "project:write")
+    if not scope.may_change_project(project.id):
+        raise HTTPException(403, "an admin changes only the projects of its teams")
+
+
 def key_json(key: quota_store.KeyRow, base_url: str) -> dict[str, Any]:
     """A DSN key as Sentry's project-keys endpoint shows it."""
     dsn = f"{base_url.replace('://', f'://{key.public_key}@', 1)}/{key.project_id}"
@@ -147,7 +154,7 @@ class QuotaApi:
 
     def update_key(self, scope: Access, project: ProjectRef, key_ref: str, body: Any
                    ) -> dict[str, Any]:
-        need(scope, "project:write")
+        need_project_write(scope, project)
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
         name, active = body.get("name"), body.get("isActive")

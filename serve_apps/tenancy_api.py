@@ -29,7 +29,7 @@ from fastapi import HTTPException
 from psycopg_pool import ConnectionPool
 
 from events.access import ROLES, AccessError, check_scopes
-from serve_apps.quota_api import key_json, need
+from serve_apps.quota_api import key_json, need, need_project_write
 from storage import quotas as quota_store
 from storage import tenancy
 from storage.postgres import ProjectRef, new_public_key
@@ -127,11 +127,15 @@ class TenancyApi:
         need(scope, "team:write")
         name = _text(body, "name")
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute("UPDATE teams SET name = %s WHERE organization_id = %s AND"
-                               " slug = %s RETURNING id", (name, scope.organization_id,
-                                                           team_slug)).fetchone()
-        if row is None:
-            raise HTTPException(404, NOT_FOUND)
+            found = conn.execute("SELECT id FROM teams WHERE organization_id = %s AND"
+                                 " slug = %s", (scope.organization_id, team_slug)).fetchone()
+            if found is None:
+                raise HTTPException(404, NOT_FOUND)
+            if not scope.may_change_team(int(found[0])):
+                raise HTTPException(403, "an admin changes only its own teams")
+            row = conn.execute("UPDATE teams SET name = %s WHERE id = %s RETURNING id",
+                               (name, int(found[0]))).fetchone()
+        assert row is not None
         return {"id": str(row[0]), "slug": team_slug, "name": name}
 
     def members(self, scope: Access) -> list[dict[str, Any]]:
@@ -198,6 +202,8 @@ class TenancyApi:
         with self.pool.connection() as conn, conn.transaction():
             try:
                 team = tenancy.team_id(conn, scope.organization_id, team_slug)
+                if not scope.may_change_team(team):
+                    raise HTTPException(403, "an admin creates projects only in its teams")
                 project = tenancy.create_project(conn, scope.organization_id, slug, name,
                                                  self.grouping_config, team=team,
                                                  platform=platform)
@@ -213,7 +219,7 @@ class TenancyApi:
                 "organization": {"slug": scope.organization_slug}}
 
     def create_key(self, scope: Access, project: ProjectRef, body: Any) -> dict[str, Any]:
-        need(scope, "project:write")
+        need_project_write(scope, project)
         label = _text(body, "name", required=False) or "Default"
         with self.pool.connection() as conn, conn.transaction():
             public_key = new_public_key()
@@ -225,7 +231,7 @@ class TenancyApi:
         return key_json(key, self.base_url)
 
     def delete_key(self, scope: Access, project: ProjectRef, key_ref: str) -> None:
-        need(scope, "project:write")
+        need_project_write(scope, project)
         with self.pool.connection() as conn, conn.transaction():
             key = quota_store.find_key(conn, project.id, key_ref)
             if key is None:

@@ -229,6 +229,15 @@ class Access:
     scopes: frozenset[str]
     project_ids: frozenset[int]
     actor: str
+    #: An admin's write scopes reach only its teams and their projects (None: no limit).
+    writable_team_ids: frozenset[int] | None = None
+    writable_project_ids: frozenset[int] | None = None
+
+    def may_change_project(self, project_id: int) -> bool:
+        return self.writable_project_ids is None or project_id in self.writable_project_ids
+
+    def may_change_team(self, team_id: int) -> bool:
+        return self.writable_team_ids is None or team_id in self.writable_team_ids
 
 
 def caller_access(conn: psycopg.Connection[Any], caller: Caller, org_slug: str
@@ -260,8 +269,13 @@ def caller_access(conn: psycopg.Connection[Any], caller: Caller, org_slug: str
             " NULL), '{}') FROM projects p LEFT JOIN project_teams pt ON pt.project_id = p.id"
             " WHERE p.organization_id = %s GROUP BY p.id", (org_id,)).fetchall():
         teams[int(project_id)] = frozenset(int(t) for t in team_ids)
+    writable_teams = writable_projects = None
+    if membership is not None and membership.role == "admin":
+        writable_teams = membership.team_ids
+        writable_projects = frozenset(p for p, t in teams.items() if t & membership.team_ids)
     return Access(org_id, org_slug, effective_scopes(caller.token_scopes, membership),
-                  visible_projects(membership, open_membership, teams), caller.name)
+                  visible_projects(membership, open_membership, teams), caller.name,
+                  writable_teams, writable_projects)
 
 
 def organization_of_issue(conn: psycopg.Connection[Any], issue_id: int) -> str | None:

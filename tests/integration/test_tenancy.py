@@ -291,3 +291,27 @@ def test_a_logged_in_user_makes_its_own_tokens_and_organizations(
     assert org.status_code == 201
     mine = httpx.get(f"{crashray.base_url}/api/0/organizations/", cookies=jar, timeout=10)
     assert f"bobs-{tag}" in [o["slug"] for o in mine.json()]
+
+
+def test_an_admin_changes_only_its_teams_projects(crashray: RunningCrashray,
+                                                  tenants: Tenants) -> None:
+    from storage import postgres, tenancy
+
+    tag = tenants.org.split("-", 1)[1]
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        org = tenancy.organization_id(conn, tenants.org)
+        dave = tenancy.create_user(conn, f"dave-{tag}", None, PASSWORD)
+        tenancy.add_member(conn, org, dave, "admin")
+        tenancy.add_team_member(conn, tenancy.team_id(conn, org, "backend"), org, dave)
+        token = tenancy.create_token(conn, "admin", ["project:read", "project:write",
+                                                     "team:write", "event:read"], user=dave)
+        conn.commit()
+    o = tenants.org
+    assert call(crashray, "PUT", f"projects/{o}/api/", token, {"name": "API"}
+                ).status_code == 200  # a project of dave's team
+    other = call(crashray, "PUT", f"projects/{o}/web/", token, {"name": "Web"})
+    assert other.status_code == 403 and "its teams" in other.json()["detail"]
+    assert call(crashray, "POST", f"projects/{o}/web/keys/", token, {"name": "x"}
+                ).status_code == 403
+    assert call(crashray, "PUT", f"teams/{o}/backend/", token, {"name": "Backend"}
+                ).status_code == 200
