@@ -319,11 +319,6 @@ class Runtime:
 
         return list(ray.get([c.stats.remote() for c in self._consumers]))
 
-    def grouping_stats(self) -> list[dict[str, Any]]:
-        import ray
-
-        return list(ray.get([g.stats.remote() for g in self._grouping_shards]))
-
     def stop(self) -> None:
         """Stop taking requests, let consumers finish their batch, then stop everything.
         Items still queued stay in PostgreSQL and are processed on the next start."""

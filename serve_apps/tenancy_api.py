@@ -22,7 +22,6 @@ Routes (registered by ``serve_apps/query.py``)::
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from typing import Any
 
 from fastapi import HTTPException
@@ -32,7 +31,7 @@ from events.access import ROLES, AccessError, check_scopes
 from serve_apps.quota_api import key_json, need, need_project_write
 from storage import quotas as quota_store
 from storage import tenancy
-from storage.postgres import ProjectRef, new_public_key
+from storage.postgres import ProjectRef, add_project_key
 from storage.tenancy import Access, Caller
 
 NOT_FOUND = "The requested resource does not exist"
@@ -222,10 +221,7 @@ class TenancyApi:
         need_project_write(scope, project)
         label = _text(body, "name", required=False) or "Default"
         with self.pool.connection() as conn, conn.transaction():
-            public_key = new_public_key()
-            conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key, label)"
-                         " VALUES (%s, %s, %s, %s)",
-                         (project.id, public_key, secrets.token_hex(16), label))
+            public_key = add_project_key(conn, project.id, label)
             key = quota_store.find_key(conn, project.id, public_key)
         assert key is not None
         return key_json(key, self.base_url)

@@ -296,16 +296,6 @@ _ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platfo
                   " first_seen, last_seen, times_seen, merged_into")
 
 
-def list_issues(conn: psycopg.Connection[Any], project_id: int, limit: int, offset: int = 0
-                ) -> list[IssueRow]:
-    """Issues of one project with at least one stored event, most recently seen first."""
-    rows = conn.execute(
-        f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND times_seen > 0"
-        " AND merged_into IS NULL ORDER BY last_seen DESC, id DESC LIMIT %s OFFSET %s",
-        (project_id, limit, offset)).fetchall()
-    return [IssueRow(*r) for r in rows]
-
-
 def issue_project(conn: psycopg.Connection[Any], organization_id: int, issue_id: int
                   ) -> int | None:
     """The project of issue ``issue_id`` if it belongs to ``organization_id`` (tenant scope)."""

@@ -151,40 +151,31 @@ def ensure_project(conn: psycopg.Connection[Any], org_id: int, slug: str,
                        " AND is_active ORDER BY id LIMIT 1", (project_id,)).fetchone()
     if key is not None:
         return project_id, str(key[0])
+    return project_id, add_project_key(conn, project_id)
+
+
+def add_project_key(conn: psycopg.Connection[Any], project_id: int, label: str = "Default"
+                    ) -> str:
+    """A new DSN key of ``project_id``; returns its public key."""
     public_key = new_public_key()
-    conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key)"
-                 " VALUES (%s, %s, %s)", (project_id, public_key, secrets.token_hex(16)))
-    return project_id, public_key
+    conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key, label)"
+                 " VALUES (%s, %s, %s, %s)",
+                 (project_id, public_key, secrets.token_hex(16), label))
+    return public_key
 
 
 ADMIN_SCOPES = ("org:admin", "org:read", "org:write", "project:admin", "project:read",
                 "project:write", "event:admin", "event:read", "event:write", "member:read")
 
 
-def create_api_token(conn: psycopg.Connection[Any], org_id: int, name: str,
+def create_api_token(conn: psycopg.Connection[Any], org_id: int | None, name: str,
                      scopes: list[str], user_id: int | None = None) -> str:
-    """A new API token (shown once; only its sha256 is stored)."""
+    """A new API token of an organization or a user (shown once; only its sha256 is
+    stored). ``storage.tenancy.create_token`` checks the owner and the scopes first."""
     token = "crs_" + secrets.token_hex(32)
     conn.execute("INSERT INTO api_tokens (organization_id, user_id, token_hash, name, scopes)"
                  " VALUES (%s, %s, %s, %s, %s)", (org_id, user_id, hash_token(token), name, scopes))
     return token
-
-
-@dataclass(frozen=True)
-class TokenScope:
-    organization_id: int
-    organization_slug: str
-    scopes: frozenset[str]
-    token_name: str
-
-
-def token_scope(conn: psycopg.Connection[Any], token: str) -> TokenScope | None:
-    row = conn.execute(
-        "SELECT o.id, o.slug, t.scopes, t.name FROM api_tokens t JOIN organizations o"
-        " ON o.id = t.organization_id WHERE t.token_hash = %s", (hash_token(token),)
-    ).fetchone()
-    return None if row is None else TokenScope(int(row[0]), str(row[1]), frozenset(row[2]),
-                                               str(row[3]))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from events.access import (
     effective_scopes,
     visible_projects,
 )
-from storage.postgres import hash_token, new_public_key
+from storage.postgres import add_project_key, create_api_token, hash_token
 
 _SCRYPT_N: Final = 2**15
 _SCRYPT_R: Final = 8
@@ -175,9 +175,7 @@ def create_project(conn: psycopg.Connection[Any], org_id: int, slug: str, name: 
     if row is None:
         raise NameTaken(f"project {slug!r} exists already in this organization")
     project_id = int(row[0])
-    key = new_public_key()
-    conn.execute("INSERT INTO project_keys (project_id, public_key, secret_key)"
-                 " VALUES (%s, %s, %s)", (project_id, key, secrets.token_hex(16)))
+    key = add_project_key(conn, project_id)
     if team is not None:
         conn.execute("INSERT INTO project_teams (project_id, team_id) VALUES (%s, %s)",
                      (project_id, team))
@@ -189,11 +187,7 @@ def create_token(conn: psycopg.Connection[Any], name: str, scopes: list[str], *,
     """A user token (``user``) or an organization token (``org_id``); shown once."""
     if (user is None) == (org_id is None):
         raise TenancyError("a token belongs to a user or to an organization")
-    token = "crs_" + secrets.token_hex(32)
-    conn.execute("INSERT INTO api_tokens (organization_id, user_id, token_hash, name, scopes)"
-                 " VALUES (%s, %s, %s, %s, %s)",
-                 (org_id, user, hash_token(token), name, sorted(check_scopes(scopes))))
-    return token
+    return create_api_token(conn, org_id, name, sorted(check_scopes(scopes)), user)
 
 
 # --- callers -----------------------------------------------------------------------------
