@@ -316,10 +316,11 @@ class OutcomeTally:
 
     def add(self, items: Sequence[QueuedItem], limits: Sequence[RateLimit]) -> None:
         for item in items:
-            categories = {c for c, _ in item_quantities(item.item_type, len(item.payload))}
+            quantities = item_quantities(item.item_type, len(item.payload))
+            categories = {c for c, _ in quantities}
             reason = next((limit.reason_code for limit in limits
                            if limit.categories & categories), "")
-            for category, quantity in item_quantities(item.item_type, len(item.payload)):
+            for category, quantity in quantities:
                 self.count((item.organization_id, item.project_id, item.key_id or 0),
                            item.received_at, "rate_limited", category, reason, quantity)
 
@@ -378,20 +379,20 @@ class IngestDeployment:
     # Two batches may be in flight: one waits for the rate limiter or the hand-off while
     # the next one fills (the rate limiter still decides them one after the other).
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
-    async def _admit_batch(self, requests: list[tuple[list[QueuedItem], bool]]
+    async def _admit_batch(self, requests: list[tuple[list[QueuedItem], Usage | None, bool]]
                            ) -> list[tuple[RateLimit, ...]]:
         """Check the quotas of the batch's requests not already admitted on a lease (one
         call per rate-limiter shard, also handing back unused leases), queue what passed,
         and return each request's limits. Two batches may be in flight: one waits for the
         rate limiter or the hand-off while the next fills."""
-        usages = [None if leased else usage_of(items) for items, leased in requests]
+        usages = [None if leased else usage for _, usage, leased in requests]
         asked = [u for u in usages if u is not None and u.quantities]
         now = time.time()
         decisions = iter(await self._check(asked, now)
                          if asked and self._rate_limiters else [])
         accepted: list[QueuedItem] = []
         results: list[tuple[RateLimit, ...]] = []
-        for (items, _), usage in zip(requests, usages, strict=True):
+        for (items, _, _), usage in zip(requests, usages, strict=True):
             limits: tuple[RateLimit, ...] = ()
             if usage is not None and usage.quantities and self._rate_limiters:
                 decision = next(decisions)
@@ -443,9 +444,10 @@ class IngestDeployment:
             log.exception("could not hand off %d outcome counts; keeping them", len(items))
             for item in items:  # put them back for the next flush
                 for row in orjson.loads(item.payload):
-                    key = (item.organization_id, item.project_id, row["key_id"], row["hour"],
-                           row["outcome"], row["category"], row["reason"])
-                    self._tally.counts[key] = self._tally.counts.get(key, 0) + row["quantity"]
+                    self._tally.count(
+                        (item.organization_id, item.project_id, row["key_id"]),
+                        dt.datetime.fromisoformat(row["hour"]), row["outcome"],
+                        row["category"], row["reason"], row["quantity"])
 
     async def __call__(self, request: Request) -> Response:
         if request.method == "OPTIONS":
@@ -479,9 +481,9 @@ class IngestDeployment:
         self._tally.add(refused, cached)
         if not kept:
             return tuple(cached)
-        kept_usage = usage_of(kept)
+        kept_usage = usage if not refused else usage_of(kept)
         leased = kept_usage is not None and self._leases.admit(kept_usage, time.time())
-        return (*cached, *await self._admit_batch((kept, leased)))
+        return (*cached, *await self._admit_batch((kept, kept_usage, leased)))
 
     async def __del__(self) -> None:
         """At shutdown: hand off the refusal counts not flushed yet, and the leases."""

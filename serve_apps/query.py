@@ -51,7 +51,7 @@ from serve_apps.issue_stream import (
     link_header,
     parse_stream_request,
 )
-from serve_apps.quota_api import QuotaApi, need_project_write, parse_spike_protection
+from serve_apps.quota_api import QuotaApi, need, need_project_write, parse_spike_protection
 from serve_apps.tenancy_api import TenancyApi
 from storage import issues as issue_store
 from storage import quotas as quota_store
@@ -202,8 +202,7 @@ class Api:
     def visible_projects(self, scope: Access, wanted: Sequence[str]) -> list[ProjectRef]:
         """The caller's projects named by id (none or -1: all it sees); 400 for a malformed
         id, and an id it cannot see is simply not there (as in Sentry, without probing)."""
-        if "event:read" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope event:read")
+        need(scope, "event:read")
         if any(not w.lstrip("-").isdigit() for w in wanted):
             raise HTTPException(400, "project must be project ids, e.g. ?project=1&project=2")
         ids = {int(w) for w in wanted} - {-1}
@@ -213,8 +212,7 @@ class Api:
         return [r for r in refs if r is not None]
 
     def organization_projects(self, scope: Access) -> list[dict[str, Any]]:
-        if "project:read" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope project:read")
+        need(scope, "project:read")
         with self.pool.connection() as conn:
             rows = conn.execute("SELECT id, slug, name, platform, date_added FROM projects"
                                 " WHERE organization_id = %s AND id = ANY(%s) ORDER BY slug",
@@ -244,8 +242,7 @@ class Api:
 
     def stats_v2(self, scope: Access, params: list[tuple[str, str]]) -> dict[str, Any]:
         """Outcomes of the projects the caller sees (Sentry's stats_v2, events/stats.py)."""
-        if "org:read" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope org:read")
+        need(scope, "org:read")
         project_ids = sorted(scope.project_ids)
         try:
             query = parse_stats_query(params)
@@ -256,8 +253,7 @@ class Api:
 
     def project(self, scope: Access, org_slug: str, project_slug: str, needed: str
                 ) -> ProjectRef:
-        if needed not in scope.scopes:
-            raise HTTPException(403, f"this token lacks the scope {needed}")
+        need(scope, needed)
         if org_slug != scope.organization_slug:
             raise HTTPException(404, "The requested resource does not exist")
         with self.pool.connection() as conn:
@@ -476,8 +472,7 @@ class Api:
     def scoped_issue(self, scope: Access, issue_id: int, needed: str
                      ) -> tuple[ProjectRef, issue_store.IssueRow]:
         """The issue and its project, if the token's organization owns it; else 404."""
-        if needed not in scope.scopes:
-            raise HTTPException(403, f"this token lacks the scope {needed}")
+        need(scope, needed)
         with self.pool.connection() as conn:
             project_id = issue_store.issue_project(conn, scope.organization_id, issue_id)
             project = None if project_id is None else project_by_id(
@@ -525,8 +520,7 @@ class Api:
                     body: Any) -> dict[str, Any]:
         """``PUT /projects/{org}/{project}/issues/?id=…``: merge, or one status for all.
         Ids outside the project are ignored, as if they did not exist."""
-        if "event:write" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope event:write")
+        need(scope, "event:write")
         if not ids:
             raise HTTPException(400, "name the issues with ?id=…&id=…")
         if not isinstance(body, dict):
@@ -590,13 +584,9 @@ class Api:
                                {"status": update.status, **details}, actor)
 
     def issue_hashes(self, scope: Access, issue_id: int) -> list[dict[str, Any]]:
-        if "event:read" not in scope.scopes:
-            raise HTTPException(403, "this token lacks the scope event:read")
+        project, row = self.scoped_issue(scope, issue_id, "event:read")
         with self.pool.connection() as conn:
-            project_id = issue_store.issue_project(conn, scope.organization_id, issue_id)
-            if project_id is None or project_id not in scope.project_ids:
-                raise HTTPException(404, "The requested resource does not exist")
-            hashes = issue_store.issue_hashes(conn, project_id, issue_id)
+            hashes = issue_store.issue_hashes(conn, project.id, row.id)
         return [{"id": h, "groupingConfig": config} for h, config in hashes]
 
     def grouping_info(self, project: ProjectRef, event_id: str) -> dict[str, Any]:

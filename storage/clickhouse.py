@@ -152,39 +152,33 @@ class ClickHouseStore:
                     issue_of_hash: Mapping[str, int], since: dt.datetime | None = None
                     ) -> dict[int, int]:
         """Distinct users per issue, identified as Sentry's ``sentry:user`` tag does: by id,
-        else e-mail, else username, else IP address. ``issue_of_hash`` maps the grouping
-        hashes of the issues to them: events count for the issue of their primary hash, so
-        merges and unmerges need no rewrite of ClickHouse rows. ``since``: only events whose
-        timestamp is at or after it."""
-        if not issue_of_hash:
-            return {}
-        hashes = list(issue_of_hash)
-        rows = self._client.query(
-            "SELECT transform(h, {hashes:Array(String)}, {issues:Array(UInt64)},"
-            " toUInt64(0)) AS issue, uniqExactIf(u, u != '') FROM (SELECT"
-            " toString(primary_hash) AS h, multiIf("
-            " user_id != '', concat('id:', user_id), user_email != '',"
+        else e-mail, else username, else IP address. ``since``: only events whose timestamp
+        is at or after it."""
+        return self._per_issue(
+            "uniqExactIf(multiIf(user_id != '', concat('id:', user_id), user_email != '',"
             " concat('email:', user_email), user_username != '',"
-            " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), '')"
-            " AS u FROM events WHERE organization_id = {org:UInt64}"
-            " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
-            " {hashes:Array(String)} AND timestamp >= {since:DateTime64(6, 'UTC')})"
-            " GROUP BY issue",
-            parameters={"org": organization_id, "project": project_id, "hashes": hashes,
-                        "issues": [issue_of_hash[h] for h in hashes],
-                        "since": _utc(since or _EPOCH)}).result_rows
-        return {int(r[0]): int(r[1]) for r in rows}
+            " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), ''),"
+            " user_id != '' OR user_email != '' OR user_username != '' OR user_ip != '')",
+            organization_id, project_id, issue_of_hash, since or _EPOCH)
 
     def event_counts(self, organization_id: int, project_id: int,
                      issue_of_hash: Mapping[str, int], since: dt.datetime) -> dict[int, int]:
         """Distinct events per issue whose timestamp is at or after ``since`` (a re-delivered
         event counts once even before ClickHouse merges its duplicate rows)."""
+        return self._per_issue("uniqExact(event_id)", organization_id, project_id,
+                               issue_of_hash, since)
+
+    def _per_issue(self, aggregate: str, organization_id: int, project_id: int,
+                   issue_of_hash: Mapping[str, int], since: dt.datetime) -> dict[int, int]:
+        """``aggregate`` (a fixed expression) over the events of each issue since ``since``.
+        ``issue_of_hash`` maps the issues' grouping hashes to them: an event counts for the
+        issue of its primary hash, so merges and unmerges need no rewrite of ClickHouse rows."""
         if not issue_of_hash:
             return {}
         hashes = list(issue_of_hash)
         rows = self._client.query(
             "SELECT transform(toString(primary_hash), {hashes:Array(String)},"
-            " {issues:Array(UInt64)}, toUInt64(0)) AS issue, uniqExact(event_id) FROM events"
+            f" {{issues:Array(UInt64)}}, toUInt64(0)) AS issue, {aggregate} FROM events"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
             " AND toString(primary_hash) IN {hashes:Array(String)}"
             " AND timestamp >= {since:DateTime64(6, 'UTC')} GROUP BY issue",

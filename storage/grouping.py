@@ -30,10 +30,6 @@ class ProjectGroupingSettings:
     fingerprinting_rules: str
     grouping_enhancements: str
 
-    def secondary_active(self, now: dt.datetime) -> bool:
-        return (self.secondary_config is not None and self.secondary_expiry is not None
-                and self.secondary_expiry > now)
-
 
 def grouping_settings(conn: psycopg.Connection[Any], project_ids: Sequence[int]
                       ) -> dict[int, ProjectGroupingSettings]:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from actors.grouping import IssueResolver
+from events.process import ProjectGrouping
 from storage import postgres
 from storage.grouping import grouping_settings, set_grouping_config, upgrade_grouping_configs
 from storage.issues import IssueCandidate, delete_issue, merge_issues, unmerge_hashes
@@ -116,8 +117,10 @@ def test_a_version_change_keeps_the_old_one_as_secondary_for_the_transition(
     assert settings.secondary_expiry is not None
     left = settings.secondary_expiry - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=59) < left <= dt.timedelta(hours=1)
-    assert settings.secondary_active(dt.datetime.now(dt.UTC))
-    assert not settings.secondary_active(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+    grouping = ProjectGrouping(settings.config, None, settings.secondary_config,
+                               settings.secondary_expiry)
+    assert grouping.secondary_at(dt.datetime.now(dt.UTC)) == "v1"
+    assert grouping.secondary_at(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)) is None
     # Setting the same version again keeps the running transition.
     with conn.transaction():
         set_grouping_config(conn, 1, "v2", 3600, auto_update=False)
