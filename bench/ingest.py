@@ -226,7 +226,14 @@ def api_check(instance: CrashrayInstance) -> str:
 
 
 def _kill_leftovers(data_dir: Path) -> None:
-    left = leftover_pids(data_dir)
+    """Kill what still runs of an instance after its stop, sparing this process's ancestors
+    (the data dir can be in their command lines too: the shell, ``timeout``, …)."""
+    table = process_table()
+    ancestors, pid = set(), os.getpid()
+    while pid in table and pid not in ancestors:
+        ancestors.add(pid)
+        pid = table[pid].ppid
+    left = leftover_pids(data_dir) - ancestors
     if left:
         print(f"processes of {data_dir} still running after stop, killing: {sorted(left)}",
               file=sys.stderr)

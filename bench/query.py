@@ -39,7 +39,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,8 +53,8 @@ from _load import free_port
 from _measure import memory_of, percentile, process_table
 from ingest import (
     CrashrayInstance,
+    _kill_leftovers,
     crashray_pids,
-    leftover_pids,
     start_crashray,
     stop_crashray,
 )
@@ -579,23 +578,6 @@ def load_lines(loaded: Loaded, start_s: float, check: Verification) -> list[str]
     ]
 
 
-def kill_leftovers(data_dir: Path) -> None:
-    """ingest.py's clean-up, sparing this process's ancestors: with --reuse the data dir is
-    in their command lines too (the shell, ``timeout``, …)."""
-    table = process_table()
-    ancestors, pid = set(), os.getpid()
-    while pid in table and pid not in ancestors:
-        ancestors.add(pid)
-        pid = table[pid].ppid
-    left = leftover_pids(data_dir) - ancestors
-    if left:
-        print(f"processes of {data_dir} still running after stop, killing: {sorted(left)}",
-              file=sys.stderr)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -721,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         run.start_s = time.perf_counter() - started
         measure_instance(run, instance, args)
         stop_crashray(instance)
-        kill_leftovers(data_dir)
+        _kill_leftovers(data_dir)
         instance = None
         if not args.no_breakdown:
             print("breakdown (in process) ...", file=sys.stderr, flush=True)
@@ -732,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if instance is not None:
             stop_crashray(instance)
-            kill_leftovers(data_dir)
+            _kill_leftovers(data_dir)
         if args.keep_data or args.reuse:
             print(f"data kept in {data_dir} (python bench/query.py --reuse {data_dir})",
                   file=sys.stderr)
