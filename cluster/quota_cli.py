@@ -174,9 +174,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _run(command: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from storage.tenancy import TenancyError
+
         try:
             command(args)
-        except CliError as exc:
+        except (CliError, TenancyError) as exc:  # the message says what was wrong
             print(f"crashray {args.command}: {exc}", file=sys.stderr)
             return 2
         return 0

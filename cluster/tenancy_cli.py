@@ -34,25 +34,16 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def _tenancy_errors() -> Any:
-    from storage.tenancy import TenancyError
-
-    return TenancyError
-
-
 def cmd_user_create(args: argparse.Namespace) -> None:
     from storage import tenancy
 
     password = _password(args)
     with _database(args) as conn:
-        try:
-            user = tenancy.create_user(conn, args.username, args.email, password,
-                                       superuser=args.superuser)
-            if args.org:
-                tenancy.add_member(conn, tenancy.organization_id(conn, args.org), user,
-                                   args.role)
-        except _tenancy_errors() as exc:
-            raise CliError(str(exc)) from exc
+        user = tenancy.create_user(conn, args.username, args.email, password,
+                                   superuser=args.superuser)
+        if args.org:
+            tenancy.add_member(conn, tenancy.organization_id(conn, args.org), user,
+                               args.role)
     where = f" ({args.role} of {args.org})" if args.org else ""
     print(f"Created user {args.username}{where}")
 
@@ -61,11 +52,8 @@ def cmd_org_create(args: argparse.Namespace) -> None:
     from storage import tenancy
 
     with _database(args) as conn:
-        try:
-            owner = tenancy.user_id(conn, args.owner) if args.owner else None
-            tenancy.create_organization(conn, args.slug, args.name or args.slug, owner)
-        except _tenancy_errors() as exc:
-            raise CliError(str(exc)) from exc
+        owner = tenancy.user_id(conn, args.owner) if args.owner else None
+        tenancy.create_organization(conn, args.slug, args.name or args.slug, owner)
     print(f"Created organization {args.slug}")
 
 
@@ -73,13 +61,10 @@ def cmd_team_create(args: argparse.Namespace) -> None:
     from storage import tenancy
 
     with _database(args) as conn:
-        try:
-            org = tenancy.organization_id(conn, args.org)
-            team = tenancy.create_team(conn, org, args.slug, args.slug)
-            for username in args.member or ():
-                tenancy.add_team_member(conn, team, org, tenancy.user_id(conn, username))
-        except _tenancy_errors() as exc:
-            raise CliError(str(exc)) from exc
+        org = tenancy.organization_id(conn, args.org)
+        team = tenancy.create_team(conn, org, args.slug, args.slug)
+        for username in args.member or ():
+            tenancy.add_team_member(conn, team, org, tenancy.user_id(conn, username))
     print(f"Created team {args.slug} in {args.org}")
 
 
@@ -89,14 +74,11 @@ def cmd_project_create(args: argparse.Namespace) -> None:
     from storage import tenancy
 
     with _database(args) as conn:
-        try:
-            org = tenancy.organization_id(conn, args.org)
-            team = tenancy.team_id(conn, org, args.team) if args.team else None
-            project = tenancy.create_project(conn, org, args.slug, args.slug,
-                                             DEFAULT_GROUPING_CONFIG, team=team,
-                                             platform=args.platform)
-        except _tenancy_errors() as exc:
-            raise CliError(str(exc)) from exc
+        org = tenancy.organization_id(conn, args.org)
+        team = tenancy.team_id(conn, org, args.team) if args.team else None
+        project = tenancy.create_project(conn, org, args.slug, args.slug,
+                                         DEFAULT_GROUPING_CONFIG, team=team,
+                                         platform=args.platform)
     base = _settings(args).base_url()
     print(f"Created project {args.org}/{args.slug}; DSN:")
     print(f"{base.replace('://', f'://{project.public_key}@', 1)}/{project.id}")

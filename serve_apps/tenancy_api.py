@@ -22,6 +22,8 @@ Routes (registered by ``serve_apps/query.py``)::
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import HTTPException
@@ -50,6 +52,21 @@ def _text(body: Any, field: str, required: bool = True) -> str | None:
     return value.strip()
 
 
+@contextmanager
+def http_errors(not_found: str | None = None) -> Iterator[None]:
+    """storage.tenancy's refusals as HTTP: a name taken is 409, something missing 404 (with
+    ``not_found`` instead of the store's text where that text would say too much), any other
+    refusal 400."""
+    try:
+        yield
+    except tenancy.NameTaken as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except tenancy.NotFound as exc:
+        raise HTTPException(404, not_found or str(exc)) from exc
+    except tenancy.TenancyError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
 class TenancyApi:
     def __init__(self, pool: ConnectionPool[Any], base_url: str, grouping_config: str
                  ) -> None:
@@ -64,13 +81,8 @@ class TenancyApi:
         slug = _text(body, "slug")
         assert slug is not None
         name = _text(body, "name", required=False) or slug
-        with self.pool.connection() as conn, conn.transaction():
-            try:
-                org_id = tenancy.create_organization(conn, slug, name, caller.user_id)
-            except tenancy.NameTaken as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except tenancy.TenancyError as exc:
-                raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction(), http_errors():
+            org_id = tenancy.create_organization(conn, slug, name, caller.user_id)
         return {"id": str(org_id), "slug": slug, "name": name}
 
     def update_organization(self, scope: Access, body: Any) -> dict[str, Any]:
@@ -112,13 +124,8 @@ class TenancyApi:
         slug = _text(body, "slug")
         assert slug is not None
         name = _text(body, "name", required=False) or slug
-        with self.pool.connection() as conn, conn.transaction():
-            try:
-                team_id = tenancy.create_team(conn, scope.organization_id, slug, name)
-            except tenancy.NameTaken as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except tenancy.TenancyError as exc:
-                raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction(), http_errors():
+            team_id = tenancy.create_team(conn, scope.organization_id, slug, name)
         return {"id": str(team_id), "slug": slug, "name": name}
 
     def update_team(self, scope: Access, team_slug: str, body: Any) -> dict[str, Any]:
@@ -166,26 +173,23 @@ class TenancyApi:
         teams = body.get("teams", []) if isinstance(body, dict) else []
         if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
             raise HTTPException(400, "teams must be a list of team slugs")
-        with self.pool.connection() as conn, conn.transaction():
-            try:
-                user = tenancy.user_id(conn, str(username))
-                current = conn.execute(
-                    "SELECT role FROM organization_members WHERE organization_id = %s"
-                    " AND user_id = %s", (scope.organization_id, user)).fetchone()
-                if current is not None and current[0] == "owner" and role != "owner":
-                    if "org:admin" not in scope.scopes:
-                        raise HTTPException(403, "only owners change an owner's role")
-                    owners = conn.execute(
-                        "SELECT count(*) FROM organization_members WHERE organization_id = %s"
-                        " AND role = 'owner'", (scope.organization_id,)).fetchone()
-                    if owners is not None and int(owners[0]) <= 1:
-                        raise HTTPException(400, "an organization keeps at least one owner")
-                member = tenancy.add_member(conn, scope.organization_id, user, role)
-                for slug in teams:
-                    tenancy.add_team_member(conn, tenancy.team_id(
-                        conn, scope.organization_id, slug), scope.organization_id, user)
-            except tenancy.NotFound as exc:
-                raise HTTPException(404, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction(), http_errors():
+            user = tenancy.user_id(conn, str(username))
+            current = conn.execute(
+                "SELECT role FROM organization_members WHERE organization_id = %s"
+                " AND user_id = %s", (scope.organization_id, user)).fetchone()
+            if current is not None and current[0] == "owner" and role != "owner":
+                if "org:admin" not in scope.scopes:
+                    raise HTTPException(403, "only owners change an owner's role")
+                owners = conn.execute(
+                    "SELECT count(*) FROM organization_members WHERE organization_id = %s"
+                    " AND role = 'owner'", (scope.organization_id,)).fetchone()
+                if owners is not None and int(owners[0]) <= 1:
+                    raise HTTPException(400, "an organization keeps at least one owner")
+            member = tenancy.add_member(conn, scope.organization_id, user, role)
+            for slug in teams:
+                tenancy.add_team_member(conn, tenancy.team_id(
+                    conn, scope.organization_id, slug), scope.organization_id, user)
         return {"id": str(member), "user": {"username": username}, "role": role,
                 "teams": sorted(teams)}
 
@@ -198,20 +202,14 @@ class TenancyApi:
         platform = body.get("platform") if isinstance(body, dict) else None
         if platform is not None and not isinstance(platform, str):
             raise HTTPException(400, "platform must be text, e.g. python")
-        with self.pool.connection() as conn, conn.transaction():
-            try:
-                team = tenancy.team_id(conn, scope.organization_id, team_slug)
-                if not scope.may_change_team(team):
-                    raise HTTPException(403, "an admin creates projects only in its teams")
-                project = tenancy.create_project(conn, scope.organization_id, slug, name,
-                                                 self.grouping_config, team=team,
-                                                 platform=platform)
-            except tenancy.NotFound as exc:
-                raise HTTPException(404, NOT_FOUND) from exc
-            except tenancy.NameTaken as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except tenancy.TenancyError as exc:
-                raise HTTPException(400, str(exc)) from exc
+        with self.pool.connection() as conn, conn.transaction(), \
+                http_errors(not_found=NOT_FOUND):
+            team = tenancy.team_id(conn, scope.organization_id, team_slug)
+            if not scope.may_change_team(team):
+                raise HTTPException(403, "an admin creates projects only in its teams")
+            project = tenancy.create_project(conn, scope.organization_id, slug, name,
+                                             self.grouping_config, team=team,
+                                             platform=platform)
         dsn = f"{self.base_url.replace('://', f'://{project.public_key}@', 1)}/{project.id}"
         return {"id": str(project.id), "slug": project.slug, "name": name,
                 "platform": platform, "team": {"slug": team_slug}, "dsn": dsn,
