@@ -9,8 +9,9 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,26 @@ ISSUE_APPEARS_TIMEOUT_S = 30
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists() and os.environ.get("CI") != "true",
     reason="apt-get install chromium (.ci/run does)")
+
+
+def open_page(browser: Any, tmp_path: Path) -> tuple[Any, list[str], Callable[[str], None]]:
+    """A fresh page that collects uncaught errors and console errors (a 401/400 answer is
+    logged by Chromium as a failed resource load: expected, so left out), and a function
+    saving a full-page screenshot under ``tmp_path/screenshots``."""
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and "Failed to load resource" not in msg.text else None)
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+    return page, errors, shot
 
 
 @pytest.fixture(scope="module")
@@ -149,25 +170,13 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
 def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
         crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
         tmp_path: Path) -> None:
-    from playwright.sync_api import Browser, Page, expect
+    from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
     marker = uuid.uuid4().hex[:10]
     title = f"CardDeclined: card {marker} declined"
     send_python(crashray_up, marker)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page: Page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    # A 401/400 answer is logged by Chromium as a failed resource load: expected here.
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and "Failed to load resource" not in msg.text else None)
-
-    def shot(name: str) -> None:
-        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    page, errors, shot = open_page(browser, tmp_path)
 
     try:
         # 1. Not logged in: the login form; a wrong password shows the API's words.
@@ -240,7 +249,7 @@ def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
         assert errors == []
     finally:
         shot("last")
-        context.close()
+        page.context.close()
 
 
 @needs_chromium
@@ -252,22 +261,11 @@ def test_settings_pages_save_a_key_rate_limit_rules_and_a_team(
     settings: a team is created, and the same slug again gets the API's 409. What the test
     changes is its own (a new key, a new team) or undone, as other e2e tests share the
     instance and its default key."""
-    from playwright.sync_api import Browser, Page, expect
+    from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
     marker = uuid.uuid4().hex[:8]
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page: Page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and "Failed to load resource" not in msg.text else None)
-
-    def shot(name: str) -> None:
-        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    page, errors, shot = open_page(browser, tmp_path)
 
     try:
         page.goto(f"{crashray_up.base_url}/")
@@ -348,4 +346,4 @@ def test_settings_pages_save_a_key_rate_limit_rules_and_a_team(
         assert errors == []
     finally:
         shot("last")
-        context.close()
+        page.context.close()
