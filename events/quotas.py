@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 #: A counter's key: (counter name, window slot).
 CounterKey = tuple[str, int]
@@ -397,43 +397,49 @@ class LimitCache:
 Return = tuple[int, CounterKey, int, int]
 
 
+@dataclass
+class _Held:
+    """A lease a replica holds, and the units of it still unused."""
+
+    lease: Lease
+    left: int
+
+
 class LeaseBook:
     """A replica's leases: ``admit`` lets a request through on them without asking the
     rate limiter when every category it costs is covered; ``expired`` hands back what the
     ended (or replaced) leases did not use."""
 
     def __init__(self) -> None:
-        self._leases: dict[tuple[int, int, int | None, str], list[Any]] = {}
+        self._held: dict[tuple[int, int, int | None, str], _Held] = {}
         self._returns: list[Return] = []
 
     def add(self, leases: Iterable[Lease]) -> None:
         for lease in leases:
             sender = (lease.organization_id, lease.project_id, lease.key_id, lease.category)
-            old = self._leases.get(sender)
+            old = self._held.get(sender)
             if old is not None:
-                self._give_back(old[0], old[1])
-            self._leases[sender] = [lease, lease.units]
+                self._give_back(old)
+            self._held[sender] = _Held(lease, lease.units)
 
     def admit(self, usage: Usage, now: float) -> bool:
-        entries = []
+        taken: list[tuple[_Held, int]] = []
         for category, quantity in usage.quantities.items():
-            entry = self._leases.get((usage.organization_id, usage.project_id, usage.key_id,
-                                      category))
-            if entry is None or entry[0].expires_at <= now or entry[1] < quantity:
+            held = self._held.get((usage.organization_id, usage.project_id, usage.key_id,
+                                   category))
+            if held is None or held.lease.expires_at <= now or held.left < quantity:
                 return False
-            entries.append((entry, quantity))
-        if not entries:
-            return False
-        for entry, quantity in entries:
-            entry[1] -= quantity
-        return True
+            taken.append((held, quantity))
+        for held, quantity in taken:
+            held.left -= quantity
+        return bool(taken)
 
     def expired(self, now: float) -> list[Return]:
         """Unused units of the leases that ended, and of those replaced since last asked."""
-        for sender, (lease, left) in list(self._leases.items()):
-            if lease.expires_at <= now:
-                del self._leases[sender]
-                self._give_back(lease, left)
+        for sender, held in list(self._held.items()):
+            if held.lease.expires_at <= now:
+                del self._held[sender]
+                self._give_back(held)
         returns, self._returns = self._returns, []
         return returns
 
@@ -441,6 +447,7 @@ class LeaseBook:
         """Returns that could not be delivered: handed over again with the next ones."""
         self._returns.extend(returns)
 
-    def _give_back(self, lease: Lease, left: int) -> None:
-        self._returns.extend((lease.organization_id, key, max(left, 0), lease.units)
+    def _give_back(self, held: _Held) -> None:
+        lease = held.lease
+        self._returns.extend((lease.organization_id, key, max(held.left, 0), lease.units)
                              for key in lease.counters)
