@@ -40,11 +40,11 @@ DEFAULT_MAX_EVENTS = 200_000
 
 
 def corpus_dir() -> Path:
-    """``CRASHRAY_CORPUS_DIR``, else ``shared/corpus/sdk`` beside the repository."""
+    """``CRASHRAY_CORPUS_DIR``, else the repository's ``tests/fixtures/sdk``."""
     configured = os.environ.get("CRASHRAY_CORPUS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "shared" / "corpus" / "sdk"
+    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sdk"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS, group_has
 
 def corpus_dir() -> Path:
     override = os.environ.get("CRASHRAY_CORPUS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "corpus" / "sdk"
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sdk"
 
 
 def corpus_event(name: str) -> dict[str, Any]:

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
+#: Test data the repository carries (nothing is read from outside it).
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+
 
 def locate_corpus_dir() -> Path:
-    """The SDK capture corpus: ``$CRASHRAY_CORPUS_DIR``, else ``shared/corpus/sdk`` beside
-    the repository (where the workplace and CI lay ``shared/``)."""
+    """The SDK capture corpus: ``$CRASHRAY_CORPUS_DIR``, else ``tests/fixtures/sdk`` (the
+    captures the repository carries, with their provenance in its README)."""
     override = os.environ.get("CRASHRAY_CORPUS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "corpus" / "sdk"
+    return FIXTURES_DIR / "sdk"
 
 
 @pytest.fixture(scope="session")

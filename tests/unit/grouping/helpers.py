@@ -10,7 +10,7 @@ from typing import Any
 from sentry_relay import StoreNormalizer  # type: ignore[attr-defined]
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
-CORPUS_DIR = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "sdk"
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "sdk"
 
 _NORMALIZER = StoreNormalizer(project_id=1)
 
