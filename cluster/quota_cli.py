@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from events.errors import BadRequest
 from events.quotas import CATEGORIES, SCOPES, InvalidQuota, Quota
 
 
-class CliError(Exception):
+class CliError(BadRequest):
     """A mistake in the command line: printed as ``crashray <command>: <message>``."""
 
 

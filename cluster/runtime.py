@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.settings import Settings
+from events.errors import CrashrayError
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 
 log = logging.getLogger("crashray")
@@ -96,8 +97,10 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"crashray-{digest}"
 
 
-class StartError(Exception):
+class StartError(CrashrayError):
     """Crashray cannot start as configured; the message says why and what to do."""
+
+    code = "cannot_start"
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from events.errors import BadRequest
+
 ROLES: Final = ("member", "admin", "manager", "owner")
 
 _MEMBER: Final = frozenset({
@@ -38,8 +40,10 @@ ALL_SCOPES: Final = _OWNER
 ROLES_SEEING_ALL: Final = frozenset({"manager", "owner"})
 
 
-class AccessError(ValueError):
-    pass
+class AccessError(BadRequest):
+    """An unknown role or scope name."""
+
+    code = "invalid_access"
 
 
 def check_role(role: str) -> str:

@@ -30,7 +30,7 @@ from typing import Protocol
 import brotli
 import zstandard
 
-from events.errors import BadRequest, IngestError, PayloadTooLarge
+from events.errors import BadRequest, CrashrayError, PayloadTooLarge
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
@@ -287,7 +287,7 @@ class BodyDecoder:
         self._output = io.BytesIO()
         self._compressed_bytes = 0
         self._decompressed_bytes = 0
-        self._error: IngestError | None = None
+        self._error: CrashrayError | None = None
         self._finished = False
 
     @property
@@ -351,7 +351,7 @@ class BodyDecoder:
         self._output.write(piece)
         self._decompressed_bytes = seen
 
-    def _fail(self, error: IngestError) -> None:
+    def _fail(self, error: CrashrayError) -> None:
         self._error = error
         self._output = io.BytesIO()
         self._decompressed_bytes = 0

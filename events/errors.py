@@ -1,29 +1,58 @@
-"""Errors raised while reading what an SDK sent.
+"""Crashray's one error tree: every domain error of ``events/``, ``storage/`` and ``cluster/``
+derives from ``CrashrayError``, which carries the HTTP status it answers with and a short
+machine-readable ``code``.
 
-One tree for the whole ingest edge; the HTTP layer (serve_apps/ingest) maps each class to
-one status code and answers ``{"detail": message, "causes": [...]}`` as Relay does
-(relay-server/src/endpoints/common.rs):
+Three places turn an error into what a user sees, each in one spot:
 
-    IngestError                    (base; never raised directly)
-    ├── BadRequest          400    malformed body, envelope, item, JSON, compression
-    │   └── InvalidEnvelope 400    framing/header errors ("invalid event envelope")
-    ├── Unauthorized        401    no, duplicate or unparsable credentials
-    ├── Forbidden           403    unknown/disabled key, key of another project
-    ├── PayloadTooLarge     413    a named size limit was exceeded
-    ├── RateLimited         429    a quota was exceeded (carries the header values)
-    └── Overloaded          503    the pipeline cannot take more right now
+* the Web API (serve_apps/api/app.py): one exception handler answers ``status`` with
+  ``{"detail": message, "code": code}`` (Sentry's ``{"detail": …}`` plus the code);
+* the ingest edge (serve_apps/ingest.py): Relay's body ``{"detail": …, "causes": […]}``
+  (relay-server/src/endpoints/common.rs), plus ``Retry-After``/``X-Sentry-Rate-Limits``
+  for a rate limit;
+* the CLI (cluster/cli_common.py): ``crashray <command>: <message>`` and exit code 2 for a
+  4xx (the user can fix it), 1 for a 5xx.
+
+::
+
+    CrashrayError                      500 internal_error   (base; never raised directly)
+    ├── BadRequest                     400 bad_request      malformed input, named field
+    │   ├── InvalidEnvelope            400 invalid_envelope ("invalid event envelope")
+    │   ├── InvalidEvent               400 invalid_event    events/process.py
+    │   ├── SearchSyntaxError          400 invalid_search   events/search.py
+    │   ├── RuleSyntaxError            400 invalid_rules    events/grouping/fingerprint_rules.py
+    │   ├── StatsQueryError            400 invalid_stats_query  events/stats.py
+    │   ├── StreamQueryError           400 invalid_stream_query events/issue_stream.py
+    │   ├── InvalidQuota               400 invalid_quota    events/quotas.py
+    │   ├── InvalidStatusUpdate        400 invalid_status   events/lifecycle.py
+    │   ├── AccessError                400 invalid_access   events/access.py (roles, scopes)
+    │   └── TenancyError               400 invalid_tenancy  storage/tenancy.py (slugs, passwords)
+    ├── Unauthorized                   401 unauthorized     no, bad or duplicate credentials
+    ├── Forbidden                      403 forbidden        a scope or role does not allow it
+    ├── NotFound                       404 not_found        nothing there (or not the caller's)
+    ├── Conflict                       409 conflict         storage.tenancy.NameTaken
+    ├── PayloadTooLarge                413 too_large        a named size limit was exceeded
+    ├── Throttled                      429 throttled        storage.tenancy.LoginThrottled
+    │   └── RateLimited                429 rate_limited     a quota (carries the header values)
+    ├── Overloaded                     503 overloaded       the pipeline cannot take more now
+    └── StorageError                   500 storage_error    storage/errors.py
+        └── MigrationError             500 migration_failed
+
+Third-party errors (psycopg, clickhouse-connect, sentry-relay) are translated where they
+cross into code that must decide on them; elsewhere they propagate and answer 500.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 
-class IngestError(Exception):
-    """Base of every error the ingest edge answers with; ``status`` is the HTTP status."""
+class CrashrayError(Exception):
+    """Base of every error Crashray answers with; never raised directly."""
 
-    status: int = 500
-    #: (organization id, project id, key id) once the request's key is known, so that a
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    #: (organization id, project id, key id) once an ingest request's key is known, so a
     #: refused request can still be counted as an outcome of its project.
     sender: tuple[int, int, int] | None = None
 
@@ -33,38 +62,63 @@ class IngestError(Exception):
         self.causes = tuple(causes)
 
     def body(self) -> dict[str, object]:
-        """The JSON body Relay answers with for this error."""
+        """The JSON body Relay answers with at the ingest edge."""
         body: dict[str, object] = {"detail": self.detail}
         if self.causes:
             body["causes"] = list(self.causes)
         return body
 
+    def api_body(self) -> dict[str, object]:
+        """The JSON body of the Web API: Sentry's ``detail`` and the machine code."""
+        return {"detail": self.detail, "code": self.code}
 
-class BadRequest(IngestError):
+
+class BadRequest(CrashrayError):
     status = 400
+    code = "bad_request"
 
 
 class InvalidEnvelope(BadRequest):
     """Envelope framing error; Relay's detail is always "invalid event envelope"."""
 
+    code = "invalid_envelope"
+
     def __init__(self, cause: str) -> None:
         super().__init__("invalid event envelope", [cause])
 
 
-class Unauthorized(IngestError):
+class Unauthorized(CrashrayError):
     status = 401
+    code = "unauthorized"
 
 
-class Forbidden(IngestError):
+class Forbidden(CrashrayError):
     status = 403
+    code = "forbidden"
 
 
-class PayloadTooLarge(IngestError):
+class NotFound(CrashrayError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CrashrayError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(CrashrayError):
     status = 413
+    code = "too_large"
 
 
-class RateLimited(IngestError):
+class Throttled(CrashrayError):
     status = 429
+    code = "throttled"
+
+
+class RateLimited(Throttled):
+    code = "rate_limited"
 
     def __init__(self, detail: str, retry_after_s: int, rate_limits_header: str) -> None:
         super().__init__(detail)
@@ -72,5 +126,15 @@ class RateLimited(IngestError):
         self.rate_limits_header = rate_limits_header
 
 
-class Overloaded(IngestError):
+class Overloaded(CrashrayError):
     status = 503
+    code = "overloaded"
+
+
+#: What the Web API answers for anything the caller cannot see: the same text whether it
+#: does not exist or belongs to another tenant, so ids cannot be probed (as in Sentry).
+NOT_FOUND_DETAIL = "The requested resource does not exist"
+
+
+def not_found(detail: str = NOT_FOUND_DETAIL) -> NotFound:
+    return NotFound(detail)

@@ -18,7 +18,7 @@ The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing``, ``regre
 ``inCommit``, ``ignoreDuration`` (a client-side shorthand for ``ignoreUntil``) and
 ``ignoreUntilEscalating`` are refused with a clear error, not approximated.
 
-    LifecycleError                 (base)
+    events.errors.BadRequest
     └── InvalidStatusUpdate        the request body asks for something unknown or unsupported
 """
 
@@ -31,6 +31,8 @@ from typing import Any
 
 import sentry_relay
 from sentry_relay.processing import compare_version
+
+from events.errors import BadRequest
 
 STATUSES = ("unresolved", "resolved", "ignored")
 #: Sentry's API also says "muted"/"archived" for ignored.
@@ -45,12 +47,10 @@ ACTIVITY_FOR_STATUS = {"resolved": "set_resolved", "unresolved": "set_unresolved
                        "ignored": "set_ignored"}
 
 
-class LifecycleError(Exception):
-    pass
+class InvalidStatusUpdate(BadRequest):
+    """A status change the API refuses; the message names the field and the values known."""
 
-
-class InvalidStatusUpdate(LifecycleError):
-    pass
+    code = "invalid_status"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Pure code (no Ray, no I/O): consumers call ``EventProcessor.process`` for every 
 event item. Normalization and PII scrubbing are sentry-relay's own (``StoreNormalizer``,
 ``pii_strip_event``), so the stored event is what Sentry would store.
 
-    ProcessingError            (base)
+    events.errors.BadRequest
     └── InvalidEvent           the item is not an event Relay accepts; outcome "invalid"
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import sentry_relay
 
+from events.errors import BadRequest
 from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
 from events.grouping.rules import GroupingRules
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
@@ -27,11 +28,7 @@ MAX_SECS_IN_FUTURE = 60
 MAX_SECS_IN_PAST = 30 * 24 * 3600
 
 
-class ProcessingError(Exception):
-    pass
-
-
-class InvalidEvent(ProcessingError):
+class InvalidEvent(BadRequest):
     """The payload cannot become an event; ``reason`` is the outcome reason."""
 
     def __init__(self, reason: str, detail: str) -> None:

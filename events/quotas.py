@@ -23,7 +23,7 @@ Spike protection is a per-project quota on events (``error``, ``default``, ``sec
 hour whose limit follows the project's own volume: ``spike_limit`` of its accepted events in
 the trailing ``SPIKE_BASELINE_HOURS`` hours.
 
-    QuotaError              (base)
+    events.errors.BadRequest
     └── InvalidQuota        a quota definition that cannot be counted
 """
 
@@ -33,6 +33,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from events.errors import BadRequest
 
 #: A counter's key: (counter name, window slot).
 CounterKey = tuple[str, int]
@@ -65,12 +67,10 @@ OUTCOMES_ITEM_TYPE: Final = "outcomes"
 SPIKE_WINDOW_S: Final = 3600
 
 
-class QuotaError(ValueError):
-    pass
+class InvalidQuota(BadRequest):
+    """A quota that cannot be stored as given; the message names the field."""
 
-
-class InvalidQuota(QuotaError):
-    pass
+    code = "invalid_quota"
 
 
 def item_quantities(item_type: str, payload_bytes: int) -> tuple[tuple[str, int], ...]:

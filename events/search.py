@@ -73,7 +73,7 @@ operators on relative dates (``age:>-24h``) and wildcards in free text.
 
 Errors::
 
-    ValueError
+    events.errors.BadRequest
     └── SearchSyntaxError   400   the query cannot be parsed; ``position`` is the offset
 """
 
@@ -85,6 +85,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
+
+from events.errors import BadRequest
 
 #: Longer queries are refused: a search box query (URL-sized).
 MAX_QUERY_CHARS = 8192
@@ -156,14 +158,16 @@ _EXACT_BEFORE, _EXACT_AFTER = dt.timedelta(minutes=5), dt.timedelta(minutes=6)
 _PARAM_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,30}")
 
 
-class SearchSyntaxError(ValueError):
+class SearchSyntaxError(BadRequest):
     """The query cannot be parsed; ``position`` is the 0-based offset of the bad part and
-    ``detail`` says what was expected there."""
+    ``problem`` says what was expected there."""
 
-    def __init__(self, position: int, detail: str) -> None:
-        super().__init__(f"query position {position}: {detail}")
+    code = "invalid_search"
+
+    def __init__(self, position: int, problem: str) -> None:
+        super().__init__(f"query position {position}: {problem}")
         self.position = position
-        self.detail = detail
+        self.problem = problem
 
 
 # --- the typed query ------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import Any
 
 from sentry_relay.consts import DataCategory
 
+from events.errors import BadRequest
+
 #: Outcomes are stored per hour (ClickHouse ``outcomes.hour``): no finer interval exists.
 MIN_INTERVAL_S = 3600
 #: Sentry refuses intervals longer than a day, and ones that do not divide a day, so that
@@ -73,7 +75,7 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 StatsRow = tuple[dt.datetime, tuple[str | int, ...], int]
 
 
-class StatsQueryError(ValueError):
+class StatsQueryError(BadRequest):
     """A stats query parameter the API refuses; the message names it, the value seen and
     what is expected."""
 

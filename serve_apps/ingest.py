@@ -45,8 +45,8 @@ from events.envelope import (
 )
 from events.errors import (
     BadRequest,
+    CrashrayError,
     Forbidden,
-    IngestError,
     Overloaded,
     PayloadTooLarge,
     RateLimited,
@@ -138,7 +138,7 @@ def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> Proj
     return key
 
 
-def error_response(exc: IngestError) -> Response:
+def error_response(exc: CrashrayError) -> Response:
     headers = {**CORS_HEADERS, "X-Sentry-Error": exc.detail}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
@@ -459,7 +459,7 @@ class IngestDeployment:
             limits = await self._admit(items)
             if limits:
                 raise rate_limited(limits)
-        except IngestError as exc:
+        except CrashrayError as exc:
             if exc.sender is not None:
                 # Relay's reasons: the envelope was too large, or could not be read.
                 self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", "error",

@@ -20,11 +20,17 @@ from ray import serve
 
 from actors.clickhouse import clickhouse_store
 from events.envelope import normalize_event_id
-from events.errors import IngestError
+from events.errors import CrashrayError
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError, parse_fingerprint_rules
 from events.grouping.rules import grouping_rules_from_text
 from events.grouping.stacktrace_rules import parse_stacktrace_rules
+from events.issue_stream import (
+    StreamQueryError,
+    StreamRequest,
+    link_header,
+    parse_stream_request,
+)
 from events.lifecycle import (
     ACTIVITY_FOR_STATUS,
     InvalidStatusUpdate,
@@ -45,12 +51,6 @@ from events.search import (
 )
 from events.stats import StatsQueryError, parse_stats_query, stats_response
 from serve_apps.event_json import event_json
-from serve_apps.issue_stream import (
-    StreamQueryError,
-    StreamRequest,
-    link_header,
-    parse_stream_request,
-)
 from serve_apps.quota_api import QuotaApi, need, need_project_write, parse_spike_protection
 from serve_apps.tenancy_api import TenancyApi
 from storage import issues as issue_store
@@ -379,7 +379,7 @@ class Api:
         """One stored event in Sentry's shape, with its neighbours within its issue."""
         try:
             normalized = normalize_event_id(event_id)
-        except IngestError:
+        except CrashrayError:
             normalized = None
         found = None if normalized is None else self.clickhouse.event_timestamp(
             project.organization_id, project.id, normalized)
@@ -593,7 +593,7 @@ class Api:
         """Why an event grouped as it did, recomputed from the stored (normalized) event."""
         try:
             normalized_id = normalize_event_id(event_id)
-        except IngestError:
+        except CrashrayError:
             normalized_id = None  # not an event id at all: nothing to find
         body = None if normalized_id is None else self.clickhouse.event_body(
             project.organization_id, project.id, normalized_id)

@@ -1,21 +1,20 @@
-"""Storage errors.
+"""Storage errors, part of Crashray's one error tree (events/errors.py).
 
-    StorageError            (base)
-    ├── MigrationError      a schema migration failed or the schema is newer than the code
-    └── NotFound            a scoped lookup found nothing (callers answer 404)
+    events.errors.CrashrayError
+    └── StorageError        500  a database did something unexpected
+        └── MigrationError  500  a schema migration failed or the schema is newer than the code
 
-Third-party errors (psycopg, clickhouse-connect) are translated where they cross into
-callers that must decide on them; elsewhere they propagate unchanged.
+A scoped lookup that finds nothing raises ``events.errors.NotFound`` (404). Third-party
+errors (psycopg, clickhouse-connect) are translated where they cross into callers that must
+decide on them; elsewhere they propagate unchanged.
 """
 
+from events.errors import CrashrayError
 
-class StorageError(Exception):
-    pass
+
+class StorageError(CrashrayError):
+    code = "storage_error"
 
 
 class MigrationError(StorageError):
-    pass
-
-
-class NotFound(StorageError):
-    pass
+    code = "migration_failed"

@@ -5,9 +5,15 @@ and compared in constant time; tokens and session cookies are random and stored 
 only. ``caller_access`` turns a token or session into what it may do in one organization:
 its scopes there and the projects it sees (``events/access.py`` decides).
 
-    TenancyError            (base)
-    ├── NameTaken           a slug or username already exists
-    └── NotFound            no such organization, user, team or project
+Errors (events/errors.py's tree)::
+
+    BadRequest
+    └── TenancyError        400  a slug, password or token owner that is not allowed
+    Conflict
+    └── NameTaken           409  a slug or username already exists
+    Throttled
+    └── LoginThrottled      429  too many failed logins
+    NotFound                404  no such organization, user, team or project
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from events.access import (
     effective_scopes,
     visible_projects,
 )
+from events.errors import BadRequest, Conflict, NotFound, Throttled
 from storage.postgres import add_project_key, create_api_token, hash_token
 
 _SCRYPT_N: Final = 2**15
@@ -44,16 +51,12 @@ IP_FAILURE_FACTOR: Final = 4
 SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 
 
-class TenancyError(ValueError):
-    pass
+class TenancyError(BadRequest):
+    code = "invalid_tenancy"
 
 
-class NameTaken(TenancyError):
-    pass
-
-
-class NotFound(TenancyError):
-    pass
+class NameTaken(Conflict):
+    code = "name_taken"
 
 
 def hash_password(password: str) -> str:
@@ -355,5 +358,5 @@ def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip
     return int(row[0])
 
 
-class LoginThrottled(TenancyError):
-    pass
+class LoginThrottled(Throttled):
+    code = "login_throttled"

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
 
+from events.errors import BadRequest
 from events.grouping.shape import as_str, basename, get_path, interface_values, mappings, tag_value
 
 __all__ = [
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 
-class RuleSyntaxError(ValueError):
+class RuleSyntaxError(BadRequest):
     """A rule text (either of Sentry's rule languages) that does not parse; ``line`` and
     ``column`` are 1-based."""
 

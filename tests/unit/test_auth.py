@@ -16,7 +16,7 @@ from events.auth import (
     find_request_auth,
     parse_dsn,
 )
-from events.errors import BadRequest, IngestError, Unauthorized
+from events.errors import BadRequest, CrashrayError, Unauthorized
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -25,8 +25,8 @@ def _header(value: str) -> dict[str, str]:
     return {"x-sentry-auth": value}
 
 
-def _error(headers: dict[str, str], query: str = "") -> IngestError:
-    with pytest.raises(IngestError) as caught:
+def _error(headers: dict[str, str], query: str = "") -> CrashrayError:
+    with pytest.raises(CrashrayError) as caught:
         auth_from_request(headers, query)
     return caught.value
 

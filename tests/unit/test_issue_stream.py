@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from serve_apps.issue_stream import StreamQueryError, link_header, parse_stream_request
+from events.issue_stream import StreamQueryError, link_header, parse_stream_request
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 

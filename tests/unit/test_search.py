@@ -293,8 +293,8 @@ def test_quoted_or_is_a_phrase() -> None:
 def test_missing_value_error_names_the_key_and_points_after_it() -> None:
     error = refused("is:unresolved level:")
     assert str(error) == 'query position 20: expected a value after "level:"'
-    assert isinstance(error, ValueError) and error.position == 20
-    assert error.detail == 'expected a value after "level:"'
+    assert error.status == 400 and error.code == "invalid_search" and error.position == 20
+    assert error.problem == 'expected a value after "level:"'
     assert refused("!tags[a]: x").position == 9
 
 

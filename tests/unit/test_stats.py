@@ -213,8 +213,9 @@ def test_attachments_cannot_be_summed_with_other_categories() -> None:
     assert "bytes" in str(error)
 
 
-def test_stats_query_error_is_a_value_error() -> None:
-    assert isinstance(refused(("interval", "1m")), ValueError)
+def test_stats_query_error_answers_400_naming_its_code() -> None:
+    error = refused(("interval", "1m"))
+    assert (error.status, error.code) == (400, "bad_request")
 
 
 def test_long_bad_value_is_shortened_in_the_message() -> None:

@@ -1,5 +1,5 @@
 """The issue stream's query string (Sentry's ``GET …/issues/``): pure parsing and the
-cursor ``Link`` header. The search itself is events/search.py; serve_apps/query.py runs it.
+cursor ``Link`` header. The search itself is events/search.py; the issues router runs it.
 
 Parameters: ``query`` (Sentry's search syntax; absent means ``is:unresolved``, as Sentry's
 API assumes; present but empty means everything), ``sort`` (``date`` last seen, ``new``
@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from events.errors import BadRequest
+
 SORTS = ("date", "new", "freq", "user")
 _PERIOD = re.compile(r"^(\d{1,5})([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CURSOR = re.compile(r"^(-?\d+(?:\.\d+)?):(\d{1,9}):([01])$")
 
 
-class StreamQueryError(ValueError):
-    pass
+class StreamQueryError(BadRequest):
+    code = "invalid_stream_query"
 
 
 @dataclass(frozen=True)
