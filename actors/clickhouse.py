@@ -1,48 +1,162 @@
-"""The one way to reach ClickHouse from Ray code.
+"""The one way to reach ClickHouse from Ray code: ``clickhouse_store(dsn)`` gives an
+``EventStore`` (storage/clickhouse.py's typed interface).
 
 Embedded (chDB): exactly one process may open the data path, so a single named actor,
-``ClickHouseOwner``, holds the ``ClickHouseStore`` and every other process calls it.
-Server mode: each process opens its own HTTP client. ``clickhouse_store()`` hides which.
+``ClickHouseOwner``, holds the ``ClickHouseStore`` and every other process reaches it
+through ``RemoteStore``, which implements ``EventStore`` method by method. The owner is a
+threaded actor (``OWNER_CONCURRENCY`` calls at a time) and the store reads through a chDB
+client per thread, so an API read never queues behind a consumer's insert.
+Server mode: each process opens its own HTTP client (``ClickHouseStore``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
+import pyarrow as pa
 import ray
 
-from storage.clickhouse import ClickHouseStore
+from events.search import EventFilters
+from events.stats import StatsQuery
+from storage.clickhouse import (
+    NO_FILTERS,
+    ClickHouseStore,
+    EventStore,
+    EventSummary,
+    HashTotals,
+    StatsRow,
+    TagFacet,
+)
 
-OWNER_ACTOR_NAME = "crashray-clickhouse"
-NAMESPACE = "crashray"
+OWNER_ACTOR_NAME: Final = "crashray-clickhouse"
+NAMESPACE: Final = "crashray"
+#: Calls the owner runs at once: consumers' inserts (one per batch) and the API's reads.
+#: chDB runs them in parallel; Python holds the GIL only around each call's edges.
+OWNER_CONCURRENCY: Final = 16
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class ClickHouseOwner:
-    """Holds the embedded ClickHouse engine; methods mirror ``ClickHouseStore``."""
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            max_concurrency=OWNER_CONCURRENCY)  # type: ignore[call-overload]
+class ClickHouseOwner(ClickHouseStore):
+    """Holds the embedded ClickHouse engine; its methods are ``ClickHouseStore``'s."""
 
     def __init__(self, dsn: str) -> None:
-        self._store = ClickHouseStore(dsn)
-        self._store.migrate()
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._store, method)(*args, **kwargs)
+        super().__init__(dsn)
+        self.migrate()
 
     def ready(self) -> bool:
         return True
 
 
 class RemoteStore:
-    """``ClickHouseStore``'s interface, answered by the owner actor."""
+    """``EventStore`` answered by the owner actor (one actor call per method call)."""
 
     def __init__(self, owner: Any) -> None:
         self._owner = owner
         self.is_embedded = True
 
-    def __getattr__(self, method: str) -> Any:
-        def invoke(*args: Any, **kwargs: Any) -> Any:
-            return ray.get(self._owner.call.remote(method, *args, **kwargs))
-        return invoke
+    def insert(self, table: str, data: pa.Table) -> int:
+        return int(ray.get(self._owner.insert.remote(table, data)))
+
+    def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:
+        return int(ray.get(self._owner.insert_batch.remote(dict(tables))))
+
+    def list_events(self, organization_id: int, project_id: int, limit: int,
+                    offset: int = 0, group_ids: Sequence[int] | None = None
+                    ) -> list[EventSummary]:
+        found: list[EventSummary] = ray.get(self._owner.list_events.remote(
+            organization_id, project_id, limit, offset, group_ids))
+        return found
+
+    def event_body(self, organization_id: int, project_id: int, event_id: str
+                   ) -> str | None:
+        body: str | None = ray.get(self._owner.event_body.remote(
+            organization_id, project_id, event_id))
+        return body
+
+    def user_counts(self, organization_id: int, project_id: int,
+                    issue_of_hash: Mapping[str, int], since: dt.datetime | None = None
+                    ) -> dict[int, int]:
+        counts: dict[int, int] = ray.get(self._owner.user_counts.remote(
+            organization_id, project_id, dict(issue_of_hash), since))
+        return counts
+
+    def event_counts(self, organization_id: int, project_id: int,
+                     issue_of_hash: Mapping[str, int], since: dt.datetime
+                     ) -> dict[int, int]:
+        counts: dict[int, int] = ray.get(self._owner.event_counts.remote(
+            organization_id, project_id, dict(issue_of_hash), since))
+        return counts
+
+    def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]
+                    ) -> HashTotals | None:
+        totals: HashTotals | None = ray.get(self._owner.hash_totals.remote(
+            organization_id, project_id, list(hashes)))
+        return totals
+
+    def matching_hashes(self, organization_id: int, project_ids: Sequence[int],
+                        filters: EventFilters, since: dt.datetime, until: dt.datetime,
+                        max_hashes: int) -> list[str]:
+        hashes: list[str] = ray.get(self._owner.matching_hashes.remote(
+            organization_id, list(project_ids), filters, since, until, max_hashes))
+        return hashes
+
+    def hourly_counts(self, organization_id: int, project_ids: Sequence[int],
+                      group_ids: Sequence[int], since: dt.datetime
+                      ) -> dict[int, dict[dt.datetime, int]]:
+        counts: dict[int, dict[dt.datetime, int]] = ray.get(self._owner.hourly_counts.remote(
+            organization_id, list(project_ids), list(group_ids), since))
+        return counts
+
+    def issue_events(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                     filters: EventFilters = NO_FILTERS, limit: int = 100,
+                     offset: int = 0, oldest_first: bool = False) -> list[EventSummary]:
+        events: list[EventSummary] = ray.get(self._owner.issue_events.remote(
+            organization_id, project_id, list(hashes), filters, limit, offset, oldest_first))
+        return events
+
+    def event_neighbours(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                         event_id: str, timestamp: dt.datetime
+                         ) -> tuple[str | None, str | None]:
+        found: tuple[str | None, str | None] = ray.get(self._owner.event_neighbours.remote(
+            organization_id, project_id, list(hashes), event_id, timestamp))
+        return found
+
+    def event_timestamp(self, organization_id: int, project_id: int, event_id: str
+                        ) -> tuple[dt.datetime, str] | None:
+        found: tuple[dt.datetime, str] | None = ray.get(self._owner.event_timestamp.remote(
+            organization_id, project_id, event_id))
+        return found
+
+    def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                   key: str | None, top: int) -> list[TagFacet]:
+        facets: list[TagFacet] = ray.get(self._owner.tag_facets.remote(
+            organization_id, project_id, list(hashes), key, top))
+        return facets
+
+    def latest_event_id(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                        oldest: bool = False) -> str | None:
+        found: str | None = ray.get(self._owner.latest_event_id.remote(
+            organization_id, project_id, list(hashes), oldest))
+        return found
+
+    def project_counts(self, organization_id: int, project_id: int, since: dt.datetime,
+                       until: dt.datetime, bucket_s: int) -> dict[dt.datetime, int]:
+        counts: dict[dt.datetime, int] = ray.get(self._owner.project_counts.remote(
+            organization_id, project_id, since, until, bucket_s))
+        return counts
+
+    def outcome_stats(self, organization_id: int, project_ids: Sequence[int],
+                      query: StatsQuery) -> list[StatsRow]:
+        rows: list[StatsRow] = ray.get(self._owner.outcome_stats.remote(
+            organization_id, list(project_ids), query))
+        return rows
+
+    def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = ray.get(self._owner.query_rows.remote(sql, parameters))
+        return rows
 
 
 def start_owner(dsn: str) -> Any:
@@ -54,9 +168,8 @@ def start_owner(dsn: str) -> Any:
     return owner
 
 
-def clickhouse_store(dsn: str) -> Any:
+def clickhouse_store(dsn: str) -> EventStore:
     """A store for this process: local for a server, the owner actor for chDB."""
     if dsn.startswith("chdb:"):
         return RemoteStore(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
-    store = ClickHouseStore(dsn)
-    return store
+    return ClickHouseStore(dsn)

@@ -49,8 +49,10 @@ from events.rows import (
 )
 from storage import issues as issue_store
 from storage import queue as pg_queue
-from storage.grouping import ProjectGroupingSettings, grouping_settings
-from storage.postgres import scrubbing_configs
+from storage.clickhouse import EventStore
+from storage.postgres import connect
+from storage.projects import ProjectGroupingSettings, grouping_settings, scrubbing_configs
+from storage.scope import ProjectScope
 
 log = logging.getLogger("crashray.consumer")
 
@@ -81,12 +83,13 @@ class ConsumerConfig:
 class BatchConsumer:
     """The consumer's work without Ray: claim one batch and see it through."""
 
-    def __init__(self, config: ConsumerConfig, store: Any | None = None,
+    def __init__(self, config: ConsumerConfig, store: EventStore | None = None,
                  resolver: Any | None = None) -> None:
         self.config = config
         self._conn = self._connect()
-        # ``store``: a ClickHouseStore-like object; tests pass a wrapper that fails on cue.
-        self._store = store if store is not None else clickhouse_store(config.clickhouse_dsn)
+        # ``store``: tests pass a real store wrapped to fail on cue.
+        self._store: EventStore = store if store is not None else clickhouse_store(
+            config.clickhouse_dsn)
         # ``resolver``: hash → issue (``actors.grouping``): the grouping shards in a running
         # instance, else a resolver of its own on this consumer's connection.
         self._resolver = resolver if resolver is not None else IssueResolver(
@@ -97,14 +100,11 @@ class BatchConsumer:
         self.processed_total = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.config.postgres_url)
         # The consumer's commits need atomicity, not immediate durability: losing the last
         # ones in an OS crash only re-delivers items, and because the event counts and the
         # queue deletes commit together, a re-delivered event is still counted once. The
         # ingest hand-off, which acknowledges SDKs, keeps synchronous commits.
-        conn.execute("SET synchronous_commit = off")
-        conn.commit()
-        return conn
+        return connect(self.config.postgres_url, durable_commits=False)
 
     def reconnect(self) -> None:
         """A fresh PostgreSQL connection (after a server restart or a network error)."""
@@ -190,11 +190,11 @@ class BatchConsumer:
                 if issue_id is not None]
         outcomes = plan.outcomes + [event_outcome(item, p, issue_id is None) for (item, p),
                                     issue_id in zip(plan.events, issue_ids, strict=True)]
-        self._store.insert("events", events_table(rows))
-        self._store.insert("sessions_raw", sessions_table(plan.sessions))
-        self._store.insert("envelope_items", envelope_items_table(
-            [_raw_item(i) for i in plan.raw_items], self.config.retention_days))
-        self._store.insert("outcomes", outcomes_table(outcomes))
+        self._store.insert_batch({  # one call: the owner actor is asked once per batch
+            "events": events_table(rows), "sessions_raw": sessions_table(plan.sessions),
+            "envelope_items": envelope_items_table(
+                [_raw_item(i) for i in plan.raw_items], self.config.retention_days),
+            "outcomes": outcomes_table(outcomes)})
         counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
                                             r.processed.timestamp,
                                             str(r.processed.event.get("level") or "error"),
@@ -223,7 +223,8 @@ class BatchConsumer:
             transition = transition_after_events(
                 state, [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
             if transition is not None:
-                issue_store.set_status(self._conn, issue.project_id, issue.id,
+                scope = ProjectScope(org_of_project[issue.project_id], issue.project_id)
+                issue_store.set_status(self._conn, scope, issue.id,
                                        transition.status, transition.substatus, {},
                                        transition.activity, transition.data, "crashray")
 
@@ -234,7 +235,8 @@ class BatchConsumer:
         wants_users = needs_user_count(issue.status_details)
         if not (wants_users or windows.events_minutes or windows.users_minutes):
             return IssueState(issue.status, issue.status_details, issue.times_seen)
-        hashes = issue_store.hashes_of_issues(self._conn, issue.project_id, [issue.id])
+        hashes = issue_store.hashes_of_issues(
+            self._conn, ProjectScope(organization_id, issue.project_id), [issue.id])
         now = dt.datetime.now(dt.UTC)
 
         def users(since: dt.datetime | None) -> int:
@@ -359,9 +361,7 @@ class Consumer:
         self._thread.start()
 
     def _listen(self) -> psycopg.Connection[Any]:
-        listener = psycopg.connect(self._config.postgres_url, autocommit=True)
-        listener.execute(f"LISTEN {pg_queue.NOTIFY_CHANNEL}")
-        return listener
+        return pg_queue.listen(self._config.postgres_url)
 
     def _reconnect(self) -> None:
         self._listener.close()

@@ -23,7 +23,7 @@ import psycopg
 import ray
 
 from storage import issues as issue_store
-from storage.grouping import grouping_epochs
+from storage.projects import grouping_epochs
 
 log = logging.getLogger("crashray.grouping")
 
@@ -86,7 +86,7 @@ class IssueResolver:
             by_project.setdefault(c.project_id, set()).update(c.hashes)
         with self.conn.transaction():
             for project_id, hashes in by_project.items():
-                owners = issue_store.issues_of_hashes(self.conn, project_id, sorted(hashes))
+                owners = issue_store.hash_owners(self.conn, project_id, sorted(hashes))
                 for h, issue_id in owners.items():
                     self._issue_of[(project_id, h)] = issue_id
                     self._issue_of.move_to_end((project_id, h))

@@ -46,6 +46,8 @@ from events.quotas import (
     window_at,
 )
 from storage import quotas as quota_store
+from storage.postgres import connect
+from storage.projects import spike_protection
 
 log = logging.getLogger("crashray.rate_limit")
 
@@ -70,11 +72,10 @@ class RateLimiter:
                  ) -> None:
         self.config = config
         self.clock = clock
-        self.conn = psycopg.connect(config.postgres_url, autocommit=True)
         # Counter writes need no flush to disk before the answer: an actor restart loses
         # nothing (PostgreSQL has them), only a crash of PostgreSQL itself could forget the
         # last few milliseconds of counts, which lets at most that much more through.
-        self.conn.execute("SET synchronous_commit = off")
+        self.conn = connect(config.postgres_url, autocommit=True, durable_commits=False)
         self.counters: dict[CounterKey, int] = quota_store.load_counters(
             self.conn, dt.datetime.fromtimestamp(clock(), dt.UTC))
         self._expires_at: dict[CounterKey, float] = {}
@@ -134,7 +135,7 @@ class RateLimiter:
         projects = {u.project_id: u.organization_id for u in usages}
         stale = [p for p, org in projects.items() if self._spike_stale(p, org, now)]
         if stale:
-            settings = quota_store.spike_protection(self.conn, stale,
+            settings = spike_protection(self.conn, stale,
                                                     self.config.spike_defaults)
             for project_id in stale:
                 self._spike[project_id] = self._spike_state(

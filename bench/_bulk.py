@@ -400,7 +400,7 @@ def copy_issues(conn: Any, projects: Sequence[LoadedProject], now_us: int) -> No
 def create_projects(conn: Any, loads: Sequence[ProjectLoad]) -> tuple[str, list[tuple[int, int]]]:
     """Bootstrap as ``crashray up`` does, then the projects of ``loads``: the admin API token
     and (organization id, project id) of each."""
-    from storage.postgres import bootstrap, ensure_project
+    from storage.bootstrap import bootstrap, ensure_project
 
     boot = bootstrap(conn, grouping_config="v2")
     if boot.api_token is None:

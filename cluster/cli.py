@@ -78,13 +78,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     """A new API token, of an organization (``--org``) or of a user (``--user``: it acts in
     that user's organizations, within its roles); the token is the last word printed."""
     from cluster.runtime import Runtime
-    from events.access import AccessError, check_scopes
+    from events.access import ROLE_SCOPES, AccessError, check_scopes
     from storage import postgres, tenancy
 
     runtime = Runtime(_settings(args))
     runtime.start_databases()  # joins a running instance's embedded PostgreSQL if any
     try:
-        scopes = args.scopes.split(",") if args.scopes else list(postgres.ADMIN_SCOPES)
+        scopes = args.scopes.split(",") if args.scopes else sorted(ROLE_SCOPES["owner"])
         with postgres.connect(runtime.postgres_url) as conn:
             check_scopes(scopes)
             if args.user:

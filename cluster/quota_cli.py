@@ -61,18 +61,27 @@ def _project(conn: Any, organization_id: int, slug: str | None) -> int:
     return int(row[0])
 
 
-def _key(conn: Any, project_id: int, public_key: str | None) -> int:
-    from storage import quotas as quota_store
+def _key(conn: Any, project_id: int, public_key: str | None) -> Any:
+    from storage import keys as key_store
+    from storage.projects import project_by_id
 
-    keys = quota_store.project_keys(conn, project_id)
+    project = project_by_id(conn, _org_of_project(conn, project_id), project_id)
+    assert project is not None
+    keys = key_store.project_keys(conn, project)
     if public_key is None:
         if len(keys) != 1:
             raise CliError(f"the project has {len(keys)} keys; name one with --key")
-        return keys[0].id
-    key = quota_store.find_key(conn, project_id, public_key)
+        return keys[0]
+    key = key_store.find_key(conn, project, public_key)
     if key is None:
         raise CliError(f"no key {public_key!r} in this project")
-    return key.id
+    return key
+
+
+def _org_of_project(conn: Any, project_id: int) -> int:
+    row = conn.execute("SELECT organization_id FROM projects WHERE id = %s",
+                       (project_id,)).fetchone()
+    return int(row[0])
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -107,7 +116,7 @@ def cmd_add(args: argparse.Namespace) -> None:
         if args.scope == "project":
             scope_id = _project(conn, org, args.project) if args.project else None
         elif args.scope == "key":
-            scope_id = _key(conn, _project(conn, org, args.project), args.key) \
+            scope_id = _key(conn, _project(conn, org, args.project), args.key).id \
                 if args.project else None
         try:
             quota = Quota("new", org, args.scope, scope_id, frozenset(args.category or ()),
@@ -128,7 +137,7 @@ def cmd_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_usage(args: argparse.Namespace) -> None:
-    from serve_apps.quota_api import usage_json
+    from serve_apps.api.quotas import usage_json
     from storage import quotas as quota_store
 
     with _database(args) as conn:
@@ -141,19 +150,19 @@ def cmd_usage(args: argparse.Namespace) -> None:
 
 
 def cmd_spike(args: argparse.Namespace) -> None:
-    from storage import quotas as quota_store
+    from storage.projects import set_spike_protection
 
     if args.multiplier is not None and args.multiplier <= 0:
         raise CliError("--multiplier must be > 0")
     with _database(args) as conn:
         project = _project(conn, _organization(conn, args.org), args.project)
-        quota_store.set_spike_protection(conn, project, args.on, args.multiplier,
+        set_spike_protection(conn, project, args.on, args.multiplier,
                                          args.floor_per_hour)
     print(f"Spike protection {'on' if args.on else 'off'} for project {args.project}")
 
 
 def cmd_key_rate_limit(args: argparse.Namespace) -> None:
-    from storage import quotas as quota_store
+    from storage import keys as key_store
 
     if not args.clear and (args.window is None or args.count is None):
         raise CliError("give --window SECONDS and --count EVENTS, or --clear")
@@ -162,7 +171,7 @@ def cmd_key_rate_limit(args: argparse.Namespace) -> None:
     with _database(args) as conn:
         project = _project(conn, _organization(conn, args.org), args.project)
         key = _key(conn, project, args.key)
-        quota_store.update_key(conn, key, rate_limit=None if args.clear
+        key_store.update_key(conn, key, rate_limit=None if args.clear
                                else (args.window, args.count))
     print("Rate limit removed" if args.clear
           else f"Rate limit set: {args.count} events per {args.window} s")

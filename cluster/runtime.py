@@ -212,13 +212,14 @@ class Runtime:
 
     def start(self) -> StartInfo:
         from storage import postgres
+        from storage.bootstrap import bootstrap
 
         check_port_free(self.settings.host, self.settings.port)
         self._lock = DataDirLock(self.settings.data_dir)
         self._lock.acquire()
         self.start_databases()
         with postgres.connect(self.postgres_url) as conn:
-            boot = postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+            boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
             self._upgrade_grouping(conn)
             has_users = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
         self.start_ray()
@@ -230,7 +231,7 @@ class Runtime:
                          boot.project_slug, bool(has_users and has_users[0]))
 
     def _upgrade_grouping(self, conn: Any) -> None:
-        from storage.grouping import upgrade_grouping_configs
+        from storage.projects import upgrade_grouping_configs
 
         if not self.settings.grouping_auto_upgrade:
             return
@@ -276,8 +277,9 @@ class Runtime:
         from events.body import BodyLimits
         from events.envelope import EnvelopeLimits
         from events.quotas import SpikeProtection
+        from serve_apps.api.app import ApiDeployment
+        from serve_apps.api.config import ApiConfig
         from serve_apps.ingest import IngestConfig, IngestDeployment
-        from serve_apps.query import ApiDeployment, QueryConfig
         from serve_apps.web import DashboardDeployment, WebConfig
 
         s = self.settings
@@ -304,15 +306,16 @@ class Runtime:
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)
-        query_config = QueryConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
-                                   s.api_max_page_size, s.grouping_transition_days * 86_400,
-                                   spike_defaults=SpikeProtection(True, s.spike_multiplier,
-                                                                  s.spike_floor_per_hour),
-                                   session_lifetime_s=s.session_lifetime_s,
-                                   login_max_failures=s.login_max_failures,
-                                   login_window_s=s.login_window_s)
+        api_config = ApiConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
+                               s.api_max_page_size, s.grouping_transition_days * 86_400,
+                               spike_defaults=SpikeProtection(True, s.spike_multiplier,
+                                                              s.spike_floor_per_hour),
+                               session_lifetime_s=s.session_lifetime_s,
+                               login_max_failures=s.login_max_failures,
+                               login_window_s=s.login_window_s,
+                               default_grouping_config=DEFAULT_GROUPING_CONFIG)
         serve.run(ingest, name="ingest", route_prefix="/api")
-        serve.run(ApiDeployment.bind(query_config), name="api",  # type: ignore[attr-defined]
+        serve.run(ApiDeployment.bind(api_config), name="api",  # type: ignore[attr-defined]
                   route_prefix="/api/0")
         serve.run(DashboardDeployment.bind(  # type: ignore[attr-defined]
             WebConfig(self.postgres_url, s.base_url())), name="web", route_prefix="/")

@@ -53,12 +53,10 @@ def _time(name: str, value: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def parse_stream_request(params: Sequence[tuple[str, str]], default_limit: int,
-                         max_limit: int, now: dt.datetime) -> StreamRequest:
-    query = _last(params, "query")
-    sort = _last(params, "sort") or "date"
-    if sort not in SORTS:
-        raise StreamQueryError(f"sort {sort!r} is not one of {', '.join(SORTS)}")
+def parse_page(params: Sequence[tuple[str, str]], default_limit: int, max_limit: int
+               ) -> tuple[int, int]:
+    """``limit`` (1 … ``max_limit``) and the offset of Sentry's ``cursor`` parameter, for
+    every paginated list."""
     raw_limit = _last(params, "limit")
     if raw_limit is not None and (not raw_limit.isdigit() or not int(raw_limit) >= 1):
         raise StreamQueryError(f"limit {raw_limit!r} must be a whole number from 1 to"
@@ -71,6 +69,16 @@ def parse_stream_request(params: Sequence[tuple[str, str]], default_limit: int,
         if match is None:
             raise StreamQueryError(f"cursor {cursor!r} is not one this API gave out")
         offset = int(match[2])
+    return limit, offset
+
+
+def parse_stream_request(params: Sequence[tuple[str, str]], default_limit: int,
+                         max_limit: int, now: dt.datetime) -> StreamRequest:
+    query = _last(params, "query")
+    sort = _last(params, "sort") or "date"
+    if sort not in SORTS:
+        raise StreamQueryError(f"sort {sort!r} is not one of {', '.join(SORTS)}")
+    limit, offset = parse_page(params, default_limit, max_limit)
     since = until = None
     period = _last(params, "statsPeriod")
     if period:

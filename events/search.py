@@ -1,19 +1,16 @@
-"""Sentry's issue search syntax: one parser, a typed query, and two translators.
+"""Sentry's issue search syntax: one parser to a typed query (frozen dataclasses), and the
+pure split of that query between the two stores that answer it.
 
 Used by the issue list (``GET /api/0/projects/{org}/{project}/issues/?query=...``) and an
 issue's event list (``GET /api/0/issues/{id}/events/?query=...``)::
 
-    q = parse_search(query, now)                  # pure; SearchSyntaxError → 400
-    sql, args = issue_where(issue_filters(q))     # PostgreSQL ``issues``: psycopg %s
-    sql, params = event_conditions(q)             # ClickHouse ``events``: {p0:String}
-    needs_events(q)                               # False: ClickHouse can be skipped
+    q = parse_search(query, now)          # pure; SearchSyntaxError → 400 naming the position
+    issue_filters(q)                      # IssueFilters: what PostgreSQL ``issues`` answers
+    event_filters(q)                      # EventFilters: what ClickHouse ``events`` answers
+    needs_events(q)                       # False: ClickHouse can be skipped
 
-Neither fragment is ever empty ("TRUE" / "1" when there is nothing to filter), both are
-meant to be ANDed after the caller's own scope, and neither ever contains a value typed by
-the user: every value is a bound parameter. The ClickHouse fragment never includes the
-tenant scope — the caller always writes ``organization_id = {org:UInt64} AND project_id IN
-{projects:Array(UInt64)} AND <fragment>`` itself (storage/clickhouse.py: no read without
-a tenant scope).
+No SQL here: ``storage/search_sql.py`` renders both to SQL with bound parameters only, and
+the storage functions that run them add the tenant scope themselves.
 
 Syntax (https://docs.sentry.io/concepts/search/; grammar of Sentry's
 ``src/sentry/api/event_search.py``). Terms are separated by spaces and ANDed:
@@ -62,8 +59,10 @@ events, instead) filters ``issues.level``, the level of the issue's latest event
 
 Boolean operators are refused, as in Sentry's issue search (``allow_boolean=False``): a
 standalone ``OR`` or ``AND``, in any case as in Sentry's grammar, is a SearchSyntaxError
-(quote it to search for the word); parentheses are ordinary free-text characters, as they
-are there. On text keys an operator is part of the value (``release:>1.0`` looks for the
+(quote it to search for the word). Parentheses must balance, as in Sentry's grammar
+(``free_parens``, ``paren_group``): a balanced group such as ``(a b)`` or ``f(x)`` is free
+text, as Sentry's issue search treats a paren group without boolean operators; an unclosed
+``(`` or a stray ``)`` is a SearchSyntaxError at its position. On text keys an operator is part of the value (``release:>1.0`` looks for the
 release ">1.0"), as Sentry does for tags.
 
 Left out: ``is:assigned`` and the other assignment, bookmark, link and ownership keys,
@@ -81,10 +80,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 from events.errors import BadRequest
 
@@ -111,24 +110,15 @@ IS_STATUS = {"unresolved": "unresolved", "resolved": "resolved", "ignored": "ign
              "archived": "ignored", "muted": "ignored"}
 IS_SUBSTATUS = ("new", "ongoing", "regressed", "escalating")
 
-#: Well-known event fields and their ``events`` columns.
-EVENT_COLUMNS = {
-    "level": "level", "release": "release", "environment": "environment", "dist": "dist",
-    "platform": "platform", "transaction": "transaction", "logger": "logger",
-    "server_name": "server_name", "title": "title", "culprit": "culprit",
-    "user.id": "user_id", "user.email": "user_email", "user.username": "user_username",
-    "user.ip": "user_ip", "sdk.name": "sdk_name", "sdk.version": "sdk_version",
-    "event.type": "type",
-}
-EVENT_ARRAYS = {
-    "error.type": "exception_types", "error.value": "exception_values",
-    "stack.function": "frame_functions", "stack.module": "frame_modules",
-    "stack.filename": "frame_filenames",
-}
-USER_COLUMNS = ("user_id", "user_email", "user_username", "user_ip")
-#: Columns the free-text search looks in, and the array whose elements it also searches.
-TEXT_COLUMNS = ("title", "message", "culprit")
-TEXT_ARRAY = "exception_values"
+#: Well-known event fields: one value per event (storage/search_sql.py maps each to its
+#: ``events`` column) ...
+EVENT_FIELDS = frozenset({
+    "level", "release", "environment", "dist", "platform", "transaction", "logger",
+    "server_name", "title", "culprit", "user.id", "user.email", "user.username", "user.ip",
+    "sdk.name", "sdk.version", "event.type"})
+#: ... and fields with several values per event (any element matches).
+ARRAY_FIELDS = frozenset({
+    "error.type", "error.value", "stack.function", "stack.module", "stack.filename"})
 #: Keys as typed → canonical name, for keys with several spellings.
 KEY_ALIASES = {
     "firstRelease": "first_release", "first-release": "first_release",
@@ -187,11 +177,6 @@ class Pattern:
         """The value for an exact match (only meaningful when not a wildcard)."""
         return "*".join(self.parts)
 
-    @property
-    def like(self) -> str:
-        """The LIKE pattern, ``%``, ``_`` and ``\\`` escaped (ClickHouse and PostgreSQL
-        both take backslash as LIKE's escape character)."""
-        return "%".join(_escape_like(part) for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -340,12 +325,9 @@ def _read_term(query: str, pos: int) -> tuple[_Term | _Text, int]:
         return _Text(raw, quoted=True), end
     match = _FILTER_START.match(query, pos)
     if match is None:
-        end = _word_end(query, pos)
+        end = _free_text_end(query, pos)
         word = query[pos:end]
-        if word.upper() in ("OR", "AND"):
-            raise SearchSyntaxError(pos, f'boolean operators such as "{word}" are not'
-                                    " supported in issue search: terms are always ANDed;"
-                                    f' quote it ("{word}") to search for the word')
+        _refuse_boolean_operators(word, pos)
         return _Text(word, quoted=False), end
     negated, tag, name = match[1] == "!", match[2], match[3]
     key = Key(tag, is_tag=True) if tag is not None else _field_key(name)
@@ -354,9 +336,44 @@ def _read_term(query: str, pos: int) -> tuple[_Term | _Text, int]:
     return _Term(key, key_text, negated, values, is_list, match.end()), end
 
 
+def _free_text_end(query: str, pos: int) -> int:
+    """The end of an unquoted free-text word. Parentheses must balance, as in Sentry's
+    grammar (``free_parens``, ``paren_group``); within them a space does not end the word,
+    so ``(a b)`` is one piece of free text."""
+    opened: list[int] = []
+    end = pos
+    while end < len(query) and (opened or query[end] not in _WHITESPACE):
+        if query[end] == "(":
+            opened.append(end)
+        elif query[end] == ")":
+            if not opened:
+                raise SearchSyntaxError(end, 'this ")" closes no "("; quote the text'
+                                        ' ("...") to search for a parenthesis')
+            opened.pop()
+        end += 1
+    if opened:
+        raise SearchSyntaxError(opened[-1], 'this "(" is never closed; close it with ")" or'
+                                ' quote the text ("...") to search for a parenthesis')
+    return end
+
+
+def _refuse_boolean_operators(text: str, pos: int) -> None:
+    for offset, word in _words_with_offsets(text):
+        bare = word.strip("()")
+        if bare.upper() in ("OR", "AND"):
+            raise SearchSyntaxError(pos + offset + word.index(bare),
+                                    f'boolean operators such as "{bare}" are not supported'
+                                    " in issue search: terms are always ANDed; quote it"
+                                    f' ("{bare}") to search for the word')
+
+
+def _words_with_offsets(text: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group()) for m in re.finditer(r"[^ \t\r\n]+", text)]
+
+
 def _field_key(name: str) -> Key:
     canonical = KEY_ALIASES.get(name, name)
-    known = (canonical in EVENT_COLUMNS or canonical in EVENT_ARRAYS
+    known = (canonical in EVENT_FIELDS or canonical in ARRAY_FIELDS
              or canonical in ISSUE_ONLY_KEYS or canonical in DATE_FIELDS
              or canonical in ("has", "message"))
     return Key(canonical) if known else Key(name, is_tag=True)
@@ -441,10 +458,6 @@ def _decode(raw: str, wildcards: bool) -> tuple[str, ...]:
 
 def _unescape(raw: str) -> str:
     return _decode(raw, wildcards=False)[0]
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # --- terms → filters ------------------------------------------------------------------
@@ -573,10 +586,10 @@ def _shown(text: str) -> str:
     return f'"{text}"' if len(text) <= 40 else f'"{text[:40]}..."'
 
 
-# --- PostgreSQL -----------------------------------------------------------------------
+# --- which store answers what ----------------------------------------------------------
 @dataclass(frozen=True)
 class IssueFilters:
-    """What the ``issues`` table answers, as plain data; ``issue_where`` makes SQL of it.
+    """What the ``issues`` table answers, as plain data (storage/search_sql.py renders it).
     Each tuple's items are ANDed."""
 
     statuses: tuple[StatusFilter, ...] = ()
@@ -610,141 +623,40 @@ def issue_filters(q: SearchQuery, *, include_level: bool = False) -> IssueFilter
         level=texts("level") if include_level else ())
 
 
-def issue_where(filters: IssueFilters) -> tuple[str, list[Any]]:
-    """A WHERE fragment over ``issues`` (psycopg ``%s`` placeholders, columns from a fixed
-    list) and its arguments, in order; ``"TRUE"`` when nothing is filtered."""
-    parts: list[str] = []
-    args: list[Any] = []
-    for s in filters.statuses:
-        parts.append(_pg_status(s, args))
-    for n in filters.times_seen:
-        parts.append(f"times_seen {n.operator} %s")
-        args.append(n.value)
-    for column, dates in (("first_seen", filters.first_seen), ("last_seen", filters.last_seen)):
-        for d in dates:
-            parts.append(f"{column} {d.operator} %s")
-            args.append(d.value)
-    for column, texts in (("first_release", filters.first_release), ("level", filters.level)):
-        for t in texts:
-            parts.append(_pg_text(column, t, args))
-    return " AND ".join(parts) or "TRUE", args
+EventFilter: TypeAlias = TextFilter | HasFilter | DateFilter
 
 
-def _pg_status(s: StatusFilter, args: list[Any]) -> str:
-    alternatives = []
-    if s.statuses:
-        alternatives.append("status = ANY(%s)")
-        args.append(sorted(s.statuses))
-    if s.substatuses:
-        alternatives.append("substatus = ANY(%s)")  # NULL for resolved and ignored
-        args.append(sorted(s.substatuses))
-    matched = f"coalesce({' OR '.join(alternatives) or 'FALSE'}, FALSE)"
-    return f"NOT {matched}" if s.negated else matched
+@dataclass(frozen=True)
+class EventFilters:
+    """What the ``events`` table answers: every filter but the issue-only ones (``is:``,
+    times_seen, age/firstSeen, lastSeen, firstRelease), ``timestamp`` dates, and the
+    free-text phrases; all ANDed."""
+
+    filters: tuple[EventFilter, ...] = ()
+    text: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.filters or self.text)
 
 
-def _pg_text(column: str, t: TextFilter, args: list[Any]) -> str:
-    alternatives = []
-    for value in t.values:
-        # PostgreSQL text never holds NUL and psycopg refuses to send one: such a value
-        # matches no issue (ClickHouse strings may hold NUL; there it is bound as is).
-        if "\x00" in value.text:
-            alternatives.append("FALSE")
-        elif value.is_wildcard:
-            alternatives.append(f"{column} LIKE %s")
-            args.append(value.like)
-        else:
-            alternatives.append(f"{column} = %s")
-            args.append(value.text)
-    matched = f"coalesce({' OR '.join(alternatives)}, FALSE)"  # first_release may be NULL
-    return f"NOT {matched}" if t.negated else matched
-
-
-# --- ClickHouse -----------------------------------------------------------------------
-@dataclass
-class _Binder:
-    """Names bound parameters ``{prefix}0``, ``{prefix}1``, … (mutable; one per call)."""
-
-    prefix: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def bind(self, value: Any, ch_type: str) -> str:
-        name = f"{self.prefix}{len(self.params)}"
-        self.params[name] = value
-        return "{" + name + ":" + ch_type + "}"
-
-
-def event_conditions(q: SearchQuery, *, param_prefix: str = "p") -> tuple[str, dict[str, Any]]:
-    """A ClickHouse WHERE fragment over ``events`` (AND-joined; ``"1"`` when nothing is
-    filtered) and its server-side parameters, named ``{param_prefix}0``, ``…1``, ….
-
-    Issue-only filters (``is:``, times_seen, age/firstSeen, lastSeen, firstRelease) are not
-    part of it: the caller applies them with ``issue_filters``. The caller adds the tenant
-    scope (organization_id, project_id) itself."""
-    if not _PARAM_PREFIX.fullmatch(param_prefix):
-        raise ValueError(f"param_prefix {param_prefix!r} must match {_PARAM_PREFIX.pattern}")
-    binder = _Binder(param_prefix)
-    parts = [c for f in q.filters if (c := _event_condition(f, binder)) is not None]
-    parts.extend(_text_search(phrase, binder) for phrase in q.text)
-    return " AND ".join(parts) or "1", binder.params
+def event_filters(q: SearchQuery) -> EventFilters:
+    kept: list[EventFilter] = []
+    for f in q.filters:
+        if (isinstance(f, TextFilter) and f.key != Key("first_release")) or isinstance(f, HasFilter) or (isinstance(f, DateFilter) and f.field == "timestamp"):
+            kept.append(f)
+    return EventFilters(tuple(kept), q.text)
 
 
 def needs_events(q: SearchQuery) -> bool:
-    """Whether ``event_conditions(q)`` filters anything (else ClickHouse can be skipped)."""
-    return bool(q.text) or any(_event_condition(f, _Binder("p")) is not None
-                               for f in q.filters)
+    """Whether the events table filters anything for ``q`` (else ClickHouse can be skipped)."""
+    return not event_filters(q).is_empty
 
 
-def _event_condition(f: Filter, binder: _Binder) -> str | None:
-    if isinstance(f, TextFilter):
-        return _ch_text(f, binder)
-    if isinstance(f, HasFilter):
-        condition = _ch_has(f.key, binder)
-        return f"NOT {condition}" if f.negated else condition
-    if isinstance(f, DateFilter) and f.field == "timestamp":
-        micros = (f.value - EPOCH) // dt.timedelta(microseconds=1)
-        return f"timestamp {f.operator} fromUnixTimestamp64Micro({binder.bind(micros, 'Int64')})"
-    return None  # issue-only: status, times_seen, first_seen, last_seen
-
-
-def _ch_text(f: TextFilter, binder: _Binder) -> str | None:
-    key = f.key
-    if key == Key("message"):
-        alternatives = [_text_search(v.text, binder) for v in f.values]
-    elif key.is_tag:
-        tag = f"tags[{binder.bind(key.name, 'String')}]"
-        alternatives = [_ch_match(tag, v, binder) for v in f.values]
-    elif key.name in EVENT_COLUMNS:
-        alternatives = [_ch_match(EVENT_COLUMNS[key.name], v, binder) for v in f.values]
-    elif key.name in EVENT_ARRAYS:
-        column = EVENT_ARRAYS[key.name]
-        alternatives = [f"arrayExists(x -> {_ch_match('x', v, binder)}, {column})"
-                        for v in f.values]
-    else:
-        return None  # first_release: issue-only
-    matched = " OR ".join(alternatives)
-    return f"NOT ({matched})" if f.negated else f"({matched})"
-
-
-def _ch_match(expression: str, value: Pattern, binder: _Binder) -> str:
-    if value.is_wildcard:
-        return f"{expression} LIKE {binder.bind(value.like, 'String')}"
-    return f"{expression} = {binder.bind(value.text, 'String')}"
-
-
-def _ch_has(key: Key, binder: _Binder) -> str:
-    if key.is_tag:
-        return f"mapContains(tags, {binder.bind(key.name, 'String')})"
-    if key == Key("user"):
-        return "(" + " OR ".join(f"notEmpty({c})" for c in USER_COLUMNS) + ")"
-    if key == Key("message"):
-        return "notEmpty(message)"
-    column = EVENT_COLUMNS.get(key.name) or EVENT_ARRAYS[key.name]
-    return f"notEmpty({column})"
-
-
-def _text_search(phrase: str, binder: _Binder) -> str:
-    needle = binder.bind(phrase, "String")
-    columns = [f"positionCaseInsensitiveUTF8({c}, {needle}) > 0" for c in TEXT_COLUMNS]
-    array = f"arrayExists(v -> positionCaseInsensitiveUTF8(v, {needle}) > 0, {TEXT_ARRAY})"
-    return "(" + " OR ".join([*columns, array]) + ")"
-
+def in_environments(filters: EventFilters, environments: Sequence[str]) -> EventFilters:
+    """``filters`` narrowed to events of any of ``environments`` (the stream's
+    ``environment`` parameter); unchanged when there are none."""
+    if not environments:
+        return filters
+    only = TextFilter(Key("environment"), tuple(Pattern((e,)) for e in environments))
+    return EventFilters((*filters.filters, only), filters.text)

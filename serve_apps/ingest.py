@@ -63,7 +63,8 @@ from events.quotas import (
     item_quantities,
     retry_after_s,
 )
-from storage.postgres import ProjectKey, connect, load_project_keys
+from storage.keys import ProjectKey, load_project_keys
+from storage.postgres import connect
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")

@@ -27,6 +27,7 @@ from dashboards.assets import (
     render_index,
     resolve_asset,
 )
+from storage.keys import first_active_key
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,11 @@ class DashboardDeployment:
 
     def setup_info(self) -> SetupInfo | None:
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT o.slug, p.slug, p.id, k.public_key FROM project_keys k"
-                " JOIN projects p ON p.id = k.project_id JOIN organizations o"
-                " ON o.id = p.organization_id WHERE k.is_active ORDER BY p.id, k.id LIMIT 1"
-            ).fetchone()
-        if row is None:
+            key = first_active_key(conn)
+        if key is None:
             return None
-        org, project, project_id, key = row
-        return SetupInfo(str(org), str(project), dsn_for(self.config.base_url, str(key),
-                                                         int(project_id)))
+        return SetupInfo(key.organization_slug, key.project_slug,
+                         dsn_for(self.config.base_url, key.public_key, key.project_id))
 
     @web.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index(self) -> HTMLResponse:

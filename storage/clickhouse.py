@@ -2,27 +2,41 @@
 
 ``CRASHRAY_CLICKHOUSE_URL`` empty → chDB (``chdb:///data_dir/clickhouse``), the real
 ClickHouse engine in-process. chDB allows one process per data path, so in embedded mode
-exactly one actor (actors/writer) holds this store; everything else calls that actor.
-With a server URL every process may open its own ``ClickHouseStore``.
+exactly one actor (``actors/clickhouse.ClickHouseOwner``) holds this store and everything
+else calls that actor through ``actors/clickhouse.RemoteStore``; with a server URL every
+process opens its own ``ClickHouseStore``. Both implement ``EventStore``, the typed
+interface every caller uses.
 
-Every read takes an organization and a project id: there is no query without a tenant scope.
+Reads never queue behind writes: with chDB each thread reads through a client of its own
+(clients on one data path share the engine), so the owner actor runs reads on other
+threads while a consumer's batch is being inserted; a server's HTTP client serves threads
+concurrently anyway.
+
+Every read takes an organization id and the project id(s): there is no query without a
+tenant scope. Searches arrive typed (events/search.py's ``EventFilters``) and are rendered
+here by storage/search_sql.py with bound parameters; no SQL text comes in from callers
+(``query_rows`` excepted: a raw read for tests and operators' checks).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Protocol
 
 import clickhouse_connect
 import pyarrow as pa
 
+from events.search import EventFilters
+from events.stats import ERROR_CATEGORIES, MAX_STATS_ROWS, StatsQuery
 from storage.errors import MigrationError
 from storage.postgres import load_migrations
+from storage.search_sql import event_where
 
 #: ClickHouse's own log tables and how long to keep them: Sentry self-hosted's most
 #: common disk complaint is these tables growing without bound.
@@ -67,18 +81,101 @@ class HashTotals:
     culprit: str
 
 
+#: An event search that filters nothing.
+NO_FILTERS: Final = EventFilters()
+#: The tables a consumer batch writes, in the order they are inserted.
+BATCH_TABLES: Final = ("events", "sessions_raw", "envelope_items", "outcomes")
+#: One outcome-stats row: interval start, the group's values, sum(quantity).
+StatsRow = tuple[dt.datetime, tuple[str | int, ...], int]
+TagFacet = tuple[str, int, int, list[tuple[str, int]]]
+
+
+class EventStore(Protocol):
+    """What Crashray asks of ClickHouse: ``ClickHouseStore`` answers it in this process,
+    ``actors.clickhouse.RemoteStore`` through the embedded engine's owner actor."""
+
+    def insert(self, table: str, data: pa.Table) -> int: ...
+
+    def insert_batch(self, tables: Mapping[str, pa.Table]) -> int: ...
+
+    def list_events(self, organization_id: int, project_id: int, limit: int,
+                    offset: int = 0, group_ids: Sequence[int] | None = None
+                    ) -> list[EventSummary]: ...
+
+    def event_body(self, organization_id: int, project_id: int, event_id: str
+                   ) -> str | None: ...
+
+    def user_counts(self, organization_id: int, project_id: int,
+                    issue_of_hash: Mapping[str, int], since: dt.datetime | None = None
+                    ) -> dict[int, int]: ...
+
+    def event_counts(self, organization_id: int, project_id: int,
+                     issue_of_hash: Mapping[str, int], since: dt.datetime
+                     ) -> dict[int, int]: ...
+
+    def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]
+                    ) -> HashTotals | None: ...
+
+    def matching_hashes(self, organization_id: int, project_ids: Sequence[int],
+                        filters: EventFilters, since: dt.datetime, until: dt.datetime,
+                        max_hashes: int) -> list[str]: ...
+
+    def hourly_counts(self, organization_id: int, project_ids: Sequence[int],
+                      group_ids: Sequence[int], since: dt.datetime
+                      ) -> dict[int, dict[dt.datetime, int]]: ...
+
+    def issue_events(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                     filters: EventFilters = NO_FILTERS, limit: int = 100,
+                     offset: int = 0, oldest_first: bool = False) -> list[EventSummary]: ...
+
+    def event_neighbours(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                         event_id: str, timestamp: dt.datetime
+                         ) -> tuple[str | None, str | None]: ...
+
+    def event_timestamp(self, organization_id: int, project_id: int, event_id: str
+                        ) -> tuple[dt.datetime, str] | None: ...
+
+    def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                   key: str | None, top: int) -> list[TagFacet]: ...
+
+    def latest_event_id(self, organization_id: int, project_id: int, hashes: Sequence[str],
+                        oldest: bool = False) -> str | None: ...
+
+    def project_counts(self, organization_id: int, project_id: int, since: dt.datetime,
+                       until: dt.datetime, bucket_s: int) -> dict[dt.datetime, int]: ...
+
+    def outcome_stats(self, organization_id: int, project_ids: Sequence[int],
+                      query: StatsQuery) -> list[StatsRow]: ...
+
+    def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]: ...
+
+
 class ClickHouseStore:
     """Schema, inserts and scoped reads over one clickhouse-connect client."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.is_embedded = dsn.startswith("chdb:")
+        self._readers = threading.local()
         if self.is_embedded:
             self._client = clickhouse_connect.get_client(dsn=dsn)
         else:
             # No server session: the API runs queries from several threads at once, and one
             # session accepts one query at a time ("session is locked").
             self._client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+
+    @property
+    def _read(self) -> Any:
+        """This thread's client for reads: with chDB a client per thread (they share the
+        engine, and a read then never waits for an insert running on another thread), with
+        a server the shared HTTP client."""
+        if not self.is_embedded:
+            return self._client
+        client = getattr(self._readers, "client", None)
+        if client is None:
+            client = clickhouse_connect.get_client(dsn=self.dsn)
+            self._readers.client = client
+        return client
 
     # --- schema ---------------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -121,6 +218,14 @@ class ClickHouseStore:
             self._client.insert_arrow(table, data)
         return int(data.num_rows)
 
+    def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:
+        """A consumer batch's rows, table by table in ``BATCH_TABLES`` order (one call, so
+        the owner actor is asked once per batch); returns the rows inserted."""
+        unknown = set(tables) - set(BATCH_TABLES)
+        if unknown:
+            raise ValueError(f"insert_batch takes {', '.join(BATCH_TABLES)}; not {unknown}")
+        return sum(self.insert(name, tables[name]) for name in BATCH_TABLES if name in tables)
+
     # --- scoped reads ---------------------------------------------------------------
     def list_events(self, organization_id: int, project_id: int, limit: int,
                     offset: int = 0, group_ids: Sequence[int] | None = None) -> list[EventSummary]:
@@ -131,7 +236,7 @@ class ClickHouseStore:
         if group_ids is not None:
             where += " AND group_id IN {groups:Array(UInt64)}"
             params["groups"] = list(group_ids)
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT toString(event_id), group_id, timestamp, title, message, culprit,"
             " toString(primary_hash) AS hash,"
             " platform, level, tags FROM events WHERE " + where +
@@ -141,7 +246,7 @@ class ClickHouseStore:
                              r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
 
     def event_body(self, organization_id: int, project_id: int, event_id: str) -> str | None:
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT body FROM events WHERE organization_id = {org:UInt64} AND"
             " project_id = {project:UInt64} AND event_id = {id:UUID} LIMIT 1",
             parameters={"org": organization_id, "project": project_id, "id": event_id},
@@ -176,7 +281,7 @@ class ClickHouseStore:
         if not issue_of_hash:
             return {}
         hashes = list(issue_of_hash)
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT transform(toString(primary_hash), {hashes:Array(String)},"
             f" {{issues:Array(UInt64)}}, toUInt64(0)) AS issue, {aggregate} FROM events"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
@@ -191,7 +296,7 @@ class ClickHouseStore:
                     ) -> HashTotals | None:
         """What an issue made of ``hashes`` holds: the events whose primary hash is one of
         them (None when there are none)."""
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT uniqExact(event_id), min(timestamp), max(timestamp),"
             " argMax(title, timestamp), argMax(culprit, timestamp) FROM events"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
@@ -205,15 +310,15 @@ class ClickHouseStore:
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """A raw read for tests and operators; callers must scope it themselves."""
-        return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
+        return [tuple(r) for r in self._read.query(sql, parameters=parameters).result_rows]
 
     def matching_hashes(self, organization_id: int, project_ids: Sequence[int],
-                        conditions: str, parameters: dict[str, Any], since: dt.datetime,
-                        until: dt.datetime, max_hashes: int) -> list[str]:
-        """Primary hashes of the events that match ``conditions`` (a fragment of
-        events/search.py: bound parameters only) in [since, until), within the tenant
-        scope; at most ``max_hashes``, most recent first."""
-        rows = self._client.query(
+                        filters: EventFilters, since: dt.datetime, until: dt.datetime,
+                        max_hashes: int) -> list[str]:
+        """Primary hashes of the events that match ``filters`` in [since, until), within
+        the tenant scope; at most ``max_hashes``, most recent first."""
+        conditions, parameters = event_where(filters)
+        rows = self._read.query(
             "SELECT toString(primary_hash) AS h FROM events"
             " WHERE organization_id = {scope_org:UInt64}"
             " AND project_id IN {scope_projects:Array(UInt64)}"
@@ -226,13 +331,16 @@ class ClickHouseStore:
                         "scope_until": _utc(until), "scope_limit": max_hashes}).result_rows
         return [str(r[0]) for r in rows]
 
-    def hourly_counts(self, project_ids: Sequence[int], group_ids: Sequence[int],
-                      since: dt.datetime) -> dict[int, dict[dt.datetime, int]]:
+    def hourly_counts(self, organization_id: int, project_ids: Sequence[int],
+                      group_ids: Sequence[int], since: dt.datetime
+                      ) -> dict[int, dict[dt.datetime, int]]:
         """Events per group id and hour since ``since``, from the hourly rollup (never a
-        rescan of raw events); callers map group ids of merged issues to the survivor."""
-        if not group_ids:
+        rescan of raw events); callers map group ids of merged issues to the survivor.
+        The rollup is keyed by project (ids are unique across organizations); callers pass
+        the organization's projects only, as storage.projects resolves them."""
+        if not group_ids or not organization_id:
             return {}
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT group_id, hour, sum(count) FROM issue_counts_hourly"
             " WHERE project_id IN {projects:Array(UInt64)} AND group_id IN"
             " {groups:Array(UInt64)} AND hour >= {since:DateTime('UTC')}"
@@ -245,22 +353,22 @@ class ClickHouseStore:
         return counts
 
     def issue_events(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                     conditions: str = "1", parameters: dict[str, Any] | None = None,
-                     limit: int = 100, offset: int = 0, oldest_first: bool = False
-                     ) -> list[EventSummary]:
+                     filters: EventFilters = NO_FILTERS, limit: int = 100,
+                     offset: int = 0, oldest_first: bool = False) -> list[EventSummary]:
         """Events of an issue (those whose primary hash is one of ``hashes``), newest first
-        (or oldest), optionally narrowed by a search fragment (events/search.py)."""
+        (or oldest), optionally narrowed by a search (events/search.py)."""
         if not hashes:
             return []
         order = "ASC" if oldest_first else "DESC"
-        rows = self._client.query(
+        conditions, parameters = event_where(filters)
+        rows = self._read.query(
             "SELECT toString(event_id), group_id, timestamp, title, message, culprit,"
             " toString(primary_hash), platform, level, tags FROM events"
             " WHERE organization_id = {scope_org:UInt64} AND project_id = {scope_project:UInt64}"
             " AND toString(primary_hash) IN {scope_hashes:Array(String)}"
             f" AND ({conditions}) ORDER BY timestamp {order}, event_id {order}"
             " LIMIT 1 BY event_id LIMIT {scope_limit:UInt32} OFFSET {scope_offset:UInt32}",
-            parameters={**(parameters or {}), "scope_org": organization_id,
+            parameters={**parameters, "scope_org": organization_id,
                         "scope_project": project_id, "scope_hashes": list(hashes),
                         "scope_limit": limit, "scope_offset": offset}).result_rows
         return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
@@ -271,7 +379,7 @@ class ClickHouseStore:
         """The events of the same issue just before and just after one (by time, then id)."""
         found: list[str | None] = []
         for op, order in (("<", "DESC"), (">", "ASC")):
-            rows = self._client.query(
+            rows = self._read.query(
                 "SELECT toString(event_id) FROM events WHERE organization_id = {org:UInt64}"
                 " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
                 " {hashes:Array(String)} AND event_id != {id:UUID} AND"
@@ -287,7 +395,7 @@ class ClickHouseStore:
     def event_timestamp(self, organization_id: int, project_id: int, event_id: str
                         ) -> tuple[dt.datetime, str] | None:
         """When an event happened and its primary hash."""
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT timestamp, toString(primary_hash) FROM events WHERE"
             " organization_id = {org:UInt64} AND project_id = {project:UInt64} AND"
             " event_id = {id:UUID} LIMIT 1",
@@ -296,14 +404,14 @@ class ClickHouseStore:
         return (_utc(rows[0][0]), str(rows[0][1])) if rows else None
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                   key: str | None, top: int) -> list[tuple[str, int, int, list[tuple[str, int]]]]:
+                   key: str | None, top: int) -> list[TagFacet]:
         """Per tag key of an issue's events (its tags plus level, environment and release):
         (key, events with it, distinct values, the ``top`` values with their counts), or
         only ``key``'s when given. One scan: counted per (key, value), then ranked per key;
         distinct event ids, so rows a re-delivery duplicated count once."""
         if not hashes:
             return []
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT k, sum(n) AS events, count() AS distinct_values,"
             " arraySlice(arrayReverseSort(x -> x.2, groupArray((v, n))), 1, {top:UInt16})"
             " FROM (SELECT kv.1 AS k, kv.2 AS v, uniqExact(event_id) AS n FROM events"
@@ -325,7 +433,7 @@ class ClickHouseStore:
         if not hashes:
             return None
         order = "ASC" if oldest else "DESC"
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT toString(event_id) FROM events WHERE organization_id = {org:UInt64}"
             " AND project_id = {project:UInt64} AND toString(primary_hash) IN"
             f" {{hashes:Array(String)}} ORDER BY timestamp {order}, event_id {order} LIMIT 1",
@@ -333,10 +441,13 @@ class ClickHouseStore:
                         "hashes": list(hashes)}).result_rows
         return rows[0][0].replace("-", "") if rows else None
 
-    def project_counts(self, project_id: int, since: dt.datetime, until: dt.datetime,
-                       bucket_s: int) -> dict[dt.datetime, int]:
-        """Stored events of a project per bucket (an hour or a day), from the hourly rollup."""
-        rows = self._client.query(
+    def project_counts(self, organization_id: int, project_id: int, since: dt.datetime,
+                       until: dt.datetime, bucket_s: int) -> dict[dt.datetime, int]:
+        """Stored events of a project per bucket (an hour or a day), from the hourly rollup
+        (keyed by project, as ``hourly_counts``)."""
+        if not organization_id:
+            return {}
+        rows = self._read.query(
             "SELECT toStartOfInterval(hour, toIntervalSecond({bucket:UInt32})) AS b, sum(count)"
             " FROM issue_counts_hourly WHERE project_id = {project:UInt64}"
             " AND hour >= {since:DateTime('UTC')} AND hour < {until:DateTime('UTC')}"
@@ -349,17 +460,12 @@ class ClickHouseStore:
     def close(self) -> None:
         self._client.close()
 
-    def outcome_stats(self, organization_id: int, project_ids: Sequence[int], query: Any
-                      ) -> list[tuple[dt.datetime, tuple[str | int, ...], int]]:
+    def outcome_stats(self, organization_id: int, project_ids: Sequence[int],
+                      query: StatsQuery) -> list[StatsRow]:
         """Sentry's organization stats over outcomes (``events.stats.StatsQuery``): one row
         (interval start, values of ``query.group_by`` in order, sum(quantity)) per group and
         non-empty interval. Only rows of ``organization_id`` and of ``project_ids`` (the
         projects the caller may see) count, whatever projects the query names."""
-        # Imported here: events.stats is pure, and storage loads without the events package.
-        from events.stats import ERROR_CATEGORIES, MAX_STATS_ROWS, StatsQuery
-
-        if not isinstance(query, StatsQuery):
-            raise TypeError(f"outcome_stats takes a StatsQuery, not {type(query).__name__}")
         if not project_ids:
             return []
         # default and security are reported as error, summed (Sentry's CategoryDimension).
@@ -382,7 +488,7 @@ class ClickHouseStore:
                 where.append(f"{column} IN {{only_{column}:Array({ch_type})}}")
                 params[f"only_{column}"] = list(values)
         keys = [f"{group_columns[name]} AS by_{n}" for n, name in enumerate(query.group_by)]
-        rows = self._client.query(
+        rows = self._read.query(
             "SELECT toDateTime(intDiv(toUInt32(hour), {interval:UInt32}) * {interval:UInt32},"
             " 'UTC') AS bucket, " + "".join(f"{k}, " for k in keys) + "sum(quantity)"
             " FROM outcomes WHERE " + " AND ".join(where) + " GROUP BY bucket"

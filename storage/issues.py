@@ -4,6 +4,12 @@ Grouping hashes point to issues (``group_hashes``), so a later merge only re-poi
 and never rewrites ClickHouse. Counters are updated once per batch and per issue, and only
 for events not counted before (``processed_events``), so a re-delivered event never counts
 twice.
+
+Tenant scope: what the API reads or changes takes the project as a ``ProjectScope``
+(organization and project, resolved within the caller's organization) or, for lists over
+several projects, the organization id and its project ids; the SQL keeps to them. The
+consumers' batch functions (``issue_ids_for``, ``record_events``, ``settled_issues``,
+``hash_owners``) take each item's project as ingest fixed it from the DSN key.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from events.search import IssueFilters
+from storage.scope import ProjectScope
+from storage.search_sql import issue_where
 
 #: Namespace of the advisory locks that serialize creating the issue of one new hash.
 _ISSUE_LOCK_NAMESPACE = 0x6973
@@ -224,20 +234,26 @@ def add_activity(conn: psycopg.Connection[Any], issue_id: int, project_id: int, 
                                                  actor))
 
 
-def get_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int) -> IssueRow | None:
-    row = conn.execute(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND id = %s",
-                       (project_id, issue_id)).fetchone()
+#: Keeps a statement to the scope's organization (``issues`` rows carry only the project).
+_IN_ORGANIZATION = " AND project_id IN (SELECT id FROM projects WHERE organization_id = %s)"
+
+
+def get_issue(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int
+              ) -> IssueRow | None:
+    row = conn.execute(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = %s AND id = %s"
+                       + _IN_ORGANIZATION, (project.id, issue_id, project.organization_id)
+                       ).fetchone()
     return None if row is None else IssueRow(*row)
 
 
-def set_status(conn: psycopg.Connection[Any], project_id: int, issue_id: int, status: str,
-               substatus: str | None, details: Mapping[str, Any], activity: str,
+def set_status(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int,
+               status: str, substatus: str | None, details: Mapping[str, Any], activity: str,
                data: Mapping[str, Any], actor: str) -> None:
     """Move an issue to ``status`` and record who did it (call inside a transaction)."""
     conn.execute("UPDATE issues SET status = %s, substatus = %s, status_details = %s"
                  " WHERE project_id = %s AND id = %s",
-                 (status, substatus, Jsonb(dict(details)), project_id, issue_id))
-    add_activity(conn, issue_id, project_id, activity, data, actor)
+                 (status, substatus, Jsonb(dict(details)), project.id, issue_id))
+    add_activity(conn, issue_id, project.id, activity, data, actor)
 
 
 @dataclass(frozen=True)
@@ -249,11 +265,11 @@ class Activity:
     date_added: dt.datetime
 
 
-def issue_activity(conn: psycopg.Connection[Any], project_id: int, issue_id: int
+def issue_activity(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int
                    ) -> list[Activity]:
     rows = conn.execute("SELECT id, type, data, actor, date_added FROM issue_activity"
                         " WHERE project_id = %s AND issue_id = %s ORDER BY id DESC",
-                        (project_id, issue_id)).fetchall()
+                        (project.id, issue_id)).fetchall()
     return [Activity(int(r[0]), str(r[1]), r[2], str(r[3]), r[4]) for r in rows]
 
 
@@ -305,20 +321,21 @@ def issue_project(conn: psycopg.Connection[Any], organization_id: int, issue_id:
     return None if row is None else int(row[0])
 
 
-def issue_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int
+def issue_hashes(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int
                  ) -> list[tuple[str, str]]:
     """The grouping hashes (and their config) that point to an issue."""
     rows = conn.execute(
         "SELECT hash, grouping_config FROM group_hashes WHERE project_id = %s AND issue_id = %s"
-        " ORDER BY hash", (project_id, issue_id)).fetchall()
+        " ORDER BY hash", (project.id, issue_id)).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
-def merge_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int],
-                 actor: str) -> tuple[int, list[int]] | None:
+def merge_issues(conn: psycopg.Connection[Any], project: ProjectScope,
+                 issue_ids: Sequence[int], actor: str) -> tuple[int, list[int]] | None:
     """Merge issues of one project into the one with the most events (ties: the oldest);
     returns (survivor, merged) or None when fewer than two live issues were named. Their
     hashes, counters and earlier merges move to the survivor (call inside a transaction)."""
+    project_id = project.id
     rows = conn.execute(
         "SELECT id, times_seen FROM issues WHERE project_id = %s AND id = ANY(%s)"
         " AND merged_into IS NULL ORDER BY id FOR UPDATE", (project_id, sorted(issue_ids))
@@ -343,18 +360,19 @@ def merge_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequ
     return survivor, merged
 
 
-def merged_into(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
+def merged_into(conn: psycopg.Connection[Any], project: ProjectScope, issue_ids: Sequence[int]
                 ) -> dict[int, int]:
     """Where each of ``issue_ids`` lives now (itself, or the issue it was merged into)."""
     rows = conn.execute("SELECT id, coalesce(merged_into, id) FROM issues WHERE project_id = %s"
-                        " AND id = ANY(%s)", (project_id, list(issue_ids))).fetchall()
+                        " AND id = ANY(%s)", (project.id, list(issue_ids))).fetchall()
     return {int(r[0]): int(r[1]) for r in rows}
 
 
-def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, actor: str
-                 ) -> bool:
+def delete_issue(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int,
+                 actor: str) -> bool:
     """Delete an issue (and issues merged into it), tombstoning its hashes so that new events
     with them are discarded; call inside a transaction. False when there was no such issue."""
+    project_id = project.id
     doomed = [int(r[0]) for r in conn.execute(
         "SELECT id FROM issues WHERE project_id = %s AND (id = %s OR merged_into = %s)"
         " FOR UPDATE", (project_id, issue_id, issue_id)).fetchall()]
@@ -370,17 +388,23 @@ def delete_issue(conn: psycopg.Connection[Any], project_id: int, issue_id: int, 
     return True
 
 
-def hashes_of_issues(conn: psycopg.Connection[Any], project_id: int, issue_ids: Sequence[int]
-                     ) -> dict[str, int]:
+def hashes_of_issues(conn: psycopg.Connection[Any], project: ProjectScope,
+                     issue_ids: Sequence[int]) -> dict[str, int]:
     """Every grouping hash of the given issues, with the issue it belongs to."""
     rows = conn.execute("SELECT hash, issue_id FROM group_hashes WHERE project_id = %s"
-                        " AND issue_id = ANY(%s)", (project_id, list(issue_ids))).fetchall()
+                        " AND issue_id = ANY(%s)", (project.id, list(issue_ids))).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-def issues_of_hashes(conn: psycopg.Connection[Any], project_id: int, hashes: Sequence[str]
-                     ) -> dict[str, int]:
+def issues_of_hashes(conn: psycopg.Connection[Any], project: ProjectScope,
+                     hashes: Sequence[str]) -> dict[str, int]:
     """The issue each grouping hash belongs to now (merges and unmerges move hashes)."""
+    return hash_owners(conn, project.id, hashes)
+
+
+def hash_owners(conn: psycopg.Connection[Any], project_id: int, hashes: Sequence[str]
+                ) -> dict[str, int]:
+    """``issues_of_hashes`` for the consumers' grouping cache (project fixed at ingest)."""
     rows = conn.execute("SELECT hash, issue_id FROM group_hashes WHERE project_id = %s"
                         " AND hash = ANY(%s)", (project_id, list(hashes))).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
@@ -397,10 +421,11 @@ class MovedEvents:
     culprit: str
 
 
-def unmerge_hashes(conn: psycopg.Connection[Any], project_id: int, issue_id: int,
+def unmerge_hashes(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int,
                    hashes: Sequence[str], moved: MovedEvents, actor: str) -> int:
     """Move ``hashes`` of an issue into a new issue that takes the moved events' count
     (call inside a transaction); returns the new issue's id."""
+    project_id = project.id
     moved_events = moved.count
     created = conn.execute(
         "INSERT INTO issues (project_id, title, culprit, type, metadata, level, platform,"
@@ -429,16 +454,17 @@ ISSUE_SORTS = {"date": "last_seen DESC, id DESC", "new": "first_seen DESC, id DE
                "freq": "times_seen DESC, id DESC", "user": "last_seen DESC, id DESC"}
 
 
-def search_issues(conn: psycopg.Connection[Any], project_ids: Sequence[int], where: str,
-                  args: Sequence[Any], issue_ids: Sequence[int] | None,
-                  seen_since: dt.datetime | None, sort: str, limit: int, offset: int
-                  ) -> list[IssueRow]:
-    """Live issues of ``project_ids`` matching ``where`` (a fragment of events/search.py:
-    fixed columns, bound values), restricted to ``issue_ids`` when given and to issues seen
-    since ``seen_since``; one page in ``sort`` order."""
-    sql = (f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = ANY(%s)"
-           " AND times_seen > 0 AND merged_into IS NULL AND (" + where + ")")
-    params: list[Any] = [list(project_ids), *args]
+def search_issues(conn: psycopg.Connection[Any], organization_id: int,
+                  project_ids: Sequence[int], filters: IssueFilters,
+                  issue_ids: Sequence[int] | None, seen_since: dt.datetime | None, sort: str,
+                  limit: int, offset: int) -> list[IssueRow]:
+    """Live issues of the organization's ``project_ids`` matching ``filters``, restricted
+    to ``issue_ids`` when given and to issues seen since ``seen_since``; one page in
+    ``sort`` order."""
+    where, args = issue_where(filters)
+    sql = (f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = ANY(%s)" + _IN_ORGANIZATION
+           + " AND times_seen > 0 AND merged_into IS NULL AND (" + where + ")")
+    params: list[Any] = [list(project_ids), organization_id, *args]
     if issue_ids is not None:
         sql += " AND id = ANY(%s)"
         params.append(list(issue_ids))
@@ -450,19 +476,23 @@ def search_issues(conn: psycopg.Connection[Any], project_ids: Sequence[int], whe
     return [IssueRow(*r) for r in conn.execute(sql, params).fetchall()]
 
 
-def merged_group_ids(conn: psycopg.Connection[Any], project_ids: Sequence[int],
-                     issue_ids: Sequence[int]) -> dict[int, int]:
+def merged_group_ids(conn: psycopg.Connection[Any], organization_id: int,
+                     project_ids: Sequence[int], issue_ids: Sequence[int]) -> dict[int, int]:
     """Every group id whose rows count for ``issue_ids``: the issues themselves and the
     issues merged into them (ClickHouse rows keep the group id they were stored with)."""
     rows = conn.execute("SELECT id, coalesce(merged_into, id) FROM issues WHERE"
-                        " project_id = ANY(%s) AND (id = ANY(%s) OR merged_into = ANY(%s))",
-                        (list(project_ids), list(issue_ids), list(issue_ids))).fetchall()
+                        " project_id = ANY(%s)" + _IN_ORGANIZATION +
+                        " AND (id = ANY(%s) OR merged_into = ANY(%s))",
+                        (list(project_ids), organization_id, list(issue_ids),
+                         list(issue_ids))).fetchall()
     return {int(r[0]): int(r[1]) for r in rows}
 
 
-def issues_with_hashes(conn: psycopg.Connection[Any], project_ids: Sequence[int],
-                       hashes: Sequence[str]) -> list[int]:
-    """The issues (after merges and unmerges) that ``hashes`` of ``project_ids`` belong to."""
+def issues_with_hashes(conn: psycopg.Connection[Any], organization_id: int,
+                       project_ids: Sequence[int], hashes: Sequence[str]) -> list[int]:
+    """The issues (after merges and unmerges) that ``hashes`` of the organization's
+    ``project_ids`` belong to."""
     rows = conn.execute("SELECT DISTINCT issue_id FROM group_hashes WHERE project_id = ANY(%s)"
-                        " AND hash = ANY(%s)", (list(project_ids), list(hashes))).fetchall()
+                        + _IN_ORGANIZATION + " AND hash = ANY(%s)",
+                        (list(project_ids), organization_id, list(hashes))).fetchall()
     return [int(r[0]) for r in rows]

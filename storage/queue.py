@@ -110,6 +110,14 @@ class PostgresQueue:
             self._conn.close()
 
 
+def listen(url: str) -> psycopg.Connection[Any]:
+    """A connection that receives a notification whenever items are queued (wait on it
+    with ``conn.notifies(timeout=…)``)."""
+    listener = psycopg.connect(url, autocommit=True)
+    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    return listener
+
+
 def claim(conn: psycopg.Connection[Any], max_items: int, lease_s: float) -> list[ClaimedItem]:
     """Claim up to ``max_items`` unclaimed (or lease-expired) items, oldest first.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from events.quotas import Quota, SpikeProtection, key_rate_limit_quota
+from events.quotas import Quota, key_rate_limit_quota
 
 
 def organization_quotas(conn: psycopg.Connection[Any], organization_id: int) -> list[Quota]:
@@ -76,16 +76,6 @@ def scope_belongs(conn: psycopg.Connection[Any], organization_id: int, scope: st
     return conn.execute(sql, (organization_id, scope_id)).fetchone() is not None
 
 
-def spike_protection(conn: psycopg.Connection[Any], project_ids: Sequence[int],
-                     default: SpikeProtection) -> dict[int, SpikeProtection]:
-    rows = conn.execute(
-        "SELECT id, spike_protection, spike_multiplier, spike_floor_per_hour FROM projects"
-        " WHERE id = ANY(%s)", (list(project_ids),)).fetchall()
-    return {int(r[0]): SpikeProtection(
-        bool(r[1]), default.multiplier if r[2] is None else float(r[2]),
-        default.floor_per_hour if r[3] is None else int(r[3])) for r in rows}
-
-
 def load_counters(conn: psycopg.Connection[Any], now: dt.datetime
                   ) -> dict[tuple[str, int], int]:
     """Counters of windows that have not ended, as a restarted rate limiter needs them."""
@@ -141,58 +131,3 @@ def current_usage(conn: psycopg.Connection[Any], organization_id: int
         (f"%:{organization_id}:%",)).fetchall()
     return [CounterUsage(str(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows
             if str(r[0]).split(":")[1] == str(organization_id)]
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    id: int
-    project_id: int
-    public_key: str
-    secret_key: str
-    label: str
-    is_active: bool
-    rate_limit_window_s: int | None
-    rate_limit_count: int | None
-    date_added: dt.datetime
-
-
-_KEY_COLUMNS = ("id, project_id, public_key, secret_key, label, is_active,"
-                " rate_limit_window_s, rate_limit_count, date_added")
-
-
-def project_keys(conn: psycopg.Connection[Any], project_id: int) -> list[KeyRow]:
-    rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM project_keys WHERE project_id = %s"
-                        " ORDER BY id", (project_id,)).fetchall()
-    return [KeyRow(*r) for r in rows]
-
-
-def find_key(conn: psycopg.Connection[Any], project_id: int, key_ref: str) -> KeyRow | None:
-    """A key of ``project_id`` by its public key (Sentry's key id in URLs) or numeric id."""
-    numeric_id = int(key_ref) if key_ref.isdigit() and len(key_ref) <= 18 else -1
-    row = conn.execute(
-        f"SELECT {_KEY_COLUMNS} FROM project_keys WHERE project_id = %s AND (public_key = %s"
-        " OR id = %s) ORDER BY public_key = %s DESC LIMIT 1",
-        (project_id, key_ref, numeric_id, key_ref)).fetchone()
-    return None if row is None else KeyRow(*row)
-
-
-def update_key(conn: psycopg.Connection[Any], key_id: int, *, label: str | None = None,
-               is_active: bool | None = None,
-               rate_limit: tuple[int, int] | bool | None = False) -> None:
-    """Change a key; ``rate_limit`` (window seconds, count), None to remove it, False to keep
-    it as it is."""
-    if label is not None:
-        conn.execute("UPDATE project_keys SET label = %s WHERE id = %s", (label, key_id))
-    if is_active is not None:
-        conn.execute("UPDATE project_keys SET is_active = %s WHERE id = %s", (is_active, key_id))
-    if rate_limit is not False:
-        window, count = rate_limit if isinstance(rate_limit, tuple) else (None, None)
-        conn.execute("UPDATE project_keys SET rate_limit_window_s = %s, rate_limit_count = %s"
-                     " WHERE id = %s", (window, count, key_id))
-
-
-def set_spike_protection(conn: psycopg.Connection[Any], project_id: int, enabled: bool,
-                         multiplier: float | None, floor_per_hour: int | None) -> None:
-    conn.execute("UPDATE projects SET spike_protection = %s, spike_multiplier = %s,"
-                 " spike_floor_per_hour = %s WHERE id = %s",
-                 (enabled, multiplier, floor_per_hour, project_id))

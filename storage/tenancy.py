@@ -37,7 +37,8 @@ from events.access import (
     visible_projects,
 )
 from events.errors import BadRequest, Conflict, NotFound, Throttled
-from storage.postgres import add_project_key, create_api_token, hash_token
+from storage.keys import add_project_key
+from storage.postgres import create_api_token, hash_token
 
 _SCRYPT_N: Final = 2**15
 _SCRYPT_R: Final = 8
@@ -360,3 +361,127 @@ def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip
 
 class LoginThrottled(Throttled):
     code = "login_throttled"
+
+
+# --- reads and changes for the organizations API ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrganizationRow:
+    id: int
+    slug: str
+    name: str
+    open_membership: bool
+    date_added: dt.datetime
+
+
+_ORG_COLUMNS: Final = "id, slug, name, open_membership, date_added"
+
+
+def organizations_by_slug(conn: psycopg.Connection[Any], slugs: list[str]
+                          ) -> list[OrganizationRow]:
+    """The organizations named (those a caller can act in, from ``caller_organizations``)."""
+    rows = conn.execute(f"SELECT {_ORG_COLUMNS} FROM organizations WHERE slug = ANY(%s)"
+                        " ORDER BY slug", (slugs,)).fetchall()
+    return [OrganizationRow(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), r[4]) for r in rows]
+
+
+def update_organization(conn: psycopg.Connection[Any], org_id: int, *,
+                        name: str | None = None, open_membership: bool | None = None
+                        ) -> OrganizationRow:
+    if name is not None:
+        conn.execute("UPDATE organizations SET name = %s WHERE id = %s", (name, org_id))
+    if open_membership is not None:
+        conn.execute("UPDATE organizations SET open_membership = %s WHERE id = %s",
+                     (open_membership, org_id))
+    return get_organization(conn, org_id)
+
+
+def get_organization(conn: psycopg.Connection[Any], org_id: int) -> OrganizationRow:
+    row = conn.execute(f"SELECT {_ORG_COLUMNS} FROM organizations WHERE id = %s",
+                       (org_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no organization {org_id}")
+    return OrganizationRow(int(row[0]), str(row[1]), str(row[2]), bool(row[3]), row[4])
+
+
+def find_team(conn: psycopg.Connection[Any], org_id: int, slug: str) -> int | None:
+    row = conn.execute("SELECT id FROM teams WHERE organization_id = %s AND slug = %s",
+                       (org_id, slug)).fetchone()
+    return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    id: int
+    slug: str
+    name: str
+    date_added: dt.datetime
+    member_count: int
+
+
+def list_teams(conn: psycopg.Connection[Any], org_id: int) -> list[TeamRow]:
+    rows = conn.execute(
+        "SELECT t.id, t.slug, t.name, t.date_added, count(tm.member_id)"
+        " FROM teams t LEFT JOIN team_members tm ON tm.team_id = t.id"
+        " WHERE t.organization_id = %s GROUP BY t.id ORDER BY t.slug", (org_id,)).fetchall()
+    return [TeamRow(int(r[0]), str(r[1]), str(r[2]), r[3], int(r[4])) for r in rows]
+
+
+def rename_team(conn: psycopg.Connection[Any], org_id: int, team: int, name: str) -> None:
+    conn.execute("UPDATE teams SET name = %s WHERE organization_id = %s AND id = %s",
+                 (name, org_id, team))
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    id: int
+    username: str
+    role: str
+    date_added: dt.datetime
+    team_slugs: tuple[str, ...]
+
+
+def list_members(conn: psycopg.Connection[Any], org_id: int) -> list[MemberRow]:
+    rows = conn.execute(
+        "SELECT m.id, u.username, m.role, m.date_added,"
+        " coalesce(array_agg(t.slug ORDER BY t.slug) FILTER (WHERE t.slug IS NOT"
+        " NULL), '{}') FROM organization_members m JOIN users u ON u.id = m.user_id"
+        " LEFT JOIN team_members tm ON tm.member_id = m.id"
+        " LEFT JOIN teams t ON t.id = tm.team_id WHERE m.organization_id = %s"
+        " GROUP BY m.id, u.username ORDER BY u.username", (org_id,)).fetchall()
+    return [MemberRow(int(r[0]), str(r[1]), str(r[2]), r[3], tuple(r[4])) for r in rows]
+
+
+def member_role(conn: psycopg.Connection[Any], org_id: int, user: int) -> str | None:
+    row = conn.execute("SELECT role FROM organization_members WHERE organization_id = %s"
+                       " AND user_id = %s", (org_id, user)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def owner_count(conn: psycopg.Connection[Any], org_id: int) -> int:
+    row = conn.execute("SELECT count(*) FROM organization_members WHERE organization_id = %s"
+                       " AND role = 'owner'", (org_id,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    date_added: dt.datetime
+
+
+def user_tokens(conn: psycopg.Connection[Any], user: int) -> list[TokenRow]:
+    """A user's own tokens (never their secrets: only hashes are stored)."""
+    rows = conn.execute("SELECT id, name, scopes, date_added FROM api_tokens"
+                        " WHERE user_id = %s AND organization_id IS NULL ORDER BY id",
+                        (user,)).fetchall()
+    return [TokenRow(int(r[0]), str(r[1]), tuple(r[2]), r[3]) for r in rows]
+
+
+def has_users(conn: psycopg.Connection[Any]) -> bool:
+    """Whether anyone can log in to the dashboard yet."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
+    return bool(row and row[0])

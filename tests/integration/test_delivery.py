@@ -21,6 +21,7 @@ from actors.clickhouse import clickhouse_store
 from actors.consumer import BatchConsumer, ConsumerConfig
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from storage import postgres
+from storage.bootstrap import bootstrap
 from storage.queue import PostgresQueue, QueuedItem
 from tests.integration.conftest import RunningCrashray
 from tests.support import (
@@ -120,7 +121,7 @@ def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(
     with scratch_database("crashray_crash") as url:
         postgres.migrate(url)
         with postgres.connect(url) as conn:
-            postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+            bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
         ids = [uuid.uuid4().hex for _ in range(40)]
         event = corpus_event(corpus_dir)
         now = dt.datetime.now(dt.UTC)
@@ -210,7 +211,7 @@ def test_a_poison_item_is_dead_lettered_and_its_batch_mates_are_stored(
     with scratch_database("crashray_poison") as url:
         postgres.migrate(url)
         with postgres.connect(url) as conn:
-            postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+            bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
         good = [uuid.uuid4().hex for _ in range(5)]
         poison = uuid.uuid4().hex
         event = corpus_event(corpus_dir)

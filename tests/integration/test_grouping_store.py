@@ -13,8 +13,9 @@ import pytest
 from actors.grouping import IssueResolver
 from events.process import ProjectGrouping
 from storage import postgres
-from storage.grouping import grouping_settings, set_grouping_config, upgrade_grouping_configs
+from storage.bootstrap import bootstrap
 from storage.issues import IssueCandidate, delete_issue, merge_issues, unmerge_hashes
+from storage.projects import grouping_settings, set_grouping_config, upgrade_grouping_configs
 from tests.support import scratch_database
 
 A, B, C, OLD, NEW = ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "f" * 32)
@@ -25,7 +26,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
     with scratch_database("crashray_grouping") as url:
         postgres.migrate(url)
         with psycopg.connect(url) as connection:
-            postgres.bootstrap(connection, grouping_config="v1")
+            bootstrap(connection, grouping_config="v1")
             yield connection
 
 

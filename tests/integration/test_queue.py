@@ -13,6 +13,7 @@ import pytest
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from storage import postgres
 from storage import queue as pg_queue
+from storage.bootstrap import bootstrap
 from storage.queue import PostgresQueue, QueuedItem
 from tests.support import scratch_database
 
@@ -95,7 +96,7 @@ def test_concurrent_consumers_create_exactly_one_issue_for_a_new_hash(queue_url:
     from storage.issues import IssueCandidate, issue_ids_for
 
     with psycopg.connect(queue_url) as conn:
-        postgres.bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+        bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
     now = dt.datetime.now(dt.UTC)
 
     def candidate(hashes: tuple[str, ...]) -> IssueCandidate:

@@ -12,6 +12,7 @@ import pytest
 
 from cluster.cli import main
 from storage import postgres
+from storage.bootstrap import bootstrap
 from tests.support import scratch_database
 
 
@@ -20,7 +21,7 @@ def database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     with scratch_database("crashray_cli") as url:
         postgres.migrate(url)
         with psycopg.connect(url) as conn:
-            postgres.bootstrap(conn, grouping_config="v2")
+            bootstrap(conn, grouping_config="v2")
         monkeypatch.setenv("CRASHRAY_POSTGRES_URL", url)
         monkeypatch.setenv("CRASHRAY_DATA_DIR", str(tmp_path))
         yield url

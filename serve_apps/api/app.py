@@ -1,0 +1,91 @@
+"""The Web API's FastAPI app and its Serve deployment.
+
+Routes live in one router per resource (auth, organizations, projects, issues, events,
+quotas); each route declares its access through ``deps.py``. Errors are answered in one
+place each:
+
+* any ``CrashrayError`` (events/errors.py) → its status, ``{"detail", "code"}``;
+* a request that does not validate (body, query or path parameter) → 400
+  ``{"detail": "<field>: <problem>", "code": "invalid"}``, naming the field as Sentry does
+  (FastAPI's default would be a 422 with pydantic's error list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+from ray import serve
+
+from actors.clickhouse import clickhouse_store
+from events.errors import CrashrayError
+from serve_apps.api import auth, events, issues, organizations, projects, quotas
+from serve_apps.api.config import ApiConfig
+from serve_apps.api.deps import Services
+
+#: Pydantic's prefix for errors raised by our own validators (the message follows).
+_VALUE_ERROR_PREFIX: Final = "Value error, "
+
+
+#: Every router the API serves, one per resource.
+ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
+                  events.router, quotas.router)
+
+
+def create_app() -> FastAPI:
+    api = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
+    for router in ROUTERS:
+        api.include_router(router)
+    api.add_exception_handler(CrashrayError, crashray_error)  # type: ignore[arg-type]
+    api.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    return api
+
+
+async def crashray_error(request: Request, exc: CrashrayError) -> JSONResponse:
+    return JSONResponse(exc.api_body(), status_code=exc.status)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": validation_detail(exc.errors()), "code": "invalid"},
+                        status_code=400)
+
+
+def validation_detail(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one sentence per field: ``rateLimit.window: Input should be
+    greater than or equal to 1``."""
+    parts = []
+    for error in errors:
+        where, loc = _location(error.get("loc", ()))
+        message = str(error.get("msg", "is not valid")).removeprefix(_VALUE_ERROR_PREFIX)
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error')})")
+        elif not loc and where == "body":
+            parts.append("the body must be a JSON object"
+                         + ("" if error.get("type") == "missing" else f": {message}"))
+        else:
+            parts.append(f"{loc or where}: {message}")
+    return "; ".join(parts) or "the request is not valid"
+
+
+def _location(loc: Sequence[Any]) -> tuple[str, str]:
+    where = str(loc[0]) if loc else "request"
+    return where, ".".join(str(part) for part in loc[1:])
+
+
+app = create_app()
+
+
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
+                  graceful_shutdown_wait_loop_s=0.5)
+@serve.ingress(app)
+class ApiDeployment:
+    """One API replica: its PostgreSQL pool and ClickHouse store serve every route."""
+
+    def __init__(self, config: ApiConfig) -> None:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True)
+        app.state.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))

@@ -1,0 +1,29 @@
+"""The API deployment's settings (taken from cluster/settings.py by cluster/runtime.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from events.grouping import DEFAULT_GROUPING_CONFIG
+from events.quotas import SpikeProtection
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    postgres_url: str
+    clickhouse_dsn: str
+    #: Where SDKs reach this instance: the DSNs' scheme, host and port.
+    base_url: str
+    #: Most items one page of a list answers (``limit`` is capped at it).
+    max_page_size: int
+    #: Seconds the previous grouping version keeps matching after a version change.
+    grouping_transition_s: float = 30 * 86_400.0
+    #: Browser sessions and the login rate limit (see cluster/settings.py).
+    session_lifetime_s: float = 14 * 86_400.0
+    login_max_failures: int = 5
+    login_window_s: float = 300.0
+    spike_defaults: SpikeProtection = field(default_factory=SpikeProtection)
+    #: PostgreSQL connections per API replica.
+    pool_max_connections: int = 4
+    #: The grouping version new projects start with (the newest).
+    default_grouping_config: str = DEFAULT_GROUPING_CONFIG

@@ -1,0 +1,46 @@
+"""JSON shapes of the API's resources as Sentry answers them, and the request-body base
+model (pure; the routers build responses with these)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from storage.keys import ProjectKey
+from storage.projects import ProjectRef
+
+
+class Body(BaseModel):
+    """Base of every request body: unknown fields are ignored, as Sentry's serializers do;
+    values keep their JSON types (no "true" → True coercion)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def dsn(base_url: str, public_key: str, project_id: int, secret_key: str | None = None) -> str:
+    credentials = public_key if secret_key is None else f"{public_key}:{secret_key}"
+    return f"{base_url.replace('://', f'://{credentials}@', 1)}/{project_id}"
+
+
+def key_json(key: ProjectKey, base_url: str) -> dict[str, Any]:
+    """A DSN key as Sentry's project-keys endpoint shows it."""
+    return {
+        "id": key.public_key, "name": key.label, "label": key.label,
+        "public": key.public_key, "secret": key.secret_key, "projectId": key.project_id,
+        "isActive": key.is_active,
+        "rateLimit": None if key.rate_limit_count is None else {
+            "window": key.rate_limit_window_s, "count": key.rate_limit_count},
+        "dsn": {"public": dsn(base_url, key.public_key, key.project_id),
+                "secret": dsn(base_url, key.public_key, key.project_id, key.secret_key)},
+        "dateCreated": iso(key.date_added),
+    }
+
+
+def project_ref_json(project: ProjectRef) -> dict[str, Any]:
+    return {"id": str(project.id), "slug": project.slug}
