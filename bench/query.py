@@ -364,7 +364,7 @@ class _TimedStore:
 
     def __init__(self, store: Any, clock: _Clock) -> None:
         self._store, self._clock = store, clock
-        client = store._client
+        client = store._read  # this thread's reading client (the benchmark runs in one)
         query = client.query
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -407,34 +407,38 @@ class _TimedPool:
         self._pool.close()
 
 
-def _in_process_calls(api: Any, token: str, issue_ids: Sequence[int], largest: int
+def _in_process_calls(svc: Any, token: str, issue_ids: Sequence[int], largest: int
                       ) -> dict[str, Callable[[int], object]]:
-    """What each route of serve_apps/query.py calls, without Serve and HTTP."""
-    from serve_apps.query import Credentials
+    """What each route of serve_apps/api/ calls (its access chain, then its view), without
+    Serve and HTTP."""
+    from serve_apps.api import deps, events, issues
+    from serve_apps.api.issue_views import issue_detail, issue_stream
 
-    creds = Credentials(f"Bearer {token}", None, None, "GET")
+    creds = deps.Credentials(f"Bearer {token}", None, None, "GET")
 
     def stream(query: str) -> Callable[[int], object]:
         def call(n: int) -> object:
-            scope = api.organization(creds, ORG)
-            ref = api.project(scope, ORG, PROJECT, "event:read")
-            return api.issue_stream(scope, [ref], [("query", query), ("statsPeriod", "24h")],
-                                    f"http://127.0.0.1/api/0/projects/{ORG}/{PROJECT}/issues/")
+            who = deps.caller(creds, svc)
+            scope = deps.project_access("event:read")(ORG, PROJECT, who, svc)
+            return issue_stream(svc, scope.project.organization_id, [scope.project],
+                                [("query", query), ("statsPeriod", "24h")],
+                                f"http://127.0.0.1/api/0/projects/{ORG}/{PROJECT}/issues/")
         return call
 
     def issue_page(pick: Callable[[int], int]) -> Callable[[int], object]:
         def call(n: int) -> object:
             issue_id = pick(n)
-            scope = api.issue_access(creds, issue_id)
-            api.scoped_issue(scope, issue_id, "event:read")
-            detail = api.issue_detail(scope, issue_id)
-            return detail, api.issue_tags(api.issue_access(creds, issue_id), issue_id)
+            scope = deps.issue_access("event:read")(issue_id, deps.caller(creds, svc), svc)
+            detail = issue_detail(svc, scope.project, scope.issue)
+            tags_scope = deps.issue_access("event:read")(issue_id, deps.caller(creds, svc), svc)
+            return detail, issues.issue_tags(tags_scope, svc)
         return call
 
     def event_page(pick: Callable[[int], int]) -> Callable[[int], object]:
         def call(n: int) -> object:
             issue_id = pick(n)
-            return api.issue_event(api.issue_access(creds, issue_id), issue_id, "latest")
+            scope = deps.issue_access("event:read")(issue_id, deps.caller(creds, svc), svc)
+            return events.issue_event("latest", scope, svc)
         return call
 
     def cycled(n: int) -> int:
@@ -467,7 +471,8 @@ def breakdown(data_dir: Path, token: str, issue_ids: Sequence[int], largest: int
     from psycopg_pool import ConnectionPool
 
     from cluster.embedded_postgres import EmbeddedPostgres
-    from serve_apps.query import Api, QueryConfig
+    from serve_apps.api.config import ApiConfig
+    from serve_apps.api.deps import Services
     from storage.clickhouse import ClickHouseStore, clickhouse_dsn
 
     server = EmbeddedPostgres(data_dir)
@@ -477,14 +482,12 @@ def breakdown(data_dir: Path, token: str, issue_ids: Sequence[int], largest: int
     clock = _Clock()
     pool = ConnectionPool(url, min_size=1, max_size=4, open=True)
     try:
-        # Api() would reach ClickHouse through the owner actor (Ray); this one holds chDB.
-        api = Api.__new__(Api)
-        api.config = QueryConfig(postgres_url=url, clickhouse_dsn=dsn,
-                                 base_url="http://127.0.0.1", max_page_size=100)
-        api.pool = _TimedPool(pool, clock)
-        api.clickhouse = _TimedStore(store, clock)
+        # The API's replica reaches chDB through the owner actor (Ray); this store holds it.
+        config = ApiConfig(postgres_url=url, clickhouse_dsn=dsn, base_url="http://127.0.0.1",
+                           max_page_size=100)
+        svc = Services(config, _TimedPool(pool, clock), _TimedStore(store, clock))  # type: ignore[arg-type]
         results = {}
-        for name, call in _in_process_calls(api, token, issue_ids, largest).items():
+        for name, call in _in_process_calls(svc, token, issue_ids, largest).items():
             count = requests if not name.endswith("_largest") else max(5, requests // 5)
             totals, parts, calls = [], [], []
             for n in range(warmup + count):

@@ -17,6 +17,7 @@ import pytest
 import sentry_sdk
 
 from actors.clickhouse import clickhouse_store
+from events.access import ROLE_SCOPES
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from tests.integration.conftest import RunningCrashray
 from tests.support import (
@@ -182,7 +183,7 @@ def other_tenant_token(c: RunningCrashray) -> str:
                            (f"other-{uuid.uuid4().hex[:6]}",)).fetchone()
         assert row is not None
         postgres.ensure_project(conn, int(row[0]), "default", DEFAULT_GROUPING_CONFIG)
-        token = postgres.create_api_token(conn, int(row[0]), "other", list(postgres.ADMIN_SCOPES))
+        token = postgres.create_api_token(conn, int(row[0]), "other", sorted(ROLE_SCOPES["owner"]))
         conn.commit()
     return token
 

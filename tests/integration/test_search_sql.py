@@ -1,5 +1,6 @@
 """Issue search on the real ClickHouse engine (chDB, schema from the real migrations; no Ray):
-``event_conditions`` fragments run against an ``events`` table, values bound server-side."""
+``ClickHouseStore.matching_hashes`` runs parsed searches against an ``events`` table, values
+bound server-side, inside the caller's tenant scope."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from events.rows import EVENTS_SCHEMA
-from events.search import event_conditions, parse_search
+from events.search import event_filters, parse_search
 from storage.clickhouse import ClickHouseStore
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def event(org: int, name: str, hour: int, **columns: Any) -> dict[str, Any]:
     row: dict[str, Any] = {f.name: "" for f in EVENTS_SCHEMA if pa.types.is_string(f.type)}
     row.update({
         "organization_id": org, "project_id": 1, "event_id": str(_event_id(name)),
-        "group_id": 1, "primary_hash": "0" * 32, "retention_days": 90,
+        "group_id": 1, "primary_hash": _hash(name), "retention_days": 90,
         "timestamp": dt.datetime(2026, 11, 28, hour, tzinfo=dt.UTC),
         "received": dt.datetime(2026, 11, 28, hour, tzinfo=dt.UTC),
         "type": "error", "platform": "python", "tags": [],
@@ -46,6 +47,10 @@ def event(org: int, name: str, hour: int, **columns: Any) -> dict[str, Any]:
 
 def _event_id(name: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, name)
+
+
+def _hash(name: str) -> str:
+    return _event_id(f"hash-{name}").hex
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +76,11 @@ def org(store: ClickHouseStore) -> int:
 
 
 def matching(store: ClickHouseStore, org: int, query: str) -> set[str]:
-    sql, params = event_conditions(parse_search(query, NOW))
-    rows = store.query_rows(
-        "SELECT toString(event_id) FROM events WHERE organization_id = {org:UInt64} AND"
-        " project_id = {project:UInt64} AND " + sql, {**params, "org": org, "project": 1})
-    names = {str(_event_id(n)): n for n in ("e1", "e2", "e3")}
-    return {names[str(r[0])] for r in rows}
+    """The events (by name: each has a primary hash of its own) the store finds."""
+    hashes = store.matching_hashes(org, [1], event_filters(parse_search(query, NOW)),
+                                   NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=1), 100)
+    names = {_hash(n): n for n in ("e1", "e2", "e3")}
+    return {names[h] for h in hashes}
 
 
 @pytest.mark.parametrize(("query", "expected"), [
