@@ -58,8 +58,6 @@ class Settings(BaseSettings):
     #: ClickHouse server URL (``http://user:pass@host:8123/db``). Empty: the embedded
     #: ClickHouse engine (chDB) under ``data_dir/clickhouse``, owned by one actor.
     clickhouse_url: str | None = None
-    #: Kafka bootstrap servers for the hand-off; empty uses the PostgreSQL queue.
-    kafka_bootstrap_servers: str | None = None
     #: Days an event is kept (ClickHouse TTL, per row so it can vary per project later).
     retention_days: int = 90
 

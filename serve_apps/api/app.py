@@ -88,4 +88,4 @@ class ApiDeployment:
     def __init__(self, config: ApiConfig) -> None:
         pool: ConnectionPool[Any] = ConnectionPool(
             config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True)
-        app.state.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))
+        self.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))

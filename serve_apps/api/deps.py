@@ -31,6 +31,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
+from ray import serve
 
 from events.access import ALL_SCOPES
 from events.errors import Forbidden, Unauthorized, not_found
@@ -56,7 +57,14 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+    """The replica's services. Serve serves a copy of the app it was given, so inside a
+    replica they are found on the deployment instance (``ApiDeployment.services``);
+    an app served without Serve (tests) carries them in ``app.state.services``."""
+    found = getattr(request.app.state, "services", None)
+    if found is None:
+        found = getattr(serve.get_replica_context().servable_object, "services", None)
+    if not isinstance(found, Services):
+        raise RuntimeError("the API app was started without its services")
     return found
 
 

@@ -107,11 +107,9 @@ class CrashAfterInsert:
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def insert(self, table: str, data: Any) -> int:
-        inserted: int = self.store.insert(table, data)
-        if table == "outcomes":
-            raise RuntimeError("simulated crash after the ClickHouse insert")
-        return inserted
+    def insert_batch(self, tables: Any) -> int:
+        inserted: int = self.store.insert_batch(tables)
+        raise RuntimeError(f"simulated crash after the ClickHouse insert of {inserted} rows")
 
 
 def test_crash_between_clickhouse_insert_and_commit_counts_each_event_once(

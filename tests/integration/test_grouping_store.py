@@ -13,10 +13,14 @@ import pytest
 from actors.grouping import IssueResolver
 from events.process import ProjectGrouping
 from storage import postgres
-from storage.bootstrap import bootstrap
+from storage.bootstrap import bootstrap, ensure_project
 from storage.issues import IssueCandidate, delete_issue, merge_issues, unmerge_hashes
 from storage.projects import grouping_settings, set_grouping_config, upgrade_grouping_configs
+from storage.scope import ProjectScope
 from tests.support import scratch_database
+
+#: The bootstrapped project (organization 1, project 1) the tests work in.
+PROJECT = ProjectScope(1, 1)
 
 A, B, C, OLD, NEW = ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "f" * 32)
 
@@ -62,7 +66,7 @@ def test_a_merge_reaches_the_cache_before_the_next_batch(conn: psycopg.Connectio
     [b] = resolver.issue_ids_for([candidate(B)])
     assert a is not None and b is not None and a != b
     with conn.transaction():
-        merged = merge_issues(conn, 1, [a, b], "test")
+        merged = merge_issues(conn, PROJECT, [a, b], "test")
     assert merged is not None
     survivor, _ = merged
     assert resolver.issue_ids_for([candidate(A), candidate(B)]) == [survivor, survivor]
@@ -76,10 +80,10 @@ def test_an_unmerge_and_a_delete_reach_the_cache(conn: psycopg.Connection[Any]) 
     assert issue is not None
     now = dt.datetime.now(dt.UTC)
     with conn.transaction():
-        split = unmerge_hashes(conn, 1, issue, [B], MovedEvents(0, now, now, "t", ""), "test")
+        split = unmerge_hashes(conn, PROJECT, issue, [B], MovedEvents(0, now, now, "t", ""), "test")
     assert resolver.issue_ids_for([candidate(B)]) == [split]
     with conn.transaction():
-        assert delete_issue(conn, 1, split, "test")
+        assert delete_issue(conn, PROJECT, split, "test")
     # The deleted issue's hash is tombstoned: its events are discarded, not re-grouped.
     assert resolver.issue_ids_for([candidate(B)]) == [None]
     assert resolver.issue_ids_for([candidate(A)]) == [issue]
@@ -130,9 +134,9 @@ def test_a_version_change_keeps_the_old_one_as_secondary_for_the_transition(
 
 def test_upgrades_move_only_auto_updating_projects_on_older_versions(
         conn: psycopg.Connection[Any]) -> None:
-    pinned, _ = postgres.ensure_project(conn, 1, "pinned", "v1")
+    pinned, _ = ensure_project(conn, 1, "pinned", "v1")
     conn.execute("UPDATE projects SET grouping_auto_update = false WHERE id = %s", (pinned,))
-    current, _ = postgres.ensure_project(conn, 1, "current", "v2")
+    current, _ = ensure_project(conn, 1, "current", "v2")
     conn.commit()
     assert upgrade_grouping_configs(conn, "v2", ["v1"], 86_400) == [1]
     settings = grouping_settings(conn, [1, pinned, current])
@@ -152,7 +156,7 @@ def test_a_hash_unmerged_to_another_issue_is_not_cached_as_the_events(
     assert a is not None
     now = dt.datetime.now(dt.UTC)
     with conn.transaction():
-        b = unmerge_hashes(conn, 1, a, [B], MovedEvents(0, now, now, "t", ""), "test")
+        b = unmerge_hashes(conn, PROJECT, a, [B], MovedEvents(0, now, now, "t", ""), "test")
     assert resolver.issue_ids_for([candidate(A, B)]) == [a]
     assert resolver.issue_ids_for([candidate(B)]) == [b]
     assert resolver.issue_ids_for([candidate(B)]) == [b]  # from the cache, too

@@ -12,6 +12,7 @@ import httpx
 import ray
 
 from storage import postgres
+from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
 from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
 
@@ -20,7 +21,7 @@ def new_project(c: RunningCrashray, grouping_config: str) -> tuple[int, str, str
     """A project of the `crashray` organization on ``grouping_config``: (id, slug, key)."""
     slug = f"versions-{uuid.uuid4().hex[:8]}"
     with postgres.connect(c.runtime.postgres_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, slug, grouping_config)
+        project_id, key = ensure_project(conn, 1, slug, grouping_config)
         conn.commit()
     return project_id, slug, key
 

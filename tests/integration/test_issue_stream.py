@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from storage import postgres
+from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_pipeline import other_tenant_token
 from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
@@ -46,7 +47,7 @@ def stream(crashray: RunningCrashray) -> Iterator[Stream]:
     tag = uuid.uuid4().hex[:6]
     slug = f"stream-{tag}"
     with postgres.connect(crashray.runtime.postgres_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, slug, "v2")
+        project_id, key = ensure_project(conn, 1, slug, "v2")
         conn.commit()
     events = (
         [event(tag, "Checkout", tags={"browser": "Chrome 120"},

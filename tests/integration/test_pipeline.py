@@ -19,6 +19,7 @@ import sentry_sdk
 from actors.clickhouse import clickhouse_store
 from events.access import ROLE_SCOPES
 from events.grouping import DEFAULT_GROUPING_CONFIG
+from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
 from tests.support import (
     corpus_event,
@@ -182,7 +183,7 @@ def other_tenant_token(c: RunningCrashray) -> str:
                            " ON CONFLICT (slug) DO UPDATE SET name = 'Other' RETURNING id",
                            (f"other-{uuid.uuid4().hex[:6]}",)).fetchone()
         assert row is not None
-        postgres.ensure_project(conn, int(row[0]), "default", DEFAULT_GROUPING_CONFIG)
+        ensure_project(conn, int(row[0]), "default", DEFAULT_GROUPING_CONFIG)
         token = postgres.create_api_token(conn, int(row[0]), "other", sorted(ROLE_SCOPES["owner"]))
         conn.commit()
     return token

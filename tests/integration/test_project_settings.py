@@ -12,6 +12,7 @@ import orjson
 
 from actors.clickhouse import clickhouse_store
 from storage import postgres
+from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
 from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
 
@@ -25,7 +26,7 @@ def test_sensitive_and_safe_fields_set_through_the_api_are_applied(
         crashray: RunningCrashray) -> None:
     slug = f"scrub-{uuid.uuid4().hex[:6]}"
     with postgres.connect(crashray.runtime.postgres_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, slug, "v2")
+        project_id, key = ensure_project(conn, 1, slug, "v2")
         conn.commit()
     before = call(crashray, "GET", f"projects/crashray/{slug}/").json()
     assert (before["dataScrubber"], before["dataScrubberDefaults"],

@@ -15,6 +15,7 @@ import ray
 
 from events.quotas import window_at
 from storage import postgres
+from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_pipeline import other_tenant_token
 from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
@@ -23,7 +24,7 @@ from tests.support import envelope_bytes, gzip_bytes, python_sdk_headers, wait_u
 def new_project(c: RunningCrashray) -> tuple[int, str, str]:
     slug = f"quota-{uuid.uuid4().hex[:8]}"
     with postgres.connect(c.runtime.postgres_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, slug, "v2")
+        project_id, key = ensure_project(conn, 1, slug, "v2")
         conn.commit()
     return project_id, slug, key
 
