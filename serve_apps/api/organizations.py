@@ -147,7 +147,7 @@ def members(access: Annotated[Access, Depends(org_access("member:read"))],
 class NewMember(Body):
     username: Text
     role: Role = "member"
-    teams: tuple[str, ...] = ()
+    teams: list[str] = Field(default_factory=list)
 
 
 @router.post("/organizations/{org}/members/", status_code=201)

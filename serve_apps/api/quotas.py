@@ -63,7 +63,7 @@ class NewQuota(Body):
     scope: QuotaScope = "organization"
     #: The project or key id (scope project or key); absent: each of them.
     scopeId: int | None = None
-    categories: tuple[str, ...] = ()
+    categories: list[str] = Field(default_factory=list)
     window: Annotated[int, Field(ge=0)]
     #: Most per window; null counts without limiting, 0 refuses everything.
     limit: int | None = None
