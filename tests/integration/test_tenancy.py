@@ -31,6 +31,8 @@ class Tenants:
     api_slug: str
     issue_id: str
     event_id: str
+    public_key: str
+    quota_id: str
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,10 @@ def tenants(crashray: RunningCrashray) -> Iterator[Tenants]:
                                   ).status_code == 200, 15, "the new project's key accepted")
     issues = wait_until(lambda: get(crashray, tokens["alice"],
                                     f"projects/{org}/web/issues/").json(), 30, "the issue")
+    quota = call(crashray, "POST", f"organizations/{org}/quotas/", tokens["alice"],
+                 {"scope": "organization", "window": 3600, "limit": None}).json()
     yield Tenants(org, tokens["alice"], tokens["bob"], tokens["mallory"], web_id, "api",
-                  issues[0]["id"], event_id)
+                  issues[0]["id"], event_id, key, quota["id"])
     monkeypatch.undo()
 
 
@@ -99,39 +103,41 @@ def call(c: RunningCrashray, method: str, path: str, token: str | None = None,
 
 
 def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
-    o, i = t.org, t.issue_id
-    return [
-        ("GET", f"projects/{o}/web/", None), ("PUT", f"projects/{o}/web/", {"name": "x"}),
-        ("GET", f"projects/{o}/web/issues/", None),
-        ("PUT", f"projects/{o}/web/issues/?id={i}", {"status": "resolved"}),
-        ("GET", f"projects/{o}/web/events/", None),
-        ("GET", f"projects/{o}/web/events/{t.event_id}/grouping-info/", None),
-        ("GET", f"projects/{o}/web/keys/", None),
-        ("GET", f"issues/{i}/", None), ("PUT", f"issues/{i}/", {"status": "resolved"}),
-        ("GET", f"issues/{i}/activity/", None), ("GET", f"issues/{i}/hashes/", None),
-        ("GET", f"issues/{i}/events/", None), ("GET", f"issues/{i}/events/latest/", None),
-        ("GET", f"issues/{i}/events/{t.event_id}/", None), ("GET", f"issues/{i}/tags/", None),
-        ("GET", f"projects/{o}/web/events/{t.event_id}/", None),
-        ("GET", f"organizations/{o}/issues/", None),
-        ("DELETE", f"issues/{i}/hashes/?id={'0' * 32}", None),
-        ("GET", f"organizations/{o}/projects/", None),
-        ("GET", f"organizations/{o}/stats_v2/?field=sum(quantity)&category=error", None),
-        ("GET", f"organizations/{o}/quotas/", None),
-        ("GET", f"organizations/{o}/quota-usage/", None),
-        ("PUT", f"organizations/{o}/", {"name": "taken"}),
-        ("GET", f"organizations/{o}/teams/", None), ("GET", f"organizations/{o}/members/", None),
-        ("POST", f"teams/{o}/backend/projects/", {"name": "intruder"}),
-        ("PUT", f"teams/{o}/backend/", {"name": "taken"}),
-        ("POST", f"projects/{o}/web/keys/", {"name": "intruder"}),
-        ("GET", f"projects/{o}/web/stats/", None),
-        ("DELETE", f"issues/{i}/", None),  # last: it would delete the issue if it passed
-    ]
+    """Every route of the API scoped to a tenant (not the caller's own routes), with the
+    victim organization's names and ids in its URL, walked from the app's routers so a new
+    route is tried too; a change gets a body (the access check comes first)."""
+    from fastapi.routing import APIRoute
+
+    from serve_apps.api.app import ROUTERS
+    from serve_apps.api.deps import access_rule
+
+    values = {"org": t.org, "project": "web", "team": "backend", "issue_id": t.issue_id,
+              "event_id": t.event_id, "which": "latest", "key": "level",
+              "key_id": t.public_key, "quota_id": t.quota_id}
+    found = []
+    for router in ROUTERS:
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            rules = [access_rule(d.call) for d in route.dependant.dependencies
+                     if d.call is not None]
+            if not any(r is not None and r.level not in ("caller", "public") for r in rules):
+                continue
+            path = re.sub(r"\{(\w+)\}", lambda m: str(values[m[1]]), route.path).lstrip("/")
+            for method in sorted(route.methods):
+                query = f"?id={t.issue_id}" if path.endswith("/issues/") and method == "PUT" \
+                    else f"?id={'0' * 32}" if path.endswith("/hashes/") and method == "DELETE" \
+                    else ""
+                found.append((method, path + query, None if method == "GET" else {"name": "x"}))
+    # Last: it would delete the issue if it passed.
+    return sorted(found, key=lambda e: (e[0], e[1]) == ("DELETE", f"issues/{t.issue_id}/"))
 
 
 def test_another_organizations_user_and_token_get_404_everywhere(
         crashray: RunningCrashray, tenants: Tenants) -> None:
+    endpoints = every_endpoint(tenants)
+    assert len(endpoints) >= 37
     for token in (tenants.mallory, crashray.info.api_token or ""):
-        for method, path, body in every_endpoint(tenants):
+        for method, path, body in endpoints:
             response = call(crashray, method, path, token, body)
             assert response.status_code == 404, (method, path, response.status_code)
     assert get(crashray, tenants.alice, f"issues/{tenants.issue_id}/").status_code == 200
