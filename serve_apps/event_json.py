@@ -128,7 +128,7 @@ def event_tags_json(event: Mapping[str, Any]) -> tuple[list[dict[str, str]], dic
     for index, pair in enumerate(tags if isinstance(tags, list) else []):
         if isinstance(pair, list) and len(pair) == 2 and pair[0] is not None \
                 and pair[1] is not None:
-            key = str(pair[0]).split("sentry:", 1)[-1]
+            key = str(pair[0]).removeprefix("sentry:")
             found.append((key, str(pair[1]), get_path(meta, str(index), "1")))
     found.sort(key=lambda t: t[0])
     answered = []
