@@ -1,8 +1,12 @@
-"""Turning one accepted event item into a stored event: normalize, scrub, group.
+"""Turning one accepted event item into a stored event: normalize, scrub, tag, group.
 
 Pure code (no Ray, no I/O): consumers call ``EventProcessor.process`` for every claimed
 event item. Normalization and PII scrubbing are sentry-relay's own (``StoreNormalizer``,
-``pii_strip_event``), so the stored event is what Sentry would store.
+``pii_strip_event``), so the stored event is what Sentry would store. As Sentry's
+``EventManager.save`` does, the standard tags are then derived (events/tags.py) before the
+event is grouped (fingerprint rules such as ``tags.transaction:*`` see them), and the
+event's ``title``, ``culprit``, ``location`` and ``metadata`` are written into the stored
+event (``_materialize_metadata_many``), so the event API reads them from the event.
 
     events.errors.BadRequest
     └── InvalidEvent           the item is not an event Relay accepts; outcome "invalid"
@@ -22,6 +26,7 @@ from events.errors import BadRequest
 from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
 from events.grouping.rules import GroupingRules
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
+from events.tags import event_tags
 
 #: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
 MAX_SECS_IN_FUTURE = 60
@@ -106,21 +111,24 @@ class EventProcessor:
             # The envelope header's event_id takes precedence (spec §2.2).
             normalized["event_id"] = ctx.envelope_event_id
         scrubbed = self._scrub(normalized, ctx.project_id)
+        tagged = {**scrubbed, "tags": event_tags(scrubbed)}
         project = self._grouping.get(ctx.project_id, ProjectGrouping())
-        grouping = group_hashes_for_event(scrubbed, project.config, rules=project.rules)
+        grouping = group_hashes_for_event(grouping_input(project.config, scrubbed, tagged),
+                                          project.config, rules=project.rules)
         secondary_config = project.secondary_at(ctx.received_at)
         secondary = None if secondary_config is None else group_hashes_for_event(
-            scrubbed, secondary_config, rules=project.rules)
-        issue = issue_metadata_for_event(scrubbed)
+            grouping_input(secondary_config, scrubbed, tagged), secondary_config,
+            rules=project.rules)
+        issue = issue_metadata_for_event(tagged)
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
         return ProcessedEvent(
-            event_id=str(scrubbed["event_id"]),
-            event=scrubbed,
+            event_id=str(tagged["event_id"]),
+            event={**tagged, **event_summary(issue)},
             grouping=grouping,
             issue=issue,
-            timestamp=_from_unix(scrubbed.get("timestamp"), ctx.received_at),
-            received=_from_unix(scrubbed.get("received"), ctx.received_at),
+            timestamp=_from_unix(tagged.get("timestamp"), ctx.received_at),
+            received=_from_unix(tagged.get("received"), ctx.received_at),
             secondary_grouping=secondary,
         )
 
@@ -154,6 +162,28 @@ class EventProcessor:
         scrubbed: dict[str, Any] = sentry_relay.pii_strip_event(  # type: ignore[attr-defined]
             config, event, json_dumps=_dumps, json_loads=orjson.loads)
         return scrubbed
+
+
+#: Grouping versions frozen before tags were derived: they group the event with the tags
+#: its client sent (their hashes must not change, e.g. v2's built-in hydration-error rule
+#: matches on ``tags.transaction``); later versions see the derived tags, as Sentry's do.
+UNTAGGED_GROUPING_CONFIGS = frozenset({"v1", "v2"})
+
+
+def grouping_input(config: str, untagged: Mapping[str, Any], tagged: Mapping[str, Any]
+                   ) -> Mapping[str, Any]:
+    """The event a grouping version groups: see ``UNTAGGED_GROUPING_CONFIGS``."""
+    return untagged if config in UNTAGGED_GROUPING_CONFIGS else tagged
+
+
+def event_summary(issue: IssueMetadata) -> dict[str, Any]:
+    """What Sentry writes into an event when it saves it (event_manager
+    ``materialize_metadata``): ``title``, ``culprit``, ``metadata`` and ``location``, the
+    crash frame's file of an error event and ``None`` otherwise (eventtypes
+    ``ErrorEvent.get_location``/``BaseEvent.get_location``)."""
+    location = issue.metadata.get("filename") if issue.type == "error" else None
+    return {"title": issue.title, "culprit": issue.culprit, "location": location,
+            "metadata": dict(issue.metadata)}
 
 
 def parse_event_json(payload: bytes) -> dict[str, Any]:

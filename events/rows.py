@@ -1,8 +1,10 @@
 """Processed events as Arrow record batches, in the shape of ClickHouse's ``events`` table.
 
 Promoted columns (release, environment, level, user, transaction, ...) are pulled out of
-the normalized event so list and search queries never parse the body; the whole event is
-kept in ``body`` (zstd-compressed by ClickHouse) for the event page.
+the normalized event so list and search queries never parse the body; the ``tags`` map
+holds every tag, the standard ones too (``level``, ``environment``, ``release``, ``user``,
+``browser``, ...: events/tags.py); the whole event is kept in ``body`` (zstd-compressed by
+ClickHouse) for the event page.
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ def _values(container: object) -> list[Mapping[str, Any]]:
 
 
 def _tags(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``tags`` map: the event's tags (client tags and the standard tags derived by
+    events/tags.py), without the entries Relay invalidated (``null`` key or value)."""
     tags = event.get("tags")
     if not isinstance(tags, list):
         return []
     pairs = {}
     for pair in tags:
-        if isinstance(pair, list) and len(pair) == 2 and pair[0] is not None:
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] is not None \
+                and pair[1] is not None:
             pairs[_s(pair[0])] = _s(pair[1])
     return list(pairs.items())
 

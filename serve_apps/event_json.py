@@ -3,13 +3,24 @@
 Sentry's event endpoint answers the event's interfaces as ``entries`` in camelCase
 (``exception``, ``message``, ``breadcrumbs``, ``request``, ``threads``), frames with
 ``absPath``/``lineNo``/``colNo``/``inApp`` and ``context`` as ``[[lineno, line], ...]``,
-``tags`` as ``[{"key", "value"}]``, and the ``_meta`` of scrubbed fields as stored.
+``tags`` as ``[{"key", "value"}]`` sorted by key, the ``user`` fields of Sentry's user
+interface, ``title``/``culprit``/``location``/``metadata`` as stored with the event, and the
+``_meta`` of scrubbed fields as stored (the tags' re-indexed to the answered order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+
+from events.grouping.shape import get_path
+from events.issue_meta import issue_metadata_for_event
+from events.process import event_summary
+from events.tags import USER_TAG_FIELDS
+
+#: The user fields Sentry's event API answers (``User.get_api_context``).
+USER_API_FIELDS: Final = ("id", "email", "username", "ip_address", "name", "geo", "data")
+USER_TAG_KEYWORDS: Final = frozenset(keyword for _, keyword in USER_TAG_FIELDS)
 
 
 def _frame(frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,28 +116,84 @@ def event_entries(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def event_json(event: Mapping[str, Any], *, event_id: str, project_id: int, group_id: int,
-               title: str, date_created: str, previous_id: str | None = None,
-               next_id: str | None = None) -> dict[str, Any]:
+def event_tags_json(event: Mapping[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The event's tags as Sentry's event serializer answers them (``_get_tags_with_meta``):
+    sorted by key, ``sentry:`` internal prefixes removed, entries Relay invalidated left
+    out, a ``query`` on ``user`` tags (``convert_user_tag_to_query``: ``user.id:"42"``), and
+    the ``_meta`` of each value re-indexed to the answered order as ``{"value": meta}``."""
     tags = event.get("tags")
-    pairs = [p for p in tags if isinstance(p, list) and len(p) == 2] \
-        if isinstance(tags, list) else []
+    raw_meta = get_path(event, "_meta", "tags")
+    meta = raw_meta if isinstance(raw_meta, Mapping) else {}
+    found = []
+    for index, pair in enumerate(tags if isinstance(tags, list) else []):
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] is not None \
+                and pair[1] is not None:
+            key = str(pair[0]).removeprefix("sentry:")
+            found.append((key, str(pair[1]), get_path(meta, str(index), "1")))
+    found.sort(key=lambda t: t[0])
+    answered = []
+    for key, value, _ in found:
+        tag = {"key": key, "value": value}
+        query = _user_tag_query(key, value)
+        if query is not None:
+            tag["query"] = query
+        answered.append(tag)
+    tags_meta = {str(n): {"value": m} for n, (_, _, m) in enumerate(found) if m}
+    return answered, tags_meta
+
+
+def _user_tag_query(key: str, value: str) -> str | None:
+    keyword, sep, rest = value.partition(":")
+    if key != "user" or not sep or keyword not in USER_TAG_KEYWORDS:
+        return None
+    escaped = rest.replace('"', '\\"')
+    return f'user.{keyword}:"{escaped}"'
+
+
+def user_json(user: object) -> dict[str, Any] | None:
+    """The user as Sentry's ``User.get_api_context`` answers it; internal fields such as
+    Relay's ``sentry_user`` are not part of it."""
+    if not isinstance(user, Mapping):
+        return None
+    return {field: user.get(field) for field in USER_API_FIELDS}
+
+
+def event_summary_json(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``title``, ``culprit``, ``location`` and ``metadata`` as stored with the event when it
+    was processed (events/process.py ``event_summary``); computed from the event for events
+    stored before they were (without a fingerprint rule's title, which the event lacks)."""
+    if isinstance(event.get("title"), str) and "metadata" in event:
+        return {"title": event["title"], "culprit": event.get("culprit") or "",
+                "location": event.get("location"), "metadata": event.get("metadata") or {}}
+    return event_summary(issue_metadata_for_event(event))
+
+
+def event_json(event: Mapping[str, Any], *, event_id: str, project_id: int, group_id: int,
+               date_created: str, previous_id: str | None = None,
+               next_id: str | None = None) -> dict[str, Any]:
+    """One event in Sentry's event API shape."""
     logentry = event.get("logentry")
     message = logentry.get("formatted") if isinstance(logentry, Mapping) else None
+    summary = event_summary_json(event)
+    tags, tags_meta = event_tags_json(event)
+    meta = event.get("_meta")
+    meta = {**meta, "tags": tags_meta} if isinstance(meta, Mapping) and "tags" in meta \
+        else (meta or {})
     return {
         "id": event_id, "eventID": event_id, "groupID": str(group_id),
-        "projectID": str(project_id), "title": title, "message": message or "",
-        "platform": event.get("platform"), "type": event.get("type"),
+        "projectID": str(project_id), "title": summary["title"],
+        "message": message or "", "platform": event.get("platform"), "type": event.get("type"),
         "dateCreated": date_created, "dateReceived": event.get("received"),
-        "culprit": event.get("culprit"), "location": event.get("transaction"),
+        "culprit": summary["culprit"], "location": summary["location"],
+        "metadata": summary["metadata"],
         "level": event.get("level"), "release": event.get("release"),
         "environment": event.get("environment"), "dist": event.get("dist"),
-        "tags": [{"key": str(k), "value": str(v)} for k, v in pairs],
-        "user": event.get("user"), "contexts": event.get("contexts") or {},
+        "tags": tags, "user": user_json(event.get("user")),
+        "contexts": event.get("contexts") or {},
         # Sentry answers the event's ``extra`` as ``context``; ``extra`` kept too.
         "context": event.get("extra") or {}, "extra": event.get("extra") or {},
         "sdk": event.get("sdk"), "fingerprints": event.get("fingerprint") or [],
         "entries": event_entries(event), "errors": event.get("errors") or [],
-        "_meta": event.get("_meta") or {},
+        "_meta": meta,
         "previousEventID": previous_id, "nextEventID": next_id,
     }

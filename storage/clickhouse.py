@@ -405,10 +405,12 @@ class ClickHouseStore:
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
                    key: str | None, top: int) -> list[TagFacet]:
-        """Per tag key of an issue's events (its tags plus level, environment and release):
-        (key, events with it, distinct values, the ``top`` values with their counts), or
-        only ``key``'s when given. One scan: counted per (key, value), then ranked per key;
-        distinct event ids, so rows a re-delivery duplicated count once."""
+        """Per tag key of an issue's events (their ``tags`` map; level, environment and
+        release from the columns for events stored before those were also tags): (key,
+        events with it, distinct values, the ``top`` values with their counts), or only
+        ``key``'s when given. One scan: counted per (key, value), then ranked per key;
+        distinct event ids, so rows a re-delivery duplicated count once. A key in the map
+        is never counted again from its column, so no key appears twice."""
         if not hashes:
             return []
         rows = self._read.query(
@@ -416,7 +418,8 @@ class ClickHouseStore:
             " arraySlice(arrayReverseSort(x -> x.2, groupArray((v, n))), 1, {top:UInt16})"
             " FROM (SELECT kv.1 AS k, kv.2 AS v, uniqExact(event_id) AS n FROM events"
             " ARRAY JOIN arrayConcat(arrayZip(mapKeys(tags), mapValues(tags)),"
-            " [('level', level), ('environment', environment), ('release', release)]) AS kv"
+            " arrayFilter(c -> NOT mapContains(tags, c.1), [('level', level),"
+            " ('environment', environment), ('release', release)])) AS kv"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
             " AND toString(primary_hash) IN {hashes:Array(String)}"
             " AND kv.2 != '' AND ({key:String} = '' OR kv.1 = {key:String})"

@@ -54,7 +54,12 @@ def summary_json(e: EventSummary, project_id: int, group_id: int) -> dict[str, A
     return {"id": e.event_id, "eventID": e.event_id, "groupID": str(group_id),
             "projectID": str(project_id), "dateCreated": iso(e.timestamp), "title": e.title,
             "message": e.message, "culprit": e.culprit, "platform": e.platform,
-            "tags": [{"key": k, "value": v} for k, v in [("level", e.level), *e.tags]]}
+            "tags": [{"key": k, "value": v} for k, v in _with_level(e)]}
+
+
+def _with_level(e: EventSummary) -> list[tuple[str, str]]:
+    """The event's tags; events stored before ``level`` was a tag get it from its column."""
+    return e.tags if any(k == "level" for k, _ in e.tags) else [("level", e.level), *e.tags]
 
 
 @router.get("/projects/{org}/{project}/events/")
@@ -172,5 +177,4 @@ def _event(svc: Services, project: ProjectRef, raw_id: str,
                                                            timestamp)
     event = orjson.loads(body)
     return event_json(event, event_id=event_id, project_id=project.id, group_id=issue_id,
-                      title=str(event.get("title") or ""), date_created=iso(timestamp),
-                      previous_id=previous_id, next_id=next_id)
+                      date_created=iso(timestamp), previous_id=previous_id, next_id=next_id)
