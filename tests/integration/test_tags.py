@@ -17,6 +17,7 @@ import pytest
 
 from events.rows import EVENTS_SCHEMA
 from storage import postgres
+from storage.bootstrap import ensure_project
 from storage.clickhouse import ClickHouseStore
 from tests.integration.conftest import RunningCrashray
 from tests.support import corpus_event, envelope_bytes, gzip_bytes, python_sdk_headers, wait_until
@@ -70,7 +71,7 @@ def project(crashray: RunningCrashray) -> Iterator[Project]:
     marker = uuid.uuid4().hex[:6]
     slug = f"tags-{marker}"
     with postgres.connect(crashray.runtime.postgres_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, slug, "v2")
+        project_id, key = ensure_project(conn, 1, slug, "v2")
         conn.commit()
     with httpx.Client(timeout=10) as client:
         for body in (browser_event(marker), corpus_event(SDK)):
