@@ -360,3 +360,30 @@ def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip
 
 class LoginThrottled(Throttled):
     code = "login_throttled"
+
+
+# --- for the management commands (crashray up, crashray quota list) ------------------------
+
+
+def has_users(conn: psycopg.Connection[Any]) -> bool:
+    """Whether anyone can log in to the dashboard yet."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class KeyRateLimit:
+    project_slug: str
+    public_key: str
+    count: int
+    window_s: int
+
+
+def keys_with_rate_limits(conn: psycopg.Connection[Any], org_id: int) -> list[KeyRateLimit]:
+    """The DSN keys of organization ``org_id``'s projects that have a rate limit."""
+    rows = conn.execute(
+        "SELECT p.slug, k.public_key, k.rate_limit_count, k.rate_limit_window_s"
+        " FROM project_keys k JOIN projects p ON p.id = k.project_id"
+        " WHERE p.organization_id = %s AND k.rate_limit_count IS NOT NULL ORDER BY k.id",
+        (org_id,)).fetchall()
+    return [KeyRateLimit(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
