@@ -349,10 +349,15 @@ def _claimed(w: WorkItem) -> pg_queue.ClaimedItem:
 class Consumer:
     """One member of the consumer pool; starts working as soon as it is constructed."""
 
-    def __init__(self, config: ConsumerConfig, grouping_shards: Sequence[Any] = ()) -> None:
+    def __init__(self, config: ConsumerConfig, grouping_shard_names: Sequence[str] = ()) -> None:
+        # The shards are looked up by name, not passed as handles: Ray restarts an actor
+        # whose constructor arguments hold actor handles only with an error logged
+        # (core_worker.cc, ray-project/ray#53727), and a restarted consumer finds the
+        # shards again by their names.
+        shards = [ray.get_actor(name, namespace="crashray") for name in grouping_shard_names]
         self._config = config
         self._consumer = BatchConsumer(
-            config, resolver=ShardedResolver(grouping_shards) if grouping_shards else None)
+            config, resolver=ShardedResolver(shards) if shards else None)
         self._listener = self._listen()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -412,7 +417,7 @@ class Consumer:
         self._listener.close()
 
 
-def start_consumers(count: int, config: ConsumerConfig, grouping_shards: Sequence[Any] = ()
-                    ) -> Sequence[Any]:
+def start_consumers(count: int, config: ConsumerConfig,
+                    grouping_shard_names: Sequence[str] = ()) -> Sequence[Any]:
     return [Consumer.options(name=f"crashray-consumer-{i}", namespace="crashray")  # type: ignore[attr-defined]
-            .remote(config, list(grouping_shards)) for i in range(count)]
+            .remote(config, list(grouping_shard_names)) for i in range(count)]

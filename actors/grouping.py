@@ -143,8 +143,12 @@ class ShardedResolver:
         return result
 
 
+def shard_name(index: int) -> str:
+    return f"crashray-grouping-{index}"
+
+
 def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int
                           ) -> list[Any]:
     return [GroupingShard.options(  # type: ignore[attr-defined]
-        name=f"crashray-grouping-{i}", namespace="crashray").remote(
+        name=shard_name(i), namespace="crashray").remote(
             postgres_url, max_cached_hashes) for i in range(count)]

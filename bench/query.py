@@ -18,7 +18,7 @@ user clicks); ``*_largest`` repeat them, fewer times, on the issue with the most
 p99 is nearest-rank: with 50 requests it is the slowest one.
 
 Then, unless --no-breakdown, Crashray is stopped and the same API code
-(``serve_apps.query.Api``) runs in this process against the same databases, with every
+(``serve_apps/api``: its access chain and views) runs in this process against the same databases, with every
 ClickHouse call and PostgreSQL statement timed, to show where a request's time goes; what
 the HTTP figure adds to it is Serve, HAProxy, HTTP and the Ray calls to the ClickHouse owner.
 

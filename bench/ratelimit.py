@@ -66,10 +66,10 @@ def _key_limit(pg_url: str, public_key: str, window_s: int, count: int) -> None:
 
 def _noisy_project(instance: CrashrayInstance) -> Target:
     """A second project of the organization, its key limited to 10 events an hour."""
-    from storage import postgres
+    from storage.bootstrap import ensure_project
 
     with psycopg.connect(instance.pg_url) as conn:
-        project_id, key = postgres.ensure_project(conn, 1, "noisy", "v2")
+        project_id, key = ensure_project(conn, 1, "noisy", "v2")
         conn.commit()
     _key_limit(instance.pg_url, key, 3600, 10)
     base = instance.dsn.split("@", 1)[1].rsplit("/", 1)[0]

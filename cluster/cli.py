@@ -15,23 +15,9 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
-from typing import Any
 
-from cluster import quota_cli, tenancy_cli
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from cluster.settings import Settings
-
-    overrides: dict[str, Any] = {}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = Path(args.data_dir).expanduser()
-    if getattr(args, "port", None):
-        overrides["port"] = args.port
-    if getattr(args, "host", None):
-        overrides["host"] = args.host
-    return Settings(**overrides)
+from cluster import cli_common, quota_cli, tenancy_cli
+from cluster.cli_common import command
 
 
 def _on_stop_signals(stop: threading.Event) -> None:
@@ -39,21 +25,17 @@ def _on_stop_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from cluster.runtime import Runtime, StartError, apply_ray_environment
+def cmd_up(args: argparse.Namespace) -> None:
+    from cluster.runtime import Runtime, apply_ray_environment
 
-    apply_ray_environment()
-    settings = _settings(args)
+    settings = cli_common.settings_from(args)
+    apply_ray_environment(settings)
     runtime = Runtime(settings)
     stop = threading.Event()
     _on_stop_signals(stop)
     print(f"Starting Crashray (data in {settings.data_dir}) ...", flush=True)
     try:
-        try:
-            info = runtime.start()
-        except StartError as exc:
-            print(f"crashray up: {exc}", file=sys.stderr)
-            return 2
+        info = runtime.start()
         _on_stop_signals(stop)  # again: ray.init installs its own SIGTERM handler
         print(f"DSN: {info.dsn}")
         print(f"Dashboard: {info.dashboard_url}")
@@ -71,38 +53,34 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         runtime.stop()
     print("Stopped.", flush=True)
-    return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
+def default_token_scopes() -> list[str]:
+    """What ``crashray token create`` gives without ``--scopes``: an owner's scopes (Sentry's
+    owner role), so the token can also manage teams (``team:*``) and members (``member:*``)."""
+    from events.access import ROLE_SCOPES
+
+    return sorted(ROLE_SCOPES["owner"])
+
+
+def cmd_token_create(args: argparse.Namespace) -> None:
     """A new API token, of an organization (``--org``) or of a user (``--user``: it acts in
     that user's organizations, within its roles); the token is the last word printed."""
-    from cluster.runtime import Runtime
-    from events.access import ROLE_SCOPES, AccessError, check_scopes
-    from storage import postgres, tenancy
+    from events.access import check_scopes
+    from storage import tenancy
 
-    runtime = Runtime(_settings(args))
-    runtime.start_databases()  # joins a running instance's embedded PostgreSQL if any
-    try:
-        scopes = args.scopes.split(",") if args.scopes else sorted(ROLE_SCOPES["owner"])
-        with postgres.connect(runtime.postgres_url) as conn:
-            check_scopes(scopes)
-            if args.user:
-                owner = f"user {args.user}"
-                token = tenancy.create_token(conn, args.name, scopes,
-                                             user=tenancy.user_id(conn, args.user))
-            else:
-                owner = f"organization {args.org}"
-                token = tenancy.create_token(conn, args.name, scopes,
-                                             org_id=tenancy.organization_id(conn, args.org))
-            conn.commit()
-    except (AccessError, tenancy.TenancyError) as exc:
-        print(f"crashray token create: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        runtime.stop()
+    scopes = args.scopes.split(",") if args.scopes else default_token_scopes()
+    check_scopes(scopes)
+    with cli_common.database(args) as conn:
+        if args.user:
+            owner = f"user {args.user}"
+            token = tenancy.create_token(conn, args.name, scopes,
+                                         user=tenancy.user_id(conn, args.user))
+        else:
+            owner = f"organization {args.org}"
+            token = tenancy.create_token(conn, args.name, scopes,
+                                         org_id=tenancy.organization_id(conn, args.org))
     print(f"Token for {owner} with scopes {','.join(scopes)}: {token}")
-    return 0
 
 
 def cmd_grouping_hash(args: argparse.Namespace) -> int:
@@ -134,16 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="where data lives (CRASHRAY_DATA_DIR, ~/.crashray)")
     up.add_argument("--port", type=int, help="HTTP port (CRASHRAY_PORT, 9000)")
     up.add_argument("--host", help="HTTP address (CRASHRAY_HOST, 127.0.0.1)")
-    up.set_defaults(func=cmd_up)
+    command(up, cmd_up)
     token = sub.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create an API token (printed once)")
-    create.add_argument("--data-dir", help="the instance's data dir (CRASHRAY_DATA_DIR)")
+    cli_common.add_data_dir(create)
     create.add_argument("--org", default="crashray", help="organization slug")
     create.add_argument("--user", help="a user's token instead (acts in its organizations)")
-    create.add_argument("--scopes", help="comma-separated scopes (default: the admin ones)")
+    create.add_argument("--scopes", help="comma-separated scopes (default: an owner's:"
+                        f" {','.join(default_token_scopes())})")
     create.add_argument("--name", default="created by crashray token create")
-    create.set_defaults(func=cmd_token_create)
+    command(create, cmd_token_create)
     grouping = sub.add_parser("grouping", help="grouping tools")
     gsub = grouping.add_subparsers(dest="grouping_command", required=True)
     hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")
@@ -160,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    return cli_common.run(args)
 
 
 if __name__ == "__main__":

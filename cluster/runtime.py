@@ -7,18 +7,20 @@ only place that wires ``storage``, ``actors`` and ``serve_apps`` together.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster.settings import Settings
-from events.errors import CrashrayError
+from events.errors import Conflict
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 
 log = logging.getLogger("crashray")
@@ -37,11 +39,39 @@ RAY_SERVE_ENV = {
 MAX_RAY_TEMP_DIR_CHARS = 40
 
 
-def apply_ray_environment() -> None:
+#: Ray's token authentication, stated rather than left to Ray's default: Ray 2.60 turns it on
+#: for a new local cluster when ``RAY_AUTH_MODE`` is unset, and says so with a WARNING on
+#: every start (ray/_private/authentication/authentication_token_setup.py
+#: ``enable_token_auth_by_default``). Set explicitly, Ray keeps the same protection (a token
+#: in ``~/.ray/auth_token``, made on the first start) without the notice. A user's own
+#: ``RAY_AUTH_MODE`` wins.
+LOCAL_RAY_AUTH_MODE = "token"
+#: The driver's "ray" logger (``ray.init(logging_level=…)``) and Serve's driver-side logger
+#: ("ray.serve", set to INFO when ``ray.serve`` is imported: ray/serve/__init__.py
+#: ``configure_default_serve_logger``) print progress at INFO ("Started a local Ray
+#: instance", "Application 'api' is ready at …"); ``crashray up`` prints its own lines, and
+#: Ray's warnings and errors still show.
+RAY_DRIVER_LOG_LEVEL = logging.WARNING
+#: Ray tells the driver of every failed attempt of a task it will retry ("(raylet) Task …
+#: failed. There are infinite retries remaining, so the task will be retried"; the task's
+#: owner pushes it, src/ray/core_worker/task_manager.cc, when
+#: ``enable_output_error_log_if_still_retry``). Serve's own shutdown makes one each time:
+#: ``serve.shutdown()`` waits on ``ServeController.graceful_shutdown``, which by design only
+#: ends when the controller kills itself (ray/serve/_private/controller.py), and the
+#: controller's calls are retried forever. A retried attempt is not a failure; one that
+#: runs out of retries still raises in the caller, and dead workers are still reported.
+LOCAL_RAY_SYSTEM_CONFIG = {"enable_output_error_log_if_still_retry": False}
+
+
+def apply_ray_environment(settings: Settings) -> None:
     """Serve reads these when it is imported and when Ray starts its processes: call
     before ``import ray.serve`` and before ``ray.init``."""
     for name, value in RAY_SERVE_ENV.items():
         os.environ.setdefault(name, value)
+    # Ray reads RAY_AUTH_MODE once, when ``ray._raylet`` is imported; set later, the driver
+    # and the processes it starts would disagree, so it is left to Ray's default then.
+    if not settings.ray_address and "ray._raylet" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", LOCAL_RAY_AUTH_MODE)
 
 
 #: Where HAProxy's side ports are picked from: above Ray's worker ports (10002-19999) and
@@ -97,8 +127,9 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"crashray-{digest}"
 
 
-class StartError(CrashrayError):
-    """Crashray cannot start as configured; the message says why and what to do."""
+class StartError(Conflict):
+    """Crashray cannot start as configured (a busy port, another instance on the data dir);
+    the message says why and what to do. A 4xx: the user can fix it (exit code 2)."""
 
     code = "cannot_start"
 
@@ -148,6 +179,50 @@ class DataDirLock:
             self._file = None
 
 
+#: Next to ``crashray.lock``: where the running ``crashray up`` of a data dir is reached,
+#: for management commands (``crashray project create`` prints DSNs with it). Written once
+#: the instance serves, removed when it stops; a record whose process is gone is ignored.
+INSTANCE_FILE = "crashray.instance.json"
+
+
+@dataclass(frozen=True)
+class InstanceAddress:
+    pid: int
+    #: The instance's public base URL, as in its DSNs (``http://host:port``).
+    base_url: str
+
+
+def record_instance(data_dir: Path, address: InstanceAddress) -> None:
+    path = data_dir / INSTANCE_FILE
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"pid": address.pid, "base_url": address.base_url}))
+    partial.replace(path)  # readers see the whole record or none
+
+
+def forget_instance(data_dir: Path) -> None:
+    (data_dir / INSTANCE_FILE).unlink(missing_ok=True)
+
+
+def running_instance(data_dir: Path) -> InstanceAddress | None:
+    """The address the running ``crashray up`` of ``data_dir`` recorded, if one runs."""
+    try:
+        record = json.loads((data_dir / INSTANCE_FILE).read_text())
+        address = InstanceAddress(int(record["pid"]), str(record["base_url"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return address if _process_alive(address.pid) else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 @dataclass
 class StartInfo:
     dsn: str
@@ -173,6 +248,7 @@ class Runtime:
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
     _lock: DataDirLock | None = None
+    _recorded: bool = False
 
     def start_databases(self) -> None:
         from cluster.embedded_postgres import EmbeddedPostgres
@@ -190,7 +266,7 @@ class Runtime:
         self.clickhouse_dsn = clickhouse_dsn(s.clickhouse_url, s.data_dir)
 
     def start_ray(self) -> None:
-        apply_ray_environment()
+        apply_ray_environment(self.settings)
         import ray
 
         if ray.is_initialized():
@@ -207,11 +283,13 @@ class Runtime:
             ray.init(include_dashboard=False, namespace="crashray",
                      object_store_memory=s.ray_object_store_bytes,
                      _temp_dir=str(temp_dir),
-                     _node_ip_address="127.0.0.1", log_to_driver=False)
+                     _node_ip_address="127.0.0.1", log_to_driver=False,
+                     logging_level=RAY_DRIVER_LOG_LEVEL,
+                     _system_config=LOCAL_RAY_SYSTEM_CONFIG)
         self._started_ray = True
 
     def start(self) -> StartInfo:
-        from storage import postgres
+        from storage import postgres, tenancy
         from storage.bootstrap import bootstrap
 
         check_port_free(self.settings.host, self.settings.port)
@@ -221,14 +299,16 @@ class Runtime:
         with postgres.connect(self.postgres_url) as conn:
             boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
             self._upgrade_grouping(conn)
-            has_users = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
+            has_users = tenancy.has_users(conn)
         self.start_ray()
         self._start_actors()
         self._start_serve()
         base = self.settings.base_url()
+        record_instance(self.settings.data_dir, InstanceAddress(os.getpid(), base))
+        self._recorded = True
         dsn = f"{base.replace('://', f'://{boot.public_key}@', 1)}/{boot.project_id}"
         return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,
-                         boot.project_slug, bool(has_users and has_users[0]))
+                         boot.project_slug, has_users)
 
     def _upgrade_grouping(self, conn: Any) -> None:
         from storage.projects import upgrade_grouping_configs
@@ -247,7 +327,7 @@ class Runtime:
     def _start_actors(self) -> None:
         from actors.clickhouse import start_owner
         from actors.consumer import ConsumerConfig, start_consumers
-        from actors.grouping import start_grouping_shards
+        from actors.grouping import shard_name, start_grouping_shards
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
         from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
@@ -269,7 +349,8 @@ class Runtime:
             idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s,
             dedup_window_s=s.dedup_window_s,
             project_settings_refresh_s=s.project_settings_refresh_s,
-            grouping_cache_hashes=s.grouping_cache_hashes), self._grouping_shards))
+            grouping_cache_hashes=s.grouping_cache_hashes),
+            [shard_name(i) for i in range(s.grouping_shards)]))
 
     def _start_serve(self) -> None:
         from ray import serve
@@ -283,6 +364,7 @@ class Runtime:
         from serve_apps.web import DashboardDeployment, WebConfig
 
         s = self.settings
+        logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
         self._serving = True
         serve.start(http_options={"host": s.host, "port": s.port})
         ingest_config = IngestConfig(
@@ -314,11 +396,15 @@ class Runtime:
                                login_max_failures=s.login_max_failures,
                                login_window_s=s.login_window_s,
                                default_grouping_config=DEFAULT_GROUPING_CONFIG)
-        serve.run(ingest, name="ingest", route_prefix="/api")
-        serve.run(ApiDeployment.bind(api_config), name="api",  # type: ignore[attr-defined]
-                  route_prefix="/api/0")
-        serve.run(DashboardDeployment.bind(  # type: ignore[attr-defined]
-            WebConfig(self.postgres_url, s.base_url())), name="web", route_prefix="/")
+        # One deploy of the three apps: they start side by side, and Serve connects to the
+        # controller ``serve.start`` made (with our HTTP options) once, not once per app.
+        serve.run_many([
+            serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
+            serve.RunTarget(ApiDeployment.bind(api_config),  # type: ignore[attr-defined]
+                            name="api", route_prefix="/api/0"),
+            serve.RunTarget(DashboardDeployment.bind(  # type: ignore[attr-defined]
+                WebConfig(self.postgres_url, s.base_url())), name="web", route_prefix="/"),
+        ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:
         import ray
@@ -330,6 +416,9 @@ class Runtime:
         Items still queued stay in PostgreSQL and are processed on the next start."""
         import ray
 
+        if self._recorded:  # management commands stop using its address at once
+            forget_instance(self.settings.data_dir)
+            self._recorded = False
         # Only what this Runtime started: a management command's Runtime (databases only)
         # must not stop the Serve applications of an instance in the same process.
         if ray.is_initialized() and (self._serving or self._consumers or self._started_ray):

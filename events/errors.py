@@ -25,13 +25,17 @@ Three places turn an error into what a user sees, each in one spot:
     │   ├── InvalidQuota               400 invalid_quota    events/quotas.py
     │   ├── InvalidStatusUpdate        400 invalid_status   events/lifecycle.py
     │   ├── AccessError                400 invalid_access   events/access.py (roles, scopes)
-    │   └── TenancyError               400 invalid_tenancy  storage/tenancy.py (slugs, passwords)
+    │   ├── TenancyError               400 invalid_tenancy  storage/tenancy.py (slugs, passwords)
+    │   └── CliError                   400 invalid_command_line  cluster/cli_common.py
     ├── Unauthorized                   401 unauthorized     no, bad or duplicate credentials
     ├── Forbidden                      403 forbidden        a scope or role does not allow it
     ├── NotFound                       404 not_found        nothing there (or not the caller's)
-    ├── Conflict                       409 conflict         storage.tenancy.NameTaken
+    ├── Conflict                       409 conflict
+    │   ├── NameTaken                  409 name_taken       storage/tenancy.py
+    │   └── StartError                 409 cannot_start     cluster/runtime.py (port, data dir)
     ├── PayloadTooLarge                413 too_large        a named size limit was exceeded
-    ├── Throttled                      429 throttled        storage.tenancy.LoginThrottled
+    ├── Throttled                      429 throttled
+    │   ├── LoginThrottled             429 login_throttled  storage/tenancy.py
     │   └── RateLimited                429 rate_limited     a quota (carries the header values)
     ├── Overloaded                     503 overloaded       the pipeline cannot take more now
     └── StorageError                   500 storage_error    storage/errors.py
