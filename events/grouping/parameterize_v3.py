@@ -30,7 +30,7 @@ Whether such a pattern matches at a position (and where the match ends) depends 
 text, not on how the scan got there: for email it is decided by the end of the local-part run
 the position lies in, for the duration form by the end of its digit run, for a hostname by the
 chain after the position's first label (the TLD check after each label, the same for every
-start in the chain), for the two date forms by the next ``)``. ``_ExpensiveMatches`` computes
+start in the chain), for the two date forms by the next ``)``. ``_expensive_sources`` computes
 those answers once per run or chain (memoised), in linear time, and the scan takes, at each
 step, the leftmost candidate of the cheap alternation (every other pattern, whose work per
 position is bounded by its quantifier limits) and of these precomputed ones, breaking ties at
@@ -215,7 +215,7 @@ _PRIORITY: Final = {name: index for index, (name, _) in enumerate(SENTRY_PATTERN
 _CHEAP_PATTERNS: Final = {
     **dict(SENTRY_PATTERNS),
     # The JavaScript date form is named so that its tail can be added; the repr form is found
-    # by _ExpensiveMatches; so are email, hostname and the seconds form of a duration.
+    # by _expensive_sources; so are email, hostname and the seconds form of a duration.
     "date": _date_pattern(f"(?P<date_js>{DATE_JS})", with_py_repr=False),
     "duration": DURATION_MS,
 }
@@ -237,7 +237,10 @@ _CHEAP_RE: Final = re.compile(_CAN_START + "(?:" + "|".join(
 
 # --- precomputed matches of the expensive patterns ---------------------------------------------
 
-_LOCAL_PART_RUN: Final = re.compile(f"[{_LOCAL_PART_CHARS}]+")
+# Whole runs (the look-behind: each run is tried from its first character only, so a run that
+# fails is given up once) that are followed by what the pattern needs after them.
+_LOCAL_PART_BEFORE_AT: Final = re.compile(
+    f"(?<![{_LOCAL_PART_CHARS}])[{_LOCAL_PART_CHARS}]+(?=@[a-zA-Z0-9-])")
 _AT_DOMAIN: Final = re.compile(f"@{_DOMAIN}")
 _LABEL_RUN: Final = re.compile(r"[a-zA-Z0-9-]+")
 # Whole labels followed by a dot (the look-behind makes each run start at its beginning, so a
@@ -246,7 +249,7 @@ _LABEL_BEFORE_DOT: Final = re.compile(r"(?<![a-zA-Z0-9-])[a-zA-Z0-9-]+(?=\.)")
 _WORD_RUN: Final = re.compile(r"\w+")
 _WORD_CHAR: Final = re.compile(r"\w")
 _SPACE_CHAR: Final = re.compile(r"\s")
-_DIGIT_RUN: Final = re.compile(r"\d+")
+_DIGITS_BEFORE_S: Final = re.compile(r"(?<!\d)\d+(?=(?:\.\d+)?s\b)")
 _DURATION_S_END: Final = re.compile(r"(?:\.\d+)?s\b")
 _PY_REPR_START: Final = re.compile(r"(?=datetime.datetime\()")
 _PY_REPR_HEAD_CHARS: Final = len("datetime.datetime(")
@@ -286,7 +289,7 @@ def _email_spans(text: str) -> _Spans:
     spans = _Spans()
     if "@" not in text:
         return spans
-    for run in _LOCAL_PART_RUN.finditer(text):
+    for run in _LOCAL_PART_BEFORE_AT.finditer(text):
         domain = _AT_DOMAIN.match(text, run.end())
         if domain is not None:
             spans.add(run.start(), run.end(), domain.end())
@@ -349,7 +352,7 @@ def _duration_s_spans(text: str) -> _Spans:
     spans = _Spans()
     if "s" not in text:
         return spans
-    for run in _DIGIT_RUN.finditer(text):
+    for run in _DIGITS_BEFORE_S.finditer(text):
         tail = _DURATION_S_END.match(text, run.end())
         if tail is not None:
             spans.add(run.start(), run.end(), tail.end())
@@ -384,34 +387,30 @@ def _py_repr_spans(text: str, close: _NextChar) -> _Spans:
     return spans
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    start: int
-    rank: tuple[int, int]  # (Sentry's pattern order, order of the alternative inside it)
-    end: int
-    name: str
+# A match found at the current position or after: (start, rank, end, name); rank is (Sentry's
+# pattern order, order of the alternative inside that pattern).
+_Candidate = tuple[int, tuple[int, int], int, str]
 
 
-class _ExpensiveMatches:
+def _expensive_sources(text: str) -> list[tuple[_Spans, tuple[int, int], str]]:
+    sources = (
+        (_email_spans(text), (_PRIORITY["email"], 0), "email"),
+        (_hostname_spans(text), (_PRIORITY["hostname"], 0), "hostname"),
+        # After every other date form, and after the milliseconds duration form.
+        (_py_repr_spans(text, _NextChar(text, ")")), (_PRIORITY["date"], 1), "date"),
+        (_duration_s_spans(text), (_PRIORITY["duration"], 1), "duration"),
+    )
+    return [source for source in sources if source[0].ends]
+
+
+class _JsDateEnd:
+    """Where the JavaScript date form ends with its optional ``(zone name)`` tail."""
+
     def __init__(self, text: str) -> None:
-        self._close = _NextChar(text, ")")
-        self._sources = (
-            ("email", (_PRIORITY["email"], 0), _email_spans(text)),
-            ("hostname", (_PRIORITY["hostname"], 0), _hostname_spans(text)),
-            # After every other date form and after the milliseconds duration form.
-            ("date", (_PRIORITY["date"], 1), _py_repr_spans(text, _NextChar(text, ")"))),
-            ("duration", (_PRIORITY["duration"], 1), _duration_s_spans(text)),
-        )
         self._text = text
+        self._close = _NextChar(text, ")")
 
-    def candidates(self, pos: int) -> Iterator[_Candidate]:
-        for name, rank, spans in self._sources:
-            found = spans.at_or_after(pos)
-            if found is not None:
-                yield _Candidate(found[0], rank, found[1], name)
-
-    def js_date_end(self, end: int) -> int:
-        """Where the JavaScript date form ends with its optional ``(zone name)`` tail."""
+    def __call__(self, end: int) -> int:
         text = self._text
         if _SPACE_CHAR.match(text, end) is None or not text.startswith("(", end + 1):
             return end
@@ -419,33 +418,39 @@ class _ExpensiveMatches:
         return close + 1 if close > end + 2 else end
 
 
-def _cheap_candidate(match: re.Match[str] | None, expensive: _ExpensiveMatches
-                     ) -> _Candidate | None:
+def _cheap_candidate(text: str, pos: int, js_date_end: _JsDateEnd) -> _Candidate | None:
+    match = _CHEAP_RE.search(text, pos)
     if match is None:
         return None
     name = match.lastgroup or ""
     end = match.end()
     if name == "date" and match.group("date_js") is not None:
-        end = expensive.js_date_end(end)
-    return _Candidate(match.start(), (_PRIORITY[name], 0), end, name)
+        end = js_date_end(end)
+    return match.start(), (_PRIORITY[name], 0), end, name
 
 
 def parameterize(text: str) -> str:
     """Replace variable-looking tokens by ``<name>`` placeholders, as Sentry's table does."""
-    expensive = _ExpensiveMatches(text)
+    js_date_end = _JsDateEnd(text)
+    cheap = _cheap_candidate(text, 0, js_date_end)
+    sources = _expensive_sources(text)
+    pending = [spans.at_or_after(0) for spans, _, _ in sources]
     pieces: list[str] = []
     pos = done = 0
-    cheap = _CHEAP_RE.search(text)
     while True:
-        if cheap is not None and cheap.start() < pos:
-            cheap = _CHEAP_RE.search(text, pos)
-        found = [c for c in (_cheap_candidate(cheap, expensive), *expensive.candidates(pos))
-                 if c is not None]
-        if not found:
+        if cheap is not None and cheap[0] < pos:
+            cheap = _cheap_candidate(text, pos, js_date_end)
+        best = cheap
+        for index, (spans, rank, name) in enumerate(sources):
+            found = pending[index]
+            if found is not None and found[0] < pos:
+                found = pending[index] = spans.at_or_after(pos)
+            if found is not None and (best is None or (found[0], rank) < best[:2]):
+                best = (found[0], rank, found[1], name)
+        if best is None:
             break
-        best = min(found, key=lambda c: (c.start, c.rank))
-        pieces += (text[done:best.start], f"<{best.name}>")
-        pos = done = best.end
+        pieces += (text[done:best[0]], f"<{best[3]}>")
+        pos = done = best[2]
     pieces.append(text[done:])
     return "".join(pieces)
 
