@@ -1,11 +1,13 @@
-"""Grouping throughput on one core, on real SDK events: the default config and v1.
+"""Grouping throughput on one core, on real SDK events: every grouping config, default first.
 
 Hashes the captured Python and Node SDK events (after sentry-relay normalization, as the
-consumers do) and synthetic deeper variants of them (20 frames, as a typical web request),
-and prints events/s per core for each, under the default grouping config (v2: v1 plus Sentry's
-built-in rule bases) and under v1 for comparison. No Ray, no servers.
+consumers do), synthetic deeper variants of them (20 frames, as a typical web request) and a
+message event made from the Python one (no exception: it groups by its parameterized
+message), and prints events/s per core for each, under the default grouping config (v3: v2
+plus Sentry's Java markers, message table and security strategies), v2 (v1 plus Sentry's
+built-in rule bases) and v1 for comparison. No Ray, no servers.
 
-    python bench/grouping.py [--seconds 2] [--configs v2,v1]
+    python bench/grouping.py [--seconds 2] [--configs v3,v2,v1]
 """
 
 from __future__ import annotations
@@ -61,9 +63,19 @@ def events_per_second(event: dict[str, Any], configs: list[str], seconds: float
     return {config: counts[config] / elapsed[config] for config in configs}
 
 
+def message_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event without its exception, with a log message full of ids, addresses and dates."""
+    message = {k: v for k, v in copy.deepcopy(event).items() if k not in ("exception", "threads")}
+    message["logentry"] = {"formatted": (
+        "Payment 81723 for order 3f2504e0-4f89-11d3-9a0c-0305e82c3301 declined by "
+        "gateway-7.payments.example.com (10.1.2.3) at 2024-05-07T08:30:00Z after 1.5s, "
+        "retry=true")}
+    return message
+
+
 def default_configs() -> list[str]:
-    """The default config first, then v1 (the version without built-in rules) to compare."""
-    return list(dict.fromkeys([DEFAULT_GROUPING_CONFIG, "v1"]))
+    """The default config first, then the older versions, newest first, to compare."""
+    return list(dict.fromkeys([DEFAULT_GROUPING_CONFIG, *reversed(GROUPING_CONFIGS)]))
 
 
 def main() -> None:
@@ -72,7 +84,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="time per case and config (default 2)")
     parser.add_argument("--configs", default=",".join(default_configs()),
-                        help="comma-separated grouping configs (default: the default, then v1)")
+                        help="comma-separated grouping configs (default: all, the default first)")
     args = parser.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     unknown = [c for c in configs if c not in GROUPING_CONFIGS]
@@ -85,6 +97,8 @@ def main() -> None:
         frames = sum(len(e["stacktrace"]["frames"]) for e in event["exception"]["values"])
         cases[f"{name} ({frames} frames)"] = event
         cases[f"{name} deepened to 20 frames"] = deepened(event, 20)
+    cases["message event (from the Python capture)"] = message_event(
+        corpus_event("python-sdk-2.75.0-exception"))
     results: dict[str, dict[str, int]] = {config: {} for config in configs}
     print(f"{'event':55} {'config':>6} {'events/s/core':>14} {'us/event':>9}")
     for label, event in cases.items():

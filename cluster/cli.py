@@ -3,7 +3,8 @@
     crashray up [--data-dir DIR] [--port N] [--host H]   run Crashray until Ctrl-C/SIGTERM
     crashray token create [--org SLUG|--user NAME] [--scopes a,b]   a new API token (last word)
     crashray user|org|team|project create ...            tenants (project create prints the DSN)
-    crashray grouping hash < event.json                  why an event groups as it does
+    crashray grouping hash [--fingerprinting-rules F] [--enhancements F] < event.json
+                                                         why an event groups as it does
     crashray quota list|add|delete|usage|spike           quotas and spike protection
     crashray key rate-limit --project SLUG ...           a DSN key's rate limit
 """
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 
-from cluster import cli_common, quota_cli, tenancy_cli
+from cluster import cli_common, grouping_cli, quota_cli, tenancy_cli
 from cluster.cli_common import command
 
 
@@ -83,27 +84,6 @@ def cmd_token_create(args: argparse.Namespace) -> None:
     print(f"Token for {owner} with scopes {','.join(scopes)}: {token}")
 
 
-def cmd_grouping_hash(args: argparse.Namespace) -> int:
-    import orjson
-    import sentry_relay
-
-    from events.grouping import group_hashes_for_event
-
-    try:
-        event = orjson.loads(sys.stdin.buffer.read())
-    except orjson.JSONDecodeError as exc:
-        print(f"crashray grouping hash: stdin is not JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(event, dict):
-        print("crashray grouping hash: stdin must be one JSON object (an event)", file=sys.stderr)
-        return 2
-    normalizer = sentry_relay.StoreNormalizer(project_id=1)  # type: ignore[attr-defined]
-    normalized = normalizer.normalize_event(event)
-    result = group_hashes_for_event(normalized, args.config)
-    sys.stdout.write(orjson.dumps(result.to_json_dict()).decode() + "\n")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crashray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,14 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f" {','.join(default_token_scopes())})")
     create.add_argument("--name", default="created by crashray token create")
     command(create, cmd_token_create)
-    grouping = sub.add_parser("grouping", help="grouping tools")
-    gsub = grouping.add_subparsers(dest="grouping_command", required=True)
-    hash_cmd = gsub.add_parser("hash", help="print the grouping hashes of one event on stdin")
-    from events.grouping import DEFAULT_GROUPING_CONFIG
-
-    hash_cmd.add_argument("--config", default=DEFAULT_GROUPING_CONFIG,
-                          help=f"grouping config (default {DEFAULT_GROUPING_CONFIG})")
-    hash_cmd.set_defaults(func=cmd_grouping_hash)
+    grouping_cli.add_parsers(sub)
     quota_cli.add_parsers(sub)
     tenancy_cli.add_parsers(sub)
     return parser

@@ -1,18 +1,21 @@
 """Grouping: which issue an event belongs to (spec §6).
 
 Registry of frozen grouping versions (STYLE.md: ``v1.py`` never changes once shipped; a new
-behaviour is ``v2.py`` plus an entry here)::
+behaviour is a new ``vN.py`` plus an entry here)::
 
     GROUPING_CONFIGS = {
         "v1": Sentry "newstyle:2023-01-11" as described by spec §6, without Sentry's built-in
               rule bases (only the project's rules),
         "v2": v1 plus Sentry's built-in stack-trace and fingerprinting bases (``v2.py``),
-              the default,
+        "v3": v2 plus Sentry's Java code-generation markers (java frames only), Sentry's
+              current message parameterization table and the CSP / HPKP / Expect-CT /
+              Expect-Staple strategies (``v3.py``), the default,
     }
 
 A version applies the project's rules (``GroupingConfig.apply_rules``) and then computes the
 variants. v1's ``apply_rules`` is ``apply_project_rules`` below (stack-trace rules, each rule's
-actions in turn, then the first matching fingerprint rule); v2's adds the built-in bases.
+actions in turn, then the first matching fingerprint rule); v2's (and v3's) adds the built-in
+bases.
 
 ``group_hashes_for_event(event)`` takes an event *after* Relay normalisation
 (``sentry_relay.StoreNormalizer(project_id=...).normalize_event(...)``) and never raises on odd
@@ -33,7 +36,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final
 
-from events.grouping import v1, v2
+from events.grouping import v1, v2, v3
 from events.grouping.component import Component, Variant
 from events.grouping.fingerprint_rules import MatchedRule, resolve_title
 from events.grouping.rules import GroupingRules
@@ -92,12 +95,16 @@ GROUPING_CONFIGS: Final[Mapping[str, GroupingConfig]] = MappingProxyType({
         id="v2", sentry_config=v2.SENTRY_CONFIG_ID, variants_for_event=v2.variants_for_event,
         resolve_fingerprint_entry=v2.resolve_fingerprint_entry, apply_rules=v2.apply_rules,
     ),
+    "v3": GroupingConfig(
+        id="v3", sentry_config=v3.SENTRY_CONFIG_ID, variants_for_event=v3.variants_for_event,
+        resolve_fingerprint_entry=v3.resolve_fingerprint_entry, apply_rules=v3.apply_rules,
+    ),
 })
 #: New projects group with it, and projects that keep auto-update move to it when an instance
 #: starts, their previous version staying their secondary config for a transition so that no
 #: issue splits (``storage/grouping.py``). Versions before it in ``GROUPING_CONFIGS`` (oldest
 #: first) are the ones upgraded from.
-DEFAULT_GROUPING_CONFIG: Final = "v2"
+DEFAULT_GROUPING_CONFIG: Final = "v3"
 
 # Primary first (spec §6.2): app, then system, then the single-variant kinds.
 VARIANT_ORDER: Final = (
@@ -168,7 +175,8 @@ def group_hashes_for_event(
     ``rules.stacktrace`` (parsed stack-trace rules, §6.8) may flip ``in_app`` and mark frames
     non-contributing; then the first matching ``rules.fingerprint`` rule's fingerprint (parsed
     project fingerprint rules, §6.7) replaces the event's. From v2 on, Sentry's built-in rule
-    bases take part (``v2.py``). Anything else in ``rules`` (unparsed texts) raises
+    bases take part (``v2.py``); v3 adds Sentry's Java, message and security-report behaviours
+    (``v3.py``). Anything else in ``rules`` (unparsed texts) raises
     ``NotImplementedError``. Raises ``ValueError`` for an unknown ``config``, naming the known
     ones.
     """

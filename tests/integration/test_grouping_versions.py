@@ -106,3 +106,34 @@ def test_a_killed_grouping_shard_comes_back_and_events_still_find_their_issue(
                "all events in the one issue after the restart")
     stats = wait_until(lambda: ray.get(shard.stats.remote(), timeout=10), 15, "shard stats")
     assert stats["misses"] >= 1  # it restarted empty and refilled from PostgreSQL
+
+
+def spring_proxy_error(build: str) -> dict[str, Any]:
+    """A Java error through a Spring CGLIB proxy whose generated suffix changes per build."""
+    return {"platform": "java", "level": "error", "exception": {"values": [{
+        "type": "java.lang.IllegalStateException", "value": "cart is locked",
+        "stacktrace": {"frames": [
+            {"module": f"shop.CheckoutService$$EnhancerBySpringCGLIB$${build}",
+             "function": "placeOrder", "in_app": True},
+            {"module": "shop.CheckoutService", "function": "placeOrder", "in_app": True}]}}]}}
+
+
+def test_moving_from_v2_to_v3_keeps_issues_and_joins_new_proxy_builds(
+        crashray: RunningCrashray) -> None:
+    project_id, slug, key = new_project(crashray, "v2")
+    send(crashray, project_id, key, spring_proxy_error("7f3a9c21"))
+    [(issue, _)] = wait_until(lambda: issues_with_counts(crashray, slug), 15, "the v2 issue")
+    settings = api(crashray, "PUT", f"projects/crashray/{slug}/", {"groupingConfig": "v3"})
+    assert (settings["groupingConfig"], settings["secondaryGroupingConfig"]) == ("v3", "v2")
+    time.sleep(1.0)  # consumers re-read project settings every 0.5 s in this suite
+    # v3 hashes the proxy as $$EnhancerBySpringCGLIB$$<auto>: the same build finds the v2
+    # issue through its v2 hash and brings the v3 hash along ...
+    send(crashray, project_id, key, spring_proxy_error("7f3a9c21"))
+    wait_until(lambda: issues_with_counts(crashray, slug) == [(issue, "2")], 15,
+               "the same build joining the v2 issue")
+    # ... so the next build (another generated suffix, a new issue under v2) joins it too.
+    send(crashray, project_id, key, spring_proxy_error("0b1c2d3e"))
+    wait_until(lambda: issues_with_counts(crashray, slug) == [(issue, "3")], 15,
+               "the next build joining the same issue")
+    configs = {h["groupingConfig"] for h in api(crashray, "GET", f"issues/{issue}/hashes/")}
+    assert configs == {"v2", "v3"}

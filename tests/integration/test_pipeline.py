@@ -202,7 +202,7 @@ def test_grouping_info_and_issue_hashes_explain_the_grouping_within_the_tenant(
     assert response.status_code == 200
     issue = wait_until(lambda: issue_titled(crashray, f"Grouping{marker}: x"), 15, "the issue")
     info = api_get(crashray, f"events/{event_id}/grouping-info/")
-    assert info["config"] == DEFAULT_GROUPING_CONFIG == "v2"
+    assert info["config"] == DEFAULT_GROUPING_CONFIG == "v3"
     assert info["variants"]["app"]["contributes"] is True
     assert info["variants"]["app"]["hash"] == info["hashes"][0]
     hashes = httpx.get(f"{crashray.base_url}/api/0/issues/{issue['id']}/hashes/",

@@ -22,19 +22,20 @@ PYTHON_EVENT = {
 }
 
 
-def test_default_config_is_v2_both_matching_sentry_2023() -> None:
-    assert DEFAULT_GROUPING_CONFIG == "v2"
-    assert GROUPING_CONFIGS["v1"].sentry_config == "newstyle:2023-01-11"
-    assert GROUPING_CONFIGS["v2"].sentry_config == "newstyle:2023-01-11"
-    assert group_hashes_for_event(normalize(PYTHON_EVENT)).config == "v2"
+def test_default_config_is_the_newest_all_matching_sentry_2023() -> None:
+    assert DEFAULT_GROUPING_CONFIG == "v3" == list(GROUPING_CONFIGS)[-1]
+    for config in GROUPING_CONFIGS.values():
+        assert config.sentry_config == "newstyle:2023-01-11"
+    assert group_hashes_for_event(normalize(PYTHON_EVENT)).config == "v3"
 
 
-def test_v1_stays_registered_and_selectable() -> None:
-    assert group_hashes_for_event(normalize(PYTHON_EVENT), config="v1").config == "v1"
+@pytest.mark.parametrize("config", ["v1", "v2"])
+def test_older_versions_stay_registered_and_selectable(config: str) -> None:
+    assert group_hashes_for_event(normalize(PYTHON_EVENT), config=config).config == config
 
 
 def test_unknown_config_names_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'v9' is unknown; known configs: v1, v2"):
+    with pytest.raises(ValueError, match=r"'v9' is unknown; known configs: v1, v2, v3"):
         group_hashes_for_event({}, config="v9")
 
 
@@ -43,7 +44,7 @@ def test_variant_order_puts_built_in_fingerprint_next_to_custom() -> None:
     assert order.index("built-in-fingerprint") == order.index("custom-fingerprint") + 1
 
 
-@pytest.mark.parametrize("config", ["v1", "v2"])
+@pytest.mark.parametrize("config", ["v1", "v2", "v3"])
 def test_app_hash_is_primary_system_second(config: str) -> None:
     result = group_hashes_for_event(normalize(PYTHON_EVENT), config)
     assert result.config == config

@@ -193,7 +193,7 @@ def test_category_matcher_ignores_case_and_negation_matches_frames_without_one()
 def test_category_is_never_hashed() -> None:
     event = _java_event("java.util.List", "shop.Cart")
     rules = GroupingRules(stacktrace=parse_stacktrace_rules("module:java.* category=std"))
-    for config in ("v1", "v2"):
+    for config in ("v1", "v2", "v3"):
         assert (group_hashes_for_event(event, config, rules=rules).hashes
                 == group_hashes_for_event(event, config).hashes)
 
