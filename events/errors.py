@@ -10,6 +10,8 @@ one status code and answers ``{"detail": message, "causes": [...]}`` as Relay do
     ├── Unauthorized        401    no, duplicate or unparsable credentials
     ├── Forbidden           403    unknown/disabled key, key of another project
     ├── PayloadTooLarge     413    a named size limit was exceeded
+    ├── UnsupportedMediaType 415   a Content-Type the endpoint does not take (security reports;
+    │                              Relay answers it with an empty body)
     ├── RateLimited         429    a quota was exceeded (carries the header values)
     └── Overloaded          503    the pipeline cannot take more right now
 """
@@ -61,6 +63,10 @@ class Forbidden(IngestError):
 
 class PayloadTooLarge(IngestError):
     status = 413
+
+
+class UnsupportedMediaType(IngestError):
+    status = 415
 
 
 class RateLimited(IngestError):

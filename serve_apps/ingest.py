@@ -1,4 +1,5 @@
-"""The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``.
+"""The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``, and the
+browsers' security-report endpoint ``/api/<project>/security/`` (alias ``csp-report/``).
 
 Accept fast, digest later: read the body within its limits, authenticate the DSN key from a
 cache, parse the envelope framing, check quotas, hand the items off durably (one PostgreSQL
@@ -11,6 +12,14 @@ rate-limiter shard (``actors/rate_limit.py``). Refused items are never queued; t
 counted as ``rate_limited`` outcomes, which each replica sums up and hands off once a second.
 A request with any refused category is answered 429 with ``Retry-After`` and
 ``X-Sentry-Rate-Limits``, even when its other items were accepted (as Relay does).
+
+Security reports (CSP, and the legacy HPKP, Expect-CT, Expect-Staple) come from browsers with
+the key in the query string (``?sentry_key=…&sentry_release=…&sentry_environment=…``). Each
+report is converted to an event at the door (``events/security.py``) and handed off as a
+``security`` item through the same auth, limits, quotas (category ``security``) and queue.
+Answers as relay-server/src/endpoints/security_report.rs: 400 for an unparsable Content-Type,
+415 with an empty body for one that is not a report, 413 over ``CRASHRAY_MAX_EVENT_BYTES``
+(Relay's body limit there is max_event_size), and ``200`` with an empty body on success.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.rate_limit import check_usages
-from events.auth import SentryAuth, auth_from_dsn, find_request_auth
+from events.auth import SentryAuth, auth_from_dsn, auth_from_request, find_request_auth
 from events.body import BodyDecoder, BodyLimits
 from events.envelope import (
     Envelope,
@@ -51,6 +60,7 @@ from events.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from events.quotas import (
     EVENT_CATEGORIES,
@@ -63,12 +73,24 @@ from events.quotas import (
     item_quantities,
     retry_after_s,
 )
+from events.security import (
+    SECURITY_ITEM_TYPE,
+    InvalidSecurityReport,
+    is_security_media_type,
+    parse_media_type,
+    report_context,
+    security_events,
+    unsupported_media_type,
+)
 from storage.postgres import ProjectKey, connect, load_project_keys
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
 
-_ROUTE = re.compile(r"^/api/(?P<project>\d+)/(?P<endpoint>envelope|store)/*$")
+_ROUTE = re.compile(
+    r"^/api/(?P<project>\d+)/(?P<endpoint>envelope|store|security|csp-report)/*$")
+#: Relay routes both to the security-report handler (relay-server/src/endpoints/mod.rs).
+SECURITY_ENDPOINTS = frozenset({"security", "csp-report"})
 
 #: Item types ingest hands off. Others are skipped, as Relay skips unknown items (spec §2.4).
 HANDED_OFF_TYPES = frozenset({"event", "transaction", "attachment", "session", "sessions",
@@ -81,6 +103,18 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
     " referer, accept, authentication, authorization, content-encoding, content-type,"
     " transfer-encoding, baggage, sentry-trace",
+    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
+    "Access-Control-Max-Age": "3600",
+}
+
+#: What Relay's CORS layer answers on its store routes (relay-server/src/middlewares/cors.rs),
+#: used for the security endpoint: a browser's Reporting API upload is a CORS request.
+SECURITY_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
+    " referer, accept, content-type, authentication, authorization, content-encoding,"
+    " transfer-encoding",
     "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
     "Access-Control-Max-Age": "3600",
 }
@@ -138,11 +172,14 @@ def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> Proj
     return key
 
 
-def error_response(exc: IngestError) -> Response:
-    headers = {**CORS_HEADERS, "X-Sentry-Error": exc.detail}
+def error_response(exc: IngestError, cors: Mapping[str, str] = CORS_HEADERS) -> Response:
+    headers = {**cors, "X-Sentry-Error": exc.detail}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
         headers["X-Sentry-Rate-Limits"] = exc.rate_limits_header
+    if isinstance(exc, UnsupportedMediaType):
+        # Relay answers a bare 415 (security_report.rs); the reason is in X-Sentry-Error.
+        return Response(status_code=exc.status, headers=headers)
     return Response(orjson.dumps(exc.body()), status_code=exc.status, headers=headers,
                     media_type="application/json")
 
@@ -192,8 +229,9 @@ class IngestHandler:
         self._backlog_checked_at = -1e9
         self._free_disk = -1
 
-    async def read_body(self, request: Request) -> bytes:
-        decoder = BodyDecoder(request.headers.get("content-encoding"), self.config.body_limits)
+    async def read_body(self, request: Request, limits: BodyLimits | None = None) -> bytes:
+        decoder = BodyDecoder(request.headers.get("content-encoding"),
+                              limits or self.config.body_limits)
         async for chunk in request.stream():
             if chunk:
                 decoder.feed(chunk)
@@ -231,6 +269,33 @@ class IngestHandler:
         received_at = dt.datetime.now(dt.UTC)
         event_id = envelope_event_id(envelope)
         return queued_items(envelope, event_id, key, received_at, meta), event_id
+
+    async def accept_security(self, request: Request, project_id: int) -> list[QueuedItem]:
+        """A security-report request up to the hand-off: one ``security`` item per report
+        (none for a Reporting API batch without CSP violations). Checks in Relay's order
+        (security_report.rs extractors, then handle_envelope), except that an unknown key is
+        refused before the body is read, as for envelopes."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        media_type = parse_media_type(headers.get("content-type"))
+        auth = auth_from_request(headers, request.url.query)
+        if not is_security_media_type(media_type):
+            raise unsupported_media_type(media_type)
+        key = authorize(await self.keys.get(auth.public_key), auth, project_id)
+        try:
+            body = await self.read_body(request, security_body_limits(self.config))
+            events = security_events(body, report_context(request.url.query, headers))
+        except (BadRequest, PayloadTooLarge) as exc:
+            exc.sender = (key.organization_id, key.project_id, key.id)
+            raise
+        await self._check_backlog()
+        received_at = dt.datetime.now(dt.UTC)
+        meta: dict[str, Any] = {"client_ip": _client_ip(request, headers), "sent_at": None,
+                                "item_headers": {},
+                                "client": auth.client or headers.get("user-agent")}
+        return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
+                           key_id=key.id, item_type=SECURITY_ITEM_TYPE,
+                           event_id=event["event_id"], received_at=received_at,
+                           payload=orjson.dumps(event), meta=meta) for event in events]
 
     def _store_envelope(self, body: bytes) -> Envelope:
         """A legacy ``/store/`` body as a one-item envelope; its event id is answered, and
@@ -270,6 +335,25 @@ class IngestHandler:
                              [f"{self._free_disk} bytes free on the data disk, less than"
                               " CRASHRAY_MIN_FREE_DISK_BYTES"
                               f" ({self.config.min_free_disk_bytes})"])
+
+
+def security_body_limits(config: IngestConfig) -> BodyLimits:
+    """Relay limits the security endpoint's body to max_event_size (security_report.rs)."""
+    return BodyLimits(
+        max_request_bytes=config.body_limits.max_request_bytes,
+        max_decompressed_bytes=config.envelope_limits.max_event_item_bytes,
+        request_setting=config.body_limits.request_setting,
+        decompressed_setting=EnvelopeLimits.SETTINGS["max_event_item_bytes"])
+
+
+def invalid_outcome(exc: IngestError, security: bool) -> tuple[str, str]:
+    """(category, reason) of a refused request's ``invalid`` outcome, with Relay's reasons:
+    too large, or unreadable (an envelope; a security report: its own reason)."""
+    if exc.status == 413:
+        return ("security" if security else "error"), "too_large"
+    if not security:
+        return "error", "invalid_envelope"
+    return "security", exc.outcome_reason if isinstance(exc, InvalidSecurityReport) else "payload"
 
 
 def item_categories(item: QueuedItem) -> frozenset[str]:
@@ -450,25 +534,36 @@ class IngestDeployment:
                         row["category"], row["reason"], row["quantity"])
 
     async def __call__(self, request: Request) -> Response:
+        match = _ROUTE.match(request.url.path)
+        security = match is not None and match["endpoint"] in SECURITY_ENDPOINTS
+        cors = SECURITY_CORS_HEADERS if security else CORS_HEADERS
         if request.method == "OPTIONS":
-            return Response(status_code=200, headers=CORS_HEADERS)
+            return Response(status_code=200, headers=cors)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
         try:
-            items, event_id = await self._handler.accept(request)
+            if match is not None and security:
+                items = await self._handler.accept_security(request, int(match["project"]))
+                event_id = None
+            else:
+                items, event_id = await self._handler.accept(request)
             limits = await self._admit(items)
             if limits:
                 raise rate_limited(limits)
         except IngestError as exc:
             if exc.sender is not None:
-                # Relay's reasons: the envelope was too large, or could not be read.
-                self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", "error",
-                                  "too_large" if exc.status == 413 else "invalid_envelope")
-            return error_response(exc)
+                category, reason = invalid_outcome(exc, security)
+                self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", category,
+                                  reason)
+            return error_response(exc, cors)
         except Exception:
             # acknowledged, so the SDK is told to try later; the cause is logged.
             log.exception("hand-off failed")
-            return error_response(Overloaded("failed to queue envelope"))
+            return error_response(Overloaded("failed to queue envelope"), cors)
+        if security:
+            # Relay answers a security report with a bare 200 (PR #864: not 201, which
+            # Chrome's Expect-CT tester refused), whatever number of reports it held.
+            return Response(status_code=200, headers=cors)
         body = {"id": event_id} if event_id else {}
         return Response(orjson.dumps(body), status_code=200, headers=CORS_HEADERS,
                         media_type="application/json")
