@@ -65,13 +65,13 @@ __all__ = [
     "InvalidSecurityReport",
     "MediaType",
     "ReportContext",
-    "UnsupportedMediaType",
     "event_from_report",
     "is_security_media_type",
     "normalize_uri",
     "parse_media_type",
     "report_context",
     "security_events",
+    "unsupported_media_type",
 ]
 
 #: Queue item type of a converted report (Relay's ``ItemType::Security``); category security.
@@ -173,13 +173,17 @@ def report_context(query_string: str, headers: Mapping[str, str]) -> ReportConte
 
 
 def _header_url(value: str | None) -> str | None:
-    """An http(s) URL serialized as the url crate does (``http://host/`` for no path)."""
+    """An http(s) URL serialized as the url crate does (``http://host/`` for no path; the
+    query kept, the fragment too)."""
     parsed = _parse_url(value or "")
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    if value is None or parsed is None or parsed.scheme not in ("http", "https") \
+            or not parsed.host:
         return None
+    parts = urlsplit(value)
     port = "" if parsed.port is None else f":{parsed.port}"
-    path = urlsplit(value or "").path or "/"
-    return f"{parsed.scheme}://{parsed.host}{port}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parts.path or '/'}{query}{fragment}"
 
 
 # --- URLs as Relay's url crate sees them ---------------------------------------------------
@@ -574,11 +578,22 @@ def _sct(fields: _Fields) -> dict[str, Any]:
                        "serialized_sct": fields.string("serialized_sct")})
 
 
+def _scts(fields: _Fields) -> list[dict[str, Any]] | None:
+    scts = fields.raw.get("scts")
+    if scts is None:
+        return None
+    if not isinstance(scts, list):
+        raise fields.fail("scts", "expected a list of objects", scts)
+    found = []
+    for index, sct in enumerate(scts):
+        if not isinstance(sct, Mapping):
+            raise fields.fail(f"scts[{index}]", "expected a JSON object", sct)
+        found.append(_sct(_Fields(sct, fields.report, fields.field(f"scts[{index}]"))))
+    return found
+
+
 def expect_ct_event(fields: _Fields) -> dict[str, Any]:
     """Relay's ``ExpectCt::apply_to_event`` (draft-ietf-httpbis-expect-ct §3.1)."""
-    scts = fields.raw.get("scts")
-    if scts is not None and not isinstance(scts, list):
-        raise fields.fail("scts", "expected a list of objects", scts)
     report = _drop_none({
         "date_time": fields.date_time("date-time"),
         "hostname": fields.required_string("hostname"), "port": fields.integer("port"),
@@ -586,19 +601,11 @@ def expect_ct_event(fields: _Fields) -> dict[str, Any]:
         "effective_expiration_date": fields.date_time("effective-expiration-date"),
         "served_certificate_chain": fields.strings("served-certificate-chain") or [],
         "validated_certificate_chain": fields.strings("validated-certificate-chain") or [],
-        "scts": None if scts is None else [
-            _sct(_Fields(s, fields.report, fields.field(f"scts[{i}]"))) if isinstance(s, Mapping)
-            else _raise(fields.fail(f"scts[{i}]", "expected a JSON object", s))
-            for i, s in enumerate(scts)],
-        "failure_mode": fields.string("failure-mode"),
+        "scts": _scts(fields), "failure_mode": fields.string("failure-mode"),
         "test_report": fields.boolean("test-report")})
     tags = _tags(("hostname", report["hostname"]), ("port", report.get("port")))
     return _legacy_event("expectct", f"Expect-CT failed for '{report['hostname']}'", report,
                          tags, culprit=True)
-
-
-def _raise(error: Exception) -> Any:
-    raise error
 
 
 def expect_staple_event(fields: _Fields) -> dict[str, Any]:

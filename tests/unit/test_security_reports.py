@@ -374,7 +374,7 @@ def test_release_environment_origin_and_user_agent_come_from_the_request() -> No
          "referer": "https://other.example/page"})
     assert context == ReportContext("web@1.0", "staging", "UA/1", "https://app.example/")
     assert report_context("", {"origin": "null", "referer": "http://b.test:8080/p?q=1"}
-                          ).origin == "http://b.test:8080/p"
+                          ).origin == "http://b.test:8080/p?q=1"
     assert report_context("sentry_release=", {}) == ReportContext()
 
 
