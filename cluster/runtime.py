@@ -360,7 +360,8 @@ class Runtime:
         from events.quotas import SpikeProtection
         from serve_apps.api.app import ApiDeployment
         from serve_apps.api.config import ApiConfig
-        from serve_apps.ingest import IngestConfig, IngestDeployment
+        from serve_apps.ingest import IngestDeployment
+        from serve_apps.ingest_request import IngestConfig
         from serve_apps.web import DashboardDeployment, WebConfig
 
         s = self.settings

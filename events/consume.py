@@ -19,8 +19,9 @@ from events.process import EventProcessor, InvalidEvent, ItemContext, ProcessedE
 from events.quotas import OUTCOMES_ITEM_TYPE
 from events.rows import Outcome
 
-#: Items that are processed into stored events.
-EVENT_ITEM_TYPES = frozenset({"event"})
+#: Items that are processed into stored events; ``security`` is a converted browser security
+#: report (events/security.py), an event counted in the ``security`` category.
+EVENT_ITEM_TYPES = frozenset({"event", "security"})
 #: Items accepted and counted as outcomes but not stored by this version.
 COUNTED_ONLY = {"transaction": "transaction"}
 #: Items kept as sent (ClickHouse ``envelope_items``) and counted, not yet interpreted.
@@ -70,6 +71,8 @@ def event_outcome(item: WorkItem, processed: ProcessedEvent, discarded: bool) ->
     """Accepted, or filtered when its hash belongs to a deleted issue (Sentry's
     ``discarded_hash``)."""
     category = "error" if processed.event.get("type") == "error" else "default"
+    if item.item_type == "security":
+        category = "security"  # Relay: DataCategory::Security for every security event type
     if discarded:
         return _outcome(item, "filtered", "discarded_hash", category)
     return _outcome(item, "accepted", "", category)
@@ -100,6 +103,8 @@ def plan_batch(items: Sequence[WorkItem], processor: EventProcessor) -> BatchPla
 def _category(item: WorkItem) -> str:
     if item.item_type == "event":
         return "error"
+    if item.item_type == "security":
+        return "security"
     known = COUNTED_ONLY.get(item.item_type) or STORED_RAW.get(item.item_type)
     return known or ("session" if "session" in item.item_type else "default")
 

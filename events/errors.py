@@ -34,6 +34,8 @@ Three places turn an error into what a user sees, each in one spot:
     │   ├── NameTaken                  409 name_taken       storage/tenancy.py
     │   └── StartError                 409 cannot_start     cluster/runtime.py (port, data dir)
     ├── PayloadTooLarge                413 too_large        a named size limit was exceeded
+    ├── UnsupportedMediaType           415 unsupported_media_type  a Content-Type the endpoint
+    │                                                       does not take (security reports)
     ├── Throttled                      429 throttled
     │   ├── LoginThrottled             429 login_throttled  storage/tenancy.py
     │   └── RateLimited                429 rate_limited     a quota (carries the header values)
@@ -114,6 +116,11 @@ class Conflict(CrashrayError):
 class PayloadTooLarge(CrashrayError):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaType(CrashrayError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Throttled(CrashrayError):

@@ -3,7 +3,9 @@
 Input is a Relay-normalised event; odd shapes never raise (missing/wrong-typed fields are
 skipped). Behaviour matched (Sentry's event-type metadata and culprit helpers, re-implemented):
 
-* type: ``"error"`` when the event has an exception, else ``"default"`` (Relay infers the same).
+* type: ``"error"`` when the event has an exception, ``"csp"`` for a CSP report (with its
+  directive, blocked URI and message as metadata, Sentry's ``CspEvent``), else
+  ``"default"`` (Relay infers the same).
 * error title: ``"Type: value"`` of the last (most recent, §4.2) exception, the value cut to its
   first non-blank line and 100 characters (``truncatechars``: 97 + ``...``); ``"Type"`` alone
   without a value; without a type the crash frame's function, else ``"<unknown>"``.
@@ -180,4 +182,16 @@ def issue_metadata_for_event(event: Mapping[str, Any]) -> IssueMetadata:
         metadata = error_metadata(exceptions)
         return IssueMetadata(error_title(metadata), culprit, "error", metadata)
     title = message_title(event)
+    csp = as_mapping(event.get("csp"))
+    if event.get("type") == "csp" and csp is not None:
+        return IssueMetadata(title, culprit, "csp", csp_metadata(csp, title))
     return IssueMetadata(title, culprit, "default", {"title": title})
+
+
+def csp_metadata(csp: Mapping[str, Any], message: str) -> dict[str, str]:
+    """A CSP report's issue metadata as Sentry's ``CspEvent`` keeps it: the directive, the
+    blocked URI and the message (sentry/eventtypes/security.py)."""
+    found = {"directive": as_str(csp.get("effective_directive")),
+             "uri": as_str(csp.get("blocked_uri")), "message": message}
+    return {k: truncatechars(v, MAX_METADATA_VALUE_CHARS) for k, v in found.items()
+            if v is not None}

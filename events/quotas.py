@@ -78,6 +78,10 @@ def item_quantities(item_type: str, payload_bytes: int) -> tuple[tuple[str, int]
     limited and cost nothing; unknown items are not handed off and cost nothing."""
     if item_type == "event":
         return (("error", 1),)
+    if item_type == "security":
+        # A converted browser security report (events/security.py): Relay counts its
+        # RawSecurity/Security items as ``security`` (relay-server envelope item.rs).
+        return (("security", 1),)
     if item_type == "attachment":
         return (("attachment", max(payload_bytes, 1)), ("attachment_item", 1))
     single = {"transaction": "transaction", "session": "session", "sessions": "session",

@@ -1,9 +1,15 @@
-"""The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``.
+"""The SDK endpoints: ``POST /api/<project>/envelope/`` and ``/api/<project>/store/``, and the
+browsers' security-report endpoint ``/api/<project>/security/`` (alias ``csp-report/``).
 
 Accept fast, digest later: read the body within its limits, authenticate the DSN key from a
 cache, parse the envelope framing, check quotas, hand the items off durably (one PostgreSQL
 COPY per ``@serve.batch`` batch) and only then answer ``200 {"id": …}``. Normalization,
 scrubbing, grouping and storage happen in the consumers.
+
+The stages, each in its module: ``ingest_request.py`` reads a request up to its items (body,
+key, envelope or security reports, Relay's error answers), ``ingest_admission.py`` decides
+what the quotas admit and counts the refusals, this module is the Serve deployment that
+batches admissions and hand-offs.
 
 Quotas (spec §5): a replica first refuses the categories its cache of earlier limits still
 covers (no actor call); the rest of a batch's requests are checked with one call per
@@ -11,6 +17,14 @@ rate-limiter shard (``actors/rate_limit.py``). Refused items are never queued; t
 counted as ``rate_limited`` outcomes, which each replica sums up and hands off once a second.
 A request with any refused category is answered 429 with ``Retry-After`` and
 ``X-Sentry-Rate-Limits``, even when its other items were accepted (as Relay does).
+
+Security reports (CSP, and the legacy HPKP, Expect-CT, Expect-Staple) come from browsers with
+the key in the query string (``?sentry_key=…&sentry_release=…&sentry_environment=…``). Each
+report is converted to an event at the door (``events/security.py``) and handed off as a
+``security`` item through the same auth, limits, quotas (category ``security``) and queue.
+Answers as relay-server/src/endpoints/security_report.rs: 400 for an unparsable Content-Type,
+415 with an empty body for one that is not a report, 413 over ``CRASHRAY_MAX_EVENT_BYTES``
+(Relay's body limit there is max_event_size), and ``200`` with an empty body on success.
 """
 
 from __future__ import annotations
@@ -18,13 +32,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
-import shutil
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -33,324 +42,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.rate_limit import check_usages
-from events.auth import SentryAuth, auth_from_dsn, find_request_auth
-from events.body import BodyDecoder, BodyLimits
-from events.envelope import (
-    Envelope,
-    EnvelopeItem,
-    EnvelopeLimits,
-    normalize_event_id,
-    parse_envelope,
-    parse_store_body,
-)
 from events.errors import (
-    BadRequest,
     CrashrayError,
-    Forbidden,
     Overloaded,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthorized,
 )
 from events.quotas import (
-    EVENT_CATEGORIES,
-    OUTCOMES_ITEM_TYPE,
     LeaseBook,
     LimitCache,
     RateLimit,
     Usage,
-    format_rate_limits,
-    item_quantities,
-    retry_after_s,
 )
-from storage.keys import ProjectKey, load_project_keys
-from storage.postgres import connect
+from serve_apps.ingest_admission import (
+    OutcomeTally,
+    invalid_outcome,
+    rate_limited,
+    usage_of,
+    without_refused,
+)
+from serve_apps.ingest_request import (
+    CORS_HEADERS,
+    ROUTE,
+    SECURITY_CORS_HEADERS,
+    SECURITY_ENDPOINTS,
+    IngestConfig,
+    IngestHandler,
+    error_response,
+)
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
-
-_ROUTE = re.compile(r"^/api/(?P<project>\d+)/(?P<endpoint>envelope|store)/*$")
-
-#: Item types ingest hands off. Others are skipped, as Relay skips unknown items (spec §2.4).
-HANDED_OFF_TYPES = frozenset({"event", "transaction", "attachment", "session", "sessions",
-                              "client_report", "user_report", "feedback", "check_in"})
-
-#: Browser SDKs post cross-origin (spec §1.3 CORS).
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
-    " referer, accept, authentication, authorization, content-encoding, content-type,"
-    " transfer-encoding, baggage, sentry-trace",
-    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
-    "Access-Control-Max-Age": "3600",
-}
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    postgres_url: str
-    body_limits: BodyLimits
-    envelope_limits: EnvelopeLimits
-    key_cache_refresh_s: float
-    key_cache_miss_reload_s: float
-    max_queued_items: int
-    #: Where the data lives, and the free space below which ingest refuses (503).
-    data_dir: Path | None = None
-    min_free_disk_bytes: int = 0
-    #: Seconds a replica refuses from a remembered limit before asking the rate limiter.
-    limit_cache_s: float = 5.0
-
-
-class KeyCache:
-    """DSN keys by public key, reloaded from PostgreSQL every ``refresh_s`` seconds and, at
-    most every ``miss_reload_s``, when an unknown key shows up."""
-
-    def __init__(self, url: str, refresh_s: float, miss_reload_s: float) -> None:
-        self._url, self._refresh_s, self._miss_reload_s = url, refresh_s, miss_reload_s
-        self._keys: dict[str, ProjectKey] = {}
-        self._loaded_at = -1e9
-        self._lock = asyncio.Lock()
-
-    async def get(self, public_key: str) -> ProjectKey | None:
-        now = time.monotonic()
-        if now - self._loaded_at > self._refresh_s or (
-                public_key not in self._keys and now - self._loaded_at > self._miss_reload_s):
-            await self._reload()
-        return self._keys.get(public_key)
-
-    async def _reload(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._loaded_at < self._miss_reload_s:
-                return  # another request reloaded while this one waited
-            self._keys = await asyncio.to_thread(self._load)
-            self._loaded_at = time.monotonic()
-
-    def _load(self) -> dict[str, ProjectKey]:
-        with connect(self._url) as conn:
-            return load_project_keys(conn)
-
-
-def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> ProjectKey:
-    """The key, if it may send to ``project_id``; else Relay's 403 (spec §1.3)."""
-    if key is None or not key.is_active or not key.project_active or key.project_id != project_id:
-        raise Forbidden("event submission rejected with_reason: ProjectId",
-                        [f"DSN as understood: key {auth.public_key!r}, project {project_id}"])
-    return key
-
-
-def error_response(exc: CrashrayError) -> Response:
-    headers = {**CORS_HEADERS, "X-Sentry-Error": exc.detail}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after_s)
-        headers["X-Sentry-Rate-Limits"] = exc.rate_limits_header
-    return Response(orjson.dumps(exc.body()), status_code=exc.status, headers=headers,
-                    media_type="application/json")
-
-
-#: Relay's 429 body (spec §5.1).
-RATE_LIMITED_DETAIL = ("Sentry dropped data due to a quota or internal rate limit being"
-                       " reached. This will not affect your application. See"
-                       " https://docs.sentry.io/product/accounts/quotas/ for more information.")
-
-
-def rate_limited(limits: Sequence[RateLimit]) -> RateLimited:
-    return RateLimited(RATE_LIMITED_DETAIL, retry_after_s(limits), format_rate_limits(limits))
-
-
-#: Items whose envelope must carry an event id (spec §2.2); Relay makes one when it is
-#: missing, and so does ingest, so that a re-delivered item keeps its identity.
-ITEMS_WITH_EVENT_ID = frozenset({"event", "transaction", "attachment", "user_report"})
-
-
-def envelope_event_id(envelope: Envelope) -> str | None:
-    """The envelope's event id, generated once at accept time when an item needs one."""
-    event_id = envelope.event_id
-    if event_id is None and any(i.type in ITEMS_WITH_EVENT_ID for i in envelope.items):
-        event_id = uuid.uuid4().hex
-    return event_id
-
-
-def queued_items(envelope: Envelope, event_id: str | None, key: ProjectKey,
-                 received_at: dt.datetime, meta: Mapping[str, Any]) -> list[QueuedItem]:
-    envelope_meta = {**meta, "sent_at": envelope.headers.get("sent_at")}
-    return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
-                       key_id=key.id, item_type=item.type, event_id=event_id,
-                       received_at=received_at, payload=item.payload,
-                       meta={**envelope_meta, "item_headers": dict(item.headers)})
-            for item in envelope.items if item.type in HANDED_OFF_TYPES]
-
-
-class IngestHandler:
-    """Request handling without Serve; the deployment adds batching and the queue."""
-
-    def __init__(self, config: IngestConfig, queue: PostgresQueue) -> None:
-        self.config = config
-        self.queue = queue
-        self.keys = KeyCache(config.postgres_url, config.key_cache_refresh_s,
-                             config.key_cache_miss_reload_s)
-        self._backlog = 0
-        self._backlog_checked_at = -1e9
-        self._free_disk = -1
-
-    async def read_body(self, request: Request) -> bytes:
-        decoder = BodyDecoder(request.headers.get("content-encoding"), self.config.body_limits)
-        async for chunk in request.stream():
-            if chunk:
-                decoder.feed(chunk)
-        return decoder.finish()
-
-    async def accept(self, request: Request) -> tuple[list[QueuedItem], str | None]:
-        """Everything up to the hand-off: the items to queue and the event id to answer."""
-        match = _ROUTE.match(request.url.path)
-        if match is None:
-            raise BadRequest(f"no ingest endpoint at {request.url.path}; SDKs send to"
-                             " /api/<project_id>/envelope/")
-        project_id = int(match["project"])
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        auth = find_request_auth(headers, request.url.query)
-        sender = None
-        if auth is not None:
-            # Refuse unknown keys before reading (and decompressing) up to 100 MB for them.
-            known = authorize(await self.keys.get(auth.public_key), auth, project_id)
-            sender = (known.organization_id, known.project_id, known.id)
-        try:
-            body = await self.read_body(request)
-            if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
-                    "content-type", ""):
-                envelope = self._store_envelope(body)
-            else:
-                envelope = parse_envelope(body, self.config.envelope_limits)
-        except (BadRequest, PayloadTooLarge) as exc:
-            exc.sender = sender  # counted as an invalid outcome of that project
-            raise
-        auth = self._envelope_auth(auth, envelope)
-        key = authorize(await self.keys.get(auth.public_key), auth, project_id)
-        await self._check_backlog()
-        meta = {"client_ip": _client_ip(request, headers),
-                "client": auth.client or headers.get("user-agent")}
-        received_at = dt.datetime.now(dt.UTC)
-        event_id = envelope_event_id(envelope)
-        return queued_items(envelope, event_id, key, received_at, meta), event_id
-
-    def _store_envelope(self, body: bytes) -> Envelope:
-        """A legacy ``/store/`` body as a one-item envelope; its event id is answered, and
-        generated when the event has none (spec §3.4)."""
-        event_json = parse_store_body(body, self.config.envelope_limits)
-        event = orjson.loads(event_json)
-        event_id = normalize_event_id(event.get("event_id")) or uuid.uuid4().hex
-        return Envelope(headers={"event_id": event_id},
-                        items=(EnvelopeItem("event", {"type": "event"}, event_json),))
-
-    @staticmethod
-    def _envelope_auth(auth: SentryAuth | None, envelope: Envelope) -> SentryAuth:
-        dsn = envelope.headers.get("dsn")
-        dsn_auth = auth_from_dsn(dsn) if isinstance(dsn, str) else None
-        if auth is None and dsn_auth is None:
-            raise Unauthorized("missing authorization information")
-        if auth is not None and dsn_auth is not None and dsn_auth.public_key != auth.public_key:
-            raise Unauthorized("bad envelope authentication header",
-                               ["the envelope dsn names another key than the request"])
-        result = auth or dsn_auth
-        assert result is not None
-        return result
-
-    async def _check_backlog(self) -> None:
-        now = time.monotonic()
-        if now - self._backlog_checked_at > 1.0:
-            self._backlog_checked_at = now
-            self._backlog = await asyncio.to_thread(self.queue.backlog_upper_bound)
-            if self.config.data_dir is not None and self.config.min_free_disk_bytes:
-                self._free_disk = shutil.disk_usage(self.config.data_dir).free
-        if self._backlog >= self.config.max_queued_items:
-            raise Overloaded("the service is overloaded",
-                             [f"{self._backlog} items wait for processing, more than"
-                              f" CRASHRAY_MAX_QUEUED_ITEMS ({self.config.max_queued_items})"])
-        if 0 <= self._free_disk < self.config.min_free_disk_bytes:
-            raise Overloaded("the service is overloaded",
-                             [f"{self._free_disk} bytes free on the data disk, less than"
-                              " CRASHRAY_MIN_FREE_DISK_BYTES"
-                              f" ({self.config.min_free_disk_bytes})"])
-
-
-def item_categories(item: QueuedItem) -> frozenset[str]:
-    return frozenset(c for c, _ in item_quantities(item.item_type, len(item.payload)))
-
-
-def usage_of(items: Sequence[QueuedItem]) -> Usage | None:
-    """What the items cost, per category; None when there are no items."""
-    if not items:
-        return None
-    quantities: dict[str, int] = {}
-    for item in items:
-        for category, quantity in item_quantities(item.item_type, len(item.payload)):
-            quantities[category] = quantities.get(category, 0) + quantity
-    first = items[0]
-    return Usage(first.organization_id, first.project_id, first.key_id, quantities)
-
-
-def without_refused(items: Sequence[QueuedItem], limits: Sequence[RateLimit]
-                    ) -> tuple[list[QueuedItem], list[QueuedItem]]:
-    """(kept, refused): an item goes when any of its categories is limited, and an event's
-    attachments go with a refused event (as Relay drops them: they would belong to
-    nothing)."""
-    refused_categories = {c for limit in limits for c in limit.categories}
-    if refused_categories & EVENT_CATEGORIES and any(i.item_type == "event" for i in items):
-        refused_categories |= {"attachment", "attachment_item"}
-    kept: list[QueuedItem] = []
-    refused: list[QueuedItem] = []
-    for item in items:
-        (refused if item_categories(item) & refused_categories else kept).append(item)
-    return kept, refused
-
-
-class OutcomeTally:
-    """Refused items per (organization, project, key, hour, outcome, category, reason):
-    ``rate_limited`` items, and ``invalid`` requests (unreadable or too large) whose key was
-    known. Summed in memory and handed off as one ``outcomes`` queue item per project and
-    flush (not one per request, so that a flood of refusals costs little). Lost if the
-    replica dies before a flush: at most ``OUTCOME_FLUSH_INTERVAL_S`` of refusal counts,
-    never an accepted event."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[int, int, int, str, str, str, str], int] = {}
-
-    def add(self, items: Sequence[QueuedItem], limits: Sequence[RateLimit]) -> None:
-        for item in items:
-            quantities = item_quantities(item.item_type, len(item.payload))
-            categories = {c for c, _ in quantities}
-            reason = next((limit.reason_code for limit in limits
-                           if limit.categories & categories), "")
-            for category, quantity in quantities:
-                self.count((item.organization_id, item.project_id, item.key_id or 0),
-                           item.received_at, "rate_limited", category, reason, quantity)
-
-    def count(self, sender: tuple[int, int, int], at: dt.datetime, outcome: str,
-              category: str, reason: str, quantity: int = 1) -> None:
-        hour = at.replace(minute=0, second=0, microsecond=0).isoformat()
-        key = (*sender, hour, outcome, category, reason)
-        self.counts[key] = self.counts.get(key, 0) + quantity
-
-    def take(self) -> list[QueuedItem]:
-        """The tally as queue items (one per project), emptied."""
-        counts, self.counts = self.counts, {}
-        by_project: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for (org, project, key, hour, outcome, category, reason), quantity in counts.items():
-            by_project.setdefault((org, project), []).append(
-                {"key_id": key, "hour": hour, "category": category, "reason": reason,
-                 "outcome": outcome, "quantity": quantity})
-        now = dt.datetime.now(dt.UTC)
-        return [QueuedItem(project_id=project, organization_id=org, key_id=None,
-                           item_type=OUTCOMES_ITEM_TYPE, event_id=None, received_at=now,
-                           payload=orjson.dumps(rows), meta={})
-                for (org, project), rows in by_project.items()]
-
-
-def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
-    forwarded = headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
 
 
 #: Serve waits this long for in-flight requests at shutdown; a hand-off takes milliseconds.
@@ -451,25 +171,36 @@ class IngestDeployment:
                         row["category"], row["reason"], row["quantity"])
 
     async def __call__(self, request: Request) -> Response:
+        match = ROUTE.match(request.url.path)
+        security = match is not None and match["endpoint"] in SECURITY_ENDPOINTS
+        cors = SECURITY_CORS_HEADERS if security else CORS_HEADERS
         if request.method == "OPTIONS":
-            return Response(status_code=200, headers=CORS_HEADERS)
+            return Response(status_code=200, headers=cors)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
         try:
-            items, event_id = await self._handler.accept(request)
+            if match is not None and security:
+                items = await self._handler.accept_security(request, int(match["project"]))
+                event_id = None
+            else:
+                items, event_id = await self._handler.accept(request)
             limits = await self._admit(items)
             if limits:
                 raise rate_limited(limits)
         except CrashrayError as exc:
             if exc.sender is not None:
-                # Relay's reasons: the envelope was too large, or could not be read.
-                self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", "error",
-                                  "too_large" if exc.status == 413 else "invalid_envelope")
-            return error_response(exc)
+                category, reason = invalid_outcome(exc, security)
+                self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", category,
+                                  reason)
+            return error_response(exc, cors)
         except Exception:
             # acknowledged, so the SDK is told to try later; the cause is logged.
             log.exception("hand-off failed")
-            return error_response(Overloaded("failed to queue envelope"))
+            return error_response(Overloaded("failed to queue envelope"), cors)
+        if security:
+            # Relay answers a security report with a bare 200 (PR #864: not 201, which
+            # Chrome's Expect-CT tester refused), whatever number of reports it held.
+            return Response(status_code=200, headers=cors)
         body = {"id": event_id} if event_id else {}
         return Response(orjson.dumps(body), status_code=200, headers=CORS_HEADERS,
                         media_type="application/json")

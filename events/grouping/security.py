@@ -27,7 +27,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from events.grouping.component import Component, component
-from events.grouping.shape import as_mapping, as_str
+from events.grouping.shape import as_mapping, as_str, get_path
 
 DEFAULT: Final = "default"
 #: The document's own origin, as CSP writes it (Sentry ``sentry.security.csp.LOCAL``).
@@ -110,7 +110,11 @@ def csp_strategy(event: Mapping[str, Any]) -> dict[str, Component]:
 
 def hostname_report_strategy(key: str, salt: str, event: Mapping[str, Any]
                              ) -> dict[str, Component]:
-    report = as_mapping(event.get(key))
+    """Group an HPKP/Expect-CT/Expect-Staple report by its hostname. The report is the
+    event's interface of that name, as Sentry stored it; sentry-relay has since dropped
+    those interfaces (getsentry/relay#6230: its normalization nulls them), so Crashray's
+    ingest keeps the report under ``contexts.<kind>`` (events/security.py): read either."""
+    report = as_mapping(event.get(key)) or as_mapping(get_path(event, "contexts", key))
     if report is None:
         return {}
     hostname = as_str(report.get("hostname"))
