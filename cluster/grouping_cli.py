@@ -3,10 +3,11 @@
     crashray grouping hash [--config vN] [--fingerprinting-rules FILE] [--enhancements FILE]
                            < event.json
 
-Reads one event (JSON) on stdin, normalizes it with sentry-relay as the consumers do, applies
-the rules read from the files exactly as a project's settings "Fingerprint Rules"
-(``fingerprinting_rules``) and "Stack Trace Rules" (``grouping_enhancements``) are applied
-(the same ``grouping_rules_from_text`` the consumers call, then ``group_hashes_for_event``)
+Reads one event (JSON) on stdin and processes it as the consumers do (``EventProcessor``:
+sentry-relay normalization, the default data scrubbing, the standard tags, grouping), with
+the rules read from the files applied exactly as a project's settings "Fingerprint Rules"
+(``fingerprinting_rules``) and "Stack Trace Rules" (``grouping_enhancements``) are (the same
+``grouping_rules_from_text`` the consumers call)
 and prints the grouping result as JSON: config, hashes (primary first), the variants with
 their component trees, and the fingerprint rule that matched with its title.
 
@@ -84,15 +85,20 @@ def _event_from_stdin() -> dict[str, Any]:
 
 
 def cmd_grouping_hash(args: argparse.Namespace) -> int:
-    import orjson
-    import sentry_relay
+    """The consumers' own processing of one event (sentry-relay normalization, the default
+    data scrubbing, the standard tags, then grouping with the version and rules given), so
+    the hashes printed are the ones a project with these settings would store."""
+    import datetime as dt
 
-    from events.grouping import group_hashes_for_event
+    import orjson
+
+    from events.process import EventProcessor, ItemContext, ProjectGrouping
 
     rules = _project_rules(args)  # a CliError: "crashray grouping hash: …", exit 2
     event = _event_from_stdin()
-    normalizer = sentry_relay.StoreNormalizer(project_id=1)  # type: ignore[attr-defined]
-    normalized = normalizer.normalize_event(event)
-    result = group_hashes_for_event(normalized, args.config, rules=rules)
-    sys.stdout.write(orjson.dumps(result.to_json_dict()).decode() + "\n")
+    processor = EventProcessor()
+    processor.set_grouping(1, ProjectGrouping(args.config, rules))
+    processed = processor.process(orjson.dumps(event), ItemContext(
+        project_id=1, key_id=None, received_at=dt.datetime.now(dt.UTC)))
+    sys.stdout.write(orjson.dumps(processed.grouping.to_json_dict()).decode() + "\n")
     return 0
