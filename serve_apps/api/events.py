@@ -31,7 +31,7 @@ from serve_apps.api.deps import (
     project_access,
 )
 from serve_apps.api.issue_views import issue_hash_list
-from serve_apps.api.shapes import iso
+from serve_apps.api.shapes import iso, page_url
 from serve_apps.event_json import event_json
 from storage import issues as issue_store
 from storage import projects as project_store
@@ -44,10 +44,6 @@ router = APIRouter(tags=["events"])
 PROJECT_EVENTS_LIMIT: Final = 100
 ISSUE_EVENTS_LIMIT: Final = 50
 EVENT_NOT_FOUND: Final = "Event not found"
-
-
-def _url(request: Request) -> str:
-    return str(request.url).split("?", 1)[0]
 
 
 def summary_json(e: EventSummary, project_id: int, group_id: int) -> dict[str, Any]:
@@ -82,7 +78,7 @@ def list_events(request: Request,
     body = [summary_json(e, project.id, by_hash.get(e.primary_hash)
                          or issue_of.get(e.group_id, e.group_id)) for e in rows]
     return JSONResponse(body, headers={
-        "Link": link_header(_url(request), params, offset, limit, has_more)})
+        "Link": link_header(page_url(request), params, offset, limit, has_more)})
 
 
 @router.get("/projects/{org}/{project}/events/{event_id}/")
@@ -124,7 +120,7 @@ def issue_events(request: Request,
                                         limit + 1, offset)
     has_more, found = len(found) > limit, found[:limit]
     return JSONResponse([summary_json(e, project.id, row.id) for e in found], headers={
-        "Link": link_header(_url(request), params, offset, limit, has_more)})
+        "Link": link_header(page_url(request), params, offset, limit, has_more)})
 
 
 @router.get("/issues/{issue_id}/events/{which}/")

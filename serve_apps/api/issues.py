@@ -47,7 +47,7 @@ from serve_apps.api.issue_views import (
     issue_stream,
     user_counts,
 )
-from serve_apps.api.shapes import Body
+from serve_apps.api.shapes import Body, page_url
 from storage import issues as issue_store
 from storage import projects as project_store
 from storage.projects import ProjectRef
@@ -60,16 +60,12 @@ TAG_TOP_VALUES: Final = 9
 TAG_VALUES_LIMIT: Final = 100
 
 
-def _url(request: Request) -> str:
-    return str(request.url).split("?", 1)[0]
-
-
 @router.get("/projects/{org}/{project}/issues/")
 def list_issues(request: Request,
                 scope: Annotated[ProjectAccess, Depends(project_access("event:read"))],
                 svc: Svc) -> JSONResponse:
     page = issue_stream(svc, scope.project.organization_id, [scope.project],
-                        request.query_params.multi_items(), _url(request))
+                        request.query_params.multi_items(), page_url(request))
     return JSONResponse(page.issues, headers={"Link": page.link})
 
 
@@ -87,7 +83,7 @@ def organization_issues(request: Request, access: Annotated[Access, Depends(org_
     with svc.pool.connection() as conn:
         refs = [project_store.project_by_id(conn, access.organization_id, p) for p in chosen]
     page = issue_stream(svc, access.organization_id, [r for r in refs if r is not None],
-                        params, _url(request))
+                        params, page_url(request))
     return JSONResponse(page.issues, headers={"Link": page.link})
 
 

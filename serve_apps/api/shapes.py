@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
 
 from storage.keys import ProjectKey
 from storage.projects import ProjectRef
@@ -17,6 +18,11 @@ class Body(BaseModel):
     values keep their JSON types (no "true" → True coercion)."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+def page_url(request: Request) -> str:
+    """The URL a paginated list's ``Link`` header points to (without its query string)."""
+    return str(request.url).split("?", 1)[0]
 
 
 def iso(value: dt.datetime) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -17,58 +16,28 @@ from events.search import (
     IssueFilters,
     Key,
     NumberFilter,
-    Pattern,
-    SearchQuery,
     SearchSyntaxError,
     StatusFilter,
     TextFilter,
-    event_filters,
     issue_filters,
     needs_events,
-    parse_search,
 )
 from storage.search_sql import (
     EVENT_ARRAYS,
     EVENT_COLUMNS,
-    event_where,
     issue_where,
     like_pattern,
 )
-
-NOW = dt.datetime(2026, 11, 28, 13, 37, 12, tzinfo=dt.UTC)
-UTC = dt.UTC
-
-
-def parse(query: str) -> SearchQuery:
-    return parse_search(query, NOW)
-
-
-def refused(query: str) -> SearchSyntaxError:
-    with pytest.raises(SearchSyntaxError) as caught:
-        parse(query)
-    return caught.value
-
-
-def only(query: str) -> Any:
-    q = parse(query)
-    assert len(q.filters) == 1 and q.text == ()
-    return q.filters[0]
-
-
-def event_conditions(q: SearchQuery, param_prefix: str = "p") -> tuple[str, dict[str, Any]]:
-    return event_where(event_filters(q), param_prefix=param_prefix)
-
-
-def ch(query: str) -> tuple[str, dict[str, Any]]:
-    return event_conditions(parse(query))
-
-
-def pg(query: str, include_level: bool = False) -> tuple[str, list[Any]]:
-    return issue_where(issue_filters(parse(query), include_level=include_level))
-
-
-def exact(*values: str) -> tuple[Pattern, ...]:
-    return tuple(Pattern((v,)) for v in values)
+from tests.unit.test_search import (
+    NOW,
+    UTC,
+    ch,
+    event_conditions,
+    exact,
+    only,
+    parse,
+    pg,
+)
 
 
 # --- wildcards ------------------------------------------------------------------------
