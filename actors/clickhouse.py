@@ -32,9 +32,11 @@ from storage.clickhouse import (
 
 OWNER_ACTOR_NAME: Final = "crashray-clickhouse"
 NAMESPACE: Final = "crashray"
-#: Calls the owner runs at once: consumers' inserts (one per batch) and the API's reads.
-#: chDB runs them in parallel; Python holds the GIL only around each call's edges.
-OWNER_CONCURRENCY: Final = 16
+#: Calls the owner runs at once: the consumers' inserts (one per batch; two consumers by
+#: default) and the API's reads beside them. chDB runs them in parallel. Measured under
+#: bench/ingest.py: 16 threads (a reading client each) cost ~60 MiB more PSS than 4 for
+#: the same throughput.
+OWNER_CONCURRENCY: Final = 4
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
