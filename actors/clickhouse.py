@@ -4,8 +4,9 @@
 Embedded (chDB): exactly one process may open the data path, so a single named actor,
 ``ClickHouseOwner``, holds the ``ClickHouseStore`` and every other process reaches it
 through ``RemoteStore``, which implements ``EventStore`` method by method. The owner is a
-threaded actor (``OWNER_CONCURRENCY`` calls at a time) and the store reads through a chDB
-client per thread, so an API read never queues behind a consumer's insert.
+threaded actor: reads run on ``OWNER_READ_CONCURRENCY`` threads, each with a chDB client
+of its own, and inserts on ``OWNER_WRITE_CONCURRENCY`` threads of their own, so an API read
+never queues behind a consumer's insert, and a slow search never delays storage.
 Server mode: each process opens its own HTTP client (``ClickHouseStore``).
 """
 
@@ -32,21 +33,34 @@ from storage.clickhouse import (
 
 OWNER_ACTOR_NAME: Final = "crashray-clickhouse"
 NAMESPACE: Final = "crashray"
-#: Calls the owner runs at once: the consumers' inserts (one per batch; two consumers by
-#: default) and the API's reads beside them. chDB runs them in parallel. Measured under
-#: bench/ingest.py: 16 threads (a reading client each) cost ~60 MiB more PSS than 4 for
-#: the same throughput.
-OWNER_CONCURRENCY: Final = 4
+#: Reads the owner runs at once (the API's, the consumers' counts), each on a thread with
+#: a reading client of its own. Measured under bench/ingest.py: 16 threads cost ~60 MiB
+#: more PSS than 4 for the same throughput.
+OWNER_READ_CONCURRENCY: Final = 4
+#: Inserts the owner runs at once, on threads of their own (one per consumer by default):
+#: however slow one tenant's searches are, they never hold the threads inserts need.
+OWNER_WRITE_CONCURRENCY: Final = 2
+_WRITES: Final = "writes"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            max_concurrency=OWNER_CONCURRENCY)  # type: ignore[call-overload]
+            max_concurrency=OWNER_READ_CONCURRENCY,
+            concurrency_groups={_WRITES: OWNER_WRITE_CONCURRENCY})  # type: ignore[call-overload]
 class ClickHouseOwner(ClickHouseStore):
-    """Holds the embedded ClickHouse engine; its methods are ``ClickHouseStore``'s."""
+    """Holds the embedded ClickHouse engine; its methods are ``ClickHouseStore``'s, the
+    inserts in a concurrency group of their own."""
 
     def __init__(self, dsn: str) -> None:
         super().__init__(dsn)
         self.migrate()
+
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def insert(self, table: str, data: pa.Table) -> int:  # type: ignore[override]
+        return super().insert(table, data)
+
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:  # type: ignore[override]
+        return super().insert_batch(tables)
 
     def ready(self) -> bool:
         return True

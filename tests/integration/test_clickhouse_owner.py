@@ -83,3 +83,18 @@ def test_a_read_is_answered_while_a_large_insert_is_still_running(owner: Any) ->
     assert ray.wait([insert], timeout=0)[0] == [], "the insert had already finished"
     assert len(ray.get(read)) == 5
     assert ray.get(insert, timeout=300) == 600_000
+
+
+def test_slow_searches_on_every_read_thread_do_not_delay_an_insert(owner: Any) -> None:
+    """Inserts run in a concurrency group of their own: with every read thread busy with a
+    slow query (one tenant's expensive searches), a consumer's insert still completes
+    before them."""
+    from actors.clickhouse import OWNER_READ_CONCURRENCY
+
+    slow = [owner.query_rows.remote("SELECT sleep(3)", {})
+            for _ in range(OWNER_READ_CONCURRENCY)]
+    insert = owner.insert_batch.remote({"events": rows(10, ORG + 4)})
+    done, _ = ray.wait([insert, *slow], num_returns=1, timeout=120)
+    assert done == [insert], "the insert waited for the slow reads"
+    assert ray.get(insert) == 10
+    ray.get(slow, timeout=120)
