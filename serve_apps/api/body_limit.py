@@ -22,6 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.errors import PayloadTooLarge
 
+#: A refused body is still read (and dropped) up to this many bytes before the answer, so
+#: the connection can close cleanly: closing a socket with unread data makes the kernel
+#: reset it, and the reset can destroy the 413 on its way to the client (nginx reads on for
+#: the same reason, its ``lingering_close``). Beyond this the connection is just closed.
+#: Above Relay's 20 MB request limit, so an SDK-sized mistake gets its answer.
+DRAIN_LIMIT_BYTES = 32 * 1024 * 1024
+
 
 def too_large(limit_bytes: int, seen: str) -> PayloadTooLarge:
     return PayloadTooLarge(
@@ -45,28 +52,33 @@ class BodyLimit:
         declared = Request(scope).headers.get("content-length")
         if declared is not None and (not declared.strip().isdigit()
                                      or int(declared) > limit):
+            await _drain(receive, DRAIN_LIMIT_BYTES)
             await _refuse(too_large(limit, f"{declared.strip()[:20]} bytes (Content-Length)"),
                           scope, receive, send)
             return
-        messages, size = await _read_body(receive, limit)
+        messages, size, ended = await _read_body(receive, limit)
         if size > limit:
+            if not ended:
+                await _drain(receive, DRAIN_LIMIT_BYTES)
             await _refuse(too_large(limit, f"more than {limit} bytes"), scope, receive, send)
             return
         await self.app(scope, _replay(messages, receive), send)
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], int]:
-    """The body's messages until its end, or until more than ``limit`` bytes came."""
+async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], int, bool]:
+    """The body's messages until its end, or until more than ``limit`` bytes came; and
+    whether it ended."""
     messages: list[Message] = []
     size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            return messages, size
+            return messages, size, True
         size += len(message.get("body", b""))
-        if size > limit or not message.get("more_body", False):
-            return messages, size
+        ended = not message.get("more_body", False)
+        if size > limit or ended:
+            return messages, size, ended
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -78,7 +90,16 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 async def _refuse(error: PayloadTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
-    # The rest of the body stays unread: the connection is closed after this answer.
     response = JSONResponse(error.api_body(), status_code=error.status,
                             headers={"Connection": "close"})
     await response(scope, receive, send)
+
+
+async def _drain(receive: Receive, limit_bytes: int) -> None:
+    """Reads and drops the rest of a body that has not ended, up to ``limit_bytes``."""
+    drained = 0
+    while drained <= limit_bytes:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        drained += len(message.get("body", b""))
