@@ -26,6 +26,11 @@ and ``filename`` (``stack.filename``). Its built-in rules use the readings of Se
 ``abs_path`` else ``filename``, ``package`` the package alone, and a relative path is also
 tried with a leading ``/`` (``PathLikeMatch``).
 
+Globs are compiled and matched by ``events.grouping.glob`` (without backtracking). A project's
+rule text, in either language, is held to ``MAX_RULES``, ``MAX_RULE_CHARS``,
+``MAX_RULES_BYTES`` and ``MAX_GLOB_WILDCARDS`` when it is parsed (``limited_rule_lines``);
+built-in rules are not.
+
 Exception tree::
 
     ValueError
