@@ -7,7 +7,10 @@ message), and prints events/s per core for each, under the default grouping conf
 plus Sentry's Java markers, message table and security strategies), v2 (v1 plus Sentry's
 built-in rule bases) and v1 for comparison. No Ray, no servers.
 
-    python bench/grouping.py [--seconds 2] [--configs v3,v2,v1]
+Then hostile project rules (issue 10): the time one rule takes to match (or not) a long
+value, best of 5 runs, for globs that backtrack catastrophically as regular expressions.
+
+    python bench/grouping.py [--seconds 2] [--configs v3,v2,v1] [--only events|hostile-rules]
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import sentry_relay
 
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS, group_hashes_for_event
+from events.grouping.fingerprint_rules import parse_fingerprint_rules
+from events.grouping.stacktrace_rules import parse_stacktrace_rules
 
 
 def corpus_dir() -> Path:
@@ -78,6 +85,57 @@ def default_configs() -> list[str]:
     return list(dict.fromkeys([DEFAULT_GROUPING_CONFIG, *reversed(GROUPING_CONFIGS)]))
 
 
+TEN_KB = 10 * 1024
+
+
+def hostile_rule_cases() -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, rule, event): rules whose globs backtrack as regexes, over long values; the
+    last three are at the wildcard limit (16), in the general matcher's worst shapes found."""
+    def message(text: str) -> dict[str, Any]:
+        return {"platform": "python", "message": text}
+
+    def frame(path: str) -> dict[str, Any]:
+        return {"platform": "python", "exception": {"values": [{"type": "E", "stacktrace": {
+            "frames": [{"abs_path": path, "function": "f", "in_app": True}]}}]}}
+
+    return [
+        ('message:"x*a*a*a*a*b", 200 chars', 'message:"x*a*a*a*a*b" -> slow',
+         message("x" + "a" * 199)),
+        ('message:"x*a*a*a*a*b", 10 KB', 'message:"x*a*a*a*a*b" -> slow',
+         message("x" + "a" * (TEN_KB - 1))),
+        ('message:"{*a,a}{*a,a}{*a,a}{*a,a}{*a,a}b", 10 KB',
+         'message:"{*a,a}{*a,a}{*a,a}{*a,a}{*a,a}b" -> slow', message("a" * TEN_KB)),
+        ('path:"**a*a*...*a*b" (16 wildcards), 10 KB of "a"',
+         'path:"**' + "a*" * 15 + 'b" -app', frame("a" * TEN_KB)),
+        ('path:"**a*a*...*a*b" (16 wildcards), 10 KB of "a/"',
+         'path:"**' + "a*" * 15 + 'b" -app', frame("a/" * (TEN_KB // 2))),
+    ]
+
+
+def hostile_rule_ms(rule: str, event: dict[str, Any]) -> float:
+    """Best of 5: matching one fingerprint rule, or applying one stack-trace rule."""
+    work: Callable[[], object]
+    if "->" in rule:
+        work = partial(parse_fingerprint_rules(rule).match, event)
+    else:
+        work = partial(parse_stacktrace_rules(rule).apply, event)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def print_hostile_rules() -> None:
+    print(f"\n{'hostile rule, value':60} {'ms':>9}")
+    results: dict[str, float] = {}
+    for label, rule, event in hostile_rule_cases():
+        results[label] = round(hostile_rule_ms(rule, event), 3)
+        print(f"{label:60} {results[label]:9.3f}")
+    print(json.dumps({"benchmark": "grouping-hostile-rules", "ms": results}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +143,16 @@ def main() -> None:
                         help="time per case and config (default 2)")
     parser.add_argument("--configs", default=",".join(default_configs()),
                         help="comma-separated grouping configs (default: all, the default first)")
+    parser.add_argument("--only", choices=("events", "hostile-rules"),
+                        help="run only the events/s table or only the hostile rules")
     args = parser.parse_args()
+    if args.only != "hostile-rules":
+        print_events_per_second(parser, args)
+    if args.only != "events":
+        print_hostile_rules()
+
+
+def print_events_per_second(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     configs = [c for c in args.configs.split(",") if c]
     unknown = [c for c in configs if c not in GROUPING_CONFIGS]
     if unknown:

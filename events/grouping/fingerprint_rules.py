@@ -26,6 +26,11 @@ and ``filename`` (``stack.filename``). Its built-in rules use the readings of Se
 ``abs_path`` else ``filename``, ``package`` the package alone, and a relative path is also
 tried with a leading ``/`` (``PathLikeMatch``).
 
+Globs are compiled and matched by ``events.grouping.glob`` (without backtracking). A project's
+rule text, in either language, is held to ``MAX_RULES``, ``MAX_RULE_CHARS``,
+``MAX_RULES_BYTES`` and ``MAX_GLOB_WILDCARDS`` when it is parsed (``limited_rule_lines``);
+built-in rules are not.
+
 Exception tree::
 
     ValueError
@@ -41,10 +46,15 @@ from functools import cached_property
 from typing import Any, Final
 
 from events.errors import BadRequest
+from events.grouping.glob import Glob, GlobError, compile_glob
 from events.grouping.shape import as_str, basename, get_path, interface_values, mappings, tag_value
 
 __all__ = [
     "FRAME_CATEGORY_KEY",
+    "MAX_GLOB_WILDCARDS",
+    "MAX_RULES",
+    "MAX_RULES_BYTES",
+    "MAX_RULE_CHARS",
     "FingerprintRule",
     "FingerprintRuleError",
     "FingerprintRules",
@@ -53,6 +63,7 @@ __all__ = [
     "Matcher",
     "RuleSyntaxError",
     "glob_literals",
+    "limited_rule_lines",
     "may_contain",
     "parse_fingerprint_rules",
     "resolve_title",
@@ -137,116 +148,6 @@ def frame_family(platform: str) -> str:
     return "native" if platform in _NATIVE_PLATFORMS else "other"
 
 
-# --- globs -------------------------------------------------------------------------------
-
-
-class _GlobError(Exception):
-    """Internal: a glob problem at ``offset`` characters into the raw value."""
-
-    def __init__(self, offset: int, problem: str) -> None:
-        super().__init__(problem)
-        self.offset = offset
-        self.problem = problem
-
-
-def _class_regex(raw: str, start: int) -> tuple[str, int]:
-    """``[...]`` starting at ``raw[start] == "["``: (regex, index after the ``]``)."""
-    i = start + 1
-    out = "["
-    if i < len(raw) and raw[i] in "!^":
-        out += "^"
-        i += 1
-    first = i
-    while i < len(raw) and (raw[i] != "]" or i == first):
-        if raw[i] == "\\" and i + 1 < len(raw):
-            out += re.escape(raw[i + 1])
-            i += 2
-            continue
-        out += "-" if raw[i] == "-" and i > first else re.escape(raw[i])
-        i += 1
-    if i >= len(raw):
-        raise _GlobError(start, 'unclosed "["; expected "]" (or escape it as \\[)')
-    return out + "]", i + 1
-
-
-def _alternatives_regex(raw: str, start: int, path: bool) -> tuple[str, int]:
-    """``{a,b}`` starting at ``raw[start] == "{"``: (regex, index after the ``}``)."""
-    i = start + 1
-    alternatives: list[str] = []
-    current = ""
-    while i < len(raw) and raw[i] != "}":
-        if raw[i] == "{":
-            raise _GlobError(i, 'nested "{" is not supported; expected "}" or \\{')
-        if raw[i] == "\\" and i + 1 < len(raw):
-            current += raw[i:i + 2]
-            i += 2
-            continue
-        if raw[i] == ",":
-            alternatives.append(current)
-            current = ""
-        else:
-            current += raw[i]
-        i += 1
-    if i >= len(raw):
-        raise _GlobError(start, 'unclosed "{"; expected "}" (or escape it as \\{)')
-    alternatives.append(current)
-    # Offsets inside an alternative are approximate (reported at the "{").
-    try:
-        regexes = [_glob_regex(alt, path) for alt in alternatives]
-    except _GlobError as error:
-        raise _GlobError(start, error.problem) from None
-    return "(?:" + "|".join(regexes) + ")", i + 1
-
-
-def _glob_regex(raw: str, path: bool) -> str:
-    """Regex for a glob: ``*``, ``?``, ``[...]``, ``{a,b}``, ``\\`` escapes; in a path glob
-    ``*`` and ``?`` do not cross ``/`` but ``**`` does."""
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        char = raw[i]
-        if char == "\\":
-            if i + 1 >= len(raw):
-                raise _GlobError(i, "dangling backslash; expected a character after \\")
-            out.append(re.escape(raw[i + 1]))
-            i += 2
-        elif char == "*" and path and raw.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif char == "*":
-            out.append("[^/]*" if path else ".*")
-            i += 1
-        elif char == "?":
-            out.append("[^/]" if path else ".")
-            i += 1
-        elif char == "[":
-            regex, i = _class_regex(raw, i)
-            out.append(regex)
-        elif char == "{":
-            regex, i = _alternatives_regex(raw, i, path)
-            out.append(regex)
-        else:
-            out.append(re.escape(char))
-            i += 1
-    return "".join(out)
-
-
-def compile_glob(raw: str, *, case_sensitive: bool, path: bool, ascii_case: bool = False
-                 ) -> re.Pattern[str]:
-    """Compiled full-match pattern; raises ``_GlobError`` for a malformed glob.
-
-    ``ascii_case``: fold case for ASCII letters only (built-in rules; see ``Matcher``)."""
-    flags = re.DOTALL
-    if ascii_case:
-        flags |= re.IGNORECASE | re.ASCII
-    elif not case_sensitive:
-        flags |= re.IGNORECASE
-    try:
-        return re.compile(_glob_regex(raw, path), flags)
-    except re.error as error:  # e.g. a reversed range "[z-a]"
-        raise _GlobError(0, f"invalid glob ({error.msg})") from None
-
-
 # --- literal prefilter -------------------------------------------------------------------
 
 #: How ``Matcher.required`` is compared with a value (see ``may_contain``).
@@ -312,7 +213,7 @@ def _prefilter(raw: str, kind: _MatcherKind, ascii_case: bool) -> tuple[str, str
 
 def may_contain(required: str, fold: str, haystack: str) -> bool:
     """False only if no value inside ``haystack`` can contain a match of a glob whose required
-    literal is ``required`` (compared as ``fold`` says); used to skip regex work."""
+    literal is ``required`` (compared as ``fold`` says); used to skip glob work."""
     if not required:
         return True
     if fold == FOLD_NONE:
@@ -328,11 +229,11 @@ def may_contain(required: str, fold: str, haystack: str) -> bool:
 
 @dataclass(frozen=True)
 class Matcher:
-    """One ``[!]name:value`` term. ``pattern`` is set for glob matchers, ``families`` for
+    """One ``[!]name:value`` term. ``glob`` is set for glob matchers, ``families`` for
     ``family``, ``app`` for ``app``.
 
     ``required``/``fold``: a literal every matching value contains (``may_contain``), tested
-    before the regex; it never changes a result, it only skips regex work.
+    before the glob; it never changes a result, it only skips glob work.
     ``sentry_paths``: built-in stack-trace rules read paths as Sentry's enhancer does (module
     docstring)."""
 
@@ -341,7 +242,7 @@ class Matcher:
     value: str
     negated: bool = False
     tag: str | None = None
-    pattern: re.Pattern[str] | None = None
+    glob: Glob | None = None
     families: frozenset[str] = frozenset()
     app: bool | None = None
     required: str = ""
@@ -357,20 +258,20 @@ class Matcher:
         """Sentry's ``path_like_match``: a relative path is also tried as ``"/" + path``."""
         return self.sentry_paths and _KINDS[self.key].path_glob
 
-    def _value_matches(self, pattern: re.Pattern[str], value: str) -> bool:
+    def _value_matches(self, glob: Glob, value: str) -> bool:
         retry = self.retries_with_slash and not value.startswith("/")
         # With the retry, "/" + value covers both attempts for the prefilter.
         if not may_contain(self.required, self.fold, "/" + value if retry else value):
             return False
-        if pattern.fullmatch(value) is not None:
+        if glob.matches(value):
             return True
-        return retry and pattern.fullmatch("/" + value) is not None
+        return retry and glob.matches("/" + value)
 
     def _any_matches(self, values: list[str | None]) -> bool:
-        pattern = self.pattern
-        if pattern is None:
+        glob = self.glob
+        if glob is None:
             return False
-        return any(self._value_matches(pattern, v) for v in values if v is not None)
+        return any(self._value_matches(glob, v) for v in values if v is not None)
 
     def matches_event(self, event: Mapping[str, Any],
                       values: _EventValues | None = None) -> bool:
@@ -600,6 +501,8 @@ class _LineParser:
         self.builtin = builtin
         # Sentry's built-in stack-trace rules: the enhancer's readings (set by that parser).
         self.enhancer_readings = False
+        # A project's rules: globs are held to MAX_GLOB_WILDCARDS (built-in ones are not).
+        self.limited = not builtin
 
     def error(self, problem: str, pos: int | None = None) -> FingerprintRuleError:
         return FingerprintRuleError(self.line, (self.pos if pos is None else pos) + 1, problem)
@@ -706,13 +609,18 @@ class _LineParser:
             return matcher(app=app)
         kind = _KINDS[key]
         try:
-            pattern = compile_glob(value, case_sensitive=kind.case_sensitive, path=kind.path_glob,
-                                   ascii_case=self.enhancer_readings)
-        except _GlobError as error:
+            glob = compile_glob(value, case_sensitive=kind.case_sensitive, path=kind.path_glob,
+                                ascii_case=self.enhancer_readings)
+        except GlobError as error:
             raise self.error(f'matcher "{name}": {error.problem}',
                              value_start + error.offset) from None
+        if self.limited and glob.wildcards > MAX_GLOB_WILDCARDS:
+            raise self.error(f'matcher "{name}": the glob has {glob.wildcards} wildcards; at '
+                             f"most {MAX_GLOB_WILDCARDS} are allowed (each *, **, ?, [...] and "
+                             "each alternative of {...} counts): use fewer wildcards or split "
+                             "the rule", value_start)
         required, fold = _prefilter(value, kind, ascii_case=self.enhancer_readings)
-        return matcher(pattern=pattern, required=required, fold=fold,
+        return matcher(glob=glob, required=required, fold=fold,
                        sentry_paths=self.enhancer_readings and kind.path_glob)
 
     def parse_fingerprint(self) -> tuple[tuple[str, ...], str | None]:
@@ -780,12 +688,76 @@ def rule_lines(text: str) -> Iterator[tuple[int, str, int]]:
             yield number, line, len(line) - len(stripped)
 
 
-def parse_fingerprint_rules(text: str, *, builtin: bool = False) -> FingerprintRules:
-    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``.
+# --- limits on a project's rules ----------------------------------------------------------
+#
+# Sentry sets none on these two settings: ``fingerprintingRules`` and ``groupingEnhancements``
+# are CharFields without ``max_length`` that are only parsed
+# (src/sentry/api/endpoints/project_details.py, ``ProjectAdminSerializer``); its one limit on
+# a comparable setting is ``MAX_SENSITIVE_FIELD_CHARS = 4000`` on ``sensitiveFields``, because
+# Relay compiles that list into a regex. Crashray's consumers, shared by every organization,
+# match a project's rules against every event of the project, so the work one rule set can
+# ask for is bounded here. The figures are far above real rule sets: Sentry's stack-trace base
+# all-platforms@2023-01-11 is 137 rules here (7 KB, at most 104 characters and 4 wildcards a
+# rule) and its javascript fingerprinting base has a 232-character rule. They are constants,
+# not deployment settings: the API (on save), the consumers and ``crashray grouping hash``
+# must accept exactly the same rules, or a saved rule set would be skipped by the consumers.
 
-    ``builtin``: Sentry's built-in rules (marked ``builtin``, Sentry's matcher readings)."""
+#: Rules (lines that are not blank or ``#`` comments) in one setting's text.
+MAX_RULES: Final = 1_000
+#: Characters in one rule line (leading and trailing blanks excluded).
+MAX_RULE_CHARS: Final = 1_000
+#: UTF-8 bytes of one setting's whole text, comments included (1,000 rules of 64 bytes).
+MAX_RULES_BYTES: Final = 64 * 1024
+#: Wildcards in one glob (``Glob.wildcards``: each ``*``/``**``, ``?``, ``[...]`` and each
+#: alternative of a ``{...}``). A glob with alternatives, or a path glob mixing ``*`` and
+#: ``**``, costs about one pass over the value per wildcard (``events.grouping.glob``).
+MAX_GLOB_WILDCARDS: Final = 16
+
+_ErrorAt = Callable[[int, int, str], RuleSyntaxError]
+
+
+def limited_rule_lines(text: str, error: _ErrorAt) -> Iterator[tuple[int, str, int]]:
+    """``rule_lines(text)`` of a project's rules; raises ``error(line, column, problem)`` for
+    a text over ``MAX_RULES_BYTES``, a rule line over ``MAX_RULE_CHARS`` or more than
+    ``MAX_RULES`` rules."""
+    _check_text_size(text, error)
+    for count, (number, line, start) in enumerate(rule_lines(text), start=1):
+        if count > MAX_RULES:
+            raise error(number, start + 1, f"more than {MAX_RULES:,} rules (this is rule "
+                        f"{count:,}); at most {MAX_RULES:,} are allowed: merge rules (e.g. "
+                        "type:{A,B}) or remove rules that are no longer needed")
+        length = len(line) - start
+        if length > MAX_RULE_CHARS:
+            raise error(number, start + MAX_RULE_CHARS + 1, f"rule is {length:,} characters "
+                        f"long; at most {MAX_RULE_CHARS:,} are allowed: shorten it or split it "
+                        "into several rules")
+        yield number, line, start
+
+
+def _check_text_size(text: str, error: _ErrorAt) -> None:
+    if len(text) * 4 <= MAX_RULES_BYTES:  # UTF-8 takes at most 4 bytes a character
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= MAX_RULES_BYTES:
+        return
+    total = 0
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        total += len(line.encode("utf-8", "surrogatepass"))
+        if total > MAX_RULES_BYTES:
+            raise error(number, 1, f"the rules are {size:,} bytes (UTF-8) and this line goes "
+                        f"past the {MAX_RULES_BYTES:,} allowed: remove rules or comments that "
+                        "are no longer needed")
+
+
+def parse_fingerprint_rules(text: str, *, builtin: bool = False) -> FingerprintRules:
+    """Parse a project's fingerprint rules text; raises ``FingerprintRuleError``, also for
+    rules over the limits above.
+
+    ``builtin``: Sentry's built-in rules (marked ``builtin``, Sentry's matcher readings; not
+    limited)."""
     rules: list[FingerprintRule] = []
-    for number, line, start in rule_lines(text):
+    lines = rule_lines(text) if builtin else limited_rule_lines(text, FingerprintRuleError)
+    for number, line, start in lines:
         parser = _LineParser(line, number, builtin=builtin)
         parser.pos = start
         rules.append(parser.parse_rule())

@@ -69,7 +69,9 @@ def require_no_rules(rules: GroupingRules | None) -> None:
 def grouping_rules_from_text(fingerprint_text: str, stacktrace_text: str
                              ) -> GroupingRules | None:
     """A project's rules from its two settings (Sentry's "Fingerprint Rules" and "Stack Trace
-    Rules"); None when both are empty. Raises ``RuleSyntaxError`` naming the line and column."""
+    Rules"); None when both are empty. Raises ``RuleSyntaxError`` naming the line and column,
+    also for a text over the limits the API applies on save (``fingerprint_rules.MAX_RULES``
+    ...: the parsers apply them to a project's rules)."""
     from events.grouping.fingerprint_rules import parse_fingerprint_rules
     from events.grouping.stacktrace_rules import parse_stacktrace_rules
 

@@ -74,6 +74,7 @@ from events.grouping.fingerprint_rules import (
     _LineParser,
     frame_family,
     glob_literals,
+    limited_rule_lines,
     may_contain,
     rule_lines,
 )
@@ -417,7 +418,7 @@ def _full_segments(raw: str) -> list[str]:
 def _index_token(matcher: Matcher) -> tuple[str, str] | None:
     """A ``(kind, value)`` token that every stack trace this positive matcher matches in
     carries; kinds are ``field/fold``."""
-    if matcher.pattern is None or matcher.key not in _INDEXED_FIELDS:
+    if matcher.glob is None or matcher.key not in _INDEXED_FIELDS:
         return None
     if matcher.fold not in (FOLD_NONE, FOLD_ASCII):
         return None  # Unicode case folding has no exact lower-case token
@@ -692,14 +693,17 @@ class _RuleParser(_LineParser):
 
 
 def parse_stacktrace_rules(text: str, *, builtin: bool = False) -> StacktraceRules:
-    """Parse a project's stack-trace rules text; raises ``StacktraceRuleError``.
+    """Parse a project's stack-trace rules text; raises ``StacktraceRuleError``, also for
+    rules over the limits of ``events.grouping.fingerprint_rules`` (``MAX_RULES`` ...).
 
     ``builtin``: Sentry's built-in base rules, matched with Sentry's readings (case-insensitive
     globs, Sentry's path reading; see ``events.grouping.fingerprint_rules``)."""
     rules: list[StacktraceRule] = []
-    for number, line, start in rule_lines(text):
+    lines = rule_lines(text) if builtin else limited_rule_lines(text, StacktraceRuleError)
+    for number, line, start in lines:
         parser = _RuleParser(line, number)
         parser.enhancer_readings = builtin
+        parser.limited = not builtin
         parser.pos = start
         rules.append(parser.parse_stacktrace_rule())
     return StacktraceRules(tuple(rules))

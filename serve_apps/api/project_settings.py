@@ -3,7 +3,9 @@ model validates at the HTTP edge, storage/projects.py stores).
 
 Settings: ``name``, ``platform``; grouping — ``groupingConfig`` (a Crashray grouping
 version), ``groupingAutoUpdate``, ``fingerprintingRules`` and ``groupingEnhancements``
-(Sentry's rule languages, a syntax error names the line and column); data scrubbing —
+(Sentry's rule languages, a syntax error names the line and column; each text is held to the
+limits of ``events.grouping.fingerprint_rules``: ``MAX_RULES`` rules of ``MAX_RULE_CHARS``
+characters, ``MAX_RULES_BYTES`` in all, ``MAX_GLOB_WILDCARDS`` a glob); data scrubbing —
 ``dataScrubber``, ``dataScrubberDefaults``, ``scrubIPAddresses``, ``sensitiveFields``,
 ``safeFields`` (relay-pii's legacy options); ``spikeProtection`` ``{"enabled",
 "multiplier", "floorPerHour"}``.
@@ -88,8 +90,9 @@ class ProjectSettingsBody(Body):
 
 
 def _parses(parse: Callable[[str], object], rules: str) -> None:
-    """Rules that do not parse fail validation of their field; the message names the line
-    and column (RuleSyntaxError)."""
+    """Rules that do not parse, or are over a limit, fail validation of their field; the
+    message names the line and column (RuleSyntaxError). The parsers apply the limits, so the
+    consumers and ``crashray grouping hash`` accept exactly what is saved here."""
     try:
         parse(rules)
     except RuleSyntaxError as exc:

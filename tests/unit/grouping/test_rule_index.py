@@ -45,9 +45,9 @@ _values = st.lists(st.sampled_from(_TRICKY), max_size=10).map("".join)
 
 
 def _plain_match(matcher: Matcher, frame: Mapping[str, Any]) -> bool:
-    """``matcher.matches_frame`` without the prefilter: the regex on every value."""
-    assert matcher.pattern is not None
-    pattern = matcher.pattern
+    """``matcher.matches_frame`` without the prefilter: the glob's regex on every value."""
+    assert matcher.glob is not None
+    pattern = matcher.glob.regex
     candidates = [v for v in frame_values(frame, matcher.key, matcher.sentry_paths) if v]
     if matcher.retries_with_slash:
         candidates += ["/" + v for v in candidates if not v.startswith("/")]
