@@ -55,6 +55,7 @@ __all__ = [
     "MAX_RULES",
     "MAX_RULES_BYTES",
     "MAX_RULE_CHARS",
+    "MAX_TOTAL_WILDCARDS",
     "FingerprintRule",
     "FingerprintRuleError",
     "FingerprintRules",
@@ -62,6 +63,7 @@ __all__ = [
     "MatchedRule",
     "Matcher",
     "RuleSyntaxError",
+    "WildcardBudget",
     "glob_literals",
     "limited_rule_lines",
     "may_contain",
@@ -503,6 +505,8 @@ class _LineParser:
         self.enhancer_readings = False
         # A project's rules: globs are held to MAX_GLOB_WILDCARDS (built-in ones are not).
         self.limited = not builtin
+        #: Wildcards of this line's globs, counted against MAX_TOTAL_WILDCARDS.
+        self.wildcards = 0
 
     def error(self, problem: str, pos: int | None = None) -> FingerprintRuleError:
         return FingerprintRuleError(self.line, (self.pos if pos is None else pos) + 1, problem)
@@ -619,6 +623,7 @@ class _LineParser:
                              f"most {MAX_GLOB_WILDCARDS} are allowed (each *, **, ?, [...] and "
                              "each alternative of {...} counts): use fewer wildcards or split "
                              "the rule", value_start)
+        self.wildcards += glob.wildcards
         required, fold = _prefilter(value, kind, ascii_case=self.enhancer_readings)
         return matcher(glob=glob, required=required, fold=fold,
                        sentry_paths=self.enhancer_readings and kind.path_glob)
@@ -712,6 +717,11 @@ MAX_RULES_BYTES: Final = 64 * 1024
 #: alternative of a ``{...}``). A glob with alternatives, or a path glob mixing ``*`` and
 #: ``**``, costs about one pass over the value per wildcard (``events.grouping.glob``).
 MAX_GLOB_WILDCARDS: Final = 16
+#: Wildcards in all the globs of one setting's rules. Each glob is linear, but every rule is
+#: tried on every event of the project: this bounds one event's worst case (measured: up to
+#: ~2 ms a wildcard on a 10 KB value in the general matcher, so ~1 s for 512), far above
+#: what real rule sets use (Sentry's own 137 built-in stack-trace rules have 118).
+MAX_TOTAL_WILDCARDS: Final = 512
 
 _ErrorAt = Callable[[int, int, str], RuleSyntaxError]
 
@@ -757,11 +767,30 @@ def parse_fingerprint_rules(text: str, *, builtin: bool = False) -> FingerprintR
     limited)."""
     rules: list[FingerprintRule] = []
     lines = rule_lines(text) if builtin else limited_rule_lines(text, FingerprintRuleError)
+    budget = WildcardBudget(FingerprintRuleError)
     for number, line, start in lines:
         parser = _LineParser(line, number, builtin=builtin)
         parser.pos = start
         rules.append(parser.parse_rule())
+        if parser.limited:
+            budget.spend(parser.wildcards, number, start)
     return FingerprintRules(tuple(rules))
+
+
+class WildcardBudget:
+    """Counts a rule text's wildcards against ``MAX_TOTAL_WILDCARDS``."""
+
+    def __init__(self, error: _ErrorAt) -> None:
+        self.error = error
+        self.total = 0
+
+    def spend(self, wildcards: int, line: int, start: int) -> None:
+        self.total += wildcards
+        if self.total > MAX_TOTAL_WILDCARDS:
+            raise self.error(line, start + 1, f"the rules up to this one have {self.total:,}"
+                             f" wildcards; at most {MAX_TOTAL_WILDCARDS:,} are allowed in all"
+                             " (every rule is tried on every event): merge rules or use"
+                             " literal values where you can")
 
 
 def resolve_title(title: str, resolve_entry: Callable[[str], str]) -> str:

@@ -71,6 +71,7 @@ from events.grouping.fingerprint_rules import (
     FingerprintRuleError,
     Matcher,
     RuleSyntaxError,
+    WildcardBudget,
     _LineParser,
     frame_family,
     glob_literals,
@@ -700,10 +701,13 @@ def parse_stacktrace_rules(text: str, *, builtin: bool = False) -> StacktraceRul
     globs, Sentry's path reading; see ``events.grouping.fingerprint_rules``)."""
     rules: list[StacktraceRule] = []
     lines = rule_lines(text) if builtin else limited_rule_lines(text, StacktraceRuleError)
+    budget = WildcardBudget(StacktraceRuleError)
     for number, line, start in lines:
         parser = _RuleParser(line, number)
         parser.enhancer_readings = builtin
         parser.limited = not builtin
         parser.pos = start
         rules.append(parser.parse_stacktrace_rule())
+        if parser.limited:
+            budget.spend(parser.wildcards, number, start)
     return StacktraceRules(tuple(rules))

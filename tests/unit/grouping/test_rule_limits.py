@@ -33,7 +33,7 @@ def fingerprint_rules(count: int) -> str:
 
 
 def stacktrace_rules(count: int) -> str:
-    return HEADER + "".join(f"module:vendor{i}.* -app\n" for i in range(count))
+    return HEADER + "".join(f"module:vendor{i}.core -app\n" for i in range(count))
 
 
 def padded_rule(length: int) -> str:
@@ -146,3 +146,22 @@ def test_the_cli_refuses_rules_over_a_limit_naming_file_and_line(tmp_path: Path)
     assert result.returncode == 2
     assert f"{path}, line {MAX_RULES + 3}, column 1: " in result.stderr
     assert f"more than {MAX_RULES:,} rules" in result.stderr
+
+
+def test_all_rules_together_are_held_to_a_wildcard_budget() -> None:
+    """Each glob is linear, but every rule runs on every event: the sum is bounded too."""
+    from events.grouping.fingerprint_rules import MAX_TOTAL_WILDCARDS, parse_fingerprint_rules
+    from events.grouping.stacktrace_rules import parse_stacktrace_rules
+
+    per_rule = 8
+    fitting = MAX_TOTAL_WILDCARDS // per_rule
+    fingerprint = "\n".join(f'message:"a*b*c*d*e*f*g*h*" -> fp{i}' for i in range(fitting))
+    parse_fingerprint_rules(fingerprint)
+    with pytest.raises(RuleSyntaxError, match=f"at most {MAX_TOTAL_WILDCARDS} are allowed"
+                       ) as caught:
+        parse_fingerprint_rules(fingerprint + '\nmessage:"x*" -> over')
+    assert caught.value.line == fitting + 1
+    stacktrace = "\n".join(f"function:a*b*c*d*e*f*g*h*{i} -group" for i in range(fitting))
+    parse_stacktrace_rules(stacktrace)
+    with pytest.raises(RuleSyntaxError, match="wildcards"):
+        parse_stacktrace_rules(stacktrace + "\nfunction:x* -group")
