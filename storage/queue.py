@@ -239,13 +239,15 @@ class DeadLetterCount:
 
 def dead_letter_counts(conn: psycopg.Connection[Any], organization_id: int,
                        project_ids: Sequence[int]) -> list[DeadLetterCount]:
-    """Dead letters of ``organization_id`` per project (only ``project_ids``) and type."""
+    """Dead letters of ``organization_id`` per project and type: of ``project_ids`` (those
+    the caller sees) and of the organization's projects deleted since (their items were
+    accepted for the organization; a deleted project is a common cause)."""
     rows = conn.execute(
         "SELECT d.project_id, p.slug, d.item_type, count(*), min(d.failed_at),"
         " max(d.failed_at), (array_agg(d.error ORDER BY d.id DESC))[1]"
         " FROM ingest_dead_letters d LEFT JOIN projects p ON p.id = d.project_id"
         " AND p.organization_id = d.organization_id"
-        " WHERE d.organization_id = %s AND d.project_id = ANY(%s)"
+        " WHERE d.organization_id = %s AND (d.project_id = ANY(%s) OR p.id IS NULL)"
         " GROUP BY d.project_id, p.slug, d.item_type ORDER BY d.project_id, d.item_type",
         (organization_id, list(project_ids))).fetchall()
     return [DeadLetterCount(int(r[0]), r[1], str(r[2]), int(r[3]), r[4], r[5], str(r[6]))

@@ -23,7 +23,7 @@ from ray import serve
 
 from actors.clickhouse import clickhouse_store
 from events.errors import CrashrayError
-from serve_apps.api import auth, events, issues, organizations, projects, quotas
+from serve_apps.api import auth, events, issues, operations, organizations, projects, quotas
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services
 
@@ -33,7 +33,7 @@ _VALUE_ERROR_PREFIX: Final = "Value error, "
 
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
-                  events.router, quotas.router)
+                  events.router, quotas.router, operations.router)
 
 
 def create_app() -> FastAPI:
