@@ -350,12 +350,11 @@ class BatchConsumer:
         delivery.delete_from_outbox(self._conn, shipped)
         return len(shipped)
 
-    def ship_outbox_if_due(self, force: bool = False) -> int:
+    def ship_outbox_if_due(self) -> int:
         """Every ``outbox_sweep_s``: ship outbox rows whose consumer died or failed to ship
         them (claimed once their lease ran out); returns how many were shipped."""
         now = time.monotonic()
-        if not force and (self.storage_down
-                          or now - self._outbox_swept_at < self.config.outbox_sweep_s):
+        if self.storage_down or now - self._outbox_swept_at < self.config.outbox_sweep_s:
             return 0
         self._outbox_swept_at = now
         return self._ship(delivery.claim_outbox(self._conn, OUTBOX_SWEEP_ROWS,

@@ -12,6 +12,13 @@ Reads never queue behind writes: with chDB each thread reads through a client of
 threads while a consumer's batch is being inserted; a server's HTTP client serves threads
 concurrently anyway.
 
+Counts stay exact under at-least-once delivery. Rows a consumer batch writes before its
+PostgreSQL commit (``BATCH_TABLES``) identify themselves, so a re-delivered batch, in any
+mix of items, collapses into the same rows (ReplacingMergeTree) and readers count distinct
+ids. Summed tables (``COUNT_TABLES``: the hourly issue rollup, outcomes) cannot tell a
+repeat from a new row, so they are written only from PostgreSQL's outbox after the commit
+(storage/delivery.py), each shipment under a deduplication token (``insert_counts``).
+
 Every read takes an organization id and the project id(s): there is no query without a
 tenant scope. Searches arrive typed (events/search.py's ``EventFilters``) and are rendered
 here by storage/search_sql.py with bound parameters; no SQL text comes in from callers
@@ -247,6 +254,19 @@ class ClickHouseStore:
             raise ValueError(f"insert_counts takes {', '.join(COUNT_TABLES)}; not {unknown}")
         return sum(self._insert(name, tables[name], f"{token}:{name}")
                    for name in COUNT_TABLES if name in tables)
+
+    def count_loaded_events(self, organization_id: int, project_id: int) -> None:
+        """Add a project's stored event rows to the hourly rollup, as the materialized view
+        that fed it before migration 0003 did: for events inserted straight into
+        ``events`` (bench/_bulk.py's loads, one row per event id), which no consumer
+        counted. Never for events consumers stored: those are counted already."""
+        self._client.command(
+            "INSERT INTO issue_counts_hourly SELECT project_id, group_id,"
+            " toStartOfHour(timestamp) AS hour, retention_days, count() FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " GROUP BY project_id, group_id, hour, retention_days",
+            parameters={"org": organization_id, "project": project_id},
+            settings={"insert_deduplication_token": uuid.uuid4().hex})
 
     def ping(self) -> bool:
         """Whether ClickHouse answers now (the consumers' test of an outage). Through this

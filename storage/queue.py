@@ -174,9 +174,9 @@ def release(conn: psycopg.Connection[Any], claims: Sequence[tuple[int, int]]) ->
 
 # --- dead letters ------------------------------------------------------------------------
 # Items that fail on their own (poison): kept whole in ``ingest_dead_letters`` until an
-# operator replays them (back into the queue, under their own id, as if never claimed) or
-# drops them (``crashray dead-letters``). Storage outages never put items here: consumers
-# release their batch and back off (actors/consumer.py).
+# operator replays them (back into the queue as if never claimed) or drops them
+# (``crashray dead-letters``). Storage outages never put items here: consumers give their
+# batch back and back off (actors/consumer.py).
 
 
 def dead_letter(conn: psycopg.Connection[Any], claimed: ClaimedItem, error: str) -> bool:
@@ -257,16 +257,20 @@ def dead_letter_counts(conn: psycopg.Connection[Any], organization_id: int,
 def replay_dead_letters(conn: psycopg.Connection[Any], organization_id: int | None,
                         ids: Sequence[int] | None) -> list[int]:
     """Put dead letters back into the queue (of one organization, or of the instance for
-    None; only ``ids`` when given, else all), unclaimed and with no attempts, under their
-    own queue ids (so rows a first attempt stored collapse with the new ones); wakes the
-    consumers. Call inside the caller's transaction; returns the ids replayed."""
+    None; only ``ids`` when given, else all), unclaimed and with no attempts; wakes the
+    consumers. Call inside the caller's transaction; returns the dead letters' ids.
+
+    They get new queue ids: an old, low id would stretch ``backlog_upper_bound`` (max id
+    minus min id) over everything queued since and make ingest refuse items. Their events
+    keep their ids, so one stored by an earlier attempt is not stored or counted twice."""
     where, params = _dead_letter_scope(organization_id, ids)
     rows = conn.execute(
-        f"WITH moved AS (DELETE FROM ingest_dead_letters d WHERE {where} RETURNING d.*)"
-        " INSERT INTO ingest_queue (id, project_id, organization_id, key_id, item_type,"
-        " event_id, received_at, meta, payload, attempts, claimed_until)"
-        " SELECT id, project_id, organization_id, key_id, item_type, event_id, received_at,"
-        " meta, payload, 0, NULL FROM moved RETURNING id", params).fetchall()
+        f"WITH moved AS (DELETE FROM ingest_dead_letters d WHERE {where} RETURNING d.*),"
+        " queued AS (INSERT INTO ingest_queue (project_id, organization_id, key_id,"
+        " item_type, event_id, received_at, meta, payload)"
+        " SELECT project_id, organization_id, key_id, item_type, event_id, received_at,"
+        " meta, payload FROM moved ORDER BY id)"
+        " SELECT id FROM moved", params).fetchall()
     if rows:
         conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return sorted(int(r[0]) for r in rows)
