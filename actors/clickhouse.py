@@ -70,6 +70,12 @@ class ClickHouseOwner(ClickHouseStore):
                       tables: Mapping[str, pa.Table]) -> int:
         return super().insert_counts(token, tables)
 
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def ping(self) -> bool:  # type: ignore[override]
+        """On the inserts' threads: what a consumer asks is whether it can store, and slow
+        searches holding every reading thread must not look like an outage."""
+        return super().ping()
+
     def ready(self) -> bool:
         return True
 
@@ -91,8 +97,7 @@ class RemoteStore:
         return int(ray.get(self._owner.insert_counts.remote(token, dict(tables))))
 
     def ping(self) -> bool:
-        """Whether the owner answers and its engine does, within ``OWNER_PING_TIMEOUT_S``
-        (the owner's thread pool for reads answers even while inserts run)."""
+        """Whether the owner answers and its engine does, within ``OWNER_PING_TIMEOUT_S``."""
         try:
             return bool(ray.get(self._owner.ping.remote(), timeout=OWNER_PING_TIMEOUT_S))
         except ray.exceptions.RayError:  # dead, restarting or timed out: not reachable now

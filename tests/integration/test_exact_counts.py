@@ -15,14 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
+from actors.clickhouse import clickhouse_store
 from events.consume import DUPLICATE_REASON
 from events.rows import Counts, Outcome, outcomes_table
 from storage.clickhouse import ClickHouseStore
+from tests.integration.conftest import RunningCrashray
 from tests.integration.consumer_harness import Harness, counts_seen, harness
-from tests.support import error_event
+from tests.support import envelope_bytes, error_event, gzip_bytes, python_sdk_headers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +190,50 @@ def test_direct_inserts_of_identical_outcome_rows_all_count(
     total = chdb_store.query_rows(
         "SELECT sum(quantity) FROM outcomes WHERE organization_id = {o:UInt64}", {"o": org})
     assert total == [(8,)]
+
+
+def test_a_running_instance_counts_an_sdk_retry_once(crashray: RunningCrashray,
+                                                     corpus_dir: Path) -> None:
+    """Through ingest, the consumer actors and the ClickHouse owner actor: an envelope
+    sent twice (an SDK retry) is one event in every count, and the counts reach
+    ClickHouse through the owner (``RemoteStore.insert_counts``)."""
+    title = f"RetriedEnvelope{uuid.uuid4().hex[:8]}: boom"
+    event = error_event(corpus_dir, title)
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    before = instance_outcomes(crashray)
+    headers = python_sdk_headers(crashray.public_key)
+    for event_id in [*ids, ids[0], ids[1]]:
+        response = httpx.post(f"{crashray.base_url}/api/1/envelope/", headers=headers,
+                              content=gzip_bytes(envelope_bytes(event, event_id)), timeout=10)
+        assert response.status_code == 200
+
+    def counts() -> tuple[int, int, dict[tuple[str, str], int]] | None:
+        issues = instance_get(crashray, "/projects/crashray/default/issues/",
+                              query=f'"{title}"')
+        if not issues:
+            return None
+        [issue] = issues
+        now = instance_outcomes(crashray)
+        return (int(issue["count"]), sum(n for _, n in issue["stats"]["24h"]),
+                {k: now.get(k, 0) - before.get(k, 0) for k in now})
+
+    expected = (5, 5, {("accepted", ""): 5, ("invalid", DUPLICATE_REASON): 2})
+    wait_until(lambda: counts() == expected or None, 60, "exact counts of the retried events")
+    time.sleep(1.0)  # nothing arrives late and counts again
+    assert counts() == expected
+    assert clickhouse_store(crashray.runtime.clickhouse_dsn).ping()
+
+
+def instance_get(c: RunningCrashray, path: str, **params: Any) -> Any:
+    response = httpx.get(f"{c.base_url}/api/0{path}", params=params, timeout=10,
+                         headers={"Authorization": f"Bearer {c.info.api_token}"})
+    response.raise_for_status()
+    return response.json()
+
+
+def instance_outcomes(c: RunningCrashray) -> dict[tuple[str, str], int]:
+    body = instance_get(c, "/organizations/crashray/stats_v2/", field="sum(quantity)",
+                        statsPeriod="1d", interval="1h", category="error",
+                        groupBy=["outcome", "reason"])
+    return {(g["by"]["outcome"], g["by"]["reason"]): g["totals"]["sum(quantity)"]
+            for g in body["groups"]}
