@@ -138,8 +138,10 @@ class Settings(BaseSettings):
     #: (say, new fingerprint rules) applies to events processed after this.
     project_settings_refresh_s: float = 10.0
     #: Seconds an event id is remembered after it was counted, so a re-delivered event is
-    #: not counted twice. Re-deliveries come within a lease (``consumer_lease_s``), so a
-    #: day is ample; older ids are pruned so the table stays bounded.
+    #: not counted twice and a second event with the same id is dropped (the first stays,
+    #: as in Sentry). Re-deliveries come within a lease (``consumer_lease_s``) and SDK
+    #: retries within minutes, so a day is ample; older ids are pruned so the table stays
+    #: bounded.
     dedup_window_s: float = 86_400.0
     #: Claims after which an unfinished item moves to ``ingest_dead_letters`` (kept; see
     #: ``crashray dead-letters``). A claim given back because ClickHouse did not answer
