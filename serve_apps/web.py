@@ -9,33 +9,19 @@ first active DSN and the SDK snippets), so a fresh install still says where to s
 
 # No ``from __future__ import annotations`` here: FastAPI must see ``Request`` as a class
 # through Serve's class-based ingress, else it takes it for a query parameter (422).
-from dataclasses import dataclass
-
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from psycopg_pool import ConnectionPool
 from ray import serve
 
 from dashboards.assets import (
     CACHE_REVALIDATE,
     INDEX_FILE,
     SECURITY_HEADERS,
-    SetupInfo,
-    dsn_for,
     etag_matches,
     load_assets,
     render_index,
     resolve_asset,
 )
-from storage.keys import first_active_key
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    postgres_url: str
-    #: Where SDKs reach this instance (``CRASHRAY_HOST``/``CRASHRAY_PORT``): the DSN's host.
-    base_url: str
-
 
 web = FastAPI(title="Crashray dashboard", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -44,24 +30,14 @@ web = FastAPI(title="Crashray dashboard", docs_url=None, redoc_url=None, openapi
                   graceful_shutdown_wait_loop_s=0.5)
 @serve.ingress(web)
 class DashboardDeployment:
-    def __init__(self, config: WebConfig) -> None:
-        self.config = config
-        self.pool = ConnectionPool(config.postgres_url, min_size=1, max_size=2, open=True)
+    def __init__(self) -> None:
         # Read once: the files change only with a new install, which restarts Serve.
         self.assets = load_assets()
         self.template = INDEX_FILE.read_text(encoding="utf-8")
 
-    def setup_info(self) -> SetupInfo | None:
-        with self.pool.connection() as conn:
-            key = first_active_key(conn)
-        if key is None:
-            return None
-        return SetupInfo(key.organization_slug, key.project_slug,
-                         dsn_for(self.config.base_url, key.public_key, key.project_id))
-
     @web.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index(self) -> HTMLResponse:
-        page = render_index(self.template, self.assets, self.setup_info())
+        page = render_index(self.template, self.assets)
         return HTMLResponse(page, headers={**SECURITY_HEADERS,
                                            "Cache-Control": CACHE_REVALIDATE})
 

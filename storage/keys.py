@@ -117,22 +117,3 @@ def rate_limited_keys(conn: psycopg.Connection[Any], organization_id: int
                         " AND k.rate_limit_count IS NOT NULL ORDER BY k.id",
                         (organization_id,)).fetchall()
     return [(str(r[0]), ProjectKey(*r[1:])) for r in rows]
-
-
-@dataclass(frozen=True)
-class FirstKey:
-    organization_slug: str
-    project_slug: str
-    project_id: int
-    public_key: str
-
-
-def first_active_key(conn: psycopg.Connection[Any]) -> FirstKey | None:
-    """The oldest project's first active key, for the dashboard's set-up hint on a fresh
-    install (a DSN is public by design: SDKs ship it inside every web page)."""
-    row = conn.execute(
-        "SELECT o.slug, p.slug, p.id, k.public_key" + _FROM + " JOIN organizations o"
-        " ON o.id = p.organization_id WHERE k.is_active ORDER BY p.id, k.id LIMIT 1"
-    ).fetchone()
-    return None if row is None else FirstKey(str(row[0]), str(row[1]), int(row[2]),
-                                             str(row[3]))

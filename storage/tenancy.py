@@ -37,6 +37,7 @@ from events.access import (
     visible_projects,
 )
 from events.errors import BadRequest, Conflict, NotFound, Throttled
+from events.login_throttle import LoginLimits, RecentFailures, address_key, wait_s
 from storage.keys import add_project_key
 from storage.postgres import create_api_token, hash_token
 
@@ -47,8 +48,6 @@ _LOGIN_LOCK: Final = 0x6C6F67
 #: Compared against when the username is unknown (a hash of a random password).
 _DUMMY_HASH: Final = ("scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$"
                       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==")
-#: An address may fail this many times more than one username before it is locked out.
-IP_FAILURE_FACTOR: Final = 4
 SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 
 
@@ -101,6 +100,27 @@ def user_id(conn: psycopg.Connection[Any], username: str) -> int:
     row = conn.execute("SELECT id FROM users WHERE username = %s", (username,)).fetchone()
     if row is None:
         raise NotFound(f"no user {username!r}")
+    return int(row[0])
+
+
+def addable_user(conn: psycopg.Connection[Any], org_id: int, username: str,
+                 adder: Caller) -> int:
+    """The user ``adder`` may add to organization ``org_id``: one that is a member already
+    (a role change), shares an organization with the adder, or belongs to none yet (an
+    account an operator made to be added); anyone for a superuser. Everyone else, and a
+    username that does not exist, is the same NotFound: adding must not tell whether an
+    account exists in another tenant."""
+    row = conn.execute(
+        "SELECT u.id FROM users u WHERE u.username = %(name)s AND ("
+        " EXISTS (SELECT 1 FROM users a WHERE a.id = %(adder)s AND a.is_superuser)"
+        " OR NOT EXISTS (SELECT 1 FROM organization_members m WHERE m.user_id = u.id)"
+        " OR EXISTS (SELECT 1 FROM organization_members m WHERE m.user_id = u.id"
+        "  AND (m.organization_id = %(org)s OR m.organization_id IN (SELECT organization_id"
+        "  FROM organization_members WHERE user_id = %(adder)s))))",
+        {"name": username, "adder": adder.user_id, "org": org_id}).fetchone()
+    if row is None:
+        raise NotFound(f"no user {username!r} that this organization can add (ask an"
+                       " instance superuser to add users of other organizations)")
     return int(row[0])
 
 
@@ -331,36 +351,76 @@ def end_session(conn: psycopg.Connection[Any], cookie: str) -> None:
     conn.execute("DELETE FROM user_sessions WHERE session_hash = %s", (hash_token(cookie),))
 
 
+#: Longest username and password a login takes (Sentry's login form: usernames of at most
+#: 128 characters, web/forms/accounts.py); anything longer cannot be an account here.
+MAX_USERNAME_CHARS: Final = 128
+MAX_PASSWORD_CHARS: Final = 1024
+#: Rows of expired login state one login removes at most (bounded work per request; each
+#: login adds at most one row, so the tables shrink while logins happen).
+PRUNE_BATCH_ROWS: Final = 1000
+
+
 def login(conn: psycopg.Connection[Any], username: str, password: str, client_ip: str,
-          max_failures: int, window_s: float) -> int | None:
-    """The user id when the password is right, unless the username has failed
-    ``max_failures`` times in the last ``window_s`` seconds, or the client address
-    ``IP_FAILURE_FACTOR`` times as often (an address may be shared by several people);
-    failures are recorded. Raises ``LoginThrottled`` while locked out (even with the right
-    password)."""
+          limits: LoginLimits) -> int | None:
+    """The user id when the password is right; failures are recorded. Raises
+    ``LoginThrottled`` while the failures before it say to wait (events/login_throttle.py),
+    even with the right password."""
     # One attempt per username at a time: concurrent guesses cannot all read the old count.
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOGIN_LOCK, username))
-    recent = conn.execute(
-        "SELECT count(*) FILTER (WHERE username = %s), count(*) FILTER (WHERE client_ip = %s)"
-        " FROM login_failures WHERE at > now() - make_interval(secs => %s)"
-        " AND (username = %s OR client_ip = %s)",
-        (username, client_ip, window_s, username, client_ip)).fetchone()
-    assert recent is not None
-    if int(recent[0]) >= max_failures or int(recent[1]) >= max_failures * IP_FAILURE_FACTOR:
-        raise LoginThrottled(f"too many failed logins; try again in {int(window_s)} s")
+    address = address_key(client_ip)
+    wait = wait_s(recent_failures(conn, username, address, limits.window_s), limits)
+    if wait:
+        raise LoginThrottled(wait)
     row = conn.execute("SELECT id, password_hash FROM users WHERE username = %s",
                        (username,)).fetchone()
     # An unknown user costs the same scrypt as a known one: timing does not tell them apart.
     if not password_matches(password, row[1] if row is not None else _DUMMY_HASH) \
             or row is None:
         conn.execute("INSERT INTO login_failures (username, client_ip) VALUES (%s, %s)",
-                     (username, client_ip))
+                     (username, address))
         return None
     return int(row[0])
 
 
+def recent_failures(conn: psycopg.Connection[Any], username: str, address: str,
+                    window_s: float) -> RecentFailures:
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE username = %(u)s AND client_ip = %(a)s),"
+        " extract(epoch FROM now() - max(at) FILTER (WHERE username = %(u)s"
+        " AND client_ip = %(a)s)),"
+        " count(*) FILTER (WHERE username = %(u)s),"
+        " extract(epoch FROM now() - max(at) FILTER (WHERE username = %(u)s)),"
+        " count(*) FILTER (WHERE client_ip = %(a)s),"
+        " extract(epoch FROM now() - min(at) FILTER (WHERE client_ip = %(a)s))"
+        " FROM login_failures WHERE at > now() - make_interval(secs => %(w)s)"
+        " AND (username = %(u)s OR client_ip = %(a)s)",
+        {"u": username, "a": address, "w": window_s}).fetchone()
+    assert row is not None
+    return RecentFailures(int(row[0]), float(row[1] or 0), int(row[2]), float(row[3] or 0),
+                          int(row[4]), float(row[5] or 0))
+
+
+def prune_login_state(conn: psycopg.Connection[Any], window_s: float,
+                      batch_rows: int = PRUNE_BATCH_ROWS) -> int:
+    """Removes at most ``batch_rows`` failed logins older than the window and as many
+    expired sessions (the oldest first); answers how many rows went."""
+    failures = conn.execute(
+        "DELETE FROM login_failures WHERE id IN (SELECT id FROM login_failures"
+        " WHERE at < now() - make_interval(secs => %s) ORDER BY id LIMIT %s)",
+        (window_s, batch_rows)).rowcount
+    sessions = conn.execute(
+        "DELETE FROM user_sessions WHERE session_hash IN (SELECT session_hash FROM"
+        " user_sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT %s)",
+        (batch_rows,)).rowcount
+    return max(failures, 0) + max(sessions, 0)
+
+
 class LoginThrottled(Throttled):
     code = "login_throttled"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 # --- reads and changes for the organizations API ---------------------------------------------

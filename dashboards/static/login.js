@@ -4,11 +4,12 @@
 import { ApiError, request, setCsrfToken } from "./api.js";
 import { h, replace } from "./dom.js";
 
-function setupSection() {
-  const template = document.getElementById("setup-template");
-  if (!template) return null;
-  return h("details", { class: "setup-details" },
-    h("summary", {}, "Send events to this Crashray"), template.content.cloneNode(true));
+// Where to send events is a project's secret (its DSN): after the login, "Set up SDK"
+// shows it (setup.js, through the API). Before, the page says only where to find it.
+function setupHint() {
+  return h("p", { class: "muted setup-hint" },
+    "Looking for the DSN to send events to? Log in, choose a project and open ",
+    h("strong", {}, "Set up SDK"), ".");
 }
 
 export async function renderLogin(ctx, onLoggedIn) {
@@ -53,6 +54,6 @@ export async function renderLogin(ctx, onLoggedIn) {
   replace(ctx.main,
     h("section", { class: "login", "aria-labelledby": "login-title" },
       h("h1", { id: "login-title", tabindex: "-1" }, "Log in to Crashray"), form),
-    setupSection());
+    setupHint());
   username.focus();
 }

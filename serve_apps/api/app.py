@@ -7,7 +7,13 @@ place each:
 * any ``CrashrayError`` (events/errors.py) → its status, ``{"detail", "code"}``;
 * a request that does not validate (body, query or path parameter) → 400
   ``{"detail": "<field>: <problem>", "code": "invalid"}``, naming the field as Sentry does
-  (FastAPI's default would be a 422 with pydantic's error list).
+  (FastAPI's default would be a 422 with pydantic's error list);
+* a body over ``CRASHRAY_API_MAX_BODY_BYTES`` → 413 before it is parsed (body_limit.py);
+* a NUL character in the path or the query string → 400 before any route runs: no
+  PostgreSQL text can hold one, and no slug, id or search needs one.
+
+The OpenAPI schema is not served: the API is open to the network and its route table is in
+each router's docstring (``create_app().openapi()`` prints it for a developer).
 """
 
 from __future__ import annotations
@@ -20,16 +26,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 from ray import serve
+from ray.serve.exceptions import RayServeException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.clickhouse import clickhouse_store
-from events.errors import CrashrayError
+from events.errors import BadRequest, CrashrayError
 from serve_apps.api import auth, events, issues, operations, organizations, projects, quotas
+from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
-from serve_apps.api.deps import Services
+from serve_apps.api.deps import Services, services
 
 #: Pydantic's prefix for errors raised by our own validators (the message follows).
 _VALUE_ERROR_PREFIX: Final = "Value error, "
 
+
+DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
@@ -37,16 +48,54 @@ ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.rou
 
 
 def create_app() -> FastAPI:
-    api = FastAPI(title="Crashray API", docs_url=None, redoc_url=None)
+    api = FastAPI(title="Crashray API", docs_url=None, redoc_url=None, openapi_url=None)
     for router in ROUTERS:
         api.include_router(router)
     api.add_exception_handler(CrashrayError, crashray_error)  # type: ignore[arg-type]
     api.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    # Added last, so it runs first: odd URLs and big bodies never reach a route.
+    api.add_middleware(BodyLimit, limit_of=max_body_bytes)
+    api.add_middleware(RefuseNul)
     return api
 
 
+def max_body_bytes(request: Request) -> int:
+    """The replica's limit; an app served without Serve or services (a test of the error
+    handler) has the default one."""
+    try:
+        return services(request).config.max_body_bytes
+    except RayServeException:
+        return DEFAULT_MAX_BODY_BYTES
+
+
+class RefuseNul:
+    """400 for a NUL character (raw or %00) in the path or the query string."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in(scope)
+            if where is not None:
+                error = BadRequest(f"the {where} has a NUL character (%00); remove it")
+                await JSONResponse(error.api_body(), status_code=error.status)(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query = bytes(scope.get("query_string", b"")).lower()
+    return "query string" if b"%00" in query or b"\x00" in query else None
+
+
 async def crashray_error(request: Request, exc: CrashrayError) -> JSONResponse:
-    return JSONResponse(exc.api_body(), status_code=exc.status)
+    retry_after = getattr(exc, "retry_after_s", None)  # throttles say when to come back
+    headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
+    return JSONResponse(exc.api_body(), status_code=exc.status, headers=headers)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

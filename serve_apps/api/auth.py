@@ -11,8 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import StringConstraints
 
 from events.errors import Unauthorized
+from events.login_throttle import LoginLimits
+from events.proxies import client_address
 from serve_apps.api.deps import (
     SESSION_COOKIE,
     Credentials,
@@ -29,8 +32,25 @@ router = APIRouter(tags=["auth"])
 
 
 class Login(Body):
-    username: str
-    password: str
+    username: Annotated[str, StringConstraints(max_length=tenancy.MAX_USERNAME_CHARS)]
+    password: Annotated[str, StringConstraints(max_length=tenancy.MAX_PASSWORD_CHARS)]
+
+
+def login_address(request: Request, trusted: tuple[str, ...]) -> str:
+    """Who is logging in: the peer, or behind trusted proxies the address they saw
+    (events/proxies.py; Serve's HAProxy appends it, cluster/haproxy_forwardfor.py)."""
+    peer = request.client.host if request.client else ""
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+    return client_address(peer, forwarded, trusted)[:64]
+
+
+def _over_https(request: Request, trusted: tuple[str, ...]) -> bool:
+    """HTTPS, or a trusted proxy says the client used it (X-Forwarded-Proto)."""
+    peer = request.client.host if request.client else ""
+    # A trusted peer hands on the forwarded client; any other answers itself.
+    peer_is_proxy = client_address(peer, "forwarded", trusted) != peer
+    return request.url.scheme == "https" or (
+        peer_is_proxy and request.headers.get("x-forwarded-proto") == "https")
 
 
 @router.post("/auth/login/")
@@ -39,12 +59,14 @@ def login(body: Login, request: Request, _: Annotated[None, Depends(public_acces
     """Password login (rate limited per username and per address): sets the session cookie
     (HttpOnly, SameSite=Lax; Secure over HTTPS) and answers the CSRF token that unsafe
     requests must send in X-CSRFToken."""
-    client_ip = request.client.host if request.client else ""
     config = svc.config
+    client_ip = login_address(request, config.trusted_proxies)
+    limits = LoginLimits.of(config.login_max_failures, config.login_window_s,
+                            config.login_max_delay_s)
     with svc.pool.connection() as conn, conn.transaction():
+        tenancy.prune_login_state(conn, config.login_window_s)
         try:
-            user = tenancy.login(conn, body.username, body.password, client_ip,
-                                 config.login_max_failures, config.login_window_s)
+            user = tenancy.login(conn, body.username, body.password, client_ip, limits)
         except tenancy.LoginThrottled as exc:  # the failures recorded so far must commit
             throttled: tenancy.LoginThrottled | None = exc
         else:
@@ -59,7 +81,7 @@ def login(body: Login, request: Request, _: Annotated[None, Depends(public_acces
                              "csrfToken": session.csrf_token})
     response.set_cookie(SESSION_COOKIE, session.cookie, expires=session.expires_at,
                         httponly=True, samesite="lax", path="/",
-                        secure=request.url.scheme == "https")
+                        secure=_over_https(request, config.trusted_proxies))
     return response
 
 

@@ -22,8 +22,13 @@ class ApiConfig:
     session_lifetime_s: float = 14 * 86_400.0
     login_max_failures: int = 5
     login_window_s: float = 300.0
+    login_max_delay_s: float = 60.0
     spike_defaults: SpikeProtection = field(default_factory=SpikeProtection)
     #: PostgreSQL connections per API replica.
     pool_max_connections: int = 4
     #: The grouping version new projects start with (the newest).
     default_grouping_config: str = DEFAULT_GROUPING_CONFIG
+    #: Largest request body a route reads (serve_apps/api/body_limit.py).
+    max_body_bytes: int = 1024 * 1024
+    #: Proxies whose X-Forwarded-For entries are believed (events/proxies.py).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")

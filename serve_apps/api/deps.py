@@ -36,6 +36,7 @@ from ray import serve
 from events.access import ALL_SCOPES
 from events.errors import Forbidden, Unauthorized, not_found
 from serve_apps.api.config import ApiConfig
+from serve_apps.api.shapes import MAX_BIGINT
 from storage import issues as issue_store
 from storage import tenancy
 from storage.clickhouse import EventStore
@@ -243,6 +244,8 @@ def issue_access(scope: str) -> Callable[..., IssueAccess]:
     @_declared(AccessRule("issue", scope))
     def resolve(issue_id: int, who: Annotated[Caller, Depends(caller)],
                 svc: Svc) -> IssueAccess:
+        if not 0 < issue_id <= MAX_BIGINT:  # no such issue can exist
+            raise not_found()
         with svc.pool.connection() as conn:
             org_slug = tenancy.organization_of_issue(conn, issue_id)
         if org_slug is None:

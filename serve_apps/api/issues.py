@@ -47,7 +47,7 @@ from serve_apps.api.issue_views import (
     issue_stream,
     user_counts,
 )
-from serve_apps.api.shapes import Body, page_url
+from serve_apps.api.shapes import MAX_BIGINT, Body, page_url
 from storage import issues as issue_store
 from storage import projects as project_store
 from storage.projects import ProjectRef
@@ -107,11 +107,12 @@ def bulk_update(body: IssueUpdate,
     project are ignored, as if they did not exist."""
     if not id:
         raise BadRequest("name the issues with ?id=…&id=…")
+    ids = sorted({i for i in id if 0 < i <= MAX_BIGINT})  # others cannot exist
     if body.merge in (1, True, "1"):
-        return _merge(svc, scope, id)
+        return _merge(svc, scope, ids)
     update = body.status_update()
     with svc.pool.connection() as conn, conn.transaction():
-        for issue_id in sorted(set(id)):
+        for issue_id in ids:
             row = issue_store.get_issue(conn, scope.project, issue_id)
             if row is not None and row.merged_into is None:
                 _apply_status(svc, conn, scope.project, row, update, scope.access.actor)

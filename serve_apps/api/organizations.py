@@ -25,6 +25,7 @@ from events.errors import BadRequest, Forbidden
 from serve_apps.api.deps import (
     Svc,
     TeamAccess,
+    caller,
     caller_access,
     org_access,
     team_access,
@@ -59,11 +60,19 @@ class NewOrganization(Body):
     name: Text | None = None
 
 
+#: A token must carry one of these to create an organization, as Sentry's
+#: ``OrganizationPermission`` asks of a POST (src/sentry/api/bases/organization.py); a
+#: login session may.
+CREATE_ORGANIZATION_SCOPES = frozenset({"org:write", "org:admin"})
+
+
 @router.post("/organizations/", status_code=201)
 def create_organization(body: NewOrganization, who: Annotated[Caller, Depends(user_access())],
                         svc: Svc) -> dict[str, Any]:
     """The user creating it becomes its owner."""
     assert who.user_id is not None  # user_access refuses organization tokens
+    if who.token_scopes is not None and not who.token_scopes & CREATE_ORGANIZATION_SCOPES:
+        raise Forbidden("this token lacks the scope org:write")
     name = (body.name or body.slug).strip()
     with svc.pool.connection() as conn, conn.transaction():
         org_id = tenancy.create_organization(conn, body.slug.strip(), name, who.user_id)
@@ -152,14 +161,18 @@ class NewMember(Body):
 
 @router.post("/organizations/{org}/members/", status_code=201)
 def add_member(body: NewMember, access: Annotated[Access, Depends(org_access("member:write"))],
-               svc: Svc) -> dict[str, Any]:
+               who: Annotated[Caller, Depends(caller)], svc: Svc) -> dict[str, Any]:
     """Adds an existing user (Crashray has no e-mail invitations yet), or changes the role
-    of a member; only owners make or unmake owners, and an organization keeps one."""
+    of a member; only owners make or unmake owners, and an organization keeps one.
+
+    Only users the caller may add are found (tenancy.addable_user): a user of another
+    tenant answers exactly as a username that does not exist, so adding cannot be used to
+    learn who has an account elsewhere."""
     if body.role == "owner" and "org:admin" not in access.scopes:
         raise Forbidden("only owners make owners")
     org_id = access.organization_id
     with svc.pool.connection() as conn, conn.transaction():
-        user = tenancy.user_id(conn, body.username.strip())
+        user = tenancy.addable_user(conn, org_id, body.username.strip(), who)
         if tenancy.member_role(conn, org_id, user) == "owner" and body.role != "owner":
             if "org:admin" not in access.scopes:
                 raise Forbidden("only owners change an owner's role")

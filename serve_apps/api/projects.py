@@ -34,7 +34,7 @@ from serve_apps.api.deps import (
     team_access,
 )
 from serve_apps.api.project_settings import ProjectSettingsBody, settings_json
-from serve_apps.api.shapes import Body, dsn, iso, key_json
+from serve_apps.api.shapes import MAX_INTEGER, Body, dsn, iso, key_json
 from storage import keys as key_store
 from storage import projects as project_store
 from storage import tenancy
@@ -157,8 +157,8 @@ def create_key(body: NewKey, scope: Annotated[ProjectAccess, Depends(project_acc
 class RateLimit(Body):
     """Sentry's key rate limit; both null clears it, as Sentry's UI sends."""
 
-    window: Annotated[int, Field(ge=1)] | None = None
-    count: Annotated[int, Field(ge=0)] | None = None
+    window: Annotated[int, Field(ge=1, le=MAX_INTEGER)] | None = None
+    count: Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None = None
 
 
 class KeyUpdate(Body):

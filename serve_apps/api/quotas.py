@@ -24,7 +24,7 @@ from events.errors import NotFound, not_found
 from events.quotas import SCOPES, Quota
 from events.stats import parse_stats_query, stats_response
 from serve_apps.api.deps import Svc, org_access
-from serve_apps.api.shapes import Body, iso
+from serve_apps.api.shapes import MAX_BIGINT, MAX_INTEGER, Body, iso
 from storage import keys as key_store
 from storage import quotas as quota_store
 from storage.tenancy import Access
@@ -64,7 +64,7 @@ class NewQuota(Body):
     #: The project or key id (scope project or key); absent: each of them.
     scopeId: int | None = None
     categories: list[str] = Field(default_factory=list)
-    window: Annotated[int, Field(ge=0)]
+    window: Annotated[int, Field(ge=0, le=MAX_INTEGER)]
     #: Most per window; null counts without limiting, 0 refuses everything.
     limit: int | None = None
     reasonCode: ReasonCode = ""
@@ -87,6 +87,8 @@ def add_quota(body: NewQuota, access: Annotated[Access, Depends(org_access("org:
 @router.delete("/organizations/{org}/quotas/{quota_id}/", status_code=204)
 def delete_quota(quota_id: int, access: Annotated[Access, Depends(org_access("org:write"))],
                  svc: Svc) -> None:
+    if not 0 < quota_id <= MAX_BIGINT:  # no such quota can exist
+        raise not_found()
     with svc.pool.connection() as conn, conn.transaction():
         if not quota_store.delete_quota(conn, access.organization_id, quota_id):
             raise not_found()

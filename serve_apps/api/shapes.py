@@ -6,18 +6,48 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.requests import Request
 
 from storage.keys import ProjectKey
 from storage.projects import ProjectRef
 
+#: The largest number PostgreSQL stores (bigint); ids and counts beyond it cannot exist.
+MAX_BIGINT = 2**63 - 1
+#: The largest PostgreSQL ``integer``: key rate limits and quota windows are stored as one.
+MAX_INTEGER = 2**31 - 1
+
 
 class Body(BaseModel):
     """Base of every request body: unknown fields are ignored, as Sentry's serializers do;
-    values keep their JSON types (no "true" → True coercion)."""
+    values keep their JSON types (no "true" → True coercion). No value, however deep, may
+    hold a NUL character (no PostgreSQL text can) or a whole number beyond a bigint."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = unstorable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a JSON value cannot be stored (None: it can)."""
+    if isinstance(value, str):
+        return "has a NUL character (\\u0000); remove it" if "\x00" in value else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if -MAX_BIGINT <= value <= MAX_BIGINT else \
+            f"must be between -{MAX_BIGINT} and {MAX_BIGINT}"
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(unstorable, value) if p), None)
+    return None
 
 
 def page_url(request: Request) -> str:

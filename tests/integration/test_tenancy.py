@@ -239,12 +239,23 @@ def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
     # A member may not create teams or add members (its role lacks team:write/member:write).
     assert call(crashray, "POST", f"organizations/{o}/teams/", tenants.bob,
                 {"slug": "rogue"}).status_code == 403
+    # A user of another organization cannot be added (it answers as an unknown user);
+    # one an operator made without an organization can.
+    assert call(crashray, "POST", f"organizations/{o}/members/", tenants.alice,
+                {"username": f"mallory-{tag}"}).status_code == 404
+    from storage import postgres, tenancy
+
+    with postgres.connect(crashray.runtime.postgres_url) as conn:
+        tenancy.create_user(conn, f"erin-{tag}", None, PASSWORD)
+        erin = tenancy.create_token(conn, "erin", ["project:read"],
+                                    user=tenancy.user_id(conn, f"erin-{tag}"))
+        conn.commit()
     added = call(crashray, "POST", f"organizations/{o}/members/", tenants.alice,
-                 {"username": f"mallory-{tag}", "role": "member", "teams": ["mobile"]})
+                 {"username": f"erin-{tag}", "role": "member", "teams": ["mobile"]})
     assert added.status_code == 201
     members = {m["user"]["username"]: m for m in
                get(crashray, tenants.alice, f"organizations/{o}/members/").json()}
-    assert members[f"mallory-{tag}"]["teams"] == ["mobile"]
+    assert members[f"erin-{tag}"]["teams"] == ["mobile"]
     assert members[f"alice-{tag}"]["role"] == "owner"
     assert "email" not in members[f"alice-{tag}"]["user"]
     last_owner = call(crashray, "POST", f"organizations/{o}/members/", tenants.alice,
@@ -268,8 +279,9 @@ def test_teams_members_projects_keys_and_tokens_are_managed_through_the_api(
     assert org.json()["name"] == "Acme Inc" and org.json()["openMembership"] is True
     assert call(crashray, "PUT", f"organizations/{o}/", tenants.bob,
                 {"name": "Bob's"}).status_code == 403
-    # Now a member, mallory's token reaches acme too (within the member role).
-    assert get(crashray, tenants.mallory, f"organizations/{o}/projects/").status_code == 200
+    # Now a member, erin's token reaches acme (within the member role); mallory's does not.
+    assert get(crashray, erin, f"organizations/{o}/projects/").status_code == 200
+    assert get(crashray, tenants.mallory, f"organizations/{o}/projects/").status_code == 404
 
 
 def test_a_logged_in_user_makes_its_own_tokens_and_organizations(
