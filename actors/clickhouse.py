@@ -41,6 +41,9 @@ OWNER_READ_CONCURRENCY: Final = 4
 #: however slow one tenant's searches are, they never hold the threads inserts need.
 OWNER_WRITE_CONCURRENCY: Final = 2
 _WRITES: Final = "writes"
+#: Seconds ``RemoteStore.ping`` waits for the owner: an owner that Ray is restarting (or
+#: that hangs) is an outage to the consumers, which then keep their items and back off.
+OWNER_PING_TIMEOUT_S: Final = 5.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
@@ -62,6 +65,17 @@ class ClickHouseOwner(ClickHouseStore):
     def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:  # type: ignore[override]
         return super().insert_batch(tables)
 
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def insert_counts(self, token: str,  # type: ignore[override]
+                      tables: Mapping[str, pa.Table]) -> int:
+        return super().insert_counts(token, tables)
+
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def ping(self) -> bool:  # type: ignore[override]
+        """On the inserts' threads: what a consumer asks is whether it can store, and slow
+        searches holding every reading thread must not look like an outage."""
+        return super().ping()
+
     def ready(self) -> bool:
         return True
 
@@ -78,6 +92,16 @@ class RemoteStore:
 
     def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:
         return int(ray.get(self._owner.insert_batch.remote(dict(tables))))
+
+    def insert_counts(self, token: str, tables: Mapping[str, pa.Table]) -> int:
+        return int(ray.get(self._owner.insert_counts.remote(token, dict(tables))))
+
+    def ping(self) -> bool:
+        """Whether the owner answers and its engine does, within ``OWNER_PING_TIMEOUT_S``."""
+        try:
+            return bool(ray.get(self._owner.ping.remote(), timeout=OWNER_PING_TIMEOUT_S))
+        except ray.exceptions.RayError:  # dead, restarting or timed out: not reachable now
+            return False
 
     def list_events(self, organization_id: int, project_id: int, limit: int,
                     offset: int = 0, group_ids: Sequence[int] | None = None

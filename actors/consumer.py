@@ -2,14 +2,27 @@
 
 A pool of these drains the hand-off queue. Each runs its loop in a thread started by its
 constructor, so an actor that Ray restarts (``max_restarts``) resumes on its own. Every
-batch follows the at-least-once order that loses nothing and counts nothing twice:
+batch follows an order that loses nothing and counts nothing twice:
 
-  claim (lease) → process → issues → ClickHouse insert → one PostgreSQL transaction that
-  counts new events into their issues and deletes the queue rows.
+  claim (lease) → process → drop event ids stored before → issues → one PostgreSQL
+  transaction: delete the queue rows (those still there), count the new events into their
+  issues, insert the rows into ClickHouse, reopen issues, queue the batch's summed counts
+  (hourly issue counts, outcomes) in ``clickhouse_outbox`` → commit → ship the counts to
+  ClickHouse under the outbox row's deduplication token → forget the outbox row.
 
-A consumer killed anywhere in between leaves its rows leased; the lease runs out, another
-consumer re-claims them, ClickHouse collapses the duplicate rows (ReplacingMergeTree), and
-``processed_events`` stops the issue counters from counting them again.
+A consumer killed before the commit leaves its rows leased; the lease runs out, another
+consumer re-claims them (in whatever mix), and their ClickHouse rows, which identify
+themselves (event id, queue id), collapse with the first copies (ReplacingMergeTree,
+readers count distinct ids); the summed counts were never queued. Killed after the commit,
+it leaves an outbox row that another consumer ships after the lease, under the same token,
+which ClickHouse drops if the first shipment arrived (storage/delivery.py). A second event
+with an id the project already stored is dropped (Sentry keeps the first), counted as an
+``invalid``/``duplicate_item`` outcome.
+
+Failures: a batch that fails while ClickHouse does not answer is released (its claim not
+counted) and the consumer backs off until ClickHouse answers; a batch that fails while it
+does is retried item by item, and an item that fails while others succeed is poison and
+goes to ``ingest_dead_letters`` (``crashray dead-letters`` replays or drops them).
 """
 
 from __future__ import annotations
@@ -27,7 +40,13 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from actors.grouping import IssueResolver, ShardedResolver
-from events.consume import BatchPlan, WorkItem, event_outcome, plan_batch
+from events.consume import (
+    BatchPlan,
+    WorkItem,
+    event_outcome,
+    first_of_each_event_id,
+    plan_batch,
+)
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 from events.grouping.fingerprint_rules import RuleSyntaxError
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
@@ -40,16 +59,23 @@ from events.lifecycle import (
 )
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
+    Counts,
     EventRow,
+    Outcome,
     RawItem,
+    decode_counts,
+    encode_counts,
     envelope_items_table,
     events_table,
-    outcomes_table,
+    hourly_issue_counts,
     sessions_table,
+    summed_outcomes,
 )
+from storage import delivery
 from storage import issues as issue_store
 from storage import queue as pg_queue
 from storage.clickhouse import EventStore
+from storage.errors import StorageError
 from storage.postgres import connect
 from storage.projects import ProjectGroupingSettings, grouping_settings, scrubbing_configs
 from storage.scope import ProjectScope
@@ -61,6 +87,9 @@ log = logging.getLogger("crashray.consumer")
 #: one pass deletes (several passes run when more are due).
 PRUNE_INTERVAL_S = 60.0
 PRUNE_BATCH_ROWS = 50_000
+#: Outbox rows one sweep claims and ships (rows left by a consumer that died or could not
+#: reach ClickHouse; one per batch, so a sweep of this many catches up quickly).
+OUTBOX_SWEEP_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,25 @@ class ConsumerConfig:
     dedup_window_s: float
     project_settings_refresh_s: float = 10.0
     grouping_cache_hashes: int = 100_000
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+    outbox_sweep_s: float = 5.0
+
+
+class StorageOutage(StorageError):
+    """A batch failed while ClickHouse did not answer: its items were released unfinished
+    (the claim not counted) for a later retry. The consumer backs off until it answers."""
+
+    code = "storage_unavailable"
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An event this transaction finishes, with its issue (None: discarded hash)."""
+
+    item: WorkItem
+    processed: ProcessedEvent
+    issue_id: int | None
 
 
 class BatchConsumer:
@@ -97,13 +145,18 @@ class BatchConsumer:
         self._processor = EventProcessor()
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
+        self._outbox_swept_at = -1e9
+        #: Set when a batch failed while ClickHouse did not answer; cleared once it does.
+        self.storage_down = False
         self.processed_total = 0
+        self.ship_failures = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
         # The consumer's commits need atomicity, not immediate durability: losing the last
         # ones in an OS crash only re-delivers items, and because the event counts and the
-        # queue deletes commit together, a re-delivered event is still counted once. The
-        # ingest hand-off, which acknowledges SDKs, keeps synchronous commits.
+        # queue deletes commit together, a re-delivered event is still counted once. A
+        # commit that queues counts for ClickHouse is the exception: it is made durable
+        # (storage/delivery.add_to_outbox). The ingest hand-off keeps synchronous commits.
         return connect(self.config.postgres_url, durable_commits=False)
 
     def reconnect(self) -> None:
@@ -114,25 +167,45 @@ class BatchConsumer:
             self._resolver = IssueResolver(self._conn, self.config.grouping_cache_hashes)
 
     def run_once(self) -> int:
-        """Claim and finish one batch; returns the number of items claimed."""
+        """Claim and finish one batch; returns the number of items claimed. Raises
+        ``StorageOutage`` (nothing claimed, or the batch released) while ClickHouse does
+        not answer."""
+        if self.storage_down:
+            if not self._store.ping():
+                raise StorageOutage("ClickHouse still does not answer; nothing claimed")
+            self.storage_down = False
+            log.warning("ClickHouse answers again; consuming")
         claimed = pg_queue.claim(self._conn, self.config.batch_items, self.config.lease_s)
         if not claimed:
             return 0
         items = self._without_exhausted([_work_item(c) for c in claimed])
         self._load_project_settings({i.project_id for i in items})
         try:
-            self._finish(plan_batch(items, self._processor))
+            self._finish(items)
         except psycopg.OperationalError:
             raise  # the database is gone, not the batch: everything is retried
         except Exception as exc:  # the batch failed after planning: find the poison item
             self._conn.rollback()
+            self._release_if_storage_down(items, exc)
             self._isolate_failures(items, exc)
         self.processed_total += len(claimed)
         return len(claimed)
 
+    def _release_if_storage_down(self, items: Sequence[WorkItem], error: Exception) -> None:
+        """If ClickHouse does not answer, the failure is not the items': give them back
+        without counting the claim and raise ``StorageOutage``; else return."""
+        if self._store.ping():
+            return
+        released = pg_queue.release(self._conn, [(i.queue_id, i.attempts) for i in items])
+        self.storage_down = True
+        raise StorageOutage(
+            f"ClickHouse does not answer ({type(error).__name__}: {error}); {released} claimed"
+            " items given back unfinished, retried once it answers") from error
+
     def _without_exhausted(self, items: list[WorkItem]) -> list[WorkItem]:
         """Dead-letter items claimed more than ``max_attempts`` times (they keep failing,
-        or keep killing the consumer that holds them); the rest go on."""
+        or keep killing the consumer that holds them); the rest go on. A claim given back
+        during a storage outage is not counted."""
         exhausted = [i for i in items if i.attempts > self.config.max_attempts]
         if exhausted:
             with self._conn.transaction():
@@ -145,12 +218,13 @@ class BatchConsumer:
 
     def _isolate_failures(self, items: list[WorkItem], batch_error: Exception) -> None:
         """Finish the items one by one. If some succeed, the ones that fail are poison and
-        move to the dead letters at once; if none succeeds the cause is not an item (say,
-        ClickHouse is down) and the batch stays leased for a later retry."""
+        move to the dead letters at once (unless ClickHouse stopped answering meanwhile:
+        then they are given back); if none succeeds the cause is not an item and the batch
+        stays leased for a later retry."""
         failed: list[tuple[WorkItem, str]] = []
         for item in items:
             try:
-                self._finish(plan_batch([item], self._processor))
+                self._finish([item])
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # recorded below: dead-lettered or retried
@@ -158,6 +232,8 @@ class BatchConsumer:
                 failed.append((item, f"{type(exc).__name__}: {exc}"))
         if len(failed) == len(items):
             raise batch_error
+        if failed:
+            self._release_if_storage_down([item for item, _ in failed], batch_error)
         with self._conn.transaction():
             for item, error in failed:
                 log.error("queue item %s fails on its own, dead-lettered: %s",
@@ -181,38 +257,108 @@ class BatchConsumer:
         for p in stale:
             self._settings_loaded_at[p] = now
 
-    def _finish(self, plan: BatchPlan) -> None:
+    def _finish(self, items: Sequence[WorkItem]) -> None:
+        """Process, store and count ``items``; ship the counts once committed."""
+        plan = plan_batch(items, self._processor)
+        events, duplicates = first_of_each_event_id(plan.events, delivery.stored_event_ids(
+            self._conn, [(item.project_id, p.event_id) for item, p in plan.events]))
         issue_ids = self._resolver.issue_ids_for(
-            [_candidate(item.project_id, p) for item, p in plan.events])
-        rows = [EventRow(item.organization_id, item.project_id, issue_id,
-                         self.config.retention_days, p)
-                for (item, p), issue_id in zip(plan.events, issue_ids, strict=True)
-                if issue_id is not None]
-        outcomes = plan.outcomes + [event_outcome(item, p, issue_id is None) for (item, p),
-                                    issue_id in zip(plan.events, issue_ids, strict=True)]
-        self._store.insert_batch({  # one call: the owner actor is asked once per batch
-            "events": events_table(rows), "sessions_raw": sessions_table(plan.sessions),
-            "envelope_items": envelope_items_table(
-                [_raw_item(i) for i in plan.raw_items], self.config.retention_days),
-            "outcomes": outcomes_table(outcomes)})
-        counted = [issue_store.CountedEvent(r.project_id, r.processed.event_id, r.group_id,
-                                            r.processed.timestamp,
-                                            str(r.processed.event.get("level") or "error"),
-                                            _release(r.processed)) for r in rows]
+            [_candidate(item.project_id, p) for item, p in events])
         with self._conn.transaction():
-            new_by_issue = issue_store.record_events(self._conn, counted)
-            self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id for r in rows})
-            pg_queue.delete(self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
-            for item, error in plan.invalid:
+            finished = pg_queue.delete(
+                self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
+            stored = [_Stored(item, p, issue_id) for (item, p), issue_id
+                      in zip(events, issue_ids, strict=True) if item.queue_id in finished]
+            rows, outcomes = self._store_events(plan, stored, finished)
+            outcomes += [event_outcome(item, p, False, duplicate=True)
+                         for item, p in duplicates if item.queue_id in finished]
+            outcomes += self._settle_unfinished(plan)
+            counts = self._queue_counts(rows, outcomes)
+        if counts is not None:
+            self._ship([counts])
+
+    def _store_events(self, plan: BatchPlan, stored: Sequence[_Stored], finished: set[int]
+                      ) -> tuple[list[EventRow], list[Outcome]]:
+        """Count the new events into their issues, insert the batch's rows into ClickHouse
+        and reopen issues (inside the batch's transaction); returns the events stored and
+        the outcomes of the finished items."""
+        counted = sorted(  # one lock order for processed_events across consumers
+            (issue_store.CountedEvent(
+                s.item.project_id, s.processed.event_id, s.issue_id, s.processed.timestamp,
+                str(s.processed.event.get("level") or "error"), _release(s.processed))
+             for s in stored if s.issue_id is not None),
+            key=lambda e: (e.project_id, e.event_id))
+        new_by_issue = issue_store.record_events(self._conn, counted)
+        new = {(e.project_id, e.event_id) for es in new_by_issue.values() for e in es}
+        rows = [EventRow(s.item.organization_id, s.item.project_id, s.issue_id,
+                         self.config.retention_days, s.processed) for s in stored
+                if s.issue_id is not None and (s.item.project_id, s.processed.event_id) in new]
+        self._store.insert_batch({  # one call: the owner actor is asked once per batch
+            "events": events_table(rows),
+            "sessions_raw": sessions_table([r for r in plan.sessions
+                                            if r["queue_id"] in finished]),
+            "envelope_items": envelope_items_table(
+                [_raw_item(i) for i in plan.raw_items if i.queue_id in finished],
+                self.config.retention_days)})
+        self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id for r in rows})
+        return rows, [o for q in sorted(finished) for o in plan.outcomes_of.get(q, ())] + [
+            event_outcome(s.item, s.processed, s.issue_id is None,
+                          duplicate=s.issue_id is not None
+                          and (s.item.project_id, s.processed.event_id) not in new)
+            for s in stored]
+
+    def _settle_unfinished(self, plan: BatchPlan) -> list[Outcome]:
+        """Dead-letter the invalid items (their outcomes count when they moved) and the
+        failed ones out of attempts; the other failed ones wait for a retry."""
+        outcomes: list[Outcome] = []
+        for item, error in plan.invalid:
+            if pg_queue.dead_letter(self._conn, _claimed(item), error):
+                outcomes += plan.outcomes_of.get(item.queue_id, ())
+        for item, error in plan.failed:
+            if item.attempts >= self.config.max_attempts:
+                log.error("queue item %s failed %s times, dead-lettered: %s",
+                          item.queue_id, item.attempts, error)
                 pg_queue.dead_letter(self._conn, _claimed(item), error)
-            for item, error in plan.failed:
-                if item.attempts >= self.config.max_attempts:
-                    log.error("queue item %s failed %s times, dead-lettered: %s",
-                              item.queue_id, item.attempts, error)
-                    pg_queue.dead_letter(self._conn, _claimed(item), error)
-                else:
-                    log.warning("queue item %s failed (attempt %s), will retry: %s",
-                                item.queue_id, item.attempts, error)
+            else:
+                log.warning("queue item %s failed (attempt %s), will retry: %s",
+                            item.queue_id, item.attempts, error)
+        return outcomes
+
+    def _queue_counts(self, rows: Sequence[EventRow], outcomes: Sequence[Outcome]
+                      ) -> delivery.OutboxRow | None:
+        """The batch's summed counts into the outbox (inside the batch's transaction)."""
+        counts = Counts(tuple(hourly_issue_counts(rows)), tuple(summed_outcomes(outcomes)))
+        if not counts.issue_counts and not counts.outcomes:
+            return None
+        return delivery.add_to_outbox(self._conn, encode_counts(counts), self.config.lease_s)
+
+    def _ship(self, rows: Sequence[delivery.OutboxRow]) -> int:
+        """Insert outbox rows into ClickHouse, each under its token, and forget those
+        shipped; returns how many. A row that fails stays for a later sweep."""
+        shipped = []
+        for row in rows:
+            try:
+                self._store.insert_counts(row.token, decode_counts(row.rows).tables())
+            except Exception:
+                # The row is committed in PostgreSQL and stays there: a later sweep ships
+                # it again under the same token. Logged and counted; the batch is done.
+                self.ship_failures += 1
+                log.warning("outbox row %s not shipped to ClickHouse; a later sweep retries",
+                            row.id, exc_info=True)
+                continue
+            shipped.append(row.id)
+        delivery.delete_from_outbox(self._conn, shipped)
+        return len(shipped)
+
+    def ship_outbox_if_due(self) -> int:
+        """Every ``outbox_sweep_s``: ship outbox rows whose consumer died or failed to ship
+        them (claimed once their lease ran out); returns how many were shipped."""
+        now = time.monotonic()
+        if self.storage_down or now - self._outbox_swept_at < self.config.outbox_sweep_s:
+            return 0
+        self._outbox_swept_at = now
+        return self._ship(delivery.claim_outbox(self._conn, OUTBOX_SWEEP_ROWS,
+                                                self.config.lease_s))
 
     def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]],
                          org_of_project: dict[int, int]) -> None:
@@ -374,10 +520,13 @@ class Consumer:
         self._consumer.reconnect()
 
     def _loop(self) -> None:
+        backoff_s = 0.0
         while not self._stop.is_set():
             try:
                 self._consumer.prune_if_due()
+                self._consumer.ship_outbox_if_due()
                 claimed = self._consumer.run_once()
+                backoff_s = 0.0
                 if claimed == 0:
                     self._idle.set()
                     self._consumer.wait_for_items(self._config.idle_poll_s, self._listener)
@@ -387,6 +536,14 @@ class Consumer:
                         # A part-filled batch: let the next one fill up a little, so
                         # PostgreSQL and ClickHouse see fewer, larger writes.
                         self._stop.wait(self._config.batch_wait_s)
+            except StorageOutage as exc:
+                # Nothing is lost or dead-lettered: the items wait in the queue. Back off
+                # (doubling, capped) and try ClickHouse again before claiming anything.
+                self._errors += 1
+                backoff_s = min(max(2 * backoff_s, self._config.retry_backoff_s),
+                                self._config.retry_backoff_max_s)
+                log.warning("%s; next try in %.1f s", exc, backoff_s)
+                self._stop.wait(backoff_s)
             except psycopg.OperationalError:
                 self._errors += 1
                 log.exception("PostgreSQL connection lost; reconnecting")
@@ -407,7 +564,8 @@ class Consumer:
 
     def stats(self) -> dict[str, Any]:
         return {"processed": self._consumer.processed_total, "errors": self._errors,
-                "idle": self._idle.is_set()}
+                "idle": self._idle.is_set(), "storage_down": self._consumer.storage_down,
+                "ship_failures": self._consumer.ship_failures}
 
     def stop(self) -> None:
         """Finish the batch in hand, then stop (used by a clean shutdown)."""

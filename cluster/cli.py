@@ -7,6 +7,7 @@
                                                          why an event groups as it does
     crashray quota list|add|delete|usage|spike           quotas and spike protection
     crashray key rate-limit --project SLUG ...           a DSN key's rate limit
+    crashray dead-letters list|replay|drop               queue items consumers gave up on
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 
-from cluster import cli_common, grouping_cli, quota_cli, tenancy_cli
+from cluster import cli_common, dead_letters_cli, grouping_cli, quota_cli, tenancy_cli
 from cluster.cli_common import command
 
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     grouping_cli.add_parsers(sub)
     quota_cli.add_parsers(sub)
     tenancy_cli.add_parsers(sub)
+    dead_letters_cli.add_parsers(sub)
     return parser
 
 

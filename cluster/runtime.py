@@ -388,7 +388,10 @@ class Runtime:
             idle_poll_s=s.consumer_idle_poll_s, batch_wait_s=s.consumer_batch_wait_s,
             dedup_window_s=s.dedup_window_s,
             project_settings_refresh_s=s.project_settings_refresh_s,
-            grouping_cache_hashes=s.grouping_cache_hashes),
+            grouping_cache_hashes=s.grouping_cache_hashes,
+            retry_backoff_s=s.consumer_retry_backoff_s,
+            retry_backoff_max_s=s.consumer_retry_backoff_max_s,
+            outbox_sweep_s=s.consumer_outbox_sweep_s),
             [shard_name(i) for i in range(s.grouping_shards)]))
 
     def _start_serve(self) -> None:

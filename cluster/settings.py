@@ -138,12 +138,27 @@ class Settings(BaseSettings):
     #: (say, new fingerprint rules) applies to events processed after this.
     project_settings_refresh_s: float = 10.0
     #: Seconds an event id is remembered after it was counted, so a re-delivered event is
-    #: not counted twice. Re-deliveries come within a lease (``consumer_lease_s``), so a
-    #: day is ample; older ids are pruned so the table stays bounded.
+    #: not counted twice and a second event with the same id is dropped (the first stays,
+    #: as in Sentry). Re-deliveries come within a lease (``consumer_lease_s``) and SDK
+    #: retries within minutes, so a day is ample; older ids are pruned so the table stays
+    #: bounded.
     dedup_window_s: float = 86_400.0
-    #: Claims after which an unfinished item moves to ``ingest_dead_letters`` (kept). With
-    #: the 30 s lease, 20 attempts ride out a ten-minute ClickHouse or database outage.
+    #: Claims after which an unfinished item moves to ``ingest_dead_letters`` (kept; see
+    #: ``crashray dead-letters``). A claim given back because ClickHouse did not answer
+    #: is not counted, so outages never dead-letter anything; what is left are items that
+    #: keep failing on their own or keep killing their consumer.
     consumer_max_attempts: int = 20
+    #: Seconds a consumer waits after a batch failed because ClickHouse did not answer;
+    #: doubled after each further failure up to ``consumer_retry_backoff_max_s``. Its items
+    #: are given back meanwhile; it asks ClickHouse (a ping) before claiming again.
+    consumer_retry_backoff_s: float = 1.0
+    #: Longest wait between two tries during a ClickHouse outage: how long after recovery
+    #: the backlog may wait at most before it drains.
+    consumer_retry_backoff_max_s: float = 30.0
+    #: Seconds between a consumer's sweeps for batch counts left unshipped to ClickHouse
+    #: (a consumer died after its commit, or ClickHouse failed right then); they are picked
+    #: up once their lease (``consumer_lease_s``) has run out.
+    consumer_outbox_sweep_s: float = 5.0
 
     # --- grouping ----------------------------------------------------------------------
     #: Grouping actors (``actors/grouping.py``); project ``p`` belongs to shard

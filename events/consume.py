@@ -8,7 +8,7 @@ rejection. Nothing here touches a database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,12 @@ COUNTED_ONLY = {"transaction": "transaction"}
 #: Items kept as sent (ClickHouse ``envelope_items``) and counted, not yet interpreted.
 STORED_RAW = {"attachment": "attachment", "user_report": "feedback", "feedback": "feedback",
               "check_in": "monitor"}
+#: The outcome reason of an event whose id the project has stored before (it is dropped,
+#: outcome ``invalid``). Sentry's ingest consumer drops such an event without an outcome
+#: (sentry/ingest/consumer/processors.py); Relay's reason for an item that must be unique
+#: and came twice is ``duplicate_item`` (relay-server/src/services/outcome.rs,
+#: DiscardReason::DuplicateItem), which Sentry's stats already know.
+DUPLICATE_REASON = "duplicate_item"
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,30 @@ class WorkItem:
 
 @dataclass
 class BatchPlan:
-    """What a batch turns into; filled by ``plan_batch``."""
+    """What a batch turns into; filled by ``plan_batch``. Every row and outcome is kept
+    with its queue item, so that a consumer stores and counts exactly the items its
+    commit finishes (another consumer may have finished some of them meanwhile)."""
 
     events: list[tuple[WorkItem, ProcessedEvent]] = field(default_factory=list)
+    #: Session rows, each with the ``queue_id`` of its item.
     sessions: list[dict[str, Any]] = field(default_factory=list)
     raw_items: list[WorkItem] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
+    #: Outcomes of the items that are not events, by queue item (an event's outcome
+    #: depends on its issue and on whether its id was seen before: see ``event_outcome``).
+    outcomes_of: dict[int, list[Outcome]] = field(default_factory=dict)
     #: Items finished without a stored event (sessions, reports).
     done_ids: list[int] = field(default_factory=list)
     #: Items that can never become an event: (item, why); kept as dead letters.
     invalid: list[tuple[WorkItem, str]] = field(default_factory=list)
     #: Items whose processing raised unexpectedly: (item, error text); retried later.
     failed: list[tuple[WorkItem, str]] = field(default_factory=list)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [o for outcomes in self.outcomes_of.values() for o in outcomes]
+
+    def add_outcomes(self, item: WorkItem, outcomes: Sequence[Outcome]) -> None:
+        self.outcomes_of.setdefault(item.queue_id, []).extend(outcomes)
 
 
 def _outcome(item: WorkItem, outcome: str, reason: str, category: str, quantity: int = 1
@@ -67,15 +85,36 @@ def _outcome(item: WorkItem, outcome: str, reason: str, category: str, quantity:
                    outcome, reason, category, quantity)
 
 
-def event_outcome(item: WorkItem, processed: ProcessedEvent, discarded: bool) -> Outcome:
-    """Accepted, or filtered when its hash belongs to a deleted issue (Sentry's
-    ``discarded_hash``)."""
+def event_outcome(item: WorkItem, processed: ProcessedEvent, discarded: bool,
+                  duplicate: bool = False) -> Outcome:
+    """Accepted; filtered when its hash belongs to a deleted issue (Sentry's
+    ``discarded_hash``); invalid when its event id was stored before (``DUPLICATE_REASON``)."""
     category = "error" if processed.event.get("type") == "error" else "default"
     if item.item_type == "security":
         category = "security"  # Relay: DataCategory::Security for every security event type
+    if duplicate:
+        return _outcome(item, "invalid", DUPLICATE_REASON, category)
     if discarded:
         return _outcome(item, "filtered", "discarded_hash", category)
     return _outcome(item, "accepted", "", category)
+
+
+def first_of_each_event_id(events: Sequence[tuple[WorkItem, ProcessedEvent]],
+                           stored_before: Set[tuple[int, str]]
+                           ) -> tuple[list[tuple[WorkItem, ProcessedEvent]],
+                                      list[tuple[WorkItem, ProcessedEvent]]]:
+    """(events to store, duplicates): an event whose (project, event id) was stored before,
+    or that comes after another with the same id in this batch (oldest queue item first),
+    is a duplicate; the first one stays, as Sentry keeps the first (Snuba's
+    ReplacingMergeTree and the ingest consumer's ``ev:{project}:{event_id}`` check)."""
+    seen = set(stored_before)
+    firsts: list[tuple[WorkItem, ProcessedEvent]] = []
+    duplicates: list[tuple[WorkItem, ProcessedEvent]] = []
+    for item, processed in sorted(events, key=lambda e: e[0].queue_id):
+        key = (item.project_id, processed.event_id)
+        (duplicates if key in seen else firsts).append((item, processed))
+        seen.add(key)
+    return firsts, duplicates
 
 
 def _context(item: WorkItem) -> ItemContext:
@@ -92,7 +131,7 @@ def plan_batch(items: Sequence[WorkItem], processor: EventProcessor) -> BatchPla
         try:
             _plan_item(item, processor, plan)
         except InvalidEvent as exc:
-            plan.outcomes.append(_outcome(item, "invalid", exc.reason, _category(item)))
+            plan.add_outcomes(item, [_outcome(item, "invalid", exc.reason, _category(item))])
             plan.invalid.append((item, str(exc)))
         except Exception as exc:
             # it is retried and dead-lettered after consumer_max_attempts, never dropped.
@@ -129,12 +168,12 @@ def _plan_item(item: WorkItem, processor: EventProcessor, plan: BatchPlan) -> No
         # (queue_id, row) identify each row across re-deliveries (ReplacingMergeTree).
         plan.sessions.extend({**r, "queue_id": item.queue_id, "row": n}
                              for n, r in enumerate(rows))
-        plan.outcomes.append(_outcome(item, "accepted", "", "session",
-                                      sum(r["quantity"] for r in rows)))
+        plan.add_outcomes(item, [_outcome(item, "accepted", "", "session",
+                                          sum(r["quantity"] for r in rows))])
     elif item.item_type == OUTCOMES_ITEM_TYPE:
-        plan.outcomes.extend(_counted_outcomes(item))
+        plan.add_outcomes(item, _counted_outcomes(item))
     elif item.item_type == "client_report":
-        plan.outcomes.extend(client_report_outcomes(
+        plan.add_outcomes(item, client_report_outcomes(
             item.payload, item.organization_id, item.project_id, item.key_id or 0,
             item.received_at))
     elif item.item_type in STORED_RAW:
@@ -142,7 +181,7 @@ def _plan_item(item: WorkItem, processor: EventProcessor, plan: BatchPlan) -> No
         # Attachments count in bytes (at least 1), as Relay's attachment category does.
         quantity = max(len(item.payload), 1) if category == "attachment" else 1
         plan.raw_items.append(item)
-        plan.outcomes.append(_outcome(item, "accepted", "", category, quantity))
+        plan.add_outcomes(item, [_outcome(item, "accepted", "", category, quantity)])
     elif item.item_type in COUNTED_ONLY:
-        plan.outcomes.append(_outcome(item, "accepted", "", COUNTED_ONLY[item.item_type]))
+        plan.add_outcomes(item, [_outcome(item, "accepted", "", COUNTED_ONLY[item.item_type])])
     plan.done_ids.append(item.queue_id)

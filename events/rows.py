@@ -201,3 +201,85 @@ def envelope_items_table(items: Sequence[RawItem], retention_days: int) -> pa.Ta
          "retention_days": retention_days}
         for i in items
     ], schema=ENVELOPE_ITEMS_SCHEMA)
+
+
+ISSUE_COUNTS_SCHEMA = pa.schema([
+    ("project_id", pa.uint64()), ("group_id", pa.uint64()),
+    ("hour", pa.timestamp("s", tz="UTC")), ("retention_days", pa.uint16()),
+    ("count", pa.uint64()),
+])
+
+
+@dataclass(frozen=True)
+class IssueCount:
+    """Events of one issue in one hour (ClickHouse ``issue_counts_hourly``)."""
+
+    project_id: int
+    group_id: int
+    hour: dt.datetime
+    retention_days: int
+    count: int
+
+
+def issue_counts_table(counts: Sequence[IssueCount]) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"project_id": c.project_id, "group_id": c.group_id, "hour": c.hour,
+         "retention_days": c.retention_days, "count": c.count} for c in counts
+    ], schema=ISSUE_COUNTS_SCHEMA)
+
+
+def _hour(when: dt.datetime) -> dt.datetime:
+    aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hourly_issue_counts(events: Sequence[EventRow]) -> list[IssueCount]:
+    """The rollup rows of ``events`` (each counted once), summed per issue and hour."""
+    sums: dict[tuple[int, int, dt.datetime, int], int] = {}
+    for r in events:
+        key = (r.project_id, r.group_id, _hour(r.processed.timestamp), r.retention_days)
+        sums[key] = sums.get(key, 0) + 1
+    return [IssueCount(p, g, h, d, n) for (p, g, h, d), n in sums.items()]
+
+
+def summed_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """``outcomes`` summed per row of ClickHouse's ``outcomes`` table (hour and all keys)."""
+    sums: dict[tuple[int, int, int, dt.datetime, str, str, str], int] = {}
+    for o in outcomes:
+        key = (o.organization_id, o.project_id, o.key_id, _hour(o.timestamp), o.outcome,
+               o.reason, o.category)
+        sums[key] = sums.get(key, 0) + o.quantity
+    return [Outcome(*key, quantity=n) for key, n in sums.items()]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one finished batch adds to ClickHouse's summed tables (an outbox row)."""
+
+    issue_counts: tuple[IssueCount, ...]
+    outcomes: tuple[Outcome, ...]
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {"issue_counts_hourly": issue_counts_table(self.issue_counts),
+                "outcomes": outcomes_table(self.outcomes)}
+
+
+def encode_counts(counts: Counts) -> bytes:
+    """``counts`` as stored in PostgreSQL's ``clickhouse_outbox`` (hours as epoch seconds)."""
+    return orjson.dumps({
+        "issue_counts": [[c.project_id, c.group_id, int(c.hour.timestamp()), c.retention_days,
+                          c.count] for c in counts.issue_counts],
+        "outcomes": [[o.organization_id, o.project_id, o.key_id, int(o.timestamp.timestamp()),
+                      o.outcome, o.reason, o.category, o.quantity] for o in counts.outcomes]})
+
+
+def decode_counts(data: bytes) -> Counts:
+    stored = orjson.loads(data)
+
+    def at(epoch_s: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+
+    return Counts(
+        tuple(IssueCount(p, g, at(h), d, n) for p, g, h, d, n in stored["issue_counts"]),
+        tuple(Outcome(org, p, k, at(h), o, r, c, q)
+              for org, p, k, h, o, r, c, q in stored["outcomes"]))

@@ -12,6 +12,13 @@ Reads never queue behind writes: with chDB each thread reads through a client of
 threads while a consumer's batch is being inserted; a server's HTTP client serves threads
 concurrently anyway.
 
+Counts stay exact under at-least-once delivery. Rows a consumer batch writes before its
+PostgreSQL commit (``BATCH_TABLES``) identify themselves, so a re-delivered batch, in any
+mix of items, collapses into the same rows (ReplacingMergeTree) and readers count distinct
+ids. Summed tables (``COUNT_TABLES``: the hourly issue rollup, outcomes) cannot tell a
+repeat from a new row, so they are written only from PostgreSQL's outbox after the commit
+(storage/delivery.py), each shipment under a deduplication token (``insert_counts``).
+
 Every read takes an organization id and the project id(s): there is no query without a
 tenant scope. Searches arrive typed (events/search.py's ``EventFilters``) and are rendered
 here by storage/search_sql.py with bound parameters; no SQL text comes in from callers
@@ -83,8 +90,14 @@ class HashTotals:
 
 #: An event search that filters nothing.
 NO_FILTERS: Final = EventFilters()
-#: The tables a consumer batch writes, in the order they are inserted.
-BATCH_TABLES: Final = ("events", "sessions_raw", "envelope_items", "outcomes")
+#: The tables a consumer batch writes before its PostgreSQL commit, in the order they are
+#: inserted. Their rows identify themselves (event id, queue item), so a re-delivered
+#: batch collapses into the same rows (ReplacingMergeTree) and readers count distinct ids.
+BATCH_TABLES: Final = ("events", "sessions_raw", "envelope_items")
+#: The tables of summed counts, written only from PostgreSQL's outbox (``insert_counts``),
+#: each insert under a deduplication token (migration 0003): a sum cannot tell a repeated
+#: row from a new one, so a repeated insert must never reach it.
+COUNT_TABLES: Final = ("issue_counts_hourly", "outcomes")
 #: One outcome-stats row: interval start, the group's values, sum(quantity).
 StatsRow = tuple[dt.datetime, tuple[str | int, ...], int]
 TagFacet = tuple[str, int, int, list[tuple[str, int]]]
@@ -97,6 +110,10 @@ class EventStore(Protocol):
     def insert(self, table: str, data: pa.Table) -> int: ...
 
     def insert_batch(self, tables: Mapping[str, pa.Table]) -> int: ...
+
+    def insert_counts(self, token: str, tables: Mapping[str, pa.Table]) -> int: ...
+
+    def ping(self) -> bool: ...
 
     def list_events(self, organization_id: int, project_id: int, limit: int,
                     offset: int = 0, group_ids: Sequence[int] | None = None
@@ -214,9 +231,47 @@ class ClickHouseStore:
 
     # --- writes ---------------------------------------------------------------------
     def insert(self, table: str, data: pa.Table) -> int:
+        """Rows into ``table``. Into a count table each insert gets a token of its own, so
+        that ClickHouse, which deduplicates those tables, never drops a second insert of
+        identical rows (a token-less insert is deduplicated by its data's hash)."""
+        token = uuid.uuid4().hex if table in COUNT_TABLES else None
+        return self._insert(table, data, token)
+
+    def _insert(self, table: str, data: pa.Table, token: str | None) -> int:
         if data.num_rows:
-            self._client.insert_arrow(table, data)
+            settings = {} if token is None else {"insert_deduplication_token": token}
+            self._client.insert_arrow(table, data, settings=settings)
         return int(data.num_rows)
+
+    def insert_counts(self, token: str, tables: Mapping[str, pa.Table]) -> int:
+        """Summed counts (``COUNT_TABLES``), each table's rows under ``token``: inserting
+        the same token again is a no-op, whatever the rows (ClickHouse keeps the
+        tokens of the last ``non_replicated_deduplication_window`` inserts). Rows of
+        several partitions are split by ClickHouse into blocks numbered in partition
+        order, the same for the same rows, so a repeated insert is dropped block by block."""
+        unknown = set(tables) - set(COUNT_TABLES)
+        if unknown:
+            raise ValueError(f"insert_counts takes {', '.join(COUNT_TABLES)}; not {unknown}")
+        return sum(self._insert(name, tables[name], f"{token}:{name}")
+                   for name in COUNT_TABLES if name in tables)
+
+    def count_loaded_events(self, organization_id: int, project_id: int) -> None:
+        """Add a project's stored event rows to the hourly rollup, as the materialized view
+        that fed it before migration 0003 did: for events inserted straight into
+        ``events`` (bench/_bulk.py's loads, one row per event id), which no consumer
+        counted. Never for events consumers stored: those are counted already."""
+        self._client.command(
+            "INSERT INTO issue_counts_hourly SELECT project_id, group_id,"
+            " toStartOfHour(timestamp) AS hour, retention_days, count() FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " GROUP BY project_id, group_id, hour, retention_days",
+            parameters={"org": organization_id, "project": project_id},
+            settings={"insert_deduplication_token": uuid.uuid4().hex})
+
+    def ping(self) -> bool:
+        """Whether ClickHouse answers now (the consumers' test of an outage). Through this
+        thread's reading client: with chDB the inserting client may be busy with a batch."""
+        return bool(self._read.ping())
 
     def insert_batch(self, tables: Mapping[str, pa.Table]) -> int:
         """A consumer batch's rows, table by table in ``BATCH_TABLES`` order (one call, so

@@ -144,19 +144,155 @@ def _queued_item(r: Sequence[Any]) -> QueuedItem:
                       event_id=r[4], received_at=r[5], meta=meta, payload=bytes(r[7]))
 
 
-def delete(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
-    """Remove finished items (call inside the caller's transaction)."""
-    if ids:
-        conn.execute("DELETE FROM ingest_queue WHERE id = ANY(%s)", (list(ids),))
+def delete(conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:
+    """Remove finished items (call inside the caller's transaction); returns the ids this
+    transaction removed. An item another consumer finished first (its lease had run out)
+    is not among them: the caller must then neither store nor count it again. The rows
+    stay locked until the caller commits, so a second holder waits and then finds none."""
+    if not ids:
+        return set()
+    rows = conn.execute("DELETE FROM ingest_queue WHERE id = ANY(%s) RETURNING id",
+                        (sorted(ids),)).fetchall()
+    return {int(r[0]) for r in rows}
 
 
-def dead_letter(conn: psycopg.Connection[Any], claimed: ClaimedItem, error: str) -> None:
-    """Move an item that keeps failing out of the queue, keeping all of it."""
-    conn.execute(
+def release(conn: psycopg.Connection[Any], claims: Sequence[tuple[int, int]]) -> int:
+    """Give claimed items back unfinished and uncounted: ``claims`` are (id, attempts) as
+    claimed, so an item re-claimed by another consumer since is left alone. For a batch
+    that failed because storage was down, not because of its items: the claim does not
+    count towards ``consumer_max_attempts``. Returns the items released; committed at once."""
+    if not claims:
+        return 0
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE ingest_queue q SET claimed_until = NULL, attempts = q.attempts - 1"
+            " FROM unnest(%s::bigint[], %s::integer[]) AS c(id, attempts)"
+            " WHERE q.id = c.id AND q.attempts = c.attempts",
+            ([c[0] for c in claims], [c[1] for c in claims]))
+    return cur.rowcount
+
+
+# --- dead letters ------------------------------------------------------------------------
+# Items that fail on their own (poison): kept whole in ``ingest_dead_letters`` until an
+# operator replays them (back into the queue as if never claimed) or drops them
+# (``crashray dead-letters``). Storage outages never put items here: consumers give their
+# batch back and back off (actors/consumer.py).
+
+
+def dead_letter(conn: psycopg.Connection[Any], claimed: ClaimedItem, error: str) -> bool:
+    """Move an item that fails on its own out of the queue, keeping all of it (call inside
+    the caller's transaction); False when the item was no longer queued (another consumer
+    finished it first)."""
+    cur = conn.execute(
         "WITH moved AS (DELETE FROM ingest_queue WHERE id = %s RETURNING *)"
-        " INSERT INTO ingest_dead_letters (id, project_id, organization_id, item_type,"
-        " event_id, received_at, meta, payload, attempts, error)"
-        " SELECT id, project_id, organization_id, item_type, event_id, received_at, meta,"
-        " payload, attempts, %s FROM moved",
+        " INSERT INTO ingest_dead_letters (id, project_id, organization_id, key_id,"
+        " item_type, event_id, received_at, meta, payload, attempts, error)"
+        " SELECT id, project_id, organization_id, key_id, item_type, event_id, received_at,"
+        " meta, payload, attempts, %s FROM moved",
         (claimed.id, error),
     )
+    return cur.rowcount == 1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    organization_id: int
+    project_id: int
+    #: The project's slug; None when the project was deleted since.
+    project_slug: str | None
+    item_type: str
+    event_id: str | None
+    received_at: dt.datetime
+    attempts: int
+    error: str
+    failed_at: dt.datetime
+    payload_bytes: int
+
+
+def dead_letters(conn: psycopg.Connection[Any], organization_id: int | None, limit: int,
+                 ids: Sequence[int] | None = None) -> list[DeadLetter]:
+    """Dead letters, newest first: of one organization, or of the whole instance (None,
+    for the instance's operator); only ``ids`` when given."""
+    where, params = _dead_letter_scope(organization_id, ids)
+    rows = conn.execute(
+        "SELECT d.id, d.organization_id, d.project_id, p.slug, d.item_type, d.event_id,"
+        " d.received_at, d.attempts, d.error, d.failed_at, octet_length(d.payload)"
+        " FROM ingest_dead_letters d LEFT JOIN projects p ON p.id = d.project_id"
+        f" AND p.organization_id = d.organization_id WHERE {where}"
+        " ORDER BY d.id DESC LIMIT %(limit)s", {**params, "limit": limit}).fetchall()
+    return [DeadLetter(int(r[0]), int(r[1]), int(r[2]), r[3], str(r[4]), r[5], r[6],
+                       int(r[7]), str(r[8]), r[9], int(r[10])) for r in rows]
+
+
+@dataclass(frozen=True)
+class DeadLetterCount:
+    project_id: int
+    project_slug: str | None
+    item_type: str
+    count: int
+    oldest_failed_at: dt.datetime
+    newest_failed_at: dt.datetime
+    #: The error of the newest one (what an operator looks at first).
+    latest_error: str
+
+
+def dead_letter_counts(conn: psycopg.Connection[Any], organization_id: int,
+                       project_ids: Sequence[int]) -> list[DeadLetterCount]:
+    """Dead letters of ``organization_id`` per project and type: of ``project_ids`` (those
+    the caller sees) and of the organization's projects deleted since (their items were
+    accepted for the organization; a deleted project is a common cause)."""
+    rows = conn.execute(
+        "SELECT d.project_id, p.slug, d.item_type, count(*), min(d.failed_at),"
+        " max(d.failed_at), (array_agg(d.error ORDER BY d.id DESC))[1]"
+        " FROM ingest_dead_letters d LEFT JOIN projects p ON p.id = d.project_id"
+        " AND p.organization_id = d.organization_id"
+        " WHERE d.organization_id = %s AND (d.project_id = ANY(%s) OR p.id IS NULL)"
+        " GROUP BY d.project_id, p.slug, d.item_type ORDER BY d.project_id, d.item_type",
+        (organization_id, list(project_ids))).fetchall()
+    return [DeadLetterCount(int(r[0]), r[1], str(r[2]), int(r[3]), r[4], r[5], str(r[6]))
+            for r in rows]
+
+
+def replay_dead_letters(conn: psycopg.Connection[Any], organization_id: int | None,
+                        ids: Sequence[int] | None) -> list[int]:
+    """Put dead letters back into the queue (of one organization, or of the instance for
+    None; only ``ids`` when given, else all), unclaimed and with no attempts; wakes the
+    consumers. Call inside the caller's transaction; returns the dead letters' ids.
+
+    They get new queue ids: an old, low id would stretch ``backlog_upper_bound`` (max id
+    minus min id) over everything queued since and make ingest refuse items. Their events
+    keep their ids, so one stored by an earlier attempt is not stored or counted twice."""
+    where, params = _dead_letter_scope(organization_id, ids)
+    rows = conn.execute(
+        f"WITH moved AS (DELETE FROM ingest_dead_letters d WHERE {where} RETURNING d.*),"
+        " queued AS (INSERT INTO ingest_queue (project_id, organization_id, key_id,"
+        " item_type, event_id, received_at, meta, payload)"
+        " SELECT project_id, organization_id, key_id, item_type, event_id, received_at,"
+        " meta, payload FROM moved ORDER BY id)"
+        " SELECT id FROM moved", params).fetchall()
+    if rows:
+        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return sorted(int(r[0]) for r in rows)
+
+
+def drop_dead_letters(conn: psycopg.Connection[Any], organization_id: int | None,
+                      ids: Sequence[int] | None) -> list[int]:
+    """Delete dead letters for good (scoped as ``replay_dead_letters``); returns the ids."""
+    where, params = _dead_letter_scope(organization_id, ids)
+    rows = conn.execute(f"DELETE FROM ingest_dead_letters d WHERE {where} RETURNING d.id",
+                        params).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
+def _dead_letter_scope(organization_id: int | None, ids: Sequence[int] | None
+                       ) -> tuple[str, dict[str, Any]]:
+    conditions = ["TRUE"]
+    params: dict[str, Any] = {}
+    if organization_id is not None:
+        conditions.append("d.organization_id = %(org)s")
+        params["org"] = organization_id
+    if ids is not None:
+        conditions.append("d.id = ANY(%(ids)s)")
+        params["ids"] = list(ids)
+    return " AND ".join(conditions), params

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.clickhouse import clickhouse_store
 from events.errors import BadRequest, CrashrayError
-from serve_apps.api import auth, events, issues, organizations, projects, quotas
+from serve_apps.api import auth, events, issues, operations, organizations, projects, quotas
 from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services, services
@@ -44,7 +44,7 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
-                  events.router, quotas.router)
+                  events.router, quotas.router, operations.router)
 
 
 def create_app() -> FastAPI:

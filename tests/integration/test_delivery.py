@@ -107,6 +107,9 @@ class CrashAfterInsert:
     def __init__(self, store: Any) -> None:
         self.store = store
 
+    def __getattr__(self, name: str) -> Any:  # everything else: the real store's
+        return getattr(self.store, name)
+
     def insert_batch(self, tables: Any) -> int:
         inserted: int = self.store.insert_batch(tables)
         raise RuntimeError(f"simulated crash after the ClickHouse insert of {inserted} rows")
