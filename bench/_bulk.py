@@ -18,7 +18,9 @@ under ``DATA_DIR/postgres`` and chDB under ``DATA_DIR/clickhouse``), so that a l
    ``group_hashes`` rows by COPY.
 4. chDB: migrations, then the events as Arrow tables of ``batch_rows`` rows, built by
    taking the issue's row (events/rows.py ``events_table``) once per event and replacing
-   the per-event columns; the hourly rollup fills itself through its materialized view.
+   the per-event columns; then each project's hourly rollup is counted from its rows
+   (``ClickHouseStore.count_loaded_events``: consumers count what they store; a bulk load
+   that bypasses them counts here).
    ``OPTIMIZE … FINAL`` leaves one part per partition, as background merges would.
 
 Run as a script (bench/query.py runs it in a child process, so that chDB, which allows one
@@ -560,6 +562,7 @@ def load_clickhouse(data_dir: Path, projects: Sequence[LoadedProject], now_us: i
                 log(f"{p.load.project_slug}: {rows:,} rows stored"
                     f" (build {build_s:.1f} s, insert {insert_s:.1f} s)")
                 started = time.perf_counter()
+            store.count_loaded_events(p.organization_id, p.project_id)
         if optimize:
             started = time.perf_counter()
             for table_name in ("events", "issue_counts_hourly"):

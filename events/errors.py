@@ -41,7 +41,8 @@ Three places turn an error into what a user sees, each in one spot:
     │   └── RateLimited                429 rate_limited     a quota (carries the header values)
     ├── Overloaded                     503 overloaded       the pipeline cannot take more now
     └── StorageError                   500 storage_error    storage/errors.py
-        └── MigrationError             500 migration_failed
+        ├── MigrationError             500 migration_failed
+        └── StorageOutage              500 storage_unavailable  actors/consumer.py (retried)
 
 Third-party errors (psycopg, clickhouse-connect, sentry-relay) are translated where they
 cross into code that must decide on them; elsewhere they propagate and answer 500.
