@@ -133,12 +133,23 @@ def haproxy_forwardfor_script(base: Path) -> Path:
 
     script = base / "haproxy"
     real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
-    if not real or Path(real) == script:
+    if not real or is_forwardfor_wrapper(real) or not os.access(real, os.X_OK):
+        # Not the user's own HAProxy: unset, gone, or a wrapper of an earlier Crashray in
+        # this environment (an in-process restart, or a parent's leaked variable).
         real = bundled_haproxy()
     script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)}"
                       f" {shlex.quote(haproxy_forwardfor.__file__)} {shlex.quote(real)} \"$@\"\n")
     script.chmod(0o755)
     return script
+
+
+def is_forwardfor_wrapper(path: str) -> bool:
+    """Whether ``path`` is a script ``haproxy_forwardfor_script`` wrote."""
+    try:
+        with open(path, "rb") as script:
+            return b"haproxy_forwardfor" in script.read(4096)
+    except OSError:
+        return False
 
 
 def bundled_haproxy() -> str:
