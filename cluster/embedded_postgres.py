@@ -3,6 +3,12 @@
 Started from the ``pgserver`` wheel (PostgreSQL binaries inside a PyPI package), so a
 laptop needs no database installed. pgserver runs the server as an unprivileged user when
 started as root, as PostgreSQL requires.
+
+pg_ctl detaches the server (its own session), so no signal meant for ``crashray up`` or
+its process group reaches it: ``crashray up`` stops it (``EmbeddedPostgres.stop``, bounded),
+and a start after a crash clears what the crashed run left (``clear_leftover_server``).
+pgserver counts the processes using a server in ``.handle_pids.json`` and the last to
+leave stops it; entries of processes that died are dropped (``live_handles``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from cluster.leftovers import ProcessView, end_processes, read_process, send_signal, still_running
 
 #: The XDG spec's runtime directory: owned by the user, mode 0700.
 RUNTIME_DIR_MODE = 0o700
@@ -132,12 +140,12 @@ def clear_leftover_server(pgdata: Path) -> str | None:
     another process now has); a server no live process uses (its ``crashray up`` crashed)
     is shut down, so the instance starts on a fresh one. Says what it did, if anything.
     Call with pgserver's lock."""
-    from cluster.leftovers import read_process
-
     pid = postmaster_pid(pgdata)
     if pid is None:
         return None
     view = read_process(pid)
+    if view is None and Path(f"/proc/{pid}").exists():
+        return None  # a process this user may not look at: nothing is proved, nothing done
     if view is None or view.state == "Z" or not is_postmaster_of(view.argv, pgdata):
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
         return f"removed a stale postmaster.pid (pid {pid} is no PostgreSQL on {pgdata})"
@@ -147,11 +155,9 @@ def clear_leftover_server(pgdata: Path) -> str | None:
     return f"shut down PostgreSQL (pid {pid}) left running by a previous Crashray"
 
 
-def _shut_down(view: Any) -> None:
+def _shut_down(view: ProcessView) -> None:
     """Fast shutdown, then immediate, then SIGKILL (PostgreSQL's shutdown signals,
     postgresql.org/docs/current/server-shutdown.html)."""
-    from cluster.leftovers import end_processes, send_signal, still_running
-
     for sig in (signal.SIGINT, signal.SIGQUIT):
         send_signal(view, sig)
         deadline = time.monotonic() + LEFTOVER_FAST_SHUTDOWN_S
@@ -204,9 +210,7 @@ class EmbeddedPostgres:
                 _shut_down(view)
 
 
-def _postmaster_view(pgdata: Path) -> Any:
-    from cluster.leftovers import read_process
-
+def _postmaster_view(pgdata: Path) -> ProcessView | None:
     pid = postmaster_pid(pgdata)
     view = read_process(pid) if pid is not None else None
     return view if view is not None and is_postmaster_of(view.argv, pgdata) else None

@@ -544,23 +544,26 @@ class Runtime:
                                           or self._started_ray)):
             return True
         budget_s = (deadline - time.monotonic()) * ORDERLY_STOP_SHARE
-        finished = threading.Event()
+        finished, ending_ray = threading.Event(), threading.Event()
 
         def in_order() -> None:
             try:
-                self._stop_ray_in_order(budget_s)
+                self._stop_ray_in_order(budget_s, ending_ray)
             finally:
                 finished.set()
 
         threading.Thread(target=in_order, daemon=True, name="crashray-stop").start()
         give_up = time.monotonic() + budget_s
-        while not finished.wait(HEAD_CHECK_INTERVAL_S):
-            if time.monotonic() > give_up or not self._ray_head_running():
+        head_gone = False
+        while not finished.wait(HEAD_CHECK_INTERVAL_S) and time.monotonic() < give_up:
+            # Once ray.shutdown() runs, it ends the GCS server and raylet itself.
+            head_gone = not ending_ray.is_set() and not self._ray_head_running()
+            if head_gone:
                 break
         if finished.is_set():
             return True
         log.warning("Ray did not stop in order (%s); ending the instance's processes",
-                    "its own processes had stopped" if not self._ray_head_running()
+                    "its own processes had stopped" if head_gone
                     else f"still stopping after {budget_s:.0f} s")
         _forget_ray_at_exit()
         return False
@@ -568,7 +571,7 @@ class Runtime:
     def _ray_head_running(self) -> bool:
         return all(still_running(view) for view in self._ray_head)
 
-    def _stop_ray_in_order(self, budget_s: float) -> None:
+    def _stop_ray_in_order(self, budget_s: float, ending_ray: threading.Event) -> None:
         import ray
         from ray import serve
 
@@ -583,6 +586,7 @@ class Runtime:
                 log.warning("consumer did not stop cleanly", exc_info=True)
         self._consumers = []
         if self._started_ray:
+            ending_ray.set()
             ray.shutdown()
 
     def _end_instance_processes(self, deadline: float, orderly: bool) -> None:
