@@ -56,6 +56,8 @@ class ProcessView:
     started: int
     #: ``/proc/PID/stat`` state; "Z" is a zombie, already ended.
     state: str = "R"
+    #: The parent's pid.
+    parent: int = 0
 
 
 def names(text: str, directory: Path) -> bool:
@@ -67,8 +69,7 @@ def names(text: str, directory: Path) -> bool:
 
 
 def instance_process_kind(view: ProcessView, paths: InstancePaths) -> str | None:
-    """"haproxy", "ray-head" (GCS server, raylet) or "ray" when ``view`` is one of the
-    instance's processes, else None."""
+    """"haproxy" or "ray" when ``view`` is one of the instance's processes, else None."""
     argv = view.argv
     if not argv:
         return None
@@ -77,7 +78,7 @@ def instance_process_kind(view: ProcessView, paths: InstancePaths) -> str | None
         return "haproxy" if any(names(a, paths.haproxy_dir) for a in argv[1:]) else None
     in_temp_dir = any(names(a, paths.ray_temp_dir) for a in argv[1:])
     if program in RAY_EXECUTABLES and in_temp_dir:
-        return "ray-head"
+        return "ray"  # GCS server, raylet
     if in_temp_dir and any(names(a, paths.ray_package_dir) for a in argv):
         return "ray"  # log monitor, dashboard, agents, a worker before it names itself
     if argv[0].startswith("ray::") and any(names(f, paths.ray_temp_dir)
@@ -125,7 +126,7 @@ def read_process(pid: int) -> ProcessView | None:
         return None
     # Open files are only looked at for Ray's workers (the one rule that needs them).
     files = _open_files(base) if argv and argv[0].startswith("ray::") else ()
-    return ProcessView(pid, argv, files, int(fields[19]), fields[0])
+    return ProcessView(pid, argv, files, int(fields[19]), fields[0], int(fields[1]))
 
 
 def _open_files(base: Path) -> tuple[str, ...]:

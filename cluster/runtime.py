@@ -168,6 +168,13 @@ def haproxy_environment(temp_dir: Path, settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or _free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or _free_port()),
+        # Serve's fallback proxy (HAProxy's backup server while an app has no replica
+        # up, e.g. in the first seconds after a start) listens on a fixed port (8500)
+        # with SO_REUSEPORT (ray/serve/_private/proxy.py), so the fallback proxies of two
+        # instances on one machine share it and the kernel hands each of them the other's
+        # requests: SDK events land in the wrong instance. One port per instance.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(settings.haproxy_client_timeout_s),
         "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(settings)),
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_launcher(base, binary, limits)),
@@ -320,8 +327,9 @@ class Runtime:
     _haproxy_dir: Path | None = None
     _lock: DataDirLock | None = None
     _recorded: bool = False
-    #: Ray's GCS server and raylet of a local Ray, as found right after ``ray.init``.
-    _ray_head: list[ProcessView] = field(default_factory=list)
+    #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
+    #: monitor, …; its workers are the raylet's): only ``ray.shutdown()`` ends them.
+    _ray_system: list[ProcessView] = field(default_factory=list)
 
     def start_databases(self) -> None:
         from cluster.embedded_postgres import EmbeddedPostgres
@@ -360,8 +368,8 @@ class Runtime:
                      _node_ip_address="127.0.0.1", log_to_driver=False,
                      logging_level=RAY_DRIVER_LOG_LEVEL,
                      _system_config=LOCAL_RAY_SYSTEM_CONFIG)
-            self._ray_head = [found.view for found in instance_processes(
-                instance_paths(s.data_dir)) if found.kind == "ray-head"]
+            self._ray_system = [found.view for found in instance_processes(
+                instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True
 
     def start(self) -> StartInfo:
@@ -554,22 +562,24 @@ class Runtime:
 
         threading.Thread(target=in_order, daemon=True, name="crashray-stop").start()
         give_up = time.monotonic() + budget_s
-        head_gone = False
-        while not finished.wait(HEAD_CHECK_INTERVAL_S) and time.monotonic() < give_up:
-            # Once ray.shutdown() runs, it ends the GCS server and raylet itself.
-            head_gone = not ending_ray.is_set() and not self._ray_head_running()
-            if head_gone:
+        ray_ended = False
+        while not finished.wait(RAY_CHECK_INTERVAL_S) and time.monotonic() < give_up:
+            # Before ray.shutdown() runs, one of them ending means a signal reached Ray
+            # too (systemd signals every process; SIGTERM to a process group reaches the
+            # GCS server, raylet and log monitor): Serve can no longer be stopped in order.
+            ray_ended = not ending_ray.is_set() and not self._ray_system_running()
+            if ray_ended:
                 break
         if finished.is_set():
             return True
         log.warning("Ray did not stop in order (%s); ending the instance's processes",
-                    "its own processes had stopped" if head_gone
+                    "its own processes were ending" if ray_ended
                     else f"still stopping after {budget_s:.0f} s")
         _forget_ray_at_exit()
         return False
 
-    def _ray_head_running(self) -> bool:
-        return all(still_running(view) for view in self._ray_head)
+    def _ray_system_running(self) -> bool:
+        return all(still_running(view) for view in self._ray_system)
 
     def _stop_ray_in_order(self, budget_s: float, ending_ray: threading.Event) -> None:
         import ray
@@ -606,8 +616,8 @@ class Runtime:
 #: Share of ``shutdown_timeout_s`` for the orderly stop of Serve, consumers and Ray; the
 #: rest is for ending what remains and stopping PostgreSQL.
 ORDERLY_STOP_SHARE = 2 / 3
-#: How often the orderly stop looks whether Ray's GCS server and raylet still run.
-HEAD_CHECK_INTERVAL_S = 0.25
+#: How often the orderly stop looks whether Ray's own processes still run.
+RAY_CHECK_INTERVAL_S = 0.1
 #: Seconds Ray's workers get to end by themselves after ``ray.shutdown()``.
 WORKER_EXIT_PATIENCE_S = 3.0
 #: Seconds between SIGTERM and SIGKILL for a process of the instance that outlived it.

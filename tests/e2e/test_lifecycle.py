@@ -57,8 +57,31 @@ class Machine:
     accepted: list[str] = field(default_factory=list)
 
 
+#: Where Ray Serve's fallback proxy listens unless told otherwise, with SO_REUSEPORT
+#: (RAY_SERVE_FALLBACK_PROXY_HTTP_PORT, ray/serve/_private/constants.py).
+SERVE_FALLBACK_PROXY_PORT = 8500
+
+
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+def other_server() -> Iterator[socket.socket | None]:
+    """Another server on the machine listening where Serve's fallback proxy would, as the
+    fallback proxy of another Serve (another Crashray, a test run) does."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        server.bind(("127.0.0.1", SERVE_FALLBACK_PROXY_PORT))
+    except OSError:
+        server.close()
+        yield None  # a server that does not share the port holds it
+        return
+    server.listen()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory, other_server: socket.socket | None
+            ) -> Iterator[Machine]:
     data_dir = tmp_path_factory.mktemp("lifecycle") / "data"
     env = {"CRASHRAY_HAPROXY_HTTP_REQUEST_TIMEOUT_S": str(HTTP_REQUEST_TIMEOUT_S),
            "CRASHRAY_HAPROXY_KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_TIMEOUT_S),
@@ -216,6 +239,41 @@ def test_the_admin_socket_is_only_for_its_owner(machine: Machine) -> None:
         assert stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
     info = directory.lstat()
     assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, os.geteuid())
+
+
+def listening_ports() -> dict[int, set[int]]:
+    """TCP ports each process listens on (its descriptors matched to ``/proc/net/tcp*``)."""
+    inode_port = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inode_port[f"socket:[{fields[9]}]"] = int(fields[1].rsplit(":", 1)[1], 16)
+    ports: dict[int, set[int]] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue
+        found = {inode_port[link] for link in links if link in inode_port}
+        if found:
+            ports[int(fd_dir.parent.name)] = found
+    return ports
+
+
+def test_no_port_of_the_instance_is_shared_with_another_server(
+        machine: Machine, other_server: socket.socket | None) -> None:
+    """A port two servers listen on with SO_REUSEPORT gets each one's connections at random:
+    requests meant for this instance would be answered, events accepted, by the other."""
+    if other_server is None:
+        pytest.skip(f"port {SERVE_FALLBACK_PROXY_PORT} is held by a server that shares it"
+                    " with no one")
+    ours = {p.pid for p in processes_of(machine.instance, machine.data_dir)}
+    by_pid = listening_ports()
+    instance_ports = set().union(*(by_pid.get(pid, set()) for pid in ours))
+    others = set().union(*(ports for pid, ports in by_pid.items() if pid not in ours))
+    assert instance_ports, "the instance listens nowhere?"
+    assert instance_ports & others == set()
 
 
 # --- stopping and crashing -----------------------------------------------------------

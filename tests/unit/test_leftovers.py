@@ -38,8 +38,8 @@ def view(*argv: str, files: tuple[str, ...] = ()) -> ProcessView:
 @pytest.mark.parametrize(("process", "kind"), [
     (view("/venv/bin/haproxy", "-db", "-f", "/tmp/crhap-0123456789/abc/haproxy.cfg", "-dR"),
      "haproxy"),
-    (view(f"{RAY}/core/src/ray/gcs/gcs_server", f"--log_dir={SESSION}/logs"), "ray-head"),
-    (view(f"{RAY}/core/src/ray/raylet/raylet", "--temp_dir=/data/ray"), "ray-head"),
+    (view(f"{RAY}/core/src/ray/gcs/gcs_server", f"--log_dir={SESSION}/logs"), "ray"),
+    (view(f"{RAY}/core/src/ray/raylet/raylet", "--temp_dir=/data/ray"), "ray"),
     (view("/venv/bin/python", "-u", f"{RAY}/_private/log_monitor.py",
           f"--logs-dir={SESSION}/logs"), "ray"),
     (view("ray::ServeReplica:ingest:ingest", files=(f"{SESSION}/logs/raylet.err",)), "ray"),
