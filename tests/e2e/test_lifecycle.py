@@ -1,8 +1,8 @@
 """``crashray up`` facing hostile clients and stopped or killed as machines do it.
 
 One data directory and one port through the whole module, as an operator's machine has:
-the first instance meets slow clients and is stopped with SIGTERM to its whole process
-group (what systemd does); the second is started on the same port and data directory and
+the first instance meets slow clients (and another server on Serve's default fallback
+port) and is stopped with SIGTERM to its whole process group (what systemd does); the second is started on the same port and data directory and
 then crashes (SIGKILL); the third starts over what the crash left and must keep what the
 second accepted. The tests run in file order and hand the instance on."""
 
@@ -41,7 +41,8 @@ KEEP_ALIVE_TIMEOUT_S = 2
 SLOW_CLIENTS = 2000
 #: Generous: HAProxy checks its timeouts on its own schedule, and the machine is shared.
 CLOSED_WITHIN_S = 30
-STOP_WITHIN_S = Settings().shutdown_timeout_s
+#: The default ``CRASHRAY_SHUTDOWN_TIMEOUT_S`` (the instances run with the defaults).
+STOP_WITHIN_S = float(Settings.model_fields["shutdown_timeout_s"].default)
 
 
 @dataclass
