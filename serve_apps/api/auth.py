@@ -38,7 +38,7 @@ class Login(Body):
 
 def login_address(request: Request, trusted: tuple[str, ...]) -> str:
     """Who is logging in: the peer, or behind trusted proxies the address they saw
-    (events/proxies.py; Serve's HAProxy appends it, cluster/haproxy_forwardfor.py)."""
+    (events/proxies.py; Serve's HAProxy appends it: ``option forwardfor``, cluster/haproxy.py)."""
     peer = request.client.host if request.client else ""
     forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
     return client_address(peer, forwarded, trusted)[:64]

@@ -36,14 +36,17 @@ class CrashrayProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_crashray(data_dir: Path, port: int, env: dict[str, str] | None = None
-                   ) -> CrashrayProcess:
+def start_crashray(data_dir: Path, port: int, env: dict[str, str] | None = None,
+                   new_session: bool = False) -> CrashrayProcess:
+    """``crashray up`` in its own process; with ``new_session`` also in its own session and
+    process group, as a service manager starts it (a test can then signal the group)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CRASHRAY_")}
     environment.update(env or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", "up", "--data-dir", str(data_dir),
          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=environment, cwd=Path(__file__).resolve().parents[2])
+        env=environment, cwd=Path(__file__).resolve().parents[2],
+        start_new_session=new_session)
     output: list[str] = []
     dsn = token = None
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -11,7 +11,6 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from cluster.haproxy_forwardfor import FORWARDFOR, with_forwardfor
 from dashboards.assets import INDEX_FILE, load_assets, render_index
 from events.login_throttle import LoginLimits, RecentFailures, address_key, delay_s, wait_s
 from events.proxies import client_address
@@ -148,19 +147,6 @@ def test_a_nul_in_the_path_or_query_is_a_400(client: TestClient) -> None:
 
 def test_openapi_is_not_served(client: TestClient) -> None:
     assert client.get("/openapi.json").status_code == 404
-
-
-# --- HAProxy with forwardfor ----------------------------------------------------------------
-def test_forwardfor_goes_into_the_defaults_section_of_serves_haproxy_config() -> None:
-    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
-
-    config = "global\n    maxconn 10\ndefaults\n    mode http\nfrontend f\n    bind :1\n"
-    changed = with_forwardfor(config)
-    assert changed.split("\n")[2:5] == ["defaults", FORWARDFOR, "    mode http"]
-    assert with_forwardfor(changed) == changed
-    assert "\ndefaults\n" in HAPROXY_CONFIG_TEMPLATE  # what the rewrite relies on
-    with pytest.raises(ValueError):
-        with_forwardfor("global\n")
 
 
 # --- the start page -------------------------------------------------------------------------
