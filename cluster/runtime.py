@@ -20,10 +20,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actors.placement import LOCAL, Placement
 from cluster.leftovers import (
     InstancePaths,
     ProcessView,
@@ -332,6 +333,8 @@ class Runtime:
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
     _replaced_env: dict[str, str | None] = field(default_factory=dict)
+    #: Where actors run and whether they outlive this process (``actors/placement.py``).
+    placement: Placement = LOCAL
     _lock: DataDirLock | None = None
     _recorded: bool = False
     #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
@@ -363,7 +366,16 @@ class Runtime:
             return
         s = self.settings
         if s.ray_address:
-            ray.init(address=s.ray_address, namespace="crashray")
+            ray.init(address=s.ray_address, namespace="crashray",
+                     logging_level=RAY_DRIVER_LOG_LEVEL)
+            if self.placement == LOCAL:
+                # ``crashray up --address``: the data dir is on this node, so are its
+                # home actors; pool actors spread over the cluster.
+                from actors.placement import cluster_placement
+
+                self.placement = replace(cluster_placement(detached=False),
+                                         head_resource=False,
+                                         home_node_id=ray.get_runtime_context().get_node_id())
         else:
             temp_dir = ray_temp_dir(s.data_dir)
             haproxy_env = haproxy_environment(temp_dir, s)
@@ -442,7 +454,7 @@ class Runtime:
 
     def _start_actors(self) -> None:
         from actors.clickhouse import start_owner
-        from actors.consumer import ConsumerConfig, start_consumers
+        from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
         from events.quotas import SpikeProtection
@@ -450,15 +462,23 @@ class Runtime:
 
         s = self.settings
         if self.clickhouse_dsn.startswith("chdb:"):
-            self._owner = start_owner(self.clickhouse_dsn)
+            self._owner = start_owner(self.clickhouse_dsn, self.placement)
         else:
             ClickHouseStore(self.clickhouse_dsn).migrate()
         self._grouping_shards = start_grouping_shards(
-            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes)
+            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
         self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
             self.postgres_url, s.quota_settings_refresh_s,
-            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)))
-        self._consumers = list(start_consumers(s.consumers, ConsumerConfig(
+            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)),
+            self.placement)
+        self._consumers = list(start_consumers(s.consumers, self.consumer_config(),
+            [shard_name(i) for i in range(s.grouping_shards)], self.placement))
+
+    def consumer_config(self) -> Any:
+        from actors.consumer import ConsumerConfig
+
+        s = self.settings
+        return ConsumerConfig(
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
@@ -468,8 +488,7 @@ class Runtime:
             grouping_cache_hashes=s.grouping_cache_hashes,
             retry_backoff_s=s.consumer_retry_backoff_s,
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
-            outbox_sweep_s=s.consumer_outbox_sweep_s),
-            [shard_name(i) for i in range(s.grouping_shards)]))
+            outbox_sweep_s=s.consumer_outbox_sweep_s)
 
     def _start_serve(self) -> None:
         from ray import serve
