@@ -76,7 +76,7 @@ def cluster_placement(detached: bool) -> Placement:
     spread when there is more than one node."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
     has_head = any(HEAD_RESOURCE in n.get("Resources", {}) for n in nodes)
     return Placement(detached=detached, head_resource=has_head,
                      home_node_id=None if has_head

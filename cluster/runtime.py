@@ -523,8 +523,14 @@ class Runtime:
             max_queued_items=s.max_queued_items, data_dir=s.data_dir,
             min_free_disk_bytes=s.min_free_disk_bytes,
             limit_cache_s=s.quota_settings_refresh_s)
+        # On a cluster the replicas' processes come from each node's raylet, not from
+        # this process: they get the proxy rule through their runtime environment.
+        replica_options: dict[str, Any] = {"num_cpus": 0}
+        if s.ray_address:
+            replica_options["runtime_env"] = {
+                "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
+            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)
@@ -543,10 +549,11 @@ class Runtime:
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         serve.run_many([
             serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
-            serve.RunTarget(ApiDeployment.bind(api_config),  # type: ignore[attr-defined]
-                            name="api", route_prefix="/api/0"),
-            serve.RunTarget(DashboardDeployment.bind(),  # type: ignore[attr-defined]
-                            name="web", route_prefix="/"),
+            serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
+                ray_actor_options=replica_options).bind(api_config),
+                name="api", route_prefix="/api/0"),
+            serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
+                ray_actor_options=replica_options).bind(), name="web", route_prefix="/"),
         ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:
