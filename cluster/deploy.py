@@ -31,7 +31,7 @@ from typing import Any, Final
 import ray
 
 from actors.placement import NAMESPACE, Placement, cluster_placement
-from cluster.runtime import Runtime, StartInfo
+from cluster.runtime import Runtime, StartInfo, check_reachable_databases
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
 
@@ -44,6 +44,8 @@ SERVE_APPS: Final = ("ingest", "api", "web")
 CONSUMER_PREFIX: Final = "crashray-consumer-"
 #: Seconds a retired consumer gets to finish the batch in hand.
 CONSUMER_STOP_TIMEOUT_S: Final = 60.0
+#: Seconds ``undeploy`` waits for Serve to delete the applications (replicas drain).
+APP_DELETE_TIMEOUT_S: Final = 60.0
 
 
 class NotDeployed(NotFound):
@@ -100,9 +102,10 @@ class Keeper:
     def node_id(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
 
-    def stop(self) -> None:
-        """Stop the private PostgreSQL (if this keeper runs one)."""
+    def stop(self) -> str:
+        """Stop the private PostgreSQL (if this keeper runs one); returns the data dir."""
         self._runtime.stop()
+        return str(self._runtime.settings.data_dir)
 
 
 def connect(settings: Settings) -> None:
@@ -148,6 +151,7 @@ def retire_consumers(names: list[str]) -> None:
 def deploy(settings: Settings) -> StartInfo:
     """Deploy (or upgrade in place) Crashray onto the cluster; returns what to print."""
     connect(settings)
+    check_reachable_databases(settings)
     placement = cluster_placement(detached=True)
     keeper = _keeper(settings, placement)
     boot = ray.get(keeper.bootstrap.remote())
@@ -163,7 +167,7 @@ def deploy(settings: Settings) -> StartInfo:
                      boot["project_slug"], boot["has_users"])
 
 
-def undeploy(settings: Settings) -> list[str]:
+def undeploy(settings: Settings) -> Removed:
     """Remove the deployed Crashray: its Serve applications, then its actors (consumers
     finish their batch first), then the private PostgreSQL. Data stays in the data dir
     and the databases; a later ``deploy`` continues from it. Returns what was removed."""
@@ -174,19 +178,32 @@ def undeploy(settings: Settings) -> list[str]:
     if KEEPER_NAME not in names:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}; nothing to"
                           " remove")
-    removed = []
-    for app in SERVE_APPS:
-        serve.delete(app)
-        removed.append(f"Serve application {app}")
+    for app in SERVE_APPS:  # all at once: each drains its replicas for a while
+        serve.delete(app, _blocking=False)
+    deadline = time.monotonic() + APP_DELETE_TIMEOUT_S
+    while set(SERVE_APPS) & set(serve.status().applications):
+        if time.monotonic() > deadline:
+            log.warning("Serve applications still being deleted after %.0f s; going on",
+                        APP_DELETE_TIMEOUT_S)
+            break
+        time.sleep(0.5)
+    removed = [f"Serve application {app}" for app in SERVE_APPS]
     retire_consumers([n for n in names if n.startswith(CONSUMER_PREFIX)])
     for name in names:
         if name == KEEPER_NAME or name.startswith(CONSUMER_PREFIX):
             continue
         ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
     keeper = ray.get_actor(KEEPER_NAME, namespace=NAMESPACE)
-    ray.get(keeper.stop.remote())
+    data_dir = str(ray.get(keeper.stop.remote()))
     ray.kill(keeper, no_restart=True)
-    return removed + [f"actor {n}" for n in names]
+    return Removed(removed + [f"actor {n}" for n in names], data_dir)
+
+
+@dataclass(frozen=True)
+class Removed:
+    parts: list[str]
+    #: The data dir the deployment used (on the home node).
+    data_dir: str
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ def cmd_undeploy(args: argparse.Namespace) -> None:
 
     settings = cli_common.settings_from(args)
     removed = undeploy(settings)
-    print(f"Removed {len(removed)} part(s) of Crashray from {settings.ray_address}; the data"
-          f" stays in {settings.data_dir} and the configured databases.")
+    print(f"Removed {len(removed.parts)} part(s) of Crashray from {settings.ray_address};"
+          f" the data stays in {removed.data_dir} and the configured databases.")
 
 
 def cmd_status(args: argparse.Namespace) -> None:

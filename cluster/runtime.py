@@ -205,6 +205,27 @@ class StartError(Conflict):
     code = "cannot_start"
 
 
+class SeveralMachines(StartError):
+    code = "postgres_server_needed"
+
+
+def check_reachable_databases(settings: Settings) -> None:
+    """The private PostgreSQL listens on a unix socket of the head machine only (pgserver
+    starts it without TCP), which the consumers, shards and replicas on other machines
+    cannot reach: a cluster of several machines needs a PostgreSQL server. (The embedded
+    ClickHouse engine is fine: every node reaches it through its owner actor.)"""
+    import ray
+
+    addresses = {n["NodeManagerAddress"] for n in ray.nodes()  # type: ignore[no-untyped-call]
+                 if n.get("Alive")}
+    if not settings.postgres_url and len(addresses) > 1:
+        raise SeveralMachines(
+            f"this cluster spans {len(addresses)} machines ({', '.join(sorted(addresses))})"
+            " and the private PostgreSQL is reachable on one machine only; set"
+            " CRASHRAY_POSTGRES_URL to a PostgreSQL server every node reaches (in"
+            " cluster/node-settings/crashray.env on a cluster from ray-cluster.yaml)")
+
+
 def instance_paths(data_dir: Path) -> InstancePaths:
     """The directories only the processes of the instance on ``data_dir`` name."""
     import importlib.util
@@ -368,6 +389,7 @@ class Runtime:
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray",
                      logging_level=RAY_DRIVER_LOG_LEVEL)
+            check_reachable_databases(s)
             if self.placement == LOCAL:
                 # ``crashray up --address``: the data dir is on this node, so are its
                 # home actors; pool actors spread over the cluster.
@@ -505,7 +527,8 @@ class Runtime:
         s = self.settings
         logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
         self._serving = True
-        serve.start(http_options={"host": s.host, "port": s.port,
+        serve.start(proxy_location=s.proxy_location,
+                    http_options={"host": s.host, "port": s.port,
                                   "keep_alive_timeout_s": s.haproxy_keep_alive_timeout_s})
         ingest_config = IngestConfig(
             postgres_url=self.postgres_url,
@@ -525,12 +548,14 @@ class Runtime:
             limit_cache_s=s.quota_settings_refresh_s)
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
+        per_node = {"max_replicas_per_node": s.max_replicas_per_node} \
+            if s.max_replicas_per_node else {}
         replica_options: dict[str, Any] = {"num_cpus": 0}
         if s.ray_address:
             replica_options["runtime_env"] = {
                 "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
+            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, **per_node, max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)
@@ -550,7 +575,7 @@ class Runtime:
         serve.run_many([
             serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
             serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
-                ray_actor_options=replica_options).bind(api_config),
+                ray_actor_options=replica_options, **per_node).bind(api_config),
                 name="api", route_prefix="/api/0"),
             serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options).bind(), name="web", route_prefix="/"),
