@@ -292,8 +292,16 @@ def test_losing_a_node_loses_no_accepted_event(deployed: TwoNodes) -> None:
         wait_until(lambda: issue_count(deployed, load.title) == load.accepted, 120,
                    f"all {load.accepted} accepted envelopes stored once")
     except AssertionError:
+        issues = httpx.get(f"{deployed.base_url}/api/0/projects/crashray/default/issues/",
+                           params={"query": ""}, timeout=10,
+                           headers={"Authorization": f"Bearer {deployed.token}"}).json()
+        letters = subprocess.run([sys.executable, "-m", "cluster.cli", "dead-letters", "list",
+                                  "--data-dir", str(deployed.data_dir)], capture_output=True,
+                                 text=True, timeout=120, cwd=ROOT, env=deployed.env)
         pytest.fail(f"{issue_count(deployed, load.title)} stored of {load.accepted} accepted"
-                    f" ({load.failed} refused):\n{crashray(deployed, 'status').stdout}")
+                    f" ({load.failed} refused):\n{crashray(deployed, 'status').stdout}\n"
+                    f"issues: {[(i['title'], i['count']) for i in issues]}\n"
+                    f"dead letters: {letters.stdout} {letters.stderr[-2000:]}")
     status = crashray(deployed, "status").stdout
     assert "Nodes: 1 alive of 2" in status, status
     by_node = actors_by_node(deployed)
