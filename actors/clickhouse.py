@@ -19,6 +19,7 @@ from typing import Any, Final
 import pyarrow as pa
 import ray
 
+from actors.placement import LOCAL, Placement
 from events.search import EventFilters
 from events.stats import StatsQuery
 from storage.clickhouse import (
@@ -199,11 +200,11 @@ class RemoteStore:
         return rows
 
 
-def start_owner(dsn: str) -> Any:
-    """Create (or find) the owner actor for an embedded ``dsn`` and wait until migrated."""
+def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:
+    """Create (or find) the owner actor for an embedded ``dsn`` and wait until migrated;
+    it is a home actor: the chDB files are on one node's disk."""
     owner = ClickHouseOwner.options(  # type: ignore[attr-defined]
-        name=OWNER_ACTOR_NAME, namespace=NAMESPACE,
-        get_if_exists=True).remote(dsn)
+        get_if_exists=True, **placement.home(OWNER_ACTOR_NAME)).remote(dsn)
     ray.get(owner.ready.remote())
     return owner
 

@@ -31,6 +31,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ import ray
 
 from actors.clickhouse import clickhouse_store
 from actors.grouping import IssueResolver, ShardedResolver
+from actors.placement import LOCAL, Placement
 from events.consume import (
     BatchPlan,
     WorkItem,
@@ -81,6 +83,9 @@ from storage.projects import ProjectGroupingSettings, grouping_settings, scrubbi
 from storage.scope import ProjectScope
 
 log = logging.getLogger("crashray.consumer")
+
+#: The window of ``processed_last_minute`` in a consumer's stats.
+RATE_WINDOW_S = 60.0
 
 
 #: How often a consumer forgets event ids older than ``dedup_window_s``, and how many rows
@@ -508,6 +513,8 @@ class Consumer:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._errors = 0
+        #: (monotonic time, processed_total) about once a second over the last minute.
+        self._samples: deque[tuple[float, int]] = deque()
         self._thread = threading.Thread(target=self._loop, name="consumer", daemon=True)
         self._thread.start()
 
@@ -526,6 +533,7 @@ class Consumer:
                 self._consumer.prune_if_due()
                 self._consumer.ship_outbox_if_due()
                 claimed = self._consumer.run_once()
+                self._sample()
                 backoff_s = 0.0
                 if claimed == 0:
                     self._idle.set()
@@ -562,10 +570,21 @@ class Consumer:
         except psycopg.OperationalError:
             log.warning("PostgreSQL still unreachable; will retry")
 
+    def _sample(self) -> None:
+        now = time.monotonic()
+        if not self._samples or now - self._samples[-1][0] >= 1.0:
+            self._samples.append((now, self._consumer.processed_total))
+        while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
+
     def stats(self) -> dict[str, Any]:
-        return {"processed": self._consumer.processed_total, "errors": self._errors,
+        total = self._consumer.processed_total
+        since = self._samples[0][1] if self._samples else total
+        return {"processed": total, "errors": self._errors,
                 "idle": self._idle.is_set(), "storage_down": self._consumer.storage_down,
-                "ship_failures": self._consumer.ship_failures}
+                "ship_failures": self._consumer.ship_failures,
+                "processed_last_minute": total - since,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def stop(self) -> None:
         """Finish the batch in hand, then stop (used by a clean shutdown)."""
@@ -575,7 +594,13 @@ class Consumer:
         self._listener.close()
 
 
+def consumer_name(index: int) -> str:
+    return f"crashray-consumer-{index}"
+
+
 def start_consumers(count: int, config: ConsumerConfig,
-                    grouping_shard_names: Sequence[str] = ()) -> Sequence[Any]:
-    return [Consumer.options(name=f"crashray-consumer-{i}", namespace="crashray")  # type: ignore[attr-defined]
-            .remote(config, list(grouping_shard_names)) for i in range(count)]
+                    grouping_shard_names: Sequence[str] = (),
+                    placement: Placement = LOCAL, first: int = 0) -> Sequence[Any]:
+    """Consumers ``first`` … ``first + count - 1`` (named by ``consumer_name``)."""
+    return [Consumer.options(**placement.pool(consumer_name(i)))  # type: ignore[attr-defined]
+            .remote(config, list(grouping_shard_names)) for i in range(first, first + count)]

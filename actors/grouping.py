@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import ray
 
+from actors.placement import LOCAL, Placement
 from storage import issues as issue_store
 from storage.projects import grouping_epochs
 
@@ -147,8 +148,10 @@ def shard_name(index: int) -> str:
     return f"crashray-grouping-{index}"
 
 
-def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int
-                          ) -> list[Any]:
+def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int,
+                          placement: Placement = LOCAL) -> list[Any]:
+    """The shards, or those of a running deployment (found by name and kept: a shard's
+    cache refills from PostgreSQL, and which shard owns a project depends on the count)."""
     return [GroupingShard.options(  # type: ignore[attr-defined]
-        name=shard_name(i), namespace="crashray").remote(
+        get_if_exists=True, **placement.pool(shard_name(i))).remote(
             postgres_url, max_cached_hashes) for i in range(count)]

@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 import ray
 
+from actors.placement import LOCAL, Placement
 from events.quotas import (
     LEASE_TTL_S,
     SPIKE_BASELINE_HOURS,
@@ -194,9 +195,16 @@ class RateLimiterShard:
         return self._limiter.stats()
 
 
-def start_rate_limiters(count: int, config: RateLimiterConfig) -> list[Any]:
+def rate_limiter_name(index: int) -> str:
+    return f"crashray-ratelimit-{index}"
+
+
+def start_rate_limiters(count: int, config: RateLimiterConfig,
+                        placement: Placement = LOCAL) -> list[Any]:
+    """The shards, or those of a running deployment (found by name and kept, with the
+    windows and leases they hold)."""
     return [RateLimiterShard.options(  # type: ignore[attr-defined]
-        name=f"crashray-ratelimit-{i}", namespace="crashray").remote(config)
+        get_if_exists=True, **placement.pool(rate_limiter_name(i))).remote(config)
         for i in range(count)]
 
 

@@ -8,6 +8,8 @@
     crashray quota list|add|delete|usage|spike           quotas and spike protection
     crashray key rate-limit --project SLUG ...           a DSN key's rate limit
     crashray dead-letters list|replay|drop               queue items consumers gave up on
+    crashray up --address ADDR                           run on an existing Ray cluster
+    crashray deploy|undeploy|status --address ADDR       leave it deployed there; remove; inspect
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import signal
 import sys
 import threading
 
-from cluster import cli_common, dead_letters_cli, grouping_cli, quota_cli, tenancy_cli
+from cluster import (
+    cli_common,
+    dead_letters_cli,
+    deploy_cli,
+    grouping_cli,
+    quota_cli,
+    tenancy_cli,
+)
 from cluster.cli_common import command
 
 
@@ -40,16 +49,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     try:
         info = runtime.start()
         _on_stop_signals(stop)  # again: ray.init installs its own SIGTERM handler
-        print(f"DSN: {info.dsn}")
-        print(f"Dashboard: {info.dashboard_url}")
-        if not info.has_users:
-            print("No dashboard login yet: make one with `crashray user create NAME --org"
-                  f" {info.organization_slug} --role owner --data-dir {settings.data_dir}`")
-        if info.api_token:
-            print(f"API token: {info.api_token}")
-        else:
-            print("API token: printed on the first start only (it is stored hashed); make a"
-                  f" new one with `crashray token create --data-dir {settings.data_dir}`")
+        cli_common.print_start_info(info, settings)
         print("Crashray is running; Ctrl-C stops it.", flush=True)
         stop.wait()
         print("Stopping Crashray ...", flush=True)
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="where data lives (CRASHRAY_DATA_DIR, ~/.crashray)")
     up.add_argument("--port", type=int, help="HTTP port (CRASHRAY_PORT, 9000)")
     up.add_argument("--host", help="HTTP address (CRASHRAY_HOST, 127.0.0.1)")
+    up.add_argument("--address", help="run on this existing Ray cluster instead of a local"
+                    " Ray (CRASHRAY_RAY_ADDRESS), e.g. 10.0.0.5:6379")
     command(up, cmd_up)
     token = sub.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota_cli.add_parsers(sub)
     tenancy_cli.add_parsers(sub)
     dead_letters_cli.add_parsers(sub)
+    deploy_cli.add_parsers(sub)
     return parser
 
 

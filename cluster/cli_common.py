@@ -31,6 +31,7 @@ from events.errors import BadRequest, CrashrayError
 if TYPE_CHECKING:
     import psycopg
 
+    from cluster.runtime import StartInfo
     from cluster.settings import Settings
 
 #: Exit codes: a refusal the user can fix (argparse uses 2 for its own usage errors too),
@@ -95,6 +96,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["port"] = args.port
     if getattr(args, "host", None):
         overrides["host"] = args.host
+    if getattr(args, "address", None):
+        overrides["ray_address"] = args.address
     try:
         return Settings(**overrides)
     except pydantic.ValidationError as exc:
@@ -147,3 +150,18 @@ def instance_base_url(args: argparse.Namespace) -> str:
         return settings.base_url()
     instance = running_instance(settings.data_dir)
     return instance.base_url if instance is not None else settings.base_url()
+
+
+def print_start_info(info: StartInfo, settings: Settings) -> None:
+    """The lines ``crashray up`` and ``crashray deploy`` print once Crashray answers."""
+    print(f"DSN: {info.dsn}")
+    print(f"Dashboard: {info.dashboard_url}")
+    if not info.has_users:
+        print("No dashboard login yet: make one with `crashray user create NAME --org"
+              f" {info.organization_slug} --role owner --data-dir {settings.data_dir}`")
+    if info.api_token:
+        print(f"API token: {info.api_token}")
+    else:
+        print("API token: printed on the first start only (it is stored hashed); make a"
+              f" new one with `crashray token create --data-dir {settings.data_dir}`",
+              flush=True)

@@ -31,13 +31,14 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from actors.placement import HEAD_RESOURCE
 from cluster import cli_common
 from cluster.runtime import RAY_SERVE_ENV, UVICORN_TRUSTS_NO_PROXY, haproxy_environment
 from cluster.settings import Settings
 
-#: The custom resource of the head node (``ray start --resources``): one unit, so exactly
-#: one actor that asks for all of it runs there.
-HEAD_NODE_RESOURCE: Final = "crashray_head"
+#: The custom resource of the head node (``ray start --resources``): one unit, of which
+#: each home actor asks a share (``actors/placement.py``).
+HEAD_NODE_RESOURCE: Final = HEAD_RESOURCE
 #: Where the start commands of ``ray-cluster.yaml`` write the file.
 DEFAULT_OUT: Final = "~/.crashray/ray-node.env"
 

@@ -20,10 +20,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actors.placement import LOCAL, Placement
 from cluster.leftovers import (
     InstancePaths,
     ProcessView,
@@ -204,6 +205,27 @@ class StartError(Conflict):
     code = "cannot_start"
 
 
+class SeveralMachines(StartError):
+    code = "postgres_server_needed"
+
+
+def check_reachable_databases(settings: Settings) -> None:
+    """The private PostgreSQL listens on a unix socket of the head machine only (pgserver
+    starts it without TCP), which the consumers, shards and replicas on other machines
+    cannot reach: a cluster of several machines needs a PostgreSQL server. (The embedded
+    ClickHouse engine is fine: every node reaches it through its owner actor.)"""
+    import ray
+
+    addresses = {n["NodeManagerAddress"] for n in ray.nodes()  # type: ignore[no-untyped-call]
+                 if n.get("Alive")}
+    if not settings.postgres_url and len(addresses) > 1:
+        raise SeveralMachines(
+            f"this cluster spans {len(addresses)} machines ({', '.join(sorted(addresses))})"
+            " and the private PostgreSQL is reachable on one machine only; set"
+            " CRASHRAY_POSTGRES_URL to a PostgreSQL server every node reaches (in"
+            " cluster/node-settings/crashray.env on a cluster from ray-cluster.yaml)")
+
+
 def instance_paths(data_dir: Path) -> InstancePaths:
     """The directories only the processes of the instance on ``data_dir`` name."""
     import importlib.util
@@ -332,6 +354,8 @@ class Runtime:
     _started_ray: bool = False
     _haproxy_dir: Path | None = None
     _replaced_env: dict[str, str | None] = field(default_factory=dict)
+    #: Where actors run and whether they outlive this process (``actors/placement.py``).
+    placement: Placement = LOCAL
     _lock: DataDirLock | None = None
     _recorded: bool = False
     #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
@@ -363,7 +387,17 @@ class Runtime:
             return
         s = self.settings
         if s.ray_address:
-            ray.init(address=s.ray_address, namespace="crashray")
+            ray.init(address=s.ray_address, namespace="crashray",
+                     logging_level=RAY_DRIVER_LOG_LEVEL)
+            check_reachable_databases(s)
+            if self.placement == LOCAL:
+                # ``crashray up --address``: the data dir is on this node, so are its
+                # home actors; pool actors spread over the cluster.
+                from actors.placement import cluster_placement
+
+                self.placement = replace(cluster_placement(detached=False),
+                                         head_resource=False,
+                                         home_node_id=ray.get_runtime_context().get_node_id())
         else:
             temp_dir = ray_temp_dir(s.data_dir)
             haproxy_env = haproxy_environment(temp_dir, s)
@@ -442,7 +476,7 @@ class Runtime:
 
     def _start_actors(self) -> None:
         from actors.clickhouse import start_owner
-        from actors.consumer import ConsumerConfig, start_consumers
+        from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
         from events.quotas import SpikeProtection
@@ -450,15 +484,23 @@ class Runtime:
 
         s = self.settings
         if self.clickhouse_dsn.startswith("chdb:"):
-            self._owner = start_owner(self.clickhouse_dsn)
+            self._owner = start_owner(self.clickhouse_dsn, self.placement)
         else:
             ClickHouseStore(self.clickhouse_dsn).migrate()
         self._grouping_shards = start_grouping_shards(
-            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes)
+            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
         self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
             self.postgres_url, s.quota_settings_refresh_s,
-            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)))
-        self._consumers = list(start_consumers(s.consumers, ConsumerConfig(
+            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)),
+            self.placement)
+        self._consumers = list(start_consumers(s.consumers, self.consumer_config(),
+            [shard_name(i) for i in range(s.grouping_shards)], self.placement))
+
+    def consumer_config(self) -> Any:
+        from actors.consumer import ConsumerConfig
+
+        s = self.settings
+        return ConsumerConfig(
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,
@@ -468,8 +510,7 @@ class Runtime:
             grouping_cache_hashes=s.grouping_cache_hashes,
             retry_backoff_s=s.consumer_retry_backoff_s,
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
-            outbox_sweep_s=s.consumer_outbox_sweep_s),
-            [shard_name(i) for i in range(s.grouping_shards)]))
+            outbox_sweep_s=s.consumer_outbox_sweep_s)
 
     def _start_serve(self) -> None:
         from ray import serve
@@ -486,7 +527,8 @@ class Runtime:
         s = self.settings
         logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
         self._serving = True
-        serve.start(http_options={"host": s.host, "port": s.port,
+        serve.start(proxy_location=s.proxy_location,
+                    http_options={"host": s.host, "port": s.port,
                                   "keep_alive_timeout_s": s.haproxy_keep_alive_timeout_s})
         ingest_config = IngestConfig(
             postgres_url=self.postgres_url,
@@ -504,8 +546,16 @@ class Runtime:
             max_queued_items=s.max_queued_items, data_dir=s.data_dir,
             min_free_disk_bytes=s.min_free_disk_bytes,
             limit_cache_s=s.quota_settings_refresh_s)
+        # On a cluster the replicas' processes come from each node's raylet, not from
+        # this process: they get the proxy rule through their runtime environment.
+        per_node = {"max_replicas_per_node": s.max_replicas_per_node} \
+            if s.max_replicas_per_node else {}
+        replica_options: dict[str, Any] = {"num_cpus": 0}
+        if s.ray_address:
+            replica_options["runtime_env"] = {
+                "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
+            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, **per_node, max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)
@@ -524,10 +574,11 @@ class Runtime:
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         serve.run_many([
             serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
-            serve.RunTarget(ApiDeployment.bind(api_config),  # type: ignore[attr-defined]
-                            name="api", route_prefix="/api/0"),
-            serve.RunTarget(DashboardDeployment.bind(),  # type: ignore[attr-defined]
-                            name="web", route_prefix="/"),
+            serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
+                ray_actor_options=replica_options, **per_node).bind(api_config),
+                name="api", route_prefix="/api/0"),
+            serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
+                ray_actor_options=replica_options).bind(), name="web", route_prefix="/"),
         ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:

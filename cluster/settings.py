@@ -8,6 +8,7 @@ and says its unit and why it defaults as it does. Size limits default to Relay's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,8 +42,16 @@ class Settings(BaseSettings):
     port: int = 9000
     #: Host name written into printed DSNs (what SDKs connect to); defaults to ``host``.
     public_host: str | None = None
-    #: Existing Ray cluster to join (``ray://`` or ``auto``); empty starts a local Ray.
+    #: Existing Ray cluster to join (``host:port`` or ``auto``); empty starts a local Ray.
     ray_address: str | None = None
+    #: Where Serve runs its HTTP proxy (HAProxy): ``EveryNode`` (any node answers on
+    #: ``port``; put a load balancer in front), ``HeadOnly`` (one entry point; also when
+    #: several Ray nodes share one machine and so one address), or ``Disabled``.
+    proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
+    #: At most this many replicas of one Serve deployment (ingest, API) per node, so the
+    #: replicas of a cluster spread over its nodes (Serve packs them where there is room;
+    #: a replica that finds no node is what makes Ray's autoscaler add one). 0: no limit.
+    max_replicas_per_node: int = 0
     #: Ray object store size in bytes for a local Ray. Ray picks 30% of RAM (~7 GB here)
     #: unless told; an error tracker moves small batches, a few hundred MB is plenty.
     ray_object_store_bytes: int = 256 * MIB

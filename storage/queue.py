@@ -110,6 +110,19 @@ class PostgresQueue:
             self._conn.close()
 
 
+def queue_lag(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """What waits in the queue, for operators: items, bytes, and the age in seconds of the
+    oldest item (0 when empty). One scan; not for per-request paths."""
+    row = conn.execute(
+        "SELECT count(*), coalesce(sum(octet_length(payload)), 0),"
+        " coalesce(extract(epoch FROM now() - min(received_at)), 0),"
+        " count(*) FILTER (WHERE claimed_until > now())"
+        " FROM ingest_queue").fetchone()
+    items, size, age, claimed = row if row else (0, 0, 0, 0)
+    return {"items": int(items), "bytes": int(size), "oldest_age_s": float(age),
+            "claimed": int(claimed)}
+
+
 def listen(url: str) -> psycopg.Connection[Any]:
     """A connection that receives a notification whenever items are queued (wait on it
     with ``conn.notifies(timeout=…)``)."""

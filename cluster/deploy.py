@@ -1,0 +1,286 @@
+"""Crashray deployed onto an existing Ray cluster: ``crashray deploy``, ``undeploy`` and
+``status`` (``--address ADDR`` or ``CRASHRAY_RAY_ADDRESS``).
+
+``crashray up --address`` runs Crashray on a cluster for as long as the command runs.
+``crashray deploy`` leaves it running: every actor is detached, named and restartable
+(``actors/placement.py``), the Serve applications live in Serve's own (detached)
+controller, and the command exits once everything answers.
+
+The **keeper** (``crashray-keeper``) is the deployment's home: a detached actor on the
+node that holds the data directory (the node with the ``crashray_head`` resource, else
+the node ``crashray deploy`` runs on). It owns the private PostgreSQL when no
+``CRASHRAY_POSTGRES_URL`` is set, runs the migrations and the first-start bootstrap,
+and answers ``status`` with the queue's lag. The embedded ClickHouse owner is pinned to
+the same node; consumers, shards and Serve replicas may run anywhere.
+
+A second ``deploy`` upgrades in place: the keeper, the ClickHouse owner, and the grouping
+and rate-limit shards are found by name and kept (with their caches and windows); the
+consumers are retired one by one (each finishes its batch; what it had claimed is claimed
+again) and started anew with the new code and settings; the Serve applications are
+updated by Serve's rolling update. Accepted events wait in the queue meanwhile: nothing
+accepted is lost, and ingest keeps answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import ray
+
+from actors.placement import NAMESPACE, Placement, cluster_placement
+from cluster.runtime import Runtime, StartInfo, check_reachable_databases
+from cluster.settings import Settings
+from events.errors import BadRequest, NotFound
+
+log = logging.getLogger("crashray.deploy")
+
+KEEPER_NAME: Final = "crashray-keeper"
+#: The Serve applications of a Crashray, as ``Runtime._start_serve`` names them.
+SERVE_APPS: Final = ("ingest", "api", "web")
+#: Name prefixes of the pool actors a deployment runs (``actors/*``).
+CONSUMER_PREFIX: Final = "crashray-consumer-"
+#: Seconds a retired consumer gets to finish the batch in hand.
+CONSUMER_STOP_TIMEOUT_S: Final = 60.0
+#: Seconds ``undeploy`` waits for Serve to delete the applications (replicas drain).
+APP_DELETE_TIMEOUT_S: Final = 60.0
+
+
+class NotDeployed(NotFound):
+    """No Crashray is deployed on that cluster."""
+
+    code = "not_deployed"
+
+
+class NoClusterAddress(BadRequest):
+    code = "no_cluster_address"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Keeper:
+    """The deployment's home on the data directory's node (see the module docstring).
+    Restarted by Ray, it joins the private PostgreSQL again (pgserver finds the running
+    server under the data dir) and runs the idempotent migrations."""
+
+    def __init__(self, settings: Settings) -> None:
+        from cluster.runtime import DataDirLock
+
+        self._runtime = Runtime(settings)
+        # One Crashray per data dir, as ``crashray up`` (which would refuse to start on it).
+        self._runtime._lock = DataDirLock(settings.data_dir)
+        self._runtime._lock.acquire()
+        self._runtime.start_databases()
+
+    def urls(self) -> tuple[str, str]:
+        """(PostgreSQL URL, ClickHouse DSN) every other actor uses."""
+        return self._runtime.postgres_url, self._runtime.clickhouse_dsn
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The first organization, project, DSN key and API token (made on the first
+        deploy only; later ones answer ``api_token`` None, as ``crashray up`` does)."""
+        from events.grouping import DEFAULT_GROUPING_CONFIG
+        from storage import postgres, tenancy
+        from storage.bootstrap import bootstrap
+
+        with postgres.connect(self._runtime.postgres_url) as conn:
+            boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
+            self._runtime._upgrade_grouping(conn)
+            has_users = tenancy.has_users(conn)
+        return {"public_key": boot.public_key, "project_id": boot.project_id,
+                "api_token": boot.api_token, "organization_slug": boot.organization_slug,
+                "project_slug": boot.project_slug, "has_users": has_users}
+
+    def queue_lag(self) -> dict[str, Any]:
+        from storage import postgres
+        from storage.queue import queue_lag
+
+        with postgres.connect(self._runtime.postgres_url) as conn:
+            return queue_lag(conn)
+
+    def node_id(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    def stop(self) -> str:
+        """Stop the private PostgreSQL (if this keeper runs one); returns the data dir."""
+        self._runtime.stop()
+        return str(self._runtime.settings.data_dir)
+
+
+def connect(settings: Settings) -> None:
+    """Join the cluster ``settings.ray_address`` names."""
+    from cluster.runtime import RAY_DRIVER_LOG_LEVEL, apply_ray_environment
+
+    if not settings.ray_address:
+        raise NoClusterAddress("which Ray cluster? give --address ADDR (or set"
+                               " CRASHRAY_RAY_ADDRESS), e.g. --address 10.0.0.5:6379")
+    apply_ray_environment(settings)
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address, namespace=NAMESPACE,
+                 logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False)
+
+
+def our_actor_names() -> list[str]:
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == NAMESPACE)
+
+
+def _keeper(settings: Settings, placement: Placement) -> Any:
+    keeper = Keeper.options(  # type: ignore[attr-defined]
+        get_if_exists=True, **placement.home(KEEPER_NAME)).remote(settings)
+    ray.get(keeper.node_id.remote())  # constructed: databases up and migrated
+    return keeper
+
+
+def retire_consumers(names: list[str]) -> None:
+    """Stop the named consumers (each finishes its batch, bounded) and end them."""
+    for name in names:
+        try:
+            consumer = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            continue
+        try:
+            ray.get(consumer.stop.remote(), timeout=CONSUMER_STOP_TIMEOUT_S)
+        except Exception:
+            log.warning("%s did not stop cleanly; its claimed items are claimed again", name,
+                        exc_info=True)
+        ray.kill(consumer, no_restart=True)
+
+
+def deploy(settings: Settings) -> StartInfo:
+    """Deploy (or upgrade in place) Crashray onto the cluster; returns what to print."""
+    connect(settings)
+    check_reachable_databases(settings)
+    placement = cluster_placement(detached=True)
+    keeper = _keeper(settings, placement)
+    boot = ray.get(keeper.bootstrap.remote())
+    runtime = Runtime(settings, placement=placement)
+    runtime.postgres_url, runtime.clickhouse_dsn = ray.get(keeper.urls.remote())
+    retire_consumers([n for n in our_actor_names() if n.startswith(CONSUMER_PREFIX)])
+    runtime._start_actors()
+    runtime._start_serve()
+    base = settings.base_url()
+    public_key, project_id = boot["public_key"], boot["project_id"]
+    dsn = f"{base.replace('://', f'://{public_key}@', 1)}/{project_id}"
+    return StartInfo(dsn, f"{base}/", boot["api_token"], boot["organization_slug"],
+                     boot["project_slug"], boot["has_users"])
+
+
+def undeploy(settings: Settings) -> Removed:
+    """Remove the deployed Crashray: its Serve applications, then its actors (consumers
+    finish their batch first), then the private PostgreSQL. Data stays in the data dir
+    and the databases; a later ``deploy`` continues from it. Returns what was removed."""
+    from ray import serve
+
+    connect(settings)
+    names = our_actor_names()
+    if KEEPER_NAME not in names:
+        raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}; nothing to"
+                          " remove")
+    for app in SERVE_APPS:  # all at once: each drains its replicas for a while
+        serve.delete(app, _blocking=False)
+    deadline = time.monotonic() + APP_DELETE_TIMEOUT_S
+    while set(SERVE_APPS) & set(serve.status().applications):
+        if time.monotonic() > deadline:
+            log.warning("Serve applications still being deleted after %.0f s; going on",
+                        APP_DELETE_TIMEOUT_S)
+            break
+        time.sleep(0.5)
+    removed = [f"Serve application {app}" for app in SERVE_APPS]
+    retire_consumers([n for n in names if n.startswith(CONSUMER_PREFIX)])
+    for name in names:
+        if name == KEEPER_NAME or name.startswith(CONSUMER_PREFIX):
+            continue
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    keeper = ray.get_actor(KEEPER_NAME, namespace=NAMESPACE)
+    data_dir = str(ray.get(keeper.stop.remote()))
+    ray.kill(keeper, no_restart=True)
+    return Removed(removed + [f"actor {n}" for n in names], data_dir)
+
+
+@dataclass(frozen=True)
+class Removed:
+    parts: list[str]
+    #: The data dir the deployment used (on the home node).
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    nodes: list[dict[str, Any]]
+    #: app → deployment → {"status": …, "replicas": {state: count}}
+    applications: dict[str, dict[str, Any]]
+    #: node id → actor names
+    actors_by_node: dict[str, list[str]]
+    queue: dict[str, Any]
+    consumers: list[dict[str, Any]]
+
+
+def status(settings: Settings) -> ClusterStatus:
+    from ray import serve
+
+    connect(settings)
+    names = our_actor_names()
+    if KEEPER_NAME not in names:
+        raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}")
+    nodes = [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"],
+              "alive": n["Alive"], "resources": n.get("Resources", {})}
+             for n in ray.nodes()]  # type: ignore[no-untyped-call]
+    applications: dict[str, dict[str, Any]] = {}
+    for app_name, app in serve.status().applications.items():
+        applications[app_name] = {
+            name: {"status": str(d.status.value if hasattr(d.status, "value") else d.status),
+                   "replicas": {str(getattr(k, "value", k)): v
+                                for k, v in d.replica_states.items()}}
+            for name, d in app.deployments.items()}
+    actors_by_node = actor_nodes(names)
+    keeper = ray.get_actor(KEEPER_NAME, namespace=NAMESPACE)
+    queue: dict[str, Any] = dict(ray.get(keeper.queue_lag.remote(), timeout=30))
+    consumers: list[dict[str, Any]] = []
+    for name in names:
+        if name.startswith(CONSUMER_PREFIX):
+            try:
+                stats = ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote(),
+                                timeout=10)
+            except Exception as exc:  # restarting, or its node is gone
+                stats = {"error": type(exc).__name__}
+            consumers.append({"name": name, **stats})
+    return ClusterStatus(nodes, applications, actors_by_node, queue, consumers)
+
+
+def actor_nodes(names: list[str]) -> dict[str, list[str]]:
+    """Node id → the named Crashray actors (and Serve replicas) on it, from Ray's state API
+    (served by the head's dashboard process; empty when the cluster runs without one)."""
+    try:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000,
+                             raise_on_missing_output=False)
+    except Exception:
+        log.warning("Ray's state API is not available (no dashboard on the head?); actors"
+                    " by node are not shown")
+        return {}
+    by_node: dict[str, list[str]] = {}
+    for actor in actors:
+        name = actor.name or ""
+        if name in names or actor.class_name.startswith("ServeReplica:"):
+            label = name or actor.class_name.removeprefix("ServeReplica:")
+            by_node.setdefault(actor.node_id or "?", []).append(label)
+    return {node: sorted(labels) for node, labels in by_node.items()}
+
+
+def wait_until_serving(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Wait until the ingest route answers on this node (the Serve proxy is up)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    url = f"http://{settings.resolved_public_host()}:{settings.port}/api/0/"
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
