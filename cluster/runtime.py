@@ -503,7 +503,9 @@ class Runtime:
             key_cache_miss_reload_s=s.key_cache_miss_reload_s,
             max_queued_items=s.max_queued_items, data_dir=s.data_dir,
             min_free_disk_bytes=s.min_free_disk_bytes,
-            limit_cache_s=s.quota_settings_refresh_s)
+            limit_cache_s=s.quota_settings_refresh_s,
+            max_unauthenticated_body_bytes=s.max_unauthenticated_body_bytes,
+            trusted_proxies=tuple(s.trusted_proxies))
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
             num_replicas=s.ingest_replicas, max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,

@@ -42,6 +42,7 @@ __all__ = [
     "data_category_for_item",
     "normalize_event_id",
     "parse_envelope",
+    "parse_envelope_headers",
     "parse_store_body",
 ]
 
@@ -156,6 +157,15 @@ def parse_envelope(body: bytes, limits: EnvelopeLimits) -> Envelope:
     envelope = Envelope(headers=MappingProxyType(headers), items=tuple(items))
     check_size_limits(envelope, limits)
     return envelope
+
+
+def parse_envelope_headers(first_line: bytes) -> Mapping[str, Any]:
+    """The envelope headers from its first line alone (leading whitespace and the newline
+    already gone), checked as ``parse_envelope`` checks them: for reading the ``dsn`` before
+    the rest of the body."""
+    headers = _decode_header_line(first_line, "envelope header")
+    normalize_event_id(headers.get("event_id"))
+    return MappingProxyType(headers)
 
 
 def _read_item(body: bytes, offset: int, index: int) -> tuple[EnvelopeItem, int]:
