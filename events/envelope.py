@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 import zlib
@@ -41,6 +42,7 @@ __all__ = [
     "check_size_limits",
     "data_category_for_item",
     "normalize_event_id",
+    "normalize_sent_at",
     "parse_envelope",
     "parse_envelope_headers",
     "parse_store_body",
@@ -135,6 +137,27 @@ def normalize_event_id(value: object) -> str | None:
     raise InvalidEnvelope(
         f'envelope header "event_id" must be 32 hex digits or a dashed UUID, got {value!r:.80}'
     )
+
+
+#: Longer than any RFC 3339 date and time with fractions and an offset.
+_MAX_SENT_AT_CHARS = 64
+
+
+def normalize_sent_at(value: object) -> str | None:
+    """The ``sent_at`` envelope header (spec §2.2) as an RFC 3339 UTC string; None when it
+    is absent or no date and time. It only corrects the event's clock drift, so an
+    unreadable one is dropped rather than failing the event: sentry-relay's normalizer
+    refuses to start for it, which would fail the item on every delivery. Without an
+    offset, UTC (as SDKs mean it)."""
+    if not isinstance(value, str) or len(value) > _MAX_SENT_AT_CHARS:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC).isoformat()
+    except (ValueError, OverflowError):
+        return None
 
 
 def parse_envelope(body: bytes, limits: EnvelopeLimits) -> Envelope:

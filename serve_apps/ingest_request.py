@@ -31,6 +31,7 @@ from events.envelope import (
     EnvelopeItem,
     EnvelopeLimits,
     normalize_event_id,
+    normalize_sent_at,
     parse_envelope,
     parse_store_body,
 )
@@ -144,7 +145,7 @@ def queued_items(envelope: Envelope, event_id: str | None, key: ProjectKey,
                   if item.type in HANDED_OFF_TYPES]
     for index, item in handed_off:
         check_storable_fields(item.headers, f"envelope item {index} header")
-    envelope_meta = {**meta, "sent_at": sent_at}
+    envelope_meta = {**meta, "sent_at": normalize_sent_at(sent_at)}
     return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
                        key_id=key.id, item_type=item.type, event_id=event_id,
                        received_at=received_at, payload=item.payload,

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.envelope import EnvelopeLimits, parse_envelope
+from events.envelope import EnvelopeLimits, normalize_sent_at, parse_envelope
 from events.errors import BadRequest, UnstorableValue
+from events.process import EventProcessor, ItemContext
 from events.storable import MAX_DEPTH, check_storable
 from serve_apps.ingest_request import queued_items
 from storage.keys import ProjectKey
@@ -118,3 +119,27 @@ def test_items_that_are_not_handed_off_are_not_checked() -> None:
     parsed = parse_envelope(envelope(b'{"type":"mystery","x":123456789012345678901234567890}'),
                             EnvelopeLimits())
     assert queued_items(parsed, None, KEY, dt.datetime.now(dt.UTC), {}) == []
+
+
+# --- what processing reads back never fails the event ------------------------------------
+
+
+@pytest.mark.parametrize(("sent_at", "kept"), [
+    ("2026-11-28T16:05:56.437301Z", "2026-11-28T16:05:56.437301+00:00"),
+    ("2026-11-28T18:05:56+02:00", "2026-11-28T16:05:56+00:00"),
+    ("2026-11-28T16:05:56", "2026-11-28T16:05:56+00:00"),
+    ("garbage", None), ("2026-13-45T99:00:00Z", None), (123, None), ({"a": 1}, None),
+    (None, None),
+])
+def test_sent_at_is_kept_as_rfc_3339_or_dropped(sent_at: object, kept: str | None) -> None:
+    assert normalize_sent_at(sent_at) == kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40) | st.datetimes().map(lambda d: d.isoformat()))
+def test_whatever_sent_at_an_envelope_names_its_event_is_processed(sent_at: str) -> None:
+    # sentry-relay's normalizer refuses to start for a sent_at it cannot read, which would
+    # fail the item on every delivery until it is dead-lettered.
+    ctx = ItemContext(project_id=1, key_id=1, received_at=dt.datetime.now(dt.UTC),
+                      sent_at=normalize_sent_at(sent_at))
+    assert EventProcessor().process(b'{"message": "hi"}', ctx).event_id
