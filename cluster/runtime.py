@@ -545,7 +545,9 @@ class Runtime:
             key_cache_miss_reload_s=s.key_cache_miss_reload_s,
             max_queued_items=s.max_queued_items, data_dir=s.data_dir,
             min_free_disk_bytes=s.min_free_disk_bytes,
-            limit_cache_s=s.quota_settings_refresh_s)
+            limit_cache_s=s.quota_settings_refresh_s,
+            max_unauthenticated_body_bytes=s.max_unauthenticated_body_bytes,
+            trusted_proxies=tuple(s.trusted_proxies))
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
         per_node = {"max_replicas_per_node": s.max_replicas_per_node} \
@@ -555,7 +557,8 @@ class Runtime:
             replica_options["runtime_env"] = {
                 "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, **per_node, max_ongoing_requests=s.ingest_max_ongoing_requests,
+            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, **per_node,
+            max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)

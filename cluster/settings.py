@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     max_check_in_bytes: int = 100 * KIB
     #: Items per envelope; SDKs send a handful, this stops pathological envelopes.
     max_envelope_items: int = 1000
+    #: Bytes of a body read before its sender's key is known: for an envelope that names
+    #: its key only in its ``dsn`` header (browser SDKs behind a tunnel, offline envelopes
+    #: of native SDKs), ingest decodes just its first line, from at most this many bytes on
+    #: the wire and decoded, and refuses (401) when the line is not complete by then. An
+    #: envelope header is well under 4 KiB; 64 KiB bounds what an unknown sender's gzip bomb
+    #: or junk costs. Requests with the key in a header or the URL are authorized before
+    #: any of their body is read.
+    max_unauthenticated_body_bytes: int = Field(default=64 * KIB, ge=1 * KIB)
 
     # --- ingest service ----------------------------------------------------------------
     #: Ingest replicas (Serve). One is enough for ~1,000 events/s on 2 cores.

@@ -38,6 +38,7 @@ __all__ = [
     "SUPPORTED_ENCODINGS",
     "BodyDecoder",
     "BodyLimits",
+    "FirstLineProbe",
     "decode_body",
 ]
 
@@ -377,6 +378,81 @@ class BodyDecoder:
                 f"bytes of {self.encoding} input; send a smaller envelope or raise {setting}"
             ],
         )
+
+
+#: What may come before an envelope's header line (JSON whitespace, spec §2.1 rule 8).
+_LEADING_WHITESPACE = b" \t\r\n"
+
+
+class FirstLineProbe:
+    """The first line of a body (its envelope header), decoded from at most ``max_bytes``
+    on the wire into at most ``max_bytes`` (plus one decompressor piece).
+
+    For a request whose key is only inside the envelope (the ``dsn`` header, spec §1.2 #6):
+    ingest learns the key from this line before it reads, holds or inflates the rest of an
+    unknown sender's body. Leading whitespace is skipped as ``parse_envelope`` skips it. The
+    probe reads its own copy; ingest then decodes the body from its first byte with a
+    ``BodyDecoder``. Corrupt compressed data is refused as ``BodyDecoder`` refuses it.
+    """
+
+    def __init__(self, content_encoding: str | None, max_bytes: int) -> None:
+        self.encoding = parse_content_encoding(content_encoding)
+        self._inflater = _inflater_for(self.encoding)
+        self._max_bytes = max_bytes
+        self._wire_bytes = 0
+        self._decoded_bytes = 0
+        self._line = bytearray()
+        self._started = False
+        self._done = False
+        #: The line without its newline once found; None while unknown or after giving up.
+        self.first_line: bytes | None = None
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self._decoded_bytes
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True once probing is over: the line was found
+        (``first_line``) or the limit passed without it (``first_line`` is None)."""
+        if self._done:
+            return True
+        self._wire_bytes += len(chunk)
+        self._take(lambda budget: self._inflater.inflate(chunk, budget))
+        if self.first_line is None and max(self._wire_bytes,
+                                           self._decoded_bytes) > self._max_bytes:
+            self._done = True
+        return self._done
+
+    def finish(self) -> None:
+        """The body ended before a newline: the first line is all of it (an envelope of
+        headers only). Raises ``BadRequest`` for an empty body, as ``BodyDecoder`` does."""
+        if not self._done:
+            self._take(self._inflater.drain)
+        if not self._done:
+            self._done = True
+            self.first_line = bytes(self._line)
+        if self._decoded_bytes == 0:
+            raise BadRequest("empty request body")
+
+    def _take(self, pieces_for_budget: Callable[[int], Iterator[bytes]]) -> None:
+        try:
+            for piece in pieces_for_budget(max(self._max_bytes - self._decoded_bytes, 1)):
+                self._decoded_bytes += len(piece)
+                if self._line_ends_in(piece) or self._decoded_bytes > self._max_bytes:
+                    return  # stop inflating: the rest of this chunk is not needed
+        except (zlib.error, brotli.error, zstandard.ZstdError, _CorruptStream) as exc:
+            raise BadRequest("failed to read request body",
+                             [f"failed to decode {self.encoding} payload", str(exc)]) from None
+
+    def _line_ends_in(self, piece: bytes) -> bool:
+        if not self._started:
+            piece = piece.lstrip(_LEADING_WHITESPACE)
+            self._started = bool(piece)
+        end = piece.find(b"\n")
+        self._line += piece if end < 0 else piece[:end]
+        if end >= 0:
+            self.first_line, self._done = bytes(self._line), True
+        return end >= 0
 
 
 def decode_body(data: bytes, content_encoding: str | None, limits: BodyLimits) -> bytes:

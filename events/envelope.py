@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 import zlib
@@ -41,7 +42,9 @@ __all__ = [
     "check_size_limits",
     "data_category_for_item",
     "normalize_event_id",
+    "normalize_sent_at",
     "parse_envelope",
+    "parse_envelope_headers",
     "parse_store_body",
 ]
 
@@ -136,6 +139,27 @@ def normalize_event_id(value: object) -> str | None:
     )
 
 
+#: Longer than any RFC 3339 date and time with fractions and an offset.
+_MAX_SENT_AT_CHARS = 64
+
+
+def normalize_sent_at(value: object) -> str | None:
+    """The ``sent_at`` envelope header (spec §2.2) as an RFC 3339 UTC string; None when it
+    is absent or no date and time. It only corrects the event's clock drift, so an
+    unreadable one is dropped rather than failing the event: sentry-relay's normalizer
+    refuses to start for it, which would fail the item on every delivery. Without an
+    offset, UTC (as SDKs mean it)."""
+    if not isinstance(value, str) or len(value) > _MAX_SENT_AT_CHARS:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC).isoformat()
+    except (ValueError, OverflowError):
+        return None
+
+
 def parse_envelope(body: bytes, limits: EnvelopeLimits) -> Envelope:
     """Split an envelope into headers and items, enforcing spec §2.1 and the size limits."""
     if not body:
@@ -156,6 +180,15 @@ def parse_envelope(body: bytes, limits: EnvelopeLimits) -> Envelope:
     envelope = Envelope(headers=MappingProxyType(headers), items=tuple(items))
     check_size_limits(envelope, limits)
     return envelope
+
+
+def parse_envelope_headers(first_line: bytes) -> Mapping[str, Any]:
+    """The envelope headers from its first line alone (leading whitespace and the newline
+    already gone), checked as ``parse_envelope`` checks them: for reading the ``dsn`` before
+    the rest of the body."""
+    headers = _decode_header_line(first_line, "envelope header")
+    normalize_event_id(headers.get("event_id"))
+    return MappingProxyType(headers)
 
 
 def _read_item(body: bytes, offset: int, index: int) -> tuple[EnvelopeItem, int]:

@@ -17,6 +17,8 @@ Three places turn an error into what a user sees, each in one spot:
     CrashrayError                      500 internal_error   (base; never raised directly)
     ├── BadRequest                     400 bad_request      malformed input, named field
     │   ├── InvalidEnvelope            400 invalid_envelope ("invalid event envelope")
+    │   ├── UnstorableValue            400 unstorable_value events/storable.py (NUL, huge int)
+    │   ├── UnqueueableData            400 unqueueable_data storage/queue.py (COPY refused it)
     │   ├── InvalidEvent               400 invalid_event    events/process.py
     │   ├── SearchSyntaxError          400 invalid_search   events/search.py
     │   ├── RuleSyntaxError            400 invalid_rules    events/grouping/fingerprint_rules.py
@@ -30,6 +32,7 @@ Three places turn an error into what a user sees, each in one spot:
     ├── Unauthorized                   401 unauthorized     no, bad or duplicate credentials
     ├── Forbidden                      403 forbidden        a scope or role does not allow it
     ├── NotFound                       404 not_found        nothing there (or not the caller's)
+    ├── MethodNotAllowed               405 method_not_allowed  (carries the allowed methods)
     ├── Conflict                       409 conflict
     │   ├── NameTaken                  409 name_taken       storage/tenancy.py
     │   └── StartError                 409 cannot_start     cluster/runtime.py (port, data dir)
@@ -79,6 +82,33 @@ class CrashrayError(Exception):
         """The JSON body of the Web API: Sentry's ``detail`` and the machine code."""
         return {"detail": self.detail, "code": self.code}
 
+    def header_detail(self) -> str:
+        """``detail`` fit for an HTTP header (``X-Sentry-Error``): printable ASCII, whatever
+        the client sent that the detail quotes (a path with a snowman, a NUL, a newline)."""
+        return printable_ascii(self.detail)
+
+
+#: Longest ``X-Sentry-Error`` value; the body carries the whole detail.
+MAX_HEADER_DETAIL_CHARS = 1000
+
+
+def printable_ascii(text: str, max_chars: int = MAX_HEADER_DETAIL_CHARS) -> str:
+    """``text`` with every character outside printable ASCII as a backslash escape
+    (``\\x00``, ``\\u2603``, ``\\U0001f600``), cut to ``max_chars``: what an HTTP header
+    can hold (RFC 9110 §5.5) and no client can use to split a header."""
+    out: list[str] = []
+    for char in text[:max_chars]:
+        code = ord(char)
+        if 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)[:max_chars]
+
 
 class BadRequest(CrashrayError):
     status = 400
@@ -94,6 +124,12 @@ class InvalidEnvelope(BadRequest):
         super().__init__("invalid event envelope", [cause])
 
 
+class UnstorableValue(BadRequest):
+    """A value ingest would hand off that the queue cannot store (events/storable.py)."""
+
+    code = "unstorable_value"
+
+
 class Unauthorized(CrashrayError):
     status = 401
     code = "unauthorized"
@@ -107,6 +143,16 @@ class Forbidden(CrashrayError):
 class NotFound(CrashrayError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(CrashrayError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, detail: str, allowed: Sequence[str]) -> None:
+        super().__init__(detail)
+        #: For the ``Allow`` header the answer must carry (RFC 9110 §15.5.6).
+        self.allowed = tuple(allowed)
 
 
 class Conflict(CrashrayError):

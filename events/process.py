@@ -41,6 +41,36 @@ class InvalidEvent(BadRequest):
         self.reason = reason
 
 
+#: What SDKs write for "the address this event came from" (spec §4.6; the browser SDK
+#: with ``sendDefaultPii``).
+AUTO_IP = "{{auto}}"
+
+
+def with_client_ip(event: dict[str, Any], client_ip: str | None) -> dict[str, Any]:
+    """``{{auto}}`` in ``user.ip_address`` and ``request.env.REMOTE_ADDR`` replaced by the
+    address ingest saw the event come from (spec §4.6: the peer, or what a trusted proxy
+    saw), or removed when it saw none. sentry-relay's StoreNormalizer leaves both as they
+    are; scrubbing runs afterwards, so a project that scrubs addresses still stores none."""
+    user = event.get("user")
+    if isinstance(user, dict) and user.get("ip_address") == AUTO_IP:
+        derived = user.get("sentry_user") == f"ip:{AUTO_IP}"  # Relay's user key, from it
+        user = {k: v for k, v in user.items()
+                if k != "ip_address" and not (derived and k == "sentry_user")}
+        if client_ip:
+            user["ip_address"] = client_ip
+            if derived:
+                user["sentry_user"] = f"ip:{client_ip}"
+        event = {**event, "user": user}
+    request = event.get("request")
+    env = request.get("env") if isinstance(request, dict) else None
+    if isinstance(request, dict) and isinstance(env, dict) and env.get("REMOTE_ADDR") == AUTO_IP:
+        env = {k: v for k, v in env.items() if k != "REMOTE_ADDR"}
+        if client_ip:
+            env["REMOTE_ADDR"] = client_ip
+        event = {**event, "request": {**request, "env": env}}
+    return event
+
+
 @dataclass(frozen=True)
 class ItemContext:
     """What ingest knew about the request that carried the item."""
@@ -106,7 +136,7 @@ class EventProcessor:
         parse_event_json(payload)  # refuse non-objects before Relay sees them
         # Relay reads the raw bytes itself: handing it a dict would re-encode the event
         # with the stdlib json module, which costs more than the normalization.
-        normalized = self._normalize(payload, ctx)
+        normalized = with_client_ip(self._normalize(payload, ctx), ctx.client_ip)
         if ctx.envelope_event_id:
             # The envelope header's event_id takes precedence (spec §2.2).
             normalized["event_id"] = ctx.envelope_event_id

@@ -59,15 +59,17 @@ from serve_apps.ingest_admission import (
     usage_of,
     without_refused,
 )
-from serve_apps.ingest_request import (
+from serve_apps.ingest_handoff import hand_off
+from serve_apps.ingest_http import (
     CORS_HEADERS,
     ROUTE,
     SECURITY_CORS_HEADERS,
     SECURITY_ENDPOINTS,
-    IngestConfig,
-    IngestHandler,
+    check_method,
     error_response,
+    ingest_route,
 )
+from serve_apps.ingest_request import IngestConfig, IngestHandler
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
@@ -101,18 +103,20 @@ class IngestDeployment:
     # the next one fills (the rate limiter still decides them one after the other).
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _admit_batch(self, requests: list[tuple[list[QueuedItem], Usage | None, bool]]
-                           ) -> list[tuple[RateLimit, ...]]:
+                           ) -> list[tuple[RateLimit, ...] | Exception]:
         """Check the quotas of the batch's requests not already admitted on a lease (one
         call per rate-limiter shard, also handing back unused leases), queue what passed,
-        and return each request's limits. Two batches may be in flight: one waits for the
-        rate limiter or the hand-off while the next fills."""
+        and return each request's limits, or the error that kept its items out of the queue
+        (serve_apps/ingest_handoff.py: one request's bad data never fails the others). Two
+        batches may be in flight: one waits for the rate limiter or the hand-off while the
+        next fills."""
         usages = [None if leased else usage for _, usage, leased in requests]
         asked = [u for u in usages if u is not None and u.quantities]
         now = time.time()
         decisions = iter(await self._check(asked, now)
                          if asked and self._rate_limiters else [])
-        accepted: list[QueuedItem] = []
-        results: list[tuple[RateLimit, ...]] = []
+        accepted: list[list[QueuedItem]] = []
+        results: list[tuple[RateLimit, ...] | Exception] = []
         for (items, _, _), usage in zip(requests, usages, strict=True):
             limits: tuple[RateLimit, ...] = ()
             if usage is not None and usage.quantities and self._rate_limiters:
@@ -122,11 +126,25 @@ class IngestDeployment:
                 self._leases.add(decision.leases)
             kept, refused = without_refused(items, limits)
             self._tally.add(refused, limits)
-            accepted.extend(kept)
+            accepted.append(kept)
             results.append(limits)
-        if accepted:
-            await asyncio.to_thread(self._queue.enqueue, accepted)
+        if any(accepted):
+            failures = await asyncio.to_thread(hand_off, accepted, self._queue.enqueue)
+            for index, failure in enumerate(failures):
+                if failure is not None:
+                    results[index] = self._refused_hand_off(failure, accepted[index])
         return results
+
+    @staticmethod
+    def _refused_hand_off(failure: Exception, items: list[QueuedItem]) -> Exception:
+        """The error a request whose items did not reach the queue is answered with."""
+        if isinstance(failure, CrashrayError):
+            # The door check (events/storable.py) should have refused it: say so in the log.
+            log.warning("the queue refused a request's items: %s %s", failure.detail,
+                        failure.causes)
+            first = items[0]
+            failure.sender = (first.organization_id, first.project_id, first.key_id or 0)
+        return failure
 
     async def _check(self, usages: list[Usage], now: float) -> list[Any]:
         """Ask the rate limiters, handing back ended leases; kept for later if it fails."""
@@ -179,11 +197,13 @@ class IngestDeployment:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
         try:
-            if match is not None and security:
-                items = await self._handler.accept_security(request, int(match["project"]))
+            check_method(request.method)
+            route = ingest_route(request.url.path)
+            if route.security:
+                items = await self._handler.accept_security(request, route.project_id)
                 event_id = None
             else:
-                items, event_id = await self._handler.accept(request)
+                items, event_id = await self._handler.accept(request, route)
             limits = await self._admit(items)
             if limits:
                 raise rate_limited(limits)
@@ -215,7 +235,10 @@ class IngestDeployment:
             return tuple(cached)
         kept_usage = usage if not refused else usage_of(kept)
         leased = kept_usage is not None and self._leases.admit(kept_usage, time.time())
-        return (*cached, *await self._admit_batch((kept, kept_usage, leased)))
+        admitted = await self._admit_batch((kept, kept_usage, leased))
+        if isinstance(admitted, Exception):
+            raise admitted
+        return (*cached, *admitted)
 
     async def __del__(self) -> None:
         """At shutdown: hand off the refusal counts not flushed yet, and the leases."""

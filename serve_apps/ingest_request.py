@@ -1,47 +1,48 @@
 """Reading one SDK or browser request at the ingest edge, up to the items it hands off: the
-body within its limits, the DSN key (from a cache of PostgreSQL's keys), the envelope or the
-security reports, and the answers Relay gives when something is wrong. serve_apps/ingest.py
-(the Serve deployment) admits the items against the quotas and hands them off.
+DSN key (from a cache of PostgreSQL's keys), authorized before the body is read
+(serve_apps/ingest_body.py), the body within its limits, the envelope or the security
+reports, the client's address, and the door check of everything the queue will store
+(events/storable.py). serve_apps/ingest_http.py has the routes and Relay's error answers;
+serve_apps/ingest.py (the Serve deployment) admits the items against the quotas and hands
+them off (serve_apps/ingest_handoff.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import logging
-import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 
 from events.auth import SentryAuth, auth_from_dsn, auth_from_request, find_request_auth
-from events.body import BodyDecoder, BodyLimits
+from events.body import BodyLimits
 from events.envelope import (
     Envelope,
     EnvelopeItem,
     EnvelopeLimits,
     normalize_event_id,
+    normalize_sent_at,
     parse_envelope,
     parse_store_body,
 )
 from events.errors import (
     BadRequest,
-    CrashrayError,
     Forbidden,
     Overloaded,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
-    UnsupportedMediaType,
 )
+from events.proxies import client_address
 from events.security import (
     SECURITY_ITEM_TYPE,
     is_security_media_type,
@@ -50,45 +51,18 @@ from events.security import (
     security_events,
     unsupported_media_type,
 )
+from events.storable import check_storable, check_storable_fields
+from serve_apps.ingest_body import missing_credentials, read_body, read_envelope_dsn
+from serve_apps.ingest_http import IngestRoute
 from storage.keys import ProjectKey, load_project_keys
 from storage.postgres import connect
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
 
-ROUTE = re.compile(
-    r"^/api/(?P<project>\d+)/(?P<endpoint>envelope|store|security|csp-report)/*$")
-#: Relay routes both to the security-report handler (relay-server/src/endpoints/mod.rs).
-SECURITY_ENDPOINTS = frozenset({"security", "csp-report"})
-
 #: Item types ingest hands off. Others are skipped, as Relay skips unknown items (spec §2.4).
 HANDED_OFF_TYPES = frozenset({"event", "transaction", "attachment", "session", "sessions",
                               "client_report", "user_report", "feedback", "check_in"})
-
-#: Browser SDKs post cross-origin (spec §1.3 CORS).
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
-    " referer, accept, authentication, authorization, content-encoding, content-type,"
-    " transfer-encoding, baggage, sentry-trace",
-    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
-    "Access-Control-Max-Age": "3600",
-}
-
-#: What Relay's CORS layer answers on its store routes (relay-server/src/middlewares/cors.rs),
-#: used for the security endpoint: a browser's Reporting API upload is a CORS request.
-SECURITY_CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST",
-    "Access-Control-Allow-Headers": "x-sentry-auth, x-requested-with, x-forwarded-for, origin,"
-    " referer, accept, content-type, authentication, authorization, content-encoding,"
-    " transfer-encoding",
-    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
-    "Access-Control-Max-Age": "3600",
-}
-
-
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -103,6 +77,10 @@ class IngestConfig:
     min_free_disk_bytes: int = 0
     #: Seconds a replica refuses from a remembered limit before asking the rate limiter.
     limit_cache_s: float = 5.0
+    #: Bytes of an envelope read before its key is known (serve_apps/ingest_body.py).
+    max_unauthenticated_body_bytes: int = 64 * 1024
+    #: Proxies whose X-Forwarded-For entries are believed (events/proxies.py).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 class KeyCache:
@@ -142,21 +120,6 @@ def authorize(key: ProjectKey | None, auth: SentryAuth, project_id: int) -> Proj
     return key
 
 
-def error_response(exc: CrashrayError, cors: Mapping[str, str] = CORS_HEADERS) -> Response:
-    headers = {**cors, "X-Sentry-Error": exc.detail}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after_s)
-        headers["X-Sentry-Rate-Limits"] = exc.rate_limits_header
-    if isinstance(exc, UnsupportedMediaType):
-        # Relay answers a bare 415 (security_report.rs); the reason is in X-Sentry-Error.
-        return Response(status_code=exc.status, headers=headers)
-    return Response(orjson.dumps(exc.body()), status_code=exc.status, headers=headers,
-                    media_type="application/json")
-
-
-#: Relay's 429 body (spec §5.1).
-
-
 #: Items whose envelope must carry an event id (spec §2.2); Relay makes one when it is
 #: missing, and so does ingest, so that a re-delivered item keeps its identity.
 ITEMS_WITH_EVENT_ID = frozenset({"event", "transaction", "attachment", "user_report"})
@@ -172,12 +135,26 @@ def envelope_event_id(envelope: Envelope) -> str | None:
 
 def queued_items(envelope: Envelope, event_id: str | None, key: ProjectKey,
                  received_at: dt.datetime, meta: Mapping[str, Any]) -> list[QueuedItem]:
-    envelope_meta = {**meta, "sent_at": envelope.headers.get("sent_at")}
+    """The items to hand off, with what processing needs to know of their envelope.
+    Everything that goes into the queue's metadata passes the door check first
+    (events/storable.py): one value the queue refuses would fail its whole batch."""
+    check_client(meta.get("client"))
+    sent_at = envelope.headers.get("sent_at")
+    check_storable(sent_at, 'envelope header "sent_at"')
+    handed_off = [(index, item) for index, item in enumerate(envelope.items, start=1)
+                  if item.type in HANDED_OFF_TYPES]
+    for index, item in handed_off:
+        check_storable_fields(item.headers, f"envelope item {index} header")
+    envelope_meta = {**meta, "sent_at": normalize_sent_at(sent_at)}
     return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
                        key_id=key.id, item_type=item.type, event_id=event_id,
                        received_at=received_at, payload=item.payload,
                        meta={**envelope_meta, "item_headers": dict(item.headers)})
-            for item in envelope.items if item.type in HANDED_OFF_TYPES]
+            for _, item in handed_off]
+
+
+def check_client(client: object) -> None:
+    check_storable(client, "client name (sentry_client or User-Agent)")
 
 
 class IngestHandler:
@@ -192,46 +169,56 @@ class IngestHandler:
         self._backlog_checked_at = -1e9
         self._free_disk = -1
 
-    async def read_body(self, request: Request, limits: BodyLimits | None = None) -> bytes:
-        decoder = BodyDecoder(request.headers.get("content-encoding"),
-                              limits or self.config.body_limits)
-        async for chunk in request.stream():
-            if chunk:
-                decoder.feed(chunk)
-        return decoder.finish()
-
-    async def accept(self, request: Request) -> tuple[list[QueuedItem], str | None]:
+    async def accept(self, request: Request, route: IngestRoute
+                     ) -> tuple[list[QueuedItem], str | None]:
         """Everything up to the hand-off: the items to queue and the event id to answer."""
-        match = ROUTE.match(request.url.path)
-        if match is None:
-            raise BadRequest(f"no ingest endpoint at {request.url.path}; SDKs send to"
-                             " /api/<project_id>/envelope/")
-        project_id = int(match["project"])
         headers = {k.lower(): v for k, v in request.headers.items()}
         auth = find_request_auth(headers, request.url.query)
-        sender = None
-        if auth is not None:
-            # Refuse unknown keys before reading (and decompressing) up to 100 MB for them.
-            known = authorize(await self.keys.get(auth.public_key), auth, project_id)
-            sender = (known.organization_id, known.project_id, known.id)
+        store_body = route.endpoint == "store" and "x-sentry-envelope" not in headers.get(
+            "content-type", "")
+        key, body = await self._authorized_body(request, auth, route, store_body)
         try:
-            body = await self.read_body(request)
-            if match["endpoint"] == "store" and "x-sentry-envelope" not in headers.get(
-                    "content-type", ""):
+            if store_body:
                 envelope = self._store_envelope(body)
             else:
                 envelope = parse_envelope(body, self.config.envelope_limits)
         except (BadRequest, PayloadTooLarge) as exc:
-            exc.sender = sender  # counted as an invalid outcome of that project
+            exc.sender = _sender(key)  # counted as an invalid outcome of that project
             raise
-        auth = self._envelope_auth(auth, envelope)
-        key = authorize(await self.keys.get(auth.public_key), auth, project_id)
+        auth = self._envelope_auth(auth, envelope.headers)
+        key = authorize(await self.keys.get(auth.public_key), auth, route.project_id)
         await self._check_backlog()
-        meta = {"client_ip": _client_ip(request, headers),
+        meta = {"client_ip": client_ip(request, self.config.trusted_proxies),
                 "client": auth.client or headers.get("user-agent")}
         received_at = dt.datetime.now(dt.UTC)
         event_id = envelope_event_id(envelope)
-        return queued_items(envelope, event_id, key, received_at, meta), event_id
+        try:
+            return queued_items(envelope, event_id, key, received_at, meta), event_id
+        except BadRequest as exc:
+            exc.sender = _sender(key)
+            raise
+
+    async def _authorized_body(self, request: Request, auth: SentryAuth | None,
+                               route: IngestRoute, store_body: bool
+                               ) -> tuple[ProjectKey, bytes]:
+        """The sender's key, authorized before its body is read, and then the body
+        (serve_apps/ingest_body.py): an unknown key costs no body, and an envelope naming
+        its key only inside costs its first line."""
+        chunks = request.stream()
+        encoding = request.headers.get("content-encoding")
+        held: tuple[bytes, ...] = ()
+        if auth is None:
+            if store_body:
+                raise missing_credentials("a /store/ body carries no credentials of its own")
+            start = await read_envelope_dsn(chunks, encoding,
+                                            self.config.max_unauthenticated_body_bytes)
+            auth, held = self._envelope_auth(None, start.headers), start.held
+        key = authorize(await self.keys.get(auth.public_key), auth, route.project_id)
+        try:
+            return key, await read_body(chunks, encoding, self.config.body_limits, held)
+        except (BadRequest, PayloadTooLarge) as exc:
+            exc.sender = _sender(key)
+            raise
 
     async def accept_security(self, request: Request, project_id: int) -> list[QueuedItem]:
         """A security-report request up to the hand-off: one ``security`` item per report
@@ -244,17 +231,19 @@ class IngestHandler:
         if not is_security_media_type(media_type):
             raise unsupported_media_type(media_type)
         key = authorize(await self.keys.get(auth.public_key), auth, project_id)
+        client = auth.client or headers.get("user-agent")
         try:
-            body = await self.read_body(request, security_body_limits(self.config))
+            check_client(client)
+            body = await read_body(request.stream(), headers.get("content-encoding"),
+                                   security_body_limits(self.config))
             events = security_events(body, report_context(request.url.query, headers))
         except (BadRequest, PayloadTooLarge) as exc:
-            exc.sender = (key.organization_id, key.project_id, key.id)
+            exc.sender = _sender(key)
             raise
         await self._check_backlog()
         received_at = dt.datetime.now(dt.UTC)
-        meta: dict[str, Any] = {"client_ip": _client_ip(request, headers), "sent_at": None,
-                                "item_headers": {},
-                                "client": auth.client or headers.get("user-agent")}
+        meta: dict[str, Any] = {"client_ip": client_ip(request, self.config.trusted_proxies),
+                                "sent_at": None, "item_headers": {}, "client": client}
         return [QueuedItem(project_id=key.project_id, organization_id=key.organization_id,
                            key_id=key.id, item_type=SECURITY_ITEM_TYPE,
                            event_id=event["event_id"], received_at=received_at,
@@ -270,8 +259,8 @@ class IngestHandler:
                         items=(EnvelopeItem("event", {"type": "event"}, event_json),))
 
     @staticmethod
-    def _envelope_auth(auth: SentryAuth | None, envelope: Envelope) -> SentryAuth:
-        dsn = envelope.headers.get("dsn")
+    def _envelope_auth(auth: SentryAuth | None, headers: Mapping[str, Any]) -> SentryAuth:
+        dsn = headers.get("dsn")
         dsn_auth = auth_from_dsn(dsn) if isinstance(dsn, str) else None
         if auth is None and dsn_auth is None:
             raise Unauthorized("missing authorization information")
@@ -309,8 +298,19 @@ def security_body_limits(config: IngestConfig) -> BodyLimits:
         decompressed_setting=EnvelopeLimits.SETTINGS["max_event_item_bytes"])
 
 
-def _client_ip(request: Request, headers: Mapping[str, str]) -> str | None:
-    forwarded = headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+def client_ip(request: Request, trusted: Sequence[str]) -> str | None:
+    """The client's address: the peer, or behind trusted proxies the address they saw
+    (events/proxies.py, ``CRASHRAY_TRUSTED_PROXIES``; Serve's HAProxy appends it); None
+    when that is no IP address (a proxy's "unknown"), which Relay would not take."""
+    peer = request.client.host if request.client else ""
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+    address = client_address(peer, forwarded, trusted)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
+def _sender(key: ProjectKey) -> tuple[int, int, int]:
+    return key.organization_id, key.project_id, key.id

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 
+from events.errors import BadRequest
+
 #: PostgreSQL NOTIFY channel that wakes idle consumers as soon as items arrive.
 NOTIFY_CHANNEL = "crashray_ingest"
 
@@ -37,6 +39,14 @@ class QueuedItem:
     payload: bytes
     #: Envelope context processing needs: client_ip, sent_at, sdk, user_agent, headers.
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+class UnqueueableData(BadRequest):
+    """PostgreSQL or the JSON encoder refused the items' data (not the connection): the
+    COPY is rolled back, and the same items would fail again (serve_apps/ingest_handoff.py
+    finds the request they came from)."""
+
+    code = "unqueueable_data"
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class PostgresQueue:
                                         it.item_type, it.event_id, it.received_at,
                                         orjson.dumps(it.meta).decode(), it.payload))
                 cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded,
+                orjson.JSONEncodeError) as exc:
+            raise UnqueueableData("the queue cannot store these items",
+                                  [f"{type(exc).__name__}: {exc}"]) from exc
         except psycopg.OperationalError:
             # A broken connection is dropped so the next batch reconnects; the error still
             # reaches the caller, whose SDKs get a 503 and nothing is acknowledged.

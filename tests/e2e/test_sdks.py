@@ -54,11 +54,17 @@ def find_issue(c: CrashrayProcess, title: str, count: str) -> dict[str, Any] | N
                 None)
 
 
-def test_start_page_shows_the_dsn(crashray_up: CrashrayProcess) -> None:
+def test_the_dsn_is_shown_after_login_not_to_strangers(crashray_up: CrashrayProcess) -> None:
+    """The start page is public, so it carries no key; the set-up page reads the DSN from the
+    project's keys with the caller's credentials (issue 10: ``GET /`` reveals no tenant data)."""
     page = httpx.get(f"{crashray_up.base_url}/", timeout=10)
     assert page.status_code == 200
-    assert crashray_up.dsn in page.text
-    assert "sentry_sdk.init" in page.text and "Sentry.init" in page.text
+    public_key = crashray_up.dsn.split("//", 1)[1].split("@", 1)[0]
+    assert public_key not in page.text
+    refused = httpx.get(f"{crashray_up.base_url}/api/0/projects/crashray/default/keys/", timeout=10)
+    assert refused.status_code == 401 and public_key not in refused.text
+    keys = api(crashray_up, "keys/")
+    assert crashray_up.dsn in [k["dsn"]["public"] for k in keys if k["isActive"]]
 
 
 def test_python_sdk_two_raises_make_one_issue_with_count_2(

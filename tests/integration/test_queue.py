@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 from events.grouping import DEFAULT_GROUPING_CONFIG
+from serve_apps.ingest_handoff import hand_off
 from storage import postgres
 from storage import queue as pg_queue
 from storage.bootstrap import bootstrap
-from storage.queue import PostgresQueue, QueuedItem
+from storage.queue import PostgresQueue, QueuedItem, UnqueueableData
 from tests.support import scratch_database
 
 
@@ -127,3 +128,33 @@ def test_concurrent_consumers_create_exactly_one_issue_for_a_new_hash(queue_url:
     assert len(issues) == 1
     assert set(results) == {issues[0][0]}
     assert hashes == [("a" * 32, issues[0][0]), ("b" * 32, issues[0][0])]
+
+
+def test_the_queue_refuses_data_jsonb_cannot_hold_as_its_own_error(queue_url: str) -> None:
+    queue = PostgresQueue(queue_url)
+    for meta in ({"sent_at": "2026\x00"}, {"item_headers": {"x": 2**70}},
+                 {"client": "\ud800"}):
+        poisoned = QueuedItem(1, 1, 1, "event", None, dt.datetime.now(dt.UTC), b"{}", meta)
+        with pytest.raises(UnqueueableData):
+            queue.enqueue([item(1), poisoned])
+    queue.enqueue([item(2)])  # the connection is still usable
+    with psycopg.connect(queue_url) as conn:
+        row = conn.execute("SELECT count(*) FROM ingest_queue").fetchone()
+    assert row == (1,)
+
+
+def test_a_hand_off_batch_with_a_poisoned_request_queues_all_the_others(queue_url: str) -> None:
+    """The defence behind ingest's door check (serve_apps/ingest_handoff.py): requests of
+    other organizations in the same COPY are queued; only the poisoned one fails."""
+    queue = PostgresQueue(queue_url)
+    now = dt.datetime.now(dt.UTC)
+    groups = [[QueuedItem(org, org, org, "event", uuid.uuid4().hex, now, b"{}",
+                          {"sent_at": "2026\x00" if org == 13 else None})
+               for _ in range(3)] for org in range(1, 41)]
+    results = hand_off(groups, queue.enqueue)
+    assert [n + 1 for n, r in enumerate(results) if r is not None] == [13]
+    assert isinstance(results[12], UnqueueableData)
+    with psycopg.connect(queue_url) as conn:
+        rows = conn.execute("SELECT organization_id, count(*) FROM ingest_queue"
+                            " GROUP BY organization_id ORDER BY 1").fetchall()
+    assert rows == [(org, 3) for org in range(1, 41) if org != 13]

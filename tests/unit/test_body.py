@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from events.body import (
     ZSTD_MAX_PIECE_BYTES,
     BodyDecoder,
     BodyLimits,
+    FirstLineProbe,
     decode_body,
     parse_content_encoding,
 )
@@ -266,3 +268,62 @@ def test_decompression_bomb_is_cut_off_at_the_limit_without_inflating_it(
     assert fed < len(bomb) or len(bomb) <= 64 * 1024
     assert peak_bytes < allowed_peak
     assert peak_bytes < bomb_bytes // 20
+
+
+# --- the first line before the key is known ---------------------------------------------
+
+PROBE_LIMIT = 64 * 1024
+HEADER = b'{"dsn":"https://abc@errors.example.org/1","sent_at":"2026-01-01T00:00:00Z"}'
+
+
+@pytest.mark.parametrize("encoding", sorted(COMPRESSORS))
+@pytest.mark.parametrize("chunk_size", [1, 100, 65536])
+def test_the_probe_finds_the_envelope_header_line_in_any_encoding(
+    encoding: str, chunk_size: int
+) -> None:
+    body = COMPRESSORS[encoding](b"\n " + HEADER + b"\n" + bytes(range(256)) * 4000)
+    probe = FirstLineProbe(encoding, PROBE_LIMIT)
+    fed = 0
+    for chunk in _chunks(body, chunk_size):
+        fed += len(chunk)
+        if probe.feed(chunk):
+            break
+    assert probe.first_line == HEADER  # leading whitespace skipped, as parse_envelope does
+    assert probe.decoded_bytes <= PROBE_LIMIT + ZSTD_MAX_PIECE_BYTES
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_the_probe_gives_up_on_a_bomb_after_its_limit(encoding: str) -> None:
+    bomb = _compressed_zeros(encoding, 200 * MIB)
+    probe = FirstLineProbe(encoding, PROBE_LIMIT)
+    fed = 0
+    for chunk in _chunks(bomb, 64 * 1024):
+        fed += len(chunk)
+        if probe.feed(chunk):
+            break
+    else:
+        pytest.fail("the probe read the whole bomb")
+    assert probe.first_line is None
+    assert probe.decoded_bytes <= PROBE_LIMIT + ZSTD_MAX_PIECE_BYTES
+    assert fed <= 2 * 64 * 1024
+
+
+def test_the_probe_gives_up_after_its_limit_of_bytes_on_the_wire() -> None:
+    probe = FirstLineProbe(None, PROBE_LIMIT)
+    chunks = _chunks(b" " * (PROBE_LIMIT + 1), 1000)
+    assert not any(probe.feed(chunk) for chunk in itertools.islice(chunks, 65))
+    assert probe.feed(next(chunks)) and probe.first_line is None
+
+
+def test_a_body_without_newline_is_all_first_line() -> None:
+    probe = FirstLineProbe("gzip", PROBE_LIMIT)
+    assert not probe.feed(gzip.compress(HEADER))
+    probe.finish()
+    assert probe.first_line == HEADER
+
+
+def test_the_probe_refuses_corrupt_data_as_the_decoder_does() -> None:
+    probe = FirstLineProbe("gzip", PROBE_LIMIT)
+    with pytest.raises(BadRequest) as caught:
+        probe.feed(b"\x1f\x8b not gzip at all")
+    assert caught.value.detail == "failed to read request body"
