@@ -204,8 +204,19 @@ class EmbeddedPostgres:
                                    name="crashray-postgres-stop")
         leaving.start()
         leaving.join(timeout_s)
+        pgdata = self.path.resolve()
         if leaving.is_alive():
-            view = _postmaster_view(self.path.resolve())
+            view = _postmaster_view(pgdata)
+            if view is not None:
+                _shut_down(view)
+            return
+        with pgserver.PostgresServer._lock:  # type: ignore[attr-defined]
+            if live_handles(pgdata):
+                return  # another process still uses it (a management command)
+            # pgserver stops only the server process it started or found
+            # (PostgresServer._cleanup checks that one process): a server restarted since
+            # (pg_ctl by an operator, tests/e2e/test_faults.py) would outlive the instance.
+            view = _postmaster_view(pgdata)
             if view is not None:
                 _shut_down(view)
 

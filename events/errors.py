@@ -8,7 +8,7 @@ Three places turn an error into what a user sees, each in one spot:
   ``{"detail": message, "code": code}`` (Sentry's ``{"detail": …}`` plus the code);
 * the ingest edge (serve_apps/ingest.py): Relay's body ``{"detail": …, "causes": […]}``
   (relay-server/src/endpoints/common.rs), plus ``Retry-After``/``X-Sentry-Rate-Limits``
-  for a rate limit;
+  for a rate limit and ``Retry-After`` for an overload (503: nothing was queued);
 * the CLI (cluster/cli_common.py): ``crashray <command>: <message>`` and exit code 2 for a
   4xx (the user can fix it), 1 for a 5xx.
 
@@ -186,9 +186,18 @@ class RateLimited(Throttled):
         self.rate_limits_header = rate_limits_header
 
 
+#: Seconds an SDK is asked to wait after a 503 (``Retry-After``): about what a PostgreSQL
+#: or replica restart takes, and short because SDKs that honour ``Retry-After`` on any
+#: status (@sentry/core's ``updateRateLimits``) drop everything they capture meanwhile.
+OVERLOADED_RETRY_AFTER_S = 10
+
+
 class Overloaded(CrashrayError):
+    """Nothing was queued; the sender should try again after ``retry_after_s``."""
+
     status = 503
     code = "overloaded"
+    retry_after_s: int = OVERLOADED_RETRY_AFTER_S
 
 
 #: What the Web API answers for anything the caller cannot see: the same text whether it

@@ -18,6 +18,7 @@ from events.errors import (
     BadRequest,
     CrashrayError,
     MethodNotAllowed,
+    Overloaded,
     RateLimited,
     UnsupportedMediaType,
 )
@@ -92,6 +93,8 @@ def error_response(exc: CrashrayError, cors: Mapping[str, str] = CORS_HEADERS) -
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
         headers["X-Sentry-Rate-Limits"] = exc.rate_limits_header
+    if isinstance(exc, Overloaded):  # PostgreSQL down, the backlog or the disk full
+        headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, UnsupportedMediaType):
         # Relay answers a bare 415 (security_report.rs); the reason is in X-Sentry-Error.
         return Response(status_code=exc.status, headers=headers)

@@ -135,6 +135,10 @@ class ApiDeployment:
     """One API replica: its PostgreSQL pool and ClickHouse store serve every route."""
 
     def __init__(self, config: ApiConfig) -> None:
+        # ``check``: a connection is tried before it is handed out, so one that a
+        # PostgreSQL restart broke is replaced instead of failing a request with a 500
+        # (psycopg_pool's "connection quality" check; a round trip on a local socket).
         pool: ConnectionPool[Any] = ConnectionPool(
-            config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True)
+            config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True,
+            check=ConnectionPool.check_connection)
         self.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))
