@@ -285,3 +285,68 @@ def test_artifact_names_tried_for_a_url() -> None:
         "https://h.example/static/app.js?v=2", "https://h.example/static/app.js",
         "~/static/app.js?v=2", "~/static/app.js"]
     assert normalize_debug_id("C7D3A3B26F1E4B7A9D390A1B2C3D4E5F") == DEBUG_ID
+
+
+def test_artifacts_come_from_the_events_own_organization_and_project() -> None:
+    asked: list[tuple[int, int]] = []
+
+    def artifacts_for(organization_id: int, project_id: int) -> ArtifactSource:
+        asked.append((organization_id, project_id))
+        return release_artifacts() if (organization_id, project_id) == (ORG, PROJECT) \
+            else MemoryArtifacts()
+
+    symbolication = ProjectSymbolication(artifacts_for, default_handlers(SourceMapCaches(10**8)))
+    mine = symbolication(node_event(), PROJECT, ORG)
+    other = symbolication(node_event(), PROJECT + 1, ORG)
+    assert mine["exception"]["values"][0]["stacktrace"]["frames"][-1]["lineno"] == 9
+    assert [e["type"] for e in other["errors"]] == ["js_no_source"]
+    assert asked == [(ORG, PROJECT), (ORG, PROJECT + 1)]
+
+
+class BrokenArtifacts:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def by_debug_id(self, debug_id: str, kind: str) -> Artifact | None:
+        raise self.error
+
+    def by_url(self, release: str | None, dist: str | None, url: str, kind: str
+               ) -> Artifact | None:
+        raise self.error
+
+
+def test_a_failing_handler_keeps_the_event_and_says_why() -> None:
+    from actors.symbolicate import LocalSymbolication, SymbolicationConfig
+
+    local = LocalSymbolication(SymbolicationConfig(
+        lambda org, project: BrokenArtifacts(RuntimeError("parser bug"))))
+    event = local(node_event(), PROJECT, ORG)
+    assert event["exception"] == node_event()["exception"]
+    assert event["errors"] == [{"type": "symbolication_failed",
+                                "reason": "RuntimeError: parser bug"}]
+    assert local.failures == 1
+
+
+def test_an_artifact_store_outage_is_retried_not_swallowed() -> None:
+    from actors.symbolicate import LocalSymbolication, SymbolicationConfig
+    from storage.errors import StorageError
+
+    local = LocalSymbolication(SymbolicationConfig(
+        lambda org, project: BrokenArtifacts(StorageError("PostgreSQL is down"))))
+    with pytest.raises(StorageError):
+        local(node_event(), PROJECT, ORG)
+
+
+def test_one_build_is_symbolicated_on_one_shard() -> None:
+    from actors.symbolicate import shard_for
+
+    def with_debug_id(release: str) -> dict[str, Any]:
+        return node_event(release=release, debug_meta={"images": [
+            {"type": "sourcemap", "code_file": "app:///a.js", "debug_id": DEBUG_ID}]})
+
+    shards = {shard_for(with_debug_id(f"r{n}"), PROJECT, 8) for n in range(20)}
+    assert len(shards) == 1
+    by_release = {shard_for(node_event(release=f"r{n}"), PROJECT, 8) for n in range(20)}
+    assert len(by_release) > 1  # releases spread over the shards
+    assert shard_for(node_event(release="r1"), PROJECT, 8) == shard_for(
+        node_event(release="r1"), PROJECT, 8)
