@@ -609,8 +609,12 @@ class Consumer:
         self._listener.close()
 
 
-def consumer_name(index: int) -> str:
-    return f"crashray-consumer-{index}"
+#: The name prefix of Crashray's consumer pool (a test may run a pool of its own).
+CONSUMER_POOL = "crashray-consumer"
+
+
+def consumer_name(index: int, pool: str = CONSUMER_POOL) -> str:
+    return f"{pool}-{index}"
 
 
 def _sharded_symbolication(config: ConsumerConfig, names: Sequence[str]
@@ -626,8 +630,9 @@ def _sharded_symbolication(config: ConsumerConfig, names: Sequence[str]
 def start_consumers(count: int, config: ConsumerConfig,
                     grouping_shard_names: Sequence[str] = (),
                     placement: Placement = LOCAL, first: int = 0,
-                    symbolicator_names: Sequence[str] = ()) -> Sequence[Any]:
+                    pool: str = CONSUMER_POOL, symbolicator_names: Sequence[str] = ()
+                    ) -> Sequence[Any]:
     """Consumers ``first`` … ``first + count - 1`` (named by ``consumer_name``)."""
-    return [Consumer.options(**placement.pool(consumer_name(i)))  # type: ignore[attr-defined]
+    return [Consumer.options(**placement.pool(consumer_name(i, pool)))  # type: ignore[attr-defined]
             .remote(config, list(grouping_shard_names), list(symbolicator_names))
             for i in range(first, first + count)]

@@ -31,6 +31,7 @@ from typing import Any, Final
 import ray
 
 from actors.placement import NAMESPACE, Placement, cluster_placement
+from actors.pool_autoscaler import stop_pool_autoscaler
 from cluster.runtime import Runtime, StartInfo, check_reachable_databases
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
@@ -157,6 +158,8 @@ def deploy(settings: Settings) -> StartInfo:
     boot = ray.get(keeper.bootstrap.remote())
     runtime = Runtime(settings, placement=placement)
     runtime.postgres_url, runtime.clickhouse_dsn = ray.get(keeper.urls.remote())
+    # The autoscaler first, or it would refill the pool it scales (and keep old settings).
+    stop_pool_autoscaler(CONSUMER_STOP_TIMEOUT_S)
     retire_consumers([n for n in our_actor_names() if n.startswith(CONSUMER_PREFIX)])
     runtime._start_actors()
     runtime._start_serve()
@@ -188,11 +191,16 @@ def undeploy(settings: Settings) -> Removed:
             break
         time.sleep(0.5)
     removed = [f"Serve application {app}" for app in SERVE_APPS]
+    stop_pool_autoscaler(CONSUMER_STOP_TIMEOUT_S)
+    names = our_actor_names()
     retire_consumers([n for n in names if n.startswith(CONSUMER_PREFIX)])
     for name in names:
         if name == KEEPER_NAME or name.startswith(CONSUMER_PREFIX):
             continue
-        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        try:
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:  # gone meanwhile
+            continue
     keeper = ray.get_actor(KEEPER_NAME, namespace=NAMESPACE)
     data_dir = str(ray.get(keeper.stop.remote()))
     ray.kill(keeper, no_restart=True)

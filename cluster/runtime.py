@@ -347,6 +347,8 @@ class Runtime:
     clickhouse_dsn: str = ""
     _embedded_pg: Any = None
     _consumers: list[Any] = field(default_factory=list)
+    #: The consumer pool's autoscaler when the pool's bounds differ (cluster/scaling.py).
+    _autoscaler: Any = None
     _grouping_shards: list[Any] = field(default_factory=list)
     _rate_limiters: list[Any] = field(default_factory=list)
     _serving: bool = False
@@ -417,9 +419,11 @@ class Runtime:
         self._started_ray = True
 
     def start(self) -> StartInfo:
+        from cluster.scaling import check_scaling
         from storage import postgres, tenancy
         from storage.bootstrap import bootstrap
 
+        check_scaling(self.settings)
         self._lock = DataDirLock(self.settings.data_dir)
         self._lock.acquire()
         # Before the port check: a crashed run's HAProxy may still hold the port.
@@ -479,6 +483,7 @@ class Runtime:
         from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
+        from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
 
@@ -493,8 +498,11 @@ class Runtime:
             self.postgres_url, s.quota_settings_refresh_s,
             SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)),
             self.placement)
-        self._consumers = list(start_consumers(s.consumers, self.consumer_config(),
-            [shard_name(i) for i in range(s.grouping_shards)], self.placement))
+        shard_names = [shard_name(i) for i in range(s.grouping_shards)]
+        self._consumers = list(start_consumers(consumer_bounds(s)[0], self.consumer_config(),
+                                               shard_names, self.placement))
+        self._autoscaler = start_pool_autoscaler(s, self.consumer_config(), shard_names,
+                                                 self.placement)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
@@ -515,6 +523,7 @@ class Runtime:
     def _start_serve(self) -> None:
         from ray import serve
 
+        from cluster.scaling import api_options, ingest_options
         from events.body import BodyLimits
         from events.envelope import EnvelopeLimits
         from events.quotas import SpikeProtection
@@ -557,7 +566,7 @@ class Runtime:
             replica_options["runtime_env"] = {
                 "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
         ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            ray_actor_options=replica_options, num_replicas=s.ingest_replicas, **per_node,
+            ray_actor_options=replica_options, **per_node, **ingest_options(s),
             max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
@@ -578,8 +587,8 @@ class Runtime:
         serve.run_many([
             serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
             serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
-                ray_actor_options=replica_options, **per_node).bind(api_config),
-                name="api", route_prefix="/api/0"),
+                ray_actor_options=replica_options, **per_node, **api_options(s)
+            ).bind(api_config), name="api", route_prefix="/api/0"),
             serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options).bind(), name="web", route_prefix="/"),
         ])
@@ -664,6 +673,12 @@ class Runtime:
         if self._serving:
             serve.shutdown()  # type: ignore[no-untyped-call]
             self._serving = False
+        if self._autoscaler is not None:
+            from actors.pool_autoscaler import stop_pool_autoscaler
+
+            # First, so it does not refill the pool; it retires the consumers it started.
+            stop_pool_autoscaler(budget_s)
+            self._autoscaler = None
         for consumer in self._consumers:
             try:
                 ray.get(consumer.stop.remote(), timeout=budget_s)

@@ -129,8 +129,22 @@ class Settings(BaseSettings):
     max_unauthenticated_body_bytes: int = Field(default=64 * KIB, ge=1 * KIB)
 
     # --- ingest service ----------------------------------------------------------------
-    #: Ingest replicas (Serve). One is enough for ~1,000 events/s on 2 cores.
-    ingest_replicas: int = 1
+    #: Ingest replicas (Serve) kept at least and grown to at most by Serve's autoscaler,
+    #: which scales on requests in flight (``ingest_target_ongoing_requests``). One replica
+    #: takes ~1,000 events/s on 2 cores and is a process of ~150-250 MB, so the embedded
+    #: default starts one and may add one more; on a cluster raise the maximum. Equal
+    #: bounds: that many replicas, no autoscaling (cluster/scaling.py).
+    ingest_min_replicas: int = Field(default=1, ge=1)
+    ingest_max_replicas: int = Field(default=2, ge=1)
+    #: Deprecated: use ``ingest_min_replicas``. When set (and ``ingest_min_replicas`` is
+    #: not), the replicas started and kept at least; the maximum is raised to it if lower.
+    ingest_replicas: int | None = Field(default=None, ge=1)
+    #: Requests in flight per ingest replica that Serve scales towards (its
+    #: ``target_ongoing_requests``; Serve's default of 2 suits slow model calls). An ingest
+    #: request takes ~10-20 ms (the hand-off waits for its batch's commit), so 16 in flight
+    #: is ~1,000 requests/s, about what a replica handles, or a replica whose requests
+    #: started to wait.
+    ingest_target_ongoing_requests: float = Field(default=16.0, gt=0)
     #: Requests one ingest replica works on at once. Serve's default of 5 collapses under
     #: SDK load (ARCHITECTURE.md); the hand-off is batched, so many can wait cheaply.
     ingest_max_ongoing_requests: int = 256
@@ -154,6 +168,16 @@ class Settings(BaseSettings):
     #: writing anything, so a full disk never loses accepted events. 0 turns the check off.
     min_free_disk_bytes: int = 1_073_741_824
 
+    # --- Serve autoscaling (ingest and API replicas) -------------------------------------
+    #: Seconds Serve sees more requests in flight than the target before it adds a replica
+    #: (Serve's default): a shorter burst waits in the replicas, cheaply for ingest, whose
+    #: hand-off batches it.
+    serve_upscale_delay_s: float = Field(default=30.0, ge=0)
+    #: Seconds Serve sees fewer requests in flight than the target before it removes a
+    #: replica. Serve's default is 600 s; five minutes gives the ~200 MB of a burst's extra
+    #: replica back to a laptop sooner, and a replica starts again in a few seconds.
+    serve_downscale_delay_s: float = Field(default=300.0, ge=0)
+
     # --- rate limiting -----------------------------------------------------------------
     #: Rate-limiter actors (``actors/rate_limit.py``); organization ``o`` belongs to shard
     #: ``o % rate_limit_shards``, so an organization's counters are exact in one place.
@@ -170,8 +194,33 @@ class Settings(BaseSettings):
 
     # --- processing --------------------------------------------------------------------
     #: Consumer actors draining the queue. Relay processing is ~1 ms CPU per event, so
-    #: two consumers keep both cores of a laptop busy at ~1,000 events/s.
-    consumers: int = 2
+    #: two consumers keep both cores of a laptop busy at ~1,000 events/s. The pool's size
+    #: when it is not autoscaled, and the default of both bounds below.
+    consumers: int = Field(default=2, ge=0)
+    #: The consumer pool's bounds. With a maximum above the minimum, the pool autoscaler
+    #: (actors/pool_autoscaler.py) sizes the pool between them by the queue's lag. Unset,
+    #: both are ``consumers``: a fixed pool, as on a laptop, where more consumers than cores
+    #: would only compete. Each consumer is a process of ~200 MB using up to a core.
+    consumers_min: int | None = Field(default=None, ge=0)
+    consumers_max: int | None = Field(default=None, ge=0)
+    #: Seconds an item may wait before the pool grows: it grows when the oldest waiting
+    #: item has waited longer, or when the backlog would take longer to drain at the pool's
+    #: rate. A batch takes about a second, so ten means the pool is several batches behind.
+    #: The pool is quiet (may shrink) while fewer than one batch of items waits and none for
+    #: more than a quarter of this.
+    consumer_scale_up_age_s: float = Field(default=10.0, gt=0)
+    #: Seconds after a change before the pool grows again: a new consumer takes a few
+    #: seconds to start and to show in the measured rate.
+    consumer_scale_up_cooldown_s: float = Field(default=15.0, ge=0)
+    #: Seconds the pool must be quiet, and since its last change, before one consumer is
+    #: retired; long enough that a pause between two bursts keeps the pool.
+    consumer_scale_down_delay_s: float = Field(default=120.0, ge=0)
+    #: Consumers added at most in one step (the step is sized to drain the backlog within
+    #: ``consumer_scale_up_age_s`` at the rate each consumer reached).
+    consumer_scale_up_step: int = Field(default=2, ge=1)
+    #: Seconds between two measurements of the queue's lag (~1 ms of PostgreSQL each with
+    #: 5,000 items waiting, 14-26 ms with 100,000 or more: bench/queue_lag.py).
+    consumer_scale_interval_s: float = Field(default=2.0, gt=0)
     #: Items a consumer claims at once; bigger batches amortize PostgreSQL and ClickHouse
     #: round trips, smaller ones keep accept-to-queryable latency low.
     consumer_batch_items: int = 500
@@ -248,6 +297,14 @@ class Settings(BaseSettings):
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100
+    #: API replicas (Serve) kept at least and grown to at most, as for ingest. The
+    #: dashboard's requests are few and each replica holds a PostgreSQL pool, so one, and
+    #: a second under load. Equal bounds: no autoscaling.
+    api_min_replicas: int = Field(default=1, ge=1)
+    api_max_replicas: int = Field(default=2, ge=1)
+    #: Requests in flight per API replica that Serve scales towards (Serve's default: a
+    #: replica takes at most 5 at once, so more than 2 on average means requests queue).
+    api_target_ongoing_requests: float = Field(default=2.0, gt=0)
     #: Largest request body the Web API reads, in bytes; larger ones answer 413 before
     #: they are parsed. The largest bodies it takes are project settings with grouping and
     #: fingerprint rules (a few KiB; Sentry's own rule sets stay far below 100 KiB) and

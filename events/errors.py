@@ -27,6 +27,8 @@ Three places turn an error into what a user sees, each in one spot:
     │   ├── InvalidQuota               400 invalid_quota    events/quotas.py
     │   ├── InvalidStatusUpdate        400 invalid_status   events/lifecycle.py
     │   ├── AccessError                400 invalid_access   events/access.py (roles, scopes)
+    │   ├── InvalidPoolPolicy          400 invalid_pool_policy  events/pool_scaling.py
+    │   ├── InvalidScalingSettings     400 invalid_scaling_settings  cluster/scaling.py
     │   ├── TenancyError               400 invalid_tenancy  storage/tenancy.py (slugs, passwords)
     │   └── CliError                   400 invalid_command_line  cluster/cli_common.py
     ├── Unauthorized                   401 unauthorized     no, bad or duplicate credentials
