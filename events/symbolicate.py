@@ -253,7 +253,7 @@ class _EventRun:
         try:
             return self._resolve(frame, path)
         except UnresolvedFrame as exc:
-            if frame.get("in_app") is not False:  # library frames fail quietly, as noise
+            if _worth_reporting(frame, exc.error):
                 self._error(exc.error)
             return _with_in_app(frame, path)
 
@@ -351,6 +351,16 @@ class _EventRun:
             if found is not None:
                 return found
         return None
+
+
+def _worth_reporting(frame: Mapping[str, Any], error: Mapping[str, Any]) -> bool:
+    """Library frames fail quietly (noise), and so does a frame with no artifact at all
+    that came with its own source lines: Node SDKs send the context of files that were
+    never minified, which need no map."""
+    if frame.get("in_app") is False:
+        return False
+    return not (error["type"] == JS_NO_SOURCE and "sourcemap" not in error
+                and frame.get("context_line") is not None)
 
 
 def _no_source(path: str, debug_id: str | None, release: str | None, what: str

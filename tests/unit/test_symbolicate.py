@@ -350,3 +350,19 @@ def test_one_build_is_symbolicated_on_one_shard() -> None:
     assert len(by_release) > 1  # releases spread over the shards
     assert shard_for(node_event(release="r1"), PROJECT, 8) == shard_for(
         node_event(release="r1"), PROJECT, 8)
+
+
+def test_unminified_node_files_with_their_own_context_need_no_map() -> None:
+    event = node_event()
+    frames = event["exception"]["values"][0]["stacktrace"]["frames"]
+    for frame in frames:
+        frame.update(abs_path="/srv/app/server.js", context_line="  handle(req);")
+    processed = process(event, MemoryArtifacts())
+    assert not processed.event.get("errors")
+    assert frames_of(processed)[-1]["context_line"] == "  handle(req);"
+    # A minified file whose map is missing still says so, context or not.
+    artifacts = MemoryArtifacts()
+    artifacts.add(Artifact("/srv/app/server.js", MINIFIED_SOURCE,
+                           b"x()\n//# sourceMappingURL=server.js.map\n"), release=RELEASE)
+    [error] = process(event, artifacts).event["errors"]
+    assert error["sourcemap"] == "/srv/app/server.js.map"
