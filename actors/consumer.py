@@ -42,6 +42,12 @@ import ray
 from actors.clickhouse import clickhouse_store
 from actors.grouping import IssueResolver, ShardedResolver
 from actors.placement import LOCAL, Placement
+from actors.symbolicate import (
+    LocalSymbolication,
+    ShardedSymbolication,
+    SymbolicationConfig,
+    registry,
+)
 from events.consume import (
     BatchPlan,
     WorkItem,
@@ -59,7 +65,7 @@ from events.lifecycle import (
     needs_user_count,
     transition_after_events,
 )
-from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
+from events.process import EventProcessor, ProcessedEvent, ProjectGrouping, Symbolicator
 from events.rows import (
     Counts,
     EventRow,
@@ -115,6 +121,8 @@ class ConsumerConfig:
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     outbox_sweep_s: float = 5.0
+    #: Source maps (issue 12): None (no artifact store configured) leaves events as sent.
+    symbolication: SymbolicationConfig | None = None
 
 
 class StorageOutage(StorageError):
@@ -137,7 +145,8 @@ class BatchConsumer:
     """The consumer's work without Ray: claim one batch and see it through."""
 
     def __init__(self, config: ConsumerConfig, store: EventStore | None = None,
-                 resolver: Any | None = None) -> None:
+                 resolver: Any | None = None, symbolicator: Symbolicator | None = None
+                 ) -> None:
         self.config = config
         self._conn = self._connect()
         # ``store``: tests pass a real store wrapped to fail on cue.
@@ -147,7 +156,11 @@ class BatchConsumer:
         # instance, else a resolver of its own on this consumer's connection.
         self._resolver = resolver if resolver is not None else IssueResolver(
             self._conn, config.grouping_cache_hashes)
-        self._processor = EventProcessor()
+        # ``symbolicator``: the symbolication actors in a running instance; else, with
+        # ``config.symbolication``, symbolication in this process (its own map cache).
+        if symbolicator is None and config.symbolication is not None:
+            symbolicator = LocalSymbolication(config.symbolication)
+        self._processor = EventProcessor(symbolicator)
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
         self._outbox_swept_at = -1e9
@@ -500,7 +513,8 @@ def _claimed(w: WorkItem) -> pg_queue.ClaimedItem:
 class Consumer:
     """One member of the consumer pool; starts working as soon as it is constructed."""
 
-    def __init__(self, config: ConsumerConfig, grouping_shard_names: Sequence[str] = ()) -> None:
+    def __init__(self, config: ConsumerConfig, grouping_shard_names: Sequence[str] = (),
+                 symbolicator_names: Sequence[str] = ()) -> None:
         # The shards are looked up by name, not passed as handles: Ray restarts an actor
         # whose constructor arguments hold actor handles only with an error logged
         # (core_worker.cc, ray-project/ray#53727), and a restarted consumer finds the
@@ -508,7 +522,8 @@ class Consumer:
         shards = [ray.get_actor(name, namespace="crashray") for name in grouping_shard_names]
         self._config = config
         self._consumer = BatchConsumer(
-            config, resolver=ShardedResolver(shards) if shards else None)
+            config, resolver=ShardedResolver(shards) if shards else None,
+            symbolicator=_sharded_symbolication(config, symbolicator_names))
         self._listener = self._listen()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -602,10 +617,22 @@ def consumer_name(index: int, pool: str = CONSUMER_POOL) -> str:
     return f"{pool}-{index}"
 
 
+def _sharded_symbolication(config: ConsumerConfig, names: Sequence[str]
+                           ) -> ShardedSymbolication | None:
+    """The consumer's side of the symbolication actors, if they run (else None: the
+    consumer symbolicates itself when ``config.symbolication`` is set)."""
+    if not names or config.symbolication is None:
+        return None
+    shards = [ray.get_actor(name, namespace="crashray") for name in names]
+    return ShardedSymbolication(shards, frozenset(registry(config.symbolication)[1]))
+
+
 def start_consumers(count: int, config: ConsumerConfig,
                     grouping_shard_names: Sequence[str] = (),
                     placement: Placement = LOCAL, first: int = 0,
-                    pool: str = CONSUMER_POOL) -> Sequence[Any]:
+                    pool: str = CONSUMER_POOL, symbolicator_names: Sequence[str] = ()
+                    ) -> Sequence[Any]:
     """Consumers ``first`` … ``first + count - 1`` (named by ``consumer_name``)."""
     return [Consumer.options(**placement.pool(consumer_name(i, pool)))  # type: ignore[attr-defined]
-            .remote(config, list(grouping_shard_names)) for i in range(first, first + count)]
+            .remote(config, list(grouping_shard_names), list(symbolicator_names))
+            for i in range(first, first + count)]

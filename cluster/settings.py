@@ -257,6 +257,19 @@ class Settings(BaseSettings):
     #: up once their lease (``consumer_lease_s``) has run out.
     consumer_outbox_sweep_s: float = 5.0
 
+    # --- symbolication (source maps; actors/symbolicate.py) -----------------------------
+    #: Symbolication actors; a build's maps (by debug ID, else by project and release) are
+    #: parsed on one of them. 0: each consumer symbolicates in its own process.
+    symbolication_actors: int = 0
+    #: Bytes of parsed source maps each cache keeps (counted as the sizes of the minified
+    #: file and map, an upper bound of their parsed form); least recently used go first.
+    #: 256 MiB holds a few dozen builds of a large single-page app.
+    symbolication_cache_bytes: int = 256 * MIB
+    #: Source maps larger than this are not parsed (the frames stay minified, error
+    #: ``js_too_large``). Large single-page apps ship maps of tens of MB; parsing one costs
+    #: about its size again in memory while it happens.
+    symbolication_max_map_bytes: int = 64 * MIB
+
     # --- grouping ----------------------------------------------------------------------
     #: Grouping actors (``actors/grouping.py``); project ``p`` belongs to shard
     #: ``p % grouping_shards``. One shard decides all of a project's new issues.

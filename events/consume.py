@@ -122,7 +122,7 @@ def _context(item: WorkItem) -> ItemContext:
     return ItemContext(project_id=item.project_id, key_id=item.key_id,
                        received_at=item.received_at, envelope_event_id=item.event_id,
                        client_ip=meta.get("client_ip"), sent_at=meta.get("sent_at"),
-                       client=meta.get("client"))
+                       client=meta.get("client"), organization_id=item.organization_id)
 
 
 def plan_batch(items: Sequence[WorkItem], processor: EventProcessor) -> BatchPlan:

@@ -1,8 +1,11 @@
-"""Turning one accepted event item into a stored event: normalize, scrub, tag, group.
+"""Turning one accepted event item into a stored event: normalize, scrub, symbolicate,
+tag, group.
 
 Pure code (no Ray, no I/O): consumers call ``EventProcessor.process`` for every claimed
 event item. Normalization and PII scrubbing are sentry-relay's own (``StoreNormalizer``,
-``pii_strip_event``), so the stored event is what Sentry would store. As Sentry's
+``pii_strip_event``), so the stored event is what Sentry would store. A consumer that
+has an artifact store passes a ``Symbolicator`` (events/symbolicate.py: source maps),
+applied before grouping so that minified frames group by their original code. As Sentry's
 ``EventManager.save`` does, the standard tags are then derived (events/tags.py) before the
 event is grouped (fingerprint rules such as ``tags.transaction:*`` see them), and the
 event's ``title``, ``culprit``, ``location`` and ``metadata`` are written into the stored
@@ -15,7 +18,7 @@ event (``_materialize_metadata_many``), so the event API reads them from the eve
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -82,6 +85,14 @@ class ItemContext:
     client_ip: str | None = None
     sent_at: str | None = None
     client: str | None = None
+    organization_id: int | None = None
+
+
+#: Resolves an event's stack traces (source maps; events/symbolicate.py) before it is
+#: grouped: ``(event, project_id, organization_id) -> event``. It must return the event
+#: unchanged when it has nothing to do, and never raise for a map it cannot apply (the
+#: reason goes into the event's ``errors``).
+Symbolicator = Callable[[dict[str, Any], int, int | None], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -120,9 +131,11 @@ class ProjectGrouping:
 class EventProcessor:
     """Normalizes, scrubs and groups events; holds the per-project settings for that."""
 
-    def __init__(self) -> None:
+    def __init__(self, symbolicator: Symbolicator | None = None) -> None:
         self._pii_configs: dict[int, Any] = {}
         self._grouping: dict[int, ProjectGrouping] = {}
+        #: None: no symbolication (no artifact store configured); events stay as sent.
+        self._symbolicator = symbolicator
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
         self._grouping[project_id] = grouping
@@ -141,6 +154,10 @@ class EventProcessor:
             # The envelope header's event_id takes precedence (spec §2.2).
             normalized["event_id"] = ctx.envelope_event_id
         scrubbed = self._scrub(normalized, ctx.project_id)
+        if self._symbolicator is not None:
+            # After Relay's normalization and scrubbing (Sentry symbolicates what Relay
+            # forwarded), before tags and grouping: grouping sees the original frames.
+            scrubbed = self._symbolicator(scrubbed, ctx.project_id, ctx.organization_id)
         tagged = {**scrubbed, "tags": event_tags(scrubbed)}
         project = self._grouping.get(ctx.project_id, ProjectGrouping())
         grouping = group_hashes_for_event(grouping_input(project.config, scrubbed, tagged),

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from actors.consumer import BatchConsumer, ConsumerConfig
 from events.grouping import DEFAULT_GROUPING_CONFIG
+from events.process import Symbolicator
 from serve_apps.api.app import create_app
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services
@@ -51,15 +52,18 @@ class Harness:
     token: str
     consumers: list[BatchConsumer] = field(default_factory=list)
 
-    def consumer(self, store: EventStore | None = None, **config: Any) -> BatchConsumer:
-        """A consumer of this database; ``store`` wraps the real engine to fail on cue."""
+    def consumer(self, store: EventStore | None = None, symbolicator: Symbolicator | None = None,
+                 **config: Any) -> BatchConsumer:
+        """A consumer of this database; ``store`` wraps the real engine to fail on cue;
+        ``symbolicator`` replaces the one ``config["symbolication"]`` would make."""
         settings: dict[str, Any] = {
             "postgres_url": self.url, "clickhouse_dsn": self.clickhouse.dsn,
             "batch_items": 100, "lease_s": 0.5, "max_attempts": 3, "retention_days": 90,
             "idle_poll_s": 0.1, "batch_wait_s": 0.0, "dedup_window_s": 86_400,
             "outbox_sweep_s": 0.0, **config}
         consumer = BatchConsumer(ConsumerConfig(**settings),
-                                 store=store if store is not None else self.clickhouse)
+                                 store=store if store is not None else self.clickhouse,
+                                 symbolicator=symbolicator)
         self.consumers.append(consumer)
         return consumer
 
