@@ -159,8 +159,10 @@ def grown_size(current: int, load: PoolLoad, policy: PoolPolicy) -> int:
     """The size that drains the backlog within ``scale_up_age_s`` at the rate each current
     consumer reached; one more when that rate is unknown; within the step and ``max``."""
     wanted = current + 1
-    if current > 0 and load.processed_per_s:
-        per_consumer_per_s = load.processed_per_s / current
+    # A rate too small to divide by (a float underflow) counts as unknown.
+    rate = load.processed_per_s or 0.0
+    if current > 0 and rate * policy.scale_up_age_s / current > 1e-9:
+        per_consumer_per_s = rate / current
         needed = load.waiting_items / (per_consumer_per_s * policy.scale_up_age_s)
         wanted = math.ceil(min(needed, policy.max_consumers))  # a tiny rate needs them all
     return min(max(wanted, current + 1), current + policy.max_step_up, policy.max_consumers)

@@ -308,11 +308,19 @@ def _refusal(usage: Usage, category: str, quantity: int, quotas: Sequence[Quota]
 
 
 def merge_limits(limits: Iterable[RateLimit]) -> tuple[RateLimit, ...]:
-    """One limit per (scope, scope id, reason, seconds), with their categories together."""
-    merged: dict[tuple[str, int | None, str, int], set[str]] = {}
+    """One limit per (scope, scope id, reason, seconds), with their categories together.
+    A category limited twice by the same scope and reason (a cached refusal and a fresh
+    one, a second apart) keeps the longer wait only."""
+    longest: dict[tuple[str, int | None, str, str], int] = {}
     for limit in limits:
-        key = (limit.scope, limit.scope_id, limit.reason_code, limit.retry_after_s)
-        merged.setdefault(key, set()).update(limit.categories)
+        for category in limit.categories or {""}:
+            key = (limit.scope, limit.scope_id, limit.reason_code, category)
+            longest[key] = max(longest.get(key, 0), limit.retry_after_s)
+    merged: dict[tuple[str, int | None, str, int], set[str]] = {}
+    for (scope, scope_id, reason, category), secs in longest.items():
+        cats = merged.setdefault((scope, scope_id, reason, secs), set())
+        if category:
+            cats.add(category)
     return tuple(RateLimit(frozenset(cats), scope, reason, secs, scope_id)
                  for (scope, scope_id, reason, secs), cats in sorted(
                      merged.items(), key=lambda kv: (-kv[0][3], kv[0][0], kv[0][2])))
