@@ -6,6 +6,14 @@ only after the commit. Consumers claim batches with ``FOR UPDATE SKIP LOCKED`` a
 claims the rows again (at-least-once). Rows are deleted in the same transaction that
 counts the events into their issues, after the ClickHouse insert succeeded.
 
+What each organization has queued (items, payload bytes) is kept beside the queue in
+``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
+and cheap to read: ingest's per-organization backlog caps ask for it once a second.
+
+What each organization has queued (items, payload bytes) is kept beside the queue in
+``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
+and cheap to read: ingest's per-organization backlog caps ask for it once a second.
+
 The Kafka hand-off (a later issue) implements the same ``HandoffQueue`` protocol.
 """
 
