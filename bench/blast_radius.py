@@ -199,6 +199,11 @@ def stall_backlog(pg_url: str, hostile: Hostile, items: int) -> None:
             " now() + interval '1 hour' FROM generate_series(1, %s) g",
             (hostile.project_id, hostile.org_id, payload, items))
         conn.commit()
+        # As autovacuum would within a minute: with the table's statistics from before
+        # these rows, the consumers' claim walks all of them in id order on every claim
+        # (~8 ms more per claim at 20,000), instead of using the claimable index.
+        conn.execute("ANALYZE ingest_queue")
+        conn.commit()
 
 
 def settle(pg_url: str) -> None:
