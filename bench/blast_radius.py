@@ -24,11 +24,14 @@ hostile run sits between two quiet runs):
   backlog   while A floods at --flood-rate with --org-cap of its items already queued
             (held by a stalled consumer: claimed for an hour), the instance started with
             CRASHRAY_MAX_QUEUED_ITEMS_PER_ORG=--org-cap: every answer is a 429 (org_backlog)
+  stalled   (a control, not run by default) A's backlog stalled as in "backlog", no flood:
+            what the stalled rows alone cost B
 
 Printed: B's reports side by side, A's answers per kind and status, the ratio of B's
 processed events/s in each hostile run to the mean of the quiet runs just before and after
-it (target ≥ 0.9), and one JSON line. The load generator
-shares the machine's cores with the instance, so A's client costs are part of what B loses.
+it (target ≥ 0.9), and one JSON line. The load generator shares the machine's cores with
+the instance, so A's client costs are part of what B loses. About four minutes with the
+defaults (start, warm-up, seven runs of 15 s, stop).
 
   python bench/blast_radius.py --concurrency 16 --seconds 15
   (From a worktree, run its code: ``PYTHONPATH=$PWD python bench/blast_radius.py …``.)
@@ -249,7 +252,7 @@ def drop_stalled_backlog(pg_url: str, hostile: Hostile) -> None:
         conn.commit()
 
 
-RUN_KINDS = ("quiet", "poison", "flood", "backlog")
+RUN_KINDS = ("quiet", "poison", "flood", "backlog", "stalled")
 #: Each hostile run between two quiet runs: this machine's speed drifts by 10-30 % within
 #: minutes (other work on the same two cores), so a run is compared with its neighbours.
 DEFAULT_RUNS = "quiet,poison,quiet,flood,quiet,backlog,quiet"
@@ -296,6 +299,8 @@ def run_all(instance: CrashrayInstance, plan: LoadPlan, args: argparse.Namespace
         await asyncio.to_thread(stall_backlog, instance.pg_url, hostile, args.org_cap)
         await asyncio.sleep(BACKLOG_CHECK_WAIT_S)
         try:
+            if kind == "stalled":
+                return await measure_b(instance, name, plan, b_project)
             report, answers[name] = await alongside(
                 instance, name, plan, b_project,
                 lambda stop: _flood(hostile.poison, args.flood_rate, stop))
