@@ -526,7 +526,7 @@ class Runtime:
         from cluster.scaling import api_options, ingest_options
         from events.body import BodyLimits
         from events.envelope import EnvelopeLimits
-        from events.quotas import SpikeProtection
+        from events.quotas import BacklogCaps, SpikeProtection
         from serve_apps.api.app import ApiDeployment
         from serve_apps.api.config import ApiConfig
         from serve_apps.ingest import IngestDeployment
@@ -556,7 +556,8 @@ class Runtime:
             min_free_disk_bytes=s.min_free_disk_bytes,
             limit_cache_s=s.quota_settings_refresh_s,
             max_unauthenticated_body_bytes=s.max_unauthenticated_body_bytes,
-            trusted_proxies=tuple(s.trusted_proxies))
+            trusted_proxies=tuple(s.trusted_proxies),
+            backlog_caps=BacklogCaps(s.max_queued_items_per_org, s.max_queued_bytes_per_org))
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
         per_node = {"max_replicas_per_node": s.max_replicas_per_node} \

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KIB = 1024
 MIB = 1024 * KIB
+GIB = 1024 * MIB
 MB = 1000 * 1000
 
 #: Relay's defaults (spec §3.2).
@@ -164,6 +165,17 @@ class Settings(BaseSettings):
     #: Accepted-but-unprocessed items above which ingest answers 503 before writing
     #: anything (global guard; an unbounded queue is never an option).
     max_queued_items: int = 2_000_000
+    #: Items (and payload bytes) one organization may have waiting in that queue; above
+    #: either, its requests answer 429 (reason ``org_backlog``) while other organizations
+    #: keep being served, so one tenant's flood never reaches the global guard above.
+    #: 100,000 items are one to five minutes of a laptop's processing (300 to 1,000
+    #: events/s) and a twentieth of the global guard, so twenty flooding tenants fit before
+    #: it; 1 GiB holds ~190,000 typical events (5.5 KB), so for ordinary events the item cap
+    #: decides and the bytes cap stops large events and attachments. Checked on figures at
+    #: most a second old: an organization may get up to a second's intake past a cap.
+    #: 0 turns a cap off.
+    max_queued_items_per_org: int = Field(default=100_000, ge=0)
+    max_queued_bytes_per_org: int = Field(default=1 * GIB, ge=0)
     #: Free bytes on the data directory's disk below which ingest refuses (503) before
     #: writing anything, so a full disk never loses accepted events. 0 turns the check off.
     min_free_disk_bytes: int = 1_073_741_824

@@ -180,8 +180,9 @@ class Throttled(CrashrayError):
 class RateLimited(Throttled):
     code = "rate_limited"
 
-    def __init__(self, detail: str, retry_after_s: int, rate_limits_header: str) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str, retry_after_s: int, rate_limits_header: str,
+                 causes: Sequence[str] = ()) -> None:
+        super().__init__(detail, causes)
         self.retry_after_s = retry_after_s
         self.rate_limits_header = rate_limits_header
 

@@ -23,6 +23,10 @@ Spike protection is a per-project quota on events (``error``, ``default``, ``sec
 hour whose limit follows the project's own volume: ``spike_limit`` of its accepted events in
 the trailing ``SPIKE_BASELINE_HOURS`` hours.
 
+Backlog caps are not counted in windows: an organization with ``BacklogCaps`` worth of items
+or bytes waiting in the ingest queue is refused (``org_backlog_limit``) until the consumers
+have worked them off, so that its flood never fills the queue for everyone.
+
     events.errors.BadRequest
     └── InvalidQuota        a quota definition that cannot be counted
 """
@@ -369,6 +373,41 @@ def key_rate_limit_quota(organization_id: int, key_id: int, count: int, window_s
     """The rate limit users set on a DSN key (Sentry: events per window, ``key_quota``)."""
     return Quota(f"key{key_id}", organization_id, "key", key_id, EVENT_CATEGORIES, count,
                  window_s, "key_quota")
+
+
+#: Reason code of a refusal because the organization has too much waiting in the ingest
+#: queue (its own backlog cap, ``org_backlog_limit``); a Crashray code, as Relay's internal
+#: limits have theirs.
+ORG_BACKLOG_REASON: Final = "org_backlog"
+#: Seconds an organization over its backlog cap is told to wait. The caps are checked on
+#: figures at most a second old, so a short wait is enough for SDKs to find out when the
+#: backlog has drained; the refusal itself is cheap, so asking again often costs little.
+ORG_BACKLOG_RETRY_AFTER_S: Final = 10
+
+
+@dataclass(frozen=True)
+class BacklogCaps:
+    """The most one organization may have waiting in the ingest queue (accepted, not yet
+    processed): items, and bytes of their payloads. 0 turns a cap off."""
+
+    max_items: int
+    max_bytes: int
+
+
+def org_backlog_limit(usage: Usage, queued_items: int, queued_bytes: int,
+                      caps: BacklogCaps) -> RateLimit | None:
+    """The refusal of every category of ``usage`` while its organization has reached one of
+    its backlog caps (``queued_*``: what it has in the queue now); None while it has room.
+
+    One tenant's flood thus fills its own share of the queue and gets 429s, long before the
+    queue as a whole is full and ingest refuses every tenant (503,
+    ``CRASHRAY_MAX_QUEUED_ITEMS``). The caps are soft: what a request adds is not weighed,
+    so an envelope larger than the bytes cap is still taken when the backlog is empty."""
+    over = (0 < caps.max_items <= queued_items) or (0 < caps.max_bytes <= queued_bytes)
+    if not over or not usage.quantities:
+        return None
+    return RateLimit(frozenset(usage.quantities), "organization", ORG_BACKLOG_REASON,
+                     ORG_BACKLOG_RETRY_AFTER_S, usage.organization_id)
 
 
 class LimitCache:

@@ -229,6 +229,7 @@ class IngestDeployment:
         """Queue what the quotas let through; the limits that refused the rest."""
         usage = usage_of(items)
         cached = self._limits.active(usage, time.time()) if usage is not None else []
+        cached += self._handler.backlog_limits(usage)
         kept, refused = without_refused(items, cached)
         self._tally.add(refused, cached)
         if not kept:

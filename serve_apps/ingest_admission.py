@@ -17,6 +17,7 @@ from events.errors import (
 )
 from events.quotas import (
     EVENT_CATEGORIES,
+    ORG_BACKLOG_REASON,
     OUTCOMES_ITEM_TYPE,
     RateLimit,
     Usage,
@@ -34,8 +35,17 @@ RATE_LIMITED_DETAIL = ("Sentry dropped data due to a quota or internal rate limi
                        " https://docs.sentry.io/product/accounts/quotas/ for more information.")
 
 
+#: Why an organization over its backlog cap is refused, in the 429's ``causes``.
+ORG_BACKLOG_CAUSE = ("this organization has more items (or bytes) waiting to be processed than"
+                     " CRASHRAY_MAX_QUEUED_ITEMS_PER_ORG (CRASHRAY_MAX_QUEUED_BYTES_PER_ORG)"
+                     " allow; send again once they are processed")
+
+
 def rate_limited(limits: Sequence[RateLimit]) -> RateLimited:
-    return RateLimited(RATE_LIMITED_DETAIL, retry_after_s(limits), format_rate_limits(limits))
+    causes = [ORG_BACKLOG_CAUSE] if any(
+        limit.reason_code == ORG_BACKLOG_REASON for limit in limits) else []
+    return RateLimited(RATE_LIMITED_DETAIL, retry_after_s(limits), format_rate_limits(limits),
+                       causes)
 
 
 

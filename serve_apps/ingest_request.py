@@ -17,7 +17,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from events.errors import (
     Unauthorized,
 )
 from events.proxies import client_address
+from events.quotas import BacklogCaps, RateLimit, Usage, org_backlog_limit
 from events.security import (
     SECURITY_ITEM_TYPE,
     is_security_media_type,
@@ -56,7 +57,7 @@ from serve_apps.ingest_body import missing_credentials, read_body, read_envelope
 from serve_apps.ingest_http import IngestRoute
 from storage.keys import ProjectKey, load_project_keys
 from storage.postgres import connect
-from storage.queue import PostgresQueue, QueuedItem
+from storage.queue import OrganizationBacklog, PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
 
@@ -81,6 +82,8 @@ class IngestConfig:
     max_unauthenticated_body_bytes: int = 64 * 1024
     #: Proxies whose X-Forwarded-For entries are believed (events/proxies.py).
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: What one organization may have queued before its requests answer 429 (0: no cap).
+    backlog_caps: BacklogCaps = field(default_factory=lambda: BacklogCaps(0, 0))
 
 
 class KeyCache:
@@ -168,6 +171,7 @@ class IngestHandler:
         self._backlog = 0
         self._backlog_checked_at = -1e9
         self._free_disk = -1
+        self._org_backlogs: dict[int, OrganizationBacklog] = {}
 
     async def accept(self, request: Request, route: IngestRoute
                      ) -> tuple[list[QueuedItem], str | None]:
@@ -276,6 +280,8 @@ class IngestHandler:
         if now - self._backlog_checked_at > 1.0:
             self._backlog_checked_at = now
             self._backlog = await asyncio.to_thread(self.queue.backlog_upper_bound)
+            if self.config.backlog_caps.max_items or self.config.backlog_caps.max_bytes:
+                self._org_backlogs = await asyncio.to_thread(self.queue.queued_per_organization)
             if self.config.data_dir is not None and self.config.min_free_disk_bytes:
                 self._free_disk = shutil.disk_usage(self.config.data_dir).free
         if self._backlog >= self.config.max_queued_items:
@@ -287,6 +293,14 @@ class IngestHandler:
                              [f"{self._free_disk} bytes free on the data disk, less than"
                               " CRASHRAY_MIN_FREE_DISK_BYTES"
                               f" ({self.config.min_free_disk_bytes})"])
+
+    def backlog_limits(self, usage: Usage | None) -> list[RateLimit]:
+        """The refusal of ``usage`` while its organization is over a backlog cap, as of the
+        last check (at most a second old, taken by ``_check_backlog`` in ``accept``)."""
+        queued = self._org_backlogs.get(usage.organization_id) if usage else None
+        limit = None if queued is None or usage is None else org_backlog_limit(
+            usage, queued.items, queued.bytes, self.config.backlog_caps)
+        return [] if limit is None else [limit]
 
 
 def security_body_limits(config: IngestConfig) -> BodyLimits:

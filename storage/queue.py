@@ -6,6 +6,14 @@ only after the commit. Consumers claim batches with ``FOR UPDATE SKIP LOCKED`` a
 claims the rows again (at-least-once). Rows are deleted in the same transaction that
 counts the events into their issues, after the ClickHouse insert succeeded.
 
+What each organization has queued (items, payload bytes) is kept beside the queue in
+``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
+and cheap to read: ingest's per-organization backlog caps ask for it once a second.
+
+What each organization has queued (items, payload bytes) is kept beside the queue in
+``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
+and cheap to read: ingest's per-organization backlog caps ask for it once a second.
+
 The Kafka hand-off (a later issue) implements the same ``HandoffQueue`` protocol.
 """
 
@@ -50,6 +58,15 @@ class UnqueueableData(BadRequest):
 
 
 @dataclass(frozen=True)
+class OrganizationBacklog:
+    """What one organization has in the queue: items accepted and not yet processed, and
+    the bytes of their payloads."""
+
+    items: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class ClaimedItem:
     id: int
     attempts: int
@@ -62,6 +79,9 @@ class HandoffQueue(Protocol):
 
     def backlog_upper_bound(self) -> int:
         """An upper bound of the items accepted but not yet processed (cheap to ask)."""
+
+    def queued_per_organization(self) -> dict[int, OrganizationBacklog]:
+        """Items and payload bytes queued per organization (exact; cheap to ask)."""
 
 
 _COLUMNS = ("project_id", "organization_id", "key_id", "item_type", "event_id",
@@ -119,6 +139,12 @@ class PostgresQueue:
                     "SELECT coalesce(max(id) - min(id) + 1, 0) FROM ingest_queue").fetchone()
         return int(row[0]) if row else 0
 
+    def queued_per_organization(self) -> dict[int, OrganizationBacklog]:
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                return queued_per_organization(conn)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -135,6 +161,33 @@ def queue_lag(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     items, size, age, claimed = row if row else (0, 0, 0, 0)
     return {"items": int(items), "bytes": int(size), "oldest_age_s": float(age),
             "claimed": int(claimed)}
+
+
+#: Arbitrary constant for pg_try_advisory_xact_lock: one folder of ``ingest_queue_usage`` at
+#: a time (others only read; a second folder would wait for the first one's rows).
+_USAGE_FOLD_LOCK_ID = 0x63727175  # "crqu"
+
+
+def queued_per_organization(conn: psycopg.Connection[Any]) -> dict[int, OrganizationBacklog]:
+    """Items and payload bytes queued per organization, from ``ingest_queue_usage`` (the
+    changes the queue's triggers record; migration 0012), as of now. Organizations with
+    nothing queued are left out. First folds the recorded changes into one row per
+    organization, unless another caller is folding right now (then it only reads): that
+    keeps the table at about one row per organization and per statement since the last
+    fold. Call inside the caller's transaction."""
+    locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                          (_USAGE_FOLD_LOCK_ID,)).fetchone()
+    if locked and locked[0]:
+        # Rows other transactions add meanwhile are not seen, so not deleted: they stay.
+        conn.execute(
+            "WITH folded AS (DELETE FROM ingest_queue_usage RETURNING *)"
+            " INSERT INTO ingest_queue_usage (organization_id, items, bytes)"
+            " SELECT organization_id, sum(items), sum(bytes) FROM folded"
+            " GROUP BY organization_id HAVING sum(items) <> 0 OR sum(bytes) <> 0")
+    rows = conn.execute(
+        "SELECT organization_id, sum(items), sum(bytes) FROM ingest_queue_usage"
+        " GROUP BY organization_id HAVING sum(items) > 0").fetchall()
+    return {int(r[0]): OrganizationBacklog(int(r[1]), int(r[2])) for r in rows}
 
 
 def listen(url: str) -> psycopg.Connection[Any]:

@@ -41,11 +41,13 @@ def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashr
     data_dir: Path = tmp_path_factory.mktemp("crashray-data")
     with scratch_database("crashray_it") as url:
         # A short lease so that a killed consumer's batch is re-claimed within the test;
-        # two ingest replicas, so that quotas are shown to hold across replicas.
+        # two ingest replicas, so that quotas are shown to hold across replicas; an
+        # organization backlog cap a test can fill (no other test queues near 2,000 items).
         settings = Settings(data_dir=data_dir, port=free_port(), postgres_url=url,
                             consumer_lease_s=3.0, key_cache_refresh_s=1.0,
                             project_settings_refresh_s=0.5, quota_settings_refresh_s=0.5,
-                            key_cache_miss_reload_s=0.2, ingest_replicas=2)
+                            key_cache_miss_reload_s=0.2, ingest_replicas=2,
+                            max_queued_items_per_org=2000)
         runtime = Runtime(settings)
         info = runtime.start()
         try:

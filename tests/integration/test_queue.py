@@ -158,3 +158,69 @@ def test_a_hand_off_batch_with_a_poisoned_request_queues_all_the_others(queue_ur
         rows = conn.execute("SELECT organization_id, count(*) FROM ingest_queue"
                             " GROUP BY organization_id ORDER BY 1").fetchall()
     assert rows == [(org, 3) for org in range(1, 41) if org != 13]
+
+
+def org_item(org: int, payload: bytes) -> QueuedItem:
+    return QueuedItem(org * 10, org, org * 100, "event", uuid.uuid4().hex,
+                      dt.datetime.now(dt.UTC), payload, {})
+
+
+def test_each_organizations_queued_items_and_bytes_stay_exact_through_the_queue(
+        queue_url: str) -> None:
+    """What ingest's backlog caps read: every way items enter and leave the queue (the
+    hand-off, a consumer finishing, dead letters and their replay, concurrent writers)
+    keeps each organization's figures equal to a count of the queue, and apart."""
+    queue = PostgresQueue(queue_url)
+    queue.enqueue([org_item(1, b"x" * 100) for _ in range(30)]
+                  + [org_item(2, b"y" * 7) for _ in range(4)])
+
+    def figures() -> dict[int, tuple[int, int]]:
+        return {org: (b.items, b.bytes) for org, b in queue.queued_per_organization().items()}
+
+    assert figures() == {1: (30, 3000), 2: (4, 28)}
+    with psycopg.connect(queue_url) as conn:
+        claimed = pg_queue.claim(conn, 50, lease_s=30)
+        assert figures() == {1: (30, 3000), 2: (4, 28)}  # claimed is still queued
+        org1 = [c for c in claimed if c.item.organization_id == 1]
+        with conn.transaction():
+            pg_queue.delete(conn, [c.id for c in org1[:10]])
+            pg_queue.dead_letter(conn, org1[10], "poison")
+            # Not visible to others before the consumer commits.
+            assert figures() == {1: (30, 3000), 2: (4, 28)}
+        assert figures() == {1: (19, 1900), 2: (4, 28)}
+        with conn.transaction():
+            pg_queue.replay_dead_letters(conn, 1, None)
+        assert figures() == {1: (20, 2000), 2: (4, 28)}
+        with conn.transaction():
+            pg_queue.delete(conn, [c.id for c in claimed if c.item.organization_id == 2])
+    assert figures() == {1: (20, 2000)}  # an organization with nothing queued is left out
+
+    def replica_hands_off(org: int) -> None:
+        replica = PostgresQueue(queue_url)  # an ingest replica of its own
+        for _ in range(20):
+            replica.enqueue([org_item(org, b"z" * 10) for _ in range(5)])
+
+    writers = [threading.Thread(target=replica_hands_off, args=(org,)) for org in (3, 3, 4)]
+    readers_stop = threading.Event()
+
+    def read_while_writing() -> None:
+        reader = PostgresQueue(queue_url)  # folds concurrently with the other readers
+        while not readers_stop.is_set():
+            reader.queued_per_organization()
+
+    readers = [threading.Thread(target=read_while_writing) for _ in range(2)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    readers_stop.set()
+    for t in readers:
+        t.join()
+    final = figures()
+    with psycopg.connect(queue_url) as conn:
+        counted = {int(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(
+            "SELECT organization_id, count(*), sum(octet_length(payload)) FROM ingest_queue"
+            " GROUP BY organization_id").fetchall()}
+        folded_rows = conn.execute("SELECT count(*) FROM ingest_queue_usage").fetchone()
+    assert final == counted == {1: (20, 2000), 3: (200, 2000), 4: (100, 1000)}
+    assert folded_rows is not None and folded_rows[0] == 3  # folded: one per organization
