@@ -187,6 +187,19 @@ def org_access(scope: str) -> Callable[..., Access]:
     return resolve
 
 
+def org_access_any(*scopes: str) -> Callable[..., Access]:
+    """``org_access`` for a route that any one of ``scopes`` opens (Sentry's uploads of
+    release files take ``project:releases`` or ``project:write``); declared with the first."""
+    @_declared(AccessRule("organization", scopes[0]))
+    def resolve(org: str, who: Annotated[Caller, Depends(caller)],
+                svc: Svc) -> Access:
+        access = _organization(svc, who, org)
+        if not access.scopes & frozenset(scopes):
+            raise Forbidden(f"this token lacks the scope {' or '.join(scopes)}")
+        return access
+    return resolve
+
+
 @dataclass(frozen=True)
 class TeamAccess:
     access: Access

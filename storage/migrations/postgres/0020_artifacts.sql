@@ -1,0 +1,42 @@
+-- Source files uploaded for symbolication (issue 12): artifact bundles as sentry-cli
+-- uploads them, one row per bundle of an organization (the sha1 of the uploaded bytes is
+-- its identity: uploading it again changes nothing), linked to the projects it was
+-- uploaded for. Each file of a bundle is a row here; its bytes are a blob on disk named by
+-- their sha256 (storage/artifacts.py), shared by every file with the same content.
+CREATE TABLE artifact_bundles (
+    id              bigserial PRIMARY KEY,
+    organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    checksum        text NOT NULL,
+    -- The bundle's own id (sentry-cli's "debug_id" attribute), shown in listings.
+    bundle_id       text,
+    release         text,
+    dist            text,
+    size_bytes      bigint NOT NULL,
+    file_count      integer NOT NULL,
+    date_added      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (organization_id, checksum)
+);
+
+CREATE TABLE artifact_bundle_projects (
+    bundle_id  bigint NOT NULL REFERENCES artifact_bundles (id) ON DELETE CASCADE,
+    project_id bigint NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    PRIMARY KEY (project_id, bundle_id)
+);
+CREATE INDEX artifact_bundle_projects_bundle ON artifact_bundle_projects (bundle_id);
+
+CREATE TABLE artifact_files (
+    id              bigserial PRIMARY KEY,
+    bundle_id       bigint NOT NULL REFERENCES artifact_bundles (id) ON DELETE CASCADE,
+    organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    url             text NOT NULL,
+    kind            text NOT NULL,
+    -- Lower-case UUID with dashes (events/artifact_bundle.normalize_debug_id).
+    debug_id        text,
+    blob_sha256     text NOT NULL,
+    size_bytes      bigint NOT NULL,
+    headers         jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX artifact_files_debug_id ON artifact_files (organization_id, debug_id, kind)
+    WHERE debug_id IS NOT NULL;
+CREATE INDEX artifact_files_url ON artifact_files (organization_id, url, kind);
+CREATE INDEX artifact_files_bundle ON artifact_files (bundle_id);
