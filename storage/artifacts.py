@@ -138,7 +138,7 @@ class StoredBundle:
 def find_bundle(conn: psycopg.Connection[Any], organization_id: int, checksum: str
                 ) -> int | None:
     row = conn.execute("SELECT id FROM artifact_bundles WHERE organization_id = %s"
-                       " AND checksum = %s", (organization_id, checksum)).fetchone()
+                       " AND checksum = %s AND source = 'bundle'", (organization_id, checksum)).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -197,7 +197,7 @@ def list_bundles(conn: psycopg.Connection[Any], scope: ProjectScope, limit: int
         " FILTER (WHERE f.debug_id IS NOT NULL), '{}')"
         " FROM artifact_bundles b JOIN artifact_bundle_projects bp ON bp.bundle_id = b.id"
         " LEFT JOIN artifact_files f ON f.bundle_id = b.id"
-        " WHERE b.organization_id = %s AND bp.project_id = %s"
+        " WHERE b.organization_id = %s AND bp.project_id = %s AND b.source = 'bundle'"
         " GROUP BY b.id ORDER BY b.date_added DESC, b.id DESC LIMIT %s",
         (scope.organization_id, scope.id, limit)).fetchall()
     return [StoredBundle(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), r[7],
@@ -216,6 +216,73 @@ def unlink_bundle(conn: psycopg.Connection[Any], scope: ProjectScope, bundle: in
                      " = %s AND NOT EXISTS (SELECT 1 FROM artifact_bundle_projects bp"
                      " WHERE bp.bundle_id = b.id)", (bundle, scope.organization_id))
     return gone > 0
+
+
+# --- release files (sentry-cli 2.x's single-file uploads) --------------------------------
+@dataclass(frozen=True)
+class ReleaseFile:
+    id: int
+    name: str
+    dist: str | None
+    sha1: str
+    size_bytes: int
+    headers: dict[str, str]
+    date_added: dt.datetime
+
+
+def release_file_kind(name: str, content: bytes) -> str:
+    """What a file uploaded by name is: a source map (``.map``, or JSON with
+    ``mappings``), else the minified source a frame points at."""
+    if name.endswith(".map") or (content.lstrip()[:1] == b"{" and b'"mappings"' in content):
+        return "source_map"
+    return "minified_source"
+
+
+def store_release_file(conn: psycopg.Connection[Any], blobs: BlobStore, scope: ProjectScope,
+                       release: str, dist: str | None, name: str, content: bytes,
+                       headers: dict[str, str]) -> ReleaseFile | None:
+    """The file stored under ``name`` in the project's release; None when the release
+    already has a file of that name and dist (Sentry answers 409 then)."""
+    checksum = hashlib.sha1(content).hexdigest()
+    kind = release_file_kind(name, content)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                     (scope.organization_id, f"release file {release} {name}"))
+        if _release_files(conn, scope, release, " AND f.url = %s AND b.dist IS NOT DISTINCT"
+                          " FROM %s", (name, dist), 1):
+            return None
+        row = conn.execute(
+            "INSERT INTO artifact_bundles (organization_id, checksum, release, dist,"
+            " size_bytes, file_count, source) VALUES (%s, %s, %s, %s, %s, 1,"
+            " 'release_file') RETURNING id",
+            (scope.organization_id, checksum, release, dist, len(content))).fetchone()
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        debug_id = normalize_debug_id(headers.get("debug-id", ""))
+        conn.execute(
+            "INSERT INTO artifact_files (bundle_id, organization_id, url, kind, debug_id,"
+            " blob_sha256, size_bytes, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (row[0], scope.organization_id, name, kind, debug_id, blobs.put(content),
+             len(content), Jsonb(headers)))
+        link_projects(conn, scope.organization_id, int(row[0]), [scope.id])
+        return _release_files(conn, scope, release, " AND b.id = %s", (row[0],), 1)[0]
+
+
+def list_release_files(conn: psycopg.Connection[Any], scope: ProjectScope, release: str,
+                       limit: int) -> list[ReleaseFile]:
+    return _release_files(conn, scope, release, "", (), limit)
+
+
+def _release_files(conn: psycopg.Connection[Any], scope: ProjectScope, release: str,
+                   where: str, params: tuple[Any, ...], limit: int) -> list[ReleaseFile]:
+    rows = conn.execute(
+        "SELECT b.id, f.url, b.dist, b.checksum, f.size_bytes, f.headers, b.date_added"
+        " FROM artifact_bundles b JOIN artifact_files f ON f.bundle_id = b.id"
+        " JOIN artifact_bundle_projects bp ON bp.bundle_id = b.id"
+        " WHERE b.organization_id = %s AND bp.project_id = %s AND b.source = 'release_file'"
+        f" AND b.release = %s{where} ORDER BY b.id LIMIT %s",
+        (scope.organization_id, scope.id, release, *params, limit)).fetchall()
+    return [ReleaseFile(int(r[0]), r[1], r[2], r[3], int(r[4]), dict(r[5]), r[6])
+            for r in rows]
 
 
 # --- reading for symbolication -----------------------------------------------------------

@@ -40,6 +40,7 @@ from serve_apps.api import (
     organizations,
     projects,
     quotas,
+    releases,
 )
 from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
@@ -53,7 +54,8 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
-                  events.router, quotas.router, operations.router, artifacts.router)
+                  events.router, quotas.router, operations.router, artifacts.router,
+                  releases.router)
 #: Room for the multipart framing around a chunk-upload request's chunks.
 MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 
@@ -77,8 +79,9 @@ def max_body_bytes(request: Request) -> int:
         config = services(request).config
     except RayServeException:
         return DEFAULT_MAX_BODY_BYTES
-    if request.method == "POST" and request.url.path.endswith("/chunk-upload/"):
-        # Chunks of source map bundles (serve_apps/api/artifacts.py) have their own limit.
+    if request.method == "POST" and request.url.path.endswith(("/chunk-upload/", "/files/")):
+        # Chunks of source map bundles and release files (serve_apps/api/artifacts.py,
+        # releases.py) have their own limit.
         return config.artifacts.max_request_bytes + MULTIPART_ALLOWANCE_BYTES
     return config.max_body_bytes
 

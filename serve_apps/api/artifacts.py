@@ -206,7 +206,7 @@ def list_bundles(scope: Annotated[ProjectAccess, Depends(project_access("project
 @router.delete("/projects/{org}/{project}/files/artifact-bundles/{bundle}/",
                status_code=204)
 def delete_bundle(bundle: int,
-                  scope: Annotated[ProjectAccess, Depends(project_access("project:releases"))],
+                  scope: Annotated[ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))],
                   svc: Svc) -> None:
     if not 0 < bundle <= MAX_BIGINT:
         raise not_found()

@@ -192,3 +192,63 @@ def test_a_project_lists_its_bundles_and_deletes_them(
     assert api(crashray, "GET", path, t.token).json() == []
     assert artifacts(crashray, t).by_debug_id(DEBUG_ID, "source_map") is None
     assert api(crashray, "DELETE", f"{path}{listed[0]['id']}/", t.token).status_code == 404
+
+
+# --- releases and release files (sentry-cli 2.x's flow) ------------------------------------
+def test_releases_are_created_listed_and_finalized_per_organization(
+        crashray: RunningCrashray, tenants: tuple[Tenant, Tenant]) -> None:
+    t, other = tenants
+    created = api(crashray, "POST", f"organizations/{t.org}/releases/", t.token,
+                  json={"version": "shop@1.0", "projects": ["web"]})
+    assert created.status_code == 201
+    assert created.json()["projects"] == [{"slug": "web", "name": "web"}]
+    again = api(crashray, "POST", f"organizations/{t.org}/releases/", t.token,
+                json={"version": "shop@1.0", "projects": ["web"]})
+    assert again.status_code == 208 and again.json()["dateReleased"] is None
+    path = f"organizations/{t.org}/releases/shop@1.0/"
+    done = api(crashray, "PUT", path, t.token, json={"dateReleased": "2026-06-01T12:00:00Z"})
+    assert done.status_code == 200 and done.json()["dateReleased"] == "2026-06-01T12:00:00Z"
+    assert [r["version"] for r in api(crashray, "GET", f"projects/{t.org}/web/releases/",
+                                      t.token).json()] == ["shop@1.0"]
+    assert api(crashray, "GET", f"organizations/{other.org}/releases/", other.token
+               ).json() == []
+    assert api(crashray, "GET", path, other.token).status_code == 404
+    bad = api(crashray, "POST", f"organizations/{t.org}/releases/", t.token,
+              json={"version": "shop@2.0", "projects": ["web", "nope"]})
+    assert bad.status_code == 400 and "'nope'" in bad.json()["detail"]
+
+
+def test_release_files_are_stored_by_name_and_found_by_url(
+        crashray: RunningCrashray) -> None:
+    t = new_tenant(crashray)
+    files_path = f"projects/{t.org}/web/releases/app@7/files/"
+    script, source_map = b"function a(){throw new Error('x')}\n", b'{"version":3,"mappings":""}'
+
+    def send(name: str, content: bytes, *headers: str) -> httpx.Response:
+        data: dict[str, Any] = {"name": name, "dist": "web", "header": list(headers)}
+        return api(crashray, "POST", files_path, t.token, data=data,
+                   files={"file": (name.rsplit("/", 1)[-1], content)})
+
+    assert send("~/static/app.js", script).status_code == 404  # no such release yet
+    api(crashray, "POST", f"organizations/{t.org}/releases/", t.token,
+        json={"version": "app@7", "projects": ["web"]})
+    stored = send("~/static/app.js", script, "Sourcemap:app.js.map")
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["sha1"] == sha1(script)
+    assert stored.json()["headers"] == {"sourcemap": "app.js.map"}
+    assert send("~/static/app.js.map", source_map).status_code == 201
+    assert send("~/static/app.js", b"other").status_code == 409  # as Sentry: name taken
+    listed = api(crashray, "GET", files_path, t.token).json()
+    assert [(f["name"], f["dist"], f["size"]) for f in listed] == [
+        ("~/static/app.js", "web", len(script)), ("~/static/app.js.map", "web", len(source_map))]
+
+    found = artifacts(crashray, t)
+    by_url = found.by_url("app@7", "web", "https://shop.example/static/app.js",
+                          "minified_source")
+    assert by_url is not None and by_url.content == script
+    assert by_url.headers == {"sourcemap": "app.js.map"}
+    the_map = found.by_url("app@7", "web", "https://shop.example/static/app.js.map",
+                           "source_map")
+    assert the_map is not None and the_map.content == source_map
+    assert found.by_url("app@7", None, "https://shop.example/static/app.js",
+                        "minified_source") is None

@@ -1,3 +1,20 @@
+-- Releases (Sentry's organization releases, minimal: version, projects, finalized when).
+CREATE TABLE releases (
+    id              bigserial PRIMARY KEY,
+    organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    version         text NOT NULL,
+    url             text,
+    date_added      timestamptz NOT NULL DEFAULT now(),
+    date_released   timestamptz,
+    UNIQUE (organization_id, version)
+);
+CREATE TABLE release_projects (
+    release_id bigint NOT NULL REFERENCES releases (id) ON DELETE CASCADE,
+    project_id bigint NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    PRIMARY KEY (release_id, project_id)
+);
+CREATE INDEX release_projects_project ON release_projects (project_id);
+
 -- Source files uploaded for symbolication (issue 12): artifact bundles as sentry-cli
 -- uploads them, one row per bundle of an organization (the sha1 of the uploaded bytes is
 -- its identity: uploading it again changes nothing), linked to the projects it was
@@ -14,8 +31,12 @@ CREATE TABLE artifact_bundles (
     size_bytes      bigint NOT NULL,
     file_count      integer NOT NULL,
     date_added      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (organization_id, checksum)
+    -- 'bundle': an artifact bundle (unique by checksum); 'release_file': one file uploaded
+    -- to a release by name (sentry-cli 2.x's release-files flow), a bundle of one file.
+    source          text NOT NULL DEFAULT 'bundle' CHECK (source IN ('bundle', 'release_file'))
 );
+CREATE UNIQUE INDEX artifact_bundles_checksum ON artifact_bundles (organization_id, checksum)
+    WHERE source = 'bundle';
 
 CREATE TABLE artifact_bundle_projects (
     bundle_id  bigint NOT NULL REFERENCES artifact_bundles (id) ON DELETE CASCADE,
