@@ -5,6 +5,9 @@
                                                            {version, projects, url?,
                                                             dateReleased?}
     GET  /api/0/projects/{org}/{project}/releases/         project:read
+    POST /api/0/projects/{org}/{project}/releases/         project:releases or :write
+                                                           {version, url?, dateReleased?}
+    PUT  /api/0/projects/{org}/{project}/releases/{version}/   as the organization's PUT
     GET  /api/0/organizations/{org}/releases/{version}/    project:read
     PUT  /api/0/organizations/{org}/releases/{version}/    project:releases or :write
                                                            {dateReleased?, url?, projects?}
@@ -94,9 +97,30 @@ def create_release(body: NewRelease, access: UploadAccess, svc: Svc,
     """201 for a new release, 208 for one that existed (its projects added), as Sentry."""
     with svc.pool.connection() as conn:
         ids = _project_ids(conn, access, body.projects)
-        created = release_store.save_release(conn, access.organization_id, body.version, ids,
-                                             body.url, _when(body.dateReleased))
-        found = release_store.find_release(conn, access.organization_id, body.version,
+    return _save(svc, access, body.version, ids, body.url, body.dateReleased, response)
+
+
+class NewProjectRelease(Body):
+    version: Version
+    url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    dateReleased: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+@router.post("/projects/{org}/{project}/releases/", status_code=201)
+def create_project_release(body: NewProjectRelease, response: Response, svc: Svc, scope:
+                           Annotated[ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))]
+                           ) -> dict[str, Any]:
+    """sentry-cli 2.x creates a release of one project here."""
+    return _save(svc, scope.access, body.version, [scope.project.id], body.url,
+                 body.dateReleased, response)
+
+
+def _save(svc: Services, access: Access, version: str, ids: list[int], url: str | None,
+          date_released: str | None, response: Response) -> dict[str, Any]:
+    with svc.pool.connection() as conn:
+        created = release_store.save_release(conn, access.organization_id, version, ids,
+                                             url, _when(date_released))
+        found = release_store.find_release(conn, access.organization_id, version,
                                            access.project_ids)
     assert found is not None  # saved just now with a visible project
     if not created:
@@ -118,9 +142,22 @@ def get_release(version: str, access: Annotated[Access, Depends(org_access("proj
 @router.put("/organizations/{org}/releases/{version}/")
 def update_release(version: str, body: UpdatedRelease, access: UploadAccess,
                    svc: Svc) -> dict[str, Any]:
+    return _update(svc, access, version, body, None)
+
+
+@router.put("/projects/{org}/{project}/releases/{version}/")
+def update_project_release(version: str, body: UpdatedRelease, svc: Svc, scope: Annotated[
+        ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))]) -> dict[str, Any]:
+    """sentry-cli 2.x finalizes a release of one project here."""
+    return _update(svc, scope.access, version, body, scope.project.id)
+
+
+def _update(svc: Services, access: Access, version: str, body: UpdatedRelease,
+            project: int | None) -> dict[str, Any]:
+    visible = access.project_ids if project is None else [project]
     with svc.pool.connection() as conn:
         if release_store.find_release(conn, access.organization_id, version,
-                                      access.project_ids) is None:
+                                      visible) is None:
             raise not_found(f"release {version!r} not found")
         ids = _project_ids(conn, access, body.projects) if body.projects else []
         release_store.save_release(conn, access.organization_id, version, ids, body.url,

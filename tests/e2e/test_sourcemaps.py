@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
 
 APP_DIR = Path(__file__).parent / "sourcemaps"
 ESBUILD = APP_DIR / "node_modules" / ".bin" / "esbuild"
+#: sentry-cli 2.x (npm @sentry/cli), for the release-files flow 3.x no longer has.
+SENTRY_CLI_2 = APP_DIR / "node_modules" / ".bin" / "sentry-cli"
 #: Chunks this small make sentry-cli split the bundle (the default is 8 MiB).
 CHUNK_BYTES = 64 * 1024
 
@@ -57,10 +59,20 @@ def build(out_dir: Path) -> Path:
     return dist
 
 
-def sentry_cli(c: CrashrayProcess, *args: str) -> str:
+def default_project_artifacts(running: CrashrayProcess, url: str) -> ProjectArtifacts:
+    with psycopg.connect(url) as conn:
+        org_id, project_id = conn.execute(
+            "SELECT o.id, p.id FROM projects p JOIN organizations o ON o.id ="
+            " p.organization_id WHERE o.slug = 'crashray' AND p.slug = 'default'").fetchone() \
+            or (0, 0)
+    return ProjectArtifacts(lambda: psycopg.connect(url), running.data_dir / "artifacts",
+                            org_id, project_id)
+
+
+def sentry_cli(c: CrashrayProcess, *args: str, binary: str = "sentry-cli") -> str:
     env = {**os.environ, "SENTRY_URL": c.base_url, "SENTRY_AUTH_TOKEN": c.token or "",
            "SENTRY_ORG": "crashray", "SENTRY_PROJECT": "default"}
-    done = subprocess.run(["sentry-cli", *args], env=env, capture_output=True, text=True,
+    done = subprocess.run([binary, *args], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -85,13 +97,7 @@ def test_sentry_cli_uploads_esbuild_output_and_the_files_are_found_by_debug_id(
                        "--dist", "web", str(dist))
     assert "Nothing to upload, all files are on the server" in again
 
-    with psycopg.connect(url) as conn:
-        org_id, project_id = conn.execute(
-            "SELECT o.id, p.id FROM projects p JOIN organizations o ON o.id ="
-            " p.organization_id WHERE o.slug = 'crashray' AND p.slug = 'default'").fetchone() \
-            or (0, 0)
-    found = ProjectArtifacts(lambda: psycopg.connect(url), running.data_dir / "artifacts",
-                             org_id, project_id)
+    found = default_project_artifacts(running, url)
     script = found.by_debug_id(debug_id, "minified_source")
     source_map = found.by_debug_id(debug_id, "source_map")
     assert script is not None and source_map is not None
@@ -103,3 +109,33 @@ def test_sentry_cli_uploads_esbuild_output_and_the_files_are_found_by_debug_id(
     by_url = found.by_url("shop@2.1", "web", "http://localhost:3000/app.min.js",
                           "minified_source")
     assert by_url is not None and by_url.content == script.content
+
+
+@pytest.mark.skipif(not (ESBUILD.exists() and SENTRY_CLI_2.exists()),
+                    reason="run `npm ci` in tests/e2e/sourcemaps (.ci/run does)")
+def test_sentry_cli_2_uploads_release_files_found_by_release_dist_and_url(
+        instance: tuple[CrashrayProcess, str], tmp_path: Path) -> None:
+    running, url = instance
+    cli2 = str(SENTRY_CLI_2)
+    assert "sentry-cli 2.58.4" in sentry_cli(running, "--version", binary=cli2)
+    dist = build(tmp_path)
+    assert "Created release cart@1.0" in sentry_cli(running, "releases", "new", "-p",
+                                                    "default", "cart@1.0", binary=cli2)
+    uploaded = sentry_cli(running, "releases", "files", "cart@1.0", "upload-sourcemaps",
+                          "--dist", "web", "--url-prefix", "~/static", str(dist), binary=cli2)
+    assert "Upload type: single file/legacy upload" in uploaded
+    assert "Finalized release cart@1.0" in sentry_cli(running, "releases", "finalize",
+                                                      "cart@1.0", binary=cli2)
+    listed = sentry_cli(running, "releases", "files", "cart@1.0", "list", binary=cli2)
+    assert "~/static/app.min.js.map" in listed
+
+    found = default_project_artifacts(running, url)
+    script = found.by_url("cart@1.0", "web", "https://shop.example/static/app.min.js",
+                          "minified_source")
+    assert script is not None and script.content == (dist / "app.min.js").read_bytes()
+    assert script.headers.get("sourcemap") == "app.min.js.map"
+    source_map = found.by_url("cart@1.0", "web",
+                              "https://shop.example/static/app.min.js.map", "source_map")
+    assert source_map is not None and json.loads(source_map.content)["mappings"]
+    assert found.by_url("cart@1.0", "other", "https://shop.example/static/app.min.js",
+                        "minified_source") is None
