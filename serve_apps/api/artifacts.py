@@ -134,6 +134,9 @@ def assemble_bundle(org: str, body: AssembleBody, access: UploadAccess,
         return _state("not_found", missing)
     try:
         data = chunk_store.joined(chunks, svc.config.artifacts.max_bundle_bytes)
+    except FileNotFoundError:  # another replica assembled it meanwhile and removed them
+        return _state("not_found", chunk_store.missing(chunks))
+    try:
         actual = hashlib.sha1(data).hexdigest()
         if actual != checksum:
             raise BundleError(f"the chunks add up to sha1 {actual}, not the checksum"

@@ -125,3 +125,15 @@ def test_debug_ids_normalize_to_lower_case_uuids_with_dashes() -> None:
 def test_a_frame_url_matches_its_tilde_path_as_sentry_names_files(
         url: str, expected: list[str]) -> None:
     assert url_candidates(url) == expected
+
+
+@pytest.mark.parametrize(("name", "content", "kind"), [
+    ("~/app.min.js.map", b"anything", "source_map"),
+    ("~/app.js", b' {"version":3,"mappings":"AAAA"}', "source_map"),
+    ("~/app.min.js", b"function a(){}//# sourceMappingURL=app.min.js.map", "minified_source"),
+])
+def test_a_release_file_is_a_source_map_by_name_or_content(name: str, content: bytes,
+                                                           kind: str) -> None:
+    from storage.artifacts import release_file_kind
+
+    assert release_file_kind(name, content) == kind
