@@ -578,7 +578,9 @@ class Runtime:
                                    str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
                                    s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,
                                    s.artifact_max_unpacked_bytes,
-                                   s.artifact_upload_concurrency))
+                                   s.artifact_upload_concurrency,
+                                   s.artifact_retention_days * 86_400,
+                                   s.artifact_chunk_retention_hours * 3600))
         # One deploy of the three apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         serve.run_many([

@@ -251,6 +251,11 @@ class Settings(BaseSettings):
     #: Chunk-upload requests sentry-cli sends at once (Sentry: 8). Each holds up to
     #: ``artifact_max_request_bytes`` in an API replica.
     artifact_upload_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Days an uploaded bundle or release file is kept after its last upload (uploading
+    #: the same bundle again restarts it). Sentry keeps artifact bundles 90 days.
+    artifact_retention_days: float = Field(default=90.0, gt=0)
+    #: Hours chunks that never became a bundle (an interrupted upload) are kept.
+    artifact_chunk_retention_hours: float = Field(default=24.0, gt=0)
 
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).

@@ -48,6 +48,8 @@ class ArtifactConfig:
     max_bundle_bytes: int = 256 * MIB
     max_unpacked_bytes: int = 1024 * MIB
     upload_concurrency: int = 4
+    retention_s: float = 90 * 86_400.0
+    chunk_retention_s: float = 86_400.0
 
 
 # --- files on disk -----------------------------------------------------------------------
@@ -93,6 +95,20 @@ class ChunkStore:
                                   " (CRASHRAY_ARTIFACT_MAX_BUNDLE_BYTES)")
             parts.append(self._path(sha1).read_bytes())
         return b"".join(parts)
+
+    def expire(self, older_than_s: float, now_s: float) -> int:
+        """Removes the organization's chunks written more than ``older_than_s`` ago (an
+        upload that never finished); how many."""
+        removed = 0
+        folder = self.root / "chunks" / str(self.organization_id)
+        for path in folder.glob("*") if folder.is_dir() else ():
+            try:
+                if path.stat().st_mtime < now_s - older_than_s:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # removed by another replica meanwhile
+                continue
+        return removed
 
     def discard(self, sha1s: Iterable[str]) -> None:
         for sha1 in set(sha1s):
@@ -140,6 +156,25 @@ def find_bundle(conn: psycopg.Connection[Any], organization_id: int, checksum: s
     row = conn.execute("SELECT id FROM artifact_bundles WHERE organization_id = %s"
                        " AND checksum = %s AND source = 'bundle'", (organization_id, checksum)).fetchone()
     return None if row is None else int(row[0])
+
+
+def refresh_bundle(conn: psycopg.Connection[Any], organization_id: int, bundle: int,
+                   project_ids: Iterable[int]) -> None:
+    """The bundle uploaded again: it gains the projects and counts as uploaded now (newest
+    for lookups, its retention restarted)."""
+    with conn.transaction():
+        conn.execute("UPDATE artifact_bundles SET date_added = now() WHERE id = %s"
+                     " AND organization_id = %s", (bundle, organization_id))
+        link_projects(conn, organization_id, bundle, project_ids)
+
+
+def expire_bundles(conn: psycopg.Connection[Any], organization_id: int,
+                   older_than: dt.datetime) -> int:
+    """Deletes the organization's bundles and release files last uploaded before
+    ``older_than``; how many. Their blobs stay (other files may share them)."""
+    with conn.transaction():
+        return conn.execute("DELETE FROM artifact_bundles WHERE organization_id = %s"
+                            " AND date_added < %s", (organization_id, older_than)).rowcount
 
 
 def link_projects(conn: psycopg.Connection[Any], organization_id: int, bundle: int,

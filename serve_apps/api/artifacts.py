@@ -20,7 +20,9 @@ stored.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import time
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -125,8 +127,7 @@ def assemble_bundle(org: str, body: AssembleBody, access: UploadAccess,
         project_ids = _project_ids(conn, access, body.projects)
         found = store.find_bundle(conn, access.organization_id, checksum)
         if found is not None:
-            with conn.transaction():
-                store.link_projects(conn, access.organization_id, found, project_ids)
+            store.refresh_bundle(conn, access.organization_id, found, project_ids)
             return _state("ok")
     chunk_store = ChunkStore(_root(svc), access.organization_id)
     missing = chunk_store.missing(chunks)
@@ -144,11 +145,23 @@ def assemble_bundle(org: str, body: AssembleBody, access: UploadAccess,
         bundle = read_bundle(data, svc.config.artifacts.max_unpacked_bytes)
     except BundleError as exc:
         return _state("error", detail=exc.detail)
+    expire_organization(svc, access.organization_id)
     with svc.pool.connection() as conn:
         store.store_bundle(conn, BlobStore(_root(svc)), access.organization_id, project_ids,
                            checksum, bundle, len(data), body.version, body.dist)
     chunk_store.discard(chunks)
     return _state("ok")
+
+
+def expire_organization(svc: Services, organization_id: int) -> None:
+    """Each new bundle or release file first clears the organization's expired bundles and leftover
+    chunks (CRASHRAY_ARTIFACT_RETENTION_DAYS, CRASHRAY_ARTIFACT_CHUNK_RETENTION_HOURS)."""
+    limits = svc.config.artifacts
+    now = time.time()
+    with svc.pool.connection() as conn:
+        store.expire_bundles(conn, organization_id, dt.datetime.fromtimestamp(
+            now - limits.retention_s, dt.UTC))
+    ChunkStore(_root(svc), organization_id).expire(limits.chunk_retention_s, now)
 
 
 def _checked_sha1s(body: AssembleBody) -> tuple[str, list[str]]:

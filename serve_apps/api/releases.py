@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from events.errors import BadRequest, Conflict, PayloadTooLarge, not_found
-from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess
+from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess, expire_organization
 from serve_apps.api.deps import ProjectAccess, Services, Svc, org_access, project_access
 from serve_apps.api.shapes import Body, iso
 from storage import artifacts as artifact_store
@@ -234,6 +234,7 @@ async def _store_release_file(svc: Services, scope: ProjectAccess, version: str,
                               dist: str | None, content: bytes, headers: dict[str, str]
                               ) -> dict[str, Any]:
     def store() -> ReleaseFile | None:
+        expire_organization(svc, scope.access.organization_id)
         with svc.pool.connection() as conn:
             if release_store.find_release(conn, scope.access.organization_id, version,
                                           [scope.project.id]) is None:

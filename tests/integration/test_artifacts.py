@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
+import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,3 +256,42 @@ def test_release_files_are_stored_by_name_and_found_by_url(
     assert the_map is not None and the_map.content == source_map
     assert found.by_url("app@7", None, "https://shop.example/static/app.js",
                         "minified_source") is None
+
+
+def test_expired_bundles_and_leftover_chunks_go_when_the_next_bundle_comes(
+        crashray: RunningCrashray) -> None:
+    t = new_tenant(crashray)
+    upload(crashray, t, [BUNDLE])
+    assert assemble(crashray, t, [BUNDLE])["state"] == "ok"
+    days = crashray.settings.artifact_retention_days
+    with psycopg.connect(crashray.runtime.postgres_url) as conn:
+        conn.execute("UPDATE artifact_bundles SET date_added = now() - %s * interval '1 day'"
+                     " - interval '1 hour' WHERE organization_id = %s",
+                     (days, t.organization_id))
+    leftover = b"a chunk of an upload that never finished"
+    upload(crashray, t, [leftover])
+    chunk_file = (crashray.settings.resolved_artifact_dir() / "chunks"
+                  / str(t.organization_id) / sha1(leftover))
+    old = chunk_file.stat().st_mtime - crashray.settings.artifact_chunk_retention_hours * 3600
+    os.utime(chunk_file, (old - 60, old - 60))
+    assert artifacts(crashray, t).by_debug_id(DEBUG_ID, "source_map") is not None
+
+    newer = zipped_bundle({"~/other.js": b"other()"})
+    upload(crashray, t, [newer])
+    assert assemble(crashray, t, [newer])["state"] == "ok"
+    assert artifacts(crashray, t).by_debug_id(DEBUG_ID, "source_map") is None
+    assert not chunk_file.exists()
+    listed = api(crashray, "GET", f"projects/{t.org}/web/files/artifact-bundles/",
+                 t.token).json()
+    assert [b["fileCount"] for b in listed] == [1]
+
+
+def zipped_bundle(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("manifest.json", json.dumps({"files": {
+            f"files/{i}": {"url": url, "type": "minified_source", "headers": {}}
+            for i, url in enumerate(files)}}))
+        for i, content in enumerate(files.values()):
+            archive.writestr(f"files/{i}", content)
+    return b"SYSB\x02\x00\x00\x00" + out.getvalue()
