@@ -532,6 +532,7 @@ class Runtime:
         from serve_apps.ingest import IngestDeployment
         from serve_apps.ingest_request import IngestConfig
         from serve_apps.web import DashboardDeployment
+        from storage.artifacts import ArtifactConfig
 
         s = self.settings
         logging.getLogger("ray.serve").setLevel(RAY_DRIVER_LOG_LEVEL)
@@ -582,7 +583,14 @@ class Runtime:
                                default_grouping_config=DEFAULT_GROUPING_CONFIG,
                                login_max_delay_s=s.login_max_delay_s,
                                max_body_bytes=s.api_max_body_bytes,
-                               trusted_proxies=tuple(s.trusted_proxies))
+                               trusted_proxies=tuple(s.trusted_proxies),
+                               artifacts=ArtifactConfig(
+                                   str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
+                                   s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,
+                                   s.artifact_max_unpacked_bytes,
+                                   s.artifact_upload_concurrency,
+                                   s.artifact_retention_days * 86_400,
+                                   s.artifact_chunk_retention_hours * 3600))
         # One deploy of the three apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         serve.run_many([

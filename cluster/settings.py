@@ -306,6 +306,31 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_window_s: float = 300.0
 
+    # --- uploaded source files (source maps; storage/artifacts.py) ---------------------
+    #: Where uploaded chunks and the files of artifact bundles are kept (by content hash,
+    #: each stored once). Empty: ``<data_dir>/artifacts``. Every API replica must see the
+    #: same directory: on a cluster of several machines, a shared filesystem mounted on each.
+    artifact_dir: Path | None = None
+    #: Size of the chunks sentry-cli splits an upload into, bytes (Sentry: 8 MiB).
+    artifact_chunk_bytes: int = Field(default=8 * MIB, ge=64 * KIB)
+    #: Largest chunk-upload request, bytes (Sentry: 32 MiB); sentry-cli sends at most
+    #: this much per request (so this / ``artifact_chunk_bytes`` chunks at once).
+    artifact_max_request_bytes: int = Field(default=32 * MIB, ge=64 * KIB)
+    #: Largest assembled bundle, bytes. An API replica holds one whole while it unpacks
+    #: it; 256 MiB is far above the source maps of large web apps (tens of MiB).
+    artifact_max_bundle_bytes: int = Field(default=256 * MIB, ge=KIB)
+    #: Largest sum of a bundle's files unpacked, bytes: a zip of a few KiB can claim
+    #: gigabytes, and these are read whole.
+    artifact_max_unpacked_bytes: int = Field(default=1024 * MIB, ge=KIB)
+    #: Chunk-upload requests sentry-cli sends at once (Sentry: 8). Each holds up to
+    #: ``artifact_max_request_bytes`` in an API replica.
+    artifact_upload_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Days an uploaded bundle or release file is kept after its last upload (uploading
+    #: the same bundle again restarts it). Sentry keeps artifact bundles 90 days.
+    artifact_retention_days: float = Field(default=90.0, gt=0)
+    #: Hours chunks that never became a bundle (an interrupted upload) are kept.
+    artifact_chunk_retention_hours: float = Field(default=24.0, gt=0)
+
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100
@@ -332,6 +357,9 @@ class Settings(BaseSettings):
     #: same username (it doubles from 1 s with each failure past ``login_max_failures``;
     #: storage/tenancy.py), instead of locking the username out for everyone.
     login_max_delay_s: float = 60.0
+
+    def resolved_artifact_dir(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
 
     def resolved_public_host(self) -> str:
         return self.public_host or self.host

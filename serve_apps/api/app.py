@@ -31,7 +31,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.clickhouse import clickhouse_store
 from events.errors import BadRequest, CrashrayError
-from serve_apps.api import auth, events, issues, operations, organizations, projects, quotas
+from serve_apps.api import (
+    artifacts,
+    auth,
+    events,
+    issues,
+    operations,
+    organizations,
+    projects,
+    quotas,
+    releases,
+)
 from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services, services
@@ -44,7 +54,10 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
-                  events.router, quotas.router, operations.router)
+                  events.router, quotas.router, operations.router, artifacts.router,
+                  releases.router)
+#: Room for the multipart framing around a chunk-upload request's chunks.
+MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 
 
 def create_app() -> FastAPI:
@@ -63,9 +76,14 @@ def max_body_bytes(request: Request) -> int:
     """The replica's limit; an app served without Serve or services (a test of the error
     handler) has the default one."""
     try:
-        return services(request).config.max_body_bytes
+        config = services(request).config
     except RayServeException:
         return DEFAULT_MAX_BODY_BYTES
+    if request.method == "POST" and request.url.path.endswith(("/chunk-upload/", "/files/")):
+        # Chunks of source map bundles and release files (serve_apps/api/artifacts.py,
+        # releases.py) have their own limit.
+        return config.artifacts.max_request_bytes + MULTIPART_ALLOWANCE_BYTES
+    return config.max_body_bytes
 
 
 class RefuseNul:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.quotas import SpikeProtection
+from storage.artifacts import ArtifactConfig
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,5 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     #: Proxies whose X-Forwarded-For entries are believed (events/proxies.py).
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Uploaded source files: their directory and the upload limits (storage/artifacts.py).
+    artifacts: ArtifactConfig = field(default_factory=ArtifactConfig)

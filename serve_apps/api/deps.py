@@ -187,6 +187,19 @@ def org_access(scope: str) -> Callable[..., Access]:
     return resolve
 
 
+def org_access_any(*scopes: str) -> Callable[..., Access]:
+    """``org_access`` for a route that any one of ``scopes`` opens (Sentry's uploads of
+    release files take ``project:releases`` or ``project:write``); declared with the first."""
+    @_declared(AccessRule("organization", scopes[0]))
+    def resolve(org: str, who: Annotated[Caller, Depends(caller)],
+                svc: Svc) -> Access:
+        access = _organization(svc, who, org)
+        if not access.scopes & frozenset(scopes):
+            raise Forbidden(f"this token lacks the scope {' or '.join(scopes)}")
+        return access
+    return resolve
+
+
 @dataclass(frozen=True)
 class TeamAccess:
     access: Access
@@ -216,7 +229,9 @@ class ProjectAccess:
     project: ProjectRef
 
 
-def project_access(scope: str) -> Callable[..., ProjectAccess]:
+def project_access(scope: str, *or_scopes: str) -> Callable[..., ProjectAccess]:
+    """The URL's project, with ``scope`` (or any of ``or_scopes``: release uploads take
+    ``project:releases`` or ``project:write``, as Sentry)."""
     @_declared(AccessRule("project", scope))
     def resolve(org: str, project: str, who: Annotated[Caller, Depends(caller)],
                 svc: Svc) -> ProjectAccess:
@@ -225,8 +240,10 @@ def project_access(scope: str) -> Callable[..., ProjectAccess]:
             ref = find_project(conn, access.organization_id, project)
         if ref is None or ref.id not in access.project_ids:
             raise not_found()
-        need(access, scope)
-        if scope.startswith("project:") and scope != "project:read" \
+        scopes = (scope, *or_scopes)
+        if not access.scopes & frozenset(scopes):
+            raise Forbidden(f"this token lacks the scope {' or '.join(scopes)}")
+        if scope.startswith("project:") and scope not in ("project:read", "project:releases") \
                 and not access.may_change_project(ref.id):
             raise Forbidden("an admin changes only the projects of its teams")
         return ProjectAccess(access, ref)

@@ -328,7 +328,8 @@ def route_paths() -> list[tuple[str, str]]:
 def fill(path: str, g: Guarded, odd: str | None = None, which: str | None = None) -> str:
     values = {"org": g.org, "project": "web", "team": "default", "issue_id": g.issue_id,
               "event_id": g.event_id, "which": "latest", "key": "level",
-              "key_id": g.public_key, "quota_id": g.quota_id}
+              "key_id": g.public_key, "quota_id": g.quota_id,
+              "bundle": 1, "version": "shop@1.0"}
     return re.sub(r"\{(\w+)\}", lambda m: odd if odd is not None and m[1] == which
                   else str(values[m[1]]), path).lstrip("/")
 

@@ -113,7 +113,8 @@ def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
 
     values = {"org": t.org, "project": "web", "team": "backend", "issue_id": t.issue_id,
               "event_id": t.event_id, "which": "latest", "key": "level",
-              "key_id": t.public_key, "quota_id": t.quota_id}
+              "key_id": t.public_key, "quota_id": t.quota_id,
+              "bundle": 1, "version": "shop@1.0"}
     found = []
     for router in ROUTERS:
         for route in router.routes:

@@ -1,0 +1,263 @@
+"""Releases and their files, as sentry-cli 2.x and older bundler plugins use them.
+
+    GET  /api/0/organizations/{org}/releases/              project:read  ?project=<id>
+    POST /api/0/organizations/{org}/releases/              project:releases or :write
+                                                           {version, projects, url?,
+                                                            dateReleased?}
+    GET  /api/0/projects/{org}/{project}/releases/         project:read
+    POST /api/0/projects/{org}/{project}/releases/         project:releases or :write
+                                                           {version, url?, dateReleased?}
+    PUT  /api/0/projects/{org}/{project}/releases/{version}/   as the organization's PUT
+    GET  /api/0/organizations/{org}/releases/{version}/    project:read
+    PUT  /api/0/organizations/{org}/releases/{version}/    project:releases or :write
+                                                           {dateReleased?, url?, projects?}
+    GET  /api/0/projects/{org}/{project}/releases/{version}/files/   project:read
+    POST /api/0/projects/{org}/{project}/releases/{version}/files/   project:releases or
+         :write; multipart: ``file``, ``name`` (``~/app.min.js``), ``dist``, ``header``
+         (``Sourcemap:app.min.js.map``, repeatable)
+
+``sentry-cli releases finalize`` is the PUT with ``dateReleased``. A file whose name and
+dist the release already has answers 409, as Sentry (sentry-cli then skips it). Files are
+stored as one-file bundles (storage/artifacts.py) and found by URL like bundles are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from events.errors import BadRequest, Conflict, PayloadTooLarge, not_found
+from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess, expire_organization
+from serve_apps.api.deps import ProjectAccess, Services, Svc, org_access, project_access
+from serve_apps.api.shapes import Body, iso
+from storage import artifacts as artifact_store
+from storage import releases as release_store
+from storage.artifacts import BlobStore, ReleaseFile
+from storage.projects import find_project, project_by_id
+from storage.releases import Release
+from storage.tenancy import Access
+
+router = APIRouter(tags=["releases"])
+
+#: Sentry's limit on a release version (and a file name) is 200 characters.
+Version = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^/\s]")]
+MAX_HEADERS: Final = 20
+
+
+def release_json(r: Release) -> dict[str, Any]:
+    return {"version": r.version, "shortVersion": r.version, "url": r.url,
+            "dateCreated": iso(r.date_added),
+            "dateReleased": iso(r.date_released) if r.date_released else None,
+            "newGroups": 0, "projects": [{"slug": s, "name": n} for s, n in r.projects]}
+
+
+class NewRelease(Body):
+    version: Version
+    projects: Annotated[list[str | int], Field(min_length=1, max_length=100)]
+    url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    dateReleased: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class UpdatedRelease(Body):
+    projects: Annotated[list[str | int], Field(max_length=100)] | None = None
+    url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    dateReleased: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+@router.get("/organizations/{org}/releases/")
+def list_releases(access: Annotated[Access, Depends(org_access("project:read"))], svc: Svc,
+                  project: int | None = None) -> list[dict[str, Any]]:
+    if project is not None and project not in access.project_ids:
+        return []
+    with svc.pool.connection() as conn:
+        found = release_store.list_releases(conn, access.organization_id, access.project_ids,
+                                            svc.config.max_page_size, project)
+    return [release_json(r) for r in found]
+
+
+@router.get("/projects/{org}/{project}/releases/")
+def project_releases(scope: Annotated[ProjectAccess, Depends(project_access("project:read"))],
+                     svc: Svc) -> list[dict[str, Any]]:
+    with svc.pool.connection() as conn:
+        found = release_store.list_releases(conn, scope.access.organization_id,
+                                            scope.access.project_ids,
+                                            svc.config.max_page_size, scope.project.id)
+    return [release_json(r) for r in found]
+
+
+@router.post("/organizations/{org}/releases/", status_code=201)
+def create_release(body: NewRelease, access: UploadAccess, svc: Svc,
+                   response: Response) -> dict[str, Any]:
+    """201 for a new release, 208 for one that existed (its projects added), as Sentry."""
+    with svc.pool.connection() as conn:
+        ids = _project_ids(conn, access, body.projects)
+    return _save(svc, access, body.version, ids, body.url, body.dateReleased, response)
+
+
+class NewProjectRelease(Body):
+    version: Version
+    url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    dateReleased: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+@router.post("/projects/{org}/{project}/releases/", status_code=201)
+def create_project_release(body: NewProjectRelease, response: Response, svc: Svc, scope:
+                           Annotated[ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))]
+                           ) -> dict[str, Any]:
+    """sentry-cli 2.x creates a release of one project here."""
+    return _save(svc, scope.access, body.version, [scope.project.id], body.url,
+                 body.dateReleased, response)
+
+
+def _save(svc: Services, access: Access, version: str, ids: list[int], url: str | None,
+          date_released: str | None, response: Response) -> dict[str, Any]:
+    with svc.pool.connection() as conn:
+        created = release_store.save_release(conn, access.organization_id, version, ids,
+                                             url, _when(date_released))
+        found = release_store.find_release(conn, access.organization_id, version,
+                                           access.project_ids)
+    assert found is not None  # saved just now with a visible project
+    if not created:
+        response.status_code = 208
+    return release_json(found)
+
+
+@router.get("/organizations/{org}/releases/{version}/")
+def get_release(version: str, access: Annotated[Access, Depends(org_access("project:read"))],
+                svc: Svc) -> dict[str, Any]:
+    with svc.pool.connection() as conn:
+        found = release_store.find_release(conn, access.organization_id, version,
+                                           access.project_ids)
+    if found is None:
+        raise not_found(f"release {version!r} not found")
+    return release_json(found)
+
+
+@router.put("/organizations/{org}/releases/{version}/")
+def update_release(version: str, body: UpdatedRelease, access: UploadAccess,
+                   svc: Svc) -> dict[str, Any]:
+    return _update(svc, access, version, body, None)
+
+
+@router.put("/projects/{org}/{project}/releases/{version}/")
+def update_project_release(version: str, body: UpdatedRelease, svc: Svc, scope: Annotated[
+        ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))]) -> dict[str, Any]:
+    """sentry-cli 2.x finalizes a release of one project here."""
+    return _update(svc, scope.access, version, body, scope.project.id)
+
+
+def _update(svc: Services, access: Access, version: str, body: UpdatedRelease,
+            project: int | None) -> dict[str, Any]:
+    visible = access.project_ids if project is None else [project]
+    with svc.pool.connection() as conn:
+        if release_store.find_release(conn, access.organization_id, version,
+                                      visible) is None:
+            raise not_found(f"release {version!r} not found")
+        ids = _project_ids(conn, access, body.projects) if body.projects else []
+        release_store.save_release(conn, access.organization_id, version, ids, body.url,
+                                   _when(body.dateReleased))
+        found = release_store.find_release(conn, access.organization_id, version,
+                                           access.project_ids)
+    assert found is not None
+    return release_json(found)
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    """An ISO 8601 time as sentry-cli writes it (``2024-06-01T12:00:00.123Z``)."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"dateReleased: {value[:40]!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _project_ids(conn: Any, access: Access, projects: list[str | int]) -> list[int]:
+    ids = []
+    for project in projects:
+        ref = project_by_id(conn, access.organization_id, project) \
+            if isinstance(project, int) else find_project(conn, access.organization_id, project)
+        if ref is None or ref.id not in access.project_ids:
+            raise BadRequest(f"projects: there is no project {project!r} in organization"
+                             f" {access.organization_slug} that this token sees")
+        ids.append(ref.id)
+    return ids
+
+
+# --- release files -----------------------------------------------------------------------
+def file_json(f: ReleaseFile) -> dict[str, Any]:
+    return {"id": str(f.id), "name": f.name, "dist": f.dist, "sha1": f.sha1,
+            "size": f.size_bytes, "headers": f.headers, "dateCreated": iso(f.date_added)}
+
+
+@router.get("/projects/{org}/{project}/releases/{version}/files/")
+def list_release_files(version: str, scope: Annotated[
+        ProjectAccess, Depends(project_access("project:read"))], svc: Svc
+        ) -> list[dict[str, Any]]:
+    with svc.pool.connection() as conn:
+        files = artifact_store.list_release_files(conn, scope.project, version,
+                                                  svc.config.max_page_size)
+    return [file_json(f) for f in files]
+
+
+@router.post("/projects/{org}/{project}/releases/{version}/files/", status_code=201)
+async def upload_release_file(version: str, request: Request, scope: Annotated[
+        ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))], svc: Svc
+        ) -> dict[str, Any]:
+    form = await request.form(max_files=1, max_fields=MAX_HEADERS + 2)
+    try:
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise BadRequest("file: send the file as the multipart part \"file\"")
+        content = await part.read()
+        name = _text(form.get("name")) or part.filename or ""
+        dist = _text(form.get("dist")) or None
+        headers = _headers(form.getlist("header"))
+    finally:
+        await form.close()
+    if not name or len(name) > 200 or "\x00" in name or (dist and len(dist) > 64):
+        raise BadRequest("name: give the file's URL (like ~/app.min.js), at most 200"
+                         " characters; dist at most 64")
+    if len(content) > svc.config.artifacts.max_request_bytes:
+        raise PayloadTooLarge("file: larger than CRASHRAY_ARTIFACT_MAX_REQUEST_BYTES")
+    return await _store_release_file(svc, scope, version, name, dist, content, headers)
+
+
+async def _store_release_file(svc: Services, scope: ProjectAccess, version: str, name: str,
+                              dist: str | None, content: bytes, headers: dict[str, str]
+                              ) -> dict[str, Any]:
+    def store() -> ReleaseFile | None:
+        expire_organization(svc, scope.access.organization_id)
+        with svc.pool.connection() as conn:
+            if release_store.find_release(conn, scope.access.organization_id, version,
+                                          [scope.project.id]) is None:
+                raise not_found(f"release {version!r} not found for project"
+                                f" {scope.project.slug}; create it first")
+            return artifact_store.store_release_file(
+                conn, BlobStore(Path(svc.config.artifacts.blob_dir)), scope.project, version,
+                dist, name, content, headers)
+    stored = await run_in_threadpool(store)
+    if stored is None:
+        raise Conflict("A file matching this name already exists for the given release")
+    return file_json(stored)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _headers(values: list[Any]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        key, sep, rest = _text(value).partition(":")
+        if not sep or not key.strip() or "\x00" in value:
+            raise BadRequest(f"header: {str(value)[:60]!r} must be \"Name: value\"")
+        headers[key.strip().lower()] = rest.strip()
+    return headers

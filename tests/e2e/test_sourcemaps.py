@@ -1,0 +1,141 @@
+"""Source maps as a user uploads them: esbuild bundles and minifies a small app, the real
+``sentry-cli`` 3.8.2 injects debug ids and uploads the output to a running ``crashray up``,
+and the stored files are found by debug id and by URL as symbolication looks them up."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from storage.artifacts import ProjectArtifacts
+from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
+from tests.support import free_port, scratch_database
+
+pytestmark = pytest.mark.e2e
+
+APP_DIR = Path(__file__).parent / "sourcemaps"
+ESBUILD = APP_DIR / "node_modules" / ".bin" / "esbuild"
+#: sentry-cli 2.x (npm @sentry/cli), for the release-files flow 3.x no longer has.
+SENTRY_CLI_2 = APP_DIR / "node_modules" / ".bin" / "sentry-cli"
+#: Chunks this small make sentry-cli split the bundle (the default is 8 MiB).
+CHUNK_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CrashrayProcess, str]]:
+    """``crashray up`` on a scratch database of the machine's PostgreSQL, so the test can
+    read what was stored (the embedded one is private to the instance)."""
+    with scratch_database("crashray_e2e_sm") as url:
+        running = start_crashray(tmp_path_factory.mktemp("sourcemaps"), free_port(), env={
+            "CRASHRAY_POSTGRES_URL": url, "CRASHRAY_ARTIFACT_CHUNK_BYTES": str(CHUNK_BYTES)})
+        try:
+            yield running, url
+        finally:
+            assert stop_crashray(running) == 0, "".join(running.output[-40:])
+
+
+def build(out_dir: Path) -> Path:
+    """esbuild's minified bundle of the app plus a generated module of ~300 KB of
+    incompressible data, so the upload takes several chunks."""
+    src = out_dir / "src"
+    shutil.copytree(APP_DIR / "src", src)
+    (src / "data.js").write_text("export const DATA = " + json.dumps(
+        [secrets.token_hex(16) for _ in range(10_000)]) + ";\n")
+    (src / "app.js").write_text((src / "app.js").read_text()
+                                + 'import { DATA } from "./data.js";\nexport { DATA };\n')
+    dist = out_dir / "dist"
+    subprocess.run([str(ESBUILD), str(src / "app.js"), "--bundle", "--minify", "--sourcemap",
+                    "--platform=node", f"--outfile={dist / 'app.min.js'}"], check=True,
+                   capture_output=True)
+    return dist
+
+
+def default_project_artifacts(running: CrashrayProcess, url: str) -> ProjectArtifacts:
+    with psycopg.connect(url) as conn:
+        org_id, project_id = conn.execute(
+            "SELECT o.id, p.id FROM projects p JOIN organizations o ON o.id ="
+            " p.organization_id WHERE o.slug = 'crashray' AND p.slug = 'default'").fetchone() \
+            or (0, 0)
+    return ProjectArtifacts(lambda: psycopg.connect(url), running.data_dir / "artifacts",
+                            org_id, project_id)
+
+
+def sentry_cli(c: CrashrayProcess, *args: str, binary: str = "sentry-cli") -> str:
+    env = {**os.environ, "SENTRY_URL": c.base_url, "SENTRY_AUTH_TOKEN": c.token or "",
+           "SENTRY_ORG": "crashray", "SENTRY_PROJECT": "default"}
+    done = subprocess.run([binary, *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(not ESBUILD.exists(),
+                    reason="run `npm ci` in tests/e2e/sourcemaps (.ci/run does)")
+@pytest.mark.skipif(shutil.which("sentry-cli") is None,
+                    reason="pip install sentry-cli==3.8.2 (the test extra has it)")
+def test_sentry_cli_uploads_esbuild_output_and_the_files_are_found_by_debug_id(
+        instance: tuple[CrashrayProcess, str], tmp_path: Path) -> None:
+    running, url = instance
+    assert "sentry-cli 3.8.2" in sentry_cli(running, "--version")
+    dist = build(tmp_path)
+    injected = sentry_cli(running, "sourcemaps", "inject", str(dist))
+    debug_id = re.findall(r"([0-9a-f-]{36}) - \S*app\.min\.js\b", injected)[0]
+
+    first = sentry_cli(running, "sourcemaps", "upload", "--release", "shop@2.1",
+                       "--dist", "web", str(dist))
+    assert "Uploaded files to Sentry" in first and "File processing complete" in first
+    again = sentry_cli(running, "sourcemaps", "upload", "--release", "shop@2.1",
+                       "--dist", "web", str(dist))
+    assert "Nothing to upload, all files are on the server" in again
+
+    found = default_project_artifacts(running, url)
+    script = found.by_debug_id(debug_id, "minified_source")
+    source_map = found.by_debug_id(debug_id, "source_map")
+    assert script is not None and source_map is not None
+    assert script.content == (dist / "app.min.js").read_bytes()
+    assert json.loads(source_map.content)["debugId"] == debug_id
+    assert len(script.content) + len(source_map.content) > 4 * CHUNK_BYTES
+    assert found.by_url("shop@2.1", "web", "http://localhost:3000/app.min.js",
+                        "source_map") is None  # the map is named ~/app.min.js.map
+    by_url = found.by_url("shop@2.1", "web", "http://localhost:3000/app.min.js",
+                          "minified_source")
+    assert by_url is not None and by_url.content == script.content
+
+
+@pytest.mark.skipif(not (ESBUILD.exists() and SENTRY_CLI_2.exists()),
+                    reason="run `npm ci` in tests/e2e/sourcemaps (.ci/run does)")
+def test_sentry_cli_2_uploads_release_files_found_by_release_dist_and_url(
+        instance: tuple[CrashrayProcess, str], tmp_path: Path) -> None:
+    running, url = instance
+    cli2 = str(SENTRY_CLI_2)
+    assert "sentry-cli 2.58.4" in sentry_cli(running, "--version", binary=cli2)
+    dist = build(tmp_path)
+    assert "Created release cart@1.0" in sentry_cli(running, "releases", "new", "-p",
+                                                    "default", "cart@1.0", binary=cli2)
+    uploaded = sentry_cli(running, "releases", "files", "cart@1.0", "upload-sourcemaps",
+                          "--dist", "web", "--url-prefix", "~/static", str(dist), binary=cli2)
+    assert "Upload type: single file/legacy upload" in uploaded
+    assert "Finalized release cart@1.0" in sentry_cli(running, "releases", "finalize",
+                                                      "cart@1.0", binary=cli2)
+    listed = sentry_cli(running, "releases", "files", "cart@1.0", "list", binary=cli2)
+    assert "~/static/app.min.js.map" in listed
+
+    found = default_project_artifacts(running, url)
+    script = found.by_url("cart@1.0", "web", "https://shop.example/static/app.min.js",
+                          "minified_source")
+    assert script is not None and script.content == (dist / "app.min.js").read_bytes()
+    assert script.headers.get("sourcemap") == "app.min.js.map"
+    source_map = found.by_url("cart@1.0", "web",
+                              "https://shop.example/static/app.min.js.map", "source_map")
+    assert source_map is not None and json.loads(source_map.content)["mappings"]
+    assert found.by_url("cart@1.0", "other", "https://shop.example/static/app.min.js",
+                        "minified_source") is None
