@@ -23,14 +23,12 @@ Median of --runs reads each, after one warm-up; a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,9 @@ import psycopg
 from actors.pool_autoscaler import LAG_COUNT_CAP
 from storage import postgres
 from storage.queue import waiting_backlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support import scratch_database
 
 ADMIN_URL = os.environ.get("CRASHRAY_BENCH_POSTGRES_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -51,16 +52,6 @@ CLAIMED = 1_000
 SMALL_BACKLOG = 5_000
 
 
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"crashray_bench_lag_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fill(url: str, rows: int, payload: bytes) -> None:
@@ -119,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = CORPUS_ENVELOPE.read_bytes().split(b"\n")[2]
     figures: dict[str, Any] = {"rows": args.rows, "payload_bytes": len(payload),
                                "count_cap": LAG_COUNT_CAP}
-    with scratch_database() as url:
+    with scratch_database("crashray_bench_lag", ADMIN_URL) as url:
         postgres.migrate(url)
         fill(url, args.rows, payload)
         measure(url, args.runs, "churned", figures)

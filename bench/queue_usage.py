@@ -24,7 +24,6 @@ alternating. Printed as a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -33,7 +32,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,9 @@ import psycopg
 from storage import postgres
 from storage import queue as pg_queue
 from storage.queue import PostgresQueue, QueuedItem
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support import scratch_database
 
 ADMIN_URL = os.environ.get("CRASHRAY_BENCH_POSTGRES_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -52,16 +54,6 @@ TRIGGERS = ("ingest_queue_usage_insert", "ingest_queue_usage_delete")
 FILL_CHUNK = 100_000
 
 
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"crashray_bench_qu_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def corpus_payload() -> bytes:
@@ -169,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = corpus_payload()
     figures: dict[str, Any] = {"rows": args.rows, "orgs": args.orgs,
                                "payload_bytes": len(payload)}
-    with scratch_database() as url:
+    with scratch_database("crashray_bench_qu", ADMIN_URL) as url:
         postgres.migrate(url)
         figures.update(writer_costs(url, args.rounds, args.batch, args.orgs, payload))
         figures["fill_s"] = round(fill(url, args.rows, args.orgs, payload), 1)

@@ -30,15 +30,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL server, dropped afterwards."""
+def scratch_database(prefix: str, admin_url: str = ADMIN_POSTGRES_URL) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server of ``admin_url`` (the machine's), dropped
+    afterwards."""
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield ADMIN_POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        with psycopg.connect(ADMIN_POSTGRES_URL, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
