@@ -39,7 +39,7 @@ from events.errors import BadRequest, NotFound
 log = logging.getLogger("crashray.deploy")
 
 KEEPER_NAME: Final = "crashray-keeper"
-#: The Serve applications of a Crashray, as ``Runtime._start_serve`` names them.
+#: The Serve applications of a Crashray, as ``Runtime.start_serve`` names them.
 SERVE_APPS: Final = ("ingest", "api", "web")
 #: Name prefixes of the pool actors a deployment runs (``actors/*``).
 CONSUMER_PREFIX: Final = "crashray-consumer-"
@@ -87,7 +87,7 @@ class Keeper:
 
         with postgres.connect(self._runtime.postgres_url) as conn:
             boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
-            self._runtime._upgrade_grouping(conn)
+            self._runtime.upgrade_grouping(conn)
             has_users = tenancy.has_users(conn)
         return {"public_key": boot.public_key, "project_id": boot.project_id,
                 "api_token": boot.api_token, "organization_slug": boot.organization_slug,
@@ -161,8 +161,8 @@ def deploy(settings: Settings) -> StartInfo:
     # The autoscaler first, or it would refill the pool it scales (and keep old settings).
     stop_pool_autoscaler(CONSUMER_STOP_TIMEOUT_S)
     retire_consumers([n for n in our_actor_names() if n.startswith(CONSUMER_PREFIX)])
-    runtime._start_actors()
-    runtime._start_serve()
+    runtime.start_actors()
+    runtime.start_serve()
     base = settings.base_url()
     public_key, project_id = boot["public_key"], boot["project_id"]
     dsn = f"{base.replace('://', f'://{public_key}@', 1)}/{project_id}"

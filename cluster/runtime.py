@@ -432,11 +432,11 @@ class Runtime:
         self.start_databases()
         with postgres.connect(self.postgres_url) as conn:
             boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
-            self._upgrade_grouping(conn)
+            self.upgrade_grouping(conn)
             has_users = tenancy.has_users(conn)
         self.start_ray()
-        self._start_actors()
-        self._start_serve()
+        self.start_actors()
+        self.start_serve()
         base = self.settings.base_url()
         record_instance(self.settings.data_dir, InstanceAddress(os.getpid(), base))
         self._recorded = True
@@ -464,7 +464,7 @@ class Runtime:
                 f" {self.settings.data_dir} do not end; end them, then start again")
         shutil.rmtree(paths.haproxy_dir, ignore_errors=True)  # its sockets, server state
 
-    def _upgrade_grouping(self, conn: Any) -> None:
+    def upgrade_grouping(self, conn: Any) -> None:
         from storage.projects import upgrade_grouping_configs
 
         if not self.settings.grouping_auto_upgrade:
@@ -478,7 +478,7 @@ class Runtime:
                         " keeps matching existing issues for %g days", len(moved),
                         DEFAULT_GROUPING_CONFIG, self.settings.grouping_transition_days)
 
-    def _start_actors(self) -> None:
+    def start_actors(self) -> None:
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
@@ -520,7 +520,7 @@ class Runtime:
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
             outbox_sweep_s=s.consumer_outbox_sweep_s)
 
-    def _start_serve(self) -> None:
+    def start_serve(self) -> None:
         from ray import serve
 
         from cluster.scaling import api_options, ingest_options
