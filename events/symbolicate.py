@@ -407,10 +407,20 @@ def _with_in_app(frame: dict[str, Any], path: str) -> dict[str, Any]:
     return frame
 
 
+#: webpack 5 names sources ``webpack://<output.uniqueName>/./src/a.js``; the namespace (the
+#: package name by default) is not part of the module's path.
+_WEBPACK_NAMESPACE = re.compile(r"^webpack://[A-Za-z0-9_\-@.]+/\./")
+
+
 def display_filename(abs_path: str) -> str:
     """The short name a frame shows: the path of a URL; for ``webpack://`` sources the
-    module path after the scheme (``webpack:///./src/a.js`` → ``./src/a.js``)."""
+    module path after the scheme and namespace (``webpack:///./src/a.js`` and
+    ``webpack://shop/./src/a.js`` → ``./src/a.js``; ``…/~/lib/x.js`` → ``~/lib/x.js``)."""
     if abs_path.startswith("webpack:"):
+        if "/~/" in abs_path:
+            return "~/" + abs_path.split("/~/", 1)[1]
+        if _WEBPACK_NAMESPACE.match(abs_path):
+            return _WEBPACK_NAMESPACE.sub("./", abs_path, count=1)
         rest = abs_path[len("webpack:"):].lstrip("/")
         return rest.split("/", 1)[1] if rest.startswith("_N_E/") else rest
     parts = urlsplit(abs_path)
