@@ -522,7 +522,8 @@ class Runtime:
 
         s = self.settings
         symbolication = SymbolicationConfig(
-            partial(artifact_source, self.postgres_url, str(s.resolved_artifact_dir())),
+            partial(artifact_source, self.postgres_url, str(s.resolved_artifact_dir()),
+                    s.symbolication_lookup_cache_s),
             s.symbolication_cache_bytes, s.symbolication_max_map_bytes)
         return ConsumerConfig(
             symbolication=symbolication,

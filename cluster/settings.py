@@ -281,6 +281,10 @@ class Settings(BaseSettings):
     #: ``js_too_large``). Large single-page apps ship maps of tens of MB; parsing one costs
     #: about its size again in memory while it happens.
     symbolication_max_map_bytes: int = 64 * MIB
+    #: Seconds a symbolicating process remembers which uploaded file a lookup found (or
+    #: that none matched), so a build's events do not query the database each time. A
+    #: source map uploaded is used for events processed at most this long after.
+    symbolication_lookup_cache_s: float = Field(default=5.0, ge=0)
 
     # --- grouping ----------------------------------------------------------------------
     #: Grouping actors (``actors/grouping.py``); project ``p`` belongs to shard
