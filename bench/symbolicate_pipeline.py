@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("no maps", second_project(base, instance.token), node_template),
                 ("python", instance.dsn, load_template())]
         reports: list[Report] = []
+        # Not measured: the first seconds after a start (workers importing, caches cold)
+        # would be charged to whichever run came first.
+        print("--- warm-up (not measured)", file=sys.stderr, flush=True)
+        for name, dsn, template in runs:
+            asyncio.run(measure(target_from_dsn(name, dsn), replace(plan, duration_s=3.0),
+                                template, lambda: PostgresEvents(instance.pg_url),
+                                lambda: memory_of(crashray_pids(instance))))
         for name, dsn, template in runs:
             print(f"--- {name}", file=sys.stderr, flush=True)
             reports.append(asyncio.run(measure(

@@ -27,7 +27,6 @@ content hash of the minified file and map, so two events of one build parse it o
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import posixpath
 import re
@@ -210,16 +209,30 @@ class JavaScriptSymbolicator:
             changed |= any(a is not b for a, b in zip(frames, new_frames, strict=True))
         if not changed and not run.errors:
             return event
-        result = copy.deepcopy(event)
+        result = _with_own_stacktrace_containers(event)
         for (_, new_frames), copied in zip(containers, _stacktrace_containers(result),
                                            strict=True):
-            if any(a != b for a, b in zip(copied["stacktrace"]["frames"], new_frames,
-                                          strict=True)):
-                copied["raw_stacktrace"] = copied["stacktrace"]
+            frames = copied["stacktrace"]["frames"]
+            if any(a != b for a, b in zip(frames, new_frames, strict=True)):
+                copied["raw_stacktrace"] = {**copied["stacktrace"], "frames": [
+                    dict(f) if isinstance(f, dict) else f for f in frames]}
                 copied["stacktrace"] = {**copied["stacktrace"], "frames": new_frames}
         if run.errors:
             result["errors"] = [*(result.get("errors") or []), *run.errors]
         return result
+
+
+def _with_own_stacktrace_containers(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``event`` whose exception and thread values are its own (shallow) dicts,
+    everything else shared: what ``symbolicate`` replaces, without copying the rest of a
+    large event (contexts, breadcrumbs, modules) as a deep copy would."""
+    result = dict(event)
+    for key in ("exception", "threads"):
+        section = result.get(key)
+        if isinstance(section, dict) and isinstance(section.get("values"), list):
+            result[key] = {**section, "values": [
+                dict(v) if isinstance(v, dict) else v for v in section["values"]]}
+    return result
 
 
 def _stacktrace_containers(event: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
