@@ -14,8 +14,9 @@ named by whoever holds a DSN (a public value in every web page) is an SSRF tool.
   loopback, link-local or otherwise non-global address unless ``allow_private`` (tests and
   intranet installs). It connects to the address it checked, so DNS cannot answer the
   check with one address and the connection with another. Results are cached by URL for
-  ``cache_ttl_s``, failures for ``failure_ttl_s`` (a host that is down is not asked again
-  for every event), in a cache bounded in bytes.
+  ``cache_ttl_s``, failures for ``failure_ttl_s`` in a cache bounded in bytes; a host that
+  does not answer (refused, timed out) is remembered as down for ``failure_ttl_s`` too, so
+  neither the same URL nor its other files are asked again for every event meanwhile.
 * ``FetchingArtifacts``: an ``ArtifactSource`` that asks the uploads first (under every
   candidate name of the URL), and fetches only what they do not hold.
 
@@ -278,6 +279,11 @@ class SourceFetcher:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             target = self._target(current, allowed, resolve=True)
+            down = self.cache.get(_host_key(target))
+            if isinstance(down, dict):
+                raise FetchFailed(down["type"], url, f"{target.host} did not answer moments"
+                                  f" ago ({down['reason']}); not asked again for"
+                                  " CRASHRAY_SOURCE_FETCH_FAILURE_TTL_S")
             status, location, fetched = self._get(current, target, deadline)
             if fetched is not None:
                 return fetched
@@ -346,11 +352,19 @@ class SourceFetcher:
             headers = {name: value for name in ("sourcemap", "x-sourcemap")
                        if (value := response.getheader(name))}
             return 200, None, Fetched(url, content, headers)
+        except FetchFailed as exc:
+            if exc.error["type"] == FETCH_TIMEOUT:  # too slow to finish: a host in trouble
+                self.cache.put(_host_key(target), exc.error, self.config.failure_ttl_s)
+            raise
         except TimeoutError as exc:
-            raise self._timeout(url) from exc
+            failed = self._timeout(url)
+            self.cache.put(_host_key(target), failed.error, self.config.failure_ttl_s)
+            raise failed from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise FetchFailed(FETCH_GENERIC_ERROR, url,
-                              f"{type(exc).__name__}: {exc}") from exc
+            failed = FetchFailed(FETCH_GENERIC_ERROR, url, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+                self.cache.put(_host_key(target), failed.error, self.config.failure_ttl_s)
+            raise failed from exc
         finally:
             conn.close()
 
@@ -399,6 +413,11 @@ class SourceFetcher:
         return FetchFailed(FETCH_TIMEOUT, url,
                            f"not fetched within CRASHRAY_SOURCE_FETCH_TIMEOUT_S"
                            f" ({self.config.timeout_s:g} s)", timeout=self.config.timeout_s)
+
+
+def _host_key(target: _Target) -> str:
+    """The cache key of a host's being down (no URL has spaces)."""
+    return f"host {target.scheme}://{target.host}:{target.port}"
 
 
 def _host_header(target: _Target) -> str:

@@ -256,3 +256,20 @@ def test_https_connects_to_the_checked_address_and_verifies_the_host_name(
         with pytest.raises(FetchFailed) as caught:
             fetcher.fetch(slow, test_domains)
         assert caught.value.error["type"] == "fetch_timeout"
+
+
+def test_a_host_that_timed_out_is_not_asked_again_for_other_files(server: SourceServer
+                                                                  ) -> None:
+    clock = Clock()
+    slow = server.serve("/slow.js", b"s" * 900, drip_s=0.3, chunk_bytes=100)
+    other = server.serve("/other.js", b"quick()")
+    fetcher = SourceFetcher(FetchConfig(timeout_s=0.5, failure_ttl_s=30, allow_private=True),
+                            clock=clock)
+    with pytest.raises(FetchFailed, match="CRASHRAY_SOURCE_FETCH_TIMEOUT_S"):
+        fetcher.fetch(slow, LOOPBACK)
+    with pytest.raises(FetchFailed, match="did not answer moments ago") as caught:
+        fetcher.fetch(other, LOOPBACK)
+    assert caught.value.error["type"] == "fetch_timeout"
+    assert server.count("/other.js") == 0
+    clock.now += 31
+    assert fetcher.fetch(other, LOOPBACK).content == b"quick()"
