@@ -42,6 +42,7 @@ import ray
 from actors.clickhouse import clickhouse_store
 from actors.grouping import IssueResolver, ShardedResolver
 from actors.placement import LOCAL, Placement
+from actors.consumer_alerts import BatchEvent, RuleCache, apply_rules
 from actors.symbolicate import (
     LocalSymbolication,
     ShardedSymbolication,
@@ -124,6 +125,8 @@ class ConsumerConfig:
     outbox_sweep_s: float = 5.0
     #: Source maps (issue 12): None (no artifact store configured) leaves events as sent.
     symbolication: SymbolicationConfig | None = None
+    #: The instance's address, for links in notifications.
+    base_url: str = "http://127.0.0.1:9000"
     #: The retention sweep of uploaded files, run by one consumer at a time every
     #: ``interval_s``; None: none (no artifact store).
     artifact_sweep: ArtifactSweep | None = None
@@ -165,6 +168,7 @@ class BatchConsumer:
         if symbolicator is None and config.symbolication is not None:
             symbolicator = LocalSymbolication(config.symbolication)
         self._processor = EventProcessor(symbolicator)
+        self._rules = RuleCache(config.project_settings_refresh_s)
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
         self._artifacts_swept_at = time.monotonic()  # not at once: starts stay quick
@@ -323,7 +327,15 @@ class BatchConsumer:
             "envelope_items": envelope_items_table(
                 [_raw_item(i) for i in plan.raw_items if i.queue_id in finished],
                 self.config.retention_days)})
-        self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id for r in rows})
+        transitions = self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id
+                                                           for r in rows})
+        apply_rules(self._conn, self._rules, [
+            BatchEvent(ProjectScope(s.item.organization_id, s.item.project_id), s.issue_id,
+                       s.processed.event_id, s.processed.event, s.processed.timestamp,
+                       s.processed.issue.title, s.processed.issue.culprit)
+            for s in stored if s.issue_id is not None
+            and (s.item.project_id, s.processed.event_id) in new], transitions,
+            self.config.base_url)
         return rows, [o for q in sorted(finished) for o in plan.outcomes_of.get(q, ())] + [
             event_outcome(s.item, s.processed, s.issue_id is None,
                           duplicate=s.issue_id is not None
@@ -384,9 +396,11 @@ class BatchConsumer:
                                                 self.config.lease_s))
 
     def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]],
-                         org_of_project: dict[int, int]) -> None:
+                         org_of_project: dict[int, int]) -> dict[int, str]:
         """Reopen resolved or ignored issues that new events concern (inside the batch's
-        transaction, so the counts and the state change commit together)."""
+        transaction, so the counts and the state change commit together); returns the
+        transitions as alert rules name them (``regression``, ``reappeared``) by issue."""
+        transitions: dict[int, str] = {}
         for issue in issue_store.settled_issues(self._conn, list(new_by_issue)):
             state = self._issue_state(issue, org_of_project[issue.project_id])
             transition = transition_after_events(
@@ -396,6 +410,9 @@ class BatchConsumer:
                 issue_store.set_status(self._conn, scope, issue.id,
                                        transition.status, transition.substatus, {},
                                        transition.activity, transition.data, "crashray")
+                kind = "regression" if issue.status == "resolved" else "reappeared"
+                transitions[issue.id] = kind
+        return transitions
 
     def _issue_state(self, issue: issue_store.IssueStatus, organization_id: int) -> IssueState:
         """What deciding on ``issue`` needs, counted in ClickHouse where its state asks for

@@ -531,7 +531,7 @@ class Runtime:
                               s.artifact_chunk_retention_hours * 3600,
                               s.artifact_sweep_interval_s)
         return ConsumerConfig(
-            symbolication=symbolication, artifact_sweep=sweep,
+            symbolication=symbolication, artifact_sweep=sweep, base_url=s.base_url(),
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,

@@ -1,0 +1,187 @@
+"""Alert rules as a consumer applies them to a batch (issue 13), inside the batch's
+transaction, on the counts the pipeline has: the issues' new events, their lifecycle
+transitions, and per-issue window counts kept in PostgreSQL (storage/alert_rules.py) only
+for projects whose rules ask for them. A rule that fires for an issue takes its
+(rule, issue) slot and queues one delivery per action (storage/notifications.py); the
+notifier actor sends them after the commit. Nothing here waits for a destination.
+
+Sentry evaluates rules per event: "first seen" holds for the event that created the issue,
+"regression"/"reappeared" for the first event after the transition, frequency conditions on
+the windows as they are with the batch counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import psycopg
+
+from events.alert_rules import (
+    AlertEvent,
+    AlertIssue,
+    AlertRule,
+    RuleError,
+    Window,
+    parse_rule,
+    rule_fires,
+    windows_needed,
+)
+from storage import alert_rules as rule_store
+from storage.notifications import NewDelivery, enqueue
+from storage.scope import ProjectScope
+
+log = logging.getLogger("crashray.alerts")
+
+#: The parts of an event a delivery carries (what Sentry's webhook payload shows).
+EVENT_KEYS: Final = ("event_id", "level", "platform", "logger", "culprit", "transaction",
+                     "message", "logentry", "exception", "tags", "user", "request",
+                     "contexts", "release", "environment", "timestamp", "sdk", "fingerprint",
+                     "extra", "modules")
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """One stored event of the batch, as the rules see it."""
+
+    scope: ProjectScope
+    issue_id: int
+    event_id: str
+    event: Mapping[str, Any]
+    timestamp: dt.datetime
+    title: str
+    culprit: str
+
+
+def alert_event(event: Mapping[str, Any]) -> AlertEvent:
+    tags = event.get("tags") or []
+    pairs = tags.items() if isinstance(tags, dict) else (
+        (t[0], t[1]) for t in tags if isinstance(t, list | tuple) and len(t) == 2)
+    found = {str(k): str(v) for k, v in pairs if k is not None and v is not None}
+    return AlertEvent(str(event.get("level") or "error"), found,
+                      _str(event.get("release")), _str(event.get("environment")))
+
+
+def user_key(event: Mapping[str, Any]) -> str | None:
+    """Who the event happened to, as Sentry's ``user`` tag names them."""
+    user = event.get("user")
+    if not isinstance(user, dict):
+        return None
+    for field, prefix in (("id", "id"), ("username", "username"), ("email", "email"),
+                          ("ip_address", "ip")):
+        value = user.get(field)
+        if value not in (None, ""):
+            return f"{prefix}:{value}"
+    return None
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class RuleCache:
+    """The rules of each project, re-read every ``refresh_s``; a stored rule that no longer
+    parses (a newer Crashray wrote it) is skipped and logged, never fails a batch."""
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self._rules: dict[int, tuple[float, list[tuple[rule_store.StoredRule, AlertRule]]]] = {}
+
+    def rules(self, conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
+              ) -> dict[int, list[tuple[rule_store.StoredRule, AlertRule]]]:
+        now = time.monotonic()
+        stale = [s for s in scopes if now - self._rules.get(s.id, (-1e9, []))[0] > self.refresh_s]
+        if stale:
+            for project_id, stored in rule_store.rules_of_projects(conn, stale).items():
+                parsed = []
+                for rule in stored:
+                    try:
+                        parsed.append((rule, parse_rule(dict(rule.body), rule_id=rule.id)))
+                    except RuleError as exc:
+                        log.error("alert rule %s of project %s skipped: %s", rule.id,
+                                  project_id, exc)
+                self._rules[project_id] = (now, parsed)
+        return {s.id: self._rules.get(s.id, (0.0, []))[1] for s in scopes}
+
+
+def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequence[BatchEvent],
+                transitions: Mapping[int, str], base_url: str,
+                now: dt.datetime | None = None) -> int:
+    """Evaluate the projects' rules for the batch's ``events`` (new, counted) and queue the
+    deliveries of those that fire; returns how many were queued."""
+    if not events:
+        return 0
+    now = now or dt.datetime.now(dt.UTC)
+    scopes = sorted({e.scope for e in events}, key=lambda s: s.id)
+    rules = cache.rules(conn, scopes)
+    events = [e for e in events if rules.get(e.scope.id)]
+    if not events:
+        return 0
+    windows = {p: windows_needed([r for _, r in rs]) for p, rs in rules.items()}
+    counted = [e for e in events if windows.get(e.scope.id)]
+    if counted:
+        with_users = any(w.kind == "users" for ws in windows.values() for w in ws)
+        rule_store.count_for_alerts(conn, [
+            rule_store.CountedForAlerts(e.issue_id, e.timestamp, user_key(e.event))
+            for e in counted], with_users)
+    issue_ids = sorted({e.issue_id for e in events})
+    issues = _issues(conn, issue_ids)
+    wanted = {(w.kind, w.seconds, w.offset_seconds) for ws in windows.values() for w in ws}
+    counts = rule_store.window_counts(conn, [e.issue_id for e in counted], wanted, now) \
+        if wanted else {}
+    batch_count: dict[int, int] = {}
+    for e in events:
+        batch_count[e.issue_id] = batch_count.get(e.issue_id, 0) + 1
+    firing: list[tuple[BatchEvent, rule_store.StoredRule, AlertRule]] = []
+    seen: set[int] = set()
+    for e in sorted(events, key=lambda e: e.timestamp):
+        first_seen, times_seen = issues.get(e.issue_id, (now, 0))
+        first_of_issue = e.issue_id not in seen
+        seen.add(e.issue_id)
+        issue = AlertIssue(
+            e.issue_id, first_seen, times_seen,
+            is_new=first_of_issue and times_seen == batch_count[e.issue_id],
+            transition=transitions.get(e.issue_id) if first_of_issue else None,
+            counts={Window(k, s, o): n for (k, s, o), n
+                    in counts.get(e.issue_id, {}).items()})
+        event = alert_event(e.event)
+        for stored, rule in rules[e.scope.id]:
+            if rule_fires(rule, event, issue, now):
+                firing.append((e, stored, rule))
+    if not firing:
+        return 0
+    granted = rule_store.claim_fires(conn, [(s.id, e.issue_id, s.frequency_minutes)
+                                            for e, s, _ in firing], now)
+    deliveries: list[NewDelivery] = []
+    for e, stored, rule in firing:
+        if (stored.id, e.issue_id) not in granted:
+            continue
+        granted.discard((stored.id, e.issue_id))  # once per (rule, issue) in a batch
+        payload = delivery_payload(e, stored, base_url)
+        deliveries += [NewDelivery(e.scope.organization_id, e.scope.id, stored.id,
+                                   e.issue_id, e.event_id, {"id": a.id, **a.fields}, payload)
+                       for a in rule.actions]
+    if deliveries:
+        enqueue(conn, deliveries)
+    return len(deliveries)
+
+
+def _issues(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
+            ) -> dict[int, tuple[dt.datetime, int]]:
+    rows = conn.execute("SELECT id, first_seen, times_seen FROM issues WHERE id = ANY(%s)",
+                        (list(issue_ids),)).fetchall()
+    return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
+
+def delivery_payload(e: BatchEvent, rule: rule_store.StoredRule, base_url: str
+                     ) -> dict[str, Any]:
+    """What the notifier renders a notification from (events/notify.py)."""
+    event = {k: e.event[k] for k in EVENT_KEYS if k in e.event}
+    return {"event": {**event, "event_id": e.event_id},
+            "issue": {"id": e.issue_id, "title": e.title, "culprit": e.culprit},
+            "project_id": e.scope.id, "organization_id": e.scope.organization_id,
+            "rule": {"id": rule.id, "name": rule.name}, "base_url": base_url}
