@@ -696,3 +696,70 @@ def test_count_condition_is_count_greater_than_value(value: int, count: int) -> 
     checked = rule(conditions=[frequency(value, "5m")])
     fired = rule_fires(checked, event(), issue(counts={Window("events", 300): count}), NOW)
     assert fired is (count > value)
+
+
+# --- round trip over generated rules -------------------------------------------------------
+
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF), min_size=1, max_size=20)
+_CONDITIONS = st.one_of(
+    st.sampled_from([{"id": FIRST_SEEN_EVENT}, {"id": REGRESSION_EVENT},
+                     {"id": REAPPEARED_EVENT}, {"id": EVERY_EVENT}]),
+    st.builds(lambda kind, value, interval, compared: frequency(
+        value, interval, kind,
+        **({"comparisonType": "percent", "comparisonInterval": compared} if compared else {})),
+        st.sampled_from([EVENT_FREQUENCY, EVENT_UNIQUE_USER_FREQUENCY]),
+        st.one_of(st.integers(0, 10**6), st.integers(0, 10**6).map(str)),
+        st.sampled_from(list(SECONDS)),
+        st.sampled_from([None, "5m", "15m", "1h", "1d", "1w", "30d"])),
+    st.builds(lambda scope, score: {"id": ANOMALY, "scope": scope,
+                                    **({"min_score": score} if score is not None else {})},
+              st.sampled_from(["issue", "project"]),
+              st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))))
+_FILTERS = st.one_of(
+    st.builds(lambda match, level: {"id": LEVEL_FILTER, "match": match, "level": level},
+              st.sampled_from(["eq", "gte", "lte"]),
+              st.sampled_from(["0", "10", "20", "30", "40", "50", 40, "fatal"])),
+    st.builds(lambda key, match, value: {"id": TAGGED_EVENT_FILTER, "key": key,
+                                         "match": match, "value": value},
+              _TEXT, st.sampled_from(["eq", "ne", "sw", "nsw", "ew", "new", "co", "nc",
+                                      "in", "nin"]), _TEXT),
+    st.builds(lambda key, match: {"id": TAGGED_EVENT_FILTER, "key": key, "match": match},
+              _TEXT, st.sampled_from(["is", "ns"])),
+    st.builds(lambda comparison, value, unit: {"id": AGE_COMPARISON_FILTER,
+                                               "comparison_type": comparison, "value": value,
+                                               "time": unit},
+              st.sampled_from(["older", "newer"]), st.integers(0, 1000),
+              st.sampled_from(["minute", "hour", "day", "week"])),
+    st.builds(lambda value: {"id": ISSUE_OCCURRENCES_FILTER, "value": value},
+              st.integers(0, 10**6)),
+    st.just({"id": LATEST_RELEASE_FILTER}))
+_ACTIONS = st.one_of(
+    st.just(WEBHOOK),
+    st.builds(lambda target, ident: {"id": NOTIFY_EMAIL, "targetType": target,
+                                     "targetIdentifier": ident},
+              st.sampled_from(["Team", "Member"]), st.integers(1, 10**9)),
+    st.just({"id": NOTIFY_EMAIL, "targetType": "IssueOwners", "fallthroughType": "AllMembers"}),
+    st.builds(lambda secret: {"id": WEBHOOK_ACTION, "url": "https://example.com/hook",
+                              "secret": secret}, _TEXT),
+    st.just({"id": SLACK_ACTION, "webhook_url": "https://hooks.slack.com/services/A/B/C"}),
+    st.just({"id": EMAIL_ACTION, "to": ["ops@example.com"]}))
+
+
+@given(name=_TEXT.filter(str.strip), action_match=st.sampled_from(["all", "any", "none"]),
+       filter_match=st.sampled_from(["all", "any", "none"]),
+       frequency_minutes=st.integers(5, 43200),
+       environment=st.one_of(st.none(), st.text(min_size=1, max_size=64)),
+       conditions=st.lists(_CONDITIONS, max_size=4), filters=st.lists(_FILTERS, max_size=4),
+       actions=st.lists(_ACTIONS, min_size=1, max_size=3))
+def test_any_valid_rule_round_trips_through_the_get_answer(
+        name: str, action_match: str, filter_match: str, frequency_minutes: int,
+        environment: str | None, conditions: list[dict[str, Any]],
+        filters: list[dict[str, Any]], actions: list[dict[str, Any]]) -> None:
+    parsed = parse_rule({"name": name, "actionMatch": action_match,
+                         "filterMatch": filter_match, "frequency": frequency_minutes,
+                         "environment": environment, "conditions": conditions,
+                         "filters": filters, "actions": actions}, rule_id=99)
+    answer = rule_json(parsed)
+    assert parse_rule(answer, rule_id=99) == parsed
+    assert all(isinstance(item["name"], str) and item["name"]
+               for section in ("conditions", "filters", "actions") for item in answer[section])
