@@ -589,8 +589,8 @@ def _render_slack(fields: Mapping[str, Any]) -> str:
 
 def _clean_email_to(fields: _Fields) -> dict[str, Any]:
     raw = fields.raw.get("to")
-    if isinstance(raw, str):
-        raw = [raw]
+    if isinstance(raw, str):  # what a one-line form field sends: "a@x.org, b@x.org"
+        raw = [address.strip() for address in raw.split(",") if address.strip()]
     if not isinstance(raw, list) or not raw:
         raise fields.error("to", "required: a list of e-mail addresses")
     if len(raw) > MAX_EMAIL_RECIPIENTS:
@@ -644,6 +644,83 @@ _KINDS: Final[Mapping[str, _Kind]] = {
     EMAIL_ACTION: _Kind("actions", _clean_email_to,
                         lambda f: f"Send an e-mail to {', '.join(f['to'])}"),
 }
+
+
+def _choices(pairs: Mapping[str, str] | Sequence[str]) -> dict[str, Any]:
+    items = pairs.items() if isinstance(pairs, Mapping) else ((p, p) for p in pairs)
+    return {"type": "choice", "choices": [[key, label] for key, label in items]}
+
+
+_INTERVAL_LABELS: Final = {"1m": "one minute", "5m": "5 minutes", "15m": "15 minutes",
+                           "1h": "one hour", "1d": "one day", "1w": "one week",
+                           "30d": "30 days"}
+_FREQUENCY_FORM: Final = {
+    "value": {"type": "number", "placeholder": 100},
+    "interval": _choices(_INTERVAL_LABELS),
+    "comparisonType": _choices(COMPARISON_TYPES),
+    "comparisonInterval": _choices(
+        {k: v for k, v in _INTERVAL_LABELS.items() if k in COMPARISON_INTERVAL_SECONDS}),
+}
+
+#: What a rule editor shows for each id: Sentry's label template (``{field}`` where the
+#: field goes) and its ``formFields``, as Sentry's ``rules/configuration/`` answers them.
+_EDITOR: Final[Mapping[str, tuple[str, Mapping[str, Any]]]] = {
+    FIRST_SEEN_EVENT: ("A new issue is created", {}),
+    REGRESSION_EVENT: ("The issue changes state from resolved to unresolved", {}),
+    REAPPEARED_EVENT: ("The issue changes state from ignored to unresolved", {}),
+    EVERY_EVENT: ("The event occurs", {}),
+    EVENT_FREQUENCY: ("The issue is seen more than {value} times in {interval}",
+                      _FREQUENCY_FORM),
+    EVENT_UNIQUE_USER_FREQUENCY: ("The issue is seen by more than {value} users in {interval}",
+                                  _FREQUENCY_FORM),
+    ANOMALY: ("An anomaly is detected in the {scope} with a score of at least {min_score}",
+              {"scope": _choices(ANOMALY_SCOPES),
+               "min_score": {"type": "number", "placeholder": 3}}),
+    LEVEL_FILTER: ("The event's level is {match} {level}",
+                   {"match": _choices(LEVEL_MATCHES),
+                    "level": _choices({str(n): name
+                                       for n, name in sorted(LEVEL_NAMES.items(), reverse=True)})}),
+    TAGGED_EVENT_FILTER: ("The event's tags match {key} {match} {value}",
+                          {"key": {"type": "string", "placeholder": "key"},
+                           "match": _choices(TAG_MATCHES),
+                           "value": {"type": "string", "placeholder": "value"}}),
+    AGE_COMPARISON_FILTER: ("The issue is {comparison_type} than {value} {time}",
+                            {"comparison_type": _choices(AGE_COMPARISONS),
+                             "value": {"type": "number", "placeholder": 10},
+                             "time": _choices({unit: f"{unit}(s)" for unit in AGE_UNITS})}),
+    ISSUE_OCCURRENCES_FILTER: ("The issue has happened at least {value} times",
+                               {"value": {"type": "number", "placeholder": 10}}),
+    LATEST_RELEASE_FILTER: ("The event is from the latest release", {}),
+    NOTIFY_EVENT_SERVICE: ("Send a notification via {service}",
+                           {"service": _choices({"webhooks": "WebHooks"})}),
+    NOTIFY_EMAIL: ("Send a notification to {targetType}",
+                   {"targetType": {"type": "mailAction",
+                                   "choices": [["IssueOwners", "Issue Owners"],
+                                               ["Team", "Team"], ["Member", "Member"]]},
+                    "fallthroughType": _choices(EMAIL_FALLTHROUGH_TYPES)}),
+    WEBHOOK_ACTION: ("Send a webhook to {url}",
+                     {"url": {"type": "string", "placeholder": "https://example.com/hook"},
+                      "secret": {"type": "string", "placeholder": "signing secret"}}),
+    SLACK_ACTION: ("Send a Slack message to {channel}",
+                   {"webhook_url": {"type": "string",
+                                    "placeholder": "https://hooks.slack.com/services/…"},
+                    "channel": {"type": "string", "placeholder": "#alerts"}}),
+    EMAIL_ACTION: ("Send an e-mail to {to}",
+                   {"to": {"type": "string", "placeholder": "ops@example.com, dev@example.com"}}),
+}
+
+
+def rule_configuration() -> dict[str, list[dict[str, Any]]]:
+    """Sentry's ``GET /api/0/projects/{org}/{project}/rules/configuration/`` answer: every
+    supported id with its label template and form fields, for a rule editor."""
+    answer: dict[str, list[dict[str, Any]]] = {"actions": [], "conditions": [], "filters": []}
+    for item_id, kind in _KINDS.items():
+        label, form_fields = _EDITOR[item_id]
+        entry: dict[str, Any] = {"id": item_id, "label": label, "enabled": True}
+        if form_fields:
+            entry["formFields"] = {key: dict(field) for key, field in form_fields.items()}
+        answer[kind.section].append(entry)
+    return answer
 
 
 def supported_ids(section: str) -> tuple[str, ...]:

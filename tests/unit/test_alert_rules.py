@@ -36,8 +36,10 @@ from events.alert_rules import (
     Window,
     parse_rule,
     percent_increase,
+    rule_configuration,
     rule_fires,
     rule_json,
+    supported_ids,
     windows_needed,
 )
 from events.errors import BadRequest
@@ -763,3 +765,25 @@ def test_any_valid_rule_round_trips_through_the_get_answer(
     assert parse_rule(answer, rule_id=99) == parsed
     assert all(isinstance(item["name"], str) and item["name"]
                for section in ("conditions", "filters", "actions") for item in answer[section])
+
+
+def test_the_editor_configuration_lists_every_supported_id_with_its_fields() -> None:
+    configuration = rule_configuration()
+    listed = {section: [entry["id"] for entry in entries]
+              for section, entries in configuration.items()}
+    assert listed == {section: list(supported_ids(section))
+                      for section in ("actions", "conditions", "filters")}
+    by_id = {entry["id"]: entry for entries in configuration.values() for entry in entries}
+    assert by_id[EVENT_FREQUENCY]["label"] == (
+        "The issue is seen more than {value} times in {interval}")
+    assert [key for key, _ in by_id[EVENT_FREQUENCY]["formFields"]["interval"]["choices"]] == [
+        "1m", "5m", "15m", "1h", "1d", "1w", "30d"]
+    assert by_id[LEVEL_FILTER]["formFields"]["level"]["choices"][0] == ["50", "fatal"]
+    assert "formFields" not in by_id[FIRST_SEEN_EVENT]
+    # Every form field is a field the item takes: a form filled in from it parses.
+    assert set(by_id[TAGGED_EVENT_FILTER]["formFields"]) == {"key", "match", "value"}
+
+
+def test_an_email_list_may_come_as_one_comma_separated_field() -> None:
+    parsed = rule(actions=[{"id": EMAIL_ACTION, "to": "a@example.com, b@example.com,"}])
+    assert parsed.actions[0].fields == {"to": ["a@example.com", "b@example.com"]}
