@@ -22,6 +22,7 @@ Three places turn an error into what a user sees, each in one spot:
     │   ├── InvalidEvent               400 invalid_event    events/process.py
     │   ├── SearchSyntaxError          400 invalid_search   events/search.py
     │   ├── RuleSyntaxError            400 invalid_rules    events/grouping/fingerprint_rules.py
+    │   ├── RuleError                  400 invalid_alert_rule  events/alert_rules.py
     │   ├── StatsQueryError            400 invalid_stats_query  events/stats.py
     │   ├── StreamQueryError           400 invalid_stream_query events/issue_stream.py
     │   ├── InvalidQuota               400 invalid_quota    events/quotas.py
