@@ -126,11 +126,14 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
     if counted:
         with_users = any(w.kind == "users" for ws in windows.values() for w in ws)
         rule_store.count_for_alerts(conn, [
-            rule_store.CountedForAlerts(e.issue_id, e.timestamp, user_key(e.event))
+            rule_store.CountedForAlerts(e.issue_id, e.timestamp, user_key(e.event),
+                                        _str(e.event.get("environment")))
             for e in counted], with_users)
     issue_ids = sorted({e.issue_id for e in events})
     issues = _issues(conn, issue_ids)
-    wanted = {(w.kind, w.seconds, w.offset_seconds) for ws in windows.values() for w in ws}
+    latest = _latest_releases(conn, scopes)
+    wanted = {(w.kind, w.seconds, w.offset_seconds, w.environment)
+              for ws in windows.values() for w in ws}
     counts = rule_store.window_counts(conn, [e.issue_id for e in counted], wanted, now) \
         if wanted else {}
     batch_count: dict[int, int] = {}
@@ -146,8 +149,9 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
             e.issue_id, first_seen, times_seen,
             is_new=first_of_issue and times_seen == batch_count[e.issue_id],
             transition=transitions.get(e.issue_id) if first_of_issue else None,
-            counts={Window(k, s, o): n for (k, s, o), n
-                    in counts.get(e.issue_id, {}).items()})
+            counts={Window(k, s, o, env): n for (k, s, o, env), n
+                    in counts.get(e.issue_id, {}).items()},
+            latest_release=latest.get(e.scope.id))
         event = alert_event(e.event)
         for stored, rule in rules[e.scope.id]:
             if rule_fires(rule, event, issue, now):
@@ -175,6 +179,19 @@ def _issues(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
     rows = conn.execute("SELECT id, first_seen, times_seen FROM issues WHERE id = ANY(%s)",
                         (list(issue_ids),)).fetchall()
     return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
+
+def _latest_releases(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
+                     ) -> dict[int, str]:
+    """Each project's latest release (the newest created), for the latest-release filter."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (rp.project_id) rp.project_id, r.version FROM release_projects rp"
+        " JOIN releases r ON r.id = rp.release_id"
+        " WHERE (r.organization_id, rp.project_id) IN"
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+        " ORDER BY rp.project_id, r.date_added DESC, r.id DESC",
+        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
+    return {int(r[0]): str(r[1]) for r in rows}
 
 
 def delivery_payload(e: BatchEvent, rule: rule_store.StoredRule, base_url: str

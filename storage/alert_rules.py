@@ -157,6 +157,11 @@ class CountedForAlerts:
     issue_id: int
     timestamp: dt.datetime
     user_key: str | None
+    environment: str | None
+
+
+#: The environment key of a window over every event.
+ALL_ENVIRONMENTS: Final = ""
 
 
 def _bucket(ts: dt.datetime, width_s: int) -> dt.datetime:
@@ -166,68 +171,74 @@ def _bucket(ts: dt.datetime, width_s: int) -> dt.datetime:
 
 def count_for_alerts(conn: psycopg.Connection[Any], events: Sequence[CountedForAlerts],
                      with_users: bool) -> None:
-    """Add ``events`` to their issues' buckets (both widths); users too when a rule counts
-    them. Inside the batch's transaction, in one lock order (no deadlocks between
-    consumers)."""
-    counts: dict[tuple[int, int, dt.datetime], int] = {}
-    users: set[tuple[int, int, dt.datetime, str]] = set()
+    """Add ``events`` to their issues' buckets (both widths; every event under
+    ``ALL_ENVIRONMENTS`` and under its environment); users too when a rule counts them.
+    Inside the batch's transaction, in one lock order (no deadlocks between consumers)."""
+    counts: dict[tuple[int, int, str, dt.datetime], int] = {}
+    users: set[tuple[int, int, str, dt.datetime, str]] = set()
     for e in events:
+        environments = {ALL_ENVIRONMENTS, e.environment or ALL_ENVIRONMENTS}
         for width in (FINE_WIDTH_S, COARSE_WIDTH_S):
-            key = (e.issue_id, width, _bucket(e.timestamp, width))
-            counts[key] = counts.get(key, 0) + 1
-            if with_users and e.user_key:
-                users.add((*key, e.user_key))
+            for environment in environments:
+                key = (e.issue_id, width, environment, _bucket(e.timestamp, width))
+                counts[key] = counts.get(key, 0) + 1
+                if with_users and e.user_key:
+                    users.add((*key, e.user_key))
     if counts:
         keys = sorted(counts)
         conn.execute(
-            "INSERT INTO alert_issue_counts (issue_id, width_s, bucket, events)"
-            " SELECT * FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::bigint[])"
-            " ON CONFLICT (issue_id, width_s, bucket) DO UPDATE"
+            "INSERT INTO alert_issue_counts (issue_id, width_s, environment, bucket, events)"
+            " SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[],"
+            " %s::bigint[]) ON CONFLICT (issue_id, width_s, environment, bucket) DO UPDATE"
             " SET events = alert_issue_counts.events + EXCLUDED.events",
             ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-             [counts[k] for k in keys]))
+             [k[3] for k in keys], [counts[k] for k in keys]))
     if users:
         rows = sorted(users)
         conn.execute(
-            "INSERT INTO alert_issue_users (issue_id, width_s, bucket, user_key)"
-            " SELECT * FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::text[])"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO alert_issue_users (issue_id, width_s, environment, bucket, user_key)"
+            " SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[],"
+            " %s::text[]) ON CONFLICT DO NOTHING",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-             [r[3] for r in rows]))
+             [r[3] for r in rows], [r[4] for r in rows]))
 
 
 def width_for(seconds: int, offset_seconds: int) -> int:
     return FINE_WIDTH_S if seconds + offset_seconds <= FINE_SPAN_S else COARSE_WIDTH_S
 
 
+#: A window as storage counts it: (kind, seconds, offset seconds, environment or None).
+WindowKey = tuple[str, int, int, str | None]
+
+
 def window_counts(conn: psycopg.Connection[Any], issue_ids: Sequence[int],
-                  windows: Iterable[tuple[str, int, int]], now: dt.datetime
-                  ) -> dict[int, dict[tuple[str, int, int], int]]:
-    """For each issue, the events (``kind`` "events") or distinct users ("users") in each
-    window (kind, seconds, offset seconds) ending ``offset`` before ``now``."""
-    wanted = sorted(set(windows))
-    found: dict[int, dict[tuple[str, int, int], int]] = {
-        i: dict.fromkeys(wanted, 0) for i in issue_ids}
+                  windows: Iterable[WindowKey], now: dt.datetime
+                  ) -> dict[int, dict[WindowKey, int]]:
+    """For each issue, the events (``kind`` "events") or distinct users ("users") of the
+    environment (None: all) in each window ending ``offset`` seconds before ``now``."""
+    wanted = sorted(set(windows), key=lambda w: (w[0], w[1], w[2], w[3] or ""))
+    found: dict[int, dict[WindowKey, int]] = {i: dict.fromkeys(wanted, 0) for i in issue_ids}
     if not issue_ids or not wanted:
         return found
-    for kind, seconds, offset in wanted:
+    for kind, seconds, offset, environment in wanted:
         width = width_for(seconds, offset)
         end = now - dt.timedelta(seconds=offset)
         start = end - dt.timedelta(seconds=seconds)
         if kind == "users":
             sql = ("SELECT issue_id, count(DISTINCT user_key) FROM alert_issue_users"
-                   " WHERE issue_id = ANY(%s) AND width_s = %s AND bucket >= %s"
-                   " AND bucket < %s GROUP BY issue_id")
+                   " WHERE issue_id = ANY(%s) AND width_s = %s AND environment = %s"
+                   " AND bucket >= %s AND bucket < %s GROUP BY issue_id")
         else:
             sql = ("SELECT issue_id, sum(events) FROM alert_issue_counts"
-                   " WHERE issue_id = ANY(%s) AND width_s = %s AND bucket >= %s"
-                   " AND bucket < %s GROUP BY issue_id")
+                   " WHERE issue_id = ANY(%s) AND width_s = %s AND environment = %s"
+                   " AND bucket >= %s AND bucket < %s GROUP BY issue_id")
         # A bucket that started before ``end`` holds events up to ``end`` (for offset 0:
         # the current, partial bucket is in).
         upper = end if offset else end + dt.timedelta(seconds=width)
-        for issue_id, n in conn.execute(sql, (list(issue_ids), width, start, upper)
-                                        ).fetchall():
-            found[int(issue_id)][(kind, seconds, offset)] = int(n)
+        rows = conn.execute(sql, (list(issue_ids), width, environment or ALL_ENVIRONMENTS,
+                                  start, upper)).fetchall()
+        for issue_id, n in rows:
+            found[int(issue_id)][(kind, seconds, offset, environment)] = int(n)
     return found
 
 

@@ -27,20 +27,23 @@ CREATE TABLE alert_rule_fires (
 -- Per-issue event counts and users in time buckets, for the frequency conditions: counted
 -- in the consumer's batch transaction (exact across consumers and restarts), only for the
 -- projects whose rules ask for them. ``width_s`` is 60 (minutes, for windows up to a day)
--- or 3600 (hours, for a week and 30 days).
+-- or 3600 (hours, for a week and 30 days). ``environment`` '' holds every event; an event
+-- with an environment is counted under it too (a rule with an environment counts only it).
 CREATE TABLE alert_issue_counts (
-    issue_id bigint NOT NULL,
-    width_s  integer NOT NULL,
-    bucket   timestamptz NOT NULL,
-    events   bigint NOT NULL,
-    PRIMARY KEY (issue_id, width_s, bucket)
+    issue_id    bigint NOT NULL,
+    width_s     integer NOT NULL,
+    environment text NOT NULL,
+    bucket      timestamptz NOT NULL,
+    events      bigint NOT NULL,
+    PRIMARY KEY (issue_id, width_s, environment, bucket)
 );
 CREATE INDEX alert_issue_counts_bucket ON alert_issue_counts (bucket);
 CREATE TABLE alert_issue_users (
-    issue_id bigint NOT NULL,
-    width_s  integer NOT NULL,
-    bucket   timestamptz NOT NULL,
-    user_key text NOT NULL,
-    PRIMARY KEY (issue_id, width_s, bucket, user_key)
+    issue_id    bigint NOT NULL,
+    width_s     integer NOT NULL,
+    environment text NOT NULL,
+    bucket      timestamptz NOT NULL,
+    user_key    text NOT NULL,
+    PRIMARY KEY (issue_id, width_s, environment, bucket, user_key)
 );
 CREATE INDEX alert_issue_users_bucket ON alert_issue_users (bucket);
