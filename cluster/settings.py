@@ -363,6 +363,49 @@ class Settings(BaseSettings):
     #: sweeps at a time.
     artifact_sweep_interval_s: float = Field(default=3600.0, gt=0)
 
+    # --- alert notifications (actors/notifier.py, storage/notifications.py) -------------
+    #: Seconds one attempt at a destination may take (connect, send, answer) before it
+    #: counts as failed and is retried. Slack answers within a second; 10 s leaves room
+    #: for a slow self-hosted receiver without letting one hold a sending slot for long.
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+    #: Attempts per delivery before it is marked failed (the first included). With the
+    #: backoff below, 8 attempts span about 10 minutes: a receiver's restart or deploy
+    #: passes, a dead one shows as failed soon.
+    notify_max_attempts: int = Field(default=8, ge=1)
+    #: Seconds before the first retry; each further retry waits twice as long, at most
+    #: ``notify_backoff_cap_s`` (5 s, 10 s, 20 s … 300 s).
+    notify_backoff_base_s: float = Field(default=5.0, gt=0)
+    notify_backoff_cap_s: float = Field(default=300.0, gt=0)
+    #: Seconds a notifier holds a claimed delivery; another notifier takes it over only
+    #: after this, so it must exceed ``notify_timeout_s`` (a send in progress is never
+    #: duplicated) and bounds how late a dead notifier's deliveries go out.
+    notify_lease_s: float = Field(default=60.0, gt=0)
+    #: Deliveries one notifier sends at once (threads): a slow destination holds one slot,
+    #: never the others.
+    notify_concurrency: int = Field(default=8, ge=1, le=256)
+    #: Seconds the notifier waits for a NOTIFY before it looks for due retries anyway.
+    notify_idle_poll_s: float = Field(default=1.0, gt=0)
+    #: Days delivered notifications stay in the delivery log; failed ones stay
+    #: ``notify_failed_retention_days`` (longer: they are what someone must look into).
+    notify_retention_days: float = Field(default=14.0, gt=0)
+    notify_failed_retention_days: float = Field(default=30.0, gt=0)
+    #: Seconds between two retention sweeps of the delivery log (one notifier at a time).
+    notify_prune_interval_s: float = Field(default=600.0, gt=0)
+    #: Failed attempts in a row at one destination after which the project shows a
+    #: warning naming it (a delivery that fails all ``notify_max_attempts`` raises it).
+    notify_failure_warning_threshold: int = Field(default=3, ge=1)
+    #: SMTP server for alert e-mails; empty: e-mail actions fail with a message naming
+    #: this setting. STARTTLS on 587 is what most relays take; ``smtp_ssl`` is port 465's
+    #: implicit TLS.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    #: The From: address of alert e-mails.
+    smtp_from: str = "crashray@localhost"
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100
