@@ -40,9 +40,9 @@ import psycopg
 import ray
 
 from actors.clickhouse import clickhouse_store
+from actors.consumer_alerts import BatchEvent, RuleCache, apply_rules
 from actors.grouping import IssueResolver, ShardedResolver
 from actors.placement import LOCAL, Placement
-from actors.consumer_alerts import BatchEvent, RuleCache, apply_rules
 from actors.symbolicate import (
     LocalSymbolication,
     ShardedSymbolication,

@@ -31,6 +31,7 @@ from events.alert_rules import (
     rule_fires,
     windows_needed,
 )
+from events.notify import NotifiedIssue, NotifiedProject, delivery_payload
 from storage import alert_rules as rule_store
 from storage.notifications import NewDelivery, enqueue
 from storage.scope import ProjectScope
@@ -161,11 +162,12 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
     granted = rule_store.claim_fires(conn, [(s.id, e.issue_id, s.frequency_minutes)
                                             for e, s, _ in firing], now)
     deliveries: list[NewDelivery] = []
+    projects = _projects(conn, scopes)
     for e, stored, rule in firing:
         if (stored.id, e.issue_id) not in granted:
             continue
         granted.discard((stored.id, e.issue_id))  # once per (rule, issue) in a batch
-        payload = delivery_payload(e, stored, base_url)
+        payload = payload_of(e, stored, projects[e.scope.id], base_url)
         deliveries += [NewDelivery(e.scope.organization_id, e.scope.id, stored.id,
                                    e.issue_id, e.event_id, {"id": a.id, **a.fields}, payload)
                        for a in rule.actions]
@@ -194,11 +196,21 @@ def _latest_releases(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScop
     return {int(r[0]): str(r[1]) for r in rows}
 
 
-def delivery_payload(e: BatchEvent, rule: rule_store.StoredRule, base_url: str
-                     ) -> dict[str, Any]:
+def _projects(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
+              ) -> dict[int, NotifiedProject]:
+    rows = conn.execute(
+        "SELECT p.id, p.slug, p.name, o.slug FROM projects p JOIN organizations o"
+        " ON o.id = p.organization_id WHERE (p.organization_id, p.id) IN"
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
+    return {int(r[0]): NotifiedProject(int(r[0]), str(r[1]), str(r[2] or r[1]), str(r[3]))
+            for r in rows}
+
+
+def payload_of(e: BatchEvent, rule: rule_store.StoredRule, project: NotifiedProject,
+               base_url: str) -> dict[str, Any]:
     """What the notifier renders a notification from (events/notify.py)."""
     event = {k: e.event[k] for k in EVENT_KEYS if k in e.event}
-    return {"event": {**event, "event_id": e.event_id},
-            "issue": {"id": e.issue_id, "title": e.title, "culprit": e.culprit},
-            "project_id": e.scope.id, "organization_id": e.scope.organization_id,
-            "rule": {"id": rule.id, "name": rule.name}, "base_url": base_url}
+    issue = NotifiedIssue(e.issue_id, e.title, e.culprit, str(e.event.get("level") or "error"))
+    return delivery_payload(event={**event, "event_id": e.event_id}, issue=issue,
+                            project=project, rule_names=[rule.name], base_url=base_url)

@@ -355,6 +355,8 @@ class Runtime:
     #: The symbolication pool (``CRASHRAY_SYMBOLICATION_ACTORS``; empty: consumers
     #: symbolicate in their own process).
     _symbolicators: list[Any] = field(default_factory=list)
+    #: Sends alert notifications (actors/notifier.py).
+    _notifier: Any = None
     _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
@@ -486,6 +488,7 @@ class Runtime:
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
+        from actors.notifier import NotifierConfig, start_notifier
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
         from actors.symbolicate import start_symbolicators, symbolicator_name
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
@@ -514,6 +517,8 @@ class Runtime:
                                                symbolicator_names=symbolicator_names))
         self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
                                                  symbolicator_names)
+        self._notifier = start_notifier(NotifierConfig.from_settings(s, self.postgres_url),
+                                        self.placement)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
@@ -607,6 +612,7 @@ class Runtime:
                                login_max_delay_s=s.login_max_delay_s,
                                max_body_bytes=s.api_max_body_bytes,
                                trusted_proxies=tuple(s.trusted_proxies),
+                               notify_warning_threshold=s.notify_failure_warning_threshold,
                                artifacts=ArtifactConfig(
                                    str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
                                    s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,
@@ -711,6 +717,12 @@ class Runtime:
             # First, so it does not refill the pool; it retires the consumers it started.
             stop_pool_autoscaler(budget_s)
             self._autoscaler = None
+        if self._notifier is not None:
+            try:  # sends in progress finish; the rest wait in PostgreSQL for the next start
+                ray.get(self._notifier.stop.remote(), timeout=budget_s)
+            except Exception:
+                log.warning("the notifier did not stop cleanly", exc_info=True)
+            self._notifier = None
         for consumer in self._consumers:
             try:
                 ray.get(consumer.stop.remote(), timeout=budget_s)

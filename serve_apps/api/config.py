@@ -35,3 +35,6 @@ class ApiConfig:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     #: Uploaded source files: their directory and the upload limits (storage/artifacts.py).
     artifacts: ArtifactConfig = field(default_factory=ArtifactConfig)
+    #: Consecutive failed attempts after which a destination shows as a project warning
+    #: (``CRASHRAY_NOTIFY_FAILURE_WARNING_THRESHOLD``).
+    notify_warning_threshold: int = 3
