@@ -3,8 +3,10 @@
 Sentry's event endpoint answers the event's interfaces as ``entries`` in camelCase
 (``exception``, ``message``, ``breadcrumbs``, ``request``, ``threads``), frames with
 ``absPath``/``lineNo``/``colNo``/``inApp`` and ``context`` as ``[[lineno, line], ...]``,
-``tags`` as ``[{"key", "value"}]`` sorted by key, the ``user`` fields of Sentry's user
-interface, ``title``/``culprit``/``location``/``metadata`` as stored with the event, and the
+a symbolicated stack trace's minified frames as ``rawStacktrace`` beside ``stacktrace``
+(null when nothing was symbolicated), the event's processing ``errors`` (why a frame
+stayed minified) as stored, ``tags`` as ``[{"key", "value"}]`` sorted by key, the ``user``
+fields of Sentry's user interface, ``title``/``culprit``/``location``/``metadata`` as stored with the event, and the
 ``_meta`` of scrubbed fields as stored (the tags' re-indexed to the answered order).
 """
 
@@ -38,7 +40,7 @@ def _frame(frame: Mapping[str, Any]) -> dict[str, Any]:
             "platform": frame.get("platform"), "function": frame.get("function"),
             "rawFunction": frame.get("raw_function"), "lineNo": line,
             "colNo": frame.get("colno"), "inApp": bool(frame.get("in_app")),
-            "context": context, "vars": frame.get("vars"),
+            "context": context, "vars": frame.get("vars"), "data": frame.get("data"),
             "instructionAddr": frame.get("instruction_addr")}
 
 
@@ -102,7 +104,8 @@ def event_entries(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     if threads:
         entries.append({"type": "threads", "data": {"values": [
             {"id": t.get("id"), "name": t.get("name"), "crashed": t.get("crashed"),
-             "current": t.get("current"), "stacktrace": _stacktrace(t.get("stacktrace"))}
+             "current": t.get("current"), "stacktrace": _stacktrace(t.get("stacktrace")),
+             "rawStacktrace": _stacktrace(t.get("raw_stacktrace"))}
             for t in threads]}})
     breadcrumbs = _values(event.get("breadcrumbs"))
     if breadcrumbs:

@@ -365,3 +365,18 @@ class ProjectArtifacts:
         if content is None:  # the row outlived its blob (a data directory copied in part)
             return None
         return Artifact(row[0], row[1], content, dict(row[3]))
+
+
+# --- deleting a release file (the dashboard's project settings; Sentry's DELETE of
+# ``releases/{version}/files/{file_id}/``) ----------------------------------------------
+def delete_release_file(conn: psycopg.Connection[Any], scope: ProjectScope, release: str,
+                        file_id: int) -> bool:
+    """Deletes the project's release file ``file_id`` of ``release`` (its one-file bundle,
+    whose rows cascade); False when the project has no such file in that release. Its blob
+    stays: other files may share it."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM artifact_bundles b WHERE b.id = %s AND b.organization_id = %s"
+            " AND b.source = 'release_file' AND b.release = %s AND EXISTS (SELECT 1 FROM"
+            " artifact_bundle_projects bp WHERE bp.bundle_id = b.id AND bp.project_id = %s)",
+            (file_id, scope.organization_id, release, scope.id)).rowcount > 0
