@@ -80,6 +80,9 @@ class AutoscalerConfig:
     retire_timeout_s: float = 60.0
     #: The consumers' name prefix (``actors.consumer.consumer_name``).
     pool: str = CONSUMER_POOL
+    #: The symbolication actors new consumers hand JavaScript events to (none: they
+    #: symbolicate in their own process).
+    symbolicator_names: tuple[str, ...] = ()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
@@ -168,7 +171,8 @@ class PoolAutoscaler:
             # stops the growth there, with the ones started so far in the pool.
             self._pool.extend(start_consumers(
                 1, self._config.consumer, self._config.grouping_shard_names,
-                self._config.placement, first=len(self._pool), pool=self._config.pool))
+                self._config.placement, first=len(self._pool), pool=self._config.pool,
+                symbolicator_names=self._config.symbolicator_names))
         self._changes.append((time.time(), before, len(self._pool), decision.reason,
                               load.waiting_items))
 

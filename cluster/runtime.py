@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,9 @@ class Runtime:
     _autoscaler: Any = None
     _grouping_shards: list[Any] = field(default_factory=list)
     _rate_limiters: list[Any] = field(default_factory=list)
+    #: The symbolication pool (``CRASHRAY_SYMBOLICATION_ACTORS``; empty: consumers
+    #: symbolicate in their own process).
+    _symbolicators: list[Any] = field(default_factory=list)
     _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
@@ -483,6 +487,7 @@ class Runtime:
         from actors.consumer import start_consumers
         from actors.grouping import shard_name, start_grouping_shards
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
+        from actors.symbolicate import start_symbolicators, symbolicator_name
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
@@ -499,16 +504,28 @@ class Runtime:
             SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)),
             self.placement)
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
-        self._consumers = list(start_consumers(consumer_bounds(s)[0], self.consumer_config(),
-                                               shard_names, self.placement))
-        self._autoscaler = start_pool_autoscaler(s, self.consumer_config(), shard_names,
-                                                 self.placement)
+        config = self.consumer_config()
+        symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
+        if symbolicator_names:
+            self._symbolicators = start_symbolicators(
+                len(symbolicator_names), config.symbolication, self.placement)
+        self._consumers = list(start_consumers(consumer_bounds(s)[0], config, shard_names,
+                                               self.placement,
+                                               symbolicator_names=symbolicator_names))
+        self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
+                                                 symbolicator_names)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
+        from actors.symbolicate import SymbolicationConfig
+        from storage.artifacts import artifact_source
 
         s = self.settings
+        symbolication = SymbolicationConfig(
+            partial(artifact_source, self.postgres_url, str(s.resolved_artifact_dir())),
+            s.symbolication_cache_bytes, s.symbolication_max_map_bytes)
         return ConsumerConfig(
+            symbolication=symbolication,
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,

@@ -105,7 +105,8 @@ def check_scaling(s: Settings) -> None:
 
 
 def start_pool_autoscaler(s: Settings, consumer_config: Any, grouping_shard_names: Sequence[str],
-                          placement: Placement) -> Any | None:
+                          placement: Placement, symbolicator_names: Sequence[str] = ()
+                          ) -> Any | None:
     """The consumer pool's autoscaler (its minimum already started), or None for a fixed
     pool."""
     policy = pool_policy(s)
@@ -115,4 +116,5 @@ def start_pool_autoscaler(s: Settings, consumer_config: Any, grouping_shard_name
     from actors.pool_autoscaler import start_pool_autoscaler as start
 
     return start(AutoscalerConfig(policy, consumer_config, tuple(grouping_shard_names),
-                                  s.consumer_scale_interval_s, placement))
+                                  s.consumer_scale_interval_s, placement,
+                                  symbolicator_names=tuple(symbolicator_names)))

@@ -20,8 +20,9 @@ import datetime as dt
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from events.artifact_bundle import Bundle, BundleError, normalize_debug_id, url_candidates
 from events.artifacts import Artifact
+from storage.errors import StorageError
 from storage.scope import ProjectScope
 
 MIB: Final = 1024 * 1024
@@ -365,6 +367,57 @@ class ProjectArtifacts:
         if content is None:  # the row outlived its blob (a data directory copied in part)
             return None
         return Artifact(row[0], row[1], content, dict(row[3]))
+
+
+class SharedConnection:
+    """One PostgreSQL connection for a process's artifact lookups, as a
+    ``ConnectionFactory``: a lookup takes it under a lock (a symbolication actor serves a
+    few threads; a lookup is one indexed query). A connection that failed is dropped and
+    the next lookup opens a fresh one; a database that does not answer raises
+    ``StorageError``, so the consumer retries the item later instead of storing the event
+    unsymbolicated."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self._url, autocommit=True)
+                yield self._conn
+            except psycopg.OperationalError as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                raise StorageError(f"the artifact store's database did not answer: {exc}"
+                                   ) from exc
+
+
+_shared: dict[str, SharedConnection] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_connection(url: str) -> SharedConnection:
+    """This process's ``SharedConnection`` to ``url`` (made on first use)."""
+    with _shared_lock:
+        found = _shared.get(url)
+        if found is None:
+            found = _shared[url] = SharedConnection(url)
+        return found
+
+
+def artifact_source(postgres_url: str, blob_dir: str, organization_id: int, project_id: int
+                    ) -> ProjectArtifacts:
+    """The ``SymbolicationConfig.artifacts_for`` of a running instance (bound to its
+    database and blob directory with ``functools.partial``; it travels to the actors, so
+    it is a module-level function): one project's artifacts, on the process's shared
+    connection."""
+    return ProjectArtifacts(shared_connection(postgres_url), blob_dir, organization_id,
+                            project_id)
 
 
 # --- deleting a release file (the dashboard's project settings; Sentry's DELETE of

@@ -1,6 +1,8 @@
 """Source maps as a user uploads them: esbuild bundles and minifies a small app, the real
 ``sentry-cli`` 3.8.2 injects debug ids and uploads the output to a running ``crashray up``,
-and the stored files are found by debug id and by URL as symbolication looks them up."""
+and the stored files are found by debug id and by URL as symbolication looks them up; the
+real ``@sentry/node`` then throws from the minified bundle and the stored event shows the
+original file, line, function and source line."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -26,6 +31,7 @@ APP_DIR = Path(__file__).parent / "sourcemaps"
 ESBUILD = APP_DIR / "node_modules" / ".bin" / "esbuild"
 #: sentry-cli 2.x (npm @sentry/cli), for the release-files flow 3.x no longer has.
 SENTRY_CLI_2 = APP_DIR / "node_modules" / ".bin" / "sentry-cli"
+NODE_DIR = Path(__file__).parent / "node"
 #: Chunks this small make sentry-cli split the bundle (the default is 8 MiB).
 CHUNK_BYTES = 64 * 1024
 
@@ -139,3 +145,68 @@ def test_sentry_cli_2_uploads_release_files_found_by_release_dist_and_url(
     assert source_map is not None and json.loads(source_map.content)["mappings"]
     assert found.by_url("cart@1.0", "other", "https://shop.example/static/app.min.js",
                         "minified_source") is None
+
+
+def esbuild_cjs(out_dir: Path) -> Path:
+    """The app as a minified CommonJS bundle for node (it throws while it loads)."""
+    dist = out_dir / "dist"
+    subprocess.run([str(ESBUILD), str(APP_DIR / "src" / "app.js"), "--bundle", "--minify",
+                    "--sourcemap", "--platform=node", "--format=cjs",
+                    f"--outfile={dist / 'app.min.js'}"], check=True, capture_output=True)
+    return dist
+
+
+def run_node_bundle(c: CrashrayProcess, bundle: Path, release: str) -> str:
+    done = subprocess.run(["node", str(NODE_DIR / "run_bundle.js"), str(bundle)],
+                          env={**os.environ, "CRASHRAY_DSN": c.dsn, "CRASHRAY_RELEASE": release},
+                          capture_output=True, text=True, timeout=60, check=True)
+    event_id: str = json.loads(done.stdout.strip().splitlines()[-1])
+    return event_id.replace("-", "")
+
+
+def stored_event(c: CrashrayProcess, event_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(f"{c.base_url}/api/0/projects/crashray/default/events/{event_id}/",
+                             headers={"Authorization": f"Bearer {c.token}"}, timeout=10)
+        if response.status_code == 200:
+            event: dict[str, Any] = response.json()
+            return event
+        assert response.status_code == 404, response.text
+        assert time.monotonic() < deadline, f"event {event_id} was not stored in {timeout_s} s"
+        time.sleep(0.5)
+
+
+def exception_value(event: dict[str, Any]) -> dict[str, Any]:
+    entry = next(e for e in event["entries"] if e["type"] == "exception")
+    value: dict[str, Any] = entry["data"]["values"][-1]
+    return value
+
+
+@pytest.mark.skipif(not (ESBUILD.exists() and (NODE_DIR / "node_modules").exists()),
+                    reason="run `npm ci` in tests/e2e/sourcemaps and tests/e2e/node"
+                           " (.ci/run does)")
+@pytest.mark.skipif(shutil.which("sentry-cli") is None,
+                    reason="pip install sentry-cli==3.8.2 (the test extra has it)")
+def test_node_sdk_event_thrown_in_a_minified_bundle_shows_the_original_source(
+        instance: tuple[CrashrayProcess, str], tmp_path: Path) -> None:
+    running, _ = instance
+    dist = esbuild_cjs(tmp_path)
+    sentry_cli(running, "sourcemaps", "inject", str(dist))
+    sentry_cli(running, "sourcemaps", "upload", "--release", "node-shop@1.0", str(dist))
+
+    event = stored_event(running, run_node_bundle(running, dist / "app.min.js",
+                                                  "node-shop@1.0"))
+    value = exception_value(event)
+    assert value["value"] == "cart is empty: nothing to check out"
+    frames = value["stacktrace"]["frames"]
+    top = frames[-1]
+    assert top["filename"].endswith("src/cart.js"), top
+    assert (top["function"], top["lineNo"]) == ("checkout", 4), top
+    assert top["context"][[n for n, _ in top["context"]].index(4)][1].strip() \
+        == 'throw new Error("cart is empty: nothing to check out");'
+    assert any(f["filename"].endswith("src/app.js") and f["function"] == "main"
+               for f in frames), frames
+    raw = value["rawStacktrace"]["frames"]
+    assert raw[-1]["filename"].endswith("app.min.js") and raw[-1]["lineNo"] != 4
+    assert not [e for e in event.get("errors", []) if "app.min.js" in json.dumps(e)]
