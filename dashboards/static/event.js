@@ -226,14 +226,19 @@ const ERROR_FIELDS = [
   ["debug_id", "Debug ID"], ["row", "Line"], ["column", "Column"], ["name", "Field"], ["value", "Value"],
 ];
 
-/** {title, reason, hint, details: [[label, value]]} of one entry of the event's `errors`. */
+/**
+ * {title, reason, hint, details: [[label, value]]} of one entry of the event's `errors`, as
+ * Sentry's event API answers them: {type, message, data: {url, sourcemap, reason, …}}.
+ */
 export function describeProcessingError(error) {
   const type = error && typeof error.type === "string" ? error.type : "unknown_error";
-  const [title, hint] = PROCESSING_ERRORS[type] || [type.replace(/_/g, " "), null];
+  const data = error && error.data && typeof error.data === "object" ? error.data : {};
+  const message = error && typeof error.message === "string" && error.message ? error.message : type.replace(/_/g, " ");
+  const [title, hint] = PROCESSING_ERRORS[type] || [message, null];
   const details = ERROR_FIELDS
-    .filter(([key]) => error && error[key] !== undefined && error[key] !== null && error[key] !== "")
-    .map(([key, label]) => [label, plain(error[key])]);
-  return { type, title, reason: error && typeof error.reason === "string" ? error.reason : null, hint, details };
+    .filter(([key]) => data[key] !== undefined && data[key] !== null && data[key] !== "")
+    .map(([key, label]) => [label, plain(data[key])]);
+  return { type, title, reason: typeof data.reason === "string" ? data.reason : null, hint, details };
 }
 
 function errorsView(event) {

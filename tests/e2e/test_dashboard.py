@@ -146,9 +146,10 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
                 issue: router.parseRoute("#/acme/issues/42?event=latest"),
                 bars: fmt.sparkBars([[0, 0], [3600, 4], [7200, 2]], 30, 10).map((b) => b.height),
                 sizes: [0, 1, 1023, 1536, 10 * 1024 * 1024, -1].map(fmt.byteSize),
-                noColumn: ev.describeProcessingError({type: "js_no_column", url: "app:///a.js"}),
-                unknown: ev.describeProcessingError({type: "invalid_data", name: "user.ip",
-                                                     value: "x"}),
+                noColumn: ev.describeProcessingError({type: "js_no_column",
+                    message: "Frame without a column number", data: {url: "app:///a.js"}}),
+                unknown: ev.describeProcessingError({type: "invalid_data",
+                    message: "Discarded invalid value", data: {name: "user.ip", value: "x"}}),
                 raw: [ev.hasRawFrames([{stacktrace: {frames: [{}]}, rawStacktrace: null}]),
                       ev.hasRawFrames([{}, {rawStacktrace: {frames: [{}]}}])],
                 bundleNames: [settings.bundleName({bundleId: "b-1", checksum: "c".repeat(40)}),
@@ -171,7 +172,7 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
     assert found["noColumn"]["details"] == [["File", "app:///a.js"]]
     assert found["noColumn"]["reason"] is None and "column" in found["noColumn"]["hint"]
     assert (found["unknown"]["title"], found["unknown"]["details"]) == (
-        "invalid data", [["Field", "user.ip"], ["Value", "x"]])
+        "Discarded invalid value", [["Field", "user.ip"], ["Value", "x"]])
     assert found["raw"] == [False, True]
     assert found["bundleNames"] == ["b-1", "0123456789ab"]
     assert found["ruleError"] == {"setting": "fingerprintingRules", "line": 2}

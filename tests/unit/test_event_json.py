@@ -127,9 +127,9 @@ def test_a_symbolicated_event_answers_original_frames_its_raw_frames_and_why_not
         "app:///build/app.min.js", 1, thrown["frames"][-1]["colno"])
     assert raw_crash["context"] == []
     assert value["rawStacktrace"]["frames"][0]["absPath"] == "app:///build/vendor.min.js"
-    assert [(e["type"], e["url"]) for e in answer["errors"]] == [
-        ("js_no_source", "app:///build/vendor.min.js")]
-    assert "release 'shop@1.0.0'" in answer["errors"][0]["reason"]
+    assert [(e["type"], e["message"], e["data"]["url"]) for e in answer["errors"]] == [
+        ("js_no_source", "Source code or source map not found", "app:///build/vendor.min.js")]
+    assert "release 'shop@1.0.0'" in answer["errors"][0]["data"]["reason"]
 
 
 def test_threads_answer_their_raw_stacktrace_and_unsymbolicated_events_null() -> None:
@@ -144,3 +144,15 @@ def test_threads_answer_their_raw_stacktrace_and_unsymbolicated_events_null() ->
     assert thread["stacktrace"]["frames"][0]["filename"] == "src/x.ts"
     assert entries["exception"]["values"][0]["rawStacktrace"] is None
     assert as_api(event)["errors"] == []
+
+
+def test_relay_normalization_errors_answer_sentrys_type_message_and_data() -> None:
+    event = processed(orjson.dumps({"platform": "python", "message": "m",
+                                    "timestamp": "yesterday-ish", "level": "loud"}))
+    stored = {(e["type"], e.get("name")) for e in event["errors"]}
+    answered = as_api(event)["errors"]
+    assert {(e["type"], e["data"].get("name")) for e in answered} == stored
+    assert all(set(e) == {"type", "message", "data"} and e["message"] for e in answered)
+    assert "invalid_data" in {e["type"] for e in answered}
+    assert as_api({**event, "errors": [{"type": "brand_new_kind"}, "junk"]})["errors"] == [
+        {"type": "brand_new_kind", "message": "Brand new kind", "data": {}}]
