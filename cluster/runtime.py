@@ -519,10 +519,13 @@ class Runtime:
         from actors.consumer import ConsumerConfig
         from actors.symbolicate import SymbolicationConfig
         from storage.artifacts import artifact_source
+        from storage.source_fetch_settings import fetch_config, fetching_artifacts_for
 
         s = self.settings
+        uploads = partial(artifact_source, self.postgres_url, str(s.resolved_artifact_dir()),
+                          s.symbolication_lookup_cache_s)
         symbolication = SymbolicationConfig(
-            partial(artifact_source, self.postgres_url, str(s.resolved_artifact_dir())),
+            partial(fetching_artifacts_for, uploads, self.postgres_url, fetch_config(s)),
             s.symbolication_cache_bytes, s.symbolication_max_map_bytes)
         return ConsumerConfig(
             symbolication=symbolication,

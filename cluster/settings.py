@@ -281,6 +281,34 @@ class Settings(BaseSettings):
     #: ``js_too_large``). Large single-page apps ship maps of tens of MB; parsing one costs
     #: about its size again in memory while it happens.
     symbolication_max_map_bytes: int = 64 * MIB
+    #: Seconds a symbolicating process remembers which uploaded file a lookup found (or
+    #: that none matched), so a build's events do not query the database each time. A
+    #: source map uploaded is used for events processed at most this long after.
+    symbolication_lookup_cache_s: float = Field(default=5.0, ge=0)
+
+    # --- source fetching (events/source_fetch.py; per project, off by default) ----------
+    # A project fetches the minified files and maps it has not uploaded from their URLs
+    # only when it sets ``scrapeJavaScript`` and ``allowedDomains`` (project settings).
+    #: Seconds one fetch may take in all (connect, redirects, every read); a server that
+    #: trickles bytes is cut off. Sentry waits 5 s for a source file too. The consumer
+    #: waits meanwhile, so this bounds what one slow host costs an event.
+    source_fetch_timeout_s: float = Field(default=5.0, gt=0)
+    #: Largest file fetched, bytes; reading stops past it (``fetch_too_large``). 40 MiB
+    #: as Sentry's limit: large single-page apps' maps are tens of MB.
+    source_fetch_max_bytes: int = Field(default=40 * MIB, ge=KIB)
+    #: Seconds a fetched file is reused for other events before it is fetched again.
+    source_fetch_cache_ttl_s: float = Field(default=300.0, ge=0)
+    #: Seconds a failed fetch (host down, 404, timeout) is remembered, so a down host is
+    #: not asked again for every event of a burst.
+    source_fetch_failure_ttl_s: float = Field(default=60.0, ge=0)
+    #: Bytes of fetched files each process caches (by URL, least recently used go first).
+    source_fetch_cache_bytes: int = Field(default=128 * MIB, ge=0)
+    #: Fetch from hosts that resolve to private, loopback or link-local addresses. Off:
+    #: a DSN is public, and an event naming ``http://169.254.169.254/`` or an intranet
+    #: host must not make Crashray fetch it (SSRF). On for tests and intranet installs.
+    source_fetch_allow_private: bool = False
+    #: Seconds a consumer reuses a project's ``allowedDomains``/``scrapeJavaScript``.
+    source_fetch_settings_refresh_s: float = Field(default=10.0, ge=0)
 
     # --- grouping ----------------------------------------------------------------------
     #: Grouping actors (``actors/grouping.py``); project ``p`` belongs to shard

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 #: The artifact kinds an artifact bundle's manifest knows (its file ``type``).
@@ -26,6 +26,20 @@ class Artifact:
     kind: str  # "minified_source" | "source_map" | "source"
     content: bytes
     headers: Mapping[str, str] = field(default_factory=dict)  # {"debug-id": …, "sourcemap": …}
+    #: Read from its URL by source fetching (events/source_fetch.py), not uploaded: a file
+    #: fetched without a source map is taken as plain source, not as a map gone missing.
+    fetched: bool = False
+
+
+class ArtifactUnavailable(Exception):
+    """Raised by an ``ArtifactSource``'s ``by_url`` that looked ``url`` up everywhere it
+    can (the uploads under every candidate name, then the URL itself) and can say why
+    nothing is there: ``error`` is the event's ``errors`` entry (a fetch that failed, a
+    host the project does not allow). Symbolication stops looking for that file."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("reason") or error["type"])
+        self.error = error
 
 
 class ArtifactSource(Protocol):
@@ -34,7 +48,10 @@ class ArtifactSource(Protocol):
     def by_debug_id(self, debug_id: str, kind: str) -> Artifact | None: ...
 
     def by_url(self, release: str | None, dist: str | None, url: str, kind: str
-               ) -> Artifact | None: ...
+               ) -> Artifact | None:
+        """The artifact stored under ``url`` (one of ``candidate_urls``); None when there
+        is none; may raise ``ArtifactUnavailable`` to say why."""
+        ...
 
 
 _UUID_HEX = re.compile(r"^[0-9a-fA-F]{32}$")

@@ -15,7 +15,10 @@ A resolved frame gets the original ``abs_path``/``filename``, ``lineno``/``colno
 ``function`` (the enclosing scope's original name), ``context_line``/``pre_context``/
 ``post_context`` from the map's ``sourcesContent``, ``data.sourcemap`` (which turns JS
 function names off in grouping, spec §6.5) and ``in_app`` false for ``node_modules`` and
-bundler runtime files. A stack trace with any frame changed keeps its minified frames as
+bundler runtime files. A file fetched from its URL (events/source_fetch.py) that names no
+map is taken as plain, unminified source, as Sentry takes it: its frames get their context
+lines from the file itself and no error (an *uploaded* minified file without a map still
+reports ``js_no_source``: someone meant to upload its map). A stack trace with any frame changed keeps its minified frames as
 ``raw_stacktrace``, as Sentry does. A frame that cannot be resolved stays as it was and
 the reason goes into the event's ``errors`` (Sentry's ``EventError`` types, below); the
 event is never dropped.
@@ -27,7 +30,6 @@ content hash of the minified file and map, so two events of one build parse it o
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import posixpath
 import re
@@ -46,6 +48,7 @@ from events.artifacts import (
     SOURCE_MAP,
     Artifact,
     ArtifactSource,
+    ArtifactUnavailable,
     artifact_header,
     candidate_urls,
     normalize_debug_id,
@@ -74,6 +77,9 @@ _DEBUG_ID_COMMENT = re.compile(rb"[#@]\s*debugId=([0-9a-fA-F-]{32,36})")
 _MAP_DEBUG_ID = re.compile(rb'"debug_?[iI]d"\s*:\s*"([0-9a-fA-F-]{32,36})"')
 #: How far from the end of a minified file its trailing comments are looked for.
 _TRAILER_BYTES = 4096
+#: Context lines taken from a file itself are cut to this many characters around the
+#: frame's column (Sentry trims them so; a minified line is one huge line).
+MAX_FILE_CONTEXT_CHARS = 150
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,13 @@ class ResolvedFile:
     resolved_with: str  # "debug-id" | "release"
 
 
+@dataclass(frozen=True)
+class PlainSource:
+    """A fetched file that names no source map: plain source, its own lines the context."""
+
+    lines: tuple[str, ...]
+
+
 class JavaScriptSymbolicator:
     """Applies source maps to JavaScript events; holds the parsed-map cache."""
 
@@ -210,16 +223,30 @@ class JavaScriptSymbolicator:
             changed |= any(a is not b for a, b in zip(frames, new_frames, strict=True))
         if not changed and not run.errors:
             return event
-        result = copy.deepcopy(event)
+        result = _with_own_stacktrace_containers(event)
         for (_, new_frames), copied in zip(containers, _stacktrace_containers(result),
                                            strict=True):
-            if any(a != b for a, b in zip(copied["stacktrace"]["frames"], new_frames,
-                                          strict=True)):
-                copied["raw_stacktrace"] = copied["stacktrace"]
+            frames = copied["stacktrace"]["frames"]
+            if any(a != b for a, b in zip(frames, new_frames, strict=True)):
+                copied["raw_stacktrace"] = {**copied["stacktrace"], "frames": [
+                    dict(f) if isinstance(f, dict) else f for f in frames]}
                 copied["stacktrace"] = {**copied["stacktrace"], "frames": new_frames}
         if run.errors:
             result["errors"] = [*(result.get("errors") or []), *run.errors]
         return result
+
+
+def _with_own_stacktrace_containers(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``event`` whose exception and thread values are its own (shallow) dicts,
+    everything else shared: what ``symbolicate`` replaces, without copying the rest of a
+    large event (contexts, breadcrumbs, modules) as a deep copy would."""
+    result = dict(event)
+    for key in ("exception", "threads"):
+        section = result.get(key)
+        if isinstance(section, dict) and isinstance(section.get("values"), list):
+            result[key] = {**section, "values": [
+                dict(v) if isinstance(v, dict) else v for v in section["values"]]}
+    return result
 
 
 def _stacktrace_containers(event: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -243,7 +270,7 @@ class _EventRun:
         self.release = _str_or_none(event.get("release"))
         self.dist = _str_or_none(event.get("dist"))
         self.debug_ids = _sourcemap_images(event)
-        self.files: dict[str, ResolvedFile | UnresolvedFrame] = {}
+        self.files: dict[str, ResolvedFile | PlainSource | UnresolvedFrame] = {}
         self.errors: list[dict[str, Any]] = []
 
     def frame(self, frame: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +297,8 @@ class _EventRun:
         found = self.files[path]
         if isinstance(found, UnresolvedFrame):
             raise found
+        if isinstance(found, PlainSource):
+            return _with_in_app(_with_file_context(frame, found, self.owner.limits), path)
         lineno, colno = frame.get("lineno"), frame.get("colno")
         if not isinstance(lineno, int) or lineno < 1:
             raise UnresolvedFrame({"type": JS_INVALID_SOURCEMAP_LOCATION, "url": path,
@@ -295,7 +324,7 @@ class _EventRun:
                          "source": token.src, "sourcemap": found.map_url})
         return token
 
-    def _find_map(self, path: str) -> ResolvedFile:
+    def _find_map(self, path: str) -> ResolvedFile | PlainSource:
         debug_id = self.debug_ids.get(path)
         if debug_id is not None:
             source_map = self.artifacts.by_debug_id(debug_id, SOURCE_MAP)
@@ -305,11 +334,15 @@ class _EventRun:
                 return self._parsed(path, minified, source_map.content, map_url, "debug-id")
         return self._find_map_by_url(path, debug_id)
 
-    def _find_map_by_url(self, path: str, debug_id: str | None) -> ResolvedFile:
+    def _find_map_by_url(self, path: str, debug_id: str | None
+                         ) -> ResolvedFile | PlainSource:
         minified = self._by_url(path, MINIFIED_SOURCE)
         if minified is None:
             raise UnresolvedFrame(_no_source(path, debug_id, self.release, "minified file"))
         reference = source_map_reference(minified)
+        if reference is None and minified.fetched:
+            return PlainSource(tuple(line.rstrip("\r") for line in minified.content.decode(
+                "utf-8", "replace").split("\n")))
         if reference is None:
             raise UnresolvedFrame({**_no_source(path, debug_id, self.release, "source map"),
                                    "reason": "the minified file names no source map (no"
@@ -347,7 +380,10 @@ class _EventRun:
 
     def _by_url(self, url: str, kind: str) -> Artifact | None:
         for name in candidate_urls(url):
-            found = self.artifacts.by_url(self.release, self.dist, name, kind)
+            try:
+                found = self.artifacts.by_url(self.release, self.dist, name, kind)
+            except ArtifactUnavailable as exc:  # looked everywhere; says why (a fetch)
+                raise UnresolvedFrame(exc.error) from exc
             if found is not None:
                 return found
         return None
@@ -399,6 +435,37 @@ def _resolved_frame(frame: Mapping[str, Any], token: SourceMapCacheToken,
     return _with_in_app(new, abs_path)
 
 
+def _with_file_context(frame: dict[str, Any], source: PlainSource,
+                       limits: SymbolicationLimits) -> dict[str, Any]:
+    """``frame`` with context lines from its file's own lines (unless it came with some,
+    or its line is not in the file)."""
+    lineno, colno = frame.get("lineno"), frame.get("colno")
+    if (frame.get("context_line") is not None or not isinstance(lineno, int)
+            or not 1 <= lineno <= len(source.lines)):
+        return frame
+    column = colno if isinstance(colno, int) else None
+    n = limits.context_lines
+    return {**frame,
+            "context_line": trim_line(source.lines[lineno - 1], column),
+            "pre_context": [trim_line(line, column)
+                            for line in source.lines[max(lineno - 1 - n, 0):lineno - 1]],
+            "post_context": [trim_line(line, column)
+                             for line in source.lines[lineno:lineno + n]]}
+
+
+def trim_line(line: str, column: int | None = None) -> str:
+    """At most ``MAX_FILE_CONTEXT_CHARS`` of ``line`` around ``column`` (1-based), with
+    ``{snip}`` where it was cut, as Sentry shows long (minified) lines."""
+    limit = MAX_FILE_CONTEXT_CHARS
+    if len(line) <= limit:
+        return line
+    center = min(max((column or 1) - 1, 0), len(line))
+    start = max(min(center - limit // 2, len(line) - limit), 0)
+    end = start + limit
+    return ("{snip} " if start > 0 else "") + line[start:end] + (
+        " {snip}" if end < len(line) else "")
+
+
 def _with_in_app(frame: dict[str, Any], path: str) -> dict[str, Any]:
     """Library and bundler runtime code is not the app's (spec §8.1)."""
     if frame.get("in_app") is not False and (
@@ -407,10 +474,20 @@ def _with_in_app(frame: dict[str, Any], path: str) -> dict[str, Any]:
     return frame
 
 
+#: webpack 5 names sources ``webpack://<output.uniqueName>/./src/a.js``; the namespace (the
+#: package name by default) is not part of the module's path.
+_WEBPACK_NAMESPACE = re.compile(r"^webpack://[A-Za-z0-9_\-@.]+/\./")
+
+
 def display_filename(abs_path: str) -> str:
     """The short name a frame shows: the path of a URL; for ``webpack://`` sources the
-    module path after the scheme (``webpack:///./src/a.js`` → ``./src/a.js``)."""
+    module path after the scheme and namespace (``webpack:///./src/a.js`` and
+    ``webpack://shop/./src/a.js`` → ``./src/a.js``; ``…/~/lib/x.js`` → ``~/lib/x.js``)."""
     if abs_path.startswith("webpack:"):
+        if "/~/" in abs_path:
+            return "~/" + abs_path.split("/~/", 1)[1]
+        if _WEBPACK_NAMESPACE.match(abs_path):
+            return _WEBPACK_NAMESPACE.sub("./", abs_path, count=1)
         rest = abs_path[len("webpack:"):].lstrip("/")
         return rest.split("/", 1)[1] if rest.startswith("_N_E/") else rest
     parts = urlsplit(abs_path)

@@ -21,6 +21,8 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -332,13 +334,25 @@ _PROJECT_FILES: Final = (
 
 class ProjectArtifacts:
     """One project's uploaded files, as ``events.artifacts.ArtifactSource``: the newest
-    upload wins when several match."""
+    upload wins when several match.
+
+    Lookups are remembered for ``lookup_cache_s`` (found or not, at most
+    ``lookup_cache_entries`` of them): every event of a build asks for the same few files,
+    and a project that uploads nothing would otherwise cost each JavaScript event a few
+    queries. An upload is therefore seen by symbolication at most that long after it
+    finished. What is remembered is the file's name and blob hash, not its content."""
 
     def __init__(self, conn_factory: ConnectionFactory, blob_dir: str | Path,
-                 organization_id: int, project_id: int) -> None:
+                 organization_id: int, project_id: int, lookup_cache_s: float = 0.0,
+                 lookup_cache_entries: int = 4096) -> None:
         self._connect = conn_factory
         self._blobs = BlobStore(Path(blob_dir))
         self._scope = (organization_id, organization_id, project_id)
+        self._cache_s = lookup_cache_s
+        self._cache_entries = lookup_cache_entries
+        self._cache: OrderedDict[tuple[Any, ...], tuple[float, tuple[Any, ...] | None]] = \
+            OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def by_debug_id(self, debug_id: str, kind: str) -> Artifact | None:
         normalized = normalize_debug_id(debug_id)
@@ -356,17 +370,44 @@ class ProjectArtifacts:
 
     def _first(self, where: str, params: tuple[Any, ...], ordered: bool = False
                ) -> Artifact | None:
-        order = ", " if ordered else " ORDER BY "
-        sql = (f"SELECT {_FILE_COLUMNS}{_PROJECT_FILES}{where}{order}"
-               "b.date_added DESC, b.id DESC, f.id LIMIT 1")
-        with self._connect() as conn:
-            row = conn.execute(sql, (*self._scope, *params)).fetchone()
+        key = (where, *(tuple(p) if isinstance(p, list) else p for p in params))
+        row = self._cached(key)
+        if row is _NOT_CACHED:
+            order = ", " if ordered else " ORDER BY "
+            sql = (f"SELECT {_FILE_COLUMNS}{_PROJECT_FILES}{where}{order}"
+                   "b.date_added DESC, b.id DESC, f.id LIMIT 1")
+            with self._connect() as conn:
+                found = conn.execute(sql, (*self._scope, *params)).fetchone()
+            row = None if found is None else tuple(found)
+            self._remember(key, row)
         if row is None:
             return None
         content = self._blobs.get(row[2])
         if content is None:  # the row outlived its blob (a data directory copied in part)
             return None
         return Artifact(row[0], row[1], content, dict(row[3]))
+
+    def _cached(self, key: tuple[Any, ...]) -> Any:
+        if self._cache_s <= 0:
+            return _NOT_CACHED
+        with self._cache_lock:
+            entry = self._cache.get(key)
+            if entry is None or entry[0] < time.monotonic():
+                return _NOT_CACHED
+            return entry[1]
+
+    def _remember(self, key: tuple[Any, ...], row: tuple[Any, ...] | None) -> None:
+        if self._cache_s <= 0:
+            return
+        with self._cache_lock:
+            self._cache[key] = (time.monotonic() + self._cache_s, row)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_entries:
+                self._cache.popitem(last=False)
+
+
+#: A lookup not in ``ProjectArtifacts``' cache (None is a remembered miss).
+_NOT_CACHED: Final = object()
 
 
 class SharedConnection:
@@ -410,14 +451,14 @@ def shared_connection(url: str) -> SharedConnection:
         return found
 
 
-def artifact_source(postgres_url: str, blob_dir: str, organization_id: int, project_id: int
-                    ) -> ProjectArtifacts:
+def artifact_source(postgres_url: str, blob_dir: str, lookup_cache_s: float,
+                    organization_id: int, project_id: int) -> ProjectArtifacts:
     """The ``SymbolicationConfig.artifacts_for`` of a running instance (bound to its
-    database and blob directory with ``functools.partial``; it travels to the actors, so
-    it is a module-level function): one project's artifacts, on the process's shared
-    connection."""
+    database, blob directory and lookup cache time with ``functools.partial``; it travels
+    to the actors, so it is a module-level function): one project's artifacts, on the
+    process's shared connection."""
     return ProjectArtifacts(shared_connection(postgres_url), blob_dir, organization_id,
-                            project_id)
+                            project_id, lookup_cache_s)
 
 
 # --- deleting a release file (the dashboard's project settings; Sentry's DELETE of

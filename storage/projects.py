@@ -1,6 +1,7 @@
 """Projects in PostgreSQL: finding them within an organization (``ProjectRef``, the tenant
 scope every project-level storage function takes) and every project setting — name and
-platform, data scrubbing, grouping version and rules, spike protection — read and written
+platform, data scrubbing, grouping version and rules, spike protection, source fetching
+(``allowedDomains``/``scrapeJavaScript``) — read and written
 here and nowhere else.
 
 Grouping versions and their transitions: a project groups with ``grouping_config``. When it
@@ -93,12 +94,15 @@ class ProjectSettings:
     safe_fields: tuple[str, ...]
     grouping: ProjectGroupingSettings
     spike: SpikeProtection
+    allowed_domains: tuple[str, ...] = ()
+    scrape_javascript: bool = False
 
 
 def project_settings(conn: psycopg.Connection[Any], project: ProjectRef,
                      spike_defaults: SpikeProtection) -> ProjectSettings | None:
     row = conn.execute("SELECT name, platform, date_added, scrub_data, scrub_defaults,"
-                       " scrub_ip_addresses, sensitive_fields, exclude_fields FROM projects"
+                       " scrub_ip_addresses, sensitive_fields, exclude_fields, allowed_domains,"
+                       " scrape_javascript FROM projects"
                        " WHERE organization_id = %s AND id = %s",
                        (project.organization_id, project.id)).fetchone()
     grouping = grouping_settings(conn, [project.id]).get(project.id)
@@ -106,7 +110,8 @@ def project_settings(conn: psycopg.Connection[Any], project: ProjectRef,
     if row is None or grouping is None or spike is None:
         return None
     return ProjectSettings(project, str(row[0]), row[1], row[2], bool(row[3]), bool(row[4]),
-                           bool(row[5]), tuple(row[6]), tuple(row[7]), grouping, spike)
+                           bool(row[5]), tuple(row[6]), tuple(row[7]), grouping, spike,
+                           tuple(row[8]), bool(row[9]))
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class ProjectUpdate:
     grouping_config: str | None = None
     grouping_auto_update: bool | None = None
     spike: SpikeUpdate | None = None
+    allowed_domains: tuple[str, ...] | None = None
+    scrape_javascript: bool | None = None
 
 
 #: ProjectUpdate fields stored as plain columns of ``projects``.
@@ -140,7 +147,9 @@ _COLUMNS: Final = {"name": "name", "platform": "platform",
                    "grouping_enhancements": "grouping_enhancements",
                    "scrub_data": "scrub_data", "scrub_defaults": "scrub_defaults",
                    "scrub_ip_addresses": "scrub_ip_addresses",
-                   "sensitive_fields": "sensitive_fields", "safe_fields": "exclude_fields"}
+                   "sensitive_fields": "sensitive_fields", "safe_fields": "exclude_fields",
+                   "allowed_domains": "allowed_domains",
+                   "scrape_javascript": "scrape_javascript"}
 
 
 def update_project(conn: psycopg.Connection[Any], project: ProjectRef, update: ProjectUpdate,
@@ -184,6 +193,29 @@ def scrubbing_configs(conn: psycopg.Connection[Any], project_ids: list[int]
         }
         for r in rows
     }
+
+
+@dataclass(frozen=True)
+class SourceFetchSettings:
+    """A project's source fetching options (Sentry's ``allowedDomains`` and
+    ``scrapeJavaScript``); fetching happens only with both set."""
+
+    allowed_domains: tuple[str, ...]
+    scrape_javascript: bool
+
+    @property
+    def enabled(self) -> bool:
+        return self.scrape_javascript and bool(self.allowed_domains)
+
+
+def source_fetch_settings(conn: psycopg.Connection[Any], organization_id: int,
+                          project_id: int) -> SourceFetchSettings | None:
+    """Project ``project_id`` of organization ``organization_id`` (tenant scope); None
+    when there is no such project there."""
+    row = conn.execute("SELECT allowed_domains, scrape_javascript FROM projects"
+                       " WHERE organization_id = %s AND id = %s",
+                       (organization_id, project_id)).fetchone()
+    return None if row is None else SourceFetchSettings(tuple(row[0]), bool(row[1]))
 
 
 def spike_protection(conn: psycopg.Connection[Any], project_ids: Sequence[int],

@@ -8,7 +8,9 @@ limits of ``events.grouping.fingerprint_rules``: ``MAX_RULES`` rules of ``MAX_RU
 characters, ``MAX_RULES_BYTES`` in all, ``MAX_GLOB_WILDCARDS`` a glob); data scrubbing —
 ``dataScrubber``, ``dataScrubberDefaults``, ``scrubIPAddresses``, ``sensitiveFields``,
 ``safeFields`` (relay-pii's legacy options); ``spikeProtection`` ``{"enabled",
-"multiplier", "floorPerHour"}``.
+"multiplier", "floorPerHour"}``; source fetching — ``allowedDomains`` (hosts, ``*.example.com``
+or ``*``; events/source_fetch.py's syntax and limits) and ``scrapeJavaScript``, both off by
+default (Sentry's defaults are ``["*"]`` and true): fetching needs both.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from events.grouping import GROUPING_CONFIGS
 from events.grouping.fingerprint_rules import RuleSyntaxError, parse_fingerprint_rules
 from events.grouping.stacktrace_rules import parse_stacktrace_rules
 from events.quotas import SpikeProtection
+from events.source_fetch import parse_domains
 from serve_apps.api.shapes import Body, iso
 from storage.projects import ProjectSettings, ProjectUpdate, SpikeUpdate
 
@@ -48,6 +51,16 @@ class ProjectSettingsBody(Body):
     sensitiveFields: list[FieldName] | None = None
     safeFields: list[FieldName] | None = None
     spikeProtection: SpikeProtectionBody | None = None
+    allowedDomains: list[str] | None = None
+    scrapeJavaScript: bool | None = None
+
+    @field_validator("allowedDomains")
+    @classmethod
+    def _domain_patterns(cls, domains: list[str] | None) -> list[str] | None:
+        if domains is None:
+            return None
+        parse_domains(domains)  # ValueError naming the pattern and the syntax
+        return [d.strip().lower() for d in domains]
 
     @field_validator("fingerprintingRules")
     @classmethod
@@ -86,7 +99,9 @@ class ProjectSettingsBody(Body):
             scrub_ip_addresses=self.scrubIPAddresses,
             sensitive_fields=_fields(self.sensitiveFields),
             safe_fields=_fields(self.safeFields), grouping_config=self.groupingConfig,
-            grouping_auto_update=self.groupingAutoUpdate, spike=spike)
+            grouping_auto_update=self.groupingAutoUpdate, spike=spike,
+            allowed_domains=None if self.allowedDomains is None else tuple(self.allowedDomains),
+            scrape_javascript=self.scrapeJavaScript)
 
 
 def _parses(parse: Callable[[str], object], rules: str) -> None:
@@ -122,5 +137,6 @@ def settings_json(s: ProjectSettings) -> dict[str, Any]:
             "dataScrubber": s.scrub_data, "dataScrubberDefaults": s.scrub_defaults,
             "scrubIPAddresses": s.scrub_ip_addresses,
             "sensitiveFields": list(s.sensitive_fields), "safeFields": list(s.safe_fields),
+            "allowedDomains": list(s.allowed_domains), "scrapeJavaScript": s.scrape_javascript,
             "dateCreated": iso(s.date_added),
             "organization": {"slug": s.ref.organization_slug}}

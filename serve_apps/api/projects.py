@@ -114,7 +114,7 @@ def update_project(body: ProjectSettingsBody,
                    scope: Annotated[ProjectAccess, Depends(project_access("project:write"))],
                    svc: Svc) -> dict[str, Any]:
     """Settings, all or nothing: name, platform, data scrubbing, grouping version and rules,
-    spike protection (serve_apps/api/project_settings.py)."""
+    spike protection, source fetching (serve_apps/api/project_settings.py)."""
     with svc.pool.connection() as conn, conn.transaction():
         current = project_store.spike_protection(conn, [scope.project.id],
                                                  svc.config.spike_defaults)[scope.project.id]

@@ -1,8 +1,9 @@
 """Source maps as a user uploads them: esbuild bundles and minifies a small app, the real
 ``sentry-cli`` 3.8.2 injects debug ids and uploads the output to a running ``crashray up``,
 and the stored files are found by debug id and by URL as symbolication looks them up; the
-real ``@sentry/node`` then throws from the minified bundle and the stored event shows the
-original file, line, function and source line."""
+real ``@sentry/node``, and the real ``@sentry/browser`` in Debian's Chromium (driven by
+Playwright) on a page bundled by esbuild and by webpack, then throw from the minified code
+and the stored event shows the original file, line, function and source line."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,16 @@ ESBUILD = APP_DIR / "node_modules" / ".bin" / "esbuild"
 #: sentry-cli 2.x (npm @sentry/cli), for the release-files flow 3.x no longer has.
 SENTRY_CLI_2 = APP_DIR / "node_modules" / ".bin" / "sentry-cli"
 NODE_DIR = Path(__file__).parent / "node"
+WEBPACK_BUILD = APP_DIR / "webpack.build.js"
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists() and os.environ.get("CI") != "true",
+    reason="apt-get install chromium (.ci/run does)")
+#: The shop page: the bundle reads the DSN and release from the globals set before it.
+SHOP_PAGE = """<!doctype html><html><head><title>shop</title></head><body>
+<button id="buy" disabled>Buy</button> <span id="total"></span>
+<script>window.CRASHRAY_DSN = {dsn}; window.CRASHRAY_RELEASE = {release};</script>
+<script src="/static/app.min.js"></script></body></html>"""
 #: Chunks this small make sentry-cli split the bundle (the default is 8 MiB).
 CHUNK_BYTES = 64 * 1024
 
@@ -210,3 +224,100 @@ def test_node_sdk_event_thrown_in_a_minified_bundle_shows_the_original_source(
     raw = value["rawStacktrace"]["frames"]
     assert raw[-1]["filename"].endswith("app.min.js") and raw[-1]["lineNo"] != 4
     assert not [e for e in event.get("errors", []) if "app.min.js" in json.dumps(e)]
+
+
+def bundle_browser_app(bundler: str, out_dir: Path) -> Path:
+    """``src/browser.js`` (with @sentry/browser) bundled and minified by ``bundler``, with
+    its source map, in ``out_dir/static``."""
+    static = out_dir / "static"
+    entry = APP_DIR / "src" / "browser.js"
+    if bundler == "esbuild":
+        command = [str(ESBUILD), str(entry), "--bundle", "--minify", "--sourcemap",
+                   "--platform=browser", f"--outfile={static / 'app.min.js'}"]
+    else:
+        command = ["node", str(WEBPACK_BUILD), str(entry), str(static)]
+    subprocess.run(command, check=True, capture_output=True, cwd=APP_DIR)
+    return static
+
+
+@pytest.fixture
+def shop_site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A static web server (another origin than Crashray's) for the shop page."""
+    root = tmp_path / "site"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def click_buy_in_chromium(page_url: str) -> str:
+    """Open the shop in Chromium, click Buy and return the event id @sentry/browser sent
+    (read from the envelope request it made; the SDK sends sessions in others)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(page_url)
+            page.wait_for_selector("#buy:not([disabled])", timeout=15_000)
+            with page.expect_response(lambda r: "/envelope/" in r.url and
+                                      '"type":"event"' in (r.request.post_data or ""),
+                                      timeout=15_000) as sent:
+                page.click("#buy")
+            response = sent.value
+            assert response.status == 200, response.text()
+            header = json.loads((response.request.post_data or "").split("\n", 1)[0])
+            return str(header["event_id"])
+        finally:
+            browser.close()
+
+
+@needs_chromium
+@pytest.mark.skipif(not (ESBUILD.exists() and WEBPACK_BUILD.exists()
+                         and (APP_DIR / "node_modules" / "webpack").exists()),
+                    reason="run `npm ci` in tests/e2e/sourcemaps (.ci/run does)")
+@pytest.mark.skipif(shutil.which("sentry-cli") is None,
+                    reason="pip install sentry-cli==3.8.2 (the test extra has it)")
+@pytest.mark.parametrize("bundler", ["esbuild", "webpack"])
+def test_browser_sdk_event_in_chromium_shows_the_original_source(
+        instance: tuple[CrashrayProcess, str], shop_site: tuple[Path, str], bundler: str
+        ) -> None:
+    running, _ = instance
+    root, site = shop_site
+    release = f"web-shop-{bundler}@1.0"
+    static = bundle_browser_app(bundler, root)
+    sentry_cli(running, "sourcemaps", "inject", str(static))
+    sentry_cli(running, "sourcemaps", "upload", "--release", release, str(static))
+    (root / "index.html").write_text(SHOP_PAGE.format(dsn=json.dumps(running.dsn),
+                                                      release=json.dumps(release)))
+
+    event = stored_event(running, click_buy_in_chromium(f"{site}/index.html"))
+    value = exception_value(event)
+    assert value["value"] == "cart is empty: nothing to check out"
+    frames = value["stacktrace"]["frames"]
+    top = frames[-1]
+    assert top["filename"] == "./src/cart.js" if bundler == "webpack" \
+        else top["filename"].endswith("/src/cart.js"), top
+    # terser (webpack's minifier) inlines ``checkout`` into the click handler: the code
+    # that threw runs in an anonymous arrow function, the scope Sentry names too.
+    function = {"esbuild": "checkout", "webpack": "<anonymous>"}[bundler]
+    assert (top["function"], top["lineNo"], top["inApp"]) == (function, 4, True), top
+    assert top["context"][[n for n, _ in top["context"]].index(4)][1].strip() \
+        == 'throw new Error("cart is empty: nothing to check out");'
+    assert any(f["filename"].endswith("src/browser.js") for f in frames), frames
+    sdk_frames = [f for f in frames if "node_modules" in (f["absPath"] or "")]
+    assert all(not f["inApp"] for f in sdk_frames)
+    raw = value["rawStacktrace"]["frames"]
+    assert raw[-1]["absPath"] == f"{site}/static/app.min.js", raw[-1]

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ import psycopg
 import pytest
 
 from events.grouping import DEFAULT_GROUPING_CONFIG
-from storage.artifacts import ProjectArtifacts
+from storage.artifacts import ProjectArtifacts, SharedConnection, artifact_source
 from storage.bootstrap import bootstrap
+from storage.errors import StorageError
 from storage.postgres import create_api_token
 from tests.integration.conftest import RunningCrashray
 
@@ -329,3 +331,43 @@ def zipped_bundle(files: dict[str, bytes]) -> bytes:
         for i, content in enumerate(files.values()):
             archive.writestr(f"files/{i}", content)
     return b"SYSB\x02\x00\x00\x00" + out.getvalue()
+
+
+def test_symbolication_sees_an_upload_once_its_remembered_miss_expires(
+        crashray: RunningCrashray) -> None:
+    """The consumers' reader (``artifact_source``) remembers lookups for
+    ``CRASHRAY_SYMBOLICATION_LOOKUP_CACHE_S``: a build's events do not query each time,
+    and a map uploaded after a miss is used once that much time has passed."""
+    t = new_tenant(crashray)
+    reader = artifact_source(crashray.runtime.postgres_url,
+                             str(crashray.settings.resolved_artifact_dir()), 1.0,
+                             t.organization_id, t.project_id)
+    assert reader.by_debug_id(DEBUG_ID, "source_map") is None
+    chunks = split(BUNDLE, 1)
+    upload(crashray, t, chunks)
+    assert assemble(crashray, t, chunks)["state"] == "ok"
+    assert reader.by_debug_id(DEBUG_ID, "source_map") is None  # the remembered miss
+    assert artifacts(crashray, t).by_debug_id(DEBUG_ID, "source_map") is not None
+    time.sleep(1.1)
+    found = reader.by_debug_id(DEBUG_ID, "source_map")
+    assert found is not None and b'"mappings"' in found.content
+    # Still scoped: another tenant's reader with the same debug id finds nothing.
+    other = new_tenant(crashray)
+    assert artifact_source(crashray.runtime.postgres_url,
+                           str(crashray.settings.resolved_artifact_dir()), 1.0,
+                           other.organization_id, other.project_id
+                           ).by_debug_id(DEBUG_ID, "source_map") is None
+
+
+def test_an_unreachable_artifact_database_is_a_storage_error_then_recovers(
+        crashray: RunningCrashray) -> None:
+    """So the consumer retries the event later instead of storing it unsymbolicated."""
+    dead = SharedConnection("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+    with pytest.raises(StorageError, match="artifact store's database did not answer"), \
+            dead() as conn:
+        conn.execute("SELECT 1")
+    shared = SharedConnection(crashray.runtime.postgres_url)
+    with pytest.raises(StorageError), shared() as conn:  # the server drops the connection
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    with shared() as conn:  # the next lookup gets a fresh one
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -29,6 +29,7 @@ from events.symbolicate import (
     SourceMapCaches,
     SymbolicationLimits,
     default_handlers,
+    display_filename,
     join_url,
 )
 
@@ -278,6 +279,19 @@ def test_parsed_maps_are_cached_by_content_and_evicted_by_bytes() -> None:
 ])
 def test_join_url(base: str, reference: str, joined: str) -> None:
     assert join_url(base, reference) == joined
+
+
+@pytest.mark.parametrize(("abs_path", "shown"), [
+    ("webpack:///./src/x.js", "./src/x.js"),
+    ("webpack://shop-app/./src/cart.js", "./src/cart.js"),  # webpack 5's namespace
+    ("webpack://@acme/shop/./src/cart.js", "@acme/shop/./src/cart.js"),  # not a namespace
+    ("webpack:///~/lodash/index.js", "~/lodash/index.js"),
+    ("webpack:///_N_E/./pages/a.js", "./pages/a.js"),
+    ("https://cdn.example.com/js/app.js?v=3", "/js/app.js"),
+    ("/srv/app/src/a.js", "/srv/app/src/a.js"),
+])
+def test_the_filename_a_resolved_frame_shows(abs_path: str, shown: str) -> None:
+    assert display_filename(abs_path) == shown
 
 
 def test_artifact_names_tried_for_a_url() -> None:
