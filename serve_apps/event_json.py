@@ -18,6 +18,15 @@ from typing import Any, Final
 from events.grouping.shape import get_path
 from events.issue_meta import issue_metadata_for_event
 from events.process import event_summary
+from events.source_fetch import (
+    FETCH_GENERIC_ERROR,
+    FETCH_INVALID_HTTP_CODE,
+    FETCH_TIMEOUT,
+    FETCH_TOO_LARGE,
+    JS_INVALID_CONTENT,
+    RESTRICTED_IP,
+    SECURITY_VIOLATION,
+)
 from events.symbolicate import (
     JS_INVALID_SOURCEMAP,
     JS_INVALID_SOURCEMAP_LOCATION,
@@ -29,8 +38,9 @@ from events.symbolicate import (
 from events.tags import USER_TAG_FIELDS
 
 #: The ``message`` of each processing error type in the event API: Sentry's ``EventError``
-#: types (Relay's normalization errors, events/symbolicate.py's source map errors and
-#: actors/symbolicate.py's ``symbolication_failed``), in our words.
+#: types (Relay's normalization errors, events/symbolicate.py's source map errors,
+#: events/source_fetch.py's fetch errors and actors/symbolicate.py's
+#: ``symbolication_failed``), in our words.
 ERROR_MESSAGES: Final = {
     "invalid_data": "Discarded invalid value",
     "invalid_attribute": "Discarded unknown attribute",
@@ -46,6 +56,13 @@ ERROR_MESSAGES: Final = {
     JS_TOO_LARGE: "Source map too large",
     JS_NO_COLUMN: "Frame without a column number",
     "symbolication_failed": "Symbolication failed",
+    FETCH_GENERIC_ERROR: "Unable to fetch the file",
+    FETCH_INVALID_HTTP_CODE: "The file's server answered an error",
+    FETCH_TOO_LARGE: "The fetched file is too large",
+    FETCH_TIMEOUT: "Fetching the file timed out",
+    JS_INVALID_CONTENT: "The fetched file is not JavaScript",
+    RESTRICTED_IP: "Not fetched: a private address",
+    SECURITY_VIOLATION: "Not fetched: the domain is not allowed",
 }
 
 #: The user fields Sentry's event API answers (``User.get_api_context``).

@@ -218,6 +218,21 @@ const PROCESSING_ERRORS = {
     "A minified line can only be mapped with its column; the SDK did not send one."],
   symbolication_failed: ["Symbolication failed",
     "The event is stored as sent. The server log has the details."],
+  // Source fetching (a project's scrapeJavaScript and allowedDomains settings).
+  fetch_generic_error: ["Unable to fetch the file",
+    "Crashray could not download the file from the frame's URL; upload it with sentry-cli instead."],
+  fetch_invalid_http_code: ["The file's server answered an error",
+    "The URL did not answer the file (see the status in the reason); upload it with sentry-cli instead."],
+  fetch_too_large: ["The fetched file is too large",
+    "Files above CRASHRAY_SOURCE_FETCH_MAX_BYTES are not fetched; upload it with sentry-cli instead."],
+  fetch_timeout: ["Fetching the file timed out",
+    "The host did not answer in time; upload the file with sentry-cli instead."],
+  js_invalid_content: ["The fetched file is not JavaScript",
+    "The URL answered something else (an HTML page, often a login or error page)."],
+  restricted_ip: ["Not fetched: a private address",
+    "Crashray does not fetch from private or loopback addresses (CRASHRAY_SOURCE_FETCH_ALLOW_PRIVATE)."],
+  security_violation: ["Not fetched: the domain is not allowed",
+    "Add the host to the project's allowed domains (project settings, Source maps) to let Crashray fetch it."],
 };
 
 // Fields of an error entry shown under it, in this order, with their labels.

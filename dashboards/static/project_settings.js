@@ -359,7 +359,20 @@ function releaseItem(ctx, state, release, open, heading) {
   return item;
 }
 
-function sourceMapsSection(ctx, state) {
+/** Source fetching: Crashray downloads what was not uploaded, from the allowed hosts only. */
+function fetchingForm(ctx, state, project) {
+  const scrape = h("input", { type: "checkbox", name: "scrapeJavaScript", checked: project.scrapeJavaScript });
+  const domains = h("textarea", {
+    name: "allowedDomains", rows: "3", spellcheck: "false", value: (project.allowedDomains || []).join("\n"),
+  });
+  return projectForm(ctx, state, "Source fetching", [
+    checkboxField("Fetch source files from the web", scrape,
+      "When no upload matches a frame, download the minified file and its map from the frame's URL."),
+    field("Allowed domains", domains, "One host a line: cdn.example.com, *.example.com, or * for any."),
+  ], () => ({ scrapeJavaScript: scrape.checked, allowedDomains: lines(domains.value) }));
+}
+
+function sourceMapsSection(ctx, state, project) {
   const bundlesHeading = h("h3", { tabindex: "-1" }, "Artifact bundles");
   const releasesHeading = h("h3", { tabindex: "-1" }, "Release files");
   const bundles = h("div", { class: "bundle-list", "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
@@ -375,7 +388,8 @@ function sourceMapsSection(ctx, state) {
     .catch((err) => replace(releases, ctx.errorBox(err)));
   return settingsSection("Source maps",
     h("p", { class: "hint" }, "Uploaded files JavaScript events are symbolicated with: by debug ID, else by the event's release, dist and file URL. An event page lists why a frame stayed minified."),
-    bundlesHeading, bundles, releasesHeading, releases);
+    bundlesHeading, bundles, releasesHeading, releases,
+    h("h3", {}, "Fetching from the web"), fetchingForm(ctx, state, project));
 }
 
 export async function renderProjectSettings(ctx) {
@@ -392,5 +406,5 @@ export async function renderProjectSettings(ctx) {
     scrubbingSection(ctx, state, project),
     groupingSection(ctx, state, project),
     spikeSection(ctx, state, project),
-    sourceMapsSection(ctx, state)));
+    sourceMapsSection(ctx, state, project)));
 }

@@ -517,7 +517,7 @@ def test_project_settings_list_uploads_with_debug_ids_and_delete_them(
         tmp_path: Path) -> None:
     """A bundle uploaded with sentry-cli 3.8.2 and a release file uploaded as sentry-cli 2.x
     does are listed in the project settings (debug id, release, size, upload time); deleting
-    them there removes them from the API's lists too."""
+    them there removes them from the API's lists too. The source fetching settings save."""
     from playwright.sync_api import Browser, expect
 
     from tests.e2e.test_sourcemaps import sentry_cli
@@ -572,6 +572,25 @@ def test_project_settings_list_uploads_with_debug_ids_and_delete_them(
         expect(section.locator(".release-files[open]").first).to_contain_text(
             "No files in this release.")
         shot("2-deleted")
+
+        # 4. Source fetching: a bad domain is refused naming it; a good one saves, and the
+        # project is left as it was (the instance is shared).
+        page.get_by_label("Fetch source files from the web").check()
+        domains = page.get_by_label("Allowed domains")
+        domains.fill(f"cdn-{marker}.example.com\nbad domain!")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(section.get_by_role("alert")).to_contain_text("'bad domain!' is not a domain")
+        expect(domains).to_have_value(f"cdn-{marker}.example.com\nbad domain!")
+        domains.fill(f"cdn-{marker}.example.com")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(page.locator("#status")).to_have_text("Source fetching saved")
+        saved = httpx.get(f"{project_api}/", headers=auth, timeout=30).json()
+        assert (saved["scrapeJavaScript"], saved["allowedDomains"]) == (
+            True, [f"cdn-{marker}.example.com"])
+        page.get_by_label("Fetch source files from the web").uncheck()
+        domains.fill("")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(page.locator("#status")).to_have_text("Source fetching saved")
         bundles = httpx.get(f"{project_api}/files/artifact-bundles/", headers=auth,
                             timeout=30).json()
         assert not [b for b in bundles if debug_id in b["debugIds"]]
