@@ -82,6 +82,7 @@ from events.rows import (
 from storage import delivery
 from storage import issues as issue_store
 from storage import queue as pg_queue
+from storage.artifacts import ArtifactSweep, SweepResult, sweep_artifacts
 from storage.clickhouse import EventStore
 from storage.errors import StorageError
 from storage.postgres import connect
@@ -123,6 +124,9 @@ class ConsumerConfig:
     outbox_sweep_s: float = 5.0
     #: Source maps (issue 12): None (no artifact store configured) leaves events as sent.
     symbolication: SymbolicationConfig | None = None
+    #: The retention sweep of uploaded files, run by one consumer at a time every
+    #: ``interval_s``; None: none (no artifact store).
+    artifact_sweep: ArtifactSweep | None = None
 
 
 class StorageOutage(StorageError):
@@ -163,6 +167,7 @@ class BatchConsumer:
         self._processor = EventProcessor(symbolicator)
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
+        self._artifacts_swept_at = time.monotonic()  # not at once: starts stay quick
         self._outbox_swept_at = -1e9
         #: Set when a batch failed while ClickHouse did not answer; cleared once it does.
         self.storage_down = False
@@ -436,6 +441,20 @@ class BatchConsumer:
                 break
         return total
 
+    def sweep_artifacts_if_due(self) -> SweepResult | None:
+        """The uploaded files' retention sweep, every ``artifact_sweep.interval_s``."""
+        sweep = self.config.artifact_sweep
+        now = time.monotonic()
+        if sweep is None or now - self._artifacts_swept_at < sweep.interval_s:
+            return None
+        self._artifacts_swept_at = now
+        result = sweep_artifacts(self._conn, sweep, time.time())
+        if result is not None and (result.bundles or result.chunks or result.blobs):
+            log.info("artifact sweep: %d expired bundle(s), %d leftover chunk(s), %d unused"
+                     " blob(s) (%d bytes) removed", result.bundles, result.chunks,
+                     result.blobs, result.blob_bytes)
+        return result
+
     def wait_for_items(self, timeout_s: float, listener: psycopg.Connection[Any]) -> None:
         for _ in listener.notifies(timeout=timeout_s, stop_after=1):
             pass
@@ -546,6 +565,7 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 self._consumer.prune_if_due()
+                self._consumer.sweep_artifacts_if_due()
                 self._consumer.ship_outbox_if_due()
                 claimed = self._consumer.run_once()
                 self._sample()

@@ -518,7 +518,7 @@ class Runtime:
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
         from actors.symbolicate import SymbolicationConfig
-        from storage.artifacts import artifact_source
+        from storage.artifacts import ArtifactSweep, artifact_source
         from storage.source_fetch_settings import fetch_config, fetching_artifacts_for
 
         s = self.settings
@@ -527,8 +527,11 @@ class Runtime:
         symbolication = SymbolicationConfig(
             partial(fetching_artifacts_for, uploads, self.postgres_url, fetch_config(s)),
             s.symbolication_cache_bytes, s.symbolication_max_map_bytes)
+        sweep = ArtifactSweep(str(s.resolved_artifact_dir()), s.artifact_retention_days * 86_400,
+                              s.artifact_chunk_retention_hours * 3600,
+                              s.artifact_sweep_interval_s)
         return ConsumerConfig(
-            symbolication=symbolication,
+            symbolication=symbolication, artifact_sweep=sweep,
             postgres_url=self.postgres_url, clickhouse_dsn=self.clickhouse_dsn,
             batch_items=s.consumer_batch_items, lease_s=s.consumer_lease_s,
             max_attempts=s.consumer_max_attempts, retention_days=s.retention_days,

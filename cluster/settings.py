@@ -358,6 +358,10 @@ class Settings(BaseSettings):
     artifact_retention_days: float = Field(default=90.0, gt=0)
     #: Hours chunks that never became a bundle (an interrupted upload) are kept.
     artifact_chunk_retention_hours: float = Field(default=24.0, gt=0)
+    #: Seconds between two retention sweeps of uploaded files (expired bundles and release
+    #: files, chunks of unfinished uploads, blobs no file names any more); one consumer
+    #: sweeps at a time.
+    artifact_sweep_interval_s: float = Field(default=3600.0, gt=0)
 
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).

@@ -130,8 +130,14 @@ class BlobStore:
 
     def put(self, content: bytes) -> str:
         digest = hashlib.sha256(content).hexdigest()
-        if not self.path(digest).exists():
-            _write_atomically(self.path(digest), content)
+        path = self.path(digest)
+        try:
+            # Stored already: touched, so a sweep running meanwhile (``sweep_artifacts``
+            # spares blobs younger than its grace) cannot remove it before the upload's
+            # rows commit.
+            os.utime(path)
+        except FileNotFoundError:
+            _write_atomically(path, content)
         return digest
 
     def get(self, sha256: str) -> bytes | None:
@@ -461,13 +467,95 @@ def artifact_source(postgres_url: str, blob_dir: str, lookup_cache_s: float,
                             project_id, lookup_cache_s)
 
 
+# --- retention sweep ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArtifactSweep:
+    """What the periodic sweep removes (``CRASHRAY_ARTIFACT_*`` in cluster/settings.py)."""
+
+    root: str
+    retention_s: float
+    chunk_retention_s: float
+    interval_s: float = 3600.0
+    #: Blobs written or touched this recently are kept even when no file names them yet:
+    #: an upload stores its blobs before its rows commit.
+    blob_grace_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    bundles: int
+    chunks: int
+    blobs: int
+    blob_bytes: int
+
+
+#: One sweep at a time across the instance's consumers (a PostgreSQL advisory lock key).
+_SWEEP_LOCK: Final = 0x4352_4153_4157  # "CRASW"
+_SWEEP_BATCH: Final = 1000
+
+
+def sweep_artifacts(conn: psycopg.Connection[Any], sweep: ArtifactSweep, now_s: float
+                    ) -> SweepResult | None:
+    """Retention of uploaded files, across organizations (a maintenance pass, like the
+    events' TTL; it reads and deletes by age and content hash only): bundles and release
+    files last uploaded more than ``retention_s`` ago, chunks of uploads never finished,
+    and blobs no stored file names any more. None when another consumer is sweeping."""
+    root = Path(sweep.root)
+    with conn.transaction():
+        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,)
+                            ).fetchone()[0]:  # type: ignore[index]
+            return None
+        cutoff = dt.datetime.fromtimestamp(now_s - sweep.retention_s, dt.UTC)
+        bundles = conn.execute("DELETE FROM artifact_bundles WHERE date_added < %s",
+                               (cutoff,)).rowcount
+        chunks = 0
+        chunk_root = root / "chunks"
+        for folder in chunk_root.iterdir() if chunk_root.is_dir() else ():
+            if folder.name.isdigit():
+                chunks += ChunkStore(root, int(folder.name)).expire(sweep.chunk_retention_s,
+                                                                    now_s)
+        blobs = blob_bytes = 0
+        for batch in _old_blobs(root, now_s - sweep.blob_grace_s):
+            named = {r[0] for r in conn.execute(
+                "SELECT DISTINCT blob_sha256 FROM artifact_files WHERE blob_sha256 = ANY(%s)",
+                (list(batch),)).fetchall()}
+            for digest, path in batch.items():
+                if digest in named:
+                    continue
+                try:
+                    size = path.stat().st_size
+                    if path.stat().st_mtime < now_s - sweep.blob_grace_s:
+                        path.unlink()
+                        blobs, blob_bytes = blobs + 1, blob_bytes + size
+                except FileNotFoundError:
+                    continue
+    return SweepResult(bundles, chunks, blobs, blob_bytes)
+
+
+def _old_blobs(root: Path, before_s: float) -> Iterator[dict[str, Path]]:
+    """The blob files last written before ``before_s``, by sha256, in batches."""
+    batch: dict[str, Path] = {}
+    for path in (root / "blobs").glob("??/*"):
+        try:
+            if len(path.name) != 64 or path.stat().st_mtime >= before_s:
+                continue
+        except FileNotFoundError:
+            continue
+        batch[path.name] = path
+        if len(batch) >= _SWEEP_BATCH:
+            yield batch
+            batch = {}
+    if batch:
+        yield batch
+
+
 # --- deleting a release file (the dashboard's project settings; Sentry's DELETE of
 # ``releases/{version}/files/{file_id}/``) ----------------------------------------------
 def delete_release_file(conn: psycopg.Connection[Any], scope: ProjectScope, release: str,
                         file_id: int) -> bool:
     """Deletes the project's release file ``file_id`` of ``release`` (its one-file bundle,
     whose rows cascade); False when the project has no such file in that release. Its blob
-    stays: other files may share it."""
+    stays until the retention sweep finds no file naming it (others may share it)."""
     with conn.transaction():
         return conn.execute(
             "DELETE FROM artifact_bundles b WHERE b.id = %s AND b.organization_id = %s"

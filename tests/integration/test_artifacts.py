@@ -23,7 +23,14 @@ import psycopg
 import pytest
 
 from events.grouping import DEFAULT_GROUPING_CONFIG
-from storage.artifacts import ProjectArtifacts, SharedConnection, artifact_source
+from storage.artifacts import (
+    ArtifactSweep,
+    BlobStore,
+    ProjectArtifacts,
+    SharedConnection,
+    artifact_source,
+    sweep_artifacts,
+)
 from storage.bootstrap import bootstrap
 from storage.errors import StorageError
 from storage.postgres import create_api_token
@@ -371,3 +378,48 @@ def test_an_unreachable_artifact_database_is_a_storage_error_then_recovers(
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     with shared() as conn:  # the next lookup gets a fresh one
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_sweep_removes_expired_bundles_leftover_chunks_and_unused_blobs_only(
+        crashray: RunningCrashray) -> None:
+    """Nothing uploaded grows without bound: bundles past CRASHRAY_ARTIFACT_RETENTION_DAYS,
+    chunks of unfinished uploads and blobs no file names go; a blob another organization's
+    bundle still names, and one written moments ago (an upload not yet committed), stay."""
+    expired, kept = new_tenant(crashray), new_tenant(crashray)
+    root = crashray.settings.resolved_artifact_dir()
+    for t in (expired, kept):
+        upload(crashray, t, [BUNDLE])
+        assert assemble(crashray, t, [BUNDLE])["state"] == "ok"
+    day, now = 86_400.0, time.time()
+    blobs = BlobStore(root)
+    old_orphan, new_orphan = blobs.put(b"orphan " + os.urandom(8)), blobs.put(os.urandom(16))
+    os.utime(blobs.path(old_orphan), (now - 2 * day, now - 2 * day))
+    leftover = root / "chunks" / str(expired.organization_id) / sha1(b"never assembled")
+    leftover.write_bytes(b"never assembled")
+    os.utime(leftover, (now - 2 * day, now - 2 * day))
+    sweep = ArtifactSweep(str(root), retention_s=90 * day, chunk_retention_s=day)
+    with psycopg.connect(crashray.runtime.postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE artifact_bundles SET date_added = now() - interval '100 days'"
+                     " WHERE organization_id = %s", (expired.organization_id,))
+        shared = [r[0] for r in conn.execute(
+            "SELECT blob_sha256 FROM artifact_files WHERE organization_id = %s",
+            (kept.organization_id,)).fetchall()]
+        for digest in shared:  # old enough to go, were they not named
+            os.utime(blobs.path(digest), (now - 2 * day, now - 2 * day))
+        result = sweep_artifacts(conn, sweep, now)
+
+    assert result is not None and result.bundles == 1 and result.chunks >= 1
+    assert artifacts(crashray, expired).by_debug_id(DEBUG_ID, "source_map") is None
+    assert artifacts(crashray, kept).by_debug_id(DEBUG_ID, "source_map") is not None
+    assert not blobs.path(old_orphan).exists() and not leftover.exists()
+    assert blobs.path(new_orphan).exists()  # within the grace: its upload may be running
+    assert all(blobs.path(d).exists() for d in shared)
+
+    with psycopg.connect(crashray.runtime.postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE artifact_bundles SET date_added = now() - interval '100 days'"
+                     " WHERE organization_id = %s", (kept.organization_id,))
+        assert sweep_artifacts(conn, sweep, now) is not None
+        # Other tests of this module uploaded the same bundle: its blobs stay while named.
+        named = {r[0] for r in conn.execute("SELECT blob_sha256 FROM artifact_files")}
+    assert [blobs.path(d).exists() for d in shared] == [d in named for d in shared]
+    assert artifacts(crashray, kept).by_debug_id(DEBUG_ID, "source_map") is None
