@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(5)
         results = [run_phase(cluster, rate, seconds) for rate, seconds in phases]
         sampler.stop()
-        status = crashray(cluster, "status").stdout
+        status = crashray(cluster, "status", check=False)
     samples = [s for s in sampler.samples if s["t"] >= results[0].started]
     out = Path(args.out)
     with out.with_suffix(".csv").open("w", newline="") as f:
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = [s["error"] for s in samples if "error" in s]
     print(f"{len(samples)} samples ({len(errors)} with errors); plot {out.with_suffix('.png')},"
           f" data {out.with_suffix('.csv')}")
-    print(status)
+    print(status.stdout or status.stderr[-2000:])
     return 0
 
 

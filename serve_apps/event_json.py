@@ -3,8 +3,10 @@
 Sentry's event endpoint answers the event's interfaces as ``entries`` in camelCase
 (``exception``, ``message``, ``breadcrumbs``, ``request``, ``threads``), frames with
 ``absPath``/``lineNo``/``colNo``/``inApp`` and ``context`` as ``[[lineno, line], ...]``,
-``tags`` as ``[{"key", "value"}]`` sorted by key, the ``user`` fields of Sentry's user
-interface, ``title``/``culprit``/``location``/``metadata`` as stored with the event, and the
+a symbolicated stack trace's minified frames as ``rawStacktrace`` beside ``stacktrace``
+(null when nothing was symbolicated), the event's processing ``errors`` (why a frame
+stayed minified, what normalization discarded) as ``{"type", "message", "data"}``, ``tags`` as ``[{"key", "value"}]`` sorted by key, the ``user``
+fields of Sentry's user interface, ``title``/``culprit``/``location``/``metadata`` as stored with the event, and the
 ``_meta`` of scrubbed fields as stored (the tags' re-indexed to the answered order).
 """
 
@@ -16,7 +18,52 @@ from typing import Any, Final
 from events.grouping.shape import get_path
 from events.issue_meta import issue_metadata_for_event
 from events.process import event_summary
+from events.source_fetch import (
+    FETCH_GENERIC_ERROR,
+    FETCH_INVALID_HTTP_CODE,
+    FETCH_TIMEOUT,
+    FETCH_TOO_LARGE,
+    JS_INVALID_CONTENT,
+    RESTRICTED_IP,
+    SECURITY_VIOLATION,
+)
+from events.symbolicate import (
+    JS_INVALID_SOURCEMAP,
+    JS_INVALID_SOURCEMAP_LOCATION,
+    JS_MISSING_SOURCES_CONTENT,
+    JS_NO_COLUMN,
+    JS_NO_SOURCE,
+    JS_TOO_LARGE,
+)
 from events.tags import USER_TAG_FIELDS
+
+#: The ``message`` of each processing error type in the event API: Sentry's ``EventError``
+#: types (Relay's normalization errors, events/symbolicate.py's source map errors,
+#: events/source_fetch.py's fetch errors and actors/symbolicate.py's
+#: ``symbolication_failed``), in our words.
+ERROR_MESSAGES: Final = {
+    "invalid_data": "Discarded invalid value",
+    "invalid_attribute": "Discarded unknown attribute",
+    "missing_attribute": "Missing value for a required attribute",
+    "value_too_long": "Discarded value that was too long",
+    "future_timestamp": "Timestamp in the future, replaced by the time it was received",
+    "past_timestamp": "Timestamp too far in the past, replaced by the time it was received",
+    "clock_drift": "The SDK's clock is off; timestamps were corrected",
+    JS_NO_SOURCE: "Source code or source map not found",
+    JS_INVALID_SOURCEMAP: "Invalid source map",
+    JS_MISSING_SOURCES_CONTENT: "Source map without the original source",
+    JS_INVALID_SOURCEMAP_LOCATION: "Position not in the source map",
+    JS_TOO_LARGE: "Source map too large",
+    JS_NO_COLUMN: "Frame without a column number",
+    "symbolication_failed": "Symbolication failed",
+    FETCH_GENERIC_ERROR: "Unable to fetch the file",
+    FETCH_INVALID_HTTP_CODE: "The file's server answered an error",
+    FETCH_TOO_LARGE: "The fetched file is too large",
+    FETCH_TIMEOUT: "Fetching the file timed out",
+    JS_INVALID_CONTENT: "The fetched file is not JavaScript",
+    RESTRICTED_IP: "Not fetched: a private address",
+    SECURITY_VIOLATION: "Not fetched: the domain is not allowed",
+}
 
 #: The user fields Sentry's event API answers (``User.get_api_context``).
 USER_API_FIELDS: Final = ("id", "email", "username", "ip_address", "name", "geo", "data")
@@ -38,7 +85,7 @@ def _frame(frame: Mapping[str, Any]) -> dict[str, Any]:
             "platform": frame.get("platform"), "function": frame.get("function"),
             "rawFunction": frame.get("raw_function"), "lineNo": line,
             "colNo": frame.get("colno"), "inApp": bool(frame.get("in_app")),
-            "context": context, "vars": frame.get("vars"),
+            "context": context, "vars": frame.get("vars"), "data": frame.get("data"),
             "instructionAddr": frame.get("instruction_addr")}
 
 
@@ -102,7 +149,8 @@ def event_entries(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     if threads:
         entries.append({"type": "threads", "data": {"values": [
             {"id": t.get("id"), "name": t.get("name"), "crashed": t.get("crashed"),
-             "current": t.get("current"), "stacktrace": _stacktrace(t.get("stacktrace"))}
+             "current": t.get("current"), "stacktrace": _stacktrace(t.get("stacktrace")),
+             "rawStacktrace": _stacktrace(t.get("raw_stacktrace"))}
             for t in threads]}})
     breadcrumbs = _values(event.get("breadcrumbs"))
     if breadcrumbs:
@@ -158,6 +206,21 @@ def user_json(user: object) -> dict[str, Any] | None:
     return {field: user.get(field) for field in USER_API_FIELDS}
 
 
+def errors_json(errors: object) -> list[dict[str, Any]]:
+    """The event's processing errors as Sentry's event API answers them: ``{"type",
+    "message", "data"}``, ``data`` holding every other field as stored (``url``,
+    ``sourcemap``, ``reason``, Relay's ``name`` and ``value``, …)."""
+    answered = []
+    for error in errors if isinstance(errors, list) else []:
+        if not isinstance(error, Mapping):
+            continue
+        kind = str(error.get("type") or "unknown_error")
+        answered.append({"type": kind, "message": ERROR_MESSAGES.get(
+            kind, kind.replace("_", " ").capitalize()),
+            "data": {k: v for k, v in error.items() if k != "type"}})
+    return answered
+
+
 def event_summary_json(event: Mapping[str, Any]) -> dict[str, Any]:
     """``title``, ``culprit``, ``location`` and ``metadata`` as stored with the event when it
     was processed (events/process.py ``event_summary``); computed from the event for events
@@ -193,7 +256,7 @@ def event_json(event: Mapping[str, Any], *, event_id: str, project_id: int, grou
         # Sentry answers the event's ``extra`` as ``context``; ``extra`` kept too.
         "context": event.get("extra") or {}, "extra": event.get("extra") or {},
         "sdk": event.get("sdk"), "fingerprints": event.get("fingerprint") or [],
-        "entries": event_entries(event), "errors": event.get("errors") or [],
+        "entries": event_entries(event), "errors": errors_json(event.get("errors")),
         "_meta": meta,
         "previousEventID": previous_id, "nextEventID": next_id,
     }

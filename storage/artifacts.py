@@ -547,3 +547,18 @@ def _old_blobs(root: Path, before_s: float) -> Iterator[dict[str, Path]]:
             batch = {}
     if batch:
         yield batch
+
+
+# --- deleting a release file (the dashboard's project settings; Sentry's DELETE of
+# ``releases/{version}/files/{file_id}/``) ----------------------------------------------
+def delete_release_file(conn: psycopg.Connection[Any], scope: ProjectScope, release: str,
+                        file_id: int) -> bool:
+    """Deletes the project's release file ``file_id`` of ``release`` (its one-file bundle,
+    whose rows cascade); False when the project has no such file in that release. Its blob
+    stays until the retention sweep finds no file naming it (others may share it)."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM artifact_bundles b WHERE b.id = %s AND b.organization_id = %s"
+            " AND b.source = 'release_file' AND b.release = %s AND EXISTS (SELECT 1 FROM"
+            " artifact_bundle_projects bp WHERE bp.bundle_id = b.id AND bp.project_id = %s)",
+            (file_id, scope.organization_id, release, scope.id)).rowcount > 0

@@ -1,6 +1,8 @@
-// One event in Sentry's event JSON: its entries (message, exception with frames, threads,
-// breadcrumbs, request), then tags, user, contexts and SDK. Frames arrive oldest first, as
-// Sentry stores them; they are shown crash frame first ("most recent call first").
+// One event in Sentry's event JSON: its processing errors, its entries (message, exception
+// with frames, threads, breadcrumbs, request), then tags, user, contexts and SDK. Frames
+// arrive oldest first, as Sentry stores them; they are shown crash frame first ("most
+// recent call first"). A stack trace that source maps resolved keeps its minified frames
+// as `rawStacktrace`: a toggle shows them instead.
 
 import { h } from "./dom.js";
 import { levelClass, plain } from "./format.js";
@@ -78,6 +80,9 @@ function frameLocation(frame) {
     h("span", { class: "frame-file" }, file + where),
     frame.function ? [h("span", { class: "muted" }, " in "), h("code", { class: "frame-function" }, frame.function)] : null,
     frame.inApp ? h("span", { class: "badge badge-app" }, "in app") : null,
+    frame.data && frame.data.sourcemap
+      ? h("span", { class: "badge badge-sourcemap", title: `Resolved with ${frame.data.sourcemap}` }, "source map")
+      : null,
   ];
 }
 
@@ -134,9 +139,48 @@ export function framesView(stacktrace) {
   return h("ol", { class: "frames", "aria-label": "Stack frames, most recent call first" }, items);
 }
 
+/** Whether any of the values (exceptions, threads) has minified frames kept beside its own. */
+export function hasRawFrames(values) {
+  return (values || []).some((v) => v && v.rawStacktrace && Array.isArray(v.rawStacktrace.frames)
+    && v.rawStacktrace.frames.length > 0);
+}
+
+/** The stack trace a value shows: its minified frames when `raw` and it has them. */
+export function stacktraceOf(value, raw) {
+  return raw && value.rawStacktrace ? value.rawStacktrace : value.stacktrace;
+}
+
+/**
+ * `render(raw)` once as symbolicated and once as minified, with two toggle buttons
+ * (aria-pressed) showing one at a time; the symbolicated view first, as Sentry does.
+ * Without minified frames, just the one view.
+ */
+function withRawToggle(values, render) {
+  if (!hasRawFrames(values)) return render(false);
+  const views = {
+    original: h("div", { class: "stack-view", dataset: { view: "original" } }, render(false)),
+    raw: h("div", { class: "stack-view", dataset: { view: "raw" }, hidden: true }, render(true)),
+  };
+  const buttons = {};
+  const show = (which) => {
+    for (const [name, view] of Object.entries(views)) {
+      view.hidden = name !== which;
+      buttons[name].setAttribute("aria-pressed", String(name === which));
+    }
+  };
+  buttons.original = h("button", { type: "button", "aria-pressed": "true", onclick: () => show("original") }, "Symbolicated");
+  buttons.raw = h("button", { type: "button", "aria-pressed": "false", onclick: () => show("raw") }, "Minified");
+  return [
+    h("div", { class: "stack-toggle", role: "group", "aria-label": "Frames to show" },
+      buttons.original, buttons.raw,
+      h("span", { class: "hint" }, "Source maps resolved these frames; Minified shows them as the SDK sent them.")),
+    views.original, views.raw,
+  ];
+}
+
 function exceptionView(entry) {
   const values = [...((entry.data && entry.data.values) || [])].reverse();
-  return section(values.length > 1 ? "Exceptions" : "Exception", values.map((value, i) => {
+  return section(values.length > 1 ? "Exceptions" : "Exception", withRawToggle(values, (raw) => values.map((value, i) => {
     const handled = value.mechanism && value.mechanism.handled === false ? "unhandled" : null;
     return h("div", { class: "exception" },
       i > 0 ? h("p", { class: "chain-note" }, "… raised while handling:") : null,
@@ -144,17 +188,88 @@ function exceptionView(entry) {
         value.module ? h("span", { class: "muted" }, ` (${value.module})`) : null,
         handled ? h("span", { class: "badge badge-regressed" }, handled) : null),
       value.value ? h("p", { class: "exc-value" }, value.value) : null,
-      framesView(value.stacktrace));
-  }));
+      framesView(stacktraceOf(value, raw)));
+  })));
 }
 
 function threadsView(entry) {
   const threads = (entry.data && entry.data.values) || [];
   const withFrames = threads.filter((t) => t.stacktrace && t.stacktrace.frames && t.stacktrace.frames.length);
   if (withFrames.length === 0) return null;
-  return section("Threads", withFrames.map((thread) => h("details", { class: "thread", open: thread.crashed || thread.current },
+  return section("Threads", withRawToggle(withFrames, (raw) => withFrames.map((thread) => h("details", { class: "thread", open: thread.crashed || thread.current },
     h("summary", {}, `Thread ${thread.name || thread.id}`, thread.crashed ? " (crashed)" : "", thread.current ? " (current)" : ""),
-    framesView(thread.stacktrace))));
+    framesView(stacktraceOf(thread, raw))))));
+}
+
+// ---- Processing errors (Sentry's EventError types, as events/symbolicate.py and
+// actors/symbolicate.py record them): what went wrong, in words, and what to do.
+const PROCESSING_ERRORS = {
+  js_no_source: ["Source code or source map not found",
+    "Upload the minified files and their maps for this build: sentry-cli sourcemaps inject, then sentry-cli sourcemaps upload (or release files of the event's release and dist)."],
+  js_invalid_source: ["Invalid source map",
+    "The uploaded map does not parse, or belongs to another build: upload the map made with this minified file."],
+  js_missing_sources_content: ["Source map without the original source",
+    "The map has no sourcesContent, so there are no context lines: build with the sources included in the map."],
+  js_invalid_sourcemap_location: ["Position not in the source map",
+    "The frame's line and column are not covered by the map: the map is probably of another build."],
+  js_too_large: ["Source map too large",
+    "Maps above CRASHRAY_SYMBOLICATION_MAX_MAP_BYTES are not parsed: raise the setting or split the bundle."],
+  js_no_column: ["Frame without a column number",
+    "A minified line can only be mapped with its column; the SDK did not send one."],
+  symbolication_failed: ["Symbolication failed",
+    "The event is stored as sent. The server log has the details."],
+  // Source fetching (a project's scrapeJavaScript and allowedDomains settings).
+  fetch_generic_error: ["Unable to fetch the file",
+    "Crashray could not download the file from the frame's URL; upload it with sentry-cli instead."],
+  fetch_invalid_http_code: ["The file's server answered an error",
+    "The URL did not answer the file (see the status in the reason); upload it with sentry-cli instead."],
+  fetch_too_large: ["The fetched file is too large",
+    "Files above CRASHRAY_SOURCE_FETCH_MAX_BYTES are not fetched; upload it with sentry-cli instead."],
+  fetch_timeout: ["Fetching the file timed out",
+    "The host did not answer in time; upload the file with sentry-cli instead."],
+  js_invalid_content: ["The fetched file is not JavaScript",
+    "The URL answered something else (an HTML page, often a login or error page)."],
+  restricted_ip: ["Not fetched: a private address",
+    "Crashray does not fetch from private or loopback addresses (CRASHRAY_SOURCE_FETCH_ALLOW_PRIVATE)."],
+  security_violation: ["Not fetched: the domain is not allowed",
+    "Add the host to the project's allowed domains (project settings, Source maps) to let Crashray fetch it."],
+};
+
+// Fields of an error entry shown under it, in this order, with their labels.
+const ERROR_FIELDS = [
+  ["url", "File"], ["sourcemap", "Source map"], ["source", "Original source"],
+  ["debug_id", "Debug ID"], ["row", "Line"], ["column", "Column"], ["name", "Field"], ["value", "Value"],
+];
+
+/**
+ * {title, reason, hint, details: [[label, value]]} of one entry of the event's `errors`, as
+ * Sentry's event API answers them: {type, message, data: {url, sourcemap, reason, …}}.
+ */
+export function describeProcessingError(error) {
+  const type = error && typeof error.type === "string" ? error.type : "unknown_error";
+  const data = error && error.data && typeof error.data === "object" ? error.data : {};
+  const message = error && typeof error.message === "string" && error.message ? error.message : type.replace(/_/g, " ");
+  const [title, hint] = PROCESSING_ERRORS[type] || [message, null];
+  const details = ERROR_FIELDS
+    .filter(([key]) => data[key] !== undefined && data[key] !== null && data[key] !== "")
+    .map(([key, label]) => [label, plain(data[key])]);
+  return { type, title, reason: typeof data.reason === "string" ? data.reason : null, hint, details };
+}
+
+function errorsView(event) {
+  const errors = Array.isArray(event.errors) ? event.errors : [];
+  if (errors.length === 0) return null;
+  const count = errors.length === 1 ? "There was 1 problem" : `There were ${errors.length} problems`;
+  return section("Processing errors",
+    h("p", { class: "processing-summary" }, `${count} processing this event; the frames concerned are shown as sent.`),
+    h("ul", { class: "processing-errors" }, errors.map((error) => {
+      const found = describeProcessingError(error);
+      return h("li", { class: "processing-error", dataset: { type: found.type } },
+        h("p", { class: "processing-title" }, h("strong", {}, found.title), " ", h("code", { class: "muted" }, found.type)),
+        found.reason ? h("p", { class: "processing-reason" }, found.reason) : null,
+        found.details.length ? keyValues(found.details) : null,
+        found.hint ? h("p", { class: "hint" }, found.hint) : null);
+    })));
 }
 
 function breadcrumbsView(entry) {
@@ -248,6 +363,7 @@ export function eventView(event, tagHref) {
   const summary = keyValues([["Release", event.release], ["Environment", event.environment],
     ["Level", event.level], ["Platform", event.platform], ["Location", event.location]]);
   return [
+    errorsView(event),
     event.message && !(event.entries || []).some((e) => e.type === "message")
       ? h("p", { class: "event-message" }, event.message) : null,
     entries,

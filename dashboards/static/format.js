@@ -76,3 +76,17 @@ export function plain(value) {
   if (typeof value === "string") return value;
   return JSON.stringify(value, null, 2);
 }
+
+const BYTE_UNITS = ["bytes", "KiB", "MiB", "GiB"];
+
+/** 1536 → "1.5 KiB" (an upload's size; binary units, as sentry-cli prints them). */
+export function byteSize(value) {
+  let n = Number(value);
+  if (!Number.isFinite(n) || n < 0) return "—";
+  let unit = 0;
+  while (n >= 1024 && unit < BYTE_UNITS.length - 1) {
+    n /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} ${n === 1 ? "byte" : "bytes"}` : `${n.toFixed(n < 10 ? 1 : 0)} ${BYTE_UNITS[unit]}`;
+}

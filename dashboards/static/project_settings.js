@@ -1,10 +1,13 @@
 // One project's settings: its DSN keys (rate limit, enable/disable, create, delete), data
-// scrubbing, grouping rules and spike protection. GET/PUT /api/0/projects/{org}/{project}/
-// takes any subset of the fields, so each form saves only its own; a form keeps what the
-// user typed when the API refuses it, and shows the API's words next to the field at fault.
+// scrubbing, grouping rules, spike protection, and the source maps uploaded for it
+// (artifact bundles and release files, each deletable). GET/PUT /api/0/projects/{org}/
+// {project}/ takes any subset of the fields, so each form saves only its own; a form keeps
+// what the user typed when the API refuses it, and shows the API's words next to the field
+// at fault.
 
-import { get, request, seg } from "./api.js";
-import { h, replace } from "./dom.js";
+import { ApiError, get, request, seg } from "./api.js";
+import { h, replace, time } from "./dom.js";
+import { byteSize, relativeTime } from "./format.js";
 import { routes } from "./router.js";
 import {
   addDescribedBy, checkboxField, errorSlot, errorText, field, lines, onSubmit, settingsSection,
@@ -261,6 +264,134 @@ function spikeSection(ctx, state, project) {
   })));
 }
 
+// ---- Source maps: artifact bundles (sentry-cli 3.x) and release files (2.x) -------------
+
+/** A bundle's name in the list: its bundle id (sentry-cli's), else its checksum's start. */
+export function bundleName(bundle) {
+  return bundle.bundleId || (bundle.checksum || "").slice(0, 12) || String(bundle.id);
+}
+
+function uploadedAt(iso) {
+  return time(iso, relativeTime(iso));
+}
+
+function sizeCell(bytes) {
+  return h("td", { class: "num", title: `${bytes} bytes` }, byteSize(bytes));
+}
+
+function tableHead(caption, columns) {
+  return [h("caption", { class: "visually-hidden" }, caption),
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)),
+      h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions"))))];
+}
+
+/** Asks first, deletes, says so, and shows the list again (focus on its heading). */
+async function deleteUpload(ctx, path, what, refresh, heading) {
+  if (!window.confirm(`Delete ${what}? Events that arrive afterwards are no longer symbolicated with it.`)) return;
+  try {
+    await request(path, { method: "DELETE" });
+    ctx.notify(`Deleted ${what}`);
+    await refresh();
+    heading.focus();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) ctx.notify(errorText(err), "error");
+  }
+}
+
+function bundlesTable(ctx, state, bundles, refresh, heading) {
+  if (bundles.length === 0) {
+    return h("p", { class: "muted" }, "No artifact bundles. sentry-cli sourcemaps inject, then sentry-cli sourcemaps upload, puts them here.");
+  }
+  return h("table", { class: "settings-table artifact-table bundles" },
+    tableHead("Artifact bundles", ["Bundle", "Debug IDs", "Release", "Files", "Size", "Uploaded"]),
+    h("tbody", {}, bundles.map((b) => h("tr", { dataset: { bundle: b.id } },
+      h("td", {}, h("code", {}, bundleName(b))),
+      h("td", {}, b.debugIds && b.debugIds.length
+        ? h("ul", { class: "debug-ids" }, b.debugIds.map((id) => h("li", {}, id)))
+        : h("span", { class: "muted" }, "none")),
+      h("td", {}, b.release ? h("code", {}, b.release) : h("span", { class: "muted" }, "none"),
+        b.dist ? h("span", { class: "muted" }, ` (dist ${b.dist})`) : null),
+      h("td", { class: "num" }, String(b.fileCount)),
+      sizeCell(b.size),
+      h("td", {}, uploadedAt(b.dateCreated)),
+      h("td", {}, h("button", {
+        type: "button", class: "button-danger", "aria-label": `Delete bundle ${bundleName(b)}`,
+        onclick: () => deleteUpload(ctx, `${projectPath(state)}files/artifact-bundles/${seg(b.id)}/`,
+          `bundle ${bundleName(b)}`, refresh, heading),
+      }, "Delete"))))));
+}
+
+function releaseFilesTable(ctx, state, version, files, refresh, heading) {
+  if (files.length === 0) return h("p", { class: "muted" }, "No files in this release.");
+  return h("table", { class: "settings-table artifact-table release-file-table" },
+    tableHead(`Files of release ${version}`, ["Name", "Dist", "Debug ID", "Size", "Uploaded"]),
+    h("tbody", {}, files.map((f) => h("tr", { dataset: { file: f.id } },
+      h("td", {}, h("code", {}, f.name)),
+      h("td", {}, f.dist || h("span", { class: "muted" }, "none")),
+      h("td", {}, (f.headers && f.headers["debug-id"]) || h("span", { class: "muted" }, "none")),
+      sizeCell(f.size),
+      h("td", {}, uploadedAt(f.dateCreated)),
+      h("td", {}, h("button", {
+        type: "button", class: "button-danger", "aria-label": `Delete ${f.name} of release ${version}`,
+        onclick: () => deleteUpload(ctx, `${projectPath(state)}releases/${seg(version)}/files/${seg(f.id)}/`,
+          `${f.name} of release ${version}`, refresh, heading),
+      }, "Delete"))))));
+}
+
+/** One release, its files loaded when it is opened (the newest is open from the start). */
+function releaseItem(ctx, state, release, open, heading) {
+  const body = h("div", { "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
+  let loaded = false;
+  async function refresh() {
+    const files = await get(`${projectPath(state)}releases/${seg(release.version)}/files/`);
+    replace(body, releaseFilesTable(ctx, state, release.version, files, refresh, heading));
+  }
+  const load = () => {
+    if (loaded) return;
+    loaded = true;
+    refresh().catch((err) => replace(body, ctx.errorBox(err)));
+  };
+  const item = h("details", { class: "release-files", open, ontoggle: (e) => { if (e.target.open) load(); } },
+    h("summary", {}, "Release ", h("code", {}, release.version), h("span", { class: "muted" }, " created "),
+      uploadedAt(release.dateCreated)),
+    body);
+  if (open) load();
+  return item;
+}
+
+/** Source fetching: Crashray downloads what was not uploaded, from the allowed hosts only. */
+function fetchingForm(ctx, state, project) {
+  const scrape = h("input", { type: "checkbox", name: "scrapeJavaScript", checked: project.scrapeJavaScript });
+  const domains = h("textarea", {
+    name: "allowedDomains", rows: "3", spellcheck: "false", value: (project.allowedDomains || []).join("\n"),
+  });
+  return projectForm(ctx, state, "Source fetching", [
+    checkboxField("Fetch source files from the web", scrape,
+      "When no upload matches a frame, download the minified file and its map from the frame's URL."),
+    field("Allowed domains", domains, "One host a line: cdn.example.com, *.example.com, or * for any."),
+  ], () => ({ scrapeJavaScript: scrape.checked, allowedDomains: lines(domains.value) }));
+}
+
+function sourceMapsSection(ctx, state, project) {
+  const bundlesHeading = h("h3", { tabindex: "-1" }, "Artifact bundles");
+  const releasesHeading = h("h3", { tabindex: "-1" }, "Release files");
+  const bundles = h("div", { class: "bundle-list", "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
+  const releases = h("div", { class: "release-list" }, h("p", { class: "muted" }, "Loading…"));
+  async function refreshBundles() {
+    const found = await get(`${projectPath(state)}files/artifact-bundles/`);
+    replace(bundles, bundlesTable(ctx, state, found, refreshBundles, bundlesHeading));
+  }
+  refreshBundles().catch((err) => replace(bundles, ctx.errorBox(err)));
+  get(`${projectPath(state)}releases/`).then((found) => replace(releases, found.length
+    ? found.map((release, i) => releaseItem(ctx, state, release, i === 0, releasesHeading))
+    : h("p", { class: "muted" }, "No releases. sentry-cli 2.x (releases files … upload-sourcemaps) uploads files into one.")))
+    .catch((err) => replace(releases, ctx.errorBox(err)));
+  return settingsSection("Source maps",
+    h("p", { class: "hint" }, "Uploaded files JavaScript events are symbolicated with: by debug ID, else by the event's release, dist and file URL. An event page lists why a frame stayed minified."),
+    bundlesHeading, bundles, releasesHeading, releases,
+    h("h3", {}, "Fetching from the web"), fetchingForm(ctx, state, project));
+}
+
 export async function renderProjectSettings(ctx) {
   const state = { org: ctx.route.org, project: ctx.route.project };
   ctx.setTitle(`Settings · ${state.org}/${state.project}`);
@@ -274,5 +405,6 @@ export async function renderProjectSettings(ctx) {
     keysSection(ctx, state, keys),
     scrubbingSection(ctx, state, project),
     groupingSection(ctx, state, project),
-    spikeSection(ctx, state, project)));
+    spikeSection(ctx, state, project),
+    sourceMapsSection(ctx, state, project)));
 }

@@ -15,6 +15,8 @@
     POST /api/0/projects/{org}/{project}/releases/{version}/files/   project:releases or
          :write; multipart: ``file``, ``name`` (``~/app.min.js``), ``dist``, ``header``
          (``Sourcemap:app.min.js.map``, repeatable)
+    DELETE /api/0/projects/{org}/{project}/releases/{version}/files/{file_id}/
+         project:releases or :write; 204, or 404 when the project's release has no such file
 
 ``sentry-cli releases finalize`` is the PUT with ``dateReleased``. A file whose name and
 dist the release already has answers 409, as Sentry (sentry-cli then skips it). Files are
@@ -35,7 +37,7 @@ from starlette.datastructures import UploadFile
 from events.errors import BadRequest, Conflict, PayloadTooLarge, not_found
 from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess, expire_organization
 from serve_apps.api.deps import ProjectAccess, Services, Svc, org_access, project_access
-from serve_apps.api.shapes import Body, iso
+from serve_apps.api.shapes import MAX_BIGINT, Body, iso
 from storage import artifacts as artifact_store
 from storage import releases as release_store
 from storage.artifacts import BlobStore, ReleaseFile
@@ -247,6 +249,19 @@ async def _store_release_file(svc: Services, scope: ProjectAccess, version: str,
     if stored is None:
         raise Conflict("A file matching this name already exists for the given release")
     return file_json(stored)
+
+
+@router.delete("/projects/{org}/{project}/releases/{version}/files/{file_id}/",
+               status_code=204)
+def delete_release_file(version: str, file_id: int, scope: Annotated[
+        ProjectAccess, Depends(project_access(*UPLOAD_SCOPES))], svc: Svc) -> None:
+    """The dashboard's delete of an uploaded file (Sentry's release file DELETE); symbolication
+    stops finding it at once. A file of another project or release is 404, as Sentry."""
+    if not 0 < file_id <= MAX_BIGINT:
+        raise not_found()
+    with svc.pool.connection() as conn:
+        if not artifact_store.delete_release_file(conn, scope.project, version, file_id):
+            raise not_found()
 
 
 def _text(value: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -144,6 +145,15 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
                 route: router.parseRoute(router.routes.stream("acme", "web app", {query: "is:resolved x"})),
                 issue: router.parseRoute("#/acme/issues/42?event=latest"),
                 bars: fmt.sparkBars([[0, 0], [3600, 4], [7200, 2]], 30, 10).map((b) => b.height),
+                sizes: [0, 1, 1023, 1536, 10 * 1024 * 1024, -1].map(fmt.byteSize),
+                noColumn: ev.describeProcessingError({type: "js_no_column",
+                    message: "Frame without a column number", data: {url: "app:///a.js"}}),
+                unknown: ev.describeProcessingError({type: "invalid_data",
+                    message: "Discarded invalid value", data: {name: "user.ip", value: "x"}}),
+                raw: [ev.hasRawFrames([{stacktrace: {frames: [{}]}, rawStacktrace: null}]),
+                      ev.hasRawFrames([{}, {rawStacktrace: {frames: [{}]}}])],
+                bundleNames: [settings.bundleName({bundleId: "b-1", checksum: "c".repeat(40)}),
+                              settings.bundleName({bundleId: null, checksum: "0123456789abcdef"})],
             };
         }""")
     finally:
@@ -157,6 +167,14 @@ def test_dashboard_modules_parse_links_routes_and_status_queries(
         "stream", "acme", "web app")
     assert (found["issue"]["name"], found["issue"]["id"]) == ("issue", "42")
     assert found["bars"] == [0, 10, 5]
+    assert found["sizes"] == ["0 bytes", "1 byte", "1023 bytes", "1.5 KiB", "10 MiB", "—"]
+    assert found["noColumn"]["title"] == "Frame without a column number"
+    assert found["noColumn"]["details"] == [["File", "app:///a.js"]]
+    assert found["noColumn"]["reason"] is None and "column" in found["noColumn"]["hint"]
+    assert (found["unknown"]["title"], found["unknown"]["details"]) == (
+        "Discarded invalid value", [["Field", "user.ip"], ["Value", "x"]])
+    assert found["raw"] == [False, True]
+    assert found["bundleNames"] == ["b-1", "0123456789ab"]
     assert found["ruleError"] == {"setting": "fingerprintingRules", "line": 2}
     assert found["notRuleError"] is None
     assert found["remarks"] == [{"path": "data.card", "rule": "@creditcard:filter"}]
@@ -343,6 +361,241 @@ def test_settings_pages_save_a_key_rate_limit_rules_and_a_team(
         expect(page.locator(".settings-table", has_text=f"token-{marker}")).to_contain_text(
             "event:read")
         shot("3-org-settings")
+        assert errors == []
+    finally:
+        shot("last")
+        page.context.close()
+
+
+# --- source maps: the event page and the project's uploads (issue 12) -------------------
+def esbuild_with_banner(out_dir: Path, banner: str) -> Path:
+    """The source map test app as a minified CommonJS bundle for node (it throws while it
+    loads); the banner makes each build, and so its injected debug id, this test's own."""
+    from tests.e2e.test_sourcemaps import APP_DIR, ESBUILD
+
+    dist = out_dir / "dist"
+    subprocess.run([str(ESBUILD), str(APP_DIR / "src" / "app.js"), "--bundle", "--minify",
+                    "--sourcemap", "--platform=node", "--format=cjs",
+                    f"--banner:js=/* {banner} */", f"--outfile={dist / 'app.min.js'}"],
+                   check=True, capture_output=True)
+    return dist
+
+
+def inject_debug_id(c: CrashrayProcess, dist: Path) -> str:
+    from tests.e2e.test_sourcemaps import sentry_cli
+
+    injected = sentry_cli(c, "sourcemaps", "inject", str(dist))
+    found: str = re.findall(r"([0-9a-f-]{36}) - \S*app\.min\.js\b", injected)[0]
+    return found
+
+
+def upload_unparsable_map(c: CrashrayProcess, debug_id: str) -> None:
+    """An artifact bundle whose map for ``debug_id`` is not a source map (a damaged upload),
+    sent as sentry-cli sends bundles: one chunk, then assemble."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("manifest.json", json.dumps({"debug_id": debug_id, "files": {
+            "files/_/_/app.min.js.map": {"url": "~/app.min.js.map", "type": "source_map",
+                                         "headers": {"debug-id": debug_id}}}}))
+        archive.writestr("files/_/_/app.min.js.map", "this is not a source map")
+    bundle = b"SYSB\x02\x00\x00\x00" + out.getvalue()
+    sha1 = hashlib.sha1(bundle).hexdigest()
+    auth = {"Authorization": f"Bearer {c.token}"}
+    api = f"{c.base_url}/api/0/organizations/crashray"
+    assert httpx.post(f"{api}/chunk-upload/", headers=auth, timeout=30,
+                      files=[("file", (sha1, bundle))]).status_code == 200
+    done = httpx.post(f"{api}/artifactbundle/assemble/", headers=auth, timeout=30,
+                      json={"checksum": sha1, "chunks": [sha1], "projects": ["default"]})
+    assert done.json()["state"] == "ok", done.text
+
+
+def log_in(page: Any, c: CrashrayProcess, user: tuple[str, str]) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{c.base_url}/")
+    page.get_by_label("Username").fill(user[0])
+    page.get_by_label("Password").fill(user[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Issues"))).to_be_visible()
+
+
+needs_sourcemap_tools = pytest.mark.skipif(
+    not ((HERE / "sourcemaps" / "node_modules" / ".bin" / "esbuild").exists()
+         and (HERE / "node" / "node_modules").exists()
+         and shutil.which("sentry-cli")),
+    reason="npm ci in tests/e2e/sourcemaps and tests/e2e/node; pip install sentry-cli==3.8.2")
+
+
+@needs_chromium
+@needs_sourcemap_tools
+def test_event_page_shows_original_frames_the_minified_ones_and_why_a_map_failed(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    """The real @sentry/node throws from two esbuild bundles with sentry-cli's debug ids:
+    one uploaded with ``sentry-cli sourcemaps upload`` (the page shows cart.js, line 4, in
+    checkout, with its source line; the toggle shows the minified frame), one whose map was
+    uploaded damaged (the page says the map does not parse, for which file)."""
+    from playwright.sync_api import Browser, expect
+
+    from tests.e2e.test_sourcemaps import run_node_bundle, sentry_cli, stored_event
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:10]
+    release = f"dash-shop@{marker}"
+    good = esbuild_with_banner(tmp_path / "good", f"good {marker}")
+    inject_debug_id(crashray_up, good)
+    sentry_cli(crashray_up, "sourcemaps", "upload", "--release", release, str(good))
+    damaged = esbuild_with_banner(tmp_path / "damaged", f"damaged {marker}")
+    damaged_id = inject_debug_id(crashray_up, damaged)
+    upload_unparsable_map(crashray_up, damaged_id)
+
+    good_event = stored_event(crashray_up, run_node_bundle(crashray_up, good / "app.min.js",
+                                                           release))
+    bad_event = stored_event(crashray_up, run_node_bundle(crashray_up,
+                                                          damaged / "app.min.js", release))
+    page, errors, shot = open_page(browser, tmp_path)
+    try:
+        log_in(page, crashray_up, dashboard_user)
+
+        # 1. The symbolicated event: the crash frame is the original code, with its line.
+        page.goto(f"{crashray_up.base_url}/#/crashray/issues/{good_event['groupID']}"
+                  f"?event={good_event['eventID']}")
+        exception = page.locator("section.entry", has=page.get_by_role(
+            "heading", name="Exception"))
+        crash = exception.locator(".stack-view:visible .frames > li.frame.in-app").first
+        expect(crash.locator(".frame-file")).to_contain_text("src/cart.js:4")
+        expect(crash.locator(".frame-function")).to_have_text("checkout")
+        expect(crash.locator(".badge-sourcemap")).to_be_visible()
+        expect(crash.locator(".source-line.current")).to_contain_text(
+            'throw new Error("cart is empty: nothing to check out");')
+        expect(page.locator(".processing-error", has_text="app.min.js")).to_have_count(0)
+        shot("1-symbolicated")
+
+        # 2. The toggle: the same frame as the SDK sent it, minified; and back.
+        toggle = exception.get_by_role("group", name="Frames to show")
+        toggle.get_by_role("button", name="Minified").click()
+        expect(toggle.get_by_role("button", name="Minified")).to_have_attribute(
+            "aria-pressed", "true")
+        raw_crash = exception.locator(".stack-view:visible .frames > li.frame").first
+        expect(raw_crash.locator(".frame-file")).to_contain_text(
+            re.compile(r"app\.min\.js:\d+:\d+"))
+        expect(raw_crash.locator(".frame-function")).not_to_have_text("checkout")
+        expect(exception.locator(".stack-view:visible")).not_to_contain_text("src/cart.js")
+        shot("2-minified")
+        toggle.get_by_role("button", name="Symbolicated").click()
+        expect(crash.locator(".frame-function")).to_have_text("checkout")
+
+        # 3. The event whose map was damaged: its frames as sent, and why.
+        page.goto(f"{crashray_up.base_url}/#/crashray/issues/{bad_event['groupID']}"
+                  f"?event={bad_event['eventID']}")
+        problems = page.locator("section.entry", has=page.get_by_role(
+            "heading", name="Processing errors"))
+        problem = problems.locator(".processing-error[data-type=js_invalid_source]")
+        expect(problem).to_contain_text("Invalid source map")
+        expect(problem.locator(".processing-reason")).to_contain_text(
+            "the source map does not parse")
+        expect(problem).to_contain_text("damaged/dist/app.min.js")
+        expect(page.locator(".frames > li.frame.in-app").first.locator(".frame-file")
+               ).to_contain_text("app.min.js")
+        expect(page.get_by_role("group", name="Frames to show")).to_have_count(0)
+        shot("3-processing-error")
+        assert errors == []
+    finally:
+        shot("last")
+        page.context.close()
+
+
+@needs_chromium
+@needs_sourcemap_tools
+def test_project_settings_list_uploads_with_debug_ids_and_delete_them(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    """A bundle uploaded with sentry-cli 3.8.2 and a release file uploaded as sentry-cli 2.x
+    does are listed in the project settings (debug id, release, size, upload time); deleting
+    them there removes them from the API's lists too. The source fetching settings save."""
+    from playwright.sync_api import Browser, expect
+
+    from tests.e2e.test_sourcemaps import sentry_cli
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:10]
+    release = f"dash-files@{marker}"
+    dist = esbuild_with_banner(tmp_path, f"settings {marker}")
+    debug_id = inject_debug_id(crashray_up, dist)
+    sentry_cli(crashray_up, "sourcemaps", "upload", "--release", release, str(dist))
+    auth = {"Authorization": f"Bearer {crashray_up.token}"}
+    project_api = f"{crashray_up.base_url}/api/0/projects/crashray/default"
+    assert httpx.post(f"{project_api}/releases/", headers=auth, timeout=30,
+                      json={"version": release}).status_code == 201
+    script = (dist / "app.min.js").read_bytes()
+    assert httpx.post(f"{project_api}/releases/{release}/files/", headers=auth, timeout=30,
+                      data={"name": "~/static/app.min.js"},
+                      files={"file": ("app.min.js", script)}).status_code == 201
+    bundle = next(b for b in httpx.get(f"{project_api}/files/artifact-bundles/", headers=auth,
+                                       timeout=30).json() if debug_id in b["debugIds"])
+    page, errors, shot = open_page(browser, tmp_path)
+    try:
+        log_in(page, crashray_up, dashboard_user)
+        page.get_by_role("link", name="Project settings").click()
+        section = page.locator("section.settings-section", has=page.get_by_role(
+            "heading", name="Source maps"))
+
+        # 1. The bundle: its debug id, release, files, size and when it came.
+        row = section.locator("table.bundles tbody tr", has_text=debug_id)
+        expect(row).to_contain_text(release)
+        expect(row.locator("td").nth(3)).to_have_text("2")
+        expect(row.locator(f'td[title="{bundle["size"]} bytes"]')).to_have_text(
+            re.compile(r"^\d+(\.\d)? (bytes|KiB)$"))
+        expect(row.locator("time")).to_have_text(re.compile(r"just now|sec"))
+
+        # 2. The newest release is open with its file: name, size, upload time.
+        file_row = section.locator("table.release-file-table tbody tr",
+                                   has_text="~/static/app.min.js")
+        expect(file_row.locator(f'td[title="{len(script)} bytes"]')).to_have_text(
+            re.compile(r"^\d+(\.\d)? (bytes|KiB)$"))
+        expect(file_row.locator("time")).to_be_visible()
+        shot("1-uploads")
+
+        # 3. Delete both (a confirm dialog asks first); the API lists neither any more.
+        page.on("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name=re.compile("^Delete bundle")).click()
+        expect(page.locator("#status")).to_contain_text("Deleted bundle")
+        expect(row).to_have_count(0)
+        file_row.get_by_role("button", name=f"Delete ~/static/app.min.js of release {release}"
+                             ).click()
+        expect(file_row).to_have_count(0)
+        expect(section.locator(".release-files[open]").first).to_contain_text(
+            "No files in this release.")
+        shot("2-deleted")
+
+        # 4. Source fetching: a bad domain is refused naming it; a good one saves, and the
+        # project is left as it was (the instance is shared).
+        page.get_by_label("Fetch source files from the web").check()
+        domains = page.get_by_label("Allowed domains")
+        domains.fill(f"cdn-{marker}.example.com\nbad domain!")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(section.get_by_role("alert")).to_contain_text("'bad domain!' is not a domain")
+        expect(domains).to_have_value(f"cdn-{marker}.example.com\nbad domain!")
+        domains.fill(f"cdn-{marker}.example.com")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(page.locator("#status")).to_have_text("Source fetching saved")
+        saved = httpx.get(f"{project_api}/", headers=auth, timeout=30).json()
+        assert (saved["scrapeJavaScript"], saved["allowedDomains"]) == (
+            True, [f"cdn-{marker}.example.com"])
+        page.get_by_label("Fetch source files from the web").uncheck()
+        domains.fill("")
+        page.get_by_role("button", name="Save source fetching").click()
+        expect(page.locator("#status")).to_have_text("Source fetching saved")
+        bundles = httpx.get(f"{project_api}/files/artifact-bundles/", headers=auth,
+                            timeout=30).json()
+        assert not [b for b in bundles if debug_id in b["debugIds"]]
+        assert httpx.get(f"{project_api}/releases/{release}/files/", headers=auth,
+                         timeout=30).json() == []
         assert errors == []
     finally:
         shot("last")

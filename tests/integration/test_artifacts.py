@@ -267,6 +267,40 @@ def test_release_files_are_stored_by_name_and_found_by_url(
                         "minified_source") is None
 
 
+def test_a_release_file_is_deleted_only_by_its_project_with_an_upload_scope(
+        crashray: RunningCrashray) -> None:
+    t, other = new_tenant(crashray), new_tenant(crashray)
+    for tenant in (t, other):
+        api(crashray, "POST", f"organizations/{tenant.org}/releases/", tenant.token,
+            json={"version": "app@9", "projects": ["web"]})
+    files_path = f"projects/{t.org}/web/releases/app@9/files/"
+    stored = api(crashray, "POST", files_path, t.token, data={"name": "~/app.js"},
+                 files={"file": ("app.js", b"function a(){}\n")})
+    assert stored.status_code == 201, stored.text
+    file_id = stored.json()["id"]
+    with psycopg.connect(crashray.runtime.postgres_url) as conn:
+        reader = create_api_token(conn, t.organization_id, "reader", ["project:read"])
+
+    # Another organization: neither under the owner's URL nor under its own, by id.
+    assert api(crashray, "DELETE", f"{files_path}{file_id}/", other.token).status_code == 404
+    assert api(crashray, "DELETE", f"projects/{other.org}/web/releases/app@9/files/{file_id}/",
+               other.token).status_code == 404
+    refused = api(crashray, "DELETE", f"{files_path}{file_id}/", reader)
+    assert refused.status_code == 403
+    assert "project:releases or project:write" in refused.json()["detail"]
+    assert api(crashray, "DELETE", f"projects/{t.org}/web/releases/app@8/files/{file_id}/",
+               t.token).status_code == 404  # another release's URL
+    assert artifacts(crashray, t).by_url("app@9", None, "https://x.example/app.js",
+                                         "minified_source") is not None
+
+    assert api(crashray, "DELETE", f"{files_path}{file_id}/", t.token).status_code == 204
+    assert api(crashray, "GET", files_path, t.token).json() == []
+    assert artifacts(crashray, t).by_url("app@9", None, "https://x.example/app.js",
+                                         "minified_source") is None
+    assert api(crashray, "DELETE", f"{files_path}{file_id}/", t.token).status_code == 404
+    assert api(crashray, "DELETE", f"{files_path}{2**63}/", t.token).status_code == 404
+
+
 def test_expired_bundles_and_leftover_chunks_go_when_the_next_bundle_comes(
         crashray: RunningCrashray) -> None:
     t = new_tenant(crashray)

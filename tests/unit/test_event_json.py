@@ -10,10 +10,13 @@ from typing import Any
 import orjson
 import sentry_relay
 
+from events.artifacts import MINIFIED_SOURCE, SOURCE_MAP, Artifact, MemoryArtifacts
 from events.process import EventProcessor, ItemContext
+from events.symbolicate import ProjectSymbolication, SourceMapCaches, default_handlers
 from serve_apps.event_json import USER_API_FIELDS, event_json
 
 SDK = Path(__file__).parents[1] / "fixtures" / "sdk"
+SOURCEMAPS = Path(__file__).parents[1] / "fixtures" / "sourcemaps"
 CHROME_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36"
              " (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36")
 
@@ -91,3 +94,65 @@ def test_tags_relay_refused_are_left_out_and_their_meta_follows_the_answered_ord
     assert answer["tags"][position]["value"].endswith("...")
     assert answer["_meta"]["tags"] == {
         str(position): {"value": event["_meta"]["tags"]["1"]["1"]}}
+
+
+def test_a_symbolicated_event_answers_original_frames_its_raw_frames_and_why_not() -> None:
+    """Through the real source-map symbolication (tests/fixtures/sourcemaps): the original
+    frames under ``stacktrace``, the minified ones under ``rawStacktrace`` (Sentry's event
+    API), and a frame whose file has no map named in the top-level ``errors``."""
+    build = SOURCEMAPS / "build"
+    artifacts = MemoryArtifacts()
+    for name, kind in (("app.min.js", MINIFIED_SOURCE), ("app.min.js.map", SOURCE_MAP)):
+        artifacts.add(Artifact(f"~/build/{name}", kind, (build / name).read_bytes()),
+                      release="shop@1.0.0")
+    thrown = orjson.loads((build / "exception.json").read_bytes())
+    unmapped = {"function": "boot", "abs_path": "app:///build/vendor.min.js", "lineno": 1,
+                "colno": 40, "in_app": True}
+    event = {"platform": "node", "release": "shop@1.0.0", "exception": {"values": [
+        {"type": thrown["type"], "value": thrown["value"],
+         "stacktrace": {"frames": [unmapped, *thrown["frames"]]}}]}}
+    symbolicator = ProjectSymbolication(lambda org, project: artifacts,
+                                        default_handlers(SourceMapCaches(10**8)))
+    ctx = ItemContext(project_id=1, key_id=1, received_at=dt.datetime.now(dt.UTC),
+                      organization_id=7)
+    stored = dict(EventProcessor(symbolicator).process(orjson.dumps(event), ctx).event)
+
+    answer = as_api(stored)
+    value = next(e for e in answer["entries"] if e["type"] == "exception")["data"]["values"][0]
+    crash = value["stacktrace"]["frames"][-1]
+    assert (crash["filename"], crash["lineNo"]) == ("/src/orders.js", 9)
+    assert [9, '      throw new TypeError("unknown coupon " + coupon);'] in crash["context"]
+    raw_crash = value["rawStacktrace"]["frames"][-1]
+    assert (raw_crash["absPath"], raw_crash["lineNo"], raw_crash["colNo"]) == (
+        "app:///build/app.min.js", 1, thrown["frames"][-1]["colno"])
+    assert raw_crash["context"] == []
+    assert value["rawStacktrace"]["frames"][0]["absPath"] == "app:///build/vendor.min.js"
+    assert [(e["type"], e["message"], e["data"]["url"]) for e in answer["errors"]] == [
+        ("js_no_source", "Source code or source map not found", "app:///build/vendor.min.js")]
+    assert "release 'shop@1.0.0'" in answer["errors"][0]["data"]["reason"]
+
+
+def test_threads_answer_their_raw_stacktrace_and_unsymbolicated_events_null() -> None:
+    frames = [{"function": "a", "abs_path": "app:///x.js", "lineno": 1, "colno": 2}]
+    event = {"platform": "node", "threads": {"values": [
+        {"id": 1, "stacktrace": {"frames": [{**frames[0], "filename": "src/x.ts"}]},
+         "raw_stacktrace": {"frames": frames}}]},
+        "exception": {"values": [{"type": "E", "stacktrace": {"frames": frames}}]}}
+    entries = {e["type"]: e["data"] for e in as_api(event)["entries"]}
+    thread = entries["threads"]["values"][0]
+    assert thread["rawStacktrace"]["frames"][0]["absPath"] == "app:///x.js"
+    assert thread["stacktrace"]["frames"][0]["filename"] == "src/x.ts"
+    assert entries["exception"]["values"][0]["rawStacktrace"] is None
+    assert as_api(event)["errors"] == []
+
+
+def test_relay_normalization_errors_answer_sentrys_type_message_and_data() -> None:
+    event = processed(orjson.dumps({"platform": "python", "message": "m",
+                                    "timestamp": "yesterday-ish", "level": "loud"}))
+    stored = {(e["type"], e.get("name")) for e in event["errors"]}
+    answered = as_api(event)["errors"]
+    assert {(e["type"], e["data"].get("name")) for e in answered} == stored
+    assert all(set(e) == {"type", "message", "data"} and e["message"] for e in answered)
+    assert "invalid_data" in {e["type"] for e in answered}
+    assert as_api({**event, "errors": [{"type": "brand_new_kind"}, "junk"]})["errors"] == [
+        {"type": "brand_new_kind", "message": "Brand new kind", "data": {}}]
