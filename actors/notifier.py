@@ -21,10 +21,12 @@ in a thread started by its constructor; ``start_notifier`` places it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import http.client
 import logging
 import smtplib
+import socket
 import threading
 import time
 from collections import Counter
@@ -139,18 +141,33 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout_s: float) 
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         all_headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     conn = connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
+    # The socket timeout bounds each read; the watchdog bounds the whole exchange, so a
+    # receiver that trickles its answer a byte at a time cannot outlast the lease.
+    cut = threading.Event()
+    watchdog = threading.Timer(timeout_s, _cut, args=(conn, cut))
+    watchdog.start()
     try:
         conn.request("POST", path, body=body, headers=all_headers)
         response = conn.getresponse()
         excerpt = response.read(ERROR_BODY_BYTES).decode("utf-8", errors="replace")
         return http_outcome(response.status, excerpt)
-    except TimeoutError:
-        return SendOutcome(False, None, f"no answer within {timeout_s} s"
-                           " (CRASHRAY_NOTIFY_TIMEOUT_S)")
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, TimeoutError) or cut.is_set():
+            return SendOutcome(False, None, f"no answer within {timeout_s} s"
+                               " (CRASHRAY_NOTIFY_TIMEOUT_S)")
         return SendOutcome(False, None, f"{type(exc).__name__}: {exc}")
     finally:
+        watchdog.cancel()
         conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Interrupt a request past its deadline: shutting the socket down wakes the thread
+    blocked reading it (closing it from another thread would not)."""
+    cut.set()
+    if conn.sock is not None:
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 def send_email(smtp: SmtpConfig | None, to: Sequence[str], content: EmailContent,
@@ -377,7 +394,8 @@ class NotifierActor:
         self._notifier.close()
 
 
-def start_notifier(config: NotifierConfig, placement: Placement = LOCAL) -> Any:
-    """The notifier actor, named ``NOTIFIER_NAME``. It keeps nothing of its own (the
-    outbox is in PostgreSQL), so it is placed like a pool actor: anywhere."""
-    return NotifierActor.options(**placement.pool(NOTIFIER_NAME)).remote(config)  # type: ignore[attr-defined]
+def start_notifier(config: NotifierConfig, placement: Placement = LOCAL,
+                   name: str = NOTIFIER_NAME) -> Any:
+    """The notifier actor, named ``name`` (a test may run one of its own). It keeps nothing
+    of its own (the outbox is in PostgreSQL), so it is placed like a pool actor: anywhere."""
+    return NotifierActor.options(**placement.pool(name)).remote(config)  # type: ignore[attr-defined]
