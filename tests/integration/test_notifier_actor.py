@@ -75,6 +75,7 @@ def test_notifier_actor_sends_and_resumes_after_being_killed(
 def _restarted(actor: Any) -> bool:
     """The actor answers again, as a new instance (its counts start from zero)."""
     try:
-        return ray.get(actor.stats.remote(), timeout=5).get("delivered", 0) == 0
+        stats: dict[str, Any] = ray.get(actor.stats.remote(), timeout=5)
+        return stats.get("delivered", 0) == 0
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return False
