@@ -76,6 +76,6 @@ def _restarted(actor: Any) -> bool:
     """The actor answers again, as a new instance (its counts start from zero)."""
     try:
         stats: dict[str, Any] = ray.get(actor.stats.remote(), timeout=5)
-        return stats.get("delivered", 0) == 0
+        return int(stats.get("delivered", 0)) == 0
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return False
