@@ -243,7 +243,8 @@ class Notifier:
         returns how many were claimed."""
         with self._lock:
             free = self._config.concurrency - self._inflight
-        claimed = store.claim(self._conn, free, self._config.lease_s, self._db_now())
+        claimed = store.claim(self._conn, free, self._config.lease_s, self._db_now(),
+                              self._config.max_attempts)
         with self._lock:
             self._inflight += len(claimed)
         for c in claimed:
@@ -260,7 +261,14 @@ class Notifier:
 
     def _deliver(self, claimed: store.ClaimedDelivery) -> None:
         try:
-            outcome = self._send(claimed)
+            try:
+                outcome = self._send(claimed)
+            except Exception as exc:
+                # A payload the renderer cannot handle (a bug, or a row written by hand):
+                # recorded as a failed attempt, so it ends as a visible failure.
+                log.exception("delivery %d could not be rendered", claimed.id)
+                outcome = SendOutcome(False, None, f"cannot render the notification:"
+                                      f" {type(exc).__name__}: {exc}")
             step = next_step(outcome, claimed.attempts, self._config.max_attempts,
                              self._config.backoff_base_s, self._config.backoff_cap_s)
             if store.record(self._thread_conn(), claimed, outcome, step, self._db_now()):

@@ -485,3 +485,35 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout() -> None:
     assert not outcome.delivered and outcome.retryable
     assert outcome.error == "no answer within 0.5 s (CRASHRAY_NOTIFY_TIMEOUT_S)"
     assert elapsed < 1.5
+
+
+def test_a_delivery_whose_notifiers_keep_dying_ends_failed_not_retried_forever(db: Db) -> None:
+    with receiver() as server:
+        [delivery_id] = enqueue(db, new_delivery(
+            db.project, {"id": WEBHOOK_ACTION, "url": server.url("/crashes")}))
+        start = dt.datetime.now(dt.UTC)
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            for attempt in range(3):  # three notifiers each die holding it
+                at = start + dt.timedelta(seconds=10 * attempt)
+                assert len(store.claim(conn, 10, 3.0, at, max_attempts=3)) == 1
+        after = Notifier(config(db, max_attempts=3),
+                         clock=lambda: start + dt.timedelta(seconds=40))
+        assert after.run_once() == 0
+        after.close()
+        assert server.to("/crashes") == []
+    row = log(db)[delivery_id]
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.last_error == ("the notifier stopped before recording the outcome of each"
+                              " of the 3 attempts")
+    with psycopg.connect(db.url) as conn:
+        assert store.destination_warnings(conn, db.project, threshold=1)
+
+
+def test_an_unrenderable_payload_ends_as_a_visible_failure(db: Db) -> None:
+    broken = replace(new_delivery(db.project, {"id": WEBHOOK_ACTION,
+                                               "url": "http://127.0.0.1:9/x"}), payload={})
+    [delivery_id] = enqueue(db, broken)
+    with running(Notifier(config(db, max_attempts=2))):
+        rows = wait_until(settled(db, [delivery_id]), 10, "the broken delivery")
+    assert (rows[delivery_id].status, rows[delivery_id].attempts) == ("failed", 2)
+    assert (rows[delivery_id].last_error or "").startswith("cannot render the notification")
