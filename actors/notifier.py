@@ -45,6 +45,7 @@ from actors.placement import LOCAL, Placement
 from events.notify import (
     Destination,
     EmailContent,
+    InvalidNotifySettings,
     SendOutcome,
     email_message,
     http_outcome,
@@ -108,7 +109,7 @@ class NotifierConfig:
 
     def __post_init__(self) -> None:
         if self.lease_s <= self.timeout_s:
-            raise ValueError(
+            raise InvalidNotifySettings(
                 f"CRASHRAY_NOTIFY_LEASE_S ({self.lease_s}) must exceed CRASHRAY_NOTIFY_TIMEOUT_S"
                 f" ({self.timeout_s}): another notifier would take over a send in progress")
 
