@@ -21,10 +21,12 @@ in a thread started by its constructor; ``start_notifier`` places it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import http.client
 import logging
 import smtplib
+import socket
 import threading
 import time
 from collections import Counter
@@ -43,6 +45,7 @@ from actors.placement import LOCAL, Placement
 from events.notify import (
     Destination,
     EmailContent,
+    InvalidNotifySettings,
     SendOutcome,
     email_message,
     http_outcome,
@@ -106,7 +109,7 @@ class NotifierConfig:
 
     def __post_init__(self) -> None:
         if self.lease_s <= self.timeout_s:
-            raise ValueError(
+            raise InvalidNotifySettings(
                 f"CRASHRAY_NOTIFY_LEASE_S ({self.lease_s}) must exceed CRASHRAY_NOTIFY_TIMEOUT_S"
                 f" ({self.timeout_s}): another notifier would take over a send in progress")
 
@@ -139,18 +142,33 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout_s: float) 
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         all_headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     conn = connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
+    # The socket timeout bounds each read; the watchdog bounds the whole exchange, so a
+    # receiver that trickles its answer a byte at a time cannot outlast the lease.
+    cut = threading.Event()
+    watchdog = threading.Timer(timeout_s, _cut, args=(conn, cut))
+    watchdog.start()
     try:
         conn.request("POST", path, body=body, headers=all_headers)
         response = conn.getresponse()
         excerpt = response.read(ERROR_BODY_BYTES).decode("utf-8", errors="replace")
         return http_outcome(response.status, excerpt)
-    except TimeoutError:
-        return SendOutcome(False, None, f"no answer within {timeout_s} s"
-                           " (CRASHRAY_NOTIFY_TIMEOUT_S)")
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, TimeoutError) or cut.is_set():
+            return SendOutcome(False, None, f"no answer within {timeout_s} s"
+                               " (CRASHRAY_NOTIFY_TIMEOUT_S)")
         return SendOutcome(False, None, f"{type(exc).__name__}: {exc}")
     finally:
+        watchdog.cancel()
         conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Interrupt a request past its deadline: shutting the socket down wakes the thread
+    blocked reading it (closing it from another thread would not)."""
+    cut.set()
+    if conn.sock is not None:
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 def send_email(smtp: SmtpConfig | None, to: Sequence[str], content: EmailContent,
@@ -226,7 +244,8 @@ class Notifier:
         returns how many were claimed."""
         with self._lock:
             free = self._config.concurrency - self._inflight
-        claimed = store.claim(self._conn, free, self._config.lease_s, self._db_now())
+        claimed = store.claim(self._conn, free, self._config.lease_s, self._db_now(),
+                              self._config.max_attempts)
         with self._lock:
             self._inflight += len(claimed)
         for c in claimed:
@@ -243,7 +262,14 @@ class Notifier:
 
     def _deliver(self, claimed: store.ClaimedDelivery) -> None:
         try:
-            outcome = self._send(claimed)
+            try:
+                outcome = self._send(claimed)
+            except Exception as exc:
+                # A payload the renderer cannot handle (a bug, or a row written by hand):
+                # recorded as a failed attempt, so it ends as a visible failure.
+                log.exception("delivery %d could not be rendered", claimed.id)
+                outcome = SendOutcome(False, None, f"cannot render the notification:"
+                                      f" {type(exc).__name__}: {exc}")
             step = next_step(outcome, claimed.attempts, self._config.max_attempts,
                              self._config.backoff_base_s, self._config.backoff_cap_s)
             if store.record(self._thread_conn(), claimed, outcome, step, self._db_now()):
@@ -377,7 +403,8 @@ class NotifierActor:
         self._notifier.close()
 
 
-def start_notifier(config: NotifierConfig, placement: Placement = LOCAL) -> Any:
-    """The notifier actor, named ``NOTIFIER_NAME``. It keeps nothing of its own (the
-    outbox is in PostgreSQL), so it is placed like a pool actor: anywhere."""
-    return NotifierActor.options(**placement.pool(NOTIFIER_NAME)).remote(config)  # type: ignore[attr-defined]
+def start_notifier(config: NotifierConfig, placement: Placement = LOCAL,
+                   name: str = NOTIFIER_NAME) -> Any:
+    """The notifier actor, named ``name`` (a test may run one of its own). It keeps nothing
+    of its own (the outbox is in PostgreSQL), so it is placed like a pool actor: anywhere."""
+    return NotifierActor.options(**placement.pool(name)).remote(config)  # type: ignore[attr-defined]

@@ -31,6 +31,8 @@ Three places turn an error into what a user sees, each in one spot:
     │   ├── InvalidPoolPolicy          400 invalid_pool_policy  events/pool_scaling.py
     │   ├── InvalidScalingSettings     400 invalid_scaling_settings  cluster/scaling.py
     │   ├── TenancyError               400 invalid_tenancy  storage/tenancy.py (slugs, passwords)
+    │   ├── InvalidNotification        400 invalid_notification  events/notify.py (actions, URLs)
+    │   ├── InvalidNotifySettings      400 invalid_notify_settings  events/notify.py
     │   └── CliError                   400 invalid_command_line  cluster/cli_common.py
     ├── Unauthorized                   401 unauthorized     no, bad or duplicate credentials
     ├── Forbidden                      403 forbidden        a scope or role does not allow it

@@ -15,7 +15,8 @@ the notifier (actors/notifier.py) renders it when it sends:
 - ``email_message``: subject, plain text and HTML (every value escaped).
 
 Errors: ``InvalidNotification`` (400) for actions and webhook URL lists that cannot be
-delivered, naming the field and what to do.
+delivered, naming the field and what to do; ``InvalidNotifySettings`` (400) for notifier
+settings that contradict each other.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ _LEVEL_COLORS: Final = {"fatal": "#d20f2a", "error": "#e03e2f", "warning": "#f5b
 
 class InvalidNotification(BadRequest):
     code = "invalid_notification"
+
+
+class InvalidNotifySettings(BadRequest):
+    """CRASHRAY_NOTIFY_* settings that contradict each other (actors/notifier.py)."""
+
+    code = "invalid_notify_settings"
 
 
 @dataclass(frozen=True)

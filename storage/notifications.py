@@ -206,13 +206,20 @@ def listen(url: str) -> psycopg.Connection[Any]:
 
 
 def claim(conn: psycopg.Connection[Any], max_rows: int, lease_s: float,
-          now: dt.datetime | None = None) -> list[ClaimedDelivery]:
+          now: dt.datetime | None = None, max_attempts: int | None = None
+          ) -> list[ClaimedDelivery]:
     """Claim up to ``max_rows`` due deliveries (pending and due, or sending with a lease
     run out), oldest due first, for ``lease_s``; counts the attempt. Commits at once so
-    other notifiers see the lease. ``now`` None: PostgreSQL's clock."""
+    other notifiers see the lease. ``now`` None: PostgreSQL's clock.
+
+    A leased row whose lease ran out after its ``max_attempts``-th attempt is failed
+    instead: the notifiers holding it stopped before recording each time (a delivery
+    that crashes its notifier must not be retried forever)."""
     if max_rows <= 0:
         return []
     with conn.transaction():
+        if max_attempts is not None:
+            _fail_abandoned(conn, max_attempts, now)
         rows = conn.execute(
             "WITH t AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)"
             " UPDATE notification_deliveries d SET status = 'sending',"
@@ -227,6 +234,21 @@ def claim(conn: psycopg.Connection[Any], max_rows: int, lease_s: float,
             {"now": now, "lease": lease_s, "n": max_rows}).fetchall()
     return [ClaimedDelivery(int(r[0]), int(r[1]), int(r[2]), str(r[3]), r[4], r[5], int(r[6]))
             for r in sorted(rows, key=lambda r: int(r[0]))]
+
+
+def _fail_abandoned(conn: psycopg.Connection[Any], max_attempts: int,
+                    now: dt.datetime | None) -> None:
+    rows = conn.execute(
+        "WITH t AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)"
+        " UPDATE notification_deliveries d SET status = 'failed', claimed_until = NULL,"
+        " last_error = 'the notifier stopped before recording the outcome of each of the '"
+        "              || d.attempts || ' attempts'"
+        " FROM t WHERE d.status = 'sending' AND d.claimed_until <= t.now"
+        " AND d.attempts >= %(max)s"
+        " RETURNING d.organization_id, d.project_id, d.destination, d.last_error",
+        {"now": now, "max": max_attempts}).fetchall()
+    for r in rows:
+        _count_failure(conn, int(r[0]), int(r[1]), str(r[2]), str(r[3]), None, now)
 
 
 def record(conn: psycopg.Connection[Any], claimed: ClaimedDelivery, outcome: SendOutcome,

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
+import socket
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
-from actors.notifier import DELIVERY_HEADER, Notifier, NotifierConfig, SmtpConfig
+from actors.notifier import DELIVERY_HEADER, Notifier, NotifierConfig, SmtpConfig, post_json
 from events.notify import (
     EMAIL_ACTION,
     NOTIFY_EVENT_SERVICE_ACTION,
@@ -459,3 +460,60 @@ def test_delivered_rows_past_retention_are_pruned(db: Db) -> None:
     assert in_two_days.prune_if_due() == 1
     in_two_days.close()
     assert list(log(db)) == [pending]
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout() -> None:
+    """Each byte comes within the socket timeout, the whole answer never does: the
+    request's total time is bounded, so a send never outlasts its lease."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 100:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    outcome = post_json(f"http://127.0.0.1:{port}/hook", b"{}", {}, timeout_s=0.5)
+    elapsed = time.monotonic() - started
+    listener.close()
+    assert not outcome.delivered and outcome.retryable
+    assert outcome.error == "no answer within 0.5 s (CRASHRAY_NOTIFY_TIMEOUT_S)"
+    assert elapsed < 1.5
+
+
+def test_a_delivery_whose_notifiers_keep_dying_ends_failed_not_retried_forever(db: Db) -> None:
+    with receiver() as server:
+        [delivery_id] = enqueue(db, new_delivery(
+            db.project, {"id": WEBHOOK_ACTION, "url": server.url("/crashes")}))
+        start = dt.datetime.now(dt.UTC)
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            for attempt in range(3):  # three notifiers each die holding it
+                at = start + dt.timedelta(seconds=10 * attempt)
+                assert len(store.claim(conn, 10, 3.0, at, max_attempts=3)) == 1
+        after = Notifier(config(db, max_attempts=3),
+                         clock=lambda: start + dt.timedelta(seconds=40))
+        assert after.run_once() == 0
+        after.close()
+        assert server.to("/crashes") == []
+    row = log(db)[delivery_id]
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.last_error == ("the notifier stopped before recording the outcome of each"
+                              " of the 3 attempts")
+    with psycopg.connect(db.url) as conn:
+        assert store.destination_warnings(conn, db.project, threshold=1)
+
+
+def test_an_unrenderable_payload_ends_as_a_visible_failure(db: Db) -> None:
+    broken = replace(new_delivery(db.project, {"id": WEBHOOK_ACTION,
+                                               "url": "http://127.0.0.1:9/x"}), payload={})
+    [delivery_id] = enqueue(db, broken)
+    with running(Notifier(config(db, max_attempts=2))):
+        rows = wait_until(settled(db, [delivery_id]), 10, "the broken delivery")
+    assert (rows[delivery_id].status, rows[delivery_id].attempts) == ("failed", 2)
+    assert (rows[delivery_id].last_error or "").startswith("cannot render the notification")

@@ -18,6 +18,7 @@ from events.notify import (
     TIMESTAMP_HEADER,
     Destination,
     InvalidNotification,
+    InvalidNotifySettings,
     NotifiedIssue,
     NotifiedProject,
     SendOutcome,
@@ -163,3 +164,24 @@ def test_http_outcomes_and_backoff() -> None:
     assert next_step(SendOutcome(False, 404, "x", retryable=False), 1, 10, 2, 10).status \
         == "failed"
     assert next_step(SendOutcome(True, 200), 3, 10, 2, 10).status == "delivered"
+
+
+def test_a_lease_shorter_than_the_send_timeout_is_refused_naming_both_settings() -> None:
+    from actors.notifier import NotifierConfig
+
+    with pytest.raises(InvalidNotifySettings, match=r"CRASHRAY_NOTIFY_LEASE_S.*"
+                                                    r"CRASHRAY_NOTIFY_TIMEOUT_S"):
+        NotifierConfig(postgres_url="postgresql://x/y", timeout_s=10.0, lease_s=5.0)
+
+
+def test_notifier_config_from_settings_carries_smtp() -> None:
+    from actors.notifier import NotifierConfig
+    from cluster.settings import Settings
+
+    settings = Settings(smtp_host="mail.example", smtp_port=2525, smtp_starttls=False,
+                        notify_max_attempts=4)
+    cfg = NotifierConfig.from_settings(settings, "postgresql://x/y")
+    assert cfg.max_attempts == 4
+    assert cfg.smtp is not None and (cfg.smtp.host, cfg.smtp.port, cfg.smtp.starttls) == (
+        "mail.example", 2525, False)
+    assert NotifierConfig.from_settings(Settings(), "postgresql://x/y").smtp is None
