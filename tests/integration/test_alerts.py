@@ -190,3 +190,35 @@ def test_two_consumers_at_once_fire_a_rule_once(h: Harness) -> None:
         t.join()
     assert h.queue_size() == 0
     assert len(deliveries(h)) == 1
+
+
+def test_a_consumer_dying_after_queueing_loses_and_repeats_no_notification(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deliveries are written in the batch's transaction: a consumer that dies after
+    writing them (here: right after, before its commit) leaves neither them nor the rule's
+    slot behind, and the consumer that takes the batch over after the lease queues each
+    notification once."""
+    import time
+
+    import actors.consumer_alerts as consumer_alerts
+
+    new_rule(h)
+    real_enqueue = consumer_alerts.enqueue
+
+    def enqueue_then_die(conn: Any, deliveries: Any) -> list[int]:
+        real_enqueue(conn, deliveries)
+        raise SystemExit("killed after queueing its notifications")
+
+    monkeypatch.setattr(consumer_alerts, "enqueue", enqueue_then_die)
+    h.enqueue([h.event_item(error_event("dies")) for _ in range(3)])
+    with pytest.raises(SystemExit):
+        h.consumer(project_settings_refresh_s=0.0).run_once()
+    assert deliveries(h) == [] and h.queue_size() == 3
+    assert h.sql("SELECT count(*) FROM alert_rule_fires")[0][0] == 0
+
+    monkeypatch.setattr(consumer_alerts, "enqueue", real_enqueue)
+    time.sleep(0.6)  # the harness's lease (0.5 s)
+    process(h, [])
+    assert h.queue_size() == 0
+    assert len(deliveries(h)) == 1
+    assert sum(int(i["count"]) for i in h.issues()) == 3
