@@ -321,10 +321,10 @@ function rulesTable(rules, latest, { onEdit, onDelete, onLog }) {
         h("td", { class: "num" }, `${rule.frequency} min`),
         h("td", { class: "rule-last" }, last ? [statusBadge(last.status), " ", time(last.dateCreated, relativeTime(last.dateCreated))]
           : h("span", { class: "muted" }, "none yet")),
-        h("td", { class: "row-actions" },
+        h("td", {}, h("div", { class: "row-actions" },
           h("button", { type: "button", "aria-label": `Edit ${rule.name}`, onclick: () => onEdit(rule) }, "Edit"),
           h("button", { type: "button", "aria-label": `Delivery log of ${rule.name}`, onclick: () => onLog(rule) }, "Log"),
-          h("button", { type: "button", class: "button-danger", "aria-label": `Delete ${rule.name}`, onclick: () => onDelete(rule) }, "Delete")));
+          h("button", { type: "button", class: "button-danger", "aria-label": `Delete ${rule.name}`, onclick: () => onDelete(rule) }, "Delete"))));
     })));
 }
 

@@ -261,6 +261,16 @@ def test_a_rule_made_in_the_editor_notifies_a_webhook_and_a_dead_one_raises_a_wa
         expect(rule_rows.first.locator(".response-code")).to_have_text("200")
         shot("3-rule-delivered")
 
+        # Edit: the form comes back filled in (the secret too); a new frequency is saved.
+        row.get_by_role("button", name=f"Edit {rule_name}").click()
+        edit = page.get_by_role("form", name=f"Edit rule {rule_name}")
+        expect(edit.get_by_label("Send a webhook to …: url")).to_have_value(hook)
+        expect(edit.get_by_label("Send a webhook to …: secret")).to_have_value(SECRET)
+        edit.get_by_label("Frequency (minutes)").fill("60")
+        edit.get_by_role("button", name="Save rule").click()
+        expect(page.locator("#status")).to_have_text("Alert rule saved")
+        expect(row.locator("td.num")).to_have_text("60 min")
+
         # 5. A destination answering 500: retried, failed, and a warning naming it on this
         # page and above the issue stream.
         page.get_by_role("button", name="Show every delivery").click()
@@ -283,6 +293,10 @@ def test_a_rule_made_in_the_editor_notifies_a_webhook_and_a_dead_one_raises_a_wa
         expect(failed_row.locator("td.num").first).to_have_text("3")
         shot("4-warning")
         editor.get_by_role("button", name="Cancel").click()
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name=f"Delete {rule_name}").click()
+        expect(row).to_have_count(0)
+        expect(page.locator("#status")).to_have_text(f"Alert rule {rule_name} deleted")
         page.get_by_role("link", name="← Back to issues").click()
         expect(page.get_by_role("heading", level=1, name=re.compile("^Issues"))).to_be_visible()
         expect(page.locator(".stream .notification-warnings")).to_contain_text("/fail")
