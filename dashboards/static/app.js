@@ -1,6 +1,7 @@
 // The dashboard's shell: who is logged in, the organization/project switcher, and which
 // view the location hash asks for. Views live in their own modules and render into <main>.
 
+import { renderAlerts } from "./alerts.js";
 import { ApiError, get, request, setCsrfToken, whenUnauthorized } from "./api.js";
 import { h, replace } from "./dom.js";
 import { renderIssue } from "./issue.js";
@@ -160,6 +161,7 @@ async function show() {
       else if (route.name === "issue") await renderIssue(ctx);
       else if (route.name === "setup") await renderSetup(ctx);
       else if (route.name === "projectSettings") await renderProjectSettings(ctx);
+      else if (route.name === "alerts") await renderAlerts(ctx);
       else if (route.name === "orgSettings") await renderOrgSettings(ctx);
       else replace(main, h("h1", { tabindex: "-1" }, "Not found"),
         h("p", {}, h("a", { href: routes.home() }, "Go to your issues")));

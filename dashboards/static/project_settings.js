@@ -401,6 +401,7 @@ export async function renderProjectSettings(ctx) {
     h("p", { class: "backlink" }, h("a", { href: ctx.streamHref(state.org, state.project) }, "← Back to issues")),
     h("h1", { tabindex: "-1" }, "Project settings ", h("span", { class: "muted" }, `${state.org}/${state.project}`)),
     h("nav", { class: "settings-nav", "aria-label": "Settings" },
+      h("a", { href: routes.alerts(state.org, state.project) }, "Alerts"),
       h("a", { href: routes.orgSettings(state.org) }, "Organization settings")),
     keysSection(ctx, state, keys),
     scrubbingSection(ctx, state, project),

@@ -3,6 +3,7 @@
 //   #/{org}/{project}/issues?query=&sort=&cursor=   the issue stream
 //   #/{org}/{project}/setup                   where to send events (the project's DSNs)
 //   #/{org}/{project}/settings                the project's keys, scrubbing, grouping, spikes
+//   #/{org}/{project}/alerts                  the project's alert rules, delivery log, warnings
 //   #/{org}/settings                          the organization's members, teams and your tokens
 //   #/{org}/issues/{id}?event={eventId}       one issue and one of its events
 
@@ -23,6 +24,7 @@ export const routes = {
   stream: (org, project, query) => withQuery(`#/${enc(org)}/${enc(project)}/issues`, query),
   setup: (org, project) => `#/${enc(org)}/${enc(project)}/setup`,
   projectSettings: (org, project) => `#/${enc(org)}/${enc(project)}/settings`,
+  alerts: (org, project) => `#/${enc(org)}/${enc(project)}/alerts`,
   orgSettings: (org) => `#/${enc(org)}/settings`,
   issue: (org, id, query) => withQuery(`#/${enc(org)}/issues/${enc(id)}`, query),
 };
@@ -49,6 +51,9 @@ export function parseRoute(hash) {
   }
   if (parts.length === 3 && parts[2] === "settings") {
     return { name: "projectSettings", org: parts[0], project: parts[1], query };
+  }
+  if (parts.length === 3 && parts[2] === "alerts") {
+    return { name: "alerts", org: parts[0], project: parts[1], query };
   }
   if (parts.length === 2 && parts[1] === "settings") {
     return { name: "orgSettings", org: parts[0], query };

@@ -3,6 +3,7 @@
 
 import { ApiError, request, seg } from "./api.js";
 import { sparkline } from "./chart.js";
+import { projectWarnings, warningsBanner } from "./alerts.js";
 import { h, replace, time } from "./dom.js";
 import { STATUS_TABS, levelClass, relativeTime, shortCount, statusOfQuery, withStatus } from "./format.js";
 import { routes } from "./router.js";
@@ -57,9 +58,12 @@ function buildFrame(ctx, state) {
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
   const title = h("h1", { tabindex: "-1" });
   const header = h("div", { class: "page-head" }, title,
-    h("a", { class: "button", href: routes.projectSettings(state.org, state.project) }, "Project settings"));
-  const root = h("div", { class: "stream" }, header, form, hint, searchError, tabs, bulk, results, pager);
-  const built = { root, title, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
+    h("div", { class: "form-actions" },
+      h("a", { class: "button", href: routes.alerts(state.org, state.project) }, "Alerts"),
+      h("a", { class: "button", href: routes.projectSettings(state.org, state.project) }, "Project settings")));
+  const warnings = h("div", { class: "warnings-slot" });
+  const root = h("div", { class: "stream" }, header, warnings, form, hint, searchError, tabs, bulk, results, pager);
+  const built = { root, title, warnings, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const target = hrefFor(built.state, { query: input.value, sort: sort.value });
@@ -192,6 +196,15 @@ function pageLink(state, link, label, rel) {
   return h("a", { class: "button", rel, href: hrefFor(state, { cursor: link.cursor }) }, label);
 }
 
+/** Destinations that keep failing, above the stream: notifications never stop silently. */
+function showWarnings(ctx, f, state) {
+  projectWarnings(state.org, state.project).then((found) => {
+    if (ctx.current()) replace(f.warnings, warningsBanner(found, state.org, state.project));
+  }).catch((err) => {
+    if (ctx.current() && !(err instanceof ApiError && err.status === 401)) replace(f.warnings, ctx.errorBox(err));
+  });
+}
+
 export async function renderStream(ctx) {
   const state = streamState(ctx.route);
   const key = `${state.org}/${state.project}`;
@@ -205,6 +218,7 @@ export async function renderStream(ctx) {
   if (document.activeElement !== f.input) f.input.value = state.query;
   f.sort.value = state.sort;
   renderTabs(f, state);
+  showWarnings(ctx, f, state);
   f.results.setAttribute("aria-busy", "true");
   let answer;
   try {

@@ -2,6 +2,7 @@
 
     GET    /api/0/projects/{org}/{project}/rules/             project:read or alerts:read
     POST   /api/0/projects/{org}/{project}/rules/             project:write or alerts:write
+    GET    /api/0/projects/{org}/{project}/rules/configuration/  project:read or alerts:read
     GET    /api/0/projects/{org}/{project}/rules/{id}/        project:read or alerts:read
     PUT    /api/0/projects/{org}/{project}/rules/{id}/        project:write or alerts:write
     DELETE /api/0/projects/{org}/{project}/rules/{id}/        project:write or alerts:write
@@ -27,7 +28,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from events.alert_rules import AlertRule, RuleError, parse_rule, rule_json
+from events.alert_rules import AlertRule, RuleError, parse_rule, rule_configuration, rule_json
 from events.errors import BadRequest, not_found
 from events.notify import NotifiedProject, delivery_payload, parse_webhook_urls
 from serve_apps.api.deps import ProjectAccess, Svc, project_access
@@ -90,6 +91,15 @@ async def create_rule(request: Request, access: Writable, svc: Svc) -> dict[str,
                                    rule.frequency_minutes, _body(rule),
                                    access.access.actor)
     return stored_json(stored, access.project.slug)
+
+
+# Declared before ``/rules/{rule_id}/``: FastAPI matches routes in order, and the int
+# ``rule_id`` would otherwise take "configuration" and answer 422.
+@router.get("/projects/{org}/{project}/rules/configuration/")
+def rules_configuration(access: Readable) -> dict[str, list[dict[str, Any]]]:
+    """Sentry's rule editor catalogue: every supported condition, filter and action with its
+    label template and form fields (the dashboard's editor is built from it)."""
+    return rule_configuration()
 
 
 @router.get("/projects/{org}/{project}/rules/{rule_id}/")

@@ -100,6 +100,25 @@ def test_another_organization_can_neither_see_nor_change_the_rules(h: Harness) -
     assert [r["id"] for r in h.get(rules_path(h))] == [created["id"]]
 
 
+def test_the_rule_editor_catalogue_lists_what_a_rule_may_use(h: Harness) -> None:
+    """Sentry's ``rules/configuration/``: not taken for a rule id (that would be a 422), every
+    id a rule may use with its label and form fields, and only for the project's own org."""
+    path = rules_path(h, "configuration")
+    found = h.get(path)
+    conditions = {c["id"]: c for c in found["conditions"]}
+    assert conditions[FIRST_SEEN]["label"] == "A new issue is created"
+    assert set(conditions[FREQUENCY]["formFields"]) >= {"value", "interval"}
+    assert ["1m", "one minute"] in conditions[FREQUENCY]["formFields"]["interval"]["choices"]
+    assert LEVEL in {f["id"] for f in found["filters"]}
+    webhook = next(a for a in found["actions"] if a["id"] == WEBHOOK)
+    assert set(webhook["formFields"]) == {"url", "secret"}
+    # What the catalogue offers, the rules API takes: one rule with its first choices.
+    made = new_rule(h, conditions=[{"id": FREQUENCY, "value": 3, "interval": "1h"}])
+    assert made["conditions"][0]["id"] == FREQUENCY
+    assert h.api.get(path, headers=auth(h, other_org_token(h))).status_code == 404
+    assert h.api.get(path).status_code == 401
+
+
 def other_org_token(h: Harness) -> str:
     from events.grouping import DEFAULT_GROUPING_CONFIG
     from storage import postgres
