@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import ray
 
+from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
 from cluster.runtime import Runtime, StartInfo, check_reachable_databases
@@ -135,7 +136,8 @@ def _keeper(settings: Settings, placement: Placement) -> Any:
 
 
 def retire_consumers(names: list[str]) -> None:
-    """Stop the named consumers (each finishes its batch, bounded) and end them."""
+    """Stop the named consumers (each finishes its batch, bounded) and end them (any actor
+    with a ``stop`` that finishes its work in progress: the notifier too)."""
     for name in names:
         try:
             consumer = ray.get_actor(name, namespace=NAMESPACE)
@@ -161,6 +163,9 @@ def deploy(settings: Settings) -> StartInfo:
     # The autoscaler first, or it would refill the pool it scales (and keep old settings).
     stop_pool_autoscaler(CONSUMER_STOP_TIMEOUT_S)
     retire_consumers([n for n in our_actor_names() if n.startswith(CONSUMER_PREFIX)])
+    # The notifier too (its sends in progress finish): the new one has the new settings;
+    # what it had not sent waits in PostgreSQL's outbox.
+    retire_consumers([n for n in our_actor_names() if n == NOTIFIER_NAME])
     runtime.start_actors()
     runtime.start_serve()
     base = settings.base_url()

@@ -125,7 +125,7 @@ def test_a_host_not_allowed_is_not_fetched_and_the_event_says_why(
     shown = process(h, browser_event(bundle))
     [error] = shown["errors"]
     assert error["type"] == "security_violation"
-    assert "127.0.0.1 is not among the project's allowed domains" in error["reason"]
+    assert "127.0.0.1 is not among the project's allowed domains" in error["data"]["reason"]
     assert crash_frame(shown)["lineNo"] == 1
     assert server.requests == []
 
