@@ -347,7 +347,9 @@ class DetectorActor:
     def stats(self) -> dict[str, Any]:
         return {"detector": self._host.name, "shard": self._host.shard,
                 "class": type(self._host.detector).__qualname__, **self._host.counts,
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "resources": ray.get_runtime_context().get_assigned_resources(),  # type: ignore[no-untyped-call]
+                }
 
     def stop(self) -> None:
         """Stop observing and checkpoint what was learnt (a clean shutdown)."""

@@ -102,6 +102,21 @@ def list_anomalies(conn: psycopg.Connection[Any], project: ProjectScope, limit: 
                           *r[4:]) for r in rows]
 
 
+def open_for_alerts(conn: psycopg.Connection[Any], project: ProjectScope,
+                    issue_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Per issue of ``issue_ids``: the open anomalies of the issue and of its project, as
+    ``events.alert_rules.AlertIssue.anomalies`` takes them (scope, score, kind, …)."""
+    rows = conn.execute(
+        "SELECT id, issue_id, scope, detector, kind, direction, score, explanation"
+        " FROM anomalies WHERE organization_id = %s AND project_id = %s AND status = 'open'"
+        " AND (issue_id IS NULL OR issue_id = ANY(%s)) ORDER BY id",
+        (project.organization_id, project.id, list(issue_ids))).fetchall()
+    shown = [(r[1], {"id": str(r[0]), "scope": r[2], "detector": r[3], "kind": r[4],
+                     "direction": r[5], "score": float(r[6]), "explanation": r[7]})
+             for r in rows]
+    return {i: [a for owner, a in shown if owner is None or owner == i] for i in issue_ids}
+
+
 def save_checkpoint(conn: psycopg.Connection[Any], detector: str, shard: int, shards: int,
                     state: bytes) -> None:
     conn.execute(

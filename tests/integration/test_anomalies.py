@@ -98,3 +98,19 @@ def test_a_checkpoint_is_loaded_back_only_for_the_same_sharding(h: Harness) -> N
         assert anomalies.load_checkpoint(conn, "seasonal", 1, 4) == b"learnt more"
         assert anomalies.load_checkpoint(conn, "seasonal", 1, 2) is None
         assert anomalies.load_checkpoint(conn, "escalating", 1, 4) is None
+
+
+def test_alert_rules_see_the_open_anomalies_of_the_issue_and_its_project(h: Harness) -> None:
+    issue = Anomaly("issue", h.organization_id, h.project_id, 41, T0, T0, 3.0, "up",
+                    "Escalating", {}, "escalating")
+    elsewhere = Anomaly("issue", h.organization_id, h.project_id, 42, T0, T0, 9.0, "up",
+                        "Escalating", {}, "escalating")
+    record(h, spike(h, 2), issue, elsewhere, detector="escalating")
+    with postgres.connect(h.url) as conn:
+        found = anomalies.open_for_alerts(conn, ProjectScope(h.organization_id, h.project_id),
+                                          [41])
+        other = anomalies.open_for_alerts(conn, ProjectScope(h.organization_id + 1,
+                                                             h.project_id), [41])
+    assert sorted((a["scope"], a["score"]) for a in found[41]) == [("issue", 3.0),
+                                                                   ("project", 8.0)]
+    assert other == {41: []}
