@@ -17,7 +17,7 @@ from actors.detectors import DetectorConfig, DetectorHost, DetectorLoadError, di
 from events.anomaly import Anomaly, EscalatingDetector, Series
 from storage.clickhouse import ClickHouseStore
 from tests.integration.consumer_harness import Harness, harness
-from tests.integration.test_alerts import error_event, other_org_token, process
+from tests.integration.test_alerts import auth, error_event, other_org_token, process
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +111,12 @@ def test_an_escalating_anomaly_moves_an_issue_ignored_until_escalating(h: Harnes
     process(h, [error_event("ignored one") for _ in range(3)]
             + [error_event("open one") for _ in range(3)])
     ids = issue_ids(h)
-    h.sql("UPDATE issues SET status = 'ignored', status_details = '{\"ignoreUntilEscalating\":"
-          " true}' WHERE id = %s RETURNING id", (ids["ignored one"],))
+    response = h.api.put(f"/issues/{ids['ignored one']}/", headers=auth(h), json={
+        "status": "ignored", "statusDetails": {"ignoreUntilEscalating": True}})
+    assert response.status_code == 200, response.text
+    process(h, [error_event("ignored one") for _ in range(5)])
+    assert h.sql("SELECT status FROM issues WHERE id = %s", (ids["ignored one"],)) == [
+        ("ignored",)], "new events alone do not unignore it"
     host = DetectorHost(BusyIssues(), 0, config(h), h.clickhouse)
     recorded = host.tick()
     assert {r.anomaly.issue_id for r in recorded} == {ids["ignored one"], ids["open one"]}
