@@ -40,7 +40,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
@@ -296,6 +295,12 @@ class DetectorHost:
         self._checkpointed_at = now or self.clock()
         self.counts["checkpoints"] += 1
 
+    def reset_connection(self) -> None:
+        """A fresh PostgreSQL connection after a failure (the old one may be broken or in a
+        failed transaction)."""
+        self._conn.close()
+        self._conn = connect(self.config.postgres_url, autocommit=False)
+
     def close(self) -> None:
         self._conn.close()
 
@@ -325,12 +330,14 @@ class DetectorActor:
             try:
                 with self._lock:
                     self._host.tick()
-            except (psycopg.Error, ray.exceptions.RayError, OSError):
-                # PostgreSQL or the ClickHouse owner away for a moment: the next tick reads
-                # the overlapping window again, so nothing is lost; logged and counted.
+            except Exception:
+                # Catch-all on purpose: a plugin's bug, or PostgreSQL or ClickHouse away for
+                # a moment, must not end the loop. The next tick reads the overlapping window
+                # again, so a passing failure loses nothing; logged and counted.
                 log.exception("detector %s shard %d: observation failed", self._host.name,
                               self._host.shard)
                 self._host.counts["failed_observations"] += 1
+                self._host.reset_connection()
             log.debug("detector %s observed in %.3f s", self._host.name,
                       time.monotonic() - started)
 
@@ -379,3 +386,16 @@ def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
             options = {**placement.pool(name), **resources}
             handles[name] = DetectorActor.options(**options).remote(config, spec, shard)  # type: ignore[attr-defined]
     return handles
+
+
+def stop_detectors(handles: dict[str, Any], timeout_s: float = 60.0) -> None:
+    """Stop the actors ``start_detectors`` started: each checkpoints what it has learnt,
+    then ends. An actor that does not answer within ``timeout_s`` is killed (its last
+    periodic checkpoint stands)."""
+    pending = {name: handle.stop.remote() for name, handle in handles.items()}
+    for name, ref in pending.items():
+        try:
+            ray.get(ref, timeout=timeout_s)
+        except (ray.exceptions.RayError, TimeoutError):
+            log.warning("detector actor %s did not stop cleanly", name, exc_info=True)
+        ray.kill(handles[name], no_restart=True)
