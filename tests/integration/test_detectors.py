@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from actors.detectors import DetectorConfig, DetectorHost, DetectorLoadError, discover
+from actors.detectors import (
+    DetectorConfig,
+    DetectorHost,
+    DetectorLoadError,
+    discover,
+    resource_options,
+)
 from events.anomaly import Anomaly, EscalatingDetector, Series
 from storage.clickhouse import ClickHouseStore
 from tests.integration.consumer_harness import Harness, harness
@@ -165,3 +171,14 @@ def test_a_broken_detector_path_is_refused_naming_the_setting() -> None:
     assert [s.name for s in discover(["events.anomaly:EscalatingDetector",
                                       "events.anomaly:SeasonalDetector"], False)] == [
         "escalating", "seasonal"]
+
+
+class GpuDetector(Recorder):
+    name: ClassVar[str] = "gpu"
+    num_gpus: ClassVar[float] = 1
+    memory: ClassVar[int] = 2 * 1024**3
+
+
+def test_the_resources_a_detector_class_declares_are_what_ray_is_asked_for() -> None:
+    assert resource_options(GpuDetector) == {"num_gpus": 1, "memory": 2 * 1024**3}
+    assert resource_options(Recorder) == {}
