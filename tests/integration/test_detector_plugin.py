@@ -15,17 +15,27 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import ray
 
-from actors.detectors import DetectorConfig, discover, start_detectors
+from actors.detectors import DetectorConfig, discover, start_detectors, stop_detectors
 from events.anomaly import Series
 from storage import postgres
+from storage.clickhouse import clickhouse_dsn
 from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
-from tests.support import scratch_database, wait_until
+from tests.integration.test_pipeline import post_envelope
+from tests.support import (
+    envelope_bytes,
+    error_event,
+    gzip_bytes,
+    python_sdk_headers,
+    scratch_database,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,14 +121,48 @@ def test_an_installed_plugin_is_discovered_deployed_fed_and_its_anomaly_recorded
                                "the restarted detector actor, restored from its checkpoint")
         assert restarted.get("observations", 0) == 0  # a new instance, which loaded the checkpoint
     finally:
-        for handle in handles.values():
-            ray.kill(handle, no_restart=True)
+        stop_detectors(handles, timeout_s=30)
 
 
-def _restarted(actor: object) -> dict[str, int] | None:
+def test_a_deployed_plugin_watches_the_live_event_stream_in_clickhouse(
+        crashray: RunningCrashray, example_installed: None, corpus_dir: Path) -> None:
+    """Events sent to the running Crashray reach the plugin through ClickHouse (read by the
+    actor's own loop, through the embedded engine's owner actor) within seconds."""
+    url = crashray.runtime.postgres_url
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT id FROM projects WHERE slug = 'default'").fetchone()
+    assert row is not None
+    project_id = int(row[0])
+    prefix = f"crashray-test-live-{uuid.uuid4().hex[:6]}"
+    config = DetectorConfig(
+        postgres_url=url, clickhouse_dsn=clickhouse_dsn(crashray.settings.clickhouse_url,
+                                                        crashray.settings.data_dir),
+        detectors=(), entry_points=True, interval_s=1.0, window_minutes=3)
+    handles = start_detectors(config, name_prefix=prefix)
+    try:
+        sent_at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        for i in range(10):  # at least 5 of them in one minute
+            event = error_event(corpus_dir, f"ValueError: live stream {i}")
+            response = post_envelope(crashray, gzip_bytes(envelope_bytes(event)),
+                                     python_sdk_headers(crashray.public_key), project=project_id)
+            assert response.status_code == 200, response.text
+
+        def recorded() -> tuple[object, ...] | None:
+            with psycopg.connect(url) as conn:
+                return conn.execute(
+                    "SELECT id, evidence FROM anomalies WHERE detector = 'minute-threshold'"
+                    " AND project_id = %s AND start_at >= %s", (project_id, sent_at)).fetchone()
+
+        found = wait_until(recorded, 90, "the plugin's anomaly from the live event stream")
+        assert found[1]["events"] >= 5  # type: ignore[index]
+    finally:
+        stop_detectors(handles, timeout_s=30)
+
+
+def _restarted(actor: Any) -> dict[str, Any] | None:
     """The actor's stats once it answers as a restored instance."""
     try:
-        found: dict[str, int] = ray.get(actor.stats.remote(), timeout=10)  # type: ignore[attr-defined]
+        found: dict[str, Any] = ray.get(actor.stats.remote(), timeout=10)
     except ray.exceptions.RayActorError:  # being restarted
         return None
     return found if found.get("restored") == 1 else None
