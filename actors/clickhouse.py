@@ -28,6 +28,7 @@ from storage.clickhouse import (
     EventStore,
     EventSummary,
     HashTotals,
+    MinuteCount,
     StatsRow,
     TagFacet,
 )
@@ -194,6 +195,12 @@ class RemoteStore:
         rows: list[StatsRow] = ray.get(self._owner.outcome_stats.remote(
             organization_id, list(project_ids), query))
         return rows
+
+    def minute_counts(self, organization_id: int, project_ids: Sequence[int],
+                      since: dt.datetime, until: dt.datetime) -> list[MinuteCount]:
+        counts: list[MinuteCount] = ray.get(self._owner.minute_counts.remote(
+            organization_id, list(project_ids), since, until))
+        return counts
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = ray.get(self._owner.query_rows.remote(sql, parameters))

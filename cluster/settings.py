@@ -406,6 +406,30 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
 
+    # --- anomaly detection (events/anomaly.py, actors/detectors.py) ----------------------
+    #: Detector classes by import path (``"module:Class"``, as JSON:
+    #: ``'["events.anomaly:SeasonalDetector"]'``), run besides the ones packages register in
+    #: the entry-point group ``crashray.detectors``. Default: the two built-ins (Sentry's
+    #: escalating forecast, the seasonal baseline of a project's volume); ``[]``: none.
+    detectors: list[str] = Field(default_factory=lambda: [
+        "events.anomaly:EscalatingDetector", "events.anomaly:SeasonalDetector"])
+    #: Also run the detectors installed packages register (entry points).
+    detector_entry_points: bool = True
+    #: Actors per detector, each watching the projects whose id modulo this is its shard
+    #: number. One handles thousands of projects (a minute's counts are a few rows each);
+    #: more spread a large installation's detectors over the cluster.
+    detector_shards: int = Field(default=1, ge=1, le=1024)
+    #: Seconds between observations: the series are counts per minute.
+    detector_interval_s: float = Field(default=60.0, gt=0)
+    #: Minutes each observation reads back (overlapping windows count late-received events
+    #: in the minute they arrived in, and a missed observation loses nothing).
+    detector_window_minutes: int = Field(default=10, ge=1, le=120)
+    #: Seconds between checkpoints of what a detector has learnt (PostgreSQL): a restart
+    #: loses at most this much learning, never the history before it.
+    detector_checkpoint_interval_s: float = Field(default=300.0, gt=0)
+    #: Seconds an anomaly may go unreported before its episode is closed.
+    anomaly_close_after_s: float = Field(default=300.0, gt=0)
+
     # --- query -------------------------------------------------------------------------
     #: Largest page size of list endpoints (Sentry: 100).
     api_max_page_size: int = 100

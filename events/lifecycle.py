@@ -15,8 +15,12 @@ The states are Sentry's: ``unresolved`` (substatus ``new``, ``ongoing``, ``regre
   timestamps fall in the last M minutes; ``ignoreUserCount: N`` with ``ignoreUserWindow: M``
   once N distinct users were affected in the last M minutes. M is 1 … ``MAX_WINDOW_MINUTES``.
 
-``inCommit``, ``ignoreDuration`` (a client-side shorthand for ``ignoreUntil``) and
-``ignoreUntilEscalating`` are refused with a clear error, not approximated.
+* ignored ``ignoreUntilEscalating: true`` (Sentry's "archived until escalating"): until
+  the escalating detector (events/anomaly.py, run by actors/detectors.py) finds the issue
+  over its forecast from the previous week's volume; new events alone do not unignore it.
+
+``inCommit`` and ``ignoreDuration`` (a client-side shorthand for ``ignoreUntil``) are
+refused with a clear error, not approximated.
 
     events.errors.BadRequest
     └── InvalidStatusUpdate        the request body asks for something unknown or unsupported
@@ -37,9 +41,9 @@ from events.errors import BadRequest
 STATUSES = ("unresolved", "resolved", "ignored")
 #: Sentry's API also says "muted"/"archived" for ignored.
 STATUS_ALIASES = {"muted": "ignored", "archived": "ignored"}
-UNSUPPORTED_DETAILS = ("inCommit", "ignoreDuration", "ignoreUntilEscalating")
+UNSUPPORTED_DETAILS = ("inCommit", "ignoreDuration")
 IGNORE_DETAILS = ("ignoreCount", "ignoreWindow", "ignoreUserCount", "ignoreUserWindow",
-                  "ignoreUntil")
+                  "ignoreUntil", "ignoreUntilEscalating")
 #: The longest window of a windowed ignore (Sentry offers up to one week).
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 #: Activity types, named as Sentry's activity log names them.
@@ -73,7 +77,7 @@ def _details(status: str, details: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidStatusUpdate(
             f'"statusDetails.{unsupported[0]}" is not supported yet; see the docs for the'
             " supported ones (inRelease, inNextRelease, ignoreCount, ignoreWindow,"
-            " ignoreUserCount, ignoreUserWindow, ignoreUntil)")
+            " ignoreUserCount, ignoreUserWindow, ignoreUntil, ignoreUntilEscalating)")
     allowed = {"resolved": ("inRelease", "inNextRelease"),
                "ignored": IGNORE_DETAILS}.get(status, ())
     misplaced = [k for k in ("inRelease", "inNextRelease", *IGNORE_DETAILS)
@@ -94,7 +98,7 @@ def _details(status: str, details: Mapping[str, Any]) -> dict[str, Any]:
 def _checked(key: str, value: Any) -> Any:
     if key == "inRelease" and isinstance(value, str) and value.strip():
         return value
-    if key == "inNextRelease" and value is True:
+    if key in ("inNextRelease", "ignoreUntilEscalating") and value is True:
         return True
     if key in ("ignoreCount", "ignoreUserCount") and isinstance(value, int) \
             and not isinstance(value, bool) and value > 0:
@@ -109,7 +113,7 @@ def _checked(key: str, value: Any) -> Any:
                 "ignoreUserCount": "a positive whole number",
                 "ignoreWindow": f"a whole number of minutes from 1 to {MAX_WINDOW_MINUTES}",
                 "ignoreUserWindow": f"a whole number of minutes from 1 to {MAX_WINDOW_MINUTES}",
-                "ignoreUntil": "an ISO 8601 time"}[key]
+                "ignoreUntil": "an ISO 8601 time", "ignoreUntilEscalating": "true"}[key]
     raise InvalidStatusUpdate(f'"statusDetails.{key}" must be {expected}; got {value!r}')
 
 

@@ -88,6 +88,26 @@ class HashTotals:
     culprit: str
 
 
+@dataclass(frozen=True)
+class MinuteCount:
+    """Events received in one minute, and their distinct users: of a project
+    (``group_id`` 0) or of one group id of it."""
+
+    project_id: int
+    group_id: int
+    minute: dt.datetime
+    events: int
+    users: int
+
+
+#: Distinct users as Sentry's ``sentry:user`` tag identifies them: by id, else e-mail, else
+#: username, else IP address (events without any count no user).
+_DISTINCT_USERS: Final = (
+    "uniqExactIf(multiIf(user_id != '', concat('id:', user_id), user_email != '',"
+    " concat('email:', user_email), user_username != '',"
+    " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), ''),"
+    " user_id != '' OR user_email != '' OR user_username != '' OR user_ip != '')")
+
 #: An event search that filters nothing.
 NO_FILTERS: Final = EventFilters()
 #: The tables a consumer batch writes before its PostgreSQL commit, in the order they are
@@ -163,6 +183,9 @@ class EventStore(Protocol):
 
     def outcome_stats(self, organization_id: int, project_ids: Sequence[int],
                       query: StatsQuery) -> list[StatsRow]: ...
+
+    def minute_counts(self, organization_id: int, project_ids: Sequence[int],
+                      since: dt.datetime, until: dt.datetime) -> list[MinuteCount]: ...
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]: ...
 
@@ -514,6 +537,27 @@ class ClickHouseStore:
                         "since": _utc(since).replace(microsecond=0),
                         "until": _utc(until).replace(microsecond=0)}).result_rows
         return {_utc(r[0]): int(r[1]) for r in rows}
+
+    def minute_counts(self, organization_id: int, project_ids: Sequence[int],
+                      since: dt.datetime, until: dt.datetime) -> list[MinuteCount]:
+        """Events (distinct ids) and distinct users per minute received in [since, until),
+        per project (group id 0) and per group id, of the organization's ``project_ids``:
+        the series anomaly detectors watch (actors/detectors.py). Minutes without events
+        have no row."""
+        if not project_ids or not organization_id:
+            return []
+        rows = self._read.query(
+            "SELECT project_id, if(grouping(group_id) = 0, group_id, toUInt64(0)) AS g,"
+            f" toStartOfMinute(received) AS minute, uniqExact(event_id), {_DISTINCT_USERS}"
+            " FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id IN {projects:Array(UInt64)}"
+            " AND received >= {since:DateTime64(6, 'UTC')}"
+            " AND received < {until:DateTime64(6, 'UTC')}"
+            " GROUP BY GROUPING SETS ((project_id, minute), (project_id, group_id, minute))",
+            parameters={"org": organization_id, "projects": list(project_ids),
+                        "since": _utc(since), "until": _utc(until)}).result_rows
+        return [MinuteCount(int(r[0]), int(r[1]), _utc(r[2]), int(r[3]), int(r[4]))
+                for r in rows]
 
     def close(self) -> None:
         self._client.close()

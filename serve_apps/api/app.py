@@ -33,6 +33,7 @@ from actors.clickhouse import clickhouse_store
 from events.errors import BadRequest, CrashrayError
 from serve_apps.api import (
     alert_rules,
+    anomalies,
     artifacts,
     auth,
     events,
@@ -56,7 +57,7 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
                   events.router, quotas.router, operations.router, artifacts.router,
-                  releases.router, alert_rules.router)
+                  releases.router, alert_rules.router, anomalies.router)
 #: Room for the multipart framing around a chunk-upload request's chunks.
 MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 

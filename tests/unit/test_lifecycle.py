@@ -39,6 +39,8 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
      "ignored", {"ignoreUserCount": 3, "ignoreUserWindow": 1440}),
     ({"status": "ignored", "statusDetails": {"ignoreUntil": "2026-12-01T00:00:00Z"}}, "ignored",
      {"ignoreUntil": "2026-12-01T00:00:00+00:00"}),
+    ({"status": "ignored", "statusDetails": {"ignoreUntilEscalating": True}}, "ignored",
+     {"ignoreUntilEscalating": True}),
 ])
 def test_status_updates_are_understood(body: dict[str, object], status: str,
                                        details: dict[str, object]) -> None:
@@ -63,6 +65,10 @@ def test_status_updates_are_understood(body: dict[str, object], status: str,
     ({"status": "ignored", "statusDetails": {"ignoreCount": -1}}, "a positive whole number"),
     ({"status": "ignored", "statusDetails": {"ignoreUntil": "tomorrow"}}, "an ISO 8601 time"),
     ({"status": "ignored", "statusDetails": {"inRelease": "1.0"}}, "does not go with"),
+    ({"status": "ignored", "statusDetails": {"ignoreUntilEscalating": "yes"}},
+     "ignoreUntilEscalating\" must be true"),
+    ({"status": "resolved", "statusDetails": {"ignoreUntilEscalating": True}},
+     "does not go with"),
 ])
 def test_unknown_or_unsupported_updates_say_what_was_wrong(body: dict[str, object],
                                                            names: str) -> None:
@@ -131,6 +137,12 @@ def test_ignored_until_a_time_unignores_on_the_first_later_event() -> None:
 def test_ignored_forever_and_unresolved_issues_do_not_change() -> None:
     assert transition_after_events(IssueState("ignored", {}, 100), [event()]) is None
     assert transition_after_events(IssueState("unresolved", {}, 100), [event()]) is None
+
+
+def test_ignored_until_escalating_is_not_unignored_by_events_alone() -> None:
+    """The escalating detector decides (actors/detectors.py), not the event count."""
+    state = IssueState("ignored", {"ignoreUntilEscalating": True}, 10_000)
+    assert transition_after_events(state, [event() for _ in range(500)]) is None
 
 
 def test_ignored_until_n_more_users_unignores_when_the_users_are_there() -> None:
