@@ -22,6 +22,7 @@ from typing import Any, Final
 import psycopg
 
 from events.alert_rules import (
+    ANOMALY,
     AlertEvent,
     AlertIssue,
     AlertRule,
@@ -31,8 +32,10 @@ from events.alert_rules import (
     rule_fires,
     windows_needed,
 )
+from events.anomaly import Anomaly
 from events.notify import NotifiedIssue, NotifiedProject, delivery_payload
 from storage import alert_rules as rule_store
+from storage.anomalies import open_for_alerts
 from storage.notifications import NewDelivery, enqueue
 from storage.scope import ProjectScope
 
@@ -133,6 +136,11 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
     issue_ids = sorted({e.issue_id for e in events})
     issues = _issues(conn, issue_ids)
     latest = _latest_releases(conn, scopes)
+    anomalies: dict[int, list[dict[str, Any]]] = {}
+    for scope in scopes:  # only where a rule asks: one query per such project
+        if any(c.id == ANOMALY for _, r in rules.get(scope.id, []) for c in r.conditions):
+            anomalies.update(open_for_alerts(conn, scope, sorted(
+                {e.issue_id for e in events if e.scope == scope})))
     wanted = {(w.kind, w.seconds, w.offset_seconds, w.environment)
               for ws in windows.values() for w in ws}
     counts = rule_store.window_counts(conn, [e.issue_id for e in counted], wanted, now) \
@@ -152,7 +160,7 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
             transition=transitions.get(e.issue_id) if first_of_issue else None,
             counts={Window(k, s, o, env): n for (k, s, o, env), n
                     in counts.get(e.issue_id, {}).items()},
-            latest_release=latest.get(e.scope.id))
+            latest_release=latest.get(e.scope.id), anomalies=anomalies.get(e.issue_id, ()))
         event = alert_event(e.event)
         for stored, rule in rules[e.scope.id]:
             if rule_fires(rule, event, issue, now):
@@ -214,3 +222,65 @@ def payload_of(e: BatchEvent, rule: rule_store.StoredRule, project: NotifiedProj
     issue = NotifiedIssue(e.issue_id, e.title, e.culprit, str(e.event.get("level") or "error"))
     return delivery_payload(event={**event, "event_id": e.event_id}, issue=issue,
                             project=project, rule_names=[rule.name], base_url=base_url)
+
+
+# --- anomalies (actors/detectors.py calls this as it records them) --------------------------
+def anomaly_json(anomaly_id: int, a: Anomaly) -> dict[str, Any]:
+    return {"id": str(anomaly_id), "scope": a.scope, "kind": a.kind, "direction": a.direction,
+            "score": float(a.score), "explanation": a.explanation}
+
+
+def apply_anomaly_rules(conn: psycopg.Connection[Any], opened: Sequence[tuple[int, Anomaly]],
+                        base_url: str, now: dt.datetime | None = None) -> int:
+    """Rules with Crashray's anomaly condition, for anomalies a detector has just opened: a
+    drop to zero has no event to be evaluated with, so the detector, not the consumer,
+    fires them. Filters see an event of level ``warning`` carrying the anomaly (tag
+    ``anomaly``: its kind); the slot is per (rule, issue), a project's anomaly taking issue
+    0. Inside the detector's transaction; returns the deliveries queued."""
+    if not opened:
+        return 0
+    now = now or dt.datetime.now(dt.UTC)
+    scopes = sorted({ProjectScope(a.organization_id, a.project_id) for _, a in opened},
+                    key=lambda s: s.id)
+    stored_rules = rule_store.rules_of_projects(conn, scopes)
+    projects = _projects(conn, scopes)
+    issues = _issues(conn, sorted({a.issue_id for _, a in opened if a.issue_id is not None}))
+    firing: list[tuple[int, Anomaly, rule_store.StoredRule, AlertRule]] = []
+    for anomaly_id, a in opened:
+        event = AlertEvent("warning", {"anomaly": a.kind}, None, None)
+        first_seen, times_seen = issues.get(a.issue_id or 0, (now, 0))
+        for stored in stored_rules.get(a.project_id, []):
+            try:
+                rule = parse_rule(dict(stored.body), rule_id=stored.id)
+            except RuleError:
+                continue
+            if not any(c.id == ANOMALY for c in rule.conditions):
+                continue
+            issue = AlertIssue(a.issue_id or 0, first_seen, times_seen, is_new=False,
+                               transition=None,
+                               counts=dict.fromkeys(windows_needed([rule]), 0),
+                               anomalies=[anomaly_json(anomaly_id, a)])
+            if rule_fires(rule, event, issue, now):
+                firing.append((anomaly_id, a, stored, rule))
+    granted = rule_store.claim_fires(conn, [(s.id, a.issue_id or 0, s.frequency_minutes)
+                                            for _, a, s, _ in firing], now)
+    deliveries: list[NewDelivery] = []
+    for anomaly_id, a, stored, rule in firing:
+        if (stored.id, a.issue_id or 0) not in granted:
+            continue
+        granted.discard((stored.id, a.issue_id or 0))
+        shown = {"event_id": None, "level": "warning", "message": a.explanation,
+                 "tags": [["anomaly", a.kind], ["direction", a.direction]],
+                 "extra": {"anomaly": anomaly_json(anomaly_id, a),
+                           "evidence": dict(a.evidence)}}
+        notified = None if a.issue_id is None else NotifiedIssue(
+            a.issue_id, a.explanation, None, "warning")
+        payload = delivery_payload(event=shown, issue=notified,
+                                   project=projects[a.project_id],
+                                   rule_names=[stored.name], base_url=base_url)
+        deliveries += [NewDelivery(a.organization_id, a.project_id, stored.id, a.issue_id,
+                                   None, {"id": item.id, **item.fields}, payload)
+                       for item in rule.actions]
+    if deliveries:
+        enqueue(conn, deliveries)
+    return len(deliveries)

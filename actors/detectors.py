@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import ray
 
+from actors.consumer_alerts import apply_anomaly_rules
 from actors.placement import LOCAL, Placement
 from events.anomaly import BUILTIN_DETECTORS, Detector, Series
 from events.errors import CrashrayError
@@ -142,6 +143,8 @@ class DetectorConfig:
     window_minutes: int = 10
     checkpoint_interval_s: float = 300.0
     close_after_s: float = 300.0
+    #: The instance's address, for links in the notifications anomalies fire.
+    base_url: str = "http://127.0.0.1:9000"
 
     @classmethod
     def from_settings(cls, s: Settings, postgres_url: str, clickhouse_dsn: str | None
@@ -151,7 +154,7 @@ class DetectorConfig:
                    shards=s.detector_shards, interval_s=s.detector_interval_s,
                    window_minutes=s.detector_window_minutes,
                    checkpoint_interval_s=s.detector_checkpoint_interval_s,
-                   close_after_s=s.anomaly_close_after_s)
+                   close_after_s=s.anomaly_close_after_s, base_url=s.base_url())
 
 
 def _now() -> dt.datetime:
@@ -258,6 +261,8 @@ class DetectorHost:
             for r in recorded:
                 if r.anomaly.kind == ESCALATING_KIND and r.anomaly.issue_id is not None:
                     self._escalate(r)
+            apply_anomaly_rules(self._conn, [(r.id, r.anomaly) for r in recorded if r.opened],
+                                self.config.base_url)
             closed = store.close_quiet(self._conn, self.name, sorted(mine),
                                        now - dt.timedelta(seconds=self.config.close_after_s))
         self._conn.commit()

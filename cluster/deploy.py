@@ -30,6 +30,8 @@ from typing import Any, Final
 
 import ray
 
+from actors.detectors import ACTOR_PREFIX as DETECTOR_PREFIX
+from actors.detectors import stop_detectors
 from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
@@ -151,6 +153,19 @@ def retire_consumers(names: list[str]) -> None:
         ray.kill(consumer, no_restart=True)
 
 
+def retire_detectors(names: list[str]) -> None:
+    """Stop the named detector actors (each checkpoints first) and end them."""
+    handles = {}
+    for name in names:
+        try:
+            handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            continue
+    stop_detectors(handles, CONSUMER_STOP_TIMEOUT_S)
+    for handle in handles.values():
+        ray.kill(handle, no_restart=True)
+
+
 def deploy(settings: Settings) -> StartInfo:
     """Deploy (or upgrade in place) Crashray onto the cluster; returns what to print."""
     connect(settings)
@@ -166,6 +181,7 @@ def deploy(settings: Settings) -> StartInfo:
     # The notifier too (its sends in progress finish): the new one has the new settings;
     # what it had not sent waits in PostgreSQL's outbox.
     retire_consumers([n for n in our_actor_names() if n == NOTIFIER_NAME])
+    retire_detectors([n for n in our_actor_names() if n.startswith(DETECTOR_PREFIX)])
     runtime.start_actors()
     runtime.start_serve()
     base = settings.base_url()

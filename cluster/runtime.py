@@ -357,6 +357,8 @@ class Runtime:
     _symbolicators: list[Any] = field(default_factory=list)
     #: Sends alert notifications (actors/notifier.py).
     _notifier: Any = None
+    #: Anomaly detector actors by name (actors/detectors.py).
+    _detectors: dict[str, Any] = field(default_factory=dict)
     _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
@@ -487,6 +489,7 @@ class Runtime:
     def start_actors(self) -> None:
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
+        from actors.detectors import DetectorConfig, start_detectors
         from actors.grouping import shard_name, start_grouping_shards
         from actors.notifier import NotifierConfig, start_notifier
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
@@ -519,6 +522,8 @@ class Runtime:
                                                  symbolicator_names)
         self._notifier = start_notifier(NotifierConfig.from_settings(s, self.postgres_url),
                                         self.placement)
+        self._detectors = start_detectors(DetectorConfig.from_settings(
+            s, self.postgres_url, self.clickhouse_dsn), self.placement)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
@@ -717,6 +722,11 @@ class Runtime:
             # First, so it does not refill the pool; it retires the consumers it started.
             stop_pool_autoscaler(budget_s)
             self._autoscaler = None
+        if self._detectors:
+            from actors.detectors import stop_detectors
+
+            stop_detectors(self._detectors, budget_s)  # each checkpoints what it learnt
+            self._detectors = {}
         if self._notifier is not None:
             try:  # sends in progress finish; the rest wait in PostgreSQL for the next start
                 ray.get(self._notifier.stop.remote(), timeout=budget_s)

@@ -241,3 +241,52 @@ def test_a_consumer_dying_after_queueing_loses_and_repeats_no_notification(
     assert h.queue_size() == 0
     assert len(deliveries(h)) == 1
     assert sum(int(i["count"]) for i in h.issues()) == 3
+
+
+ANOMALY = "crashray.conditions.anomaly.AnomalyCondition"
+
+
+def project_anomaly(h: Harness, kind: str = "drop") -> Any:
+    from events.anomaly import Anomaly
+
+    now = dt.datetime.now(dt.UTC)
+    return Anomaly("project", h.organization_id, h.project_id, None,
+                   now - dt.timedelta(minutes=15), now, 9.5, "down",
+                   "the project's events dropped to 0 a minute (usually 120)",
+                   {"expected": 120.0}, kind=kind)
+
+
+def test_an_anomaly_a_detector_opens_fires_the_anomaly_rules_without_an_event(
+        h: Harness) -> None:
+    """A drop to zero has no event: the detector fires the rules as it records it."""
+    from actors.consumer_alerts import apply_anomaly_rules
+    from storage import anomalies, postgres
+
+    rule = new_rule(h, conditions=[{"id": ANOMALY, "scope": "project", "min_score": 5}])
+    new_rule(h, name="issue anomalies only", conditions=[{"id": ANOMALY, "scope": "issue"}])
+    with postgres.connect(h.url) as conn:
+        recorded = anomalies.record(conn, "seasonal", [project_anomaly(h)])
+        queued = apply_anomaly_rules(conn, [(r.id, r.anomaly) for r in recorded
+                                            if r.opened], "http://crashray.test")
+        again = apply_anomaly_rules(conn, [(r.id, r.anomaly) for r in recorded],
+                                    "http://crashray.test")
+        conn.commit()
+    assert (queued, again) == (1, 0)  # once per the rule's frequency
+    [(rule_id, issue_id, event_id)] = deliveries(h)
+    assert (rule_id, issue_id, event_id) == (int(rule["id"]), None, None)
+    payload = h.sql("SELECT payload FROM notification_deliveries")[0][0]
+    assert "dropped to 0" in str(payload)
+
+
+def test_an_open_anomaly_lets_the_anomaly_rule_fire_on_the_next_event(h: Harness) -> None:
+    from storage import anomalies, postgres
+
+    new_rule(h, conditions=[{"id": ANOMALY, "scope": "project"}],
+             filters=[{"id": LEVEL, "match": "gte", "level": "40"}])
+    process(h, [error_event("before")])
+    assert deliveries(h) == []
+    with postgres.connect(h.url) as conn:
+        anomalies.record(conn, "seasonal", [project_anomaly(h, "spike")])
+        conn.commit()
+    process(h, [error_event("during")])
+    assert len(deliveries(h)) == 1
