@@ -123,12 +123,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_rollups_rebuild(args: argparse.Namespace) -> None:
+    settings = settings_from(args)
+    prepare_ray(settings)
     from actors.clickhouse import clickhouse_store
     from pipelines.rollups import rebuild
     from storage.clickhouse import clickhouse_dsn
 
-    settings = settings_from(args)
-    prepare_ray(settings)
     address = ray_address_of(settings)
     with database(args) as conn:
         project = _project(conn, args.org, args.project)
