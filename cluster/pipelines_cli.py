@@ -42,7 +42,11 @@ def ray_address_of(settings: Settings) -> str:
     if settings.ray_address:
         return settings.ray_address
     instance = running_instance(settings.data_dir)
-    if instance is None or not instance.ray_address:
+    if instance is not None and not instance.ray_address:
+        raise InstanceNotRunning(
+            f"the Crashray running on {settings.data_dir} (pid {instance.pid}) did not record"
+            " its Ray cluster's address (it predates this command): restart it")
+    if instance is None:
         raise InstanceNotRunning(
             f"no running Crashray on {settings.data_dir} (its ClickHouse is reached through"
             f" it): start it with `crashray up --data-dir {settings.data_dir}`, or give the"
@@ -136,11 +140,15 @@ def cmd_rollups_rebuild(args: argparse.Namespace) -> None:
         store = clickhouse_store(clickhouse_dsn(settings.clickhouse_url, settings.data_dir))
         result = rebuild(conn, store, project)
     print(f"rebuilt the hourly issue counts of {args.org}/{args.project}"
-          f" ({result.rollup_events} events); {result.issues_recounted} issues recounted,"
+          f" ({result.rollup_events} events); {_issues(result.issues_recounted)} recounted,"
           f" {result.issues_corrected} of them corrected")
     if result.issues_without_events:
         print("issues with no stored events (counters kept): "
               + ", ".join(map(str, result.issues_without_events)))
+
+
+def _issues(n: int) -> str:
+    return f"{n} issue{'' if n == 1 else 's'}"
 
 
 def _scope(parser: argparse.ArgumentParser) -> None:

@@ -201,7 +201,7 @@ def test_rollups_rebuild_leaves_another_organization_alone(instance: Instance) -
                               " 'crashray'\n")
     theirs = crashray("rollups", "rebuild", "--org", "other", "--project", "web",
                       "--data-dir", data_dir)
-    assert "(2 events); 1 issues recounted" in theirs.stdout, theirs.stderr
+    assert "(2 events); 1 issue recounted" in theirs.stdout, theirs.stderr
     assert sum(n for _, n in counts_by_type(instance).values()) == 5
 
 

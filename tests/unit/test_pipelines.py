@@ -4,13 +4,16 @@ how a rollup rebuild adds up an issue's hashes, how the commands read times."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import orjson
 import pytest
 
 from cluster.cli_common import CliError
-from cluster.pipelines_cli import parse_time
+from cluster.pipelines_cli import InstanceNotRunning, parse_time, ray_address_of
+from cluster.runtime import InstanceAddress, record_instance
+from cluster.settings import Settings
 from pipelines.export import (
     EXPORT_SCHEMA,
     ExportRefused,
@@ -119,3 +122,17 @@ def test_times_are_iso_8601_and_utc_unless_they_name_a_zone() -> None:
     assert parse_time("--since", None) is None
     with pytest.raises(CliError, match="--since 'yesterday': not an ISO 8601 date"):
         parse_time("--since", "yesterday")
+
+
+def test_a_job_runs_on_the_given_cluster_else_the_running_instances(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(InstanceNotRunning, match=f"no running Crashray on {tmp_path}"):
+        ray_address_of(settings)
+    record_instance(tmp_path, InstanceAddress(os.getpid(), "http://127.0.0.1:9000"))
+    with pytest.raises(InstanceNotRunning, match="did not record its Ray cluster's address"):
+        ray_address_of(settings)
+    record_instance(tmp_path, InstanceAddress(os.getpid(), "http://127.0.0.1:9000",
+                                              "127.0.0.1:6380"))
+    assert ray_address_of(settings) == "127.0.0.1:6380"
+    assert ray_address_of(Settings(data_dir=tmp_path, ray_address="10.0.0.5:6379")) == \
+        "10.0.0.5:6379"
