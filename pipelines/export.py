@@ -33,8 +33,11 @@ Schema (stable: columns are only ever added; ``EXPORT_SCHEMA`` is the reference)
                           module: string, lineno: int64, colno: int64, in_app: bool,
                           context_line: string>>>>       (frame fields null when absent)
 
-Polars reads it as is: ``pl.read_parquet(DIR)``; a frame field is
-``df.explode("exceptions").unnest("exceptions").explode("frames").unnest("frames")``.
+Polars reads it as is: ``pl.read_parquet(DIR)``; one row per frame (``frames.function``,
+``frames.lineno``, …; ``module`` is a field of both exceptions and frames, hence the prefix)::
+
+    df.explode("exceptions").unnest("exceptions").explode("frames").unnest(
+        "frames", separator=".")
 """
 
 from __future__ import annotations

@@ -125,13 +125,14 @@ def test_export_writes_the_projects_events_as_parquet_that_polars_reads(
     assert set(card["release"]) == {"py-e2e@1.0.0"}
     assert set(card["environment"]) == {"e2e"}
     frames = (card.explode("exceptions").unnest("exceptions")
-              .explode("frames").unnest("frames"))
-    raising = frames.filter(pl.col("function") == "charge")
+              .explode("frames").unnest("frames", separator="."))
+    raising = frames.filter(pl.col("frames.function") == "charge")
     assert raising.height == 3
-    assert set(raising["in_app"]) == {True}
-    assert set(raising["filename"]) == {"send_python_exceptions.py"}
-    assert set(raising["context_line"]) == {'    raise ERROR(f"card {marker} declined")'}
-    assert all(isinstance(n, int) and n > 0 for n in raising["lineno"])
+    assert set(raising["frames.in_app"]) == {True}
+    assert set(raising["frames.filename"]) == {"send_python_exceptions.py"}
+    assert set(raising["frames.context_line"]) == {
+        '    raise ERROR(f"card {marker} declined")'}
+    assert all(isinstance(n, int) and n > 0 for n in raising["frames.lineno"])
     assert set(frames["type"]) == {"ExportCardError"}
     tags = card.explode("tags").unnest("tags")
     assert {"release", "environment"} <= set(tags["key"])
