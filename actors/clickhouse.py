@@ -73,6 +73,11 @@ class ClickHouseOwner(ClickHouseStore):
         return super().insert_counts(token, tables)
 
     @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def rebuild_issue_counts(self, organization_id: int,  # type: ignore[override]
+                             project_id: int) -> int:
+        return super().rebuild_issue_counts(organization_id, project_id)
+
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
     def ping(self) -> bool:  # type: ignore[override]
         """On the inserts' threads: what a consumer asks is whether it can store, and slow
         searches holding every reading thread must not look like an outage."""
@@ -205,6 +210,28 @@ class RemoteStore:
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = ray.get(self._owner.query_rows.remote(sql, parameters))
         return rows
+
+    def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
+                           until: dt.datetime) -> dict[dt.datetime, int]:
+        hours: dict[dt.datetime, int] = ray.get(self._owner.stored_event_hours.remote(
+            organization_id, project_id, since, until))
+        return hours
+
+    def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
+                      until: dt.datetime) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = ray.get(self._owner.stored_events.remote(
+            organization_id, project_id, since, until))
+        return events
+
+    def hash_event_totals(self, organization_id: int, project_id: int
+                          ) -> dict[str, tuple[int, dt.datetime, dt.datetime]]:
+        totals: dict[str, tuple[int, dt.datetime, dt.datetime]] = ray.get(
+            self._owner.hash_event_totals.remote(organization_id, project_id))
+        return totals
+
+    def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int:
+        return int(ray.get(self._owner.rebuild_issue_counts.remote(organization_id,
+                                                                   project_id)))
 
 
 def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:

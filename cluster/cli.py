@@ -10,6 +10,9 @@
     crashray dead-letters list|replay|drop               queue items consumers gave up on
     crashray up --address ADDR                           run on an existing Ray cluster
     crashray deploy|undeploy|status --address ADDR       leave it deployed there; remove; inspect
+    crashray export --project SLUG [--since T] [--until T] --to DIR
+                                                         a project's events as Parquet files
+    crashray rollups rebuild --project SLUG              recompute a project's derived counts
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cluster import (
     dead_letters_cli,
     deploy_cli,
     grouping_cli,
+    pipelines_cli,
     quota_cli,
     tenancy_cli,
 )
@@ -118,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     tenancy_cli.add_parsers(sub)
     dead_letters_cli.add_parsers(sub)
     deploy_cli.add_parsers(sub)
+    pipelines_cli.add_parsers(sub)
     return parser
 
 

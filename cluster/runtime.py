@@ -297,12 +297,17 @@ class InstanceAddress:
     pid: int
     #: The instance's public base URL, as in its DSNs (``http://host:port``).
     base_url: str
+    #: The GCS address of the Ray cluster the instance runs on (``host:port``), so that
+    #: management commands running Ray jobs (``crashray export``) join that cluster; empty
+    #: in a record written before it was kept.
+    ray_address: str = ""
 
 
 def record_instance(data_dir: Path, address: InstanceAddress) -> None:
     path = data_dir / INSTANCE_FILE
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"pid": address.pid, "base_url": address.base_url}))
+    partial.write_text(json.dumps({"pid": address.pid, "base_url": address.base_url,
+                                   "ray_address": address.ray_address}))
     partial.replace(path)  # readers see the whole record or none
 
 
@@ -314,7 +319,8 @@ def running_instance(data_dir: Path) -> InstanceAddress | None:
     """The address the running ``crashray up`` of ``data_dir`` recorded, if one runs."""
     try:
         record = json.loads((data_dir / INSTANCE_FILE).read_text())
-        address = InstanceAddress(int(record["pid"]), str(record["base_url"]))
+        address = InstanceAddress(int(record["pid"]), str(record["base_url"]),
+                                  str(record.get("ray_address", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return address if _process_alive(address.pid) else None
@@ -426,6 +432,12 @@ class Runtime:
                 instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True
 
+    def ray_gcs_address(self) -> str:
+        """The GCS address of the Ray cluster this process is connected to."""
+        import ray
+
+        return str(ray.get_runtime_context().gcs_address)
+
     def start(self) -> StartInfo:
         from cluster.scaling import check_scaling
         from storage import postgres, tenancy
@@ -446,7 +458,8 @@ class Runtime:
         self.start_actors()
         self.start_serve()
         base = self.settings.base_url()
-        record_instance(self.settings.data_dir, InstanceAddress(os.getpid(), base))
+        record_instance(self.settings.data_dir,
+                        InstanceAddress(os.getpid(), base, self.ray_gcs_address()))
         self._recorded = True
         dsn = f"{base.replace('://', f'://{boot.public_key}@', 1)}/{boot.project_id}"
         return StartInfo(dsn, f"{base}/", boot.api_token, boot.organization_slug,

@@ -457,6 +457,20 @@ class Settings(BaseSettings):
     #: storage/tenancy.py), instead of locking the username out for everyone.
     login_max_delay_s: float = 60.0
 
+    # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
+    #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
+    #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time
+    #: leaves a 2-core machine's other core to them. Raise it on a larger cluster.
+    pipeline_concurrency: int = Field(default=1, ge=1)
+    #: CPUs Ray reserves for each task of a bulk job (fractional: the tasks mostly wait on
+    #: ClickHouse and decode JSON). Live actors reserve CPUs too; a job asking more than the
+    #: cluster has free waits instead of starving them.
+    pipeline_task_cpus: float = Field(default=0.5, gt=0)
+    #: Most events one export task reads from ClickHouse at once (a slice is made of whole
+    #: hours up to this many events; an hour holding more is one slice). With bodies of a
+    #: few KiB, 20,000 events keep a task's memory near 100 MiB.
+    export_slice_events: int = Field(default=20_000, ge=1)
+
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
 

@@ -118,6 +118,18 @@ BATCH_TABLES: Final = ("events", "sessions_raw", "envelope_items")
 #: each insert under a deduplication token (migration 0003): a sum cannot tell a repeated
 #: row from a new one, so a repeated insert must never reach it.
 COUNT_TABLES: Final = ("issue_counts_hourly", "outcomes")
+#: What ``stored_events`` returns per event: name → ClickHouse expression.
+STORED_EVENT_COLUMNS: Final = {
+    "event_id": "replaceAll(toString(event_id), '-', '')",
+    "primary_hash": "toString(primary_hash)", "group_id": "group_id",
+    "timestamp": "timestamp", "received": "received", "level": "level",
+    "platform": "platform", "release": "release", "environment": "environment",
+    "dist": "dist", "transaction": "transaction", "logger": "logger",
+    "server_name": "server_name", "title": "title", "culprit": "culprit",
+    "message": "message", "user_id": "user_id", "user_email": "user_email",
+    "user_username": "user_username", "user_ip": "user_ip", "sdk_name": "sdk_name",
+    "sdk_version": "sdk_version", "tags": "tags", "body": "body",
+}
 #: One outcome-stats row: interval start, the group's values, sum(quantity).
 StatsRow = tuple[dt.datetime, tuple[str | int, ...], int]
 TagFacet = tuple[str, int, int, list[tuple[str, int]]]
@@ -188,6 +200,17 @@ class EventStore(Protocol):
                       since: dt.datetime, until: dt.datetime) -> list[MinuteCount]: ...
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]: ...
+
+    def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
+                           until: dt.datetime) -> dict[dt.datetime, int]: ...
+
+    def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
+                      until: dt.datetime) -> list[dict[str, Any]]: ...
+
+    def hash_event_totals(self, organization_id: int, project_id: int
+                          ) -> dict[str, tuple[int, dt.datetime, dt.datetime]]: ...
+
+    def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int: ...
 
 
 class ClickHouseStore:
@@ -558,6 +581,69 @@ class ClickHouseStore:
                         "since": _utc(since), "until": _utc(until)}).result_rows
         return [MinuteCount(int(r[0]), int(r[1]), _utc(r[2]), int(r[3]), int(r[4]))
                 for r in rows]
+
+    # --- bulk reads and repairs (pipelines/) -----------------------------------------
+    def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
+                           until: dt.datetime) -> dict[dt.datetime, int]:
+        """Distinct stored events of a project per hour of their timestamp, in [since,
+        until): what bulk jobs cut their time slices from (never the rollup, which a job
+        may be repairing)."""
+        rows = self._read.query(
+            "SELECT toStartOfHour(timestamp) AS h, uniqExact(event_id) FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " AND timestamp >= {since:DateTime64(6, 'UTC')}"
+            " AND timestamp < {until:DateTime64(6, 'UTC')} GROUP BY h ORDER BY h",
+            parameters={"org": organization_id, "project": project_id,
+                        "since": _utc(since), "until": _utc(until)}).result_rows
+        return {_utc(r[0]): int(r[1]) for r in rows}
+
+    def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
+                      until: dt.datetime) -> list[dict[str, Any]]:
+        """A project's stored events with timestamps in [since, until), each once (copies
+        of a re-delivered event collapse), oldest first, as ``STORED_EVENT_COLUMNS``."""
+        result = self._read.query(
+            "SELECT " + ", ".join(STORED_EVENT_COLUMNS.values()) + " FROM events"
+            " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
+            " AND timestamp >= {since:DateTime64(6, 'UTC')}"
+            " AND timestamp < {until:DateTime64(6, 'UTC')}"
+            " ORDER BY timestamp, event_id LIMIT 1 BY event_id",
+            parameters={"org": organization_id, "project": project_id,
+                        "since": _utc(since), "until": _utc(until)})
+        names = list(STORED_EVENT_COLUMNS)
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    def hash_event_totals(self, organization_id: int, project_id: int
+                          ) -> dict[str, tuple[int, dt.datetime, dt.datetime]]:
+        """Per primary hash of a project: its distinct stored events, the first and the
+        last of their timestamps."""
+        rows = self._read.query(
+            "SELECT toString(primary_hash), uniqExact(event_id), min(timestamp),"
+            " max(timestamp) FROM events WHERE organization_id = {org:UInt64}"
+            " AND project_id = {project:UInt64} GROUP BY primary_hash",
+            parameters={"org": organization_id, "project": project_id}).result_rows
+        return {str(r[0]): (int(r[1]), _utc(r[2]), _utc(r[3])) for r in rows}
+
+    def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int:
+        """Replace a project's hourly issue rollup by the counts of its stored events (each
+        event once, under the issue id it was stored with, as consumers count it); returns
+        the events counted. The rollup is keyed by project (ids are unique across
+        organizations); the recount reads the organization's events only. The old rows are
+        deleted first, synchronously (``mutations_sync``), then the recount is inserted
+        under a token of its own: a repeated rebuild gives the same rows."""
+        self._client.command(
+            "ALTER TABLE issue_counts_hourly DELETE WHERE project_id = {project:UInt64}",
+            parameters={"project": project_id}, settings={"mutations_sync": 2})
+        scope = {"org": organization_id, "project": project_id}
+        self._client.command(
+            "INSERT INTO issue_counts_hourly SELECT project_id, group_id,"
+            " toStartOfHour(timestamp) AS hour, retention_days, uniqExact(event_id)"
+            " FROM events WHERE organization_id = {org:UInt64} AND project_id ="
+            " {project:UInt64} GROUP BY project_id, group_id, hour, retention_days",
+            parameters=scope, settings={"insert_deduplication_token": uuid.uuid4().hex})
+        rows = self._read.query(
+            "SELECT sum(count) FROM issue_counts_hourly WHERE project_id = {project:UInt64}",
+            parameters=scope).result_rows
+        return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:
         self._client.close()

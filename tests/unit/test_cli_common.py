@@ -83,6 +83,17 @@ def test_a_running_instance_is_found_by_its_record(tmp_path: Path) -> None:
     assert running_instance(tmp_path) is None
 
 
+def test_the_record_keeps_the_ray_address_and_reads_an_older_record_without_it(
+        tmp_path: Path) -> None:
+    record_instance(tmp_path, InstanceAddress(os.getpid(), "http://127.0.0.1:9123",
+                                              "127.0.0.1:6380"))
+    assert running_instance(tmp_path) == InstanceAddress(
+        os.getpid(), "http://127.0.0.1:9123", "127.0.0.1:6380")
+    (tmp_path / INSTANCE_FILE).write_text(
+        f'{{"pid": {os.getpid()}, "base_url": "http://127.0.0.1:9123"}}')
+    assert running_instance(tmp_path) == InstanceAddress(os.getpid(), "http://127.0.0.1:9123")
+
+
 def test_the_record_of_an_instance_that_died_is_ignored(tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)

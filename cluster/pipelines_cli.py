@@ -1,0 +1,176 @@
+"""``crashray export`` and ``crashray rollups rebuild``: bulk jobs (pipelines/) on the Ray
+cluster of a running Crashray.
+
+    crashray export --project SLUG [--org SLUG] [--since T] [--until T] --to DIR
+    crashray rollups rebuild --project SLUG [--org SLUG]
+
+Both read the embedded ClickHouse engine, which answers only through its owner actor on
+the instance's Ray cluster, so they join that cluster: the one of ``--address`` (or
+``CRASHRAY_RAY_ADDRESS``: an instance deployed there), else the one the running
+``crashray up`` of ``--data-dir`` recorded in its instance file. PostgreSQL is found as
+every management command finds it (cluster/cli_common.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cluster.cli_common import CliError, add_data_dir, command, database, settings_from
+from events.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from cluster.settings import Settings
+    from storage.projects import ProjectRef
+
+
+class InstanceNotRunning(Conflict):
+    """The job needs the instance's Ray cluster and no instance runs."""
+
+    code = "instance_not_running"
+
+
+def ray_address_of(settings: Settings) -> str:
+    """The Ray cluster to run a job on: the configured one, else the running instance's."""
+    from cluster.runtime import running_instance
+
+    if settings.ray_address:
+        return settings.ray_address
+    instance = running_instance(settings.data_dir)
+    if instance is not None and not instance.ray_address:
+        raise InstanceNotRunning(
+            f"the Crashray running on {settings.data_dir} (pid {instance.pid}) did not record"
+            " its Ray cluster's address (it predates this command): restart it")
+    if instance is None:
+        raise InstanceNotRunning(
+            f"no running Crashray on {settings.data_dir} (its ClickHouse is reached through"
+            f" it): start it with `crashray up --data-dir {settings.data_dir}`, or give the"
+            " Ray cluster it is deployed on with --address")
+    return instance.ray_address
+
+
+def join_ray(settings: Settings, address: str | None = None) -> None:
+    """Connect this process to the instance's Ray cluster (``address``, else found by
+    ``ray_address_of``), as a driver of its namespace. Call ``prepare_ray`` first."""
+    from cluster.runtime import RAY_DRIVER_LOG_LEVEL
+
+    address = address or ray_address_of(settings)
+    import ray
+
+    ray.init(address=address, namespace="crashray", logging_level=RAY_DRIVER_LOG_LEVEL,
+             log_to_driver=False)
+
+
+def prepare_ray(settings: Settings) -> None:
+    """Ray's environment as ``crashray up`` set it (its token authentication above all):
+    before anything imports Ray, which reads it once."""
+    from cluster.runtime import apply_ray_environment
+
+    apply_ray_environment(settings)
+
+
+def parse_time(option: str, text: str | None) -> dt.datetime | None:
+    """An ISO 8601 date or date and time; without a zone it is UTC."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliError(f"{option} {text!r}: not an ISO 8601 date or time; give e.g."
+                       " 2026-01-31 or 2026-01-31T12:00:00Z") from exc
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _project(conn: psycopg.Connection[Any], org: str, slug: str) -> ProjectRef:
+    from storage import tenancy
+    from storage.projects import find_project
+
+    found = find_project(conn, tenancy.organization_id(conn, org), slug)
+    if found is None:
+        raise NotFound(f"no project {slug!r} in organization {org!r}")
+    return found
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from pipelines.export import ALL_TIME, ExportJob, ExportLimits, check_target, run_export
+    from storage.clickhouse import clickhouse_dsn
+    from storage.rollups import hash_issues
+
+    settings = settings_from(args)
+    prepare_ray(settings)
+    since = parse_time("--since", args.since) or ALL_TIME[0]
+    until = parse_time("--until", args.until) or ALL_TIME[1]
+    if since >= until:
+        raise CliError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    target = Path(args.to).expanduser().resolve()
+    check_target(target)
+    address = ray_address_of(settings)
+    with database(args) as conn:
+        project = _project(conn, args.org, args.project)
+        issue_of_hash = hash_issues(conn, project)
+    join_ray(settings, address)
+    started = time.monotonic()
+    result = run_export(
+        ExportJob(clickhouse_dsn(settings.clickhouse_url, settings.data_dir),
+                  project.organization_id, project.id, since, until, target, issue_of_hash),
+        ExportLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
+                     settings.export_slice_events))
+    took_s = time.monotonic() - started
+    print(f"exported {result.events} events of {args.org}/{args.project} to {target}"
+          f" ({len(result.files)} Parquet files) in {took_s:.1f} s"
+          f" ({result.events / max(took_s, 1e-9):.0f} events/s)")
+
+
+def cmd_rollups_rebuild(args: argparse.Namespace) -> None:
+    settings = settings_from(args)
+    prepare_ray(settings)
+    from actors.clickhouse import clickhouse_store
+    from pipelines.rollups import rebuild
+    from storage.clickhouse import clickhouse_dsn
+
+    address = ray_address_of(settings)
+    with database(args) as conn:
+        project = _project(conn, args.org, args.project)
+        join_ray(settings, address)
+        store = clickhouse_store(clickhouse_dsn(settings.clickhouse_url, settings.data_dir))
+        result = rebuild(conn, store, project)
+    print(f"rebuilt the hourly issue counts of {args.org}/{args.project}"
+          f" ({result.rollup_events} events); {_issues(result.issues_recounted)} recounted,"
+          f" {result.issues_corrected} of them corrected")
+    if result.issues_without_events:
+        print("issues with no stored events (counters kept): "
+              + ", ".join(map(str, result.issues_without_events)))
+
+
+def _issues(n: int) -> str:
+    return f"{n} issue{'' if n == 1 else 's'}"
+
+
+def _scope(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, help="the project's slug")
+    parser.add_argument("--org", default="crashray", help="its organization (crashray)")
+    parser.add_argument("--address", help="the Ray cluster Crashray is deployed on"
+                        " (CRASHRAY_RAY_ADDRESS); default: the running `crashray up`'s")
+    add_data_dir(parser)
+
+
+def add_parsers(sub: Any) -> None:
+    export = sub.add_parser("export", help="a project's events as Parquet files (schema:"
+                            " pipelines/export.py)")
+    _scope(export)
+    export.add_argument("--since", help="only events at or after this time (ISO 8601, UTC"
+                        " unless it names a zone)")
+    export.add_argument("--until", help="only events before this time")
+    export.add_argument("--to", required=True, help="a new or empty directory for the files")
+    command(export, cmd_export)
+    rollups = sub.add_parser("rollups", help="derived counts").add_subparsers(
+        dest="rollups_command", required=True)
+    rebuild = rollups.add_parser("rebuild", help="recompute a project's hourly issue counts"
+                                 " and issue counters from its stored events")
+    _scope(rebuild)
+    command(rebuild, cmd_rollups_rebuild)
