@@ -171,7 +171,10 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 2,
     temp_dir = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRASHRAY_", "RAY_"))}
     env.update(node_environment(temp_dir, free_port(), free_port()))
-    env.update({"RAY_AUTH_MODE": "disabled", "CRASHRAY_PROXY_LOCATION": "HeadOnly"})
+    env.update({"RAY_AUTH_MODE": "disabled", "CRASHRAY_PROXY_LOCATION": "HeadOnly",
+                # These tests are about spreading, node loss and upgrades: the anomaly
+                # detectors (tested on their own) would only add processes to 2 cores.
+                "CRASHRAY_DETECTORS": "[]", "CRASHRAY_DETECTOR_ENTRY_POINTS": "false"})
     env.update(settings or {})
     cluster = LocalCluster(f"127.0.0.1:{free_port()}", temp_dir, temp_dir / "data",
                            free_port(), env)

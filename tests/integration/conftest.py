@@ -47,7 +47,10 @@ def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashr
                             consumer_lease_s=3.0, key_cache_refresh_s=1.0,
                             project_settings_refresh_s=0.5, quota_settings_refresh_s=0.5,
                             key_cache_miss_reload_s=0.2, ingest_replicas=2,
-                            max_queued_items_per_org=2000)
+                            max_queued_items_per_org=2000,
+                            # Detectors have tests of their own (test_detectors*.py); here
+                            # they would only add processes to the shared instance.
+                            detectors=[], detector_entry_points=False)
         runtime = Runtime(settings)
         info = runtime.start()
         try:
