@@ -2,6 +2,7 @@
 // latest), the activity log and where its grouping comes from.
 
 import { ApiError, get, request, seg } from "./api.js";
+import { issueAnomaliesView, projectAnomalies } from "./anomalies.js";
 import { sparkline } from "./chart.js";
 import { h, replace, time } from "./dom.js";
 import { eventView } from "./event.js";
@@ -125,6 +126,7 @@ const ACTIVITY_TEXT = {
   set_unresolved: () => "Marked unresolved",
   set_ignored: () => "Ignored",
   set_regression: (d) => (d && d.version ? `Regressed in ${d.version}` : "Regressed"),
+  set_escalating: (d) => (d && d.explanation ? `Escalating: ${d.explanation}` : "Escalating"),
   merge: () => "Merged issues into this one",
   unmerge_source: () => "Unmerged hashes to a new issue",
   unmerge_destination: () => "Created by an unmerge",
@@ -201,6 +203,8 @@ export async function renderIssue(ctx) {
     return;
   }
   const project = issue.project ? issue.project.slug : "";
+  const anomalies = project ? await projectAnomalies(org, project, { issue: issue.id }).catch(() => []) : [];
+  if (!ctx.current()) return;
   await ctx.switcher(org, project);
   const streamHref = ctx.streamHref(org, project);
   const tagHref = (key, value) => routes.stream(org, project, { query: `is:unresolved ${key}:"${String(value).replace(/(["\\])/g, "\\$1")}"` });
@@ -220,6 +224,6 @@ export async function renderIssue(ctx) {
     h("div", { class: "issue-layout" },
       h("div", { class: "issue-main" }, eventSection(ctx, issue, event, tagHref)),
       h("aside", { class: "issue-side", "aria-label": "About this issue" },
-        facetsView(tags, tagHref), activityView(issue.activity),
+        issueAnomaliesView(anomalies, org), facetsView(tags, tagHref), activityView(issue.activity),
         groupingView(issue, event.ok ? event.value : null, org)))));
 }

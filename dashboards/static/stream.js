@@ -4,6 +4,7 @@
 import { ApiError, request, seg } from "./api.js";
 import { sparkline } from "./chart.js";
 import { projectWarnings, warningsBanner } from "./alerts.js";
+import { anomaliesBanner, projectAnomalies } from "./anomalies.js";
 import { h, replace, time } from "./dom.js";
 import { STATUS_TABS, levelClass, relativeTime, shortCount, statusOfQuery, withStatus } from "./format.js";
 import { routes } from "./router.js";
@@ -196,10 +197,15 @@ function pageLink(state, link, label, rel) {
   return h("a", { class: "button", rel, href: hrefFor(state, { cursor: link.cursor }) }, label);
 }
 
-/** Destinations that keep failing, above the stream: notifications never stop silently. */
+/** Destinations that keep failing (notifications never stop silently) and the project's
+ * open anomalies, above the stream. */
 function showWarnings(ctx, f, state) {
-  projectWarnings(state.org, state.project).then((found) => {
-    if (ctx.current()) replace(f.warnings, warningsBanner(found, state.org, state.project));
+  Promise.all([projectWarnings(state.org, state.project),
+    projectAnomalies(state.org, state.project, { status: "open" })]).then(([found, anomalies]) => {
+    if (ctx.current()) {
+      replace(f.warnings, warningsBanner(found, state.org, state.project),
+        anomaliesBanner(anomalies, state.org));
+    }
   }).catch((err) => {
     if (ctx.current() && !(err instanceof ApiError && err.status === 401)) replace(f.warnings, ctx.errorBox(err));
   });

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -599,4 +600,69 @@ def test_project_settings_list_uploads_with_debug_ids_and_delete_them(
         assert errors == []
     finally:
         shot("last")
+        page.context.close()
+
+
+@needs_chromium
+def test_open_anomalies_show_above_the_stream_and_on_their_issue(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    """Anomalies as a detector records them (storage.anomalies.record, into the instance's
+    private PostgreSQL): the project's open one above its issue stream, an issue's on the
+    issue page."""
+    import datetime as dt
+
+    import psycopg
+    from playwright.sync_api import Browser, expect
+
+    from events.anomaly import Anomaly
+    from storage import anomalies
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:10]
+    send_python(crashray_up, marker)
+    url = f"postgresql://postgres:@/postgres?host={crashray_up.data_dir / 'postgres'}"
+    now = dt.datetime.now(dt.UTC)
+    issue_id = None
+    for _ in range(60):
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT i.id, i.project_id, p.organization_id FROM issues i JOIN projects p"
+                " ON p.id = i.project_id WHERE i.title LIKE %s", (f"%{marker}%",)).fetchone()
+        if row:
+            issue_id, project_id, org_id = row
+            break
+        time.sleep(0.5)
+    assert issue_id is not None, "the issue was not made"
+    with psycopg.connect(url) as conn:
+        recorded = anomalies.record(conn, f"seasonal-{marker}", [
+            Anomaly("project", org_id, project_id, None, now - dt.timedelta(minutes=5), now,
+                    8.25, "up", f"events rose to 900 a minute ({marker} project)",
+                    {"expected": 40.0}, kind="spike"),
+            Anomaly("issue", org_id, project_id, issue_id, now - dt.timedelta(minutes=3),
+                    now, 6.5, "up", f"this issue is escalating ({marker})", {}, kind="spike")])
+        conn.commit()
+    page, errors, shot = open_page(browser, tmp_path)
+    try:
+        page.goto(f"{crashray_up.base_url}/")
+        username, password = dashboard_user
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        banner = page.locator(".anomalies")
+        expect(banner).to_contain_text(f"events rose to 900 a minute ({marker} project)")
+        expect(banner).to_contain_text("↑ spike")
+        expect(banner).to_contain_text("score 8.2")
+        shot("anomalies-stream")
+        banner.get_by_role("link", name=f"issue {issue_id}").click()
+        panel = page.get_by_role("region", name="Anomalies")
+        expect(panel).to_contain_text(f"this issue is escalating ({marker})")
+        expect(panel).not_to_contain_text(f"({marker} project)")
+        shot("anomalies-issue")
+        assert errors == []
+    finally:
+        with psycopg.connect(url) as conn:  # the module's other tests share the instance
+            conn.execute("DELETE FROM anomalies WHERE id = ANY(%s)",
+                         ([r.id for r in recorded],))
+            conn.commit()
         page.context.close()
