@@ -620,8 +620,19 @@ def test_open_anomalies_show_above_the_stream_and_on_their_issue(
 
     assert isinstance(browser, Browser)
     marker = uuid.uuid4().hex[:10]
-    send_python(crashray_up, marker)
-    url = f"postgresql://postgres:@/postgres?host={crashray_up.data_dir / 'postgres'}"
+    subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "1",
+                    f"Spiky{marker}"],  # a class of its own: an issue of its own
+                   env={**os.environ, "CRASHRAY_DSN": crashray_up.dsn}, capture_output=True,
+                   text=True, timeout=60, check=True)
+    # The running instance's private PostgreSQL, joined as a management command joins it.
+    url = subprocess.run(
+        [sys.executable, "-c", "import sys; from cluster.runtime import Runtime;"
+         " from cluster.settings import Settings;"
+         " r = Runtime(Settings(data_dir=sys.argv[1])); r.start_databases();"
+         " print(r.postgres_url)", str(crashray_up.data_dir)],
+        capture_output=True, text=True, timeout=120, check=True, cwd=HERE.parents[1],
+        env={k: v for k, v in os.environ.items() if not k.startswith("CRASHRAY_")}
+    ).stdout.strip().splitlines()[-1]
     now = dt.datetime.now(dt.UTC)
     issue_id = None
     for _ in range(60):
@@ -637,7 +648,7 @@ def test_open_anomalies_show_above_the_stream_and_on_their_issue(
     with psycopg.connect(url) as conn:
         recorded = anomalies.record(conn, f"seasonal-{marker}", [
             Anomaly("project", org_id, project_id, None, now - dt.timedelta(minutes=5), now,
-                    8.25, "up", f"events rose to 900 a minute ({marker} project)",
+                    8.4, "up", f"events rose to 900 a minute ({marker} project)",
                     {"expected": 40.0}, kind="spike"),
             Anomaly("issue", org_id, project_id, issue_id, now - dt.timedelta(minutes=3),
                     now, 6.5, "up", f"this issue is escalating ({marker})", {}, kind="spike")])
@@ -652,7 +663,7 @@ def test_open_anomalies_show_above_the_stream_and_on_their_issue(
         banner = page.locator(".anomalies")
         expect(banner).to_contain_text(f"events rose to 900 a minute ({marker} project)")
         expect(banner).to_contain_text("↑ spike")
-        expect(banner).to_contain_text("score 8.2")
+        expect(banner).to_contain_text("score 8.4")
         shot("anomalies-stream")
         banner.get_by_role("link", name=f"issue {issue_id}").click()
         panel = page.get_by_role("region", name="Anomalies")
