@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -41,7 +42,11 @@ def api_get(c: RunningCrashray, path: str) -> Any:
 
 
 def issue_titled(c: RunningCrashray, title: str) -> dict[str, Any] | None:
-    return next((i for i in api_get(c, "issues/?query=") if i["title"] == title), None)
+    """The issue of ``title``, searched by its unique first word: the shared instance holds
+    many issues, and one whose events are hours old is not on the first page by date."""
+    word = quote(title.split(":")[0].split()[0])
+    return next((i for i in api_get(c, f"issues/?query={word}&statsPeriod=14d")
+                 if i["title"] == title), None)
 
 
 def raise_and_capture(exc_type: type[Exception], message: str) -> str:
