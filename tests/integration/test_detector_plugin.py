@@ -137,7 +137,7 @@ def test_a_deployed_plugin_watches_the_live_event_stream_in_clickhouse(
     config = DetectorConfig(
         postgres_url=url, clickhouse_dsn=clickhouse_dsn(crashray.settings.clickhouse_url,
                                                         crashray.settings.data_dir),
-        detectors=(), entry_points=True, interval_s=1.0, window_minutes=3)
+        detectors=(), entry_points=True, interval_s=1.0, window_minutes=10)
     handles = start_detectors(config, name_prefix=prefix)
     try:
         sent_at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
@@ -153,7 +153,8 @@ def test_a_deployed_plugin_watches_the_live_event_stream_in_clickhouse(
                     "SELECT id, evidence FROM anomalies WHERE detector = 'minute-threshold'"
                     " AND project_id = %s AND start_at >= %s", (project_id, sent_at)).fetchone()
 
-        found = wait_until(recorded, 90, "the plugin's anomaly from the live event stream")
+        # The shared instance may still be draining other tests' backlog: room for it.
+        found = wait_until(recorded, 240, "the plugin's anomaly from the live event stream")
         assert found[1]["events"] >= 5  # type: ignore[index]
     finally:
         stop_detectors(handles, timeout_s=30)
