@@ -134,8 +134,8 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
                                         _str(e.event.get("environment")))
             for e in counted], with_users)
     issue_ids = sorted({e.issue_id for e in events})
-    issues = _issues(conn, issue_ids)
-    latest = _latest_releases(conn, scopes)
+    issues = rule_store.issue_ages(conn, issue_ids)
+    latest = rule_store.latest_releases(conn, scopes)
     anomalies: dict[int, list[dict[str, Any]]] = {}
     for scope in scopes:  # only where a rule asks: one query per such project
         if any(c.id == ANOMALY for _, r in rules.get(scope.id, []) for c in r.conditions):
@@ -170,7 +170,7 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
     granted = rule_store.claim_fires(conn, [(s.id, e.issue_id, s.frequency_minutes)
                                             for e, s, _ in firing], now)
     deliveries: list[NewDelivery] = []
-    projects = _projects(conn, scopes)
+    projects = rule_store.notified_projects(conn, scopes)
     for e, stored, rule in firing:
         if (stored.id, e.issue_id) not in granted:
             continue
@@ -182,37 +182,6 @@ def apply_rules(conn: psycopg.Connection[Any], cache: RuleCache, events: Sequenc
     if deliveries:
         enqueue(conn, deliveries)
     return len(deliveries)
-
-
-def _issues(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
-            ) -> dict[int, tuple[dt.datetime, int]]:
-    rows = conn.execute("SELECT id, first_seen, times_seen FROM issues WHERE id = ANY(%s)",
-                        (list(issue_ids),)).fetchall()
-    return {int(r[0]): (r[1], int(r[2])) for r in rows}
-
-
-def _latest_releases(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
-                     ) -> dict[int, str]:
-    """Each project's latest release (the newest created), for the latest-release filter."""
-    rows = conn.execute(
-        "SELECT DISTINCT ON (rp.project_id) rp.project_id, r.version FROM release_projects rp"
-        " JOIN releases r ON r.id = rp.release_id"
-        " WHERE (r.organization_id, rp.project_id) IN"
-        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
-        " ORDER BY rp.project_id, r.date_added DESC, r.id DESC",
-        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
-    return {int(r[0]): str(r[1]) for r in rows}
-
-
-def _projects(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
-              ) -> dict[int, NotifiedProject]:
-    rows = conn.execute(
-        "SELECT p.id, p.slug, p.name, o.slug FROM projects p JOIN organizations o"
-        " ON o.id = p.organization_id WHERE (p.organization_id, p.id) IN"
-        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
-    return {int(r[0]): NotifiedProject(int(r[0]), str(r[1]), str(r[2] or r[1]), str(r[3]))
-            for r in rows}
 
 
 def payload_of(e: BatchEvent, rule: rule_store.StoredRule, project: NotifiedProject,
@@ -243,8 +212,9 @@ def apply_anomaly_rules(conn: psycopg.Connection[Any], opened: Sequence[tuple[in
     scopes = sorted({ProjectScope(a.organization_id, a.project_id) for _, a in opened},
                     key=lambda s: s.id)
     stored_rules = rule_store.rules_of_projects(conn, scopes)
-    projects = _projects(conn, scopes)
-    issues = _issues(conn, sorted({a.issue_id for _, a in opened if a.issue_id is not None}))
+    projects = rule_store.notified_projects(conn, scopes)
+    issues = rule_store.issue_ages(
+        conn, sorted({a.issue_id for _, a in opened if a.issue_id is not None}))
     firing: list[tuple[int, Anomaly, rule_store.StoredRule, AlertRule]] = []
     for anomaly_id, a in opened:
         event = AlertEvent("warning", {"anomaly": a.kind}, None, None)

@@ -183,11 +183,9 @@ class DetectorHost:
 
     def projects(self) -> list[ProjectScope]:
         """The active projects of this shard."""
-        rows = self._conn.execute(
-            "SELECT organization_id, id FROM projects WHERE status = 'active'"
-            " AND id %% %s = %s ORDER BY id", (self.config.shards, self.shard)).fetchall()
+        found = store.shard_projects(self._conn, self.config.shards, self.shard)
         self._conn.commit()
-        return [ProjectScope(int(r[0]), int(r[1])) for r in rows]
+        return found
 
     def read_series(self, now: dt.datetime) -> list[Series]:
         """The last ``window_minutes`` minutes (the one in progress included) of every
@@ -232,18 +230,9 @@ class DetectorHost:
                           group_ids: set[int]) -> dict[int, tuple[int, bool]]:
         """Group id → (the issue it counts for now, that issue is ignored until it
         escalates)."""
-        if not group_ids:
-            return {}
-        rows = self._conn.execute(
-            "SELECT g.id, s.id, s.status = 'ignored' AND (s.substatus IS NOT DISTINCT FROM"
-            " 'archived_until_escalating' OR s.status_details->'ignoreUntilEscalating'"
-            " = 'true'::jsonb) FROM issues g"
-            " JOIN issues s ON s.id = coalesce(g.merged_into, g.id)"
-            " JOIN projects p ON p.id = s.project_id AND p.organization_id = %s"
-            " WHERE g.id = ANY(%s) AND g.project_id = ANY(%s)",
-            (organization_id, sorted(group_ids), list(project_ids))).fetchall()
+        found = store.issues_of_groups(self._conn, organization_id, project_ids, group_ids)
         self._conn.commit()
-        return {int(r[0]): (int(r[1]), bool(r[2])) for r in rows}
+        return found
 
     def tick(self) -> list[store.Recorded]:
         """One observation of what ClickHouse holds now."""
@@ -277,16 +266,10 @@ class DetectorHost:
     def _escalate(self, recorded: store.Recorded) -> None:
         a = recorded.anomaly
         assert a.issue_id is not None
-        row = self._conn.execute(
-            "SELECT i.status, i.substatus, i.status_details FROM issues i JOIN projects p"
-            " ON p.id = i.project_id WHERE i.id = %s AND i.project_id = %s"
-            " AND p.organization_id = %s FOR UPDATE OF i",
-            (a.issue_id, a.project_id, a.organization_id)).fetchone()
-        if row is None or row[0] != "ignored" or not (
-                row[1] == "archived_until_escalating"
-                or (row[2] or {}).get("ignoreUntilEscalating") is True):
+        scope = ProjectScope(a.organization_id, a.project_id)
+        if not store.lock_if_until_escalating(self._conn, scope, a.issue_id):
             return
-        set_status(self._conn, ProjectScope(a.organization_id, a.project_id), a.issue_id,
+        set_status(self._conn, scope, a.issue_id,
                    "unresolved", "escalating", {}, "set_escalating",
                    {"forecast": a.evidence.get("limit"), "anomalyId": str(recorded.id),
                     "detector": self.name, "explanation": a.explanation},

@@ -24,6 +24,7 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
+from events.notify import NotifiedProject
 from storage.scope import ProjectScope
 
 FINE_WIDTH_S: Final = 10
@@ -253,3 +254,35 @@ def prune_alert_counts(conn: psycopg.Connection[Any], now: dt.datetime) -> int:
             " OR (width_s = %s AND bucket < %s)",
             (FINE_WIDTH_S, fine, COARSE_WIDTH_S, coarse)).rowcount
     return gone
+
+
+# --- what the consumers' rule evaluation reads ------------------------------------------
+def issue_ages(conn: psycopg.Connection[Any], issue_ids: Sequence[int]
+            ) -> dict[int, tuple[dt.datetime, int]]:
+    rows = conn.execute("SELECT id, first_seen, times_seen FROM issues WHERE id = ANY(%s)",
+                        (list(issue_ids),)).fetchall()
+    return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
+
+def latest_releases(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
+                     ) -> dict[int, str]:
+    """Each project's latest release (the newest created), for the latest-release filter."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (rp.project_id) rp.project_id, r.version FROM release_projects rp"
+        " JOIN releases r ON r.id = rp.release_id"
+        " WHERE (r.organization_id, rp.project_id) IN"
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+        " ORDER BY rp.project_id, r.date_added DESC, r.id DESC",
+        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def notified_projects(conn: psycopg.Connection[Any], scopes: Sequence[ProjectScope]
+              ) -> dict[int, NotifiedProject]:
+    rows = conn.execute(
+        "SELECT p.id, p.slug, p.name, o.slug FROM projects p JOIN organizations o"
+        " ON o.id = p.organization_id WHERE (p.organization_id, p.id) IN"
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+        ([s.organization_id for s in scopes], [s.id for s in scopes])).fetchall()
+    return {int(r[0]): NotifiedProject(int(r[0]), str(r[1]), str(r[2] or r[1]), str(r[3]))
+            for r in rows}

@@ -133,3 +133,44 @@ def load_checkpoint(conn: psycopg.Connection[Any], detector: str, shard: int, sh
     row = conn.execute("SELECT state FROM detector_checkpoints WHERE detector = %s"
                        " AND shard = %s AND shards = %s", (detector, shard, shards)).fetchone()
     return None if row is None else bytes(row[0])
+
+
+# --- what the detector host reads -----------------------------------------------------------
+def shard_projects(conn: psycopg.Connection[Any], shards: int, shard: int) -> list[ProjectScope]:
+    """The active projects of detector shard ``shard`` of ``shards`` (project id modulo)."""
+    rows = conn.execute(
+        "SELECT organization_id, id FROM projects WHERE status = 'active'"
+        " AND id %% %s = %s ORDER BY id", (shards, shard)).fetchall()
+    return [ProjectScope(int(r[0]), int(r[1])) for r in rows]
+
+
+def issues_of_groups(conn: psycopg.Connection[Any], organization_id: int,
+                     project_ids: Sequence[int], group_ids: set[int]
+                     ) -> dict[int, tuple[int, bool]]:
+    """Group id → (the issue it counts for now, that issue is ignored until it
+    escalates)."""
+    if not group_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT g.id, s.id, s.status = 'ignored' AND (s.substatus IS NOT DISTINCT FROM"
+        " 'archived_until_escalating' OR s.status_details->'ignoreUntilEscalating'"
+        " = 'true'::jsonb) FROM issues g"
+        " JOIN issues s ON s.id = coalesce(g.merged_into, g.id)"
+        " JOIN projects p ON p.id = s.project_id AND p.organization_id = %s"
+        " WHERE g.id = ANY(%s) AND g.project_id = ANY(%s)",
+        (organization_id, sorted(group_ids), list(project_ids))).fetchall()
+    return {int(r[0]): (int(r[1]), bool(r[2])) for r in rows}
+
+
+def lock_if_until_escalating(conn: psycopg.Connection[Any], project: ProjectScope,
+                             issue_id: int) -> bool:
+    """Lock the issue (in the caller's transaction) and say whether it is ignored until it
+    escalates."""
+    row = conn.execute(
+        "SELECT i.status, i.substatus, i.status_details FROM issues i JOIN projects p"
+        " ON p.id = i.project_id WHERE i.id = %s AND i.project_id = %s"
+        " AND p.organization_id = %s FOR UPDATE OF i",
+        (issue_id, project.id, project.organization_id)).fetchone()
+    return row is not None and row[0] == "ignored" and (
+        row[1] == "archived_until_escalating"
+        or (row[2] or {}).get("ignoreUntilEscalating") is True)
