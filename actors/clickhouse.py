@@ -212,15 +212,17 @@ class RemoteStore:
         return rows
 
     def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
-                           until: dt.datetime) -> dict[dt.datetime, int]:
+                           until: dt.datetime, filters: EventFilters = NO_FILTERS
+                           ) -> dict[dt.datetime, int]:
         hours: dict[dt.datetime, int] = ray.get(self._owner.stored_event_hours.remote(
-            organization_id, project_id, since, until))
+            organization_id, project_id, since, until, filters))
         return hours
 
     def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
-                      until: dt.datetime) -> list[dict[str, Any]]:
+                      until: dt.datetime, filters: EventFilters = NO_FILTERS
+                      ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = ray.get(self._owner.stored_events.remote(
-            organization_id, project_id, since, until))
+            organization_id, project_id, since, until, filters))
         return events
 
     def hash_event_totals(self, organization_id: int, project_id: int

@@ -1,7 +1,7 @@
 """``crashray export`` and ``crashray rollups rebuild``: bulk jobs (pipelines/) on the Ray
 cluster of a running Crashray.
 
-    crashray export --project SLUG [--org SLUG] [--since T] [--until T] --to DIR
+    crashray export --project SLUG [--org SLUG] [--since T] [--until T] [--query Q] --to DIR
     crashray rollups rebuild --project SLUG [--org SLUG]
 
 Both read the embedded ClickHouse engine, which answers only through its owner actor on
@@ -97,9 +97,10 @@ def _project(conn: psycopg.Connection[Any], org: str, slug: str) -> ProjectRef:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from events.search import event_filters, issue_filters, parse_search
     from pipelines.export import ALL_TIME, ExportJob, ExportLimits, check_target, run_export
     from storage.clickhouse import clickhouse_dsn
-    from storage.rollups import hash_issues
+    from storage.rollups import hash_issues, matching_issues
 
     settings = settings_from(args)
     prepare_ray(settings)
@@ -107,17 +108,23 @@ def cmd_export(args: argparse.Namespace) -> None:
     until = parse_time("--until", args.until) or ALL_TIME[1]
     if since >= until:
         raise CliError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    # Sentry's search syntax, as the issue stream takes it (a bad query fails here, with
+    # the position of what is wrong, before anything runs).
+    query = parse_search(args.query or "", dt.datetime.now(dt.UTC))
     target = Path(args.to).expanduser().resolve()
     check_target(target)
     address = ray_address_of(settings)
     with database(args) as conn:
         project = _project(conn, args.org, args.project)
         issue_of_hash = hash_issues(conn, project)
+        wanted = issue_filters(query)
+        issues = None if wanted.is_empty else frozenset(matching_issues(conn, project, wanted))
     join_ray(settings, address)
     started = time.monotonic()
     result = run_export(
         ExportJob(clickhouse_dsn(settings.clickhouse_url, settings.data_dir),
-                  project.organization_id, project.id, since, until, target, issue_of_hash),
+                  project.organization_id, project.id, since, until, target, issue_of_hash,
+                  event_filters(query), issues),
         ExportLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
                      settings.export_slice_events))
     took_s = time.monotonic() - started
@@ -166,6 +173,9 @@ def add_parsers(sub: Any) -> None:
     export.add_argument("--since", help="only events at or after this time (ISO 8601, UTC"
                         " unless it names a zone)")
     export.add_argument("--until", help="only events before this time")
+    export.add_argument("--query", help="only events this search matches, in the issue"
+                        " stream's (Sentry's) syntax, e.g. 'is:unresolved level:error"
+                        " release:1.2.*'; default: every event")
     export.add_argument("--to", required=True, help="a new or empty directory for the files")
     command(export, cmd_export)
     rollups = sub.add_parser("rollups", help="derived counts").add_subparsers(

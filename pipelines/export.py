@@ -8,6 +8,11 @@ ClickHouse, never in the rollup), ``ray.data.from_items`` holds one descriptor p
 and ``write_parquet`` writes them; at most ``CRASHRAY_PIPELINE_CONCURRENCY`` tasks of
 ``CRASHRAY_PIPELINE_TASK_CPUS`` CPUs each run at once, so the live services keep theirs.
 
+``--query`` takes the issue stream's search syntax (events/search.py): its event part
+(tags, level, release, free text, …) becomes the ClickHouse reads' WHERE clause, its issue
+part (``is:``, ``times_seen``, ``age``, ``lastSeen``, ``firstRelease``) the set of issues,
+found in PostgreSQL before the job starts, whose events are written.
+
 Tenant scope: the organization and project are resolved in PostgreSQL
 (storage/scope.py) and every read names both; nothing of another project is read.
 
@@ -53,6 +58,8 @@ import orjson
 import pyarrow as pa
 
 from events.errors import BadRequest
+from events.search import EventFilters
+from storage.clickhouse import NO_FILTERS
 
 TAG_TYPE: Final = pa.struct([("key", pa.string()), ("value", pa.string())])
 FRAME_TYPE: Final = pa.struct([
@@ -208,6 +215,11 @@ class ExportJob:
     target: Path
     #: Grouping hash → issue id, of the project (PostgreSQL's ``group_hashes``).
     issue_of_hash: Mapping[str, int]
+    #: ``--query``: its event part, answered by ClickHouse …
+    filters: EventFilters = NO_FILTERS
+    #: … and its issue part (``is:``, ``times_seen``, ``age``, …), answered by PostgreSQL
+    #: as the issues it matches: only their events are written. None: no issue filter.
+    issues: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,13 +248,21 @@ def export_slice(batch: pa.Table, *, job: ExportJob) -> pa.Table:
     from actors.clickhouse import clickhouse_store
 
     store = clickhouse_store(job.clickhouse_dsn)
-    tables = [export_table(store.stored_events(
+    tables = [export_table(_of_issues(store.stored_events(
         job.organization_id, job.project_id,
         _EPOCH + dt.timedelta(microseconds=start),
-        _EPOCH + dt.timedelta(microseconds=end)), job.project_id, job.issue_of_hash)
+        _EPOCH + dt.timedelta(microseconds=end), job.filters), job),
+        job.project_id, job.issue_of_hash)
         for start, end in zip(batch.column("start_us").to_pylist(),
                               batch.column("end_us").to_pylist(), strict=True)]
     return pa.concat_tables(tables) if tables else EXPORT_SCHEMA.empty_table()
+
+
+def _of_issues(rows: list[dict[str, Any]], job: ExportJob) -> list[dict[str, Any]]:
+    """The rows whose issue the query's issue part matched (all without one)."""
+    if job.issues is None:
+        return rows
+    return [r for r in rows if job.issue_of_hash.get(r["primary_hash"]) in job.issues]
 
 
 def run_export(job: ExportJob, limits: ExportLimits) -> ExportResult:
@@ -257,7 +277,7 @@ def run_export(job: ExportJob, limits: ExportLimits) -> ExportResult:
 
     check_target(job.target)
     hours = clickhouse_store(job.clickhouse_dsn).stored_event_hours(
-        job.organization_id, job.project_id, job.since, job.until)
+        job.organization_id, job.project_id, job.since, job.until, job.filters)
     slices = plan_slices(hours, limits.slice_events, job.since, job.until)
     job.target.mkdir(parents=True, exist_ok=True)
     if not slices:

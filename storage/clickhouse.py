@@ -202,10 +202,12 @@ class EventStore(Protocol):
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]: ...
 
     def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
-                           until: dt.datetime) -> dict[dt.datetime, int]: ...
+                           until: dt.datetime, filters: EventFilters = NO_FILTERS
+                           ) -> dict[dt.datetime, int]: ...
 
     def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
-                      until: dt.datetime) -> list[dict[str, Any]]: ...
+                      until: dt.datetime, filters: EventFilters = NO_FILTERS
+                      ) -> list[dict[str, Any]]: ...
 
     def hash_event_totals(self, organization_id: int, project_id: int
                           ) -> dict[str, tuple[int, dt.datetime, dt.datetime]]: ...
@@ -584,30 +586,36 @@ class ClickHouseStore:
 
     # --- bulk reads and repairs (pipelines/) -----------------------------------------
     def stored_event_hours(self, organization_id: int, project_id: int, since: dt.datetime,
-                           until: dt.datetime) -> dict[dt.datetime, int]:
+                           until: dt.datetime, filters: EventFilters = NO_FILTERS
+                           ) -> dict[dt.datetime, int]:
         """Distinct stored events of a project per hour of their timestamp, in [since,
-        until): what bulk jobs cut their time slices from (never the rollup, which a job
-        may be repairing)."""
+        until), matching ``filters`` (a search query's event part) when given: what bulk
+        jobs cut their time slices from (never the rollup, which a job may be repairing)."""
+        where, params = event_where(filters)
         rows = self._read.query(
             "SELECT toStartOfHour(timestamp) AS h, uniqExact(event_id) FROM events"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
             " AND timestamp >= {since:DateTime64(6, 'UTC')}"
-            " AND timestamp < {until:DateTime64(6, 'UTC')} GROUP BY h ORDER BY h",
-            parameters={"org": organization_id, "project": project_id,
+            " AND timestamp < {until:DateTime64(6, 'UTC')} AND (" + where + ")"
+            " GROUP BY h ORDER BY h",
+            parameters={**params, "org": organization_id, "project": project_id,
                         "since": _utc(since), "until": _utc(until)}).result_rows
         return {_utc(r[0]): int(r[1]) for r in rows}
 
     def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
-                      until: dt.datetime) -> list[dict[str, Any]]:
-        """A project's stored events with timestamps in [since, until), each once (copies
-        of a re-delivered event collapse), oldest first, as ``STORED_EVENT_COLUMNS``."""
+                      until: dt.datetime, filters: EventFilters = NO_FILTERS
+                      ) -> list[dict[str, Any]]:
+        """A project's stored events with timestamps in [since, until) matching
+        ``filters`` when given, each once (copies of a re-delivered event collapse), oldest
+        first, as ``STORED_EVENT_COLUMNS``."""
+        where, params = event_where(filters)
         result = self._read.query(
             "SELECT " + ", ".join(STORED_EVENT_COLUMNS.values()) + " FROM events"
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
             " AND timestamp >= {since:DateTime64(6, 'UTC')}"
-            " AND timestamp < {until:DateTime64(6, 'UTC')}"
+            " AND timestamp < {until:DateTime64(6, 'UTC')} AND (" + where + ")"
             " ORDER BY timestamp, event_id LIMIT 1 BY event_id",
-            parameters={"org": organization_id, "project": project_id,
+            parameters={**params, "org": organization_id, "project": project_id,
                         "since": _utc(since), "until": _utc(until)})
         names = list(STORED_EVENT_COLUMNS)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]

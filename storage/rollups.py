@@ -13,7 +13,9 @@ from typing import Any
 
 import psycopg
 
+from events.search import IssueFilters
 from storage.scope import ProjectScope
+from storage.search_sql import issue_where
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,15 @@ def set_issue_totals(conn: psycopg.Connection[Any], project: ProjectScope,
         (ids, [totals[i].times_seen for i in ids], [totals[i].first_seen for i in ids],
          [totals[i].last_seen for i in ids], project.id, project.organization_id))
     return changed.rowcount
+
+
+def matching_issues(conn: psycopg.Connection[Any], project: ProjectScope,
+                    filters: IssueFilters) -> set[int]:
+    """The project's live (not merged) issues that ``filters`` (a search query's issue
+    part: ``is:``, ``times_seen``, ``age``, ``lastSeen``, ``firstRelease``) match."""
+    where, args = issue_where(filters)
+    rows = conn.execute(
+        "SELECT id FROM issues WHERE project_id = %s AND project_id IN"
+        " (SELECT id FROM projects WHERE organization_id = %s) AND merged_into IS NULL"
+        " AND (" + where + ")", (project.id, project.organization_id, *args)).fetchall()
+    return {int(r[0]) for r in rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,9 +36,16 @@ def crashray(*argv: str) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)
 
 
+#: A line Ray prints into a driver's output from its own processes: "(raylet) …",
+#: "(MapBatches pid=…) …", possibly in color.
+RAY_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet\)|.*?pid=\d+)")
+
+
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
-    """What the command printed last (Ray may print its own notices before it)."""
-    return result.stdout.splitlines()[-1] if result.stdout else ""
+    """What the command printed last; Ray's notices from its own processes (a raylet's
+    warning that it started many workers, say) may come before or after it."""
+    own = [line for line in result.stdout.splitlines() if not RAY_LINE.match(line)]
+    return own[-1] if own else ""
 
 
 def send(dsn: str, marker: str, count: int, error_class: str) -> list[str]:
@@ -211,3 +219,39 @@ def test_jobs_without_a_running_instance_say_how_to_start_one(tmp_path: Path) ->
                       "--to", str(tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.startswith(f"crashray export: no running Crashray on {tmp_path}")
+
+
+def test_export_with_a_query_holds_only_the_events_it_matches(instance: Instance,
+                                                              tmp_path: Path) -> None:
+    """``--query`` takes the issue stream's syntax: free text and event fields are matched
+    against the stored events, ``is:`` against their issues."""
+    data_dir = str(instance.crashray.data_dir)
+    text = crashray("export", "--project", "default", "--data-dir", data_dir,
+                    "--query", "ExportStockError", "--to", str(tmp_path / "text"))
+    assert text.returncode == 0, text.stderr
+    assert sorted(pl.read_parquet(tmp_path / "text")["event_id"]) == \
+        sorted(instance.sent["ExportStockError"])
+    none = crashray("export", "--project", "default", "--data-dir", data_dir,
+                    "--query", "environment:production", "--to", str(tmp_path / "none"))
+    assert last_line(none).startswith("exported 0 events"), none.stderr
+
+    card = next(i for i in instance.issues() if i["metadata"]["type"] == "ExportCardError")
+    path = f"{instance.crashray.base_url}/api/0/issues/{card['id']}/"
+    headers = {"Authorization": f"Bearer {instance.crashray.token}"}
+    httpx.put(path, json={"status": "resolved"}, headers=headers).raise_for_status()
+    try:
+        unresolved = crashray("export", "--project", "default", "--data-dir", data_dir,
+                              "--query", "is:unresolved level:error", "--to",
+                              str(tmp_path / "unresolved"))
+        assert unresolved.returncode == 0, unresolved.stderr
+        assert sorted(pl.read_parquet(tmp_path / "unresolved")["event_id"]) == \
+            sorted(instance.sent["ExportStockError"])
+    finally:
+        httpx.put(path, json={"status": "unresolved"}, headers=headers).raise_for_status()
+
+    bad = crashray("export", "--project", "default", "--data-dir", data_dir,
+                   "--query", "is:bogus", "--to", str(tmp_path / "bad"))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("crashray export: query position 3: unknown value"), \
+        bad.stderr
+    assert not (tmp_path / "bad").exists()
