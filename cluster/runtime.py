@@ -578,6 +578,7 @@ class Runtime:
         from serve_apps.ingest import IngestDeployment
         from serve_apps.ingest_request import IngestConfig
         from serve_apps.web import DashboardDeployment
+        from storage.archive import ArchiveSettings
         from storage.artifacts import ArtifactConfig
 
         s = self.settings
@@ -604,7 +605,9 @@ class Runtime:
             limit_cache_s=s.quota_settings_refresh_s,
             max_unauthenticated_body_bytes=s.max_unauthenticated_body_bytes,
             trusted_proxies=tuple(s.trusted_proxies),
-            backlog_caps=BacklogCaps(s.max_queued_items_per_org, s.max_queued_bytes_per_org))
+            backlog_caps=BacklogCaps(s.max_queued_items_per_org, s.max_queued_bytes_per_org),
+            archive=ArchiveSettings(s.archive_dir, s.archive_flush_s, s.archive_flush_items,
+                                    s.archive_max_buffer) if s.archive_dir else None)
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
         per_node = {"max_replicas_per_node": s.max_replicas_per_node} \

@@ -471,6 +471,19 @@ class Settings(BaseSettings):
     #: few KiB, 20,000 events keep a task's memory near 100 MiB.
     export_slice_events: int = Field(default=20_000, ge=1)
 
+    # --- raw archive (storage/archive.py; replayed by ``crashray import --archive``) ------
+    #: Where ingest archives every accepted envelope item as hourly Parquet files; unset
+    #: (the default): no archive. Size it as the accepted volume: about the compressed
+    #: size of what SDKs send, kept until the operator removes old ``hour=…`` folders.
+    archive_dir: Path | None = None
+    #: A replica writes its archive buffer every this many seconds …
+    archive_flush_s: float = Field(default=10.0, gt=0)
+    #: … or once it holds this many items, whichever comes first.
+    archive_flush_items: int = Field(default=5_000, ge=1)
+    #: Items a replica keeps while the archive's disk refuses files; past it the oldest
+    #: are dropped from the archive (not from processing) and logged.
+    archive_max_buffer: int = Field(default=100_000, ge=1)
+
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
 

@@ -70,6 +70,7 @@ from serve_apps.ingest_http import (
     ingest_route,
 )
 from serve_apps.ingest_request import IngestConfig, IngestHandler
+from storage.archive import EnvelopeArchive
 from storage.queue import PostgresQueue, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
@@ -96,6 +97,7 @@ class IngestDeployment:
         self._leases = LeaseBook()
         self._tally = OutcomeTally()
         self._flusher: asyncio.Task[None] | None = None
+        self._archive = EnvelopeArchive(config.archive) if config.archive else None
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
         self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
@@ -133,6 +135,8 @@ class IngestDeployment:
             for index, failure in enumerate(failures):
                 if failure is not None:
                     results[index] = self._refused_hand_off(failure, accepted[index])
+                elif self._archive is not None:
+                    self._archive.add(accepted[index])
         return results
 
     @staticmethod
@@ -172,6 +176,18 @@ class IngestDeployment:
             await asyncio.sleep(OUTCOME_FLUSH_INTERVAL_S)
             await self._hand_off_tally()
             await self._return_leases()
+            if self._archive is not None:
+                await self._archive_if_due()
+
+    async def _archive_if_due(self, everything: bool = False) -> None:
+        """Write the archive's buffer when due (all of it at shutdown); a failure is
+        logged by the archive and never reaches a request."""
+        assert self._archive is not None
+        try:
+            await asyncio.to_thread(self._archive.flush if everything
+                                    else self._archive.flush_if_due)
+        except Exception:
+            log.exception("the archive could not be written")
 
     async def _hand_off_tally(self) -> None:
         items = self._tally.take()
@@ -242,6 +258,9 @@ class IngestDeployment:
         return (*cached, *admitted)
 
     async def __del__(self) -> None:
-        """At shutdown: hand off the refusal counts not flushed yet, and the leases."""
+        """At shutdown: hand off the refusal counts not flushed yet, and the leases; write
+        the archive's buffer."""
         await self._hand_off_tally()
         await self._return_leases(everything=True)
+        if self._archive is not None:
+            await self._archive_if_due(everything=True)

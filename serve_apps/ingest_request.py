@@ -55,6 +55,7 @@ from events.security import (
 from events.storable import check_storable, check_storable_fields
 from serve_apps.ingest_body import missing_credentials, read_body, read_envelope_dsn
 from serve_apps.ingest_http import IngestRoute
+from storage.archive import ArchiveSettings
 from storage.keys import ProjectKey, load_project_keys
 from storage.postgres import connect
 from storage.queue import OrganizationBacklog, PostgresQueue, QueuedItem
@@ -84,6 +85,8 @@ class IngestConfig:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     #: What one organization may have queued before its requests answer 429 (0: no cap).
     backlog_caps: BacklogCaps = field(default_factory=lambda: BacklogCaps(0, 0))
+    #: The raw archive of accepted items (storage/archive.py); None: none.
+    archive: ArchiveSettings | None = None
 
 
 class KeyCache:

@@ -50,7 +50,9 @@ def crashray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCrashr
                             max_queued_items_per_org=2000,
                             # Detectors have tests of their own (test_detectors*.py); here
                             # they would only add processes to the shared instance.
-                            detectors=[], detector_entry_points=False)
+                            detectors=[], detector_entry_points=False,
+                            # The raw archive, written often (test_archive.py replays it).
+                            archive_dir=data_dir / "archive", archive_flush_s=0.5)
         runtime = Runtime(settings)
         info = runtime.start()
         try:
