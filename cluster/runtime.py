@@ -607,7 +607,8 @@ class Runtime:
             trusted_proxies=tuple(s.trusted_proxies),
             backlog_caps=BacklogCaps(s.max_queued_items_per_org, s.max_queued_bytes_per_org),
             archive=ArchiveSettings(s.archive_dir, s.archive_flush_s, s.archive_flush_items,
-                                    s.archive_max_buffer) if s.archive_dir else None)
+                                    s.archive_max_buffer) if s.archive_dir else None,
+            kafka=s.kafka())
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
         per_node = {"max_replicas_per_node": s.max_replicas_per_node} \

@@ -8,10 +8,13 @@ and says its unit and why it defaults as it does. Size limits default to Relay's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from storage.kafka import KafkaSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -457,6 +460,48 @@ class Settings(BaseSettings):
     #: storage/tenancy.py), instead of locking the username out for everyone.
     login_max_delay_s: float = 60.0
 
+    # --- Kafka hand-off (optional; storage/kafka.py, README "Kafka hand-off") -----------
+    #: Kafka brokers (``host:port,…``) ingest hands accepted items to instead of the
+    #: PostgreSQL queue. Unset (the default): the PostgreSQL queue, right for one machine.
+    kafka_bootstrap: str | None = None
+    #: Topics of accepted items, of outcome tallies, and of messages consumers could not
+    #: read (with the reason in a header).
+    kafka_events_topic: str = "crashray-events"
+    kafka_outcomes_topic: str = "crashray-outcomes"
+    kafka_dead_letters_topic: str = "crashray-dead-letters"
+    #: Consumer group of the consumers (and whose lag ingest's global backlog guard reads).
+    kafka_consumer_group: str = "crashray-consumers"
+    #: Partitions per topic, created when missing: the most consumers that can share the
+    #: work. 12 divides among 1, 2, 3, 4 or 6 consumers evenly.
+    kafka_partitions: int = Field(default=12, ge=1)
+    #: Copies of each partition; with ``acks=all`` an accepted item survives the loss of
+    #: all but one. 3 as Kafka's own production advice; a one-broker cluster needs 1.
+    kafka_replication_factor: int = Field(default=3, ge=1)
+    #: Retention by time: items older than this are deleted whether read or not. Three
+    #: days outlast a weekend outage of the consumers.
+    kafka_retention_ms: int = Field(default=3 * 86_400_000, ge=60_000)
+    #: Retention by size, per partition: what bounds disk. Each broker holds about
+    #: partitions * 3 topics * replication factor / brokers * (this + one segment) at most.
+    kafka_retention_bytes: int = Field(default=1 * GIB, ge=1 * MIB)
+    #: Segment size: retention deletes whole segments, so the disk bound above is passed by
+    #: up to one segment per partition.
+    kafka_segment_bytes: int = Field(default=128 * MIB, ge=1 * MIB)
+    #: Largest item the Kafka hand-off takes (its message, with the format's header); an
+    #: event is at most 1 MiB (CRASHRAY_MAX_EVENT_BYTES), larger attachments are refused
+    #: (400) on Kafka until they are chunked.
+    kafka_max_message_bytes: int = Field(default=8 * MIB, ge=64 * KIB)
+    #: Milliseconds the producer waits to fill a batch; ``@serve.batch`` already batches,
+    #: so a little: it adds to every request's latency.
+    kafka_linger_ms: float = Field(default=5.0, ge=0)
+    #: Seconds ingest waits for the brokers' acknowledgement of a batch (librdkafka's
+    #: ``message.timeout.ms``) before answering 503; the SDK sends again. Well below the
+    #: SDKs' own HTTP timeouts (sentry-python: 30 s).
+    kafka_delivery_timeout_s: float = Field(default=5.0, gt=0)
+    #: Messages and KiB a replica's producer may hold unacknowledged; past either, ingest
+    #: answers 503 at once instead of buffering more in memory.
+    kafka_buffer_max_messages: int = Field(default=100_000, ge=1)
+    kafka_buffer_max_kbytes: int = Field(default=256 * 1024, ge=1)
+
     # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time
@@ -483,6 +528,25 @@ class Settings(BaseSettings):
     #: Items a replica keeps while the archive's disk refuses files; past it the oldest
     #: are dropped from the archive (not from processing) and logged.
     archive_max_buffer: int = Field(default=100_000, ge=1)
+
+    def kafka(self) -> KafkaSettings | None:
+        """The Kafka hand-off's settings; None when ``kafka_bootstrap`` is unset."""
+        from storage.kafka import KafkaSettings
+
+        if not self.kafka_bootstrap:
+            return None
+        return KafkaSettings(
+            bootstrap=self.kafka_bootstrap, events_topic=self.kafka_events_topic,
+            outcomes_topic=self.kafka_outcomes_topic,
+            dead_letters_topic=self.kafka_dead_letters_topic,
+            consumer_group=self.kafka_consumer_group, partitions=self.kafka_partitions,
+            replication_factor=self.kafka_replication_factor,
+            retention_ms=self.kafka_retention_ms, retention_bytes=self.kafka_retention_bytes,
+            segment_bytes=self.kafka_segment_bytes,
+            max_message_bytes=self.kafka_max_message_bytes, linger_ms=self.kafka_linger_ms,
+            delivery_timeout_s=self.kafka_delivery_timeout_s,
+            buffer_max_messages=self.kafka_buffer_max_messages,
+            buffer_max_kbytes=self.kafka_buffer_max_kbytes)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

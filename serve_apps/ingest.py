@@ -3,7 +3,8 @@ browsers' security-report endpoint ``/api/<project>/security/`` (alias ``csp-rep
 
 Accept fast, digest later: read the body within its limits, authenticate the DSN key from a
 cache, parse the envelope framing, check quotas, hand the items off durably (one PostgreSQL
-COPY per ``@serve.batch`` batch) and only then answer ``200 {"id": …}``. Normalization,
+COPY, or one Kafka produce awaited to the brokers' acknowledgement, per ``@serve.batch``
+batch; storage/handoff.py) and only then answer ``200 {"id": …}``. Normalization,
 scrubbing, grouping and storage happen in the consumers.
 
 The stages, each in its module: ``ingest_request.py`` reads a request up to its items (body,
@@ -43,6 +44,7 @@ from starlette.responses import Response
 
 from actors.rate_limit import check_usages
 from events.errors import (
+    BadRequest,
     CrashrayError,
     Overloaded,
 )
@@ -71,7 +73,8 @@ from serve_apps.ingest_http import (
 )
 from serve_apps.ingest_request import IngestConfig, IngestHandler
 from storage.archive import EnvelopeArchive
-from storage.queue import PostgresQueue, QueuedItem
+from storage.handoff import handoff_from_settings
+from storage.queue import QueuedItem
 
 log = logging.getLogger("crashray.ingest")
 
@@ -90,7 +93,7 @@ OUTCOME_FLUSH_INTERVAL_S = 1.0
 class IngestDeployment:
     def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float,
                  rate_limiters: Sequence[Any] = ()) -> None:
-        self._queue = PostgresQueue(config.postgres_url)
+        self._queue = handoff_from_settings(config.postgres_url, config.kafka)
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
         self._limits = LimitCache(config.limit_cache_s)
@@ -141,8 +144,10 @@ class IngestDeployment:
 
     @staticmethod
     def _refused_hand_off(failure: Exception, items: list[QueuedItem]) -> Exception:
-        """The error a request whose items did not reach the queue is answered with."""
-        if isinstance(failure, CrashrayError):
+        """The error a request whose items did not reach the queue is answered with: its
+        own data's refusal (400, counted as an invalid outcome of its project), or the
+        hand-off's unavailability (503 with ``Retry-After``; nothing was accepted)."""
+        if isinstance(failure, BadRequest):
             # The door check (events/storable.py) should have refused it: say so in the log.
             log.warning("the queue refused a request's items: %s %s", failure.detail,
                         failure.causes)
@@ -259,8 +264,9 @@ class IngestDeployment:
 
     async def __del__(self) -> None:
         """At shutdown: hand off the refusal counts not flushed yet, and the leases; write
-        the archive's buffer."""
+        the archive's buffer; close the hand-off (Kafka: deliver what it buffers)."""
         await self._hand_off_tally()
+        await asyncio.to_thread(self._queue.close)
         await self._return_leases(everything=True)
         if self._archive is not None:
             await self._archive_if_due(everything=True)

@@ -56,9 +56,11 @@ from events.storable import check_storable, check_storable_fields
 from serve_apps.ingest_body import missing_credentials, read_body, read_envelope_dsn
 from serve_apps.ingest_http import IngestRoute
 from storage.archive import ArchiveSettings
+from storage.handoff import Handoff
+from storage.kafka import KafkaSettings
 from storage.keys import ProjectKey, load_project_keys
 from storage.postgres import connect
-from storage.queue import OrganizationBacklog, PostgresQueue, QueuedItem
+from storage.queue import OrganizationBacklog, QueuedItem
 
 log = logging.getLogger("crashray.ingest")
 
@@ -87,6 +89,8 @@ class IngestConfig:
     backlog_caps: BacklogCaps = field(default_factory=lambda: BacklogCaps(0, 0))
     #: The raw archive of accepted items (storage/archive.py); None: none.
     archive: ArchiveSettings | None = None
+    #: The Kafka hand-off (storage/kafka.py); None: the PostgreSQL queue.
+    kafka: KafkaSettings | None = None
 
 
 class KeyCache:
@@ -164,9 +168,10 @@ def check_client(client: object) -> None:
 
 
 class IngestHandler:
-    """Request handling without Serve; the deployment adds batching and the queue."""
+    """Request handling without Serve; the deployment adds batching and the hand-off
+    (``queue``: the PostgreSQL queue or Kafka, storage/handoff.py)."""
 
-    def __init__(self, config: IngestConfig, queue: PostgresQueue) -> None:
+    def __init__(self, config: IngestConfig, queue: Handoff) -> None:
         self.config = config
         self.queue = queue
         self.keys = KeyCache(config.postgres_url, config.key_cache_refresh_s,

@@ -10,11 +10,8 @@ What each organization has queued (items, payload bytes) is kept beside the queu
 ``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
 and cheap to read: ingest's per-organization backlog caps ask for it once a second.
 
-What each organization has queued (items, payload bytes) is kept beside the queue in
-``ingest_queue_usage`` by the table's own triggers (migration 0012), exact at every commit
-and cheap to read: ingest's per-organization backlog caps ask for it once a second.
-
-The Kafka hand-off (a later issue) implements the same ``HandoffQueue`` protocol.
+Ingest reaches it through ``storage.handoff.Handoff``, which the Kafka hand-off
+(storage/kafka.py) implements too.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import psycopg
@@ -73,23 +70,12 @@ class ClaimedItem:
     item: QueuedItem
 
 
-class HandoffQueue(Protocol):
-    def enqueue(self, items: Sequence[QueuedItem]) -> None:
-        """Append ``items``; returns only once they are durable."""
-
-    def backlog_upper_bound(self) -> int:
-        """An upper bound of the items accepted but not yet processed (cheap to ask)."""
-
-    def queued_per_organization(self) -> dict[int, OrganizationBacklog]:
-        """Items and payload bytes queued per organization (exact; cheap to ask)."""
-
-
 _COLUMNS = ("project_id", "organization_id", "key_id", "item_type", "event_id",
             "received_at", "meta", "payload")
 
 
 class PostgresQueue:
-    """``HandoffQueue`` over the ``ingest_queue`` table; one connection per instance.
+    """``storage.handoff.Handoff`` over the ``ingest_queue`` table; one connection per instance.
 
     Callers may use it from several threads (ingest runs it via ``asyncio.to_thread``): a
     lock keeps each transaction whole, because psycopg would otherwise turn a second
