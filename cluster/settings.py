@@ -501,6 +501,10 @@ class Settings(BaseSettings):
     #: answers 503 at once instead of buffering more in memory.
     kafka_buffer_max_messages: int = Field(default=100_000, ge=1)
     kafka_buffer_max_kbytes: int = Field(default=256 * 1024, ge=1)
+    #: Milliseconds without a heartbeat after which the group hands a consumer's
+    #: partitions to the others (Kafka's default, 45 s): how long a crashed consumer's
+    #: partitions wait. Shorter reacts faster but risks rebalances on a busy machine.
+    kafka_session_timeout_ms: int = Field(default=45_000, ge=1000)
 
     # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
@@ -546,7 +550,8 @@ class Settings(BaseSettings):
             max_message_bytes=self.kafka_max_message_bytes, linger_ms=self.kafka_linger_ms,
             delivery_timeout_s=self.kafka_delivery_timeout_s,
             buffer_max_messages=self.kafka_buffer_max_messages,
-            buffer_max_kbytes=self.kafka_buffer_max_kbytes)
+            buffer_max_kbytes=self.kafka_buffer_max_kbytes,
+            session_timeout_ms=self.kafka_session_timeout_ms)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

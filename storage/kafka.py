@@ -78,6 +78,7 @@ log = logging.getLogger("crashray.kafka")
 FORMAT_VERSION = 1
 _HEADER_LENGTH = struct.Struct(">I")
 #: Kafka header on a dead letter: why it could not be read.
+ASSIGNMENT_STRATEGY = "cooperative-sticky"
 ERROR_HEADER = "crashray-error"
 #: Kafka header on a dead letter: ``topic/partition/offset`` it was read from.
 SOURCE_HEADER = "crashray-source"
@@ -104,6 +105,9 @@ class KafkaSettings:
     buffer_max_kbytes: int = 256 * 1024
     #: Seconds between two measurements of the consumer group's lag (``backlog_upper_bound``).
     lag_interval_s: float = 1.0
+    #: Milliseconds without a heartbeat after which the group gives a member's partitions
+    #: to the others (a crashed consumer actor's, for one).
+    session_timeout_ms: int = 45_000
 
 
 class HandOffUnavailable(Overloaded):
@@ -412,6 +416,12 @@ class ItemBatch:
     dead_lettered: int = 0
 
 
+#: Commit errors that mean the group is reassigning partitions, not that Kafka is broken.
+_REBALANCE_ERRORS = frozenset({KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+                               KafkaError.UNKNOWN_MEMBER_ID, KafkaError._ASSIGNMENT_LOST,
+                               KafkaError.FENCED_INSTANCE_ID})
+
+
 class KafkaItemSource:
     """A member of the consumer group: polls batches, commits them when told.
 
@@ -433,8 +443,10 @@ class KafkaItemSource:
         self._consumer = Consumer({
             "bootstrap.servers": settings.bootstrap, "group.id": settings.consumer_group,
             "client.id": client_id, "enable.auto.commit": False,
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(min(3000, settings.session_timeout_ms // 3), 100),
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky", "log_level": 4,
+            "partition.assignment.strategy": ASSIGNMENT_STRATEGY, "log_level": 4,
             "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2)})
         self._dead_letters = Producer({"bootstrap.servers": settings.bootstrap,
                                        "enable.idempotence": True, "acks": "all",
@@ -532,9 +544,20 @@ class KafkaItemSource:
         offsets = [TopicPartition(topic, partition, offset)
                    for (topic, partition), (offset, generation) in batch.positions.items()
                    if self._assigned.get((topic, partition)) == generation]
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
         self.dead_lettered += batch.dead_lettered
+        if not offsets:
+            return []
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _REBALANCE_ERRORS:
+                raise
+            # The group is reassigning partitions: nothing of this batch is committed.
+            # Its items are stored, so a later commit of a partition this member keeps
+            # covers them, and a partition's new owner reads them again (deduplicated by
+            # event id): at-least-once either way.
+            log.info("commit skipped during a rebalance: %s", exc.args[0].str())
+            return []
         return sorted((tp.topic, tp.partition) for tp in offsets)
 
     def lag(self) -> int:
