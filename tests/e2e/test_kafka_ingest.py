@@ -1,0 +1,119 @@
+"""``crashray up`` with the Kafka hand-off (``CRASHRAY_KAFKA_BOOTSTRAP``): the real Serve
+ingest answers 200 only once the brokers acknowledged the items, and 503 with
+``Retry-After`` within the delivery bound while they are down.
+
+The brokers are librdkafka's mock cluster (tests/support_kafka.py, from the librdkafka in
+the confluent-kafka wheel, in a process of its own), NOT Apache Kafka: no Apache Kafka
+broker can be installed on these machines. The consumer actors do not read Kafka yet
+(issue 15's next step), so the test reads the events topic itself, as a consumer group
+member would.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from storage.kafka import KafkaItemSource, KafkaSettings
+from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
+from tests.support import envelope_bytes, free_port, python_sdk_headers, scratch_database
+from tests.support_kafka import MockKafkaCluster
+
+DELIVERY_TIMEOUT_S = 2.0
+#: enqueue's bound (delivery timeout + 1 s) and room for HTTP and a busy machine.
+ANSWER_BOUND_S = DELIVERY_TIMEOUT_S + 1.0 + 2.0
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[MockKafkaCluster]:
+    """librdkafka's mock cluster (not Apache Kafka), with Crashray's topics."""
+    cluster = MockKafkaCluster(3)
+    names = KafkaSettings(bootstrap=cluster.bootstrap)
+    for topic in (names.events_topic, names.outcomes_topic, names.dead_letters_topic):
+        assert cluster.create_topic(topic, 4, 3) == 0
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def crashray_kafka(kafka: MockKafkaCluster, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[CrashrayProcess]:
+    data_dir: Path = tmp_path_factory.mktemp("kafka-e2e")
+    with scratch_database("crashray_kafka") as url:
+        instance = start_crashray(data_dir, free_port(), env={
+            "CRASHRAY_POSTGRES_URL": url, "CRASHRAY_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "CRASHRAY_KAFKA_PARTITIONS": "4",
+            "CRASHRAY_KAFKA_DELIVERY_TIMEOUT_S": str(DELIVERY_TIMEOUT_S),
+            "CRASHRAY_CONSUMERS": "1", "CRASHRAY_DETECTORS": "[]"})
+        try:
+            yield instance
+        finally:
+            code = stop_crashray(instance)
+            assert code == 0, "".join(instance.output[-40:])
+
+
+def post_event(c: CrashrayProcess) -> tuple[int, dict[str, str], bytes, float]:
+    """POST one envelope as the Python SDK frames it: status, headers (lower-case
+    names), body, seconds."""
+    public_key = c.dsn.split("//", 1)[1].split("@", 1)[0]
+    project = c.dsn.rsplit("/", 1)[1]
+    event_id = uuid.uuid4().hex
+    request = urllib.request.Request(
+        f"{c.base_url}/api/{project}/envelope/", method="POST",
+        data=envelope_bytes({"message": "kafka e2e", "level": "error"}, event_id),
+        headers=python_sdk_headers(public_key, gzipped=False))
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, _lower(response.headers), response.read(), \
+                time.monotonic() - started
+    except urllib.error.HTTPError as error:
+        return error.code, _lower(error.headers), error.read(), time.monotonic() - started
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_down(
+        kafka: MockKafkaCluster, crashray_kafka: CrashrayProcess) -> None:
+    """Through the real Serve ingest, over librdkafka's mock cluster (not Apache Kafka):
+    a 200 means the event is already on the events topic; with every broker down the
+    answer is 503 with ``Retry-After`` within the bound; once they are back, 200 again."""
+    status, _, body, _ = post_event(crashray_kafka)
+    assert status == 200, body
+    event_id = orjson.loads(body)["id"]
+    settings = KafkaSettings(bootstrap=kafka.bootstrap, consumer_group="e2e-reader",
+                             session_timeout_ms=3000)
+    source = KafkaItemSource(settings, topics=[settings.events_topic])
+    try:
+        read: set[str | None] = set()
+        deadline = time.monotonic() + 20
+        while event_id not in read and time.monotonic() < deadline:
+            read |= {r.item.event_id for r in source.poll(100, 0.5).items}
+    finally:
+        source.close()
+    assert event_id in read
+
+    kafka.all_down()
+    try:
+        status, headers, body, elapsed = post_event(crashray_kafka)
+    finally:
+        kafka.all_up()
+    assert status == 503, body
+    assert headers["retry-after"] == "10"
+    assert elapsed < ANSWER_BOUND_S
+    assert b"CRASHRAY_KAFKA_DELIVERY_TIMEOUT_S" in body or b"Kafka" in body
+
+    deadline = time.monotonic() + 30
+    while (status := post_event(crashray_kafka)[0]) != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == 200
