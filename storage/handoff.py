@@ -17,11 +17,14 @@ apply to the PostgreSQL queue only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
 from storage.kafka import KafkaHandoff, KafkaSettings, ensure_topics
 from storage.queue import OrganizationBacklog, PostgresQueue, QueuedItem
+
+log = logging.getLogger("crashray.handoff")
 
 
 class Handoff(Protocol):
@@ -43,5 +46,9 @@ def handoff_from_settings(postgres_url: str, kafka: KafkaSettings | None) -> Han
     allow), the PostgreSQL queue otherwise."""
     if kafka is None:
         return PostgresQueue(postgres_url)
+    # Issue 15's next step: until then, accepted items wait on Kafka (up to its retention).
+    log.warning("ingest hands off to Kafka (%s), but the consumer actors read only the"
+                " PostgreSQL queue so far: items on Kafka are not processed yet",
+                kafka.bootstrap)
     ensure_topics(kafka, timeout_s=kafka.delivery_timeout_s)
     return KafkaHandoff(kafka)

@@ -34,8 +34,6 @@ from storage.kafka import (
     KafkaItemSource,
     KafkaSettings,
     SourcedItem,
-    decode_item,
-    encode_item,
     ensure_topics,
 )
 from storage.queue import QueuedItem, UnqueueableData
@@ -120,17 +118,6 @@ def test_round_trip_keeps_payload_and_fields(settings: KafkaSettings,
         assert by_id[sent.event_id].item == sent
     assert by_id[outcomes[0].event_id].topic == settings.outcomes_topic
     assert {by_id[e.event_id].topic for e in events} == {settings.events_topic}
-
-
-def test_message_format_is_versioned_and_refuses_garbage() -> None:
-    value = encode_item(item(n=3))
-    assert value[0] == 1
-    assert decode_item(value) == decode_item(bytes(value))
-    for bad, reason in [(b"", "empty"), (b"\x02rest", "format version 2"),
-                        (b"\x01\x00\x00\x00\x50{}", "header length 80"),
-                        (b"\x01\x00\x00\x00\x02{}", "KeyError")]:
-        with pytest.raises(ValueError, match=reason):
-            decode_item(bad)
 
 
 def test_a_projects_items_stay_ordered_in_one_partition(settings: KafkaSettings,
