@@ -435,6 +435,8 @@ class KafkaItemSource:
         self.topics = list(topics or (settings.events_topic, settings.outcomes_topic))
         #: Messages retention deleted before this member could read them.
         self.skipped = 0
+        #: Offsets jumped back because the committed offset was past the partition's end.
+        self.rewound = 0
         #: Messages sent to the dead-letter topic.
         self.dead_lettered = 0
         self._generation = 0
@@ -508,6 +510,13 @@ class KafkaItemSource:
                         " were read; continuing at %d", key[0], key[1], expected,
                         offset - 1, offset)
             self.skipped += offset - expected
+        elif expected is not None and offset < expected:
+            # The committed offset was past the partition's end (a topic recreated, a log
+            # truncated by an unclean leader election): reset to the earliest, so messages
+            # are read again; consumers deduplicate by event id.
+            log.warning("%s[%d]: committed offset %d is past the partition's end; reading"
+                        " again from %d", key[0], key[1], expected, offset)
+            self.rewound += expected - offset
         self._next[key] = offset + 1
 
     def _on_error(self, error: KafkaError) -> None:

@@ -332,6 +332,28 @@ def test_offset_out_of_range_resets_to_earliest_and_counts_the_skipped(
     assert second.skipped == 3
 
 
+def test_committed_offset_past_the_end_reads_the_partition_again(
+        settings: KafkaSettings, producer: KafkaHandoff) -> None:
+    """A committed offset beyond the partition's end (a topic recreated under the group;
+    here committed by hand, on the mock cluster, not Apache Kafka): the member resets to
+    the earliest offset and reads everything again (deduplicated downstream by event id),
+    says so, skips nothing, and does not crash-loop."""
+    sent = [item(project_id=3, n=n) for n in range(6)]
+    producer.enqueue(sent)
+    first = KafkaItemSource(settings)
+    read = drain(first, 6, commit=False)
+    topic, partition = read[0].topic, read[0].partition
+    first.commit(ItemBatch([], {(topic, partition): (1000, first._assigned[(topic, partition)])}))
+    first.close()
+    second = KafkaItemSource(settings)
+    try:
+        again = drain(second, 6)
+    finally:
+        second.close()
+    assert sorted(r.item.meta["n"] for r in again) == list(range(6))
+    assert second.skipped == 0 and second.rewound == 1000  # from offset 1000 back to 0
+
+
 def test_ingest_hand_off_succeeds_only_after_the_brokers_acknowledged(
         kafka: MockKafkaCluster, settings: KafkaSettings) -> None:
     """Ingest's hand-off step (serve_apps/ingest_handoff.hand_off with the hand-off
