@@ -244,6 +244,22 @@ def test_unreachable_bootstrap_enqueue_answers_503_within_the_bound() -> None:
     handoff.close(0.1)
 
 
+def test_a_full_producer_buffer_answers_503_at_once(settings: KafkaSettings) -> None:
+    """The producer's memory is bounded (mock cluster, not Apache Kafka): a batch that would
+    pass CRASHRAY_KAFKA_BUFFER_MAX_MESSAGES is refused whole, at once, with the 503,
+    before any of it is produced."""
+    handoff = KafkaHandoff(replace(settings, buffer_max_messages=5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(HandOffUnavailable) as refused:
+            handoff.enqueue([item(n=n) for n in range(6)])
+        assert time.monotonic() - started < 0.5
+        assert "CRASHRAY_KAFKA_BUFFER_MAX_MESSAGES" in " ".join(refused.value.causes)
+        handoff.enqueue([item(n=n) for n in range(5)])  # what fits goes through
+    finally:
+        handoff.close(1.0)
+
+
 def test_item_larger_than_a_message_is_refused_as_bad_data(settings: KafkaSettings,
                                                             producer: KafkaHandoff) -> None:
     """Mock cluster (not Apache Kafka): an item over CRASHRAY_KAFKA_MAX_MESSAGE_BYTES is
