@@ -278,7 +278,13 @@ class KafkaHandoff:
         ``UnqueueableData`` for an item larger than a message may be."""
         if not items:
             return
-        values = [encode_item(item) for item in items]
+        try:
+            values = [encode_item(item) for item in items]
+        except orjson.JSONEncodeError as exc:
+            # As the PostgreSQL queue refuses them (the door check, events/storable.py,
+            # should have): the same items would fail again.
+            raise UnqueueableData("the Kafka hand-off cannot encode these items",
+                                  [f"{type(exc).__name__}: {exc}"]) from exc
         self._check_sizes(items, values)
         self._check_room(len(items))
         delivery = _Delivery(len(items))

@@ -4,12 +4,14 @@ broker needed."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
 from cluster.settings import Settings
 from storage.kafka import (
     FORMAT_VERSION,
+    KafkaHandoff,
     KafkaSettings,
     UndecodableMessage,
     decode_item,
@@ -17,7 +19,7 @@ from storage.kafka import (
     producer_config,
     topic_of,
 )
-from storage.queue import QueuedItem
+from storage.queue import QueuedItem, UnqueueableData
 
 ITEM = QueuedItem(project_id=42, organization_id=7, key_id=None, item_type="event",
                   event_id="a" * 32,
@@ -45,6 +47,17 @@ def test_an_item_survives_the_format_whole() -> None:
 def test_a_message_that_is_no_item_names_what_is_wrong(value: bytes, reason: str) -> None:
     with pytest.raises(UndecodableMessage, match=reason):
         decode_item(value)
+
+
+def test_unencodable_meta_is_refused_as_data_before_any_broker_is_asked() -> None:
+    """As the PostgreSQL queue refuses it (400, the hand-off's halving finds its request);
+    the bootstrap is a closed port: no broker is involved."""
+    handoff = KafkaHandoff(KafkaSettings(bootstrap="127.0.0.1:1"))
+    try:
+        with pytest.raises(UnqueueableData, match="cannot encode"):
+            handoff.enqueue([replace(ITEM, meta={"x": 1 << 70})])
+    finally:
+        handoff.close(0.1)
 
 
 def test_outcome_tallies_go_to_their_own_topic() -> None:
