@@ -11,6 +11,10 @@ member would.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +31,7 @@ from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
 from tests.support import envelope_bytes, free_port, python_sdk_headers, scratch_database
 from tests.support_kafka import MockKafkaCluster
 
+HERE = Path(__file__).resolve().parent
 DELIVERY_TIMEOUT_S = 2.0
 #: enqueue's bound (delivery timeout + 1 s) and room for HTTP and a busy machine.
 ANSWER_BOUND_S = DELIVERY_TIMEOUT_S + 1.0 + 2.0
@@ -83,6 +88,36 @@ def _lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+def read_event_ids(kafka: MockKafkaCluster, want: set[str], group: str) -> set[str | None]:
+    """Event ids on the events topic, read as a member of ``group`` until ``want`` is seen
+    (or 20 s)."""
+    settings = KafkaSettings(bootstrap=kafka.bootstrap, consumer_group=group,
+                             session_timeout_ms=3000)
+    source = KafkaItemSource(settings, topics=[settings.events_topic])
+    read: set[str | None] = set()
+    try:
+        deadline = time.monotonic() + 20
+        while not want <= read and time.monotonic() < deadline:
+            read |= {r.item.event_id for r in source.poll(100, 0.5).items}
+    finally:
+        source.close()
+    return read
+
+
+def test_real_python_sdk_events_reach_the_events_topic(
+        kafka: MockKafkaCluster, crashray_kafka: CrashrayProcess) -> None:
+    """The official sentry-sdk (in its own process) sends two exceptions through the Serve
+    ingest; both are on the events topic of librdkafka's mock cluster (not Apache Kafka),
+    keyed by their project, whole."""
+    result = subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"),
+                             "kafka-e2e", "2"],
+                            env={**os.environ, "CRASHRAY_DSN": crashray_kafka.dsn},
+                            capture_output=True, text=True, timeout=60, check=True)
+    ids = {i.replace("-", "") for i in json.loads(result.stdout.strip().splitlines()[-1])}
+    assert len(ids) == 2
+    assert ids <= read_event_ids(kafka, ids, "e2e-sdk-reader")
+
+
 def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_down(
         kafka: MockKafkaCluster, crashray_kafka: CrashrayProcess) -> None:
     """Through the real Serve ingest, over librdkafka's mock cluster (not Apache Kafka):
@@ -91,17 +126,7 @@ def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_do
     status, _, body, _ = post_event(crashray_kafka)
     assert status == 200, body
     event_id = orjson.loads(body)["id"]
-    settings = KafkaSettings(bootstrap=kafka.bootstrap, consumer_group="e2e-reader",
-                             session_timeout_ms=3000)
-    source = KafkaItemSource(settings, topics=[settings.events_topic])
-    try:
-        read: set[str | None] = set()
-        deadline = time.monotonic() + 20
-        while event_id not in read and time.monotonic() < deadline:
-            read |= {r.item.event_id for r in source.poll(100, 0.5).items}
-    finally:
-        source.close()
-    assert event_id in read
+    assert event_id in read_event_ids(kafka, {event_id}, "e2e-reader")
 
     kafka.all_down()
     try:
