@@ -111,6 +111,8 @@ class BugsinkDatabase:
     events: dict[str, SentEvent]
     sent_from: dt.datetime
     sent_until: dt.datetime
+    #: The event ids read while Bugsink's server was still running (its database in WAL).
+    read_while_running: frozenset[str]
 
 
 def _bugsink_env(conf_dir: Path) -> dict[str, str]:
@@ -222,12 +224,13 @@ def bugsink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BugsinkDatabas
             for event_id, type_name, value in json.loads(out.split("SENT ", 1)[1]):
                 events[event_id] = SentEvent(name, type_name, value)
         sent_until = dt.datetime.now(dt.UTC)
+        read_while_running = frozenset(_by_event_id(read_bugsink(base / "db.sqlite3")))
     finally:
         server.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
         server.wait(STOP_TIMEOUT_S)
     yield BugsinkDatabase(base, base / "db.sqlite3",
                           {name: ids[0] for name, ids in made.items()}, events, sent_from,
-                          sent_until)
+                          sent_until, read_while_running)
 
 
 Payloads = dict[str, tuple[dict[str, object], dt.datetime]]
@@ -257,6 +260,10 @@ def test_every_event_bugsink_stored_is_read_with_its_payload_and_receipt_time(
         assert bugsink.sent_from <= received <= bugsink.sent_until
         happened = dt.datetime.fromisoformat(str(payload["timestamp"]).replace("Z", "+00:00"))
         assert bugsink.sent_from <= happened <= received
+
+
+def test_a_running_bugsinks_database_is_read(bugsink: BugsinkDatabase) -> None:
+    assert bugsink.read_while_running == set(bugsink.events)
 
 
 def test_events_come_in_bugsink_digest_order(bugsink: BugsinkDatabase) -> None:
