@@ -142,7 +142,8 @@ def _install_bugsink() -> tuple[Path, Path]:
     migrated = VENV_DIR / "migrated"
     with open(f"{VENV_DIR}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (VENV_DIR / MARKER).exists():
+        marker = VENV_DIR / MARKER
+        if not marker.exists() or not marker.read_text().startswith(_made_by()):
             _pip_install_bugsink(python)
         if not (migrated / MARKER).exists():
             shutil.rmtree(migrated, ignore_errors=True)
@@ -156,6 +157,7 @@ def _install_bugsink() -> tuple[Path, Path]:
 
 
 def _pip_install_bugsink(python: Path) -> None:
+    shutil.rmtree(VENV_DIR / "migrated", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV_DIR)], check=True,
                    timeout=INSTALL_TIMEOUT_S)
     started = time.monotonic()
@@ -167,7 +169,14 @@ def _pip_install_bugsink(python: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason + " (no network? CI=true makes this a failure)")
-    (VENV_DIR / MARKER).write_text(f"pip install took {time.monotonic() - started:.1f} s\n")
+    (VENV_DIR / MARKER).write_text(
+        f"{_made_by()}pip install took {time.monotonic() - started:.1f} s\n")
+
+
+def _made_by() -> str:
+    """The Python a cached virtualenv was made with: another one (a patch release moved
+    the interpreter) makes it anew."""
+    return f"{Path(sys.executable).resolve()} {sys.version}\n"
 
 
 def _free_port() -> int:
