@@ -5,8 +5,10 @@ What is read, and why (Bugsink 2.6.2, migrations up to ``events.0030``; the fact
 from its ``events/models.py``, ``projects/models.py`` and ``ingest/views.py``):
 
 * ``events_event``, one row per digested event. ``data`` (TEXT) is ``json.dumps`` of the
-  event JSON the SDK sent (Bugsink's digest only parses it; sourcemaps and symbols are
-  applied when showing an event, not stored). ``event_id`` (``char(32)``, hex, Django's
+  event JSON the SDK sent, as Bugsink's digest parsed it (``ingest/tasks.py``; source maps
+  are applied when an event is shown, not stored). Two kinds are Bugsink's own making: a
+  minidump's event has the stack Bugsink extracted merged in, and a CSP report is stored
+  as an event Bugsink built from it. ``event_id`` (``char(32)``, hex, Django's
   UUIDField on SQLite) is the envelope header's id, which Bugsink keeps over the body's
   (``Event.from_ingested``: "the envelope's event_id ... takes precedence"); the payload
   this module yields carries it (see ``payload_with_event_id``). ``ingested_at`` is when
