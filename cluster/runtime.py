@@ -575,6 +575,7 @@ class Runtime:
         from events.quotas import BacklogCaps, SpikeProtection
         from serve_apps.api.app import ApiDeployment
         from serve_apps.api.config import ApiConfig
+        from serve_apps.health import HealthConfig
         from serve_apps.ingest import IngestDeployment
         from serve_apps.ingest_request import IngestConfig
         from serve_apps.web import DashboardDeployment
@@ -650,7 +651,9 @@ class Runtime:
                 ray_actor_options=replica_options, **per_node, **api_options(s)
             ).bind(api_config), name="api", route_prefix="/api/0"),
             serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
-                ray_actor_options=replica_options).bind(), name="web", route_prefix="/"),
+                ray_actor_options=replica_options).bind(HealthConfig(
+                    self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
+                    s.ready_check_timeout_s, s.ready_cache_s)), name="web", route_prefix="/"),
         ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:

@@ -506,6 +506,16 @@ class Settings(BaseSettings):
     #: partitions wait. Shorter reacts faster but risks rebalances on a busy machine.
     kafka_session_timeout_ms: int = Field(default=45_000, ge=1000)
 
+    # --- health (serve_apps/health.py: GET /healthz, GET /readyz) ------------------------
+    #: ``/readyz`` answers 503 when the oldest queued item has waited this long: consumers
+    #: are down or far behind (a burst drains in seconds on a healthy instance).
+    ready_max_queue_age_s: float = Field(default=300.0, gt=0)
+    #: Seconds each readiness check (PostgreSQL, ClickHouse) may take before it counts as
+    #: failed.
+    ready_check_timeout_s: float = Field(default=2.0, gt=0)
+    #: Seconds a replica reuses its readiness answer, so frequent probes stay cheap.
+    ready_cache_s: float = Field(default=1.0, ge=0)
+
     # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time

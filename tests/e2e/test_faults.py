@@ -461,11 +461,15 @@ def test_postgres_stopped_for_10_s_refuses_with_retry_after_and_loses_nothing(
         instance: Instance) -> None:
     postgres = PrivatePostgres.of(instance.up.data_dir)
     down: dict[str, float] = {}
+    readiness: dict[str, int] = {}
 
     def stop_for_a_while() -> float:
         postgres.stop()
         down["from"] = time.monotonic()
-        time.sleep(POSTGRES_DOWN_S)
+        # The operator's probe says so while it is down (serve_apps/health.py).
+        readiness["down"] = wait_until(lambda: _unready(instance), POSTGRES_DOWN_S - 1,
+                                       "/readyz to answer 503 while PostgreSQL is stopped")
+        time.sleep(max(0.0, down["from"] + POSTGRES_DOWN_S - time.monotonic()))
         down["until"] = time.monotonic()
         postgres.start()
         return down["until"]
@@ -481,6 +485,22 @@ def test_postgres_stopped_for_10_s_refuses_with_retry_after_and_loses_nothing(
     wrong = {(a.status, a.by_ingest, a.retry_after) for a in while_down
              if not (a.status == 503 and a.by_ingest and a.retry_after)}
     assert not wrong, f"answers while down (status, by ingest, Retry-After): {wrong}"
+    assert readiness["down"] == 503
+    wait_until(lambda: _readyz(instance).status_code == 200, 60,
+               "/readyz to answer 200 again once PostgreSQL is back")
+
+
+def _readyz(instance: Instance) -> httpx.Response:
+    return httpx.get(f"{instance.up.base_url}/readyz", timeout=10)
+
+
+def _unready(instance: Instance) -> int | None:
+    """503 once /readyz answers it, naming PostgreSQL as the failing check."""
+    response = _readyz(instance)
+    if response.status_code != 503:
+        return None
+    assert response.json()["checks"]["postgres"]["ok"] is False, response.text
+    return 503
 
 
 def postgres_processes(data_dir: Path) -> list[ProcessView]:

@@ -390,6 +390,12 @@ def test_the_sweep_removes_expired_bundles_leftover_chunks_and_unused_blobs_only
     for t in (expired, kept):
         upload(crashray, t, [BUNDLE])
         assert assemble(crashray, t, [BUNDLE])["state"] == "ok"
+    # A file only the kept tenant has: other tests upload BUNDLE too, so its blobs may stay
+    # named when this tenant's bundles expire; this one's blob must go then.
+    own_content = b"// only mine " + os.urandom(8).hex().encode()
+    own = zipped_bundle({"~/only-mine.js": own_content})
+    upload(crashray, kept, [own])
+    assert assemble(crashray, kept, [own])["state"] == "ok"
     day, now = 86_400.0, time.time()
     blobs = BlobStore(root)
     old_orphan, new_orphan = blobs.put(b"orphan " + os.urandom(8)), blobs.put(os.urandom(16))
@@ -422,4 +428,6 @@ def test_the_sweep_removes_expired_bundles_leftover_chunks_and_unused_blobs_only
         # Other tests of this module uploaded the same bundle: its blobs stay while named.
         named = {r[0] for r in conn.execute("SELECT blob_sha256 FROM artifact_files")}
     assert [blobs.path(d).exists() for d in shared] == [d in named for d in shared]
+    own_digest = hashlib.sha256(own_content).hexdigest()
+    assert own_digest in shared and not blobs.path(own_digest).exists()
     assert artifacts(crashray, kept).by_debug_id(DEBUG_ID, "source_map") is None
