@@ -470,6 +470,11 @@ class Settings(BaseSettings):
     #: hours up to this many events; an hour holding more is one slice). With bodies of a
     #: few KiB, 20,000 events keep a task's memory near 100 MiB.
     export_slice_events: int = Field(default=20_000, ge=1)
+    #: Most events one reprocess task (``crashray reprocess``) reads and regroups at once,
+    #: and the unit of its progress: an interrupted job re-runs at most one unfinished
+    #: slice per task. Events are parsed into Python objects (~10 KiB each), so 20,000
+    #: keep a task near 200 MiB.
+    reprocess_slice_events: int = Field(default=20_000, ge=1)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

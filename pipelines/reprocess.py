@@ -1,0 +1,597 @@
+"""``crashray reprocess``: a project's stored events symbolicated and grouped again with its
+current source maps, rules and grouping config, their rows replaced, and events moved
+between issues (Sentry's "reprocessing": what makes "I uploaded the source maps after the
+errors came in" and "I added a fingerprint rule" apply to the events already stored).
+
+The job, like ``crashray export`` (pipelines/export.py), runs on the instance's Ray
+cluster: the driver cuts the project's events into slices of whole hours (at most
+``CRASHRAY_REPROCESS_SLICE_EVENTS`` events each) and records them in a PostgreSQL job row
+(storage/reprocess.py); ``map_batches`` runs ``reprocess_slice`` on at most
+``CRASHRAY_PIPELINE_CONCURRENCY`` tasks of ``CRASHRAY_PIPELINE_TASK_CPUS`` CPUs. A task
+reads a slice's events through the ClickHouse store, takes each stored body back to what
+the consumer had before symbolicating it (``raw_event``: the minified frames a
+symbolicated stack trace kept as ``raw_stacktrace``, without the symbolication errors),
+symbolicates and groups it as the consumer does (``regroup_event``; no normalization or
+scrubbing again: the body is Relay's output already), finds the issues through the
+consumers' ``IssueResolver`` (new hashes create issues there), and replaces the rows of the
+events that changed (``EventStore.replace_events``: insert with ``row_version`` = job id,
+then delete the older rows). The driver records each finished slice in the job row.
+
+When every slice is done, in one PostgreSQL transaction (``finish``): an issue left
+without events whose events all went to one issue is merged into it (its hashes follow,
+its links redirect); one whose events went to several is resolved with a count of 0
+(Sentry deletes it; resolving keeps its history, and its hashes stay its own). Every issue
+that gained or lost events gets an activity entry (``reprocess``; ``merge`` on a merge
+target). Then ``pipelines.rollups.rebuild`` recounts the project's issue counters and
+hourly rollup from the stored events, so counts are exact.
+
+Interruptible and resumable: the job row lists the finished slices; re-running the
+command with the same options continues with the others. A slice interrupted halfway is
+read again: its events whose newest row carries the job's version are done (not
+processed again, their older rows deleted once more), nothing is duplicated.
+
+Tenant scope: the project is resolved within its organization; every ClickHouse read and
+delete names both, and every PostgreSQL statement (storage/) too.
+
+    events.errors.Conflict
+    └── storage.reprocess.ReprocessConflict   another unfinished job with other options
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from events.errors import Conflict
+from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
+from events.grouping.fingerprint_rules import RuleSyntaxError
+from events.grouping.rules import grouping_rules_from_text
+from events.issue_meta import issue_metadata_for_event
+from events.process import (
+    ProcessedEvent,
+    ProjectGrouping,
+    Symbolicator,
+    event_summary,
+    grouping_input,
+)
+from events.rows import EventRow, events_table
+from events.symbolicate import (
+    JS_INVALID_SOURCEMAP,
+    JS_INVALID_SOURCEMAP_LOCATION,
+    JS_MISSING_SOURCES_CONTENT,
+    JS_NO_COLUMN,
+    JS_NO_SOURCE,
+    JS_TOO_LARGE,
+)
+from events.tags import event_tags
+from pipelines.export import ALL_TIME, plan_slices
+from storage import issues as issue_store
+from storage.projects import ProjectGroupingSettings
+
+log = logging.getLogger("crashray.reprocess")
+
+#: ``errors`` types symbolication adds (events/symbolicate.py, actors/symbolicate.py):
+#: dropped before an event is symbolicated again, which adds the ones that still hold.
+SYMBOLICATION_ERRORS: Final = frozenset({
+    JS_NO_SOURCE, JS_INVALID_SOURCEMAP, JS_MISSING_SOURCES_CONTENT,
+    JS_INVALID_SOURCEMAP_LOCATION, JS_TOO_LARGE, JS_NO_COLUMN, "symbolication_failed"})
+#: What processing writes into a stored event (events/process.py ``event_summary``): it is
+#: derived again from the event.
+_DERIVED_KEYS: Final = ("title", "culprit", "location", "metadata")
+
+
+# --- pure parts ---------------------------------------------------------------------------
+def raw_event(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored (normalized, scrubbed) event as the consumer had it before symbolicating
+    it: each stack trace that symbolication changed back to its ``raw_stacktrace`` (the
+    minified frames), symbolication's ``errors`` removed, the processing summary removed.
+    ``stored`` is not changed."""
+    event = {k: v for k, v in stored.items() if k not in _DERIVED_KEYS}
+    for key in ("exception", "threads"):
+        section = event.get(key)
+        if not isinstance(section, dict) or not isinstance(section.get("values"), list):
+            continue
+        event[key] = {**section, "values": [_raw_container(v) for v in section["values"]]}
+    errors = event.get("errors")
+    if isinstance(errors, list):
+        kept = [e for e in errors
+                if not (isinstance(e, dict) and e.get("type") in SYMBOLICATION_ERRORS)]
+        if kept:
+            event["errors"] = kept
+        else:
+            del event["errors"]
+    return event
+
+
+def _raw_container(value: object) -> object:
+    if not isinstance(value, dict) or not isinstance(value.get("raw_stacktrace"), dict):
+        return value
+    restored = {k: v for k, v in value.items() if k != "raw_stacktrace"}
+    restored["stacktrace"] = value["raw_stacktrace"]
+    return restored
+
+
+def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
+                  grouping: ProjectGrouping, symbolicator: Symbolicator | None,
+                  received: dt.datetime, now: dt.datetime) -> ProcessedEvent:
+    """``events.process.EventProcessor.process`` from its symbolication step on, for an
+    event that was normalized and scrubbed when it was received (``raw_event``): the same
+    steps in the same order, so a reprocessed event is what ingest would store today."""
+    if symbolicator is not None:
+        event = symbolicator(event, project_id, organization_id)
+    # The stored body holds the derived tags, not only the client's: the frozen versions
+    # that group untagged events (v1, v2) see those too.
+    untagged = event
+    tagged = {**event, "tags": event_tags(event)}
+    result = group_hashes_for_event(grouping_input(grouping.config, untagged, tagged),
+                                    grouping.config, rules=grouping.rules)
+    secondary_config = grouping.secondary_at(now)
+    secondary = None if secondary_config is None else group_hashes_for_event(
+        grouping_input(secondary_config, untagged, tagged), secondary_config,
+        rules=grouping.rules)
+    issue = issue_metadata_for_event(tagged)
+    if result.title:
+        issue = replace(issue, title=result.title)
+    return ProcessedEvent(
+        event_id=str(tagged["event_id"]), event={**tagged, **event_summary(issue)},
+        grouping=result, issue=issue, timestamp=_from_unix(tagged.get("timestamp"), received),
+        received=received, secondary_grouping=secondary)
+
+
+def _from_unix(value: object, default: dt.datetime) -> dt.datetime:
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    return default
+
+
+def _pg_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL (as actors/consumer.py ``_pg_text``)."""
+    return value.replace("\x00", "\ufffd")
+
+
+def issue_candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
+    """What the consumer asks its resolver for an event (actors/consumer.py
+    ``_candidate``), so a reprocessed event finds or creates the issue ingest would."""
+    e = p.event
+    release = e.get("release") if isinstance(e.get("release"), str) and e.get("release") \
+        else None
+    return issue_store.IssueCandidate(
+        project_id=project_id, hashes=p.grouping.hashes,
+        grouping_config=p.grouping.config, title=_pg_text(p.issue.title),
+        culprit=_pg_text(p.issue.culprit), type=p.issue.type,
+        level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
+        timestamp=p.timestamp, release=None if release is None else _pg_text(release),
+        metadata={k: _pg_text(v) if isinstance(v, str) else v
+                  for k, v in p.issue.metadata.items()},
+        secondary_hashes=_secondary(p.grouping, p.secondary_grouping))
+
+
+def _secondary(primary: GroupingResult, secondary: GroupingResult | None) -> tuple[str, ...]:
+    return () if secondary is None else tuple(
+        h for h in secondary.hashes if h not in primary.hashes)
+
+
+@dataclass(frozen=True)
+class EmptiedIssue:
+    """What becomes of an issue that the job left without events."""
+
+    issue_id: int
+    #: The one issue all its moved events went to (merge into it), else None (resolve).
+    merge_into: int | None
+    moved_to: Mapping[int, int]
+
+
+def emptied_issues(moves: Mapping[int, Mapping[int, int]], with_events: set[int],
+                   live_of: Mapping[int, int]) -> list[EmptiedIssue]:
+    """The issues events moved out of that hold no event now (``with_events``: the issues
+    that do), each with where its events went (``live_of``: merges followed). An issue
+    whose events all went to one other issue is merged into it."""
+    emptied = []
+    for old in sorted(moves):
+        if old in with_events or live_of.get(old, old) != old:
+            continue  # still has events, or merged (or deleted) meanwhile
+        moved_to: dict[int, int] = {}
+        for new, n in moves[old].items():
+            target = live_of.get(new, new)
+            moved_to[target] = moved_to.get(target, 0) + n
+        moved_to.pop(old, None)
+        targets = list(moved_to)
+        emptied.append(EmptiedIssue(old, targets[0] if len(targets) == 1 else None, moved_to))
+    return emptied
+
+
+def moves_into(moves: Mapping[int, Mapping[int, int]]) -> dict[int, dict[int, int]]:
+    """new issue → old issue → events: ``moves`` seen from the receiving side."""
+    into: dict[int, dict[int, int]] = {}
+    for old, to in moves.items():
+        for new, n in to.items():
+            into.setdefault(new, {})[old] = into.get(new, {}).get(old, 0) + n
+    return into
+
+
+# --- one slice (a Ray Data task) ------------------------------------------------------------
+@dataclass(frozen=True)
+class ReprocessJobSpec:
+    """What every task of one job needs (pickled into each task)."""
+
+    job_id: int
+    clickhouse_dsn: str
+    postgres_url: str
+    organization_id: int
+    project_id: int
+    grouping: ProjectGrouping
+    release: str | None
+    #: Only events with these primary hashes (``--issue``); None: all.
+    hashes: tuple[str, ...] | None
+    #: None: no symbolication (no artifact store configured).
+    symbolication: Any | None
+    max_cached_hashes: int = 100_000
+
+
+@dataclass
+class SliceOutcome:
+    """What one slice did (the driver adds it to the job row)."""
+
+    index: int
+    events_read: int = 0
+    events_changed: int = 0
+    events_moved: int = 0
+    #: Events whose new hashes are tombstoned (a deleted issue's): kept as they were.
+    events_kept: int = 0
+    moves: dict[int, dict[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Regrouped:
+    event_id: str
+    old_issue: int
+    old_hash: str
+    retention_days: int
+    processed: ProcessedEvent
+    changed_body: bool
+
+
+SLICE_RESULT_SCHEMA: Final = pa.schema([
+    ("index", pa.int64()), ("events_read", pa.int64()), ("events_changed", pa.int64()),
+    ("events_moved", pa.int64()), ("events_kept", pa.int64()), ("moves", pa.string())])
+
+
+def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
+    """One Ray Data task: reprocess the slices in ``batch`` (index, start_us, end_us)."""
+    import psycopg
+
+    from actors.clickhouse import clickhouse_store
+    from actors.grouping import IssueResolver
+
+    store = clickhouse_store(spec.clickhouse_dsn)
+    symbolicator = _symbolicator(spec.symbolication)
+    outcomes = []
+    with psycopg.connect(spec.postgres_url, autocommit=True) as conn:
+        resolver = IssueResolver(conn, spec.max_cached_hashes)
+        for index, start, end in zip(batch.column("index").to_pylist(),
+                                     batch.column("start_us").to_pylist(),
+                                     batch.column("end_us").to_pylist(), strict=True):
+            outcomes.append(run_slice(spec, index, _at(start), _at(end), store,
+                                      resolver.issue_ids_for, symbolicator))
+    return pa.Table.from_pylist([
+        {"index": o.index, "events_read": o.events_read, "events_changed": o.events_changed,
+         "events_moved": o.events_moved, "events_kept": o.events_kept,
+         "moves": orjson.dumps({str(k): {str(n): c for n, c in v.items()}
+                                for k, v in o.moves.items()}).decode()}
+        for o in outcomes], schema=SLICE_RESULT_SCHEMA)
+
+
+def _symbolicator(config: Any | None) -> Symbolicator | None:
+    if config is None:
+        return None
+    from actors.symbolicate import LocalSymbolication
+
+    return LocalSymbolication(config)
+
+
+IssueLookup = Callable[[Sequence[issue_store.IssueCandidate]], list[int | None]]
+
+
+def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.datetime,
+              store: Any, issue_ids_for: IssueLookup, symbolicator: Symbolicator | None
+              ) -> SliceOutcome:
+    """Reprocess the events of [since, until) and replace the rows of those that changed."""
+    table = store.events_to_reprocess(spec.organization_id, spec.project_id, since, until,
+                                      spec.release, spec.hashes)
+    outcome = SliceOutcome(index, events_read=table.num_rows)
+    if not table.num_rows:
+        return outcome
+    done_ids, todo = _regroup_all(spec, table, symbolicator)
+    issue_ids = issue_ids_for([issue_candidate(spec.project_id, r.processed) for r in todo])
+    rows = []
+    for r, issue_id in zip(todo, issue_ids, strict=True):
+        if issue_id is None:
+            outcome.events_kept += 1  # its new hash is a deleted issue's: left as it was
+            continue
+        moved = issue_id != r.old_issue
+        if not (moved or r.changed_body or r.processed.grouping.primary_hash != r.old_hash):
+            continue
+        outcome.events_changed += 1
+        if moved:
+            outcome.events_moved += 1
+            to = outcome.moves.setdefault(r.old_issue, {})
+            to[issue_id] = to.get(issue_id, 0) + 1
+        rows.append(EventRow(spec.organization_id, spec.project_id, issue_id,
+                             r.retention_days, r.processed))
+    store.replace_events(spec.organization_id, spec.project_id, events_table(rows),
+                         spec.job_id, [r.processed.event_id for r in rows] + done_ids)
+    return outcome
+
+
+def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolicator | None
+                 ) -> tuple[list[str], list[_Regrouped]]:
+    """The slice's events the job already replaced (their ids) and the others regrouped."""
+    now = dt.datetime.now(dt.UTC)
+    done: list[str] = []
+    todo: list[_Regrouped] = []
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for i, event_id in enumerate(columns["event_id"]):
+        if columns["row_version"][i] == spec.job_id:
+            done.append(event_id)
+            continue
+        stored = _body(columns["body"][i])
+        received = _utc(columns["received"][i])
+        processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
+                                  spec.grouping, symbolicator, received, now)
+        todo.append(_Regrouped(event_id, int(columns["group_id"][i]),
+                               str(columns["primary_hash"][i]),
+                               int(columns["retention_days"][i]), processed,
+                               processed.event != stored))
+    return done, todo
+
+
+def _body(text: str) -> dict[str, Any]:
+    event = orjson.loads(text) if text else {}
+    return event if isinstance(event, dict) else {}
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _at(micros: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
+def _micros(when: dt.datetime) -> int:
+    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# --- the driver ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReprocessOptions:
+    """What the user asked (a resumed job must be asked the same)."""
+
+    release: str | None = None
+    since: dt.datetime | None = None
+    issue_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"release": self.release, "issue": self.issue_id,
+                "since": None if self.since is None else self.since.isoformat()}
+
+
+@dataclass(frozen=True)
+class ReprocessLimits:
+    concurrency: int
+    task_cpus: float
+    slice_events: int
+    #: Stop after this many slices (the job stays unfinished; a re-run continues).
+    max_slices: int | None = None
+
+
+@dataclass(frozen=True)
+class ReprocessResult:
+    job_id: int
+    resumed: bool
+    finished: bool
+    slices_done: int
+    slices_total: int
+    events_read: int
+    events_changed: int
+    events_moved: int
+    issues_created: list[int]
+    issues_merged: list[int]
+    issues_emptied: list[int]
+    #: Events read by this run (a resumed job's earlier runs read the rest).
+    events_this_run: int
+    took_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events_this_run / max(self.took_s, 1e-9)
+
+
+@dataclass(frozen=True)
+class ReprocessContext:
+    """Where the job runs: the databases and the project (scope resolved by the caller)."""
+
+    postgres_url: str
+    clickhouse_dsn: str
+    organization_id: int
+    project_id: int
+    symbolication: Any | None
+    max_cached_hashes: int = 100_000
+
+
+def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: ReprocessLimits
+                  ) -> ReprocessResult:
+    """Start (or resume) the project's reprocess job, run its remaining slices on the
+    connected Ray cluster, and finish it when none is left."""
+    import psycopg
+
+    from actors.clickhouse import clickhouse_store
+    from storage.reprocess import start_or_resume_job
+    from storage.scope import ProjectScope
+
+    started = time.monotonic()
+    project = ProjectScope(ctx.organization_id, ctx.project_id)
+    store = clickhouse_store(ctx.clickhouse_dsn)
+    with psycopg.connect(ctx.postgres_url) as conn:
+        since = options.since or ALL_TIME[0]
+        hours = store.stored_event_hours(ctx.organization_id, ctx.project_id, since,
+                                         ALL_TIME[1])
+        planned = [(_micros(s.start), _micros(s.end)) for s in
+                   plan_slices(hours, limits.slice_events, since, ALL_TIME[1])]
+        with conn.transaction():
+            job, resumed = start_or_resume_job(conn, project, options.as_json(), planned)
+        spec = _spec(conn, ctx, project, job.id, options)
+    remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
+    if limits.max_slices is not None:
+        remaining = remaining[:limits.max_slices]
+    _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining], limits)
+    return _conclude(ctx, project, job.id, resumed, time.monotonic() - started, store,
+                     job.events_read)
+
+
+class GroupingSettingsInvalid(Conflict):
+    """The project's stored grouping settings cannot be applied."""
+
+    code = "grouping_settings_invalid"
+
+
+def project_grouping(g: ProjectGroupingSettings) -> ProjectGrouping:
+    """The project's grouping as a consumer loads it (actors/consumer.py
+    ``_project_grouping``), except that rules or a config that do not parse stop the job
+    (a consumer skips them, logged, rather than stop the project's events; a reprocess
+    with them would regroup every event wrongly)."""
+    try:
+        rules = grouping_rules_from_text(g.fingerprinting_rules, g.grouping_enhancements)
+    except RuleSyntaxError as exc:
+        raise GroupingSettingsInvalid(
+            f"project {g.project_id}: its grouping rules do not parse ({exc}); fix them in"
+            " the project's settings, then reprocess") from exc
+    if g.config not in GROUPING_CONFIGS:
+        raise GroupingSettingsInvalid(
+            f"project {g.project_id}: unknown grouping config {g.config!r}; known:"
+            f" {', '.join(sorted(GROUPING_CONFIGS))}")
+    secondary = g.secondary_config if g.secondary_config in GROUPING_CONFIGS else None
+    return ProjectGrouping(g.config, rules, secondary, g.secondary_expiry)
+
+
+def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
+          options: ReprocessOptions) -> ReprocessJobSpec:
+    from storage.projects import grouping_settings
+
+    settings = grouping_settings(conn, [ctx.project_id])[ctx.project_id]
+    hashes = None
+    if options.issue_id is not None:
+        from storage.issues import issue_hashes
+
+        hashes = tuple(h for h, _ in issue_hashes(conn, project, options.issue_id))
+    return ReprocessJobSpec(job_id, ctx.clickhouse_dsn, ctx.postgres_url, ctx.organization_id,
+                            ctx.project_id, project_grouping(settings), options.release,
+                            hashes, ctx.symbolication, ctx.max_cached_hashes)
+
+
+def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,
+                slices: Sequence[tuple[int, int, int]], limits: ReprocessLimits) -> None:
+    """Run ``slices`` as a Ray Data job, recording each in the job row as it finishes."""
+    import psycopg
+    import ray.data
+
+    from storage.reprocess import record_slice
+
+    if not slices:
+        return
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.resource_limits = ray.data.ExecutionResources(
+        cpu=limits.concurrency * limits.task_cpus)
+    items = [{"index": i, "start_us": s, "end_us": e} for i, s, e in slices]
+    task: Any = reprocess_slice  # Ray's stubs do not name pyarrow batch functions
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        task, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
+        concurrency=limits.concurrency, num_cpus=limits.task_cpus)
+    with psycopg.connect(ctx.postgres_url) as conn:
+        for done in _finished_slices(dataset):
+            with conn.transaction():
+                record_slice(conn, project, job_id, done)
+
+
+def _finished_slices(dataset: Any) -> Iterator[Any]:
+    from storage.reprocess import SliceDone
+
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            moves = {int(k): {int(n): int(c) for n, c in v.items()}
+                     for k, v in orjson.loads(row["moves"]).items()}
+            yield SliceDone(int(row["index"]), int(row["events_read"]),
+                            int(row["events_changed"]), int(row["events_moved"]), moves)
+
+
+def _conclude(ctx: ReprocessContext, project: Any, job_id: int, resumed: bool,
+              took_s: float, store: Any, read_before: int) -> ReprocessResult:
+    """Finish the job if every slice is done (issues, activity, counts), and say so."""
+    import psycopg
+
+    from storage.reprocess import running_job
+
+    with psycopg.connect(ctx.postgres_url) as conn:
+        with conn.transaction():
+            job = running_job(conn, project)
+        assert job is not None and job.id == job_id  # one running job per project (index)
+        finished = len(job.finished_slices) == len(job.slices)
+        created: list[int] = []
+        merged: list[int] = []
+        emptied: list[int] = []
+        if finished:
+            with conn.transaction():
+                created, merged, emptied = finish(conn, store, project, job)
+    return ReprocessResult(job.id, resumed, finished, len(job.finished_slices),
+                           len(job.slices), job.events_read, job.events_changed,
+                           job.events_moved, created, merged, emptied,
+                           job.events_read - read_before, took_s)
+
+
+def finish(conn: Any, store: Any, project: Any, job: Any
+           ) -> tuple[list[int], list[int], list[int]]:
+    """Issues emptied, merged and created by the job, activity entries, exact counts (call
+    inside a transaction); returns (created, merged, emptied) issue ids."""
+    from pipelines.rollups import rebuild
+    from storage import reprocess as jobs
+    from storage.rollups import hash_issues
+
+    moves: Mapping[int, Mapping[int, int]] = job.moves
+    involved = set(moves) | {n for to in moves.values() for n in to}
+    live_of = jobs.live_issue_of(conn, project, sorted(involved))
+    issue_of_hash = hash_issues(conn, project)
+    with_events = {live_of.get(i, i) for i in (issue_of_hash.get(h) for h in
+                   store.hash_event_totals(project.organization_id, project.id))
+                   if i is not None}
+    emptied = emptied_issues(moves, with_events, live_of)
+    emptied_ids = {e.issue_id for e in emptied}
+    for e in emptied:
+        if e.merge_into is not None:
+            jobs.merge_emptied_issue(conn, project, e.issue_id, e.merge_into,
+                                     sum(e.moved_to.values()))
+        else:
+            jobs.resolve_emptied_issue(conn, project, e.issue_id, e.moved_to)
+    for old, to in moves.items():
+        if old not in emptied_ids and live_of.get(old, old) == old:
+            jobs.note_events_moved_out(conn, project, old, to)
+    created = []
+    for new, moved_from in sorted(moves_into(moves).items()):
+        is_new = new > job.max_issue_id
+        created += [new] if is_new else []
+        jobs.note_events_moved_in(conn, project, new, moved_from, is_new)
+    rebuild(conn, store, project)
+    merged = sorted(e.issue_id for e in emptied if e.merge_into is not None)
+    jobs.finish_job(conn, project, job.id, {
+        "created": created, "merged": merged, "emptied": sorted(emptied_ids - set(merged))})
+    return created, merged, sorted(emptied_ids - set(merged))
