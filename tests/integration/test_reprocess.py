@@ -91,8 +91,11 @@ def counts(c: RunningCrashray, t: Tenant) -> dict[str, int]:
 
 def wait_for_counts(c: RunningCrashray, t: Tenant, expected: dict[str, int]
                     ) -> dict[str, int]:
-    return wait_until(lambda: (n := counts(c, t)) == expected and n, 30,
-                      f"issue counts {expected}")
+    def reached() -> dict[str, int] | None:
+        seen = counts(c, t)
+        return seen if seen == expected else None
+
+    return wait_until(reached, 30, f"issue counts {expected}")
 
 
 def event_groups(c: RunningCrashray, t: Tenant) -> dict[str, str]:
