@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -52,7 +54,7 @@ import pyarrow as pa
 from events.errors import Conflict
 from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError
-from events.grouping.rules import grouping_rules_from_text
+from events.grouping.rules import GroupingRules, grouping_rules_from_text
 from events.issue_meta import issue_metadata_for_event
 from events.process import (
     ProcessedEvent,
@@ -118,9 +120,78 @@ def _raw_container(value: object) -> object:
     return restored
 
 
+#: Top-level keys of an event that grouping reads (events/grouping: the strategies, the
+#: fingerprint and stack-trace rules and their variables, security reports); ``tags`` and
+#: ``contexts`` apart (``grouping_key``).
+GROUPING_KEYS: Final = ("exception", "stacktrace", "threads", "platform", "checksum",
+                        "message", "logentry", "fingerprint", "csp", "expectct",
+                        "expectstaple", "hpkp", "logger", "level", "release", "sdk",
+                        "transaction", "type", "culprit")
+#: ``contexts`` entries grouping reads (security reports kept there, events/security.py).
+_GROUPING_CONTEXTS: Final = ("csp", "expectct", "expectstaple", "hpkp")
+#: Tags the built-in fingerprint rules read (events/grouping/builtin_rules.py).
+BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
+_TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
+
+
+def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
+    """The tag keys (as prefixes) rules may read, from their text; None when a reference
+    is a pattern (every tag may matter)."""
+    names = {m for text in rule_texts for m in _TAG_REFERENCE.findall(text)}
+    if any(c in name for name in names for c in "*?["):
+        return None
+    return frozenset(names) | BUILTIN_RULE_TAGS
+
+
+def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | None
+                 ) -> bytes:
+    """Everything of ``event`` the grouping of ``config`` can read, as bytes: events with
+    one key group alike, so a slice's events of one issue are grouped once. ``tags``: the
+    tag keys the rules can read (prefixes; None: all); an event's own fingerprint that
+    names a tag makes every tag count."""
+    picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS if k in event}
+    contexts = event.get("contexts")
+    if isinstance(contexts, dict):
+        picked["contexts"] = {k: contexts[k] for k in _GROUPING_CONTEXTS if k in contexts}
+    all_tags = tags is None or "tags." in str(event.get("fingerprint") or "")
+    pairs = event.get("tags")
+    if isinstance(pairs, list):
+        picked["tags"] = pairs if all_tags else [
+            p for p in pairs if isinstance(p, list) and p and isinstance(p[0], str)
+            and any(p[0].startswith(t) for t in tags or ())]
+    return config.encode() + b"\0" + orjson.dumps(picked, option=orjson.OPT_SORT_KEYS)
+
+
+class GroupingMemo:
+    """Grouping results by ``grouping_key``, at most ``max_entries`` (oldest dropped):
+    grouping is a pure function of what the key holds, and costs ~1 ms an event."""
+
+    def __init__(self, tags: frozenset[str] | None, max_entries: int = 50_000) -> None:
+        self.tags = tags
+        self.max_entries = max_entries
+        self._results: OrderedDict[bytes, GroupingResult] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def group(self, event: Mapping[str, Any], config: str, rules: GroupingRules | None
+              ) -> GroupingResult:
+        key = grouping_key(config, event, self.tags)
+        found = self._results.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        result = group_hashes_for_event(event, config, rules=rules)
+        self._results[key] = result
+        if len(self._results) > self.max_entries:
+            self._results.popitem(last=False)
+        return result
+
+
 def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
                   grouping: ProjectGrouping, symbolicator: Symbolicator | None,
-                  received: dt.datetime, now: dt.datetime) -> ProcessedEvent:
+                  received: dt.datetime, now: dt.datetime, memo: GroupingMemo | None = None
+                  ) -> ProcessedEvent:
     """``events.process.EventProcessor.process`` from its symbolication step on, for an
     event that was normalized and scrubbed when it was received (``raw_event``): the same
     steps in the same order, so a reprocessed event is what ingest would store today."""
@@ -130,12 +201,12 @@ def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
     # that group untagged events (v1, v2) see those too.
     untagged = event
     tagged = {**event, "tags": event_tags(event)}
-    result = group_hashes_for_event(grouping_input(grouping.config, untagged, tagged),
-                                    grouping.config, rules=grouping.rules)
+    group = memo.group if memo is not None else _group
+    result = group(grouping_input(grouping.config, untagged, tagged), grouping.config,
+                   grouping.rules)
     secondary_config = grouping.secondary_at(now)
-    secondary = None if secondary_config is None else group_hashes_for_event(
-        grouping_input(secondary_config, untagged, tagged), secondary_config,
-        rules=grouping.rules)
+    secondary = None if secondary_config is None else group(
+        grouping_input(secondary_config, untagged, tagged), secondary_config, grouping.rules)
     issue = issue_metadata_for_event(tagged)
     if result.title:
         issue = replace(issue, title=result.title)
@@ -143,6 +214,11 @@ def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
         event_id=str(tagged["event_id"]), event={**tagged, **event_summary(issue)},
         grouping=result, issue=issue, timestamp=_from_unix(tagged.get("timestamp"), received),
         received=received, secondary_grouping=secondary)
+
+
+def _group(event: Mapping[str, Any], config: str, rules: GroupingRules | None
+           ) -> GroupingResult:
+    return group_hashes_for_event(event, config, rules=rules)
 
 
 def _from_unix(value: object, default: dt.datetime) -> dt.datetime:
@@ -233,6 +309,8 @@ class ReprocessJobSpec:
     #: None: no symbolication (no artifact store configured).
     symbolication: Any | None
     max_cached_hashes: int = 100_000
+    #: The tag keys the project's rules read (``referenced_tags``; None: all).
+    grouping_tags: frozenset[str] | None = frozenset()
 
 
 @dataclass
@@ -334,6 +412,7 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
                  ) -> tuple[list[str], list[_Regrouped]]:
     """The slice's events the job already replaced (their ids) and the others regrouped."""
     now = dt.datetime.now(dt.UTC)
+    memo = GroupingMemo(spec.grouping_tags)
     done: list[str] = []
     todo: list[_Regrouped] = []
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
@@ -344,7 +423,7 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
         stored = _body(columns["body"][i])
         received = _utc(columns["received"][i])
         processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
-                                  spec.grouping, symbolicator, received, now)
+                                  spec.grouping, symbolicator, received, now, memo)
         todo.append(_Regrouped(event_id, int(columns["group_id"][i]),
                                str(columns["primary_hash"][i]),
                                int(columns["retention_days"][i]), processed,
@@ -496,7 +575,9 @@ def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
         hashes = tuple(h for h, _ in issue_hashes(conn, project, options.issue_id))
     return ReprocessJobSpec(job_id, ctx.clickhouse_dsn, ctx.postgres_url, ctx.organization_id,
                             ctx.project_id, project_grouping(settings), options.release,
-                            hashes, ctx.symbolication, ctx.max_cached_hashes)
+                            hashes, ctx.symbolication, ctx.max_cached_hashes,
+                            referenced_tags(settings.fingerprinting_rules,
+                                            settings.grouping_enhancements))
 
 
 def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,

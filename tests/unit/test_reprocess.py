@@ -16,11 +16,14 @@ from events.grouping.rules import grouping_rules_from_text
 from events.process import ProjectGrouping
 from pipelines.reprocess import (
     EmptiedIssue,
+    GroupingMemo,
     GroupingSettingsInvalid,
     emptied_issues,
+    grouping_key,
     moves_into,
     project_grouping,
     raw_event,
+    referenced_tags,
     regroup_event,
 )
 from storage.projects import ProjectGroupingSettings
@@ -125,3 +128,41 @@ def test_the_summary_line_names_what_moved_and_the_rate() -> None:
     assert reprocess_summary("acme", "web", stopped).endswith(
         "1 of 3 slices done, stopped early (200 events/s); run the same command again to"
         " continue")
+
+
+def test_rules_naming_tags_make_those_tags_part_of_the_grouping_key() -> None:
+    assert referenced_tags("tags.server_name:web-* -> web", "") == frozenset(
+        {"server_name", "transaction"})
+    assert referenced_tags("type:X -> {{ tags.region }}", "") == frozenset(
+        {"region", "transaction"})
+    assert referenced_tags("tags.*:x -> y", "") is None
+    event = {"exception": {"values": [{"type": "X"}]}, "event_id": "1", "timestamp": 1.0,
+             "tags": [["browser", "Chrome"], ["region", "eu"]]}
+    other_browser = {**event, "event_id": "2", "timestamp": 2.0,
+                     "tags": [["browser", "Firefox"], ["region", "eu"]]}
+    other_region = {**event, "tags": [["browser", "Chrome"], ["region", "us"]]}
+    tags = referenced_tags("type:X -> {{ tags.region }}", "")
+    assert grouping_key("v3", event, tags) == grouping_key("v3", other_browser, tags)
+    assert grouping_key("v3", event, tags) != grouping_key("v3", other_region, tags)
+    assert grouping_key("v3", event, None) != grouping_key("v3", other_browser, None)
+    assert grouping_key("v3", event, tags) != grouping_key("v2", event, tags)
+    own = {**event, "fingerprint": ["{{ tags.browser }}"]}
+    assert grouping_key("v3", own, tags) != grouping_key(
+        "v3", {**own, "tags": other_browser["tags"]}, tags)
+
+
+def test_memoized_grouping_is_the_grouping() -> None:
+    rules = grouping_rules_from_text("type:TypeError -> {{ tags.region }}", "")
+    grouping = ProjectGrouping(rules=rules)
+    memo = GroupingMemo(referenced_tags("type:TypeError -> {{ tags.region }}", ""))
+    events = []
+    for region in ("eu", "us", "eu"):
+        event = raw_event(symbolicated_event())
+        event["tags"] = [["region", region], ["browser", uuid.uuid4().hex]]
+        events.append(event)
+    plain = [regroup_event(e, 1, 1, grouping, None, NOW, NOW).grouping for e in events]
+    memoized = [regroup_event(e, 1, 1, grouping, None, NOW, NOW, memo).grouping
+                for e in events]
+    assert [g.hashes for g in memoized] == [g.hashes for g in plain]
+    assert plain[0].hashes == plain[2].hashes != plain[1].hashes
+    assert (memo.hits, memo.misses) == (1, 2)
