@@ -112,6 +112,20 @@ def raw_event(stored: Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
+def was_symbolicated(stored: Mapping[str, Any]) -> bool:
+    """Whether symbolication changed or commented on the stored event (a stack trace kept
+    its minified frames, or an ``errors`` entry of symbolication's)."""
+    for key in ("exception", "threads"):
+        section = stored.get(key)
+        values = section.get("values") if isinstance(section, dict) else None
+        if isinstance(values, list) and any(
+                isinstance(v, dict) and "raw_stacktrace" in v for v in values):
+            return True
+    errors = stored.get("errors")
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("type") in SYMBOLICATION_ERRORS for e in errors)
+
+
 def _raw_container(value: object) -> object:
     if not isinstance(value, dict) or not isinstance(value.get("raw_stacktrace"), dict):
         return value
@@ -190,17 +204,21 @@ class GroupingMemo:
 
 def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
                   grouping: ProjectGrouping, symbolicator: Symbolicator | None,
-                  received: dt.datetime, now: dt.datetime, memo: GroupingMemo | None = None
-                  ) -> ProcessedEvent:
+                  received: dt.datetime, now: dt.datetime, memo: GroupingMemo | None = None,
+                  tags_current: bool = False) -> ProcessedEvent:
     """``events.process.EventProcessor.process`` from its symbolication step on, for an
     event that was normalized and scrubbed when it was received (``raw_event``): the same
-    steps in the same order, so a reprocessed event is what ingest would store today."""
+    steps in the same order, so a reprocessed event is what ingest would store today.
+    ``tags_current``: the event's tags are the ones derived from it as it is now (it was
+    stored so and ``raw_event`` changed no stack trace of it)."""
+    raw = event
     if symbolicator is not None:
         event = symbolicator(event, project_id, organization_id)
     # The stored body holds the derived tags, not only the client's: the frozen versions
-    # that group untagged events (v1, v2) see those too.
+    # that group untagged events (v1, v2) see those too. They are derived again only from
+    # an event that symbolication (then or now) changed: else they are what ingest stored.
     untagged = event
-    tagged = {**event, "tags": event_tags(event)}
+    tagged = event if event is raw and tags_current else {**event, "tags": event_tags(event)}
     group = memo.group if memo is not None else _group
     result = group(grouping_input(grouping.config, untagged, tagged), grouping.config,
                    grouping.rules)
@@ -423,7 +441,8 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
         stored = _body(columns["body"][i])
         received = _utc(columns["received"][i])
         processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
-                                  spec.grouping, symbolicator, received, now, memo)
+                                  spec.grouping, symbolicator, received, now, memo,
+                                  tags_current=not was_symbolicated(stored))
         todo.append(_Regrouped(event_id, int(columns["group_id"][i]),
                                str(columns["primary_hash"][i]),
                                int(columns["retention_days"][i]), processed,

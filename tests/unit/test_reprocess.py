@@ -25,6 +25,7 @@ from pipelines.reprocess import (
     raw_event,
     referenced_tags,
     regroup_event,
+    was_symbolicated,
 )
 from storage.projects import ProjectGroupingSettings
 
@@ -166,3 +167,16 @@ def test_memoized_grouping_is_the_grouping() -> None:
     assert [g.hashes for g in memoized] == [g.hashes for g in plain]
     assert plain[0].hashes == plain[2].hashes != plain[1].hashes
     assert (memo.hits, memo.misses) == (1, 2)
+
+
+def test_tags_are_derived_again_only_from_an_event_symbolication_changed() -> None:
+    stored = symbolicated_event()
+    assert was_symbolicated(stored)
+    plain = {**raw_event(stored), "errors": [], "tags": [["level", "error"], ["custom", "x"]]}
+    assert not was_symbolicated(plain)
+    kept = regroup_event(dict(plain), 1, 1, ProjectGrouping(), None, NOW, NOW,
+                         tags_current=True)
+    assert kept.event["tags"] == plain["tags"]
+    derived = regroup_event(dict(plain), 1, 1, ProjectGrouping(), None, NOW, NOW)
+    assert ["mechanism", "generic"] not in derived.event["tags"]
+    assert ["custom", "x"] in derived.event["tags"]
