@@ -211,9 +211,11 @@ def reprocess_summary(org: str, slug: str, r: Any) -> str:
     if not r.finished:
         return (f"{head} {r.slices_done} of {r.slices_total} slices done, stopped early"
                 f" ({r.events_per_s:.0f} events/s); run the same command again to continue")
+    stages = ", ".join(f"{stage} {s:.1f}" for stage, s in r.stage_s.items())
     return (f"{head} issues: {len(r.issues_created)} created, {len(r.issues_merged)} merged,"
             f" {len(r.issues_emptied)} emptied (resolved); {r.events_this_run} events in"
-            f" {r.took_s:.1f} s ({r.events_per_s:.0f} events/s)")
+            f" {r.took_s:.1f} s ({r.events_per_s:.0f} events/s)"
+            + (f"; task seconds by stage: {stages}" if stages else ""))
 
 
 def _issues(n: int) -> str:

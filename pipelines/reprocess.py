@@ -342,6 +342,13 @@ class SliceOutcome:
     #: Events whose new hashes are tombstoned (a deleted issue's): kept as they were.
     events_kept: int = 0
     moves: dict[int, dict[int, int]] = field(default_factory=dict)
+    #: Seconds the task spent per stage (``STAGES``).
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+
+#: The stages of a slice, as the command reports their shares: reading from ClickHouse,
+#: symbolicating and grouping, finding the issues in PostgreSQL, replacing the rows.
+STAGES: Final = ("read", "regroup", "issues", "write")
 
 
 @dataclass(frozen=True)
@@ -356,7 +363,8 @@ class _Regrouped:
 
 SLICE_RESULT_SCHEMA: Final = pa.schema([
     ("index", pa.int64()), ("events_read", pa.int64()), ("events_changed", pa.int64()),
-    ("events_moved", pa.int64()), ("events_kept", pa.int64()), ("moves", pa.string())])
+    ("events_moved", pa.int64()), ("events_kept", pa.int64()), ("moves", pa.string()),
+    *((f"{stage}_s", pa.float64()) for stage in STAGES)])
 
 
 def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
@@ -380,7 +388,8 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
         {"index": o.index, "events_read": o.events_read, "events_changed": o.events_changed,
          "events_moved": o.events_moved, "events_kept": o.events_kept,
          "moves": orjson.dumps({str(k): {str(n): c for n, c in v.items()}
-                                for k, v in o.moves.items()}).decode()}
+                                for k, v in o.moves.items()}).decode(),
+         **{f"{stage}_s": o.stage_s.get(stage, 0.0) for stage in STAGES}}
         for o in outcomes], schema=SLICE_RESULT_SCHEMA)
 
 
@@ -399,13 +408,17 @@ def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.
               store: Any, issue_ids_for: IssueLookup, symbolicator: Symbolicator | None
               ) -> SliceOutcome:
     """Reprocess the events of [since, until) and replace the rows of those that changed."""
+    clock = time.perf_counter()
     table = store.events_to_reprocess(spec.organization_id, spec.project_id, since, until,
                                       spec.release, spec.hashes)
     outcome = SliceOutcome(index, events_read=table.num_rows)
     if not table.num_rows:
         return outcome
+    clock = _lap(outcome, "read", clock)
     done_ids, todo = _regroup_all(spec, table, symbolicator)
+    clock = _lap(outcome, "regroup", clock)
     issue_ids = issue_ids_for([issue_candidate(spec.project_id, r.processed) for r in todo])
+    clock = _lap(outcome, "issues", clock)
     rows = []
     for r, issue_id in zip(todo, issue_ids, strict=True):
         if issue_id is None:
@@ -423,7 +436,14 @@ def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.
                              r.retention_days, r.processed))
     store.replace_events(spec.organization_id, spec.project_id, events_table(rows),
                          spec.job_id, [r.processed.event_id for r in rows] + done_ids)
+    _lap(outcome, "write", clock)
     return outcome
+
+
+def _lap(outcome: SliceOutcome, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    outcome.stage_s[stage] = outcome.stage_s.get(stage, 0.0) + now - since
+    return now
 
 
 def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolicator | None
@@ -509,6 +529,9 @@ class ReprocessResult:
     #: Events read by this run (a resumed job's earlier runs read the rest).
     events_this_run: int
     took_s: float
+    #: Seconds per stage: the tasks' (summed over tasks, ``STAGES``) and the driver's
+    #: closing ``finish`` (issues, activity, counts rebuilt).
+    stage_s: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -552,9 +575,13 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
     remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
     if limits.max_slices is not None:
         remaining = remaining[:limits.max_slices]
-    _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining], limits)
-    return _conclude(ctx, project, job.id, resumed, time.monotonic() - started, store,
-                     job.events_read)
+    stage_s: dict[str, float] = {}
+    _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining], limits,
+                stage_s)
+    finishing = time.monotonic()
+    result = _conclude(ctx, project, job.id, resumed, 0.0, store, job.events_read)
+    stage_s["finish"] = time.monotonic() - finishing
+    return replace(result, took_s=time.monotonic() - started, stage_s=stage_s)
 
 
 class GroupingSettingsInvalid(Conflict):
@@ -600,8 +627,10 @@ def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
 
 
 def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,
-                slices: Sequence[tuple[int, int, int]], limits: ReprocessLimits) -> None:
-    """Run ``slices`` as a Ray Data job, recording each in the job row as it finishes."""
+                slices: Sequence[tuple[int, int, int]], limits: ReprocessLimits,
+                stage_s: dict[str, float]) -> None:
+    """Run ``slices`` as a Ray Data job, recording each in the job row as it finishes;
+    adds the tasks' seconds per stage to ``stage_s``."""
     import psycopg
     import ray.data
 
@@ -619,12 +648,14 @@ def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: Reproces
         task, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
         concurrency=limits.concurrency, num_cpus=limits.task_cpus)
     with psycopg.connect(ctx.postgres_url) as conn:
-        for done in _finished_slices(dataset):
+        for done, seconds in _finished_slices(dataset):
             with conn.transaction():
                 record_slice(conn, project, job_id, done)
+            for stage, s in seconds.items():
+                stage_s[stage] = stage_s.get(stage, 0.0) + s
 
 
-def _finished_slices(dataset: Any) -> Iterator[Any]:
+def _finished_slices(dataset: Any) -> Iterator[tuple[Any, dict[str, float]]]:
     from storage.reprocess import SliceDone
 
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -632,7 +663,8 @@ def _finished_slices(dataset: Any) -> Iterator[Any]:
             moves = {int(k): {int(n): int(c) for n, c in v.items()}
                      for k, v in orjson.loads(row["moves"]).items()}
             yield SliceDone(int(row["index"]), int(row["events_read"]),
-                            int(row["events_changed"]), int(row["events_moved"]), moves)
+                            int(row["events_changed"]), int(row["events_moved"]), moves), {
+                stage: float(row[f"{stage}_s"]) for stage in STAGES}
 
 
 def _conclude(ctx: ReprocessContext, project: Any, job_id: int, resumed: bool,

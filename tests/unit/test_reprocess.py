@@ -120,7 +120,7 @@ def test_the_summary_line_names_what_moved_and_the_rate() -> None:
                              slices_total=3, events_read=1000, events_changed=600,
                              events_moved=500, issues_created=[9], issues_merged=[1, 2],
                              issues_emptied=[3], events_this_run=400, took_s=2.0,
-                             events_per_s=200.0)
+                             events_per_s=200.0, stage_s={})
     assert reprocess_summary("acme", "web", result) == (
         "reprocess job 4 of acme/web (resumed): 1000 events read, 600 changed, 500 moved"
         " to another issue; issues: 1 created, 2 merged, 1 emptied (resolved); 400 events"
