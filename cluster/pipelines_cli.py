@@ -171,6 +171,9 @@ def cmd_reprocess(args: argparse.Namespace) -> None:
                             runtime.consumer_config().symbolication, project)
     finally:
         runtime.stop()
+    import ray
+
+    ray.shutdown()  # Ray's own notices (worker start-ups) then come before the summary
     print(reprocess_summary(args.org, args.project, result))
 
 
