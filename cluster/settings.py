@@ -457,7 +457,7 @@ class Settings(BaseSettings):
     #: storage/tenancy.py), instead of locking the username out for everyone.
     login_max_delay_s: float = 60.0
 
-    # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
+    # --- bulk jobs (pipelines/: crashray export, reprocess, rollups rebuild) ------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time
     #: leaves a 2-core machine's other core to them. Raise it on a larger cluster.
