@@ -411,11 +411,14 @@ def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.
     clock = time.perf_counter()
     table = store.events_to_reprocess(spec.organization_id, spec.project_id, since, until,
                                       spec.release, spec.hashes)
-    outcome = SliceOutcome(index, events_read=table.num_rows)
+    outcome = SliceOutcome(index)
     if not table.num_rows:
         return outcome
     clock = _lap(outcome, "read", clock)
-    done_ids, todo = _regroup_all(spec, table, symbolicator)
+    done_ids, todo, outcome.moves = _regroup_all(spec, table, symbolicator)
+    outcome.events_read = len(done_ids) + len(todo)
+    outcome.events_moved = outcome.events_changed = sum(
+        n for to in outcome.moves.values() for n in to.values())
     clock = _lap(outcome, "regroup", clock)
     issue_ids = issue_ids_for([issue_candidate(spec.project_id, r.processed) for r in todo])
     clock = _lap(outcome, "issues", clock)
@@ -447,15 +450,25 @@ def _lap(outcome: SliceOutcome, stage: str, since: float) -> float:
 
 
 def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolicator | None
-                 ) -> tuple[list[str], list[_Regrouped]]:
-    """The slice's events the job already replaced (their ids) and the others regrouped."""
+                 ) -> tuple[list[str], list[_Regrouped], dict[int, dict[int, int]]]:
+    """The slice's events the job already replaced (their ids), the others regrouped, and
+    the moves of the replaced ones (old issue → new issue → events; from their older row,
+    which an interrupted run left). ``table``: newest row first per event, then maybe the
+    next newest (``events_to_reprocess``)."""
     now = dt.datetime.now(dt.UTC)
     memo = GroupingMemo(spec.grouping_tags)
     done: list[str] = []
     todo: list[_Regrouped] = []
+    moves: dict[int, dict[int, int]] = {}
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    for i, event_id in enumerate(columns["event_id"]):
-        if columns["row_version"][i] == spec.job_id:
+    ids, versions, groups = columns["event_id"], columns["row_version"], columns["group_id"]
+    for i, event_id in enumerate(ids):
+        if i and ids[i - 1] == event_id:  # an older row of the event before
+            if versions[i - 1] == spec.job_id and groups[i] != groups[i - 1]:
+                to = moves.setdefault(int(groups[i]), {})
+                to[int(groups[i - 1])] = to.get(int(groups[i - 1]), 0) + 1
+            continue
+        if versions[i] == spec.job_id:
             done.append(event_id)
             continue
         stored = _body(columns["body"][i])
@@ -463,11 +476,10 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
         processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
                                   spec.grouping, symbolicator, received, now, memo,
                                   tags_current=not was_symbolicated(stored))
-        todo.append(_Regrouped(event_id, int(columns["group_id"][i]),
-                               str(columns["primary_hash"][i]),
+        todo.append(_Regrouped(event_id, int(groups[i]), str(columns["primary_hash"][i]),
                                int(columns["retention_days"][i]), processed,
                                processed.event != stored))
-    return done, todo
+    return done, todo, moves
 
 
 def _body(text: str) -> dict[str, Any]:

@@ -661,10 +661,11 @@ class ClickHouseStore:
     def events_to_reprocess(self, organization_id: int, project_id: int,
                             since: dt.datetime, until: dt.datetime, release: str | None,
                             hashes: Sequence[str] | None) -> pa.Table:
-        """What ``crashray reprocess`` reads of a slice: each event of the project with a
-        timestamp in [since, until) once, its newest row (highest ``row_version``: a
-        replacement a reprocess job wrote wins over the row it replaces), as
-        ``REPROCESS_COLUMNS``; only of ``release`` and of the primary ``hashes`` when
+        """What ``crashray reprocess`` reads of a slice: the events of the project with a
+        timestamp in [since, until), ordered by event id, each by its newest row first
+        (highest ``row_version``: a replacement a reprocess job wrote wins over the row it
+        replaces) and, if it has more, the next newest (what an interrupted job replaced),
+        as ``REPROCESS_COLUMNS``; only of ``release`` and of the primary ``hashes`` when
         given (None: any)."""
         where = ["organization_id = {org:UInt64}", "project_id = {project:UInt64}",
                  "timestamp >= {since:DateTime64(6, 'UTC')}",
@@ -681,7 +682,7 @@ class ClickHouseStore:
             "SELECT " + ", ".join(f"{expr} AS {name}" for name, expr
                                   in REPROCESS_COLUMNS.items()) + " FROM events WHERE "
             + " AND ".join(where) + " ORDER BY event_id, row_version DESC"
-            " LIMIT 1 BY event_id", parameters=params, use_strings=True)
+            " LIMIT 2 BY event_id", parameters=params, use_strings=True)
 
     def replace_events(self, organization_id: int, project_id: int, rows: pa.Table,
                        version: int, event_ids: Sequence[str]) -> int:

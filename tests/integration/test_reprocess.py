@@ -8,6 +8,7 @@ project's events stay as they were."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -20,18 +21,24 @@ import psycopg
 import pytest
 
 from actors.clickhouse import clickhouse_store
+from actors.grouping import IssueResolver
 from events.access import ROLE_SCOPES
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from pipelines.reprocess import (
     ReprocessContext,
+    ReprocessJobSpec,
     ReprocessLimits,
     ReprocessOptions,
     ReprocessResult,
+    project_grouping,
     run_reprocess,
+    run_slice,
 )
 from storage.bootstrap import bootstrap
 from storage.postgres import create_api_token
-from storage.reprocess import ReprocessConflict
+from storage.projects import grouping_settings
+from storage.reprocess import ReprocessConflict, running_job
+from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
 from tests.support import envelope_bytes, error_event, python_sdk_headers, wait_until
 
@@ -39,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 SOURCEMAPS = Path(__file__).parent.parent / "fixtures" / "sourcemaps"
 RELEASE = "shop@2.0.0"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,8 @@ def test_an_interrupted_reprocess_resumed_finishes_with_nothing_duplicated(
     with pytest.raises(ReprocessConflict, match="unfinished"):
         reprocess(crashray, t, slice_events=1, release="shop@1")
     assert len(stored_rows(crashray, t)) == 3
+    die_halfway_through_a_slice(crashray, t)  # its new row written, the old one not deleted
+    assert len(stored_rows(crashray, t)) == 4
 
     resumed = reprocess(crashray, t, slice_events=1)
 
@@ -203,6 +213,40 @@ def test_an_interrupted_reprocess_resumed_finishes_with_nothing_duplicated(
     assert list(counts(crashray, t).values()) == [3]
     issue = api(crashray, t, "GET", f"issues/{resumed.issues_created[0]}/").json()
     assert issue["count"] == "3"
+
+
+class DiesAfterInsert:
+    """The real store, but the slice's process dies between inserting the replacement
+    rows and deleting the old ones (a killed task, a lost node)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def events_to_reprocess(self, *args: Any) -> Any:
+        return self.store.events_to_reprocess(*args)
+
+    def replace_events(self, org: int, project: int, rows: Any, version: int,
+                       event_ids: list[str]) -> int:
+        self.store.replace_events(org, project, rows, version, [])
+        raise RuntimeError("killed between the insert and the delete")
+
+
+def die_halfway_through_a_slice(c: RunningCrashray, t: Tenant) -> None:
+    """Run the job's next unfinished slice in this process until it dies after its insert."""
+    scope = ProjectScope(t.organization_id, t.project_id)
+    with psycopg.connect(c.runtime.postgres_url, autocommit=True) as conn:
+        job = running_job(conn, scope)
+        assert job is not None
+        index = min(set(range(len(job.slices))) - job.finished_slices)
+        spec = ReprocessJobSpec(
+            job.id, c.runtime.clickhouse_dsn, c.runtime.postgres_url, t.organization_id,
+            t.project_id, project_grouping(grouping_settings(conn, [t.project_id])[
+                t.project_id]), None, None, None)
+        start, end = (EPOCH + dt.timedelta(microseconds=us) for us in job.slices[index])
+        with pytest.raises(RuntimeError, match="killed"):
+            run_slice(spec, index, start, end,
+                      DiesAfterInsert(clickhouse_store(c.runtime.clickhouse_dsn)),
+                      IssueResolver(conn, 1000).issue_ids_for, None)
 
 
 def node_event() -> dict[str, Any]:
