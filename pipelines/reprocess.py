@@ -25,7 +25,9 @@ that gained or lost events gets an activity entry (``reprocess``; ``merge`` on a
 target). Then ``pipelines.rollups.rebuild`` recounts the project's issue counters and
 hourly rollup from the stored events, so counts are exact.
 
-Interruptible and resumable: the job row lists the finished slices; re-running the
+While a job runs, issues show their counts as before it (issues it created show 0):
+counts are exact once it finishes. Interruptible and resumable: the job row lists the
+finished slices; re-running the
 command with the same options continues with the others. A slice interrupted halfway is
 read again: its events whose newest row carries the job's version are done (not
 processed again, their older rows deleted once more), nothing is duplicated.
@@ -684,12 +686,16 @@ def _conclude(ctx: ReprocessContext, project: Any, job_id: int, resumed: bool,
     """Finish the job if every slice is done (issues, activity, counts), and say so."""
     import psycopg
 
-    from storage.reprocess import running_job
+    from storage.reprocess import ReprocessConflict, running_job
 
     with psycopg.connect(ctx.postgres_url) as conn:
         with conn.transaction():
             job = running_job(conn, project)
-        assert job is not None and job.id == job_id  # one running job per project (index)
+        if job is None or job.id != job_id:
+            raise ReprocessConflict(
+                f"reprocess job {job_id} is no longer the project's running job (abandoned"
+                " by another `crashray reprocess --abandon`?); its finished slices stay"
+                " replaced: run the command again to reprocess with a new job")
         finished = len(job.finished_slices) == len(job.slices)
         created: list[int] = []
         merged: list[int] = []
