@@ -78,6 +78,12 @@ class ClickHouseOwner(ClickHouseStore):
         return super().rebuild_issue_counts(organization_id, project_id)
 
     @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
+    def replace_events(self, organization_id: int,  # type: ignore[override]
+                       project_id: int, rows: pa.Table, version: int,
+                       event_ids: Sequence[str]) -> int:
+        return super().replace_events(organization_id, project_id, rows, version, event_ids)
+
+    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
     def ping(self) -> bool:  # type: ignore[override]
         """On the inserts' threads: what a consumer asks is whether it can store, and slow
         searches holding every reading thread must not look like an outage."""
@@ -234,6 +240,20 @@ class RemoteStore:
     def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int:
         return int(ray.get(self._owner.rebuild_issue_counts.remote(organization_id,
                                                                    project_id)))
+
+
+    def events_to_reprocess(self, organization_id: int, project_id: int,
+                            since: dt.datetime, until: dt.datetime, release: str | None,
+                            hashes: Sequence[str] | None) -> pa.Table:
+        table: pa.Table = ray.get(self._owner.events_to_reprocess.remote(
+            organization_id, project_id, since, until, release,
+            None if hashes is None else list(hashes)))
+        return table
+
+    def replace_events(self, organization_id: int, project_id: int, rows: pa.Table,
+                       version: int, event_ids: Sequence[str]) -> int:
+        return int(ray.get(self._owner.replace_events.remote(
+            organization_id, project_id, rows, version, list(event_ids))))
 
 
 def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:

@@ -3,6 +3,7 @@ cluster of a running Crashray.
 
     crashray export --project SLUG [--org SLUG] [--since T] [--until T] [--query Q] --to DIR
     crashray rollups rebuild --project SLUG [--org SLUG]
+    crashray reprocess --project SLUG [--org SLUG] [--release R] [--since T] [--issue ID]
 
 Both read the embedded ClickHouse engine, which answers only through its owner actor on
 the instance's Ray cluster, so they join that cluster: the one of ``--address`` (or
@@ -154,6 +155,79 @@ def cmd_rollups_rebuild(args: argparse.Namespace) -> None:
               + ", ".join(map(str, result.issues_without_events)))
 
 
+def cmd_reprocess(args: argparse.Namespace) -> None:
+    """Symbolicate and group a project's stored events again (pipelines/reprocess.py)."""
+    settings = settings_from(args)
+    prepare_ray(settings)
+    from cluster.cli_common import _connect
+    from cluster.runtime import Runtime
+    from storage.clickhouse import clickhouse_dsn
+
+    address = ray_address_of(settings)
+    runtime = Runtime(settings)
+    try:
+        with _connect(runtime) as conn:
+            project = _project(conn, args.org, args.project)
+            if args.abandon:
+                _abandon(conn, project)
+                return
+            conn.commit()
+        join_ray(settings, address)
+        result = _reprocess(args, settings, runtime.postgres_url,
+                            clickhouse_dsn(settings.clickhouse_url, settings.data_dir),
+                            runtime.consumer_config().symbolication, project)
+    finally:
+        runtime.stop()
+    import ray
+
+    ray.shutdown()  # Ray's own notices (worker start-ups) then come before the summary
+    print(reprocess_summary(args.org, args.project, result))
+
+
+def _abandon(conn: psycopg.Connection[Any], project: ProjectRef) -> None:
+    from storage.reprocess import abandon_job
+    from storage.scope import ProjectScope
+
+    with conn.transaction():
+        job = abandon_job(conn, ProjectScope(project.organization_id, project.id))
+    print("no unfinished reprocess job" if job is None else
+          f"abandoned reprocess job {job} (each event keeps one row, old or replaced)")
+
+
+def _reprocess(args: argparse.Namespace, settings: Settings, postgres_url: str,
+               dsn: str, symbolication: Any, project: ProjectRef) -> Any:
+    from pipelines.reprocess import (
+        ReprocessContext,
+        ReprocessLimits,
+        ReprocessOptions,
+        run_reprocess,
+    )
+
+    if args.max_slices is not None and args.max_slices < 1:
+        raise CliError(f"--max-slices {args.max_slices}: give 1 or more")
+    options = ReprocessOptions(args.release, parse_time("--since", args.since), args.issue)
+    return run_reprocess(
+        ReprocessContext(postgres_url, dsn, project.organization_id, project.id,
+                         symbolication, settings.grouping_cache_hashes),
+        options, ReprocessLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
+                                 settings.reprocess_slice_events, args.max_slices))
+
+
+def reprocess_summary(org: str, slug: str, r: Any) -> str:
+    """The command's closing line(s): what it read, moved and changed, and its speed."""
+    head = (f"reprocess job {r.job_id} of {org}/{slug}"
+            f"{' (resumed)' if r.resumed else ''}: {r.events_read} events read,"
+            f" {r.events_changed} changed, {r.events_moved} moved to another issue;")
+    if not r.finished:
+        return (f"{head} {r.slices_done} of {r.slices_total} slices done, stopped early"
+                f" ({r.events_per_s:.0f} events/s); run the same command again to continue")
+    stages = ", ".join(f"{stage} {s:.1f}" for stage, s in r.stage_s.items())
+    return (f"{head} issues: {len(r.issues_created)} created, {len(r.issues_merged)} merged,"
+            f" {len(r.issues_emptied)} emptied (resolved); {r.events_this_run} events in"
+            f" {r.took_s:.1f} s ({r.events_per_s:.0f} events/s)"
+            + (f"; task seconds by stage: {stages}" if stages else ""))
+
+
 def _issues(n: int) -> str:
     return f"{n} issue{'' if n == 1 else 's'}"
 
@@ -184,3 +258,17 @@ def add_parsers(sub: Any) -> None:
                                  " and issue counters from its stored events")
     _scope(rebuild)
     command(rebuild, cmd_rollups_rebuild)
+    reprocess = sub.add_parser(
+        "reprocess", help="symbolicate and group a project's stored events again with its"
+        " current source maps, rules and grouping config (pipelines/reprocess.py)")
+    _scope(reprocess)
+    reprocess.add_argument("--release", help="only events of this release")
+    reprocess.add_argument("--since", help="only events at or after this time (ISO 8601,"
+                           " UTC unless it names a zone)")
+    reprocess.add_argument("--issue", type=int, help="only the events of this issue (id)")
+    reprocess.add_argument("--max-slices", type=int, help="stop after this many slices; the"
+                           " job stays unfinished and the same command continues it")
+    reprocess.add_argument("--abandon", action="store_true", help="drop the project's"
+                           " unfinished reprocess job instead (to start one with other"
+                           " options)")
+    command(reprocess, cmd_reprocess)

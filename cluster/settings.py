@@ -516,7 +516,7 @@ class Settings(BaseSettings):
     #: Seconds a replica reuses its readiness answer, so frequent probes stay cheap.
     ready_cache_s: float = Field(default=1.0, ge=0)
 
-    # --- bulk jobs (pipelines/: crashray export, crashray rollups rebuild) ---------------
+    # --- bulk jobs (pipelines/: crashray export, reprocess, rollups rebuild) ------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time
     #: leaves a 2-core machine's other core to them. Raise it on a larger cluster.
@@ -529,6 +529,11 @@ class Settings(BaseSettings):
     #: hours up to this many events; an hour holding more is one slice). With bodies of a
     #: few KiB, 20,000 events keep a task's memory near 100 MiB.
     export_slice_events: int = Field(default=20_000, ge=1)
+    #: Most events one reprocess task (``crashray reprocess``) reads and regroups at once,
+    #: and the unit of its progress: an interrupted job re-runs at most one unfinished
+    #: slice per task. Events are parsed into Python objects (~10 KiB each), so 20,000
+    #: keep a task near 200 MiB.
+    reprocess_slice_events: int = Field(default=20_000, ge=1)
 
     # --- raw archive (storage/archive.py; replayed by ``crashray import --archive``) ------
     #: Where ingest archives every accepted envelope item as hourly Parquet files; unset

@@ -130,6 +130,12 @@ STORED_EVENT_COLUMNS: Final = {
     "user_username": "user_username", "user_ip": "user_ip", "sdk_name": "sdk_name",
     "sdk_version": "sdk_version", "tags": "tags", "body": "body",
 }
+#: What ``events_to_reprocess`` returns per event: name → ClickHouse expression.
+REPROCESS_COLUMNS: Final = {
+    "event_id": "replaceAll(toString(event_id), '-', '')", "group_id": "group_id",
+    "primary_hash": "toString(primary_hash)", "retention_days": "retention_days",
+    "row_version": "row_version", "received": "received", "body": "body",
+}
 #: One outcome-stats row: interval start, the group's values, sum(quantity).
 StatsRow = tuple[dt.datetime, tuple[str | int, ...], int]
 TagFacet = tuple[str, int, int, list[tuple[str, int]]]
@@ -213,6 +219,13 @@ class EventStore(Protocol):
                           ) -> dict[str, tuple[int, dt.datetime, dt.datetime]]: ...
 
     def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int: ...
+
+    def events_to_reprocess(self, organization_id: int, project_id: int,
+                            since: dt.datetime, until: dt.datetime, release: str | None,
+                            hashes: Sequence[str] | None) -> pa.Table: ...
+
+    def replace_events(self, organization_id: int, project_id: int, rows: pa.Table,
+                       version: int, event_ids: Sequence[str]) -> int: ...
 
 
 class ClickHouseStore:
@@ -652,6 +665,55 @@ class ClickHouseStore:
             "SELECT sum(count) FROM issue_counts_hourly WHERE project_id = {project:UInt64}",
             parameters=scope).result_rows
         return int(rows[0][0]) if rows else 0
+
+    def events_to_reprocess(self, organization_id: int, project_id: int,
+                            since: dt.datetime, until: dt.datetime, release: str | None,
+                            hashes: Sequence[str] | None) -> pa.Table:
+        """What ``crashray reprocess`` reads of a slice: the events of the project with a
+        timestamp in [since, until), ordered by event id, each by its newest row first
+        (highest ``row_version``: a replacement a reprocess job wrote wins over the row it
+        replaces) and, if it has more, the next newest (what an interrupted job replaced),
+        as ``REPROCESS_COLUMNS``; only of ``release`` and of the primary ``hashes`` when
+        given (None: any)."""
+        where = ["organization_id = {org:UInt64}", "project_id = {project:UInt64}",
+                 "timestamp >= {since:DateTime64(6, 'UTC')}",
+                 "timestamp < {until:DateTime64(6, 'UTC')}"]
+        params: dict[str, Any] = {"org": organization_id, "project": project_id,
+                                  "since": _utc(since), "until": _utc(until)}
+        if release is not None:
+            where.append("release = {release:String}")
+            params["release"] = release
+        if hashes is not None:
+            where.append("toString(primary_hash) IN {hashes:Array(String)}")
+            params["hashes"] = list(hashes)
+        return self._read.query_arrow(
+            "SELECT " + ", ".join(f"{expr} AS {name}" for name, expr
+                                  in REPROCESS_COLUMNS.items()) + " FROM events WHERE "
+            + " AND ".join(where) + " ORDER BY event_id, row_version DESC"
+            " LIMIT 2 BY event_id", parameters=params, use_strings=True)
+
+    def replace_events(self, organization_id: int, project_id: int, rows: pa.Table,
+                       version: int, event_ids: Sequence[str]) -> int:
+        """Replace stored events by ``rows`` (``events_table``'s shape), written with
+        ``row_version`` = ``version``: the rows are inserted first, then every row of a
+        lower version of ``event_ids`` (the events of ``rows`` and any the same job wrote
+        before an interruption) is deleted. Between the two statements an event has two
+        rows (readers count distinct event ids, and a moved event shows in both issues for
+        that moment); stopped there, nothing is lost, and the job's re-run deletes the old
+        rows. Returns the rows inserted."""
+        if rows.num_rows:
+            versioned = rows.append_column(
+                "row_version", pa.array([version] * rows.num_rows, pa.uint32()))
+            self._client.insert_arrow("events", versioned)
+        if event_ids:
+            self._client.command(
+                "DELETE FROM events WHERE organization_id = {org:UInt64}"
+                " AND project_id = {project:UInt64} AND event_id IN {ids:Array(UUID)}"
+                " AND row_version < {version:UInt32}",
+                parameters={"org": organization_id, "project": project_id,
+                            "ids": [str(uuid.UUID(e)) for e in event_ids],
+                            "version": version})
+        return int(rows.num_rows)
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,747 @@
+"""``crashray reprocess``: a project's stored events symbolicated and grouped again with its
+current source maps, rules and grouping config, their rows replaced, and events moved
+between issues (Sentry's "reprocessing": what makes "I uploaded the source maps after the
+errors came in" and "I added a fingerprint rule" apply to the events already stored).
+
+The job, like ``crashray export`` (pipelines/export.py), runs on the instance's Ray
+cluster: the driver cuts the project's events into slices of whole hours (at most
+``CRASHRAY_REPROCESS_SLICE_EVENTS`` events each) and records them in a PostgreSQL job row
+(storage/reprocess.py); ``map_batches`` runs ``reprocess_slice`` on at most
+``CRASHRAY_PIPELINE_CONCURRENCY`` tasks of ``CRASHRAY_PIPELINE_TASK_CPUS`` CPUs. A task
+reads a slice's events through the ClickHouse store, takes each stored body back to what
+the consumer had before symbolicating it (``raw_event``: the minified frames a
+symbolicated stack trace kept as ``raw_stacktrace``, without the symbolication errors),
+symbolicates and groups it as the consumer does (``regroup_event``; no normalization or
+scrubbing again: the body is Relay's output already), finds the issues through the
+consumers' ``IssueResolver`` (new hashes create issues there), and replaces the rows of the
+events that changed (``EventStore.replace_events``: insert with ``row_version`` = job id,
+then delete the older rows). The driver records each finished slice in the job row.
+
+When every slice is done, in one PostgreSQL transaction (``finish``): an issue left
+without events whose events all went to one issue is merged into it (its hashes follow,
+its links redirect); one whose events went to several is resolved with a count of 0
+(Sentry deletes it; resolving keeps its history, and its hashes stay its own). Every issue
+that gained or lost events gets an activity entry (``reprocess``; ``merge`` on a merge
+target). Then ``pipelines.rollups.rebuild`` recounts the project's issue counters and
+hourly rollup from the stored events, so counts are exact.
+
+While a job runs, issues show their counts as before it (issues it created show 0):
+counts are exact once it finishes. Interruptible and resumable: the job row lists the
+finished slices; re-running the
+command with the same options continues with the others. A slice interrupted halfway is
+read again: its events whose newest row carries the job's version are done (not
+processed again, their older rows deleted once more), nothing is duplicated.
+
+Tenant scope: the project is resolved within its organization; every ClickHouse read and
+delete names both, and every PostgreSQL statement (storage/) too.
+
+    events.errors.Conflict
+    └── storage.reprocess.ReprocessConflict   another unfinished job with other options
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from events.errors import Conflict
+from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
+from events.grouping.fingerprint_rules import RuleSyntaxError
+from events.grouping.rules import GroupingRules, grouping_rules_from_text
+from events.issue_meta import issue_metadata_for_event
+from events.process import (
+    ProcessedEvent,
+    ProjectGrouping,
+    Symbolicator,
+    event_summary,
+    grouping_input,
+)
+from events.rows import EventRow, events_table
+from events.symbolicate import (
+    JS_INVALID_SOURCEMAP,
+    JS_INVALID_SOURCEMAP_LOCATION,
+    JS_MISSING_SOURCES_CONTENT,
+    JS_NO_COLUMN,
+    JS_NO_SOURCE,
+    JS_TOO_LARGE,
+)
+from events.tags import event_tags
+from pipelines.export import ALL_TIME, plan_slices
+from storage import issues as issue_store
+from storage.projects import ProjectGroupingSettings
+
+log = logging.getLogger("crashray.reprocess")
+
+#: ``errors`` types symbolication adds (events/symbolicate.py, actors/symbolicate.py):
+#: dropped before an event is symbolicated again, which adds the ones that still hold.
+SYMBOLICATION_ERRORS: Final = frozenset({
+    JS_NO_SOURCE, JS_INVALID_SOURCEMAP, JS_MISSING_SOURCES_CONTENT,
+    JS_INVALID_SOURCEMAP_LOCATION, JS_TOO_LARGE, JS_NO_COLUMN, "symbolication_failed"})
+#: What processing writes into a stored event (events/process.py ``event_summary``): it is
+#: derived again from the event.
+_DERIVED_KEYS: Final = ("title", "culprit", "location", "metadata")
+
+
+# --- pure parts ---------------------------------------------------------------------------
+def raw_event(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored (normalized, scrubbed) event as the consumer had it before symbolicating
+    it: each stack trace that symbolication changed back to its ``raw_stacktrace`` (the
+    minified frames), symbolication's ``errors`` removed, the processing summary removed.
+    ``stored`` is not changed."""
+    event = {k: v for k, v in stored.items() if k not in _DERIVED_KEYS}
+    for key in ("exception", "threads"):
+        section = event.get(key)
+        if not isinstance(section, dict) or not isinstance(section.get("values"), list):
+            continue
+        event[key] = {**section, "values": [_raw_container(v) for v in section["values"]]}
+    errors = event.get("errors")
+    if isinstance(errors, list):
+        kept = [e for e in errors
+                if not (isinstance(e, dict) and e.get("type") in SYMBOLICATION_ERRORS)]
+        if kept:
+            event["errors"] = kept
+        else:
+            del event["errors"]
+    return event
+
+
+def was_symbolicated(stored: Mapping[str, Any]) -> bool:
+    """Whether symbolication changed or commented on the stored event (a stack trace kept
+    its minified frames, or an ``errors`` entry of symbolication's)."""
+    for key in ("exception", "threads"):
+        section = stored.get(key)
+        values = section.get("values") if isinstance(section, dict) else None
+        if isinstance(values, list) and any(
+                isinstance(v, dict) and "raw_stacktrace" in v for v in values):
+            return True
+    errors = stored.get("errors")
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("type") in SYMBOLICATION_ERRORS for e in errors)
+
+
+def _raw_container(value: object) -> object:
+    if not isinstance(value, dict) or not isinstance(value.get("raw_stacktrace"), dict):
+        return value
+    restored = {k: v for k, v in value.items() if k != "raw_stacktrace"}
+    restored["stacktrace"] = value["raw_stacktrace"]
+    return restored
+
+
+#: Top-level keys of an event that grouping reads (events/grouping: the strategies, the
+#: fingerprint and stack-trace rules and their variables, security reports); ``tags`` and
+#: ``contexts`` apart (``grouping_key``).
+GROUPING_KEYS: Final = ("exception", "stacktrace", "threads", "platform", "checksum",
+                        "message", "logentry", "fingerprint", "csp", "expectct",
+                        "expectstaple", "hpkp", "logger", "level", "release", "sdk",
+                        "transaction", "type", "culprit")
+#: ``contexts`` entries grouping reads (security reports kept there, events/security.py).
+_GROUPING_CONTEXTS: Final = ("csp", "expectct", "expectstaple", "hpkp")
+#: Tags the built-in fingerprint rules read (events/grouping/builtin_rules.py).
+BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
+_TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
+
+
+def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
+    """The tag keys (as prefixes) rules may read, from their text; None when a reference
+    is a pattern (every tag may matter)."""
+    names = {m for text in rule_texts for m in _TAG_REFERENCE.findall(text)}
+    if any(c in name for name in names for c in "*?["):
+        return None
+    return frozenset(names) | BUILTIN_RULE_TAGS
+
+
+def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | None
+                 ) -> bytes:
+    """Everything of ``event`` the grouping of ``config`` can read, as bytes: events with
+    one key group alike, so a slice's events of one issue are grouped once. ``tags``: the
+    tag keys the rules can read (prefixes; None: all); an event's own fingerprint that
+    names a tag makes every tag count."""
+    picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS if k in event}
+    contexts = event.get("contexts")
+    if isinstance(contexts, dict):
+        picked["contexts"] = {k: contexts[k] for k in _GROUPING_CONTEXTS if k in contexts}
+    all_tags = tags is None or "tags." in str(event.get("fingerprint") or "")
+    pairs = event.get("tags")
+    if isinstance(pairs, list):
+        picked["tags"] = pairs if all_tags else [
+            p for p in pairs if isinstance(p, list) and p and isinstance(p[0], str)
+            and any(p[0].startswith(t) for t in tags or ())]
+    return config.encode() + b"\0" + orjson.dumps(picked, option=orjson.OPT_SORT_KEYS)
+
+
+class GroupingMemo:
+    """Grouping results by ``grouping_key``, at most ``max_entries`` (oldest dropped):
+    grouping is a pure function of what the key holds, and costs ~1 ms an event."""
+
+    def __init__(self, tags: frozenset[str] | None, max_entries: int = 50_000) -> None:
+        self.tags = tags
+        self.max_entries = max_entries
+        self._results: OrderedDict[bytes, GroupingResult] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def group(self, event: Mapping[str, Any], config: str, rules: GroupingRules | None
+              ) -> GroupingResult:
+        key = grouping_key(config, event, self.tags)
+        found = self._results.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        result = group_hashes_for_event(event, config, rules=rules)
+        self._results[key] = result
+        if len(self._results) > self.max_entries:
+            self._results.popitem(last=False)
+        return result
+
+
+def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
+                  grouping: ProjectGrouping, symbolicator: Symbolicator | None,
+                  received: dt.datetime, now: dt.datetime, memo: GroupingMemo | None = None,
+                  tags_current: bool = False) -> ProcessedEvent:
+    """``events.process.EventProcessor.process`` from its symbolication step on, for an
+    event that was normalized and scrubbed when it was received (``raw_event``): the same
+    steps in the same order, so a reprocessed event is what ingest would store today.
+    ``tags_current``: the event's tags are the ones derived from it as it is now (it was
+    stored so and ``raw_event`` changed no stack trace of it)."""
+    raw = event
+    if symbolicator is not None:
+        event = symbolicator(event, project_id, organization_id)
+    # The stored body holds the derived tags, not only the client's: the frozen versions
+    # that group untagged events (v1, v2) see those too. They are derived again only from
+    # an event that symbolication (then or now) changed: else they are what ingest stored.
+    untagged = event
+    tagged = event if event is raw and tags_current else {**event, "tags": event_tags(event)}
+    group = memo.group if memo is not None else _group
+    result = group(grouping_input(grouping.config, untagged, tagged), grouping.config,
+                   grouping.rules)
+    secondary_config = grouping.secondary_at(now)
+    secondary = None if secondary_config is None else group(
+        grouping_input(secondary_config, untagged, tagged), secondary_config, grouping.rules)
+    issue = issue_metadata_for_event(tagged)
+    if result.title:
+        issue = replace(issue, title=result.title)
+    return ProcessedEvent(
+        event_id=str(tagged["event_id"]), event={**tagged, **event_summary(issue)},
+        grouping=result, issue=issue, timestamp=_from_unix(tagged.get("timestamp"), received),
+        received=received, secondary_grouping=secondary)
+
+
+def _group(event: Mapping[str, Any], config: str, rules: GroupingRules | None
+           ) -> GroupingResult:
+    return group_hashes_for_event(event, config, rules=rules)
+
+
+def _from_unix(value: object, default: dt.datetime) -> dt.datetime:
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    return default
+
+
+def _pg_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL (as actors/consumer.py ``_pg_text``)."""
+    return value.replace("\x00", "\ufffd")
+
+
+def issue_candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
+    """What the consumer asks its resolver for an event (actors/consumer.py
+    ``_candidate``), so a reprocessed event finds or creates the issue ingest would."""
+    e = p.event
+    release = e.get("release") if isinstance(e.get("release"), str) and e.get("release") \
+        else None
+    return issue_store.IssueCandidate(
+        project_id=project_id, hashes=p.grouping.hashes,
+        grouping_config=p.grouping.config, title=_pg_text(p.issue.title),
+        culprit=_pg_text(p.issue.culprit), type=p.issue.type,
+        level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
+        timestamp=p.timestamp, release=None if release is None else _pg_text(release),
+        metadata={k: _pg_text(v) if isinstance(v, str) else v
+                  for k, v in p.issue.metadata.items()},
+        secondary_hashes=_secondary(p.grouping, p.secondary_grouping))
+
+
+def _secondary(primary: GroupingResult, secondary: GroupingResult | None) -> tuple[str, ...]:
+    return () if secondary is None else tuple(
+        h for h in secondary.hashes if h not in primary.hashes)
+
+
+@dataclass(frozen=True)
+class EmptiedIssue:
+    """What becomes of an issue that the job left without events."""
+
+    issue_id: int
+    #: The one issue all its moved events went to (merge into it), else None (resolve).
+    merge_into: int | None
+    moved_to: Mapping[int, int]
+
+
+def emptied_issues(moves: Mapping[int, Mapping[int, int]], with_events: set[int],
+                   live_of: Mapping[int, int]) -> list[EmptiedIssue]:
+    """The issues events moved out of that hold no event now (``with_events``: the issues
+    that do), each with where its events went (``live_of``: merges followed). An issue
+    whose events all went to one other issue is merged into it."""
+    emptied = []
+    for old in sorted(moves):
+        if old in with_events or live_of.get(old, old) != old:
+            continue  # still has events, or merged (or deleted) meanwhile
+        moved_to: dict[int, int] = {}
+        for new, n in moves[old].items():
+            target = live_of.get(new, new)
+            moved_to[target] = moved_to.get(target, 0) + n
+        moved_to.pop(old, None)
+        targets = list(moved_to)
+        emptied.append(EmptiedIssue(old, targets[0] if len(targets) == 1 else None, moved_to))
+    return emptied
+
+
+def moves_into(moves: Mapping[int, Mapping[int, int]]) -> dict[int, dict[int, int]]:
+    """new issue → old issue → events: ``moves`` seen from the receiving side."""
+    into: dict[int, dict[int, int]] = {}
+    for old, to in moves.items():
+        for new, n in to.items():
+            into.setdefault(new, {})[old] = into.get(new, {}).get(old, 0) + n
+    return into
+
+
+# --- one slice (a Ray Data task) ------------------------------------------------------------
+@dataclass(frozen=True)
+class ReprocessJobSpec:
+    """What every task of one job needs (pickled into each task)."""
+
+    job_id: int
+    clickhouse_dsn: str
+    postgres_url: str
+    organization_id: int
+    project_id: int
+    grouping: ProjectGrouping
+    release: str | None
+    #: Only events with these primary hashes (``--issue``); None: all.
+    hashes: tuple[str, ...] | None
+    #: None: no symbolication (no artifact store configured).
+    symbolication: Any | None
+    max_cached_hashes: int = 100_000
+    #: The tag keys the project's rules read (``referenced_tags``; None: all).
+    grouping_tags: frozenset[str] | None = frozenset()
+
+
+@dataclass
+class SliceOutcome:
+    """What one slice did (the driver adds it to the job row)."""
+
+    index: int
+    events_read: int = 0
+    events_changed: int = 0
+    events_moved: int = 0
+    #: Events whose new hashes are tombstoned (a deleted issue's): kept as they were.
+    events_kept: int = 0
+    moves: dict[int, dict[int, int]] = field(default_factory=dict)
+    #: Seconds the task spent per stage (``STAGES``).
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+
+#: The stages of a slice, as the command reports their shares: reading from ClickHouse,
+#: symbolicating and grouping, finding the issues in PostgreSQL, replacing the rows.
+STAGES: Final = ("read", "regroup", "issues", "write")
+
+
+@dataclass(frozen=True)
+class _Regrouped:
+    event_id: str
+    old_issue: int
+    old_hash: str
+    retention_days: int
+    processed: ProcessedEvent
+    changed_body: bool
+
+
+SLICE_RESULT_SCHEMA: Final = pa.schema([
+    ("index", pa.int64()), ("events_read", pa.int64()), ("events_changed", pa.int64()),
+    ("events_moved", pa.int64()), ("events_kept", pa.int64()), ("moves", pa.string()),
+    *((f"{stage}_s", pa.float64()) for stage in STAGES)])
+
+
+def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
+    """One Ray Data task: reprocess the slices in ``batch`` (index, start_us, end_us)."""
+    import psycopg
+
+    from actors.clickhouse import clickhouse_store
+    from actors.grouping import IssueResolver
+
+    store = clickhouse_store(spec.clickhouse_dsn)
+    symbolicator = _symbolicator(spec.symbolication)
+    outcomes = []
+    with psycopg.connect(spec.postgres_url, autocommit=True) as conn:
+        resolver = IssueResolver(conn, spec.max_cached_hashes)
+        for index, start, end in zip(batch.column("index").to_pylist(),
+                                     batch.column("start_us").to_pylist(),
+                                     batch.column("end_us").to_pylist(), strict=True):
+            outcomes.append(run_slice(spec, index, _at(start), _at(end), store,
+                                      resolver.issue_ids_for, symbolicator))
+    return pa.Table.from_pylist([
+        {"index": o.index, "events_read": o.events_read, "events_changed": o.events_changed,
+         "events_moved": o.events_moved, "events_kept": o.events_kept,
+         "moves": orjson.dumps({str(k): {str(n): c for n, c in v.items()}
+                                for k, v in o.moves.items()}).decode(),
+         **{f"{stage}_s": o.stage_s.get(stage, 0.0) for stage in STAGES}}
+        for o in outcomes], schema=SLICE_RESULT_SCHEMA)
+
+
+def _symbolicator(config: Any | None) -> Symbolicator | None:
+    if config is None:
+        return None
+    from actors.symbolicate import LocalSymbolication
+
+    return LocalSymbolication(config)
+
+
+IssueLookup = Callable[[Sequence[issue_store.IssueCandidate]], list[int | None]]
+
+
+def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.datetime,
+              store: Any, issue_ids_for: IssueLookup, symbolicator: Symbolicator | None
+              ) -> SliceOutcome:
+    """Reprocess the events of [since, until) and replace the rows of those that changed."""
+    clock = time.perf_counter()
+    table = store.events_to_reprocess(spec.organization_id, spec.project_id, since, until,
+                                      spec.release, spec.hashes)
+    outcome = SliceOutcome(index)
+    if not table.num_rows:
+        return outcome
+    clock = _lap(outcome, "read", clock)
+    done_ids, todo, outcome.moves = _regroup_all(spec, table, symbolicator)
+    outcome.events_read = len(done_ids) + len(todo)
+    outcome.events_moved = outcome.events_changed = sum(
+        n for to in outcome.moves.values() for n in to.values())
+    clock = _lap(outcome, "regroup", clock)
+    issue_ids = issue_ids_for([issue_candidate(spec.project_id, r.processed) for r in todo])
+    clock = _lap(outcome, "issues", clock)
+    rows = []
+    for r, issue_id in zip(todo, issue_ids, strict=True):
+        if issue_id is None:
+            outcome.events_kept += 1  # its new hash is a deleted issue's: left as it was
+            continue
+        moved = issue_id != r.old_issue
+        if not (moved or r.changed_body or r.processed.grouping.primary_hash != r.old_hash):
+            continue
+        outcome.events_changed += 1
+        if moved:
+            outcome.events_moved += 1
+            to = outcome.moves.setdefault(r.old_issue, {})
+            to[issue_id] = to.get(issue_id, 0) + 1
+        rows.append(EventRow(spec.organization_id, spec.project_id, issue_id,
+                             r.retention_days, r.processed))
+    store.replace_events(spec.organization_id, spec.project_id, events_table(rows),
+                         spec.job_id, [r.processed.event_id for r in rows] + done_ids)
+    _lap(outcome, "write", clock)
+    return outcome
+
+
+def _lap(outcome: SliceOutcome, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    outcome.stage_s[stage] = outcome.stage_s.get(stage, 0.0) + now - since
+    return now
+
+
+def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolicator | None
+                 ) -> tuple[list[str], list[_Regrouped], dict[int, dict[int, int]]]:
+    """The slice's events the job already replaced (their ids), the others regrouped, and
+    the moves of the replaced ones (old issue → new issue → events; from their older row,
+    which an interrupted run left). ``table``: newest row first per event, then maybe the
+    next newest (``events_to_reprocess``)."""
+    now = dt.datetime.now(dt.UTC)
+    memo = GroupingMemo(spec.grouping_tags)
+    done: list[str] = []
+    todo: list[_Regrouped] = []
+    moves: dict[int, dict[int, int]] = {}
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    ids, versions, groups = columns["event_id"], columns["row_version"], columns["group_id"]
+    for i, event_id in enumerate(ids):
+        if i and ids[i - 1] == event_id:  # an older row of the event before
+            if versions[i - 1] == spec.job_id and groups[i] != groups[i - 1]:
+                to = moves.setdefault(int(groups[i]), {})
+                to[int(groups[i - 1])] = to.get(int(groups[i - 1]), 0) + 1
+            continue
+        if versions[i] == spec.job_id:
+            done.append(event_id)
+            continue
+        stored = _body(columns["body"][i])
+        received = _utc(columns["received"][i])
+        processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
+                                  spec.grouping, symbolicator, received, now, memo,
+                                  tags_current=not was_symbolicated(stored))
+        todo.append(_Regrouped(event_id, int(groups[i]), str(columns["primary_hash"][i]),
+                               int(columns["retention_days"][i]), processed,
+                               processed.event != stored))
+    return done, todo, moves
+
+
+def _body(text: str) -> dict[str, Any]:
+    event = orjson.loads(text) if text else {}
+    return event if isinstance(event, dict) else {}
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _at(micros: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
+def _micros(when: dt.datetime) -> int:
+    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# --- the driver ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReprocessOptions:
+    """What the user asked (a resumed job must be asked the same)."""
+
+    release: str | None = None
+    since: dt.datetime | None = None
+    issue_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"release": self.release, "issue": self.issue_id,
+                "since": None if self.since is None else self.since.isoformat()}
+
+
+@dataclass(frozen=True)
+class ReprocessLimits:
+    concurrency: int
+    task_cpus: float
+    slice_events: int
+    #: Stop after this many slices (the job stays unfinished; a re-run continues).
+    max_slices: int | None = None
+
+
+@dataclass(frozen=True)
+class ReprocessResult:
+    job_id: int
+    resumed: bool
+    finished: bool
+    slices_done: int
+    slices_total: int
+    events_read: int
+    events_changed: int
+    events_moved: int
+    issues_created: list[int]
+    issues_merged: list[int]
+    issues_emptied: list[int]
+    #: Events read by this run (a resumed job's earlier runs read the rest).
+    events_this_run: int
+    took_s: float
+    #: Seconds per stage: the tasks' (summed over tasks, ``STAGES``) and the driver's
+    #: closing ``finish`` (issues, activity, counts rebuilt).
+    stage_s: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events_this_run / max(self.took_s, 1e-9)
+
+
+@dataclass(frozen=True)
+class ReprocessContext:
+    """Where the job runs: the databases and the project (scope resolved by the caller)."""
+
+    postgres_url: str
+    clickhouse_dsn: str
+    organization_id: int
+    project_id: int
+    symbolication: Any | None
+    max_cached_hashes: int = 100_000
+
+
+def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: ReprocessLimits
+                  ) -> ReprocessResult:
+    """Start (or resume) the project's reprocess job, run its remaining slices on the
+    connected Ray cluster, and finish it when none is left."""
+    import psycopg
+
+    from actors.clickhouse import clickhouse_store
+    from storage.reprocess import start_or_resume_job
+    from storage.scope import ProjectScope
+
+    started = time.monotonic()
+    project = ProjectScope(ctx.organization_id, ctx.project_id)
+    store = clickhouse_store(ctx.clickhouse_dsn)
+    with psycopg.connect(ctx.postgres_url) as conn:
+        since = options.since or ALL_TIME[0]
+        hours = store.stored_event_hours(ctx.organization_id, ctx.project_id, since,
+                                         ALL_TIME[1])
+        planned = [(_micros(s.start), _micros(s.end)) for s in
+                   plan_slices(hours, limits.slice_events, since, ALL_TIME[1])]
+        with conn.transaction():
+            job, resumed = start_or_resume_job(conn, project, options.as_json(), planned)
+        spec = _spec(conn, ctx, project, job.id, options)
+    remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
+    if limits.max_slices is not None:
+        remaining = remaining[:limits.max_slices]
+    stage_s: dict[str, float] = {}
+    _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining], limits,
+                stage_s)
+    finishing = time.monotonic()
+    result = _conclude(ctx, project, job.id, resumed, 0.0, store, job.events_read)
+    stage_s["finish"] = time.monotonic() - finishing
+    return replace(result, took_s=time.monotonic() - started, stage_s=stage_s)
+
+
+class GroupingSettingsInvalid(Conflict):
+    """The project's stored grouping settings cannot be applied."""
+
+    code = "grouping_settings_invalid"
+
+
+def project_grouping(g: ProjectGroupingSettings) -> ProjectGrouping:
+    """The project's grouping as a consumer loads it (actors/consumer.py
+    ``_project_grouping``), except that rules or a config that do not parse stop the job
+    (a consumer skips them, logged, rather than stop the project's events; a reprocess
+    with them would regroup every event wrongly)."""
+    try:
+        rules = grouping_rules_from_text(g.fingerprinting_rules, g.grouping_enhancements)
+    except RuleSyntaxError as exc:
+        raise GroupingSettingsInvalid(
+            f"project {g.project_id}: its grouping rules do not parse ({exc}); fix them in"
+            " the project's settings, then reprocess") from exc
+    if g.config not in GROUPING_CONFIGS:
+        raise GroupingSettingsInvalid(
+            f"project {g.project_id}: unknown grouping config {g.config!r}; known:"
+            f" {', '.join(sorted(GROUPING_CONFIGS))}")
+    secondary = g.secondary_config if g.secondary_config in GROUPING_CONFIGS else None
+    return ProjectGrouping(g.config, rules, secondary, g.secondary_expiry)
+
+
+def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
+          options: ReprocessOptions) -> ReprocessJobSpec:
+    from storage.projects import grouping_settings
+
+    settings = grouping_settings(conn, [ctx.project_id])[ctx.project_id]
+    hashes = None
+    if options.issue_id is not None:
+        from storage.issues import issue_hashes
+
+        hashes = tuple(h for h, _ in issue_hashes(conn, project, options.issue_id))
+    return ReprocessJobSpec(job_id, ctx.clickhouse_dsn, ctx.postgres_url, ctx.organization_id,
+                            ctx.project_id, project_grouping(settings), options.release,
+                            hashes, ctx.symbolication, ctx.max_cached_hashes,
+                            referenced_tags(settings.fingerprinting_rules,
+                                            settings.grouping_enhancements))
+
+
+def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,
+                slices: Sequence[tuple[int, int, int]], limits: ReprocessLimits,
+                stage_s: dict[str, float]) -> None:
+    """Run ``slices`` as a Ray Data job, recording each in the job row as it finishes;
+    adds the tasks' seconds per stage to ``stage_s``."""
+    import psycopg
+    import ray.data
+
+    from storage.reprocess import record_slice
+
+    if not slices:
+        return
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.resource_limits = ray.data.ExecutionResources(
+        cpu=limits.concurrency * limits.task_cpus)
+    items = [{"index": i, "start_us": s, "end_us": e} for i, s, e in slices]
+    task: Any = reprocess_slice  # Ray's stubs do not name pyarrow batch functions
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        task, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
+        concurrency=limits.concurrency, num_cpus=limits.task_cpus)
+    with psycopg.connect(ctx.postgres_url) as conn:
+        for done, seconds in _finished_slices(dataset):
+            with conn.transaction():
+                record_slice(conn, project, job_id, done)
+            for stage, s in seconds.items():
+                stage_s[stage] = stage_s.get(stage, 0.0) + s
+
+
+def _finished_slices(dataset: Any) -> Iterator[tuple[Any, dict[str, float]]]:
+    from storage.reprocess import SliceDone
+
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            moves = {int(k): {int(n): int(c) for n, c in v.items()}
+                     for k, v in orjson.loads(row["moves"]).items()}
+            yield SliceDone(int(row["index"]), int(row["events_read"]),
+                            int(row["events_changed"]), int(row["events_moved"]), moves), {
+                stage: float(row[f"{stage}_s"]) for stage in STAGES}
+
+
+def _conclude(ctx: ReprocessContext, project: Any, job_id: int, resumed: bool,
+              took_s: float, store: Any, read_before: int) -> ReprocessResult:
+    """Finish the job if every slice is done (issues, activity, counts), and say so."""
+    import psycopg
+
+    from storage.reprocess import ReprocessConflict, running_job
+
+    with psycopg.connect(ctx.postgres_url) as conn:
+        with conn.transaction():
+            job = running_job(conn, project)
+        if job is None or job.id != job_id:
+            raise ReprocessConflict(
+                f"reprocess job {job_id} is no longer the project's running job (abandoned"
+                " by another `crashray reprocess --abandon`?); its finished slices stay"
+                " replaced: run the command again to reprocess with a new job")
+        finished = len(job.finished_slices) == len(job.slices)
+        created: list[int] = []
+        merged: list[int] = []
+        emptied: list[int] = []
+        if finished:
+            with conn.transaction():
+                created, merged, emptied = finish(conn, store, project, job)
+    return ReprocessResult(job.id, resumed, finished, len(job.finished_slices),
+                           len(job.slices), job.events_read, job.events_changed,
+                           job.events_moved, created, merged, emptied,
+                           job.events_read - read_before, took_s)
+
+
+def finish(conn: Any, store: Any, project: Any, job: Any
+           ) -> tuple[list[int], list[int], list[int]]:
+    """Issues emptied, merged and created by the job, activity entries, exact counts (call
+    inside a transaction); returns (created, merged, emptied) issue ids."""
+    from pipelines.rollups import rebuild
+    from storage import reprocess as jobs
+    from storage.rollups import hash_issues
+
+    moves: Mapping[int, Mapping[int, int]] = job.moves
+    involved = set(moves) | {n for to in moves.values() for n in to}
+    live_of = jobs.live_issue_of(conn, project, sorted(involved))
+    issue_of_hash = hash_issues(conn, project)
+    with_events = {live_of.get(i, i) for i in (issue_of_hash.get(h) for h in
+                   store.hash_event_totals(project.organization_id, project.id))
+                   if i is not None}
+    emptied = emptied_issues(moves, with_events, live_of)
+    emptied_ids = {e.issue_id for e in emptied}
+    for e in emptied:
+        if e.merge_into is not None:
+            jobs.merge_emptied_issue(conn, project, e.issue_id, e.merge_into,
+                                     sum(e.moved_to.values()))
+        else:
+            jobs.resolve_emptied_issue(conn, project, e.issue_id, e.moved_to)
+    for old, to in moves.items():
+        if old not in emptied_ids and live_of.get(old, old) == old:
+            jobs.note_events_moved_out(conn, project, old, to)
+    created = []
+    for new, moved_from in sorted(moves_into(moves).items()):
+        is_new = new > job.max_issue_id
+        created += [new] if is_new else []
+        jobs.note_events_moved_in(conn, project, new, moved_from, is_new)
+    rebuild(conn, store, project)
+    merged = sorted(e.issue_id for e in emptied if e.merge_into is not None)
+    jobs.finish_job(conn, project, job.id, {
+        "created": created, "merged": merged, "emptied": sorted(emptied_ids - set(merged))})
+    return created, merged, sorted(emptied_ids - set(merged))
