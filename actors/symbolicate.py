@@ -23,6 +23,7 @@ so the consumer retries the item later, as it does for any storage failure.
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.errors import CrashrayError
 from events.symbolicate import (
     ArtifactSourceFactory,
@@ -78,6 +80,16 @@ class LocalSymbolication:
 
     def __call__(self, event: dict[str, Any], project_id: int, organization_id: int | None
                  ) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return self._symbolicate(event, project_id, organization_id)
+        finally:
+            if event.get("platform") in self._project.handlers:  # symbolicated, not passed
+                metrics.observe("crashray_stage_seconds", metrics.since(started),
+                                stage="symbolicate")
+
+    def _symbolicate(self, event: dict[str, Any], project_id: int,
+                     organization_id: int | None) -> dict[str, Any]:
         try:
             return self._project(event, project_id, organization_id)
         except CrashrayError:
@@ -86,6 +98,7 @@ class LocalSymbolication:
             # Optional side path: the event is worth more than its symbolication. Logged,
             # counted, and said in the event (its errors) so the user sees why.
             self.failures += 1
+            metrics.inc("crashray_symbolication_failures_total")
             log.exception("symbolication of an event of project %s failed", project_id)
             return with_failure(event, exc)
 
@@ -105,6 +118,7 @@ class Symbolicator:
     """One member of the symbolication pool; its cache holds the maps of its shard."""
 
     def __init__(self, config: SymbolicationConfig) -> None:
+        metrics.record_actor_start("symbolicator")
         self._local = LocalSymbolication(config)
 
     def symbolicate(self, event: dict[str, Any], project_id: int,

@@ -254,7 +254,8 @@ def status(settings: Settings) -> ClusterStatus:
     if KEEPER_NAME not in names:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}")
     nodes = [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"],
-              "alive": n["Alive"], "resources": n.get("Resources", {})}
+              "alive": n["Alive"], "resources": n.get("Resources", {}),
+              "metrics_port": n.get("MetricsExportPort")}
              for n in ray.nodes()]  # type: ignore[no-untyped-call]
     applications: dict[str, dict[str, Any]] = {}
     for app_name, app in serve.status().applications.items():
