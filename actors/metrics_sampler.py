@@ -167,6 +167,7 @@ class MetricsSamplerActor:
     def stats(self) -> dict[str, Any]:
         last = self._last
         return {"samples": self._samples, "errors": self._errors,
+                "worker_id": ray.get_runtime_context().get_worker_id(),
                 "last": None if last is None else {
                     "waiting_items": last.waiting_items, "oldest_age_s": last.oldest_age_s,
                     "dead_letters": dict(last.dead_letters),

@@ -411,8 +411,11 @@ class NotifierActor:
         self._thread.start()
 
     def stats(self) -> dict[str, Any]:
+        context = ray.get_runtime_context()
         return {"inflight": self._notifier.inflight, **self._notifier.counts,
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": context.get_node_id(),
+                # The ``WorkerId`` label of this process's series on Ray's metrics endpoint.
+                "worker_id": context.get_worker_id()}
 
     def stop(self) -> None:
         """Finish the sends in flight, then stop (a clean shutdown)."""

@@ -25,7 +25,7 @@ ALERTS = ROOT / "dashboards" / "prometheus" / "crashray-alerts.yml"
 #: Grafana's built-in interval variables, as Grafana substitutes them before querying.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "6h"}
 #: Labels Ray's metrics agent adds to every application metric.
-RAY_LABELS = {"SessionName", "NodeAddress", "Component", "WorkerId", "le"}
+RAY_LABELS = {"SessionName", "NodeAddress", "Component", "WorkerId", "Version", "le"}
 CRASHRAY_SERIES = re.compile(rf"^{RAY_EXPORT_PREFIX}crashray_")
 
 
