@@ -23,7 +23,6 @@ so the consumer retries the item later, as it does for any storage failure.
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,16 +79,6 @@ class LocalSymbolication:
 
     def __call__(self, event: dict[str, Any], project_id: int, organization_id: int | None
                  ) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            return self._symbolicate(event, project_id, organization_id)
-        finally:
-            if event.get("platform") in self._project.handlers:  # symbolicated, not passed
-                metrics.observe("crashray_stage_seconds", metrics.since(started),
-                                stage="symbolicate")
-
-    def _symbolicate(self, event: dict[str, Any], project_id: int,
-                     organization_id: int | None) -> dict[str, Any]:
         try:
             return self._project(event, project_id, organization_id)
         except CrashrayError:

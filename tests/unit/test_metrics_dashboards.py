@@ -6,17 +6,20 @@ blank panel."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import promql_parser
 import pytest
 import yaml
 
 from cluster import metrics
 from cluster.metrics import METRICS, RAY_EXPORT_PREFIX, exported_names
+from events.process import EventProcessor, ItemContext
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "grafana" / "crashray.json"
@@ -209,3 +212,15 @@ def test_an_undeclared_label_is_caught() -> None:
         _assert_labels_declared('sum by (project_id) (rate(ray_crashray_ingest_items_total[5m]))')
     with pytest.raises(AssertionError):
         _assert_labels_declared('ray_crashray_dead_letters{organization="acme"}')
+
+
+def test_event_processor_accounts_time_per_stage_and_starts_again_when_taken() -> None:
+    processor = EventProcessor(symbolicator=lambda event, project_id, org_id: event)
+    ctx = ItemContext(project_id=1, key_id=1, received_at=dt.datetime.now(dt.UTC))
+    for _ in range(3):
+        processor.process(orjson.dumps({"message": "boom", "level": "error"}), ctx)
+    taken = processor.take_stage_seconds()
+    assert set(taken) == {"normalize", "scrub", "symbolicate", "group"}
+    assert set(taken) <= set(metrics.STAGES)
+    assert all(seconds > 0 for seconds in taken.values())
+    assert processor.take_stage_seconds() == {}
