@@ -7,6 +7,7 @@ actors' ``stats()`` report), so the running Crashray's own actors never add to t
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from actors.placement import NAMESPACE
 from cluster.deploy_cli import metrics_url
 from events.notify import WEBHOOK_ACTION
 from storage import postgres
+from storage.queue import QueuedItem
 from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_notifier import Db, config, enqueue, new_delivery, receiver, settled
@@ -166,3 +168,54 @@ def _new_worker(actor: Any, before: str) -> str | None:
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return None
     return worker if worker != before else None
+
+
+@ray.remote(num_cpus=0)
+def _answer_requests() -> str:
+    """What ingest records for: 2 accepted envelopes (an event; an event and a 10-byte
+    attachment), one whose transaction a quota refused while its event was queued, and
+    one refused as too large before its items were read."""
+    import time
+
+    from events.errors import PayloadTooLarge, RateLimited
+    from events.quotas import RateLimit
+    from serve_apps.ingest_metrics import endpoint_of, record_answer
+
+    def item(item_type: str, size: int = 2) -> QueuedItem:
+        return QueuedItem(1, 1, 1, item_type, None, dt.datetime.now(dt.UTC), b"x" * size)
+
+    endpoint = endpoint_of("/api/1/envelope/")
+    record_answer(endpoint, time.perf_counter(), [item("event")])
+    record_answer(endpoint, time.perf_counter(), [item("event"), item("attachment", 10)])
+    limit = RateLimit(frozenset({"transaction"}), "project", "quota", 60)
+    record_answer(endpoint, time.perf_counter(), [item("event"), item("transaction")],
+                  [limit], RateLimited("rate limited", 60, "60:transaction:project"))
+    record_answer(endpoint_of("/api/1/store/"), time.perf_counter(), [],
+                  error=PayloadTooLarge("too large"))
+    return str(ray.get_runtime_context().get_worker_id())
+
+
+def test_ingest_answers_are_counted_by_outcome_reason_and_category(
+        crashray: RunningCrashray) -> None:
+    worker = ray.get(_answer_requests.remote(), timeout=60)
+    wait_until(reaches("ray_crashray_ingest_requests_total", worker, 2.0,
+                       endpoint="envelope", outcome="accepted", reason=""),
+               EXPORT_WAIT_S, interval_s=1.0, what="2 accepted envelopes on Ray's endpoint")
+    expected = {
+        ("ray_crashray_ingest_requests_total", (("endpoint", "envelope"),
+                                                ("outcome", "refused"),
+                                                ("reason", "rate_limited"))): 1.0,
+        ("ray_crashray_ingest_requests_total", (("endpoint", "store"), ("outcome", "refused"),
+                                                ("reason", "too_large"))): 1.0,
+        ("ray_crashray_ingest_items_total", (("category", "error"), ("outcome", "accepted"),
+                                             ("reason", ""))): 3.0,
+        ("ray_crashray_ingest_items_total", (("category", "attachment"),
+                                             ("outcome", "accepted"), ("reason", ""))): 10.0,
+        ("ray_crashray_ingest_items_total", (("category", "transaction"),
+                                             ("outcome", "refused"),
+                                             ("reason", "rate_limited"))): 1.0,
+        ("ray_crashray_ingest_accept_seconds_count", (("endpoint", "envelope"),
+                                                      ("outcome", "accepted"))): 2.0,
+    }
+    seen = {key: series(key[0], worker, **dict(key[1])) for key in expected}
+    assert seen == expected
