@@ -224,3 +224,17 @@ def test_event_processor_accounts_time_per_stage_and_starts_again_when_taken() -
     assert set(taken) <= set(metrics.STAGES)
     assert all(seconds > 0 for seconds in taken.values())
     assert processor.take_stage_seconds() == {}
+
+
+def test_status_prints_a_metrics_url_per_node() -> None:
+    from cluster.deploy import ClusterStatus
+    from cluster.deploy_cli import status_lines
+
+    nodes = [{"node_id": "a" * 56, "address": "10.0.0.5", "alive": True,
+              "resources": {"CPU": 2.0}, "metrics_port": 9091},
+             {"node_id": "b" * 56, "address": "fd00::7", "alive": True,
+              "resources": {"CPU": 4.0}, "metrics_port": 40123}]
+    lines = status_lines(ClusterStatus(
+        nodes, {}, {}, {"items": 0, "bytes": 0, "oldest_age_s": 0.0, "claimed": 0}, []))
+    assert "    Metrics: http://10.0.0.5:9091/metrics" in lines
+    assert "    Metrics: http://[fd00::7]:40123/metrics" in lines
