@@ -104,8 +104,10 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
                "Seconds a processing stage took for one batch (symbolicate: per event).",
                ("stage",), STAGE_BUCKETS_S),
     MetricSpec("crashray_consumer_items_total", "counter",
-               "Queue items a consumer finished, by item type and outcome (stored,"
-               " dead_lettered, retried).", ("item_type", "outcome")),
+               "Queue items consumers handled, by item type and outcome: claimed (every"
+               " item of a batch), dead_lettered, retried (failed, claimed again later),"
+               " released (given back during a ClickHouse outage).",
+               ("item_type", "outcome")),
     MetricSpec("crashray_symbolication_failures_total", "counter",
                "Events whose symbolication failed (the event is kept, with the error)."),
     # --- storage -------------------------------------------------------------------------
@@ -243,7 +245,8 @@ def record_clickhouse_insert(table: str, rows: int, size_bytes: int, seconds: fl
 
 
 def record_consumer_items(outcome: str, item_types: Iterable[str]) -> None:
-    """Queue items a consumer finished with ``outcome`` (stored, dead_lettered, retried)."""
+    """Queue items a consumer handled with ``outcome`` (claimed, dead_lettered, retried,
+    released)."""
     counts: dict[str, int] = {}
     for item_type in item_types:
         counts[item_type] = counts.get(item_type, 0) + 1
