@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+#: Names and descriptions must be ASCII: Ray encodes them so (``ray._raylet.Count``
+#: raises ``UnicodeEncodeError`` on anything else, in the recording process).
 #: The prefix Ray's metrics agent puts before every application metric's name.
 RAY_EXPORT_PREFIX: Final = "ray_"
 
@@ -77,7 +79,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
                " refusal reason (the error code; empty when accepted).",
                ("endpoint", "outcome", "reason")),
     MetricSpec("crashray_ingest_items_total", "counter",
-               "Items (events, transactions, attachments, …) of ingest requests by data"
+               "Items (events, transactions, attachments, ...) of ingest requests by data"
                " category, outcome and refusal reason.",
                ("category", "outcome", "reason")),
     MetricSpec("crashray_ingest_accept_seconds", "histogram",
@@ -162,8 +164,14 @@ def _ray_connected() -> bool:
     return ray is not None and bool(ray.is_initialized())
 
 
-def _metric(name: str) -> Any | None:
-    """This process's metric object for ``name``, made on first use; None without Ray."""
+def _metric(name: str, tags: Mapping[str, str]) -> Any | None:
+    """This process's metric object for ``name``, made on first use; None without Ray.
+    ``tags`` must be exactly the metric's tag keys, checked with or without Ray, so a unit
+    test of a call site catches a wrong tag (Ray would raise only in a live worker)."""
+    spec = SPECS[name]
+    if tags.keys() != set(spec.tag_keys):
+        raise ValueError(f"metric {name} takes tags {sorted(spec.tag_keys)}, not"
+                         f" {sorted(tags)}")
     found = _created.get(name)
     if found is not None:
         return found
@@ -171,7 +179,6 @@ def _metric(name: str) -> Any | None:
         return None
     from ray.util import metrics as ray_metrics
 
-    spec = SPECS[name]
     with _lock:
         found = _created.get(name)
         if found is None:
@@ -189,20 +196,20 @@ def _metric(name: str) -> Any | None:
 def inc(name: str, value: float = 1.0, **tags: str) -> None:
     """Add ``value`` to counter ``name`` (no-op without Ray, or for a zero value)."""
     if value:
-        metric = _metric(name)
+        metric = _metric(name, tags)
         if metric is not None:
             metric.inc(value, tags=tags or None)
 
 
 def observe(name: str, value: float, **tags: str) -> None:
     """Record ``value`` in histogram ``name``."""
-    metric = _metric(name)
+    metric = _metric(name, tags)
     if metric is not None:
         metric.observe(value, tags=tags or None)
 
 
 def set_gauge(name: str, value: float, **tags: str) -> None:
-    metric = _metric(name)
+    metric = _metric(name, tags)
     if metric is not None:
         metric.set(value, tags=tags or None)
 

@@ -238,3 +238,46 @@ def test_status_prints_a_metrics_url_per_node() -> None:
         nodes, {}, {}, {"items": 0, "bytes": 0, "oldest_age_s": 0.0, "claimed": 0}, []))
     assert "    Metrics: http://10.0.0.5:9091/metrics" in lines
     assert "    Metrics: http://[fd00::7]:40123/metrics" in lines
+
+
+def test_names_and_descriptions_are_ascii_as_ray_requires() -> None:
+    for spec in METRICS:
+        assert spec.name.isascii() and spec.description.isascii(), spec.name
+        assert all(key.isascii() for key in spec.tag_keys), spec.name
+
+
+def test_a_wrong_tag_fails_without_ray_too() -> None:
+    with pytest.raises(ValueError, match="takes tags"):
+        metrics.inc("crashray_notifications_total", kind="webhook")
+    with pytest.raises(ValueError, match="takes tags"):
+        metrics.observe("crashray_stage_seconds", 1.0, stage="group", project_id="7")
+
+
+def test_every_call_site_helper_uses_the_declared_tags() -> None:
+    # Without Ray nothing is recorded, but the tags are checked: each helper's calls
+    # match their metric's declaration.
+    from actors.rate_limit import record_decisions
+    from events.errors import Overloaded, RateLimited
+    from events.quotas import Decision, Lease, RateLimit
+    from serve_apps.ingest_metrics import endpoint_of, record_answer
+    from storage.queue import QueuedItem
+
+    now = dt.datetime.now(dt.UTC)
+    items = [QueuedItem(1, 1, 1, "event", None, now, b"{}"),
+             QueuedItem(1, 1, 1, "attachment", None, now, b"xx"),
+             QueuedItem(1, 1, 1, "transaction", None, now, b"{}")]
+    limit = RateLimit(frozenset({"transaction"}), "project", "quota", 60)
+    record_answer(endpoint_of("/api/1/envelope/"), 0.0, items)
+    record_answer("envelope", 0.0, items, [limit], RateLimited("limited", 60, "60::project"))
+    record_answer("store", 0.0, [], (), Overloaded("failed to queue envelope"))
+    assert endpoint_of("/api/1/minidump/") == "unknown"
+    lease = Lease(1, 1, 1, "error", 5, 0.0, ())
+    record_decisions([Decision(frozenset({"error"}), (limit,), (lease,))],
+                     [(1, ("q", 1), 0, 3)])
+    metrics.record_stages({"normalize": 0.1, "insert": 0.2})
+    metrics.record_clickhouse_insert("events", 3, 1200, 0.01)
+    metrics.record_consumer_items("claimed", ["event", "event", "transaction"])
+    for spec in METRICS:
+        if spec.kind == "gauge":
+            metrics.set_gauge(spec.name, 1.0, **dict.fromkeys(spec.tag_keys, "x"))
+    assert metrics._created == {}
