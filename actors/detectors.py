@@ -44,6 +44,7 @@ import ray
 
 from actors.consumer_alerts import apply_anomaly_rules
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.anomaly import BUILTIN_DETECTORS, Detector, Series
 from events.errors import CrashrayError
 from storage import anomalies as store
@@ -299,6 +300,7 @@ class DetectorActor:
     in a thread started by its constructor (also after Ray restarts it)."""
 
     def __init__(self, config: DetectorConfig, spec: DetectorSpec, shard: int) -> None:
+        metrics.record_actor_start("detector")
         from actors.clickhouse import clickhouse_store
 
         cls = load_detector_class(spec.path, spec.origin)

@@ -23,6 +23,7 @@ import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from storage import issues as issue_store
 from storage.projects import grouping_epochs
 
@@ -104,6 +105,7 @@ class GroupingShard:
     concurrency), which is what makes its cache and its issue creation race-free."""
 
     def __init__(self, postgres_url: str, max_cached_hashes: int) -> None:
+        metrics.record_actor_start("grouping_shard")
         self._postgres_url = postgres_url
         self._max_cached_hashes = max_cached_hashes
         self._resolver = IssueResolver(psycopg.connect(postgres_url), max_cached_hashes)

@@ -42,6 +42,7 @@ import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.notify import (
     Destination,
     EmailContent,
@@ -72,6 +73,8 @@ USER_AGENT: Final = "Crashray-Notifier/1"
 #: Header carrying the delivery id: the same on every retry, so receivers can drop a
 #: repeat (delivery is at least once).
 DELIVERY_HEADER: Final = "X-Crashray-Delivery"
+#: Destination kinds (events/notify.py ``Destination.parse``): the metrics' ``kind`` tag.
+DESTINATION_KINDS: Final = frozenset({"webhook", "slack", "email"})
 
 Clock = Callable[[], dt.datetime]
 
@@ -208,6 +211,13 @@ def send_email(smtp: SmtpConfig | None, to: Sequence[str], content: EmailContent
         return SendOutcome(False, None, f"{type(exc).__name__}: {exc}")
 
 
+def destination_kind(destination: str) -> str:
+    """The ``kind`` tag of a delivery's metrics: its destination's kind, or "invalid"
+    for a row no sender takes (it fails, visibly, in ``Notifier._deliver``)."""
+    kind = destination.partition(":")[0]
+    return kind if kind in DESTINATION_KINDS else "invalid"
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 class Notifier:
@@ -261,9 +271,13 @@ class Notifier:
         return self.inflight == 0
 
     def _deliver(self, claimed: store.ClaimedDelivery) -> None:
+        kind = destination_kind(claimed.destination)
         try:
             try:
+                started = time.perf_counter()
                 outcome = self._send(claimed)
+                metrics.observe("crashray_notification_send_seconds",
+                                metrics.since(started), kind=kind)
             except Exception as exc:
                 # A payload the renderer cannot handle (a bug, or a row written by hand):
                 # recorded as a failed attempt, so it ends as a visible failure.
@@ -274,14 +288,17 @@ class Notifier:
                              self._config.backoff_base_s, self._config.backoff_cap_s)
             if store.record(self._thread_conn(), claimed, outcome, step, self._db_now()):
                 self.counts[step.status] += 1
+                metrics.inc("crashray_notifications_total", kind=kind, outcome=step.status)
             else:
                 self.counts["lost_claim"] += 1
+                metrics.inc("crashray_notifications_total", kind=kind, outcome="lost_claim")
                 log.warning("delivery %d: lease ran out before its outcome was recorded;"
                             " another notifier has it", claimed.id)
         except Exception:
             # A delivery must not end the sending thread: its row stays leased and is
             # claimed again after the lease; logged and counted.
             self.counts["error"] += 1
+            metrics.inc("crashray_notifications_total", kind=kind, outcome="error")
             log.exception("delivery %d failed to send or record", claimed.id)
             self._drop_thread_conn()
         finally:
@@ -386,6 +403,7 @@ class NotifierActor:
     restarts it)."""
 
     def __init__(self, config: NotifierConfig) -> None:
+        metrics.record_actor_start("notifier")
         self._notifier = Notifier(config)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._notifier.serve, args=(self._stop,),
@@ -393,8 +411,11 @@ class NotifierActor:
         self._thread.start()
 
     def stats(self) -> dict[str, Any]:
+        context = ray.get_runtime_context()
         return {"inflight": self._notifier.inflight, **self._notifier.counts,
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": context.get_node_id(),
+                # The ``WorkerId`` label of this process's series on Ray's metrics endpoint.
+                "worker_id": context.get_worker_id()}
 
     def stop(self) -> None:
         """Finish the sends in flight, then stop (a clean shutdown)."""

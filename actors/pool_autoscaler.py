@@ -35,6 +35,7 @@ import ray
 
 from actors.consumer import CONSUMER_POOL, ConsumerConfig, consumer_name, start_consumers
 from actors.placement import LOCAL, NAMESPACE, Placement
+from cluster import metrics
 from events.pool_scaling import (
     Decision,
     PoolLoad,
@@ -90,6 +91,7 @@ class PoolAutoscaler:
     """Starts measuring and deciding as soon as it is constructed."""
 
     def __init__(self, config: AutoscalerConfig) -> None:
+        metrics.record_actor_start("pool_autoscaler")
         self._config = config
         self._pool: list[Any] = _find_pool(config.pool)
         self._meter = RateMeter(RATE_WINDOW_S)

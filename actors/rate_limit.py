@@ -31,6 +31,7 @@ import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.quotas import (
     LEASE_TTL_S,
     SPIKE_BASELINE_HOURS,
@@ -179,13 +180,16 @@ class RateLimiterShard:
     requests 503 and the SDKs send again."""
 
     def __init__(self, config: RateLimiterConfig) -> None:
+        metrics.record_actor_start("rate_limiter")
         self._config = config
         self._limiter = RateLimiter(config)
 
     def check(self, usages: Sequence[Usage], returns: Sequence[Return] = ()
               ) -> list[Decision]:
         try:
-            return self._limiter.check(usages, returns)
+            decisions = self._limiter.check(usages, returns)
+            record_decisions(decisions, returns)
+            return decisions
         except psycopg.OperationalError:
             log.warning("rate limiter lost its PostgreSQL connection; reconnecting")
             self._limiter = RateLimiter(self._config)
@@ -193,6 +197,25 @@ class RateLimiterShard:
 
     def stats(self) -> dict[str, int]:
         return self._limiter.stats()
+
+
+def record_decisions(decisions: Sequence[Decision], returns: Sequence[Return]) -> None:
+    """The shard's metrics: one decision per usage and category (accepted, or refused
+    by the quota's scope), the leases granted and the lease units handed back."""
+    for decision in decisions:
+        for category in decision.accepted:
+            metrics.inc("crashray_rate_limit_decisions_total", category=category,
+                        outcome="accepted", scope="")
+        for limit in decision.limits:
+            for category in limit.categories:
+                metrics.inc("crashray_rate_limit_decisions_total", category=category,
+                            outcome="refused", scope=limit.scope)
+        for lease in decision.leases:
+            metrics.inc("crashray_rate_limit_leases_total", category=lease.category)
+            metrics.inc("crashray_rate_limit_lease_units_total", lease.units,
+                        outcome="granted")
+    returned = sum(given_back[3] for given_back in returns)
+    metrics.inc("crashray_rate_limit_lease_units_total", returned, outcome="returned")
 
 
 def rate_limiter_name(index: int) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.errors import CrashrayError
 from events.symbolicate import (
     ArtifactSourceFactory,
@@ -86,6 +87,7 @@ class LocalSymbolication:
             # Optional side path: the event is worth more than its symbolication. Logged,
             # counted, and said in the event (its errors) so the user sees why.
             self.failures += 1
+            metrics.inc("crashray_symbolication_failures_total")
             log.exception("symbolication of an event of project %s failed", project_id)
             return with_failure(event, exc)
 
@@ -105,6 +107,7 @@ class Symbolicator:
     """One member of the symbolication pool; its cache holds the maps of its shard."""
 
     def __init__(self, config: SymbolicationConfig) -> None:
+        metrics.record_actor_start("symbolicator")
         self._local = LocalSymbolication(config)
 
     def symbolicate(self, event: dict[str, Any], project_id: int,

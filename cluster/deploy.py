@@ -32,6 +32,7 @@ import ray
 
 from actors.detectors import ACTOR_PREFIX as DETECTOR_PREFIX
 from actors.detectors import stop_detectors
+from actors.metrics_sampler import SAMPLER_NAME
 from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
@@ -181,6 +182,8 @@ def deploy(settings: Settings) -> StartInfo:
     # The notifier too (its sends in progress finish): the new one has the new settings;
     # what it had not sent waits in PostgreSQL's outbox.
     retire_consumers([n for n in our_actor_names() if n == NOTIFIER_NAME])
+    # And the metrics sampler, so the new one samples with the new settings.
+    retire_consumers([n for n in our_actor_names() if n == SAMPLER_NAME])
     retire_detectors([n for n in our_actor_names() if n.startswith(DETECTOR_PREFIX)])
     runtime.start_actors()
     runtime.start_serve()
@@ -254,7 +257,8 @@ def status(settings: Settings) -> ClusterStatus:
     if KEEPER_NAME not in names:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}")
     nodes = [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"],
-              "alive": n["Alive"], "resources": n.get("Resources", {})}
+              "alive": n["Alive"], "resources": n.get("Resources", {}),
+              "metrics_port": n.get("MetricsExportPort")}
              for n in ray.nodes()]  # type: ignore[no-untyped-call]
     applications: dict[str, dict[str, Any]] = {}
     for app_name, app in serve.status().applications.items():

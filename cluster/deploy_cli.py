@@ -45,6 +45,13 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(line)
 
 
+def metrics_url(address: str, port: int) -> str:
+    """A node's Prometheus endpoint (Ray's metrics agent; Crashray's metrics are the
+    ``ray_crashray_*`` series, cluster/metrics.py)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/metrics"
+
+
 def status_lines(s: Any) -> list[str]:
     """``ClusterStatus`` as the lines ``crashray status`` prints."""
     lines = [f"Nodes: {sum(1 for n in s.nodes if n['alive'])} alive of {len(s.nodes)}"]
@@ -53,6 +60,8 @@ def status_lines(s: Any) -> list[str]:
         head = " (crashray_head)" if "crashray_head" in node["resources"] else ""
         lines.append(f"  {node['node_id'][:12]} {node['address']}"
                      f" {'alive' if node['alive'] else 'dead'} {cpus:g} CPU{head}")
+        if node.get("metrics_port"):
+            lines.append(f"    Metrics: {metrics_url(node['address'], node['metrics_port'])}")
     lines.append("Deployments:")
     for app, deployments in sorted(s.applications.items()):
         for name, d in sorted(deployments.items()):

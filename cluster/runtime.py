@@ -365,6 +365,8 @@ class Runtime:
     _notifier: Any = None
     #: Anomaly detector actors by name (actors/detectors.py).
     _detectors: dict[str, Any] = field(default_factory=dict)
+    #: Samples the queue, dead letters and disk into gauges (actors/metrics_sampler.py).
+    _metrics_sampler: Any = None
     _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
@@ -427,6 +429,9 @@ class Runtime:
                      _temp_dir=str(temp_dir),
                      _node_ip_address="127.0.0.1", log_to_driver=False,
                      logging_level=RAY_DRIVER_LOG_LEVEL,
+                     # Served by the node's metrics agent, which the raylet starts even
+                     # without the dashboard (cluster/metrics.py); None: Ray picks.
+                     _metrics_export_port=s.metrics_port or None,
                      _system_config=LOCAL_RAY_SYSTEM_CONFIG)
             self._ray_system = [found.view for found in instance_processes(
                 instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
@@ -504,6 +509,7 @@ class Runtime:
         from actors.consumer import start_consumers
         from actors.detectors import DetectorConfig, start_detectors
         from actors.grouping import shard_name, start_grouping_shards
+        from actors.metrics_sampler import SamplerConfig, start_metrics_sampler
         from actors.notifier import NotifierConfig, start_notifier
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
         from actors.symbolicate import start_symbolicators, symbolicator_name
@@ -537,6 +543,9 @@ class Runtime:
                                         self.placement)
         self._detectors = start_detectors(DetectorConfig.from_settings(
             s, self.postgres_url, self.clickhouse_dsn), self.placement)
+        self._metrics_sampler = start_metrics_sampler(SamplerConfig(
+            self.postgres_url, s.metrics_sample_interval_s, s.metrics_queue_count_cap,
+            str(s.data_dir)), self.placement)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
@@ -747,6 +756,13 @@ class Runtime:
 
             stop_detectors(self._detectors, budget_s)  # each checkpoints what it learnt
             self._detectors = {}
+        if self._metrics_sampler is not None:
+            try:
+                ray.get(self._metrics_sampler.stop.remote(), timeout=budget_s)
+            except Exception:  # only gauges are lost; logged
+                log.warning("the metrics sampler did not stop cleanly", exc_info=True)
+            ray.kill(self._metrics_sampler, no_restart=True)
+            self._metrics_sampler = None
         if self._notifier is not None:
             try:  # sends in progress finish; the rest wait in PostgreSQL for the next start
                 ray.get(self._notifier.stop.remote(), timeout=budget_s)

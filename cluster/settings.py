@@ -516,6 +516,22 @@ class Settings(BaseSettings):
     #: Seconds a replica reuses its readiness answer, so frequent probes stay cheap.
     ready_cache_s: float = Field(default=1.0, ge=0)
 
+    # --- metrics (cluster/metrics.py; Ray's Prometheus endpoint on every node) -----------
+    #: Port of Ray's metrics endpoint (``/metrics``, Prometheus text) on the node of a
+    #: local Ray started by ``crashray up``: Ray's ``_metrics_export_port``. 0 lets Ray pick
+    #: a free port (several instances on one machine never collide); ``crashray status``
+    #: prints it per node. Set a fixed one (e.g. 9091) for a Prometheus scrape config. On
+    #: an existing cluster it is ``ray start --metrics-export-port`` of each node.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Seconds between two samples of the queue, dead letters, consumers and data disk
+    #: (actors/metrics_sampler.py). Prometheus scrapes every 15-60 s; a sample as often
+    #: costs one bounded queue scan (~1-26 ms, bench/queue_lag.py).
+    metrics_sample_interval_s: float = Field(default=15.0, gt=0)
+    #: Waiting queue items counted at most per sample (the count is a scan; the pool
+    #: autoscaler's cap, LAG_COUNT_CAP). Past it the gauge reads the cap; the oldest item's
+    #: age still tells how far behind the consumers are.
+    metrics_queue_count_cap: int = Field(default=100_000, ge=1)
+
     # --- bulk jobs (pipelines/: crashray export, reprocess, rollups rebuild) ------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time

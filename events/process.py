@@ -18,6 +18,7 @@ event (``_materialize_metadata_many``), so the event API reads them from the eve
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -136,6 +137,9 @@ class EventProcessor:
         self._grouping: dict[int, ProjectGrouping] = {}
         #: None: no symbolication (no artifact store configured); events stay as sent.
         self._symbolicator = symbolicator
+        #: Seconds spent per stage since the last ``take_stage_seconds`` (the consumer
+        #: reports them per batch as ``crashray_stage_seconds``; cluster/metrics.py).
+        self._stage_seconds: dict[str, float] = {}
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
         self._grouping[project_id] = grouping
@@ -145,7 +149,19 @@ class EventProcessor:
         self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(  # type: ignore[attr-defined]
             dict(datascrubbing), json_dumps=_dumps, json_loads=orjson.loads)
 
+    def take_stage_seconds(self) -> dict[str, float]:
+        """Seconds spent per stage (normalize, scrub, symbolicate, group) since the last
+        call, and start counting again."""
+        taken, self._stage_seconds = self._stage_seconds, {}
+        return taken
+
+    def _spent(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self._stage_seconds[stage] = self._stage_seconds.get(stage, 0.0) + now - started
+        return now
+
     def process(self, payload: bytes, ctx: ItemContext) -> ProcessedEvent:
+        started = time.perf_counter()
         parse_event_json(payload)  # refuse non-objects before Relay sees them
         # Relay reads the raw bytes itself: handing it a dict would re-encode the event
         # with the stdlib json module, which costs more than the normalization.
@@ -153,11 +169,14 @@ class EventProcessor:
         if ctx.envelope_event_id:
             # The envelope header's event_id takes precedence (spec §2.2).
             normalized["event_id"] = ctx.envelope_event_id
+        started = self._spent("normalize", started)
         scrubbed = self._scrub(normalized, ctx.project_id)
+        started = self._spent("scrub", started)
         if self._symbolicator is not None:
             # After Relay's normalization and scrubbing (Sentry symbolicates what Relay
             # forwarded), before tags and grouping: grouping sees the original frames.
             scrubbed = self._symbolicator(scrubbed, ctx.project_id, ctx.organization_id)
+            started = self._spent("symbolicate", started)
         tagged = {**scrubbed, "tags": event_tags(scrubbed)}
         project = self._grouping.get(ctx.project_id, ProjectGrouping())
         grouping = group_hashes_for_event(grouping_input(project.config, scrubbed, tagged),
@@ -169,6 +188,7 @@ class EventProcessor:
         issue = issue_metadata_for_event(tagged)
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
+        self._spent("group", started)
         return ProcessedEvent(
             event_id=str(tagged["event_id"]),
             event={**tagged, **event_summary(issue)},

@@ -47,6 +47,7 @@ from serve_apps.api import (
 from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services, services
+from storage.timed_pool import TimedConnectionPool
 
 #: Pydantic's prefix for errors raised by our own validators (the message follows).
 _VALUE_ERROR_PREFIX: Final = "Value error, "
@@ -158,7 +159,7 @@ class ApiDeployment:
         # ``check``: a connection is tried before it is handed out, so one that a
         # PostgreSQL restart broke is replaced instead of failing a request with a 500
         # (psycopg_pool's "connection quality" check; a round trip on a local socket).
-        pool: ConnectionPool[Any] = ConnectionPool(
+        pool: ConnectionPool[Any] = TimedConnectionPool(
             config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True,
-            check=ConnectionPool.check_connection)
+            check=ConnectionPool.check_connection, deployment="api")
         self.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))
