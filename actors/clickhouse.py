@@ -20,6 +20,7 @@ import pyarrow as pa
 import ray
 
 from actors.placement import LOCAL, Placement
+from cluster import metrics
 from events.search import EventFilters
 from events.stats import StatsQuery
 from storage.clickhouse import (
@@ -56,6 +57,7 @@ class ClickHouseOwner(ClickHouseStore):
     inserts in a concurrency group of their own."""
 
     def __init__(self, dsn: str) -> None:
+        metrics.record_actor_start("clickhouse_owner")
         super().__init__(dsn)
         self.migrate()
 

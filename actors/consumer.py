@@ -49,6 +49,7 @@ from actors.symbolicate import (
     SymbolicationConfig,
     registry,
 )
+from cluster import metrics
 from events.consume import (
     BatchPlan,
     WorkItem,
@@ -168,6 +169,8 @@ class BatchConsumer:
         if symbolicator is None and config.symbolication is not None:
             symbolicator = LocalSymbolication(config.symbolication)
         self._processor = EventProcessor(symbolicator)
+        #: Seconds the last batch's ClickHouse insert took (its ``insert`` stage).
+        self._insert_s = 0.0
         self._rules = RuleCache(config.project_settings_refresh_s)
         self._settings_loaded_at: dict[int, float] = {}
         self._pruned_at = -1e9
@@ -205,6 +208,7 @@ class BatchConsumer:
         claimed = pg_queue.claim(self._conn, self.config.batch_items, self.config.lease_s)
         if not claimed:
             return 0
+        metrics.record_consumer_items("claimed", [c.item.item_type for c in claimed])
         items = self._without_exhausted([_work_item(c) for c in claimed])
         self._load_project_settings({i.project_id for i in items})
         try:
@@ -224,6 +228,7 @@ class BatchConsumer:
         if self._store.ping():
             return
         released = pg_queue.release(self._conn, [(i.queue_id, i.attempts) for i in items])
+        metrics.record_consumer_items("released", [i.item_type for i in items])
         self.storage_down = True
         raise StorageOutage(
             f"ClickHouse does not answer ({type(error).__name__}: {error}); {released} claimed"
@@ -241,6 +246,7 @@ class BatchConsumer:
                                          f"claimed {item.attempts} times without finishing")
             log.error("dead-lettered %d items claimed more than %d times", len(exhausted),
                       self.config.max_attempts)
+            metrics.record_consumer_items("dead_lettered", [i.item_type for i in exhausted])
         return [i for i in items if i.attempts <= self.config.max_attempts]
 
     def _isolate_failures(self, items: list[WorkItem], batch_error: Exception) -> None:
@@ -266,6 +272,7 @@ class BatchConsumer:
                 log.error("queue item %s fails on its own, dead-lettered: %s",
                           item.queue_id, error)
                 pg_queue.dead_letter(self._conn, _claimed(item), error)
+        metrics.record_consumer_items("dead_lettered", [item.item_type for item, _ in failed])
 
     def _load_project_settings(self, project_ids: set[int]) -> None:
         now = time.monotonic()
@@ -289,8 +296,11 @@ class BatchConsumer:
         plan = plan_batch(items, self._processor)
         events, duplicates = first_of_each_event_id(plan.events, delivery.stored_event_ids(
             self._conn, [(item.project_id, p.event_id) for item, p in plan.events]))
+        resolving = time.perf_counter()
         issue_ids = self._resolver.issue_ids_for(
             [_candidate(item.project_id, p) for item, p in events])
+        stages = self._processor.take_stage_seconds()
+        stages["group"] = stages.get("group", 0.0) + metrics.since(resolving)
         with self._conn.transaction():
             finished = pg_queue.delete(
                 self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
@@ -301,6 +311,7 @@ class BatchConsumer:
                          for item, p in duplicates if item.queue_id in finished]
             outcomes += self._settle_unfinished(plan)
             counts = self._queue_counts(rows, outcomes)
+        metrics.record_stages({**stages, "insert": self._insert_s})
         if counts is not None:
             self._ship([counts])
 
@@ -320,6 +331,7 @@ class BatchConsumer:
         rows = [EventRow(s.item.organization_id, s.item.project_id, s.issue_id,
                          self.config.retention_days, s.processed) for s in stored
                 if s.issue_id is not None and (s.item.project_id, s.processed.event_id) in new]
+        inserting = time.perf_counter()
         self._store.insert_batch({  # one call: the owner actor is asked once per batch
             "events": events_table(rows),
             "sessions_raw": sessions_table([r for r in plan.sessions
@@ -327,6 +339,7 @@ class BatchConsumer:
             "envelope_items": envelope_items_table(
                 [_raw_item(i) for i in plan.raw_items if i.queue_id in finished],
                 self.config.retention_days)})
+        self._insert_s = metrics.since(inserting)
         transitions = self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id
                                                            for r in rows})
         apply_rules(self._conn, self._rules, [
@@ -357,6 +370,11 @@ class BatchConsumer:
             else:
                 log.warning("queue item %s failed (attempt %s), will retry: %s",
                             item.queue_id, item.attempts, error)
+        last = self.config.max_attempts
+        metrics.record_consumer_items("dead_lettered", [i.item_type for i, _ in plan.invalid] + [
+            i.item_type for i, _ in plan.failed if i.attempts >= last])
+        metrics.record_consumer_items("retried", [i.item_type for i, _ in plan.failed
+                                                  if i.attempts < last])
         return outcomes
 
     def _queue_counts(self, rows: Sequence[EventRow], outcomes: Sequence[Outcome]
@@ -555,6 +573,7 @@ class Consumer:
         # whose constructor arguments hold actor handles only with an error logged
         # (core_worker.cc, ray-project/ray#53727), and a restarted consumer finds the
         # shards again by their names.
+        metrics.record_actor_start("consumer")
         shards = [ray.get_actor(name, namespace="crashray") for name in grouping_shard_names]
         self._config = config
         self._consumer = BatchConsumer(

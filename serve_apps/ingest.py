@@ -71,6 +71,7 @@ from serve_apps.ingest_http import (
     error_response,
     ingest_route,
 )
+from serve_apps.ingest_metrics import endpoint_of, record_answer
 from serve_apps.ingest_request import IngestConfig, IngestHandler
 from storage.archive import EnvelopeArchive
 from storage.handoff import handoff_from_settings
@@ -217,6 +218,10 @@ class IngestDeployment:
             return Response(status_code=200, headers=cors)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
+        started = time.perf_counter()
+        endpoint = endpoint_of(request.url.path)
+        items: list[QueuedItem] = []
+        limits: tuple[RateLimit, ...] = ()
         try:
             check_method(request.method)
             route = ingest_route(request.url.path)
@@ -229,6 +234,7 @@ class IngestDeployment:
             if limits:
                 raise rate_limited(limits)
         except CrashrayError as exc:
+            record_answer(endpoint, started, items, limits, exc)
             if exc.sender is not None:
                 category, reason = invalid_outcome(exc, security)
                 self._tally.count(exc.sender, dt.datetime.now(dt.UTC), "invalid", category,
@@ -237,7 +243,10 @@ class IngestDeployment:
         except Exception:
             # acknowledged, so the SDK is told to try later; the cause is logged.
             log.exception("hand-off failed")
-            return error_response(Overloaded("failed to queue envelope"), cors)
+            overloaded = Overloaded("failed to queue envelope")
+            record_answer(endpoint, started, items, (), overloaded)
+            return error_response(overloaded, cors)
+        record_answer(endpoint, started, items)
         if security:
             # Relay answers a security report with a bare 200 (PR #864: not 201, which
             # Chrome's Expect-CT tester refused), whatever number of reports it held.

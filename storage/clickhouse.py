@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any, Final, Protocol
 import clickhouse_connect
 import pyarrow as pa
 
+from cluster import metrics
 from events.search import EventFilters
 from events.stats import ERROR_CATEGORIES, MAX_STATS_ROWS, StatsQuery
 from storage.errors import MigrationError
@@ -301,7 +303,10 @@ class ClickHouseStore:
     def _insert(self, table: str, data: pa.Table, token: str | None) -> int:
         if data.num_rows:
             settings = {} if token is None else {"insert_deduplication_token": token}
+            started = time.perf_counter()
             self._client.insert_arrow(table, data, settings=settings)
+            metrics.record_clickhouse_insert(table, data.num_rows, data.nbytes,
+                                             metrics.since(started))
         return int(data.num_rows)
 
     def insert_counts(self, token: str, tables: Mapping[str, pa.Table]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +29,14 @@ from storage.queue import QueuedItem
 from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_notifier import Db, config, enqueue, new_delivery, receiver, settled
-from tests.support import scratch_database, wait_until
+from tests.support import (
+    corpus_event,
+    envelope_bytes,
+    gzip_bytes,
+    python_sdk_headers,
+    scratch_database,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +227,42 @@ def test_ingest_answers_are_counted_by_outcome_reason_and_category(
     }
     seen = {key: series(key[0], worker, **dict(key[1])) for key in expected}
     assert seen == expected
+
+
+def totals(name: str, **labels: str) -> float:
+    """``name`` summed over every worker's series with ``labels``."""
+    text = httpx.get(endpoint(), timeout=10).text
+    return sum(float(sample.value) for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name
+               and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_sent_events_are_counted_from_ingest_to_clickhouse(crashray: RunningCrashray,
+                                                            corpus_dir: Path) -> None:
+    accepted = {"endpoint": "envelope", "outcome": "accepted", "reason": ""}
+    before = {"requests": totals("ray_crashray_ingest_requests_total", **accepted),
+              "rows": totals("ray_crashray_clickhouse_insert_rows_total", table="events"),
+              **{stage: totals("ray_crashray_stage_seconds_count", stage=stage)
+                 for stage in ("normalize", "scrub", "group", "insert")}}
+    for _ in range(3):
+        response = httpx.post(f"{crashray.base_url}/api/1/envelope/",
+                              content=gzip_bytes(envelope_bytes(corpus_event(corpus_dir))),
+                              headers=python_sdk_headers(crashray.public_key), timeout=10)
+        assert response.status_code == 200, response.text
+    wait_until(lambda: totals("ray_crashray_clickhouse_insert_rows_total", table="events")
+               - before["rows"] == 3, EXPORT_WAIT_S, interval_s=1.0,
+               what="3 event rows inserted, on Ray's endpoint")
+    wait_until(lambda: totals("ray_crashray_ingest_requests_total", **accepted)
+               - before["requests"] == 3, EXPORT_WAIT_S, interval_s=1.0,
+               what="3 accepted envelopes, on Ray's endpoint")
+    # Each worker's figures reach the endpoint on their own schedule: the consumer's may
+    # come a few seconds after the ClickHouse owner's.
+    for stage in ("normalize", "scrub", "group", "insert"):
+        wait_until(_timed(stage, before[stage]), EXPORT_WAIT_S, interval_s=1.0,
+                   what=f"the {stage} stage timed, on Ray's endpoint")
+    assert totals("ray_crashray_consumer_items_total", item_type="event",
+                  outcome="claimed") >= 3
+
+
+def _timed(stage: str, before: float) -> Any:
+    return lambda: totals("ray_crashray_stage_seconds_count", stage=stage) > before
