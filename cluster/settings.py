@@ -470,6 +470,10 @@ class Settings(BaseSettings):
     #: hours up to this many events; an hour holding more is one slice). With bodies of a
     #: few KiB, 20,000 events keep a task's memory near 100 MiB.
     export_slice_events: int = Field(default=20_000, ge=1)
+    #: Events ``crashray import`` stores per PostgreSQL transaction and ClickHouse insert
+    #: (and reads per processing batch). Larger batches mean fewer, larger writes; 2,000
+    #: events of a few KiB keep a task's memory in the tens of MiB and a transaction short.
+    import_batch_events: int = Field(default=2_000, ge=1)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
