@@ -160,6 +160,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         invalid_examples,
         print_progress,
         run_import,
+        stage_line,
         summary_line,
     )
     from pipelines.import_sources import list_sources
@@ -188,6 +189,8 @@ def cmd_import(args: argparse.Namespace) -> None:
     for example in invalid_examples(result):
         print(f"  e.g. {example[:300]}", file=sys.stderr)
     print(summary_line(result) + f" ({args.org}/{args.project})")
+    if args.stage_times:
+        print(stage_line(result.tally))
 
 
 def _issues(n: int) -> str:
@@ -222,5 +225,7 @@ def add_parsers(sub: Any) -> None:
                              " (pipelines/import_events.py)")
     _scope(imports)
     imports.add_argument("--quiet", action="store_true", help="no progress line")
+    imports.add_argument("--stage-times", action="store_true",
+                         help="also print the task time spent reading, processing, storing")
     imports.add_argument("paths", nargs="+", metavar="PATH", help="files, folders, tarballs")
     command(imports, cmd_import)

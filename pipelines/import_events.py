@@ -48,12 +48,14 @@ command; every row and count is written with both ids, nothing else is read or w
 
 from __future__ import annotations
 
+import copyreg
 import datetime as dt
 import logging
 import pickle
 import sys
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,18 @@ from pipelines.import_sources import SourceDescriptor, read_source
 IMPORT_MAX_SECS_IN_PAST: Final = 100 * 365 * 86_400
 #: The outcome reason of an imported event (see the module docstring).
 IMPORT_REASON: Final = "import"
+
+def _mapping_proxy(items: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
+    return types.MappingProxyType(items)
+
+
+def _pickle_mapping_proxy(m: types.MappingProxyType[Any, Any]) -> tuple[Any, ...]:
+    return (_mapping_proxy, (dict(m),))
+
+
+# Processed events (grouping results, issue metadata) hold read-only mappings; they cross
+# from the processing actors to the write tasks pickled in an Arrow column.
+copyreg.pickle(types.MappingProxyType, _pickle_mapping_proxy)
 
 RAW_SCHEMA: Final = pa.schema([
     ("origin", pa.string()), ("event_id", pa.string()), ("processed", pa.binary()),
@@ -114,8 +128,13 @@ class Tally:
     #: The first detail seen for each invalid reason.
     examples: dict[str, str] = field(default_factory=dict)
     issues: set[int] = field(default_factory=set)
+    #: Task seconds spent per stage: ``read`` (files, decompression, envelope parsing),
+    #: ``process`` (normalize, scrub, symbolicate, group), ``store`` (PostgreSQL, ClickHouse).
+    stage_s: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: Tally) -> None:
+        for stage, seconds in other.stage_s.items():
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
         self.imported += other.imported
         self.skipped += other.skipped
         self.discarded += other.discarded
@@ -139,12 +158,13 @@ class ReadAndProcess:
     """A Ray Data actor: descriptors in, processed events out (pickled ``ProcessedEvent``s
     in a binary column, or the reason an event cannot be imported)."""
 
-    def __init__(self, job: ImportJob) -> None:
+    def __init__(self, job: ImportJob, progress: Any) -> None:
         from actors.store_events import load_project_settings
         from actors.symbolicate import LocalSymbolication
         from storage.postgres import connect
 
         self.job = job
+        self.progress = progress
         self.processor = EventProcessor(
             None if job.symbolication is None else LocalSymbolication(job.symbolication))
         with connect(job.postgres_url) as conn:
@@ -152,13 +172,19 @@ class ReadAndProcess:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[dict[str, Any]] = []
-        for d in batch.to_pylist():
-            descriptor = SourceDescriptor(d["path"], d["kind"], d["start"], d["end"])
-            for raw in read_source(descriptor):
-                if raw.error is not None:
-                    rows.append({"origin": raw.origin, "error": raw.error})
-                    continue
-                rows.append(self.process(raw.origin, raw.payload, raw.received, raw.event_id))
+        started = time.perf_counter()
+        raws = [raw for d in batch.to_pylist()
+                for raw in read_source(SourceDescriptor(d["path"], d["kind"], d["start"],
+                                                        d["end"]))]
+        read_s = time.perf_counter() - started
+        for raw in raws:
+            if raw.error is not None:
+                rows.append({"origin": raw.origin, "error": raw.error})
+                continue
+            rows.append(self.process(raw.origin, raw.payload, raw.received, raw.event_id))
+        timing = Tally(stage_s={"read": read_s, "process":
+                                       time.perf_counter() - started - read_s})
+        self.progress.add.remote(timing)  # not waited for: the driver reads it at the end
         return pa.Table.from_pylist(rows, schema=RAW_SCHEMA)
 
     def process(self, origin: str, payload: bytes, received: dt.datetime,
@@ -274,7 +300,9 @@ class ImportDatasink(Datasink[None]):
 
     def _store(self, conn: Any, storage: Any, resolver: Any,
                events: Sequence[ProcessedEvent]) -> None:
+        started = time.perf_counter()
         tally = store_batch(conn, storage, resolver, self.job, events)
+        tally.stage_s["store"] = time.perf_counter() - started
         ray.get(self.progress.add.remote(tally))
 
 
@@ -297,7 +325,7 @@ def run_import(job: ImportJob, limits: ImportLimits, descriptors: Sequence[Sourc
     started = time.monotonic()
     progress = ImportProgress.remote()  # type: ignore[attr-defined]
     if descriptors:
-        dataset = _dataset(job, limits, descriptors)
+        dataset = _dataset(job, limits, descriptors, progress)
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -324,8 +352,8 @@ def run_import(job: ImportJob, limits: ImportLimits, descriptors: Sequence[Sourc
     return ImportResult(tally, time.monotonic() - started)
 
 
-def _dataset(job: ImportJob, limits: ImportLimits, descriptors: Sequence[SourceDescriptor]
-             ) -> Any:
+def _dataset(job: ImportJob, limits: ImportLimits, descriptors: Sequence[SourceDescriptor],
+             progress: Any) -> Any:
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -340,7 +368,7 @@ def _dataset(job: ImportJob, limits: ImportLimits, descriptors: Sequence[SourceD
     # Typed Any: Ray's stubs do not name callable classes among map_batches' functions.
     udf: Any = ReadAndProcess
     return ray.data.from_items(items).map_batches(
-        udf, fn_constructor_kwargs={"job": job}, batch_format="pyarrow",
+        udf, fn_constructor_kwargs={"job": job, "progress": progress}, batch_format="pyarrow",
         batch_size=max(1, limits.batch_events // per_descriptor),
         concurrency=limits.concurrency, num_cpus=limits.task_cpus)
 
@@ -376,6 +404,15 @@ def summary_line(result: ImportResult) -> str:
     if t.discarded:
         line += f", discarded {t.discarded} (their issues were deleted)"
     return line + f"; {t.handled / max(result.took_s, 1e-9):.0f} events/s"
+
+
+def stage_line(tally: Tally) -> str:
+    """``task time per stage: read 3%, process 71%, store 26%``."""
+    total = sum(tally.stage_s.values()) or 1.0
+    return "task time per stage: " + ", ".join(
+        f"{stage} {tally.stage_s.get(stage, 0.0) / total:.0%}"
+        f" ({tally.stage_s.get(stage, 0.0):.1f} s)"
+        for stage in ("read", "process", "store"))
 
 
 def invalid_examples(result: ImportResult) -> list[str]:
