@@ -153,6 +153,11 @@ def cmd_import(args: argparse.Namespace) -> None:
 
     from cluster.cli_common import _connect
     from cluster.runtime import Runtime
+    from pipelines.import_sources import list_sources
+
+    settings = settings_from(args)
+    prepare_ray(settings)
+    # After prepare_ray: the pipeline module imports Ray, which reads its environment once.
     from pipelines.import_events import (
         ImportJob,
         ImportLimits,
@@ -163,10 +168,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         stage_line,
         summary_line,
     )
-    from pipelines.import_sources import list_sources
 
-    settings = settings_from(args)
-    prepare_ray(settings)
     descriptors = list_sources(as_paths(args.paths), settings.import_batch_events)
     address = ray_address_of(settings)
     runtime = Runtime(settings)
