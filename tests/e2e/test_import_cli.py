@@ -1,0 +1,86 @@
+"""``crashray import`` as a user runs it, against a real ``crashray up``: envelope files
+captured from the real SDKs (tests/fixtures/sdk) imported into a project, counted as the
+API shows them; a re-run adds nothing; a project of another organization is refused."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
+from tests.e2e.test_pipelines import crashray, last_line
+from tests.support import free_port
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sdk"
+SDK_FILES = ("python-sdk-2.75.0-exception", "node-sdk-11.12.0-exception")
+EVENTS = 6
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashrayProcess]:
+    instance = start_crashray(tmp_path_factory.mktemp("import"), free_port())
+    try:
+        data_dir = str(instance.data_dir)
+        for argv in (("project", "create", "history"), ("org", "create", "other"),
+                     ("project", "create", "theirs", "--org", "other")):
+            created = crashray(*argv, "--data-dir", data_dir)
+            assert created.returncode == 0, created.stderr
+        yield instance
+    finally:
+        assert stop_crashray(instance) == 0, "".join(instance.output[-40:])
+
+
+def envelopes(folder: Path) -> None:
+    """The SDK captures as envelope files with fresh ids, one day old."""
+    folder.mkdir()
+    day_ago = time.time() - 86_400
+    for n in range(EVENTS):
+        lines = (FIXTURES / f"{SDK_FILES[n % 2]}.envelope").read_bytes().split(b"\n")
+        event = orjson.loads(lines[2])
+        event_id = uuid.uuid4().hex
+        event.update(event_id=event_id, timestamp=day_ago + n)
+        payload = orjson.dumps(event)
+        (folder / f"{event_id}.envelope").write_bytes(b"\n".join([
+            orjson.dumps({"event_id": event_id, "sent_at": "2026-11-28T16:05:56Z"}),
+            orjson.dumps({"type": "event", "length": len(payload)}), payload]))
+
+
+def issues(instance: CrashrayProcess, project: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{instance.base_url}/api/0/projects/crashray/{project}/issues/"
+                         "?statsPeriod=24h&query=",
+                         headers={"Authorization": f"Bearer {instance.token}"})
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+def test_import_of_sdk_envelopes_counts_them_once_and_refuses_another_orgs_project(
+        running: CrashrayProcess, tmp_path: Path) -> None:
+    folder = tmp_path / "envelopes"
+    envelopes(folder)
+    data_dir = str(running.data_dir)
+
+    first = crashray("import", "--project", "history", "--data-dir", data_dir, str(folder))
+    assert first.returncode == 0, first.stderr
+    assert last_line(first).startswith(
+        f"imported {EVENTS} events into 2 issues, skipped 0 already stored, invalid 0;")
+    found = issues(running, "history")
+    assert sorted(int(i["count"]) for i in found) == [EVENTS // 2, EVENTS // 2]
+
+    again = crashray("import", "--project", "history", "--data-dir", data_dir, str(folder))
+    assert again.returncode == 0, again.stderr
+    assert last_line(again).startswith(
+        f"imported 0 events into 0 issues, skipped {EVENTS} already stored")
+    assert sorted(int(i["count"]) for i in issues(running, "history")) == [3, 3]
+
+    refused = crashray("import", "--project", "theirs", "--data-dir", data_dir, str(folder))
+    assert refused.returncode != 0
+    assert "no project 'theirs' in organization 'crashray'" in refused.stderr
+    assert issues(running, "default") == []
