@@ -68,7 +68,7 @@ from ray.data import Datasink
 
 from events.process import EventProcessor, InvalidEvent, ItemContext, ProcessedEvent
 from events.rows import Outcome
-from pipelines.import_sources import SourceDescriptor, read_source
+from pipelines.import_sources import RawEvent, SourceDescriptor, read_source
 
 #: Relay's past-timestamp window for imported history: about a century, so an event keeps
 #: its timestamp however old (events/process.py ItemContext.max_secs_in_past).
@@ -88,9 +88,11 @@ def _pickle_mapping_proxy(m: types.MappingProxyType[Any, Any]) -> tuple[Any, ...
 # from the processing actors to the write tasks pickled in an Arrow column.
 copyreg.pickle(types.MappingProxyType, _pickle_mapping_proxy)
 
+#: What the processing stage hands the datasink, one row per event read: its pickled
+#: ``ProcessedEvent``, or the reason it cannot be imported, or ``stored_before``.
 RAW_SCHEMA: Final = pa.schema([
     ("origin", pa.string()), ("event_id", pa.string()), ("processed", pa.binary()),
-    ("error", pa.string()),
+    ("error", pa.string()), ("stored_before", pa.bool_()),
 ])
 
 
@@ -167,8 +169,9 @@ class ReadAndProcess:
         self.progress = progress
         self.processor = EventProcessor(
             None if job.symbolication is None else LocalSymbolication(job.symbolication))
-        with connect(job.postgres_url) as conn:
-            load_project_settings(conn, self.processor, [job.project_id])
+        # Kept for the job: each batch asks which of its event ids are stored already.
+        self.conn = connect(job.postgres_url)
+        load_project_settings(self.conn, self.processor, [job.project_id])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[dict[str, Any]] = []
@@ -177,15 +180,30 @@ class ReadAndProcess:
                 for raw in read_source(SourceDescriptor(d["path"], d["kind"], d["start"],
                                                         d["end"]))]
         read_s = time.perf_counter() - started
+        stored = self.stored_before(raws)
         for raw in raws:
             if raw.error is not None:
                 rows.append({"origin": raw.origin, "error": raw.error})
+                continue
+            if raw.event_id in stored:
+                rows.append({"origin": raw.origin, "event_id": raw.event_id,
+                             "stored_before": True})
                 continue
             rows.append(self.process(raw.origin, raw.payload, raw.received, raw.event_id))
         timing = Tally(stage_s={"read": read_s, "process":
                                        time.perf_counter() - started - read_s})
         self.progress.add.remote(timing)  # not waited for: the driver reads it at the end
         return pa.Table.from_pylist(rows, schema=RAW_SCHEMA)
+
+    def stored_before(self, raws: Sequence[RawEvent]) -> set[str]:
+        """The event ids of ``raws`` the project has stored: a re-run or a resumed import
+        skips them before the costly processing (the datasink checks again, and
+        ``record_events`` is the last word)."""
+        from storage import delivery
+
+        project = self.job.project_id
+        return {event_id for _, event_id in delivery.stored_event_ids(
+            self.conn, [(project, r.event_id) for r in raws if r.event_id is not None])}
 
     def process(self, origin: str, payload: bytes, received: dt.datetime,
                 event_id: str | None) -> dict[str, Any]:
@@ -285,13 +303,15 @@ class ImportDatasink(Datasink[None]):
             resolver = IssueResolver(conn, self.job.grouping_cache_hashes)
             pending: list[ProcessedEvent] = []
             for block in blocks:
-                invalid = Tally()
+                read_tally = Tally()
                 for row in block.to_pylist():
                     if row["error"] is not None:
-                        invalid.note_invalid(row["error"])
+                        read_tally.note_invalid(row["error"])
+                    elif row["stored_before"]:
+                        read_tally.skipped += 1
                     else:
                         pending.append(pickle.loads(row["processed"]))
-                ray.get(self.progress.add.remote(invalid))
+                ray.get(self.progress.add.remote(read_tally))
                 while len(pending) >= self.batch_events:
                     self._store(conn, storage, resolver, pending[:self.batch_events])
                     pending = pending[self.batch_events:]
