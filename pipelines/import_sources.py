@@ -204,10 +204,19 @@ def envelope_events(origin: str, data: bytes, mtime: dt.datetime) -> Iterator[Ra
         yield _failed(origin, "not_an_event", "the envelope holds no event item (item types:"
                       f" {', '.join(sorted({i.type for i in envelope.items})) or 'none'})")
     for n, item in enumerate(events):
-        # The header's id belongs to the envelope's (first) event (spec §2.2).
-        event_id = header_id if n == 0 else None
+        # The header's id belongs to the envelope's (first) event and wins over the
+        # payload's (spec §2.2); another event keeps its own id.
+        event_id = (header_id if n == 0 else None) or _payload_event_id(item.payload)
         yield RawEvent(origin, item.payload, received,
                        event_id or stable_event_id(item.payload))
+
+
+def _payload_event_id(payload: bytes) -> str | None:
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None  # refused when the event is processed: reported there
+    return _event_id_of(event) if isinstance(event, dict) else None
 
 
 def json_event(origin: str, payload: bytes, mtime: dt.datetime) -> RawEvent:

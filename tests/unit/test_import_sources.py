@@ -118,3 +118,13 @@ def test_the_summary_names_imported_skipped_invalid_reasons_and_rate() -> None:
         "imported 90 events into 3 issues, skipped 5 already stored, invalid 5"
         " (invalid_json: 3, invalid_envelope: 2); 50 events/s")
     assert progress_line(tally, 200, 2.0) == "100 / 200 events (50/s), ETA 2 s"
+
+
+def test_an_envelope_without_header_id_keeps_its_events_own_ids(tmp_path: Path) -> None:
+    payloads = [orjson.dumps({"event_id": f"{n:032x}", "message": "m"}) for n in (1, 2)]
+    parts = [b"{}"]
+    for payload in payloads:
+        parts += [orjson.dumps({"type": "event", "length": len(payload)}), payload]
+    path = tmp_path / "two.envelope"
+    path.write_bytes(b"\n".join(parts))
+    assert [e.event_id for e in read_all([path])] == [f"{1:032x}", f"{2:032x}"]
