@@ -41,7 +41,7 @@ from typing import Any, Final
 import orjson
 
 from events.envelope import EnvelopeLimits, normalize_event_id, normalize_sent_at, parse_envelope
-from events.errors import BadRequest
+from events.errors import BadRequest, PayloadTooLarge
 
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -194,7 +194,9 @@ def envelope_events(origin: str, data: bytes, mtime: dt.datetime) -> Iterator[Ra
     try:
         envelope = parse_envelope(data, IMPORT_ENVELOPE_LIMITS)
         header_id = envelope.event_id
-    except BadRequest as exc:
+    except (BadRequest, PayloadTooLarge) as exc:
+        # As ingest refuses it (a malformed envelope; one over Relay's limits, such as two
+        # event items in one envelope): reported, the other files go on.
         yield _failed(origin, "invalid_envelope", str(exc))
         return
     sent_at = normalize_sent_at(envelope.headers.get("sent_at"))

@@ -120,11 +120,13 @@ def test_the_summary_names_imported_skipped_invalid_reasons_and_rate() -> None:
     assert progress_line(tally, 200, 2.0) == "100 / 200 events (50/s), ETA 2 s"
 
 
-def test_an_envelope_without_header_id_keeps_its_events_own_ids(tmp_path: Path) -> None:
+def test_an_envelope_without_header_id_keeps_its_events_own_id_and_two_events_are_refused(
+        tmp_path: Path) -> None:
     payloads = [orjson.dumps({"event_id": f"{n:032x}", "message": "m"}) for n in (1, 2)]
-    parts = [b"{}"]
-    for payload in payloads:
-        parts += [orjson.dumps({"type": "event", "length": len(payload)}), payload]
-    path = tmp_path / "two.envelope"
-    path.write_bytes(b"\n".join(parts))
-    assert [e.event_id for e in read_all([path])] == [f"{1:032x}", f"{2:032x}"]
+    items = [[orjson.dumps({"type": "event", "length": len(p)}), p] for p in payloads]
+    (tmp_path / "one.envelope").write_bytes(b"\n".join([b"{}", *items[0]]))
+    (tmp_path / "two.envelope").write_bytes(b"\n".join([b"{}", *items[0], *items[1]]))
+    one, two = read_all([tmp_path])
+    assert (one.event_id, one.error) == (f"{1:032x}", None)
+    # Relay accepts one event item per envelope; ingest refuses the same envelope.
+    assert str(two.error).startswith("invalid_envelope:")
