@@ -111,7 +111,9 @@ def _describe(file: Path, lines_per_descriptor: int) -> list[SourceDescriptor]:
         raise ImportSourceError(f"{file}: cannot be read ({exc})") from exc
     name = file.name.lower()
     if head == SQLITE_MAGIC:
-        bugsink_reader(file)  # refused here, before the job starts, if there is none
+        # Opened and checked now (the reader refuses a file that is not a Bugsink
+        # database, naming what is missing), so a wrong file fails before the job starts.
+        bugsink_reader(file)(file)
         return [SourceDescriptor(str(file), BUGSINK)]
     if name.endswith(TAR_SUFFIXES):
         return [SourceDescriptor(str(file), TARBALL, events=_tar_members(file))]
