@@ -4,6 +4,10 @@ API shows them; a re-run adds nothing; a project of another organization is refu
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
-from tests.e2e.test_pipelines import crashray, last_line
+from tests.e2e.test_pipelines import ROOT, crashray, last_line
 from tests.support import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sdk"
@@ -28,7 +32,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashrayProces
     instance = start_crashray(tmp_path_factory.mktemp("import"), free_port())
     try:
         data_dir = str(instance.data_dir)
-        for argv in (("project", "create", "history"), ("org", "create", "other"),
+        for argv in (("project", "create", "history"), ("project", "create", "killed"),
+                     ("org", "create", "other"),
                      ("project", "create", "theirs", "--org", "other")):
             created = crashray(*argv, "--data-dir", data_dir)
             assert created.returncode == 0, created.stderr
@@ -84,3 +89,49 @@ def test_import_of_sdk_envelopes_counts_them_once_and_refuses_another_orgs_proje
     assert refused.returncode != 0
     assert "no project 'theirs' in organization 'crashray'" in refused.stderr
     assert issues(running, "default") == []
+
+
+#: Events of the import killed midway, committed in batches of KILL_BATCH_EVENTS.
+KILLED_EVENTS = 3000
+KILL_BATCH_EVENTS = 100
+
+
+def test_an_import_killed_midway_and_run_again_counts_every_event_once(
+        running: CrashrayProcess, tmp_path: Path) -> None:
+    lines = []
+    for n in range(KILLED_EVENTS):
+        event = orjson.loads((FIXTURES / f"{SDK_FILES[n % 2]}.envelope").read_bytes()
+                             .split(b"\n")[2])
+        event["exception"]["values"][-1]["type"] = f"KilledImportError{n % 5}"
+        event.update(event_id=uuid.uuid4().hex, timestamp=time.time() - 3600 - n)
+        lines.append(orjson.dumps(event))
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CRASHRAY_")}
+    environment["CRASHRAY_IMPORT_BATCH_EVENTS"] = str(KILL_BATCH_EVENTS)
+    argv = [sys.executable, "-m", "cluster.cli", "import", "--project", "killed",
+            "--data-dir", str(running.data_dir), str(source)]
+    job = subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while sum(int(i["count"]) for i in issues(running, "killed")) < 2 * KILL_BATCH_EVENTS:
+            assert job.poll() is None, "the import ended before it could be killed"
+            assert time.monotonic() < deadline, "the import stored nothing in 180 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the driver and what it started, mid-batch
+        job.wait()
+    counted_before = sum(int(i["count"]) for i in issues(running, "killed"))
+    assert counted_before < KILLED_EVENTS
+
+    resumed = subprocess.run(argv, cwd=ROOT, env=environment, capture_output=True,
+                             text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = last_line(resumed)
+    imported = int(summary.split()[1])
+    skipped = int(summary.split("skipped ")[1].split()[0])
+    assert imported + skipped == KILLED_EVENTS, summary
+    assert skipped >= counted_before, summary
+    assert sorted(int(i["count"]) for i in issues(running, "killed")) == \
+        [KILLED_EVENTS // 5] * 5
