@@ -32,7 +32,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashrayProces
     instance = start_crashray(tmp_path_factory.mktemp("import"), free_port())
     try:
         data_dir = str(instance.data_dir)
-        for argv in (("project", "create", "history"), ("project", "create", "killed"),
+        for argv in (("project", "create", "history", "--org", "crashray"),
+                     ("project", "create", "killed", "--org", "crashray"),
                      ("org", "create", "other"),
                      ("project", "create", "theirs", "--org", "other")):
             created = crashray(*argv, "--data-dir", data_dir)
