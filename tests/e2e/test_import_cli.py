@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
-from tests.e2e.test_pipelines import ROOT, crashray, last_line
+from tests.e2e.test_pipelines import ROOT, crashray
 from tests.support import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sdk"
@@ -59,6 +59,12 @@ def envelopes(folder: Path) -> None:
             orjson.dumps({"type": "event", "length": len(payload)}), payload]))
 
 
+def summary_of(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's summary line (Ray may print notices of its own after it)."""
+    return next((line for line in result.stdout.splitlines()
+                 if line.startswith("imported ")), result.stdout[-2000:])
+
+
 def issues(instance: CrashrayProcess, project: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{instance.base_url}/api/0/projects/crashray/{project}/issues/"
                          "?statsPeriod=24h&query=",
@@ -76,14 +82,14 @@ def test_import_of_sdk_envelopes_counts_them_once_and_refuses_another_orgs_proje
 
     first = crashray("import", "--project", "history", "--data-dir", data_dir, str(folder))
     assert first.returncode == 0, first.stderr
-    assert last_line(first).startswith(
+    assert summary_of(first).startswith(
         f"imported {EVENTS} events into 2 issues, skipped 0 already stored, invalid 0;")
     found = issues(running, "history")
     assert sorted(int(i["count"]) for i in found) == [EVENTS // 2, EVENTS // 2]
 
     again = crashray("import", "--project", "history", "--data-dir", data_dir, str(folder))
     assert again.returncode == 0, again.stderr
-    assert last_line(again).startswith(
+    assert summary_of(again).startswith(
         f"imported 0 events into 0 issues, skipped {EVENTS} already stored")
     assert sorted(int(i["count"]) for i in issues(running, "history")) == [3, 3]
 
@@ -130,7 +136,7 @@ def test_an_import_killed_midway_and_run_again_counts_every_event_once(
     resumed = subprocess.run(argv, cwd=ROOT, env=environment, capture_output=True,
                              text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr
-    summary = last_line(resumed)
+    summary = summary_of(resumed)
     imported = int(summary.split()[1])
     skipped = int(summary.split("skipped ")[1].split()[0])
     assert imported + skipped == KILLED_EVENTS, summary
