@@ -4,6 +4,7 @@ API shows them; a re-run adds nothing; a project of another organization is refu
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -55,7 +56,10 @@ def envelopes(folder: Path) -> None:
         event.update(event_id=event_id, timestamp=hour_ago + n)
         payload = orjson.dumps(event)
         (folder / f"{event_id}.envelope").write_bytes(b"\n".join([
-            orjson.dumps({"event_id": event_id, "sent_at": "2026-11-28T16:05:56Z"}),
+            # Sent a second after it happened, as an SDK does (an event stamped later than
+            # its envelope was sent would get the envelope's time, as Relay does).
+            orjson.dumps({"event_id": event_id, "sent_at": dt.datetime.fromtimestamp(
+                hour_ago + n + 1, dt.UTC).isoformat()}),
             orjson.dumps({"type": "event", "length": len(payload)}), payload]))
 
 
