@@ -25,7 +25,9 @@ What differs from live ingest, and why:
   notify anyone nor reopen an issue someone resolved meanwhile.
 * Timestamps stay the original ones: an event is received at its envelope's ``sent_at``,
   its JSON's ``received``, its file's modification time or Bugsink's receipt time, and
-  Relay's window for past timestamps (30 days) is widened (``IMPORT_MAX_SECS_IN_PAST``).
+  Relay's window for past timestamps (30 days) is widened (``IMPORT_MAX_SECS_IN_PAST``);
+  its future window is not: an event stamped more than a minute after it was received
+  (say, later than its envelope's ``sent_at``) gets the received time, as ingest gives it.
   Events older than the project's retention (``CRASHRAY_RETENTION_DAYS``) are counted but
   their rows expire at ClickHouse's next TTL merge, as live ones do.
 
