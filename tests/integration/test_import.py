@@ -117,7 +117,7 @@ def live(crashray: RunningCrashray, events: list[tuple[str, bytes]]) -> dict[str
     with httpx.Client(timeout=30) as client:
         wait_until(lambda: client.post(
             f"{c.base_url}/api/{project_id}/envelope/", content=gzip_bytes(events[1][1]),
-            headers=python_sdk_headers(key)).status_code == 200, 30, "the new key accepted")
+            headers=python_sdk_headers(key)).status_code == 200, 60, "the new key accepted")
         for _, envelope in events:
             response = client.post(f"{c.base_url}/api/{project_id}/envelope/",
                                    content=gzip_bytes(envelope), headers=python_sdk_headers(key))
@@ -127,7 +127,7 @@ def live(crashray: RunningCrashray, events: list[tuple[str, bytes]]) -> dict[str
         issues = issues_of(c, 1, project_id)
         return issues if sum(issues.values()) == EVENTS else None
 
-    return wait_until(counted, 60, "the live events counted")
+    return wait_until(counted, 180, "the live events counted")
 
 
 def test_import_of_envelope_files_matches_the_sdk_endpoint_and_a_rerun_adds_nothing(
