@@ -10,6 +10,10 @@ batch follows an order that loses nothing and counts nothing twice:
   (hourly issue counts, outcomes) in ``clickhouse_outbox`` → commit → ship the counts to
   ClickHouse under the outbox row's deduplication token → forget the outbox row.
 
+The storing steps (issues, counting, ClickHouse rows, lifecycle, outbox, shipping) are
+actors/store_events.py's, shared with ``crashray import``; this actor adds the queue, the
+outcomes of every item and the alert rules.
+
 A consumer killed before the commit leaves its rows leased; the lease runs out, another
 consumer re-claims them (in whatever mix), and their ClickHouse rows, which identify
 themselves (event id, queue id), collapse with the first copies (ReplacingMergeTree,
@@ -27,7 +31,6 @@ goes to ``ingest_dead_letters`` (``crashray dead-letters`` replays or drops them
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -43,6 +46,12 @@ from actors.clickhouse import clickhouse_store
 from actors.consumer_alerts import BatchEvent, RuleCache, apply_rules
 from actors.grouping import IssueResolver, ShardedResolver
 from actors.placement import LOCAL, Placement
+from actors.store_events import (
+    EventStorage,
+    EventToStore,
+    load_project_settings,
+    resolve_issues,
+)
 from actors.symbolicate import (
     LocalSymbolication,
     ShardedSymbolication,
@@ -57,29 +66,13 @@ from events.consume import (
     first_of_each_event_id,
     plan_batch,
 )
-from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
-from events.grouping.fingerprint_rules import RuleSyntaxError
-from events.grouping.rules import GroupingRules, grouping_rules_from_text
-from events.lifecycle import (
-    IssueState,
-    NewEvent,
-    counting_windows,
-    needs_user_count,
-    transition_after_events,
-)
-from events.process import EventProcessor, ProcessedEvent, ProjectGrouping, Symbolicator
+from events.process import EventProcessor, Symbolicator
 from events.rows import (
-    Counts,
     EventRow,
     Outcome,
     RawItem,
-    decode_counts,
-    encode_counts,
     envelope_items_table,
-    events_table,
-    hourly_issue_counts,
     sessions_table,
-    summed_outcomes,
 )
 from storage import delivery
 from storage import issues as issue_store
@@ -88,7 +81,6 @@ from storage.artifacts import ArtifactSweep, SweepResult, sweep_artifacts
 from storage.clickhouse import EventStore
 from storage.errors import StorageError
 from storage.postgres import connect
-from storage.projects import ProjectGroupingSettings, grouping_settings, scrubbing_configs
 from storage.scope import ProjectScope
 
 log = logging.getLogger("crashray.consumer")
@@ -145,8 +137,7 @@ class _Stored:
     """An event this transaction finishes, with its issue (None: discarded hash)."""
 
     item: WorkItem
-    processed: ProcessedEvent
-    issue_id: int | None
+    event: EventToStore
 
 
 class BatchConsumer:
@@ -169,7 +160,9 @@ class BatchConsumer:
         if symbolicator is None and config.symbolication is not None:
             symbolicator = LocalSymbolication(config.symbolication)
         self._processor = EventProcessor(symbolicator)
-        #: Seconds the last batch's ClickHouse insert took (its ``insert`` stage).
+        self._storage = EventStorage(self._store, config.retention_days, config.lease_s)
+        #: Seconds the last batch's storing took (its ``insert`` stage: the PostgreSQL
+        #: counts and the ClickHouse rows, actors/store_events.py).
         self._insert_s = 0.0
         self._rules = RuleCache(config.project_settings_refresh_s)
         self._settings_loaded_at: dict[int, float] = {}
@@ -179,7 +172,6 @@ class BatchConsumer:
         #: Set when a batch failed while ClickHouse did not answer; cleared once it does.
         self.storage_down = False
         self.processed_total = 0
-        self.ship_failures = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
         # The consumer's commits need atomicity, not immediate durability: losing the last
@@ -281,13 +273,7 @@ class BatchConsumer:
                  > self.config.project_settings_refresh_s]
         if not stale:
             return
-        with self._conn.transaction():
-            configs = scrubbing_configs(self._conn, stale)
-            groupings = grouping_settings(self._conn, stale)
-        for project_id, config in configs.items():
-            self._processor.set_scrubbing(project_id, config)
-        for project_id, g in groupings.items():
-            self._processor.set_grouping(project_id, _project_grouping(g))
+        load_project_settings(self._conn, self._processor, stale)
         for p in stale:
             self._settings_loaded_at[p] = now
 
@@ -297,20 +283,20 @@ class BatchConsumer:
         events, duplicates = first_of_each_event_id(plan.events, delivery.stored_event_ids(
             self._conn, [(item.project_id, p.event_id) for item, p in plan.events]))
         resolving = time.perf_counter()
-        issue_ids = self._resolver.issue_ids_for(
-            [_candidate(item.project_id, p) for item, p in events])
+        resolved = resolve_issues(self._resolver, [
+            (item.organization_id, item.project_id, p) for item, p in events])
         stages = self._processor.take_stage_seconds()
         stages["group"] = stages.get("group", 0.0) + metrics.since(resolving)
         with self._conn.transaction():
             finished = pg_queue.delete(
                 self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
-            stored = [_Stored(item, p, issue_id) for (item, p), issue_id
-                      in zip(events, issue_ids, strict=True) if item.queue_id in finished]
+            stored = [_Stored(item, r) for (item, _), r in zip(events, resolved, strict=True)
+                      if item.queue_id in finished]
             rows, outcomes = self._store_events(plan, stored, finished)
             outcomes += [event_outcome(item, p, False, duplicate=True)
                          for item, p in duplicates if item.queue_id in finished]
             outcomes += self._settle_unfinished(plan)
-            counts = self._queue_counts(rows, outcomes)
+            counts = self._storage.queue_counts(self._conn, rows, outcomes)
         metrics.record_stages({**stages, "insert": self._insert_s})
         if counts is not None:
             self._ship([counts])
@@ -318,41 +304,27 @@ class BatchConsumer:
     def _store_events(self, plan: BatchPlan, stored: Sequence[_Stored], finished: set[int]
                       ) -> tuple[list[EventRow], list[Outcome]]:
         """Count the new events into their issues, insert the batch's rows into ClickHouse
-        and reopen issues (inside the batch's transaction); returns the events stored and
-        the outcomes of the finished items."""
-        counted = sorted(  # one lock order for processed_events across consumers
-            (issue_store.CountedEvent(
-                s.item.project_id, s.processed.event_id, s.issue_id, s.processed.timestamp,
-                str(s.processed.event.get("level") or "error"), _release(s.processed))
-             for s in stored if s.issue_id is not None),
-            key=lambda e: (e.project_id, e.event_id))
-        new_by_issue = issue_store.record_events(self._conn, counted)
-        new = {(e.project_id, e.event_id) for es in new_by_issue.values() for e in es}
-        rows = [EventRow(s.item.organization_id, s.item.project_id, s.issue_id,
-                         self.config.retention_days, s.processed) for s in stored
-                if s.issue_id is not None and (s.item.project_id, s.processed.event_id) in new]
+        and reopen issues (actors/store_events.py, inside the batch's transaction), then
+        apply the alert rules; returns the events stored and the outcomes of the finished
+        items."""
         inserting = time.perf_counter()
-        self._store.insert_batch({  # one call: the owner actor is asked once per batch
-            "events": events_table(rows),
+        batch = self._storage.store_events(self._conn, [s.event for s in stored], {
             "sessions_raw": sessions_table([r for r in plan.sessions
                                             if r["queue_id"] in finished]),
             "envelope_items": envelope_items_table(
                 [_raw_item(i) for i in plan.raw_items if i.queue_id in finished],
                 self.config.retention_days)})
         self._insert_s = metrics.since(inserting)
-        transitions = self._apply_lifecycle(new_by_issue, {r.project_id: r.organization_id
-                                                           for r in rows})
         apply_rules(self._conn, self._rules, [
-            BatchEvent(ProjectScope(s.item.organization_id, s.item.project_id), s.issue_id,
-                       s.processed.event_id, s.processed.event, s.processed.timestamp,
-                       s.processed.issue.title, s.processed.issue.culprit)
-            for s in stored if s.issue_id is not None
-            and (s.item.project_id, s.processed.event_id) in new], transitions,
-            self.config.base_url)
-        return rows, [o for q in sorted(finished) for o in plan.outcomes_of.get(q, ())] + [
-            event_outcome(s.item, s.processed, s.issue_id is None,
-                          duplicate=s.issue_id is not None
-                          and (s.item.project_id, s.processed.event_id) not in new)
+            BatchEvent(ProjectScope(s.item.organization_id, s.item.project_id),
+                       s.event.issue_id, s.event.processed.event_id, s.event.processed.event,
+                       s.event.processed.timestamp, s.event.processed.issue.title,
+                       s.event.processed.issue.culprit)
+            for s in stored if s.event.issue_id is not None and s.event.key in batch.new],
+            batch.transitions, self.config.base_url)
+        return batch.rows, [o for q in sorted(finished) for o in plan.outcomes_of.get(q, ())] + [
+            event_outcome(s.item, s.event.processed, s.event.issue_id is None,
+                          duplicate=s.event.issue_id is not None and s.event.key not in batch.new)
             for s in stored]
 
     def _settle_unfinished(self, plan: BatchPlan) -> list[Outcome]:
@@ -377,31 +349,14 @@ class BatchConsumer:
                                                   if i.attempts < last])
         return outcomes
 
-    def _queue_counts(self, rows: Sequence[EventRow], outcomes: Sequence[Outcome]
-                      ) -> delivery.OutboxRow | None:
-        """The batch's summed counts into the outbox (inside the batch's transaction)."""
-        counts = Counts(tuple(hourly_issue_counts(rows)), tuple(summed_outcomes(outcomes)))
-        if not counts.issue_counts and not counts.outcomes:
-            return None
-        return delivery.add_to_outbox(self._conn, encode_counts(counts), self.config.lease_s)
-
     def _ship(self, rows: Sequence[delivery.OutboxRow]) -> int:
         """Insert outbox rows into ClickHouse, each under its token, and forget those
         shipped; returns how many. A row that fails stays for a later sweep."""
-        shipped = []
-        for row in rows:
-            try:
-                self._store.insert_counts(row.token, decode_counts(row.rows).tables())
-            except Exception:
-                # The row is committed in PostgreSQL and stays there: a later sweep ships
-                # it again under the same token. Logged and counted; the batch is done.
-                self.ship_failures += 1
-                log.warning("outbox row %s not shipped to ClickHouse; a later sweep retries",
-                            row.id, exc_info=True)
-                continue
-            shipped.append(row.id)
-        delivery.delete_from_outbox(self._conn, shipped)
-        return len(shipped)
+        return self._storage.ship(self._conn, rows)
+
+    @property
+    def ship_failures(self) -> int:
+        return self._storage.ship_failures
 
     def ship_outbox_if_due(self) -> int:
         """Every ``outbox_sweep_s``: ship outbox rows whose consumer died or failed to ship
@@ -412,53 +367,6 @@ class BatchConsumer:
         self._outbox_swept_at = now
         return self._ship(delivery.claim_outbox(self._conn, OUTBOX_SWEEP_ROWS,
                                                 self.config.lease_s))
-
-    def _apply_lifecycle(self, new_by_issue: dict[int, list[issue_store.CountedEvent]],
-                         org_of_project: dict[int, int]) -> dict[int, str]:
-        """Reopen resolved or ignored issues that new events concern (inside the batch's
-        transaction, so the counts and the state change commit together); returns the
-        transitions as alert rules name them (``regression``, ``reappeared``) by issue."""
-        transitions: dict[int, str] = {}
-        for issue in issue_store.settled_issues(self._conn, list(new_by_issue)):
-            state = self._issue_state(issue, org_of_project[issue.project_id])
-            transition = transition_after_events(
-                state, [NewEvent(e.release, e.timestamp) for e in new_by_issue[issue.id]])
-            if transition is not None:
-                scope = ProjectScope(org_of_project[issue.project_id], issue.project_id)
-                issue_store.set_status(self._conn, scope, issue.id,
-                                       transition.status, transition.substatus, {},
-                                       transition.activity, transition.data, "crashray")
-                kind = "regression" if issue.status == "resolved" else "reappeared"
-                transitions[issue.id] = kind
-        return transitions
-
-    def _issue_state(self, issue: issue_store.IssueStatus, organization_id: int) -> IssueState:
-        """What deciding on ``issue`` needs, counted in ClickHouse where its state asks for
-        users or windowed counts (this batch's events are already there)."""
-        windows = counting_windows(issue.status_details)
-        wants_users = needs_user_count(issue.status_details)
-        if not (wants_users or windows.events_minutes or windows.users_minutes):
-            return IssueState(issue.status, issue.status_details, issue.times_seen)
-        hashes = issue_store.hashes_of_issues(
-            self._conn, ProjectScope(organization_id, issue.project_id), [issue.id])
-        now = dt.datetime.now(dt.UTC)
-
-        def users(since: dt.datetime | None) -> int:
-            counts: dict[int, int] = self._store.user_counts(
-                organization_id, issue.project_id, hashes, since)
-            return counts.get(issue.id, 0)
-
-        window_events = None
-        if windows.events_minutes:
-            counts: dict[int, int] = self._store.event_counts(
-                organization_id, issue.project_id, hashes,
-                now - dt.timedelta(minutes=windows.events_minutes))
-            window_events = counts.get(issue.id, 0)
-        return IssueState(
-            issue.status, issue.status_details, issue.times_seen,
-            users=users(None) if wants_users else None, window_events=window_events,
-            window_users=users(now - dt.timedelta(minutes=windows.users_minutes))
-            if windows.users_minutes else None)
 
     def prune_if_due(self) -> int:
         """Forget counted event ids older than the de-duplication window, every
@@ -496,53 +404,6 @@ class BatchConsumer:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _release(p: ProcessedEvent) -> str | None:
-    release = p.event.get("release")
-    return release if isinstance(release, str) and release else None
-
-
-def _project_grouping(g: ProjectGroupingSettings) -> ProjectGrouping:
-    rules = _grouping_rules(g.project_id, g.fingerprinting_rules, g.grouping_enhancements)
-    config = g.config
-    if config not in GROUPING_CONFIGS:
-        log.error("project %s: unknown grouping config %r, grouping with %r", g.project_id,
-                  config, DEFAULT_GROUPING_CONFIG)
-        config = DEFAULT_GROUPING_CONFIG
-    secondary = g.secondary_config if g.secondary_config in GROUPING_CONFIGS else None
-    return ProjectGrouping(config, rules, secondary, g.secondary_expiry)
-
-
-def _grouping_rules(project_id: int, fingerprint_text: str, stacktrace_text: str
-                    ) -> GroupingRules | None:
-    try:
-        return grouping_rules_from_text(fingerprint_text, stacktrace_text)
-    except RuleSyntaxError as exc:
-        # The API validates rules before storing them; rules edited in the database by hand
-        # that no longer parse are skipped (logged) rather than stopping the project's events.
-        log.error("project %s: grouping rules ignored: %s", project_id, exc)
-        return None
-
-
-def _pg_text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; SDKs can send it inside exception messages."""
-    return value.replace("\x00", "\ufffd")
-
-
-def _candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
-    e = p.event
-    release = _release(p)
-    return issue_store.IssueCandidate(
-        project_id=project_id, hashes=p.grouping.hashes,
-        grouping_config=p.grouping.config, title=_pg_text(p.issue.title),
-        culprit=_pg_text(p.issue.culprit), type=p.issue.type,
-        level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
-        timestamp=p.timestamp, release=None if release is None else _pg_text(release),
-        metadata={k: _pg_text(v) if isinstance(v, str) else v
-                  for k, v in p.issue.metadata.items()},
-        secondary_hashes=() if p.secondary_grouping is None else tuple(
-            h for h in p.secondary_grouping.hashes if h not in p.grouping.hashes))
 
 
 def _raw_item(w: WorkItem) -> RawItem:

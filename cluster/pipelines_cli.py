@@ -4,6 +4,7 @@ cluster of a running Crashray.
     crashray export --project SLUG [--org SLUG] [--since T] [--until T] [--query Q] --to DIR
     crashray rollups rebuild --project SLUG [--org SLUG]
     crashray reprocess --project SLUG [--org SLUG] [--release R] [--since T] [--issue ID]
+    crashray import --project SLUG [--org SLUG] PATH…
 
 Both read the embedded ClickHouse engine, which answers only through its owner actor on
 the instance's Ray cluster, so they join that cluster: the one of ``--address`` (or
@@ -155,6 +156,53 @@ def cmd_rollups_rebuild(args: argparse.Namespace) -> None:
               + ", ".join(map(str, result.issues_without_events)))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    import sys
+
+    from cluster.cli_common import _connect
+    from cluster.runtime import Runtime
+    from pipelines.import_sources import list_sources
+
+    settings = settings_from(args)
+    prepare_ray(settings)
+    # After prepare_ray: the pipeline module imports Ray, which reads its environment once.
+    from pipelines.import_events import (
+        ImportJob,
+        ImportLimits,
+        as_paths,
+        invalid_examples,
+        print_progress,
+        run_import,
+        stage_line,
+        summary_line,
+    )
+
+    descriptors = list_sources(as_paths(args.paths), settings.import_batch_events)
+    address = ray_address_of(settings)
+    runtime = Runtime(settings)
+    try:
+        with _connect(runtime) as conn:
+            project = _project(conn, args.org, args.project)
+        consumer = runtime.consumer_config()
+    finally:
+        runtime.stop()
+    job = ImportJob(runtime.postgres_url, runtime.clickhouse_dsn, project.organization_id,
+                    project.id, settings.retention_days, settings.consumer_lease_s,
+                    settings.grouping_cache_hashes, consumer.symbolication)
+    join_ray(settings, address)
+    result = run_import(job, ImportLimits(settings.pipeline_concurrency,
+                                          settings.pipeline_task_cpus,
+                                          settings.import_batch_events),
+                        descriptors, None if args.quiet else print_progress)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    for example in invalid_examples(result):
+        print(f"  e.g. {example[:300]}", file=sys.stderr)
+    print(summary_line(result) + f" ({args.org}/{args.project})")
+    if args.stage_times:
+        print(stage_line(result.tally))
+
+
 def cmd_reprocess(args: argparse.Namespace) -> None:
     """Symbolicate and group a project's stored events again (pipelines/reprocess.py)."""
     settings = settings_from(args)
@@ -272,3 +320,12 @@ def add_parsers(sub: Any) -> None:
                            " unfinished reprocess job instead (to start one with other"
                            " options)")
     command(reprocess, cmd_reprocess)
+    imports = sub.add_parser("import", help="events from envelope files, event JSON (lines),"
+                             " tarballs, folders or a Bugsink database into a project"
+                             " (pipelines/import_events.py)")
+    _scope(imports)
+    imports.add_argument("--quiet", action="store_true", help="no progress line")
+    imports.add_argument("--stage-times", action="store_true",
+                         help="also print the task time spent reading, processing, storing")
+    imports.add_argument("paths", nargs="+", metavar="PATH", help="files, folders, tarballs")
+    command(imports, cmd_import)

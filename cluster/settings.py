@@ -551,6 +551,11 @@ class Settings(BaseSettings):
     #: keep a task near 200 MiB.
     reprocess_slice_events: int = Field(default=20_000, ge=1)
 
+    #: Events ``crashray import`` stores per PostgreSQL transaction and ClickHouse insert
+    #: (and reads per processing batch). Larger batches mean fewer, larger writes; 2,000
+    #: events of a few KiB keep a task's memory in the tens of MiB and a transaction short.
+    import_batch_events: int = Field(default=2_000, ge=1)
+
     # --- raw archive (storage/archive.py; replayed by ``crashray import --archive``) ------
     #: Where ingest archives every accepted envelope item as hourly Parquet files; unset
     #: (the default): no archive. Size it as the accepted volume: about the compressed

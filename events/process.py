@@ -87,6 +87,10 @@ class ItemContext:
     sent_at: str | None = None
     client: str | None = None
     organization_id: int | None = None
+    #: How far before ``received_at`` an event's timestamp may lie before Relay replaces it
+    #: with ``received_at``: Relay's window for live events; ``crashray import`` widens it,
+    #: as imported history keeps its own timestamps (pipelines/import_events.py).
+    max_secs_in_past: int = MAX_SECS_IN_PAST
 
 
 #: Resolves an event's stack traces (source maps; events/symbolicate.py) before it is
@@ -209,7 +213,7 @@ class EventProcessor:
             received_at=ctx.received_at.isoformat(),
             sent_at=ctx.sent_at,
             max_secs_in_future=MAX_SECS_IN_FUTURE,
-            max_secs_in_past=MAX_SECS_IN_PAST,
+            max_secs_in_past=ctx.max_secs_in_past,
             enable_trimming=True,
             normalize_user_agent=True,
             remove_other=True,
