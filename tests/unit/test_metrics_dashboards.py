@@ -119,7 +119,14 @@ def test_every_metric_the_issue_lists_is_declared() -> None:
             "crashray_dead_letters"} <= declared
 
 
-def test_recording_without_ray_is_a_no_op() -> None:
+@pytest.fixture
+def no_metrics_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's metric objects set aside: integration tests that ran earlier in the
+    same pytest process, with Ray, made some."""
+    monkeypatch.setattr(metrics, "_created", {})
+
+
+def test_recording_without_ray_is_a_no_op(no_metrics_yet: None) -> None:
     # Unit tests run without Ray (tests/unit/conftest.py refuses ray.init): nothing is
     # created and nothing raises.
     metrics.inc("crashray_ingest_requests_total", endpoint="envelope", outcome="accepted",
@@ -253,7 +260,7 @@ def test_a_wrong_tag_fails_without_ray_too() -> None:
         metrics.observe("crashray_stage_seconds", 1.0, stage="group", project_id="7")
 
 
-def test_every_call_site_helper_uses_the_declared_tags() -> None:
+def test_every_call_site_helper_uses_the_declared_tags(no_metrics_yet: None) -> None:
     # Without Ray nothing is recorded, but the tags are checked: each helper's calls
     # match their metric's declaration.
     from actors.rate_limit import record_decisions
