@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from pipelines.bugsink import (
@@ -44,6 +45,7 @@ from pipelines.bugsink import (
     payload_with_event_id,
     read_bugsink,
 )
+from tests.integration.conftest import RunningCrashray
 
 BUGSINK_VERSION = "2.6.2"
 #: Reused across runs: keyed by Bugsink and Python version, complete once MARKER exists.
@@ -396,3 +398,26 @@ def _execute(db: Path, statement: str, *params: object) -> None:
     """One change to a copy of the database (to make the damage a test reads)."""
     with closing(sqlite3.connect(db)) as writable, writable:
         writable.execute(statement, params)
+
+
+def test_a_bugsink_database_imports_into_a_crashray_project(
+        bugsink: BugsinkDatabase, crashray: RunningCrashray) -> None:
+    """``crashray import``'s job over the database the real Bugsink made: every event
+    becomes a Crashray event of the named project, grouped into issues by type and stack,
+    with the ids Bugsink showed; a second run adds nothing."""
+    from tests.integration.test_import import issues_of, new_project, run
+
+    project_id, _, _ = new_project(crashray)
+    first = run(crashray, 1, project_id, [bugsink.db])
+    assert (first.tally.imported, first.tally.skipped) == (len(bugsink.events), 0)
+    assert not first.tally.invalid
+    titles = issues_of(crashray, 1, project_id)
+    assert sum(titles.values()) == len(bugsink.events)
+    assert {t.split(":", 1)[0] for t in titles} == {e.type for e in bugsink.events.values()}
+    with psycopg.connect(crashray.runtime.postgres_url) as conn:
+        stored = {r[0] for r in conn.execute(
+            "SELECT event_id FROM processed_events WHERE project_id = %s",
+            (project_id,)).fetchall()}
+    assert stored == set(bugsink.events)
+    again = run(crashray, 1, project_id, [bugsink.db])
+    assert (again.tally.imported, again.tally.skipped) == (0, len(bugsink.events))
