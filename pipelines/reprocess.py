@@ -53,6 +53,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
+from actors.store_events import issue_candidate
 from events.errors import Conflict
 from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError
@@ -245,33 +246,6 @@ def _from_unix(value: object, default: dt.datetime) -> dt.datetime:
     if isinstance(value, int | float):
         return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
     return default
-
-
-def _pg_text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL (as actors/consumer.py ``_pg_text``)."""
-    return value.replace("\x00", "\ufffd")
-
-
-def issue_candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCandidate:
-    """What the consumer asks its resolver for an event (actors/consumer.py
-    ``_candidate``), so a reprocessed event finds or creates the issue ingest would."""
-    e = p.event
-    release = e.get("release") if isinstance(e.get("release"), str) and e.get("release") \
-        else None
-    return issue_store.IssueCandidate(
-        project_id=project_id, hashes=p.grouping.hashes,
-        grouping_config=p.grouping.config, title=_pg_text(p.issue.title),
-        culprit=_pg_text(p.issue.culprit), type=p.issue.type,
-        level=str(e.get("level") or "error"), platform=str(e.get("platform") or "other"),
-        timestamp=p.timestamp, release=None if release is None else _pg_text(release),
-        metadata={k: _pg_text(v) if isinstance(v, str) else v
-                  for k, v in p.issue.metadata.items()},
-        secondary_hashes=_secondary(p.grouping, p.secondary_grouping))
-
-
-def _secondary(primary: GroupingResult, secondary: GroupingResult | None) -> tuple[str, ...]:
-    return () if secondary is None else tuple(
-        h for h in secondary.hashes if h not in primary.hashes)
 
 
 @dataclass(frozen=True)
