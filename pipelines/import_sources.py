@@ -11,7 +11,7 @@ Sources, told apart by their first bytes and then their names:
   ``.ndjson`` files (gzip-compressed too, ``.json.gz`` …), received at the event's own
   ``received`` field when it has one, else at the file's modification time;
 * a Bugsink SQLite database (first bytes ``SQLite format 3\\0``): its events, received when
-  Bugsink received them (``pipelines.bugsink.read_bugsink``).
+  Bugsink received them (``storage.bugsink.read_bugsink``).
 
 The driver lists sources into ``SourceDescriptor``\\s (``list_sources``; a large JSON lines
 file is cut into line ranges so that several tasks read it), and the tasks turn each into
@@ -30,10 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
-import importlib
 import io
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +41,7 @@ import orjson
 
 from events.envelope import EnvelopeLimits, normalize_event_id, normalize_sent_at, parse_envelope
 from events.errors import BadRequest, PayloadTooLarge
+from storage.bugsink import read_bugsink
 
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -113,7 +113,7 @@ def _describe(file: Path, lines_per_descriptor: int) -> list[SourceDescriptor]:
     if head == SQLITE_MAGIC:
         # Opened and checked now (the reader refuses a file that is not a Bugsink
         # database, naming what is missing), so a wrong file fails before the job starts.
-        bugsink_reader(file)(file)
+        read_bugsink(file).close()
         return [SourceDescriptor(str(file), BUGSINK)]
     if name.endswith(TAR_SUFFIXES):
         return [SourceDescriptor(str(file), TARBALL, events=_tar_members(file))]
@@ -290,21 +290,8 @@ def _lines_before(path: str, offset: int) -> int:
         return f.read(offset).count(b"\n")
 
 
-def bugsink_reader(path: Path) -> Callable[[Path], Iterator[tuple[bytes, dt.datetime]]]:
-    """``pipelines.bugsink.read_bugsink``, imported when a database is met."""
-    try:
-        module = importlib.import_module("pipelines.bugsink")  # written separately
-    except ImportError as exc:
-        raise ImportSourceError(
-            f"{path} is a SQLite database (a Bugsink database?), but this Crashray has no"
-            f" Bugsink reader (pipelines/bugsink.py: {exc}); export its events as JSON"
-            " lines instead, or update Crashray") from exc
-    read: Callable[[Path], Iterator[tuple[bytes, dt.datetime]]] = module.read_bugsink
-    return read
-
-
 def _read_bugsink(path: Path) -> Iterator[RawEvent]:
-    for n, (payload, received) in enumerate(bugsink_reader(path)(path), 1):
+    for n, (payload, received) in enumerate(read_bugsink(path), 1):
         origin = f"{path}#{n}"
         try:
             event = orjson.loads(payload)

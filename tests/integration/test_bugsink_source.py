@@ -1,4 +1,4 @@
-"""``pipelines/bugsink.py`` reads a database made by the real Bugsink (issue 14).
+"""``storage/bugsink.py`` reads a database made by the real Bugsink (issue 14).
 
 Bugsink 2.6.2 from PyPI is installed into a virtualenv of its own (it pins its own Django),
 cached under the system temp dir per Bugsink and Python version with an empty database its
@@ -39,7 +39,7 @@ import orjson
 import psycopg
 import pytest
 
-from pipelines.bugsink import (
+from storage.bugsink import (
     BugsinkSourceError,
     bugsink_projects,
     payload_with_event_id,
