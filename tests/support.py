@@ -14,6 +14,8 @@ from typing import TypeVar
 import orjson
 import psycopg
 
+from storage.scope import ProjectScope
+
 #: The machine's PostgreSQL server (trust auth); .ci/run starts it when it is down.
 ADMIN_POSTGRES_URL = os.environ.get("CRASHRAY_TEST_POSTGRES_ADMIN_URL",
                                     "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -41,6 +43,25 @@ def scratch_database(prefix: str, admin_url: str = ADMIN_POSTGRES_URL) -> Iterat
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def migrated_project_database(prefix: str) -> Iterator[tuple[str, ProjectScope]]:
+    """A scratch database with Crashray's schema, one organization ``acme`` and its project
+    ``backend``: its URL and the project's scope."""
+    from storage import postgres
+
+    with scratch_database(prefix) as url:
+        postgres.migrate(url)
+        with psycopg.connect(url) as conn:
+            org = conn.execute("INSERT INTO organizations (slug, name) VALUES ('acme', 'Acme')"
+                               " RETURNING id").fetchone()
+            assert org is not None
+            made = conn.execute("INSERT INTO projects (organization_id, slug, name)"
+                                " VALUES (%s, 'backend', 'Backend') RETURNING id",
+                                (org[0],)).fetchone()
+            assert made is not None
+        yield url, ProjectScope(int(org[0]), int(made[0]))
 
 
 def wait_until(check: Callable[[], T | None], timeout_s: float, what: str,

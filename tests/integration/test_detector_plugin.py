@@ -33,8 +33,8 @@ from tests.support import (
     envelope_bytes,
     error_event,
     gzip_bytes,
+    migrated_project_database,
     python_sdk_headers,
-    scratch_database,
     wait_until,
 )
 
@@ -64,17 +64,8 @@ def example_installed() -> Iterator[None]:
 
 @pytest.fixture
 def project() -> Iterator[tuple[str, ProjectScope]]:
-    with scratch_database("crashray_detector_plugin") as url:
-        postgres.migrate(url)
-        with psycopg.connect(url) as conn:
-            org = conn.execute("INSERT INTO organizations (slug, name) VALUES ('acme', 'Acme')"
-                               " RETURNING id").fetchone()
-            assert org is not None
-            made = conn.execute("INSERT INTO projects (organization_id, slug, name)"
-                                " VALUES (%s, 'backend', 'Backend') RETURNING id",
-                                (org[0],)).fetchone()
-            assert made is not None
-        yield url, ProjectScope(int(org[0]), int(made[0]))
+    with migrated_project_database("crashray_detector_plugin") as made:
+        yield made
 
 
 def minute_series(scope: ProjectScope, at: dt.datetime, counts: list[int]) -> Series:

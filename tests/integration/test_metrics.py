@@ -24,17 +24,15 @@ from actors.notifier import start_notifier
 from actors.placement import NAMESPACE
 from cluster.deploy_cli import metrics_url
 from events.notify import WEBHOOK_ACTION
-from storage import postgres
 from storage.queue import QueuedItem
-from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_notifier import Db, config, enqueue, new_delivery, receiver, settled
 from tests.support import (
     corpus_event,
     envelope_bytes,
     gzip_bytes,
+    migrated_project_database,
     python_sdk_headers,
-    scratch_database,
     wait_until,
 )
 
@@ -46,17 +44,7 @@ EXPORT_WAIT_S = 60
 
 @pytest.fixture
 def metrics_db() -> Iterator[Db]:
-    with scratch_database("crashray_metrics") as url:
-        postgres.migrate(url)
-        with psycopg.connect(url) as conn:
-            org = conn.execute("INSERT INTO organizations (slug, name) VALUES ('acme', 'Acme')"
-                               " RETURNING id").fetchone()
-            assert org is not None
-            project = conn.execute("INSERT INTO projects (organization_id, slug, name)"
-                                   " VALUES (%s, 'backend', 'Backend') RETURNING id",
-                                   (org[0],)).fetchone()
-            assert project is not None
-        scope = ProjectScope(int(org[0]), int(project[0]))
+    with migrated_project_database("crashray_metrics") as (url, scope):
         yield Db(url, scope, scope)
 
 

@@ -9,14 +9,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import ray
 
 from actors.notifier import DELIVERY_HEADER, start_notifier
 from events.notify import WEBHOOK_ACTION
-from storage import postgres
-from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
 from tests.integration.test_notifier import (
     Db,
@@ -26,24 +23,14 @@ from tests.integration.test_notifier import (
     receiver,
     settled,
 )
-from tests.support import scratch_database, wait_until
+from tests.support import migrated_project_database, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def actor_db() -> Iterator[Db]:
-    with scratch_database("crashray_notify_actor") as url:
-        postgres.migrate(url)
-        with psycopg.connect(url) as conn:
-            org = conn.execute("INSERT INTO organizations (slug, name) VALUES ('acme', 'Acme')"
-                               " RETURNING id").fetchone()
-            assert org is not None
-            project = conn.execute("INSERT INTO projects (organization_id, slug, name)"
-                                   " VALUES (%s, 'backend', 'Backend') RETURNING id",
-                                   (org[0],)).fetchone()
-            assert project is not None
-        scope = ProjectScope(int(org[0]), int(project[0]))
+    with migrated_project_database("crashray_notify_actor") as (url, scope):
         yield Db(url, scope, scope)
 
 
