@@ -4,7 +4,7 @@ monitoring asks. Unauthenticated, cheap, and about the instance only (no tenant 
 - ``/healthz``: the process answers (200 ``{"status": "ok"}``); nothing else is checked,
   so a slow database never makes a health check restart a healthy replica.
 - ``/readyz``: 200 ``{"status": "ready", "checks": …}`` when PostgreSQL answers, ClickHouse
-  answers, and the oldest item in the ingest queue has waited less than
+  answers, and the oldest item waiting in the ingest queue has waited less than
   ``CRASHRAY_READY_MAX_QUEUE_AGE_S``; else 503 ``{"status": "unready", …}`` with each
   failing check's reason. Each check is bounded by ``CRASHRAY_READY_CHECK_TIMEOUT_S`` and the
   answer is reused for ``CRASHRAY_READY_CACHE_S``, so a storm of probes costs the stores one
@@ -31,6 +31,8 @@ class HealthConfig:
     max_queue_age_s: float
     check_timeout_s: float
     cache_s: float
+    #: Waiting items counted at most (CRASHRAY_METRICS_QUEUE_COUNT_CAP, as the sampler).
+    queue_count_cap: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,12 @@ def check_readiness(config: HealthConfig, clickhouse_ping: Callable[[], bool]) -
     reason, never an error of the endpoint."""
     checks: dict[str, dict[str, Any]] = {}
     try:
-        queue = queue_health(config.postgres_url, config.check_timeout_s)
+        queue = queue_health(config.postgres_url, config.check_timeout_s,
+                             config.queue_count_cap)
         checks["postgres"] = {"ok": True}
         fresh = queue.oldest_age_s < config.max_queue_age_s
         checks["queue"] = {"ok": fresh, "oldest_age_s": round(queue.oldest_age_s, 3),
-                           "backlog": queue.backlog}
+                           "backlog": queue.waiting_items}
         if not fresh:
             checks["queue"]["detail"] = (
                 f"the oldest queued item has waited {queue.oldest_age_s:.0f} s, over"
