@@ -643,6 +643,7 @@ class Runtime:
                                default_grouping_config=DEFAULT_GROUPING_CONFIG,
                                login_max_delay_s=s.login_max_delay_s,
                                max_body_bytes=s.api_max_body_bytes,
+                               note_max_chars=s.api_note_max_chars,
                                trusted_proxies=tuple(s.trusted_proxies),
                                notify_warning_threshold=s.notify_failure_warning_threshold,
                                artifacts=ArtifactConfig(

@@ -450,6 +450,9 @@ class Settings(BaseSettings):
     #: bulk updates (their issue ids travel in the query string); 1 MiB leaves ample room.
     #: Sentry (Django) refuses non-file bodies above 2.5 MiB (DATA_UPLOAD_MAX_MEMORY_SIZE).
     api_max_body_bytes: int = 1 * MIB
+    #: Longest comment (note) on an issue, in characters: a page of discussion, far above
+    #: what a triage note needs, small enough that an issue's activity stays quick to load.
+    api_note_max_chars: int = Field(default=8_192, ge=1)
     #: Proxies whose ``X-Forwarded-For`` entries are believed (addresses or networks, as
     #: JSON: ``'["127.0.0.1", "10.0.0.0/8"]'``): the client is the rightmost entry not
     #: appended by one of them (events/proxies.py). Loopback: Serve's HAProxy and a

@@ -37,6 +37,10 @@ Syntax (https://docs.sentry.io/concepts/search/; grammar of Sentry's
   a bare date is that whole UTC day, a bare date-time the window from 5 minutes before to
   6 minutes after it (Sentry's ``parse_datetime_value``).
 * ``firstRelease:1.0`` (also ``first-release``, ``first_release``).
+* Triage: ``assigned:me``, ``assigned:#team-slug``, ``assigned:<username or e-mail>``,
+  ``assigned:my_teams``, ``assigned:none``, lists (``assigned:[me, none]``); ``is:assigned``,
+  ``is:unassigned``; ``bookmarks:me`` (or a username) and ``is:bookmarked``;
+  ``subscribed:me``. Names are looked up in the organization searched only.
 * Anything else is free text: consecutive words form one phrase (Sentry's
   ``free_text_unquoted``), a quoted string is a phrase of its own; each phrase must occur,
   case-insensitively, in the title, message or culprit or in an exception value. ``*`` is
@@ -45,7 +49,7 @@ Syntax (https://docs.sentry.io/concepts/search/; grammar of Sentry's
 Where each filter is answered:
 
 * PostgreSQL ``issues`` only (``issue_filters``): ``is:``, times_seen, age/firstSeen,
-  lastSeen, firstRelease. ``event_conditions`` leaves them out.
+  lastSeen, firstRelease, and the triage terms. ``event_conditions`` leaves them out.
 * ClickHouse ``events`` only (``event_conditions``): every other key, ``has:``, free text,
   and ``timestamp`` / ``event.timestamp`` (the event's ``timestamp`` column).
 * Both: ``level`` (ClickHouse always, PostgreSQL with ``include_level=True``).
@@ -65,7 +69,7 @@ text, as Sentry's issue search treats a paren group without boolean operators; a
 ``(`` or a stray ``)`` is a SearchSyntaxError at its position. On text keys an operator is part of the value (``release:>1.0`` looks for the
 release ">1.0"), as Sentry does for tags.
 
-Left out: ``is:assigned`` and the other assignment, bookmark, link and ownership keys,
+Left out: ``is:linked``, ``is:for_review``, ownership keys (``owner:``),
 ``release:latest``, semver comparisons, quoted keys (``"a:b":c``), unix-timestamp dates,
 numeric lists (``times_seen:[1, 2]``), negated exact dates (``!firstSeen:2026-01-01``),
 operators on relative dates (``age:>-24h``) and wildcards in free text.
@@ -124,10 +128,15 @@ KEY_ALIASES = {
     "firstRelease": "first_release", "first-release": "first_release",
     "timesSeen": "times_seen", "firstSeen": "first_seen", "age": "first_seen",
     "lastSeen": "last_seen", "event.timestamp": "timestamp",
+    "assigned_to": "assigned", "assignee": "assigned",
 }
 DATE_FIELDS: tuple[DateField, ...] = ("first_seen", "last_seen", "timestamp")
 #: Keys only the issues table answers (not valid after ``has:``).
-ISSUE_ONLY_KEYS = ("is", "times_seen", "first_seen", "last_seen", "first_release")
+ISSUE_ONLY_KEYS = ("is", "times_seen", "first_seen", "last_seen", "first_release",
+                   "assigned", "bookmarks", "subscribed")
+#: ``is:`` values about triage rather than status (Sentry's ``is:assigned``,
+#: ``is:unassigned``; ``is:bookmarked`` is ``bookmarks:me``).
+IS_TRIAGE = ("assigned", "unassigned", "bookmarked")
 
 _OPERATORS: dict[str, Operator] = {o: o for o in ("=", "!=", ">", ">=", "<", "<=")}
 _DATE_FIELDS: dict[str, DateField] = {f: f for f in DATE_FIELDS}
@@ -227,7 +236,36 @@ class DateFilter:
     value: dt.datetime  # UTC
 
 
-Filter: TypeAlias = TextFilter | HasFilter | StatusFilter | NumberFilter | DateFilter
+@dataclass(frozen=True)
+class Person:
+    """Whom a triage term names: ``me`` (the caller), ``my_teams`` (the caller's teams),
+    ``none`` / ``any`` (nobody / anybody), or a ``user`` (username or e-mail) or ``team``
+    (slug) of the organization searched."""
+
+    kind: Literal["me", "my_teams", "none", "any", "user", "team"]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AssigneeFilter:
+    """``assigned:``: issues assigned to any of ``people``; ``negated``: to none of them."""
+
+    people: tuple[Person, ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class ViewerFilter:
+    """``bookmarks:me`` / ``subscribed:me``: issues ``person`` bookmarked or follows."""
+
+    relation: Literal["bookmarks", "subscribed"]
+    person: Person
+    negated: bool = False
+
+
+TriageFilter: TypeAlias = AssigneeFilter | ViewerFilter
+Filter: TypeAlias = (TextFilter | HasFilter | StatusFilter | NumberFilter | DateFilter
+                     | AssigneeFilter | ViewerFilter)
 
 
 @dataclass(frozen=True)
@@ -466,7 +504,9 @@ def _filters(term: _Term, now: dt.datetime) -> list[Filter]:
         return [_text_filter(term)]
     builders: dict[str, Callable[[_Term, dt.datetime], list[Filter]]] = {
         "is": _status_filters, "has": _has_filters, "times_seen": _number_filters,
-        "first_seen": _date_filters, "last_seen": _date_filters, "timestamp": _date_filters}
+        "first_seen": _date_filters, "last_seen": _date_filters, "timestamp": _date_filters,
+        "assigned": _assignee_filters, "bookmarks": _viewer_filters,
+        "subscribed": _viewer_filters}
     build = builders.get(term.key.name)
     return [_text_filter(term)] if build is None else build(term, now)
 
@@ -485,6 +525,9 @@ def _single(term: _Term, what: str) -> _Raw:
 
 
 def _status_filters(term: _Term, now: dt.datetime) -> list[Filter]:
+    triage = _is_triage(term)
+    if triage is not None:
+        return [triage]
     statuses, substatuses = set(), set()
     for raw in term.values:
         value = _unescape(raw.text).lower()
@@ -493,10 +536,55 @@ def _status_filters(term: _Term, now: dt.datetime) -> list[Filter]:
         elif value in IS_SUBSTATUS:
             substatuses.add(value)
         else:
-            known = ", ".join([*IS_STATUS, *IS_SUBSTATUS])
+            known = ", ".join([*IS_STATUS, *IS_SUBSTATUS, *IS_TRIAGE])
             raise SearchSyntaxError(raw.position, f'unknown value {_shown(raw.text)} after'
                                     f' "is:"; expected one of {known}')
     return [StatusFilter(frozenset(statuses), frozenset(substatuses), term.negated)]
+
+
+def _is_triage(term: _Term) -> Filter | None:
+    """``is:assigned``, ``is:unassigned``, ``is:bookmarked`` (None: a status term)."""
+    values = [_unescape(raw.text).lower() for raw in term.values]
+    if not any(v in IS_TRIAGE for v in values):
+        return None
+    if term.is_list:
+        raise SearchSyntaxError(term.position, f'"is:{"/".join(IS_TRIAGE)}" take no list;'
+                                ' write one "is:" term each')
+    if values[0] == "bookmarked":
+        return ViewerFilter("bookmarks", Person("me"), term.negated)
+    if values[0] == "assigned":
+        return AssigneeFilter((Person("any"),), term.negated)
+    return AssigneeFilter((Person("none"),), term.negated)
+
+
+def _person(raw: _Raw, *, teams: bool) -> Person:
+    text = _unescape(raw.text)
+    special = text.lower()
+    if special in ("me", "none") or (teams and special in ("my_teams", "any")):
+        return Person(special)  # type: ignore[arg-type]  # one of the literal kinds
+    if teams and text.startswith("#") and len(text) > 1:
+        return Person("team", text[1:])
+    if not text or text.startswith("#"):
+        raise SearchSyntaxError(raw.position, "expected me, none, my_teams, #team-slug or a"
+                                f" username or e-mail; got {_shown(raw.text)}")
+    return Person("user", text)
+
+
+def _assignee_filters(term: _Term, now: dt.datetime) -> list[Filter]:
+    """``assigned:me``, ``assigned:#team``, ``assigned:ada``, ``assigned:[me, none]``."""
+    return [AssigneeFilter(tuple(_person(raw, teams=True) for raw in term.values),
+                           term.negated)]
+
+
+def _viewer_filters(term: _Term, now: dt.datetime) -> list[Filter]:
+    """``bookmarks:me``, ``subscribed:ada`` (one user; ``none`` is not a bookmarker)."""
+    raw = _single(term, "user")
+    person = _person(raw, teams=False)
+    if person.kind == "none":
+        raise SearchSyntaxError(raw.position, f'"{term.key_text}" takes me or a username')
+    relation: Literal["bookmarks", "subscribed"] = (
+        "bookmarks" if term.key.name == "bookmarks" else "subscribed")
+    return [ViewerFilter(relation, person, term.negated)]
 
 
 def _has_filters(term: _Term, now: dt.datetime) -> list[Filter]:
@@ -598,11 +686,13 @@ class IssueFilters:
     last_seen: tuple[DateFilter, ...] = ()
     first_release: tuple[TextFilter, ...] = ()
     level: tuple[TextFilter, ...] = ()
+    #: Assignee, bookmark and subscription terms (storage needs the caller for ``me``).
+    triage: tuple[TriageFilter, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not any((self.statuses, self.times_seen, self.first_seen, self.last_seen,
-                        self.first_release, self.level))
+                        self.first_release, self.level, self.triage))
 
 
 def issue_filters(q: SearchQuery, *, include_level: bool = False) -> IssueFilters:
@@ -620,7 +710,8 @@ def issue_filters(q: SearchQuery, *, include_level: bool = False) -> IssueFilter
         times_seen=tuple(f for f in q.filters if isinstance(f, NumberFilter)),
         first_seen=dates("first_seen"), last_seen=dates("last_seen"),
         first_release=texts("first_release"),
-        level=texts("level") if include_level else ())
+        level=texts("level") if include_level else (),
+        triage=tuple(f for f in q.filters if isinstance(f, AssigneeFilter | ViewerFilter)))
 
 
 EventFilter: TypeAlias = TextFilter | HasFilter | DateFilter

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from events.search import IssueFilters
 from storage.scope import ProjectScope
-from storage.search_sql import issue_where
+from storage.search_sql import SearchViewer, issue_where
 
 #: Namespace of the advisory locks that serialize creating the issue of one new hash.
 _ISSUE_LOCK_NAMESPACE = 0x6973
@@ -263,14 +263,26 @@ class Activity:
     data: Mapping[str, Any]
     actor: str
     date_added: dt.datetime
+    #: The user who wrote it (notes), when a user did.
+    user_id: int | None = None
 
 
-def issue_activity(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int
-                   ) -> list[Activity]:
-    rows = conn.execute("SELECT id, type, data, actor, date_added FROM issue_activity"
-                        " WHERE project_id = %s AND issue_id = %s ORDER BY id DESC",
-                        (project.id, issue_id)).fetchall()
-    return [Activity(int(r[0]), str(r[1]), r[2], str(r[3]), r[4]) for r in rows]
+ACTIVITY_COLUMNS = "id, type, data, actor, date_added, user_id"
+
+
+def activity_of_row(r: Sequence[Any]) -> Activity:
+    return Activity(int(r[0]), str(r[1]), r[2], str(r[3]), r[4],
+                    None if r[5] is None else int(r[5]))
+
+
+def issue_activity(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int,
+                   kind: str | None = None) -> list[Activity]:
+    """An issue's activity, newest first; only entries of type ``kind`` when given."""
+    rows = conn.execute(f"SELECT {ACTIVITY_COLUMNS} FROM issue_activity"
+                        " WHERE project_id = %s AND issue_id = %s"
+                        " AND (%s::text IS NULL OR type = %s) ORDER BY id DESC",
+                        (project.id, issue_id, kind, kind)).fetchall()
+    return [activity_of_row(r) for r in rows]
 
 
 def prune_processed_events(conn: psycopg.Connection[Any], older_than_s: float,
@@ -305,11 +317,14 @@ class IssueRow:
     last_seen: dt.datetime
     times_seen: int
     merged_into: int | None
+    assignee_user_id: int | None = None
+    assignee_team_id: int | None = None
 
 
 _ISSUE_COLUMNS = ("id, project_id, title, culprit, type, metadata, level, platform, status,"
                   " substatus, status_details, last_release,"
-                  " first_seen, last_seen, times_seen, merged_into")
+                  " first_seen, last_seen, times_seen, merged_into, assignee_user_id,"
+                  " assignee_team_id")
 
 
 def issue_project(conn: psycopg.Connection[Any], organization_id: int, issue_id: int
@@ -457,11 +472,12 @@ ISSUE_SORTS = {"date": "last_seen DESC, id DESC", "new": "first_seen DESC, id DE
 def search_issues(conn: psycopg.Connection[Any], organization_id: int,
                   project_ids: Sequence[int], filters: IssueFilters,
                   issue_ids: Sequence[int] | None, seen_since: dt.datetime | None, sort: str,
-                  limit: int, offset: int) -> list[IssueRow]:
+                  limit: int, offset: int, user_id: int | None = None) -> list[IssueRow]:
     """Live issues of the organization's ``project_ids`` matching ``filters``, restricted
     to ``issue_ids`` when given and to issues seen since ``seen_since``; one page in
-    ``sort`` order."""
-    where, args = issue_where(filters)
+    ``sort`` order. ``user_id`` is who searches (``assigned:me``; None: a token of the
+    organization)."""
+    where, args = issue_where(filters, SearchViewer(organization_id, user_id))
     sql = (f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE project_id = ANY(%s)" + _IN_ORGANIZATION
            + " AND times_seen > 0 AND merged_into IS NULL AND (" + where + ")")
     params: list[Any] = [list(project_ids), organization_id, *args]

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from events.errors import BadRequest
 from events.search import (
     ARRAY_FIELDS,
     EPOCH,
@@ -27,10 +28,14 @@ from events.search import (
     EventFilters,
     HasFilter,
     IssueFilters,
+    AssigneeFilter,
     Key,
     Pattern,
+    Person,
     StatusFilter,
     TextFilter,
+    TriageFilter,
+    ViewerFilter,
 )
 
 #: Event fields and their ``events`` columns (every name of events.search.EVENT_FIELDS).
@@ -65,10 +70,22 @@ def like_pattern(value: Pattern) -> str:
                     for part in value.parts)
 
 
+@dataclass(frozen=True)
+class SearchViewer:
+    """Who searches, for the triage terms: ``me`` is ``user_id`` (None: an organization
+    token, which is nobody), and names are looked up among ``organization_id``'s members
+    and teams only, so a search cannot reach another tenant's users."""
+
+    organization_id: int
+    user_id: int | None
+
+
 # --- PostgreSQL -----------------------------------------------------------------------
-def issue_where(filters: IssueFilters) -> tuple[str, list[Any]]:
+def issue_where(filters: IssueFilters, viewer: SearchViewer | None = None
+                ) -> tuple[str, list[Any]]:
     """A WHERE fragment over ``issues`` (psycopg ``%s`` placeholders, columns from a fixed
-    list) and its arguments, in order; ``"TRUE"`` when nothing is filtered."""
+    list) and its arguments, in order; ``"TRUE"`` when nothing is filtered. Triage terms
+    (``assigned:``, ``bookmarks:``, ``subscribed:``) need the ``viewer``."""
     parts: list[str] = []
     args: list[Any] = []
     for s in filters.statuses:
@@ -83,7 +100,64 @@ def issue_where(filters: IssueFilters) -> tuple[str, list[Any]]:
     for column, texts in (("first_release", filters.first_release), ("level", filters.level)):
         for t in texts:
             parts.append(_pg_text(column, t, args))
+    for f in filters.triage:
+        if viewer is None:
+            raise BadRequest("assigned:, bookmarks: and subscribed: are answered by the issue"
+                             " stream only (they need the organization and the caller)")
+        parts.append(_pg_triage(f, viewer, args))
     return " AND ".join(parts) or "TRUE", args
+
+
+#: Users who are members of an organization (first %s), by username or e-mail (then two).
+_MEMBER_BY_NAME: Final = (
+    "SELECT u.id FROM users u JOIN organization_members m ON m.user_id = u.id"
+    " WHERE m.organization_id = %s AND (u.username = %s OR lower(u.email) = lower(%s))")
+_UNASSIGNED: Final = "(assignee_user_id IS NULL AND assignee_team_id IS NULL)"
+
+
+def _pg_triage(f: TriageFilter, viewer: SearchViewer, args: list[Any]) -> str:
+    if isinstance(f, AssigneeFilter):
+        matched = " OR ".join(_pg_assignee(p, viewer, args) for p in f.people)
+    else:
+        table = "issue_bookmarks" if f.relation == "bookmarks" else "issue_subscriptions"
+        active = " AND is_active" if isinstance(f, ViewerFilter) and \
+            f.relation == "subscribed" else ""
+        matched = (f"id IN (SELECT issue_id FROM {table} WHERE user_id IN"
+                   f" ({_pg_user_ids(f.person, viewer, args)}){active})")
+    matched = f"coalesce({matched}, FALSE)"
+    return f"NOT {matched}" if f.negated else matched
+
+
+def _pg_assignee(p: Person, viewer: SearchViewer, args: list[Any]) -> str:
+    if p.kind == "none":
+        return _UNASSIGNED
+    if p.kind == "any":
+        return f"NOT {_UNASSIGNED}"
+    if p.kind == "my_teams":
+        args.extend([_me(viewer), viewer.organization_id])
+        return ("assignee_team_id IN (SELECT tm.team_id FROM team_members tm JOIN"
+                " organization_members m ON m.id = tm.member_id WHERE m.user_id = %s"
+                " AND m.organization_id = %s)")
+    if p.kind == "team":
+        args.extend([viewer.organization_id, p.name])
+        return "assignee_team_id IN (SELECT id FROM teams WHERE organization_id = %s AND slug = %s)"
+    return f"assignee_user_id IN ({_pg_user_ids(p, viewer, args)})"
+
+
+def _pg_user_ids(p: Person, viewer: SearchViewer, args: list[Any]) -> str:
+    """A SELECT of the user ids ``p`` names (``me`` or a member's name)."""
+    if p.kind == "me":
+        args.append(_me(viewer))
+        return "SELECT %s::bigint"
+    args.extend([viewer.organization_id, p.name, p.name])
+    return _MEMBER_BY_NAME
+
+
+def _me(viewer: SearchViewer) -> int:
+    if viewer.user_id is None:
+        raise BadRequest("\"me\" in a search names the user asking, and an organization"
+                         " token is no user; name the user (assigned:<username>) instead")
+    return viewer.user_id
 
 
 def _pg_status(s: StatusFilter, args: list[Any]) -> str:

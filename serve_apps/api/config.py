@@ -31,6 +31,8 @@ class ApiConfig:
     default_grouping_config: str = DEFAULT_GROUPING_CONFIG
     #: Largest request body a route reads (serve_apps/api/body_limit.py).
     max_body_bytes: int = 1024 * 1024
+    #: Longest issue comment, in characters (``CRASHRAY_API_NOTE_MAX_CHARS``).
+    note_max_chars: int = 8_192
     #: Proxies whose X-Forwarded-For entries are believed (events/proxies.py).
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     #: Uploaded source files: their directory and the upload limits (storage/artifacts.py).
