@@ -24,18 +24,17 @@ from events.search import (
     ARRAY_FIELDS,
     EPOCH,
     EVENT_FIELDS,
+    AssigneeFilter,
     EventFilter,
     EventFilters,
     HasFilter,
     IssueFilters,
-    AssigneeFilter,
     Key,
     Pattern,
     Person,
     StatusFilter,
     TextFilter,
     TriageFilter,
-    ViewerFilter,
 )
 
 #: Event fields and their ``events`` columns (every name of events.search.EVENT_FIELDS).
@@ -120,8 +119,7 @@ def _pg_triage(f: TriageFilter, viewer: SearchViewer, args: list[Any]) -> str:
         matched = " OR ".join(_pg_assignee(p, viewer, args) for p in f.people)
     else:
         table = "issue_bookmarks" if f.relation == "bookmarks" else "issue_subscriptions"
-        active = " AND is_active" if isinstance(f, ViewerFilter) and \
-            f.relation == "subscribed" else ""
+        active = " AND is_active" if f.relation == "subscribed" else ""
         matched = (f"id IN (SELECT issue_id FROM {table} WHERE user_id IN"
                    f" ({_pg_user_ids(f.person, viewer, args)}){active})")
     matched = f"coalesce({matched}, FALSE)"

@@ -22,6 +22,9 @@ from psycopg.types.json import Jsonb
 from storage.issues import ACTIVITY_COLUMNS, Activity, activity_of_row, add_activity
 from storage.scope import ProjectScope
 
+#: Ids beyond a bigint cannot exist (and psycopg would refuse to send them).
+_MAX_BIGINT = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Assignee:
@@ -40,15 +43,16 @@ def find_assignee(conn: psycopg.Connection[Any], organization_id: int,
     ``organization_id`` that ``value`` names; None when the organization has none such."""
     if kind in ("team_id", "team_slug"):
         column = "id" if kind == "team_id" else "slug"
-        if kind == "team_id" and not value.isdigit():
+        if kind == "team_id" and not (value.isdigit() and int(value) <= _MAX_BIGINT):
             return None
         row = conn.execute(f"SELECT id, slug FROM teams WHERE organization_id = %s"
                            f" AND {column} = %s", (organization_id,
                                                    int(value) if kind == "team_id" else value)
                            ).fetchone()
         return None if row is None else Assignee("team", int(row[0]), str(row[1]))
+    args: list[Any]
     if kind == "user_id":
-        if not value.isdigit():
+        if not (value.isdigit() and int(value) <= _MAX_BIGINT):
             return None
         where, args = "u.id = %s", [int(value)]
     else:
@@ -161,17 +165,6 @@ def subscribers(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: 
 
 
 # --- notes (comments) ------------------------------------------------------------------------
-def member_ids(conn: psycopg.Connection[Any], organization_id: int, names: Sequence[str]
-               ) -> dict[str, int]:
-    """Members of the organization by username (the @mentions of a note that name one)."""
-    if not names:
-        return {}
-    rows = conn.execute("SELECT u.username, u.id FROM users u JOIN organization_members m"
-                        " ON m.user_id = u.id WHERE m.organization_id = %s"
-                        " AND u.username = ANY(%s)", (organization_id, sorted(set(names))))
-    return {str(r[0]): int(r[1]) for r in rows.fetchall()}
-
-
 def add_note(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: int,
              data: Mapping[str, Any], actor: str, user_id: int | None) -> Activity:
     """A note (Sentry's activity of type ``note``) on the issue, by ``actor``; call inside
@@ -207,3 +200,25 @@ def delete_note(conn: psycopg.Connection[Any], project: ProjectScope, issue_id: 
     return bool(conn.execute("DELETE FROM issue_activity WHERE project_id = %s AND issue_id = %s"
                              " AND id = %s AND type = 'note'",
                              (project.id, issue_id, note_id)).rowcount)
+
+
+def mentioned_users(conn: psycopg.Connection[Any], organization_id: int,
+                    usernames: Sequence[str], user_ids: Sequence[int],
+                    team_slugs: Sequence[str], team_ids: Sequence[int]
+                    ) -> tuple[set[int], set[int], set[int]]:
+    """Of what a note mentions, the members (by username or id) and teams (by slug or id)
+    of ``organization_id``, and the users in those teams: (users, teams, team members)."""
+    users = {int(r[0]) for r in conn.execute(
+        "SELECT u.id FROM users u JOIN organization_members m ON m.user_id = u.id"
+        " WHERE m.organization_id = %s AND (u.username = ANY(%s) OR u.id = ANY(%s))",
+        (organization_id, list(usernames), [i for i in user_ids if i <= _MAX_BIGINT])
+    ).fetchall()}
+    teams = {int(r[0]) for r in conn.execute(
+        "SELECT id FROM teams WHERE organization_id = %s AND (slug = ANY(%s) OR id = ANY(%s))",
+        (organization_id, list(team_slugs), [i for i in team_ids if i <= _MAX_BIGINT])
+    ).fetchall()}
+    members = {int(r[0]) for r in conn.execute(
+        "SELECT m.user_id FROM team_members tm JOIN organization_members m"
+        " ON m.id = tm.member_id WHERE m.organization_id = %s AND tm.team_id = ANY(%s)",
+        (organization_id, sorted(teams))).fetchall()} if teams else set()
+    return users, teams, members

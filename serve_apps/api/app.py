@@ -36,6 +36,7 @@ from serve_apps.api import (
     anomalies,
     artifacts,
     auth,
+    comments,
     events,
     issues,
     operations,
@@ -58,7 +59,7 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
                   events.router, quotas.router, operations.router, artifacts.router,
-                  releases.router, alert_rules.router, anomalies.router)
+                  releases.router, alert_rules.router, anomalies.router, comments.router)
 #: Room for the multipart framing around a chunk-upload request's chunks.
 MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 

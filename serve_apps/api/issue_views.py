@@ -22,6 +22,7 @@ from events.search import (
 from serve_apps.api.deps import Services
 from serve_apps.api.shapes import iso
 from storage import issues as issue_store
+from storage import triage as triage_store
 from storage.projects import ProjectRef
 
 #: Events matching an issue search are looked up as their primary hashes, at most this many
@@ -42,9 +43,11 @@ class StreamPage:
 
 
 def issue_stream(svc: Services, organization_id: int, projects: Sequence[ProjectRef],
-                 params: list[tuple[str, str]], url: str) -> StreamPage:
+                 params: list[tuple[str, str]], url: str, user_id: int | None = None
+                 ) -> StreamPage:
     """One page of the issue stream of ``projects`` (all of the organization, all seen by
-    the caller): Sentry's search syntax, sort, period, environment and cursor."""
+    the caller): Sentry's search syntax, sort, period, environment and cursor. ``user_id``
+    is the caller (``assigned:me``, bookmarks; None: an organization token)."""
     now = dt.datetime.now(dt.UTC)
     request = parse_stream_request(params, DEFAULT_STREAM_LIMIT, svc.config.max_page_size, now)
     search = parse_search(request.query, now)
@@ -56,19 +59,22 @@ def issue_stream(svc: Services, organization_id: int, projects: Sequence[Project
         filters = issue_filters(search)
         if request.sort == "user":  # by users: rank the first MAX_USER_SORTED by date
             rows = issue_store.search_issues(conn, organization_id, ids, filters, issue_ids,
-                                             request.since, "date", MAX_USER_SORTED, 0)
+                                             request.since, "date", MAX_USER_SORTED, 0,
+                                             user_id)
         else:
             rows = issue_store.search_issues(conn, organization_id, ids, filters, issue_ids,
                                              request.since, request.sort, page,
-                                             request.offset)
+                                             request.offset, user_id)
     users = users_by_issue(svc, rows, by_id)
     if request.sort == "user":
         rows = sorted(rows, key=lambda r: (-users.get(r.id, 0), -r.id))[
             request.offset:request.offset + page]
     has_more, rows = len(rows) > request.limit, rows[:request.limit]
     stats = hourly_stats(svc, organization_id, ids, [r.id for r in rows], now)
-    body = [{**issue_json(svc, by_id[r.project_id], r), "userCount": users.get(r.id, 0),
-             "stats": {"24h": stats.get(r.id, [])}} for r in rows]
+    triage = triage_fields(svc, organization_id, user_id, rows)
+    body = [{**issue_json(svc, by_id[r.project_id], r), **triage[r.id],
+             "userCount": users.get(r.id, 0), "stats": {"24h": stats.get(r.id, [])}}
+            for r in rows]
     return StreamPage(body, link_header(url, params, request.offset, request.limit, has_more))
 
 
@@ -143,24 +149,65 @@ def issue_json(svc: Services, project: ProjectRef, r: issue_store.IssueRow) -> d
     }
 
 
-def issue_detail(svc: Services, project: ProjectRef, row: issue_store.IssueRow
-                 ) -> dict[str, Any]:
-    """An issue with its users, its last 24 hours and 30 days, and its activity."""
+def triage_fields(svc: Services, organization_id: int, user_id: int | None,
+                  rows: Sequence[issue_store.IssueRow]) -> dict[int, dict[str, Any]]:
+    """Per issue, Sentry's ``assignedTo``, ``isBookmarked``, ``isSubscribed`` and
+    ``subscriptionDetails`` as the caller (``user_id``) sees them; three queries a page."""
+    ids = [r.id for r in rows]
+    with svc.pool.connection() as conn:
+        users, teams = triage_store.assignees(
+            conn, organization_id, [r.assignee_user_id for r in rows if r.assignee_user_id],
+            [r.assignee_team_id for r in rows if r.assignee_team_id])
+        viewer = triage_store.viewer_state(conn, user_id, ids)
+    fields: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        who = users.get(r.assignee_user_id or 0) or teams.get(r.assignee_team_id or 0)
+        reason = viewer.subscribed.get(r.id)
+        fields[r.id] = {"assignedTo": assigned_to_json(who),
+                        "isBookmarked": r.id in viewer.bookmarked,
+                        "isSubscribed": reason is not None,
+                        "subscriptionDetails": None if reason is None else {"reason": reason}}
+    return fields
+
+
+def assigned_to_json(who: triage_store.Assignee | None) -> dict[str, Any] | None:
+    """Sentry's ``assignedTo``: ``{"type": "user", "id", "name", "email"}`` or
+    ``{"type": "team", "id", "name"}`` (a team's name is its slug there)."""
+    if who is None:
+        return None
+    shown: dict[str, Any] = {"type": who.type, "id": str(who.id), "name": who.name}
+    if who.type == "user":
+        shown["email"] = who.email
+    return shown
+
+
+def issue_detail(svc: Services, project: ProjectRef, row: issue_store.IssueRow,
+                 user_id: int | None = None) -> dict[str, Any]:
+    """An issue with its users, its last 24 hours and 30 days, its activity, and its
+    triage state as the caller (``user_id``) sees it."""
     users = user_counts(svc, project, [row.id]).get(row.id, 0)
     now = dt.datetime.now(dt.UTC)
     org = project.organization_id
     stats = {"24h": hourly_stats(svc, org, [project.id], [row.id], now)[row.id],
              "30d": hourly_stats(svc, org, [project.id], [row.id], now, days=30)[row.id]}
-    return {**issue_json(svc, project, row), "userCount": users, "stats": stats,
-            "activity": activity(svc, project, row.id)}
+    return {**issue_json(svc, project, row), **triage_fields(svc, org, user_id, [row])[row.id],
+            "userCount": users, "stats": stats, "activity": activity(svc, project, row.id)}
 
 
-def activity(svc: Services, project: ProjectRef, issue_id: int) -> list[dict[str, Any]]:
+def activity(svc: Services, project: ProjectRef, issue_id: int, kind: str | None = None
+             ) -> list[dict[str, Any]]:
     with svc.pool.connection() as conn:
-        entries = issue_store.issue_activity(conn, project, issue_id)
-    return [{"id": str(a.id), "type": a.type, "data": a.data,
-             "user": None if a.actor == "crashray" else {"name": a.actor},
-             "dateCreated": iso(a.date_added)} for a in entries]
+        entries = issue_store.issue_activity(conn, project, issue_id, kind)
+    return [activity_json(a) for a in entries]
+
+
+def activity_json(a: issue_store.Activity) -> dict[str, Any]:
+    """One activity entry in Sentry's shape (a note: ``type`` "note", ``data.text``)."""
+    user: dict[str, Any] | None = None if a.actor == "crashray" else {"name": a.actor}
+    if user is not None and a.user_id is not None:
+        user.update(id=str(a.user_id), username=a.actor)
+    return {"id": str(a.id), "type": a.type, "data": a.data, "user": user,
+            "dateCreated": iso(a.date_added)}
 
 
 def issue_hash_list(svc: Services, project: ProjectRef, issue_id: int) -> list[str]:

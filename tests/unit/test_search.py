@@ -93,9 +93,10 @@ def test_negated_is_and_is_list() -> None:
 
 
 def test_unknown_is_value_refused_at_its_position_with_the_known_values() -> None:
-    error = refused("level:error is:assigned")
+    error = refused("level:error is:linked")
     assert error.position == 15
-    assert 'unknown value "assigned" after "is:"' in str(error) and "escalating" in str(error)
+    assert 'unknown value "linked" after "is:"' in str(error) and "escalating" in str(error)
+    assert "unassigned" in str(error)
 
 
 @pytest.mark.parametrize("name", [*sorted(EVENT_FIELDS), *sorted(ARRAY_FIELDS), "message"])
