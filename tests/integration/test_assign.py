@@ -6,6 +6,7 @@ assignable, and its users see nothing. Real parts: see tests/integration/triage_
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,10 @@ def w(chdb_store: ClickHouseStore) -> Iterator[World]:
     yield from build_world(chdb_store, "crashray_assign")
 
 
-def assign(w: World, issue_id: int, value: object, who: str = "ada") -> dict[str, object]:
+def assign(w: World, issue_id: int, value: object, who: str = "ada") -> dict[str, Any]:
     response = w.call(who, "PUT", f"/issues/{issue_id}/", json={"assignedTo": value})
     assert response.status_code == 200, response.text
-    shown: dict[str, object] = response.json()
+    shown: dict[str, Any] = response.json()
     return shown
 
 

@@ -32,8 +32,9 @@ class World:
 
     def call(self, who: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         token = self.h.token if who == "org-token" else self.tokens[who]
-        return self.h.api.request(method, path, headers={"Authorization": f"Bearer {token}"},
-                                  **kwargs)
+        response: httpx.Response = self.h.api.request(
+            method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        return response
 
     def issue(self, who: str, issue_id: int) -> dict[str, Any]:
         response = self.call(who, "GET", f"/issues/{issue_id}/")
