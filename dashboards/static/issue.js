@@ -1,5 +1,6 @@
-// One issue: its status and actions, counts, tag facets, one event (oldest, older, newer,
-// latest), the activity log and where its grouping comes from.
+// One issue: its status and actions, its assignee, bookmark and subscription, counts, tag
+// facets, one event (oldest, older, newer, latest), the activity log with comments, and
+// where its grouping comes from.
 
 import { ApiError, get, request, seg } from "./api.js";
 import { issueAnomaliesView, projectAnomalies } from "./anomalies.js";
@@ -88,6 +89,70 @@ function actions(ctx, issue) {
   return h("div", { id: "issue-actions", class: "actions", role: "group", "aria-label": "Change the status" }, buttons);
 }
 
+async function putIssue(ctx, issue, body, done) {
+  try {
+    await request(`/issues/${seg(issue.id)}/`, { method: "PUT", body });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) ctx.notify(err.detail || String(err), "error");
+    return false;
+  }
+  ctx.notify(done);
+  await ctx.reload();
+  return true;
+}
+
+/** Who `assignedTo` names, as a picker value: a member by username, a team as team:ID. */
+function assigneeValue(assignedTo) {
+  if (!assignedTo) return "";
+  return assignedTo.type === "team" ? `team:${assignedTo.id}` : assignedTo.name;
+}
+
+function assigneeLabel(assignedTo) {
+  if (!assignedTo) return "Unassigned";
+  return assignedTo.type === "team" ? `#${assignedTo.name}` : assignedTo.name;
+}
+
+/** The assignee picker (members and teams of the organization), the bookmark star and the
+ * subscribe toggle. `people` settles to {members, teams}; without them (a token that may
+ * not list members) the picker offers the current assignee and "Unassigned" only. */
+function triageBar(ctx, issue, people) {
+  const current = assigneeValue(issue.assignedTo);
+  const members = people.ok ? people.value.members : [];
+  const teams = people.ok ? people.value.teams : [];
+  const options = [["", "Unassigned"],
+    ...members.map((m) => [m.user.username, m.user.username]),
+    ...teams.map((t) => [`team:${t.id}`, `#${t.slug}`])];
+  if (current && !options.some(([value]) => value === current)) options.push([current, assigneeLabel(issue.assignedTo)]);
+  const picker = h("select", { id: "assignee", onchange: async (e) => {
+    const value = e.target.value;
+    const label = options.find(([v]) => v === value);
+    const ok = await putIssue(ctx, issue, { assignedTo: value || null },
+      value ? `Assigned to ${label ? label[1] : value}` : "Unassigned");
+    if (ok) { const again = document.getElementById("assignee"); if (again) again.focus(); }
+  } }, options.map(([value, label]) => h("option", { value, selected: value === current }, label)));
+  const toggle = (id, on, onText, offText, field, doneOn, doneOff) => h("button", {
+    type: "button", id, class: on ? "toggle on" : "toggle", "aria-pressed": on ? "true" : "false",
+    onclick: async () => {
+      if (await putIssue(ctx, issue, { [field]: !on }, on ? doneOff : doneOn)) {
+        const again = document.getElementById(id);
+        if (again) again.focus();
+      }
+    },
+  }, on ? onText : offText);
+  return h("div", { class: "triage", role: "group", "aria-label": "Triage" },
+    h("label", { for: "assignee" }, "Assignee"), picker,
+    toggle("bookmark", Boolean(issue.isBookmarked), "★ Bookmarked", "☆ Bookmark", "isBookmarked",
+      "Bookmarked", "Bookmark removed"),
+    toggle("subscribe", Boolean(issue.isSubscribed), "Subscribed", "Subscribe", "isSubscribed",
+      "Subscribed to this issue", "Unsubscribed from this issue"));
+}
+
+async function assignablePeople(org) {
+  const [members, teams] = await Promise.all([
+    get(`/organizations/${seg(org)}/members/`), get(`/organizations/${seg(org)}/teams/`)]);
+  return { members: members || [], teams: teams || [] };
+}
+
 function counts(issue) {
   const item = (label, value) => h("div", {}, h("dt", {}, label), h("dd", {}, value));
   return h("dl", { class: "counts" },
@@ -130,17 +195,62 @@ const ACTIVITY_TEXT = {
   merge: () => "Merged issues into this one",
   unmerge_source: () => "Unmerged hashes to a new issue",
   unmerge_destination: () => "Created by an unmerge",
+  assigned: (d) => (d && d.assigneeName ? `Assigned to ${d.assigneeType === "team" ? "#" : ""}${d.assigneeName}` : "Assigned"),
+  unassigned: () => "Unassigned",
+  note: () => "Commented",
 };
 
-function activityView(activity) {
-  const items = [...(activity || [])].reverse();
+/** A comment: its text as text (never markup), and Delete for its author. */
+function noteBody(ctx, issue, a) {
+  const me = ctx.session && ctx.session.user;
+  const own = me && a.user && a.user.id && String(a.user.id) === String(me.id);
+  return h("div", { class: "note" },
+    h("p", { class: "note-text" }, (a.data && a.data.text) || ""),
+    own ? h("button", { type: "button", class: "button-quiet note-delete", onclick: async () => {
+      try {
+        await request(`/issues/${seg(issue.id)}/comments/${seg(a.id)}/`, { method: "DELETE" });
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 401)) ctx.notify(err.detail || String(err), "error");
+        return;
+      }
+      ctx.notify("Comment deleted");
+      await ctx.reload();
+    } }, "Delete") : null);
+}
+
+function commentForm(ctx, issue) {
+  const text = h("textarea", { id: "comment-text", name: "text", rows: "3", required: true,
+    placeholder: "Add details or @mention a teammate" });
+  const form = h("form", { class: "comment-form", "aria-label": "Add a comment" },
+    h("label", { for: "comment-text" }, "Comment"), text,
+    h("button", { type: "submit", class: "button-primary" }, "Comment"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await request(`/issues/${seg(issue.id)}/comments/`, { method: "POST", body: { text: text.value } });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) ctx.notify(err.detail || String(err), "error");
+      return;
+    }
+    ctx.notify("Comment added");
+    await ctx.reload();
+    const again = document.getElementById("comment-text");
+    if (again) again.focus();
+  });
+  return form;
+}
+
+function activityView(ctx, issue) {
+  const items = [...(issue.activity || [])].reverse();
   return h("section", { class: "panel", "aria-labelledby": "activity-title" },
     h("h2", { id: "activity-title" }, "Activity"),
     items.length === 0 ? h("p", { class: "muted" }, "Nothing yet.")
-      : h("ol", { class: "activity" }, items.map((a) => h("li", {},
+      : h("ol", { class: "activity" }, items.map((a) => h("li", { class: a.type === "note" ? "activity-note" : null },
         h("span", { class: "activity-what" }, (ACTIVITY_TEXT[a.type] || (() => a.type))(a.data)),
         h("span", { class: "muted" }, " by ", a.user && a.user.name ? a.user.name : "Crashray", " · "),
-        time(a.dateCreated, relativeTime(a.dateCreated))))));
+        time(a.dateCreated, relativeTime(a.dateCreated)),
+        a.type === "note" ? noteBody(ctx, issue, a) : null))),
+    commentForm(ctx, issue));
 }
 
 function errorText(error) {
@@ -192,10 +302,11 @@ function eventSection(ctx, issue, result, tagHref) {
 export async function renderIssue(ctx) {
   const { org, id } = ctx.route;
   const which = ctx.route.query.get("event") || "latest";
-  const [issue, tags, event] = await Promise.all([
+  const [issue, tags, event, people] = await Promise.all([
     get(`/issues/${seg(id)}/`),
     settle(get(`/issues/${seg(id)}/tags/`)),
     settle(get(eventPath(id, which))),
+    settle(assignablePeople(org)),
   ]);
   if (!ctx.current()) return;
   if (String(issue.id) !== String(id)) { // merged away: the API redirected to the survivor
@@ -220,10 +331,11 @@ export async function renderIssue(ctx) {
         h("span", { id: "issue-status", class: `badge badge-${issue.status}` }, statusText(issue)),
         issue.platform ? h("span", { class: "muted" }, issue.platform) : null)),
     actions(ctx, issue),
+    triageBar(ctx, issue, people),
     counts(issue),
     h("div", { class: "issue-layout" },
       h("div", { class: "issue-main" }, eventSection(ctx, issue, event, tagHref)),
       h("aside", { class: "issue-side", "aria-label": "About this issue" },
-        issueAnomaliesView(anomalies, org), facetsView(tags, tagHref), activityView(issue.activity),
+        issueAnomaliesView(anomalies, org), facetsView(tags, tagHref), activityView(ctx, issue),
         groupingView(issue, event.ok ? event.value : null, org)))));
 }

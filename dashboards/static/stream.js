@@ -15,7 +15,8 @@ const SORTS = [["date", "Last seen"], ["new", "First seen"], ["freq", "Events"],
 const SEARCH_KEYS = [
   "is:unresolved|resolved|ignored", "level:error", "release:1.0", "environment:prod",
   "user.email:…", "has:user", "!has:release", "browser:Chrome*", "times_seen:>10",
-  "firstSeen:-24h", "lastSeen:-7d", "error.type:ValueError", "\"free text\"",
+  "firstSeen:-24h", "lastSeen:-7d", "error.type:ValueError", "assigned:me", "assigned:#team",
+  "is:unassigned", "is:bookmarked", "\"free text\"",
 ];
 
 // The stream's frame (search form, tabs, table) stays in place while only the results
@@ -97,6 +98,17 @@ function statusBadge(issue) {
   return h("span", { class: `badge badge-${issue.status === "resolved" ? "resolved" : "ignored"}` }, issue.status);
 }
 
+/** The assignee as an avatar: a member's initials, a team's "#" and first letter; the full
+ * name in its accessible label and tooltip. */
+function assigneeAvatar(assignedTo) {
+  if (!assignedTo) return h("span", { class: "avatar avatar-none", title: "Unassigned", "aria-label": "Unassigned" }, "–");
+  const team = assignedTo.type === "team";
+  const name = team ? `#${assignedTo.name}` : assignedTo.name;
+  const letters = team ? `#${assignedTo.name.slice(0, 1)}` : assignedTo.name.slice(0, 2);
+  return h("span", { class: ["avatar", team ? "avatar-team" : "avatar-user"], title: `Assigned to ${name}`,
+    "aria-label": `Assigned to ${name}`, role: "img" }, letters.toUpperCase());
+}
+
 function issueRow(ctx, state, issue, selected, onSelect) {
   const box = h("input", {
     type: "checkbox", value: issue.id, checked: selected.has(issue.id),
@@ -111,12 +123,14 @@ function issueRow(ctx, state, issue, selected, onSelect) {
         h("span", { class: ["level", levelClass(issue.level)] }, issue.level || "—"),
         h("span", { class: "short-id" }, issue.shortId),
         statusBadge(issue),
+        issue.isBookmarked ? h("span", { class: "bookmarked", title: "Bookmarked", "aria-label": "Bookmarked", role: "img" }, "★") : null,
         h("span", { class: "culprit" }, issue.culprit || ""))),
     h("td", { class: "graph" }, sparkline(issue.stats && issue.stats["24h"])),
     h("td", { class: "num" }, h("span", { title: issue.count }, shortCount(issue.count))),
     h("td", { class: "num" }, h("span", { title: String(issue.userCount ?? 0) }, shortCount(issue.userCount ?? 0))),
     h("td", { class: "when" }, time(issue.firstSeen, relativeTime(issue.firstSeen))),
-    h("td", { class: "when" }, time(issue.lastSeen, relativeTime(issue.lastSeen))));
+    h("td", { class: "when" }, time(issue.lastSeen, relativeTime(issue.lastSeen))),
+    h("td", { class: "assignee" }, assigneeAvatar(issue.assignedTo)));
 }
 
 async function bulkUpdate(ctx, state, ids, body, done) {
@@ -150,6 +164,11 @@ function buildBulkBar(ctx, f, state, issues, selected) {
       }
     },
   }, "Merge");
+  const me = ctx.session && ctx.session.user;
+  const assignMe = me ? h("button", {
+    type: "button", id: "assign-to-me",
+    onclick: () => bulkUpdate(ctx, state, ids(), { assignedTo: me.username }, `Assigned ${label()} to you`),
+  }, "Assign to me") : null;
   const count = h("span", { class: "muted selected-count", "aria-live": "polite" });
   // Updated in place, so the checkbox or button in use keeps the keyboard focus.
   const update = () => {
@@ -157,6 +176,7 @@ function buildBulkBar(ctx, f, state, issues, selected) {
     all.checked = issues.length > 0 && n === issues.length;
     all.indeterminate = n > 0 && n < issues.length;
     resolve.disabled = ignore.disabled = n === 0;
+    if (assignMe) assignMe.disabled = n === 0;
     merge.disabled = n < 2;
     replace(count, n ? `${n} selected` : "");
     for (const box of f.results.querySelectorAll("tbody input[type=checkbox]")) box.checked = selected.has(box.value);
@@ -166,7 +186,7 @@ function buildBulkBar(ctx, f, state, issues, selected) {
     update();
   });
   replace(f.bulk, h("label", { class: "select-all" }, all, h("span", {}, "Select all")),
-    resolve, ignore, merge, count);
+    resolve, ignore, assignMe, merge, count);
   return update;
 }
 
@@ -186,7 +206,8 @@ function renderTable(ctx, f, state, issues, selected, onSelect) {
       h("th", { scope: "col", class: "num" }, "Events"),
       h("th", { scope: "col", class: "num" }, "Users"),
       h("th", { scope: "col", class: "when" }, "First seen"),
-      h("th", { scope: "col", class: "when" }, "Last seen"))),
+      h("th", { scope: "col", class: "when" }, "Last seen"),
+      h("th", { scope: "col", class: "assignee" }, "Assignee"))),
     h("tbody", {}, issues.map((issue) => issueRow(ctx, state, issue, selected, onSelect)))));
 }
 
