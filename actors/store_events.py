@@ -40,6 +40,7 @@ from events.lifecycle import (
     needs_user_count,
     transition_after_events,
 )
+from events.ownership import OwnershipRules, OwnershipSyntaxError, parse_ownership
 from events.process import EventProcessor, ProcessedEvent, ProjectGrouping
 from events.rows import (
     Counts,
@@ -54,6 +55,7 @@ from events.rows import (
 from storage import delivery
 from storage import issues as issue_store
 from storage.clickhouse import EventStore
+from storage.ownership import auto_assigned_rules
 from storage.projects import ProjectGroupingSettings, grouping_settings, scrubbing_configs
 from storage.scope import ProjectScope
 
@@ -110,7 +112,8 @@ def issue_candidate(project_id: int, p: ProcessedEvent) -> issue_store.IssueCand
         metadata={k: pg_text(v) if isinstance(v, str) else v
                   for k, v in p.issue.metadata.items()},
         secondary_hashes=() if p.secondary_grouping is None else tuple(
-            h for h in p.secondary_grouping.hashes if h not in p.grouping.hashes))
+            h for h in p.secondary_grouping.hashes if h not in p.grouping.hashes),
+        owner=p.owner)
 
 
 def resolve_issues(resolver: Any, events: Sequence[tuple[int, int, ProcessedEvent]]
@@ -125,14 +128,27 @@ def resolve_issues(resolver: Any, events: Sequence[tuple[int, int, ProcessedEven
 # --- project settings, as processing needs them ---------------------------------------------
 def load_project_settings(conn: psycopg.Connection[Any], processor: EventProcessor,
                           project_ids: list[int]) -> None:
-    """Install the scrubbing and grouping settings of ``project_ids`` in ``processor``."""
+    """Install the scrubbing, grouping and ownership settings of ``project_ids`` in
+    ``processor`` (ownership rules are parsed here, once per load)."""
     with conn.transaction():
         configs = scrubbing_configs(conn, project_ids)
         groupings = grouping_settings(conn, project_ids)
+        owned = auto_assigned_rules(conn, project_ids)
+    for project_id in project_ids:
+        processor.set_ownership(project_id, _ownership_rules(project_id, owned.get(project_id)))
     for project_id, config in configs.items():
         processor.set_scrubbing(project_id, config)
     for project_id, g in groupings.items():
         processor.set_grouping(project_id, project_grouping(g))
+
+
+def _ownership_rules(project_id: int, raw: str | None) -> OwnershipRules:
+    try:
+        return parse_ownership(raw) if raw else OwnershipRules()
+    except OwnershipSyntaxError as exc:
+        # The API validates rules before storing them (as for grouping rules below).
+        log.error("project %s: ownership rules ignored: %s", project_id, exc)
+        return OwnershipRules()
 
 
 def project_grouping(g: ProjectGroupingSettings) -> ProjectGrouping:

@@ -30,6 +30,7 @@ from events.errors import BadRequest
 from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
 from events.grouping.rules import GroupingRules
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
+from events.ownership import Owner, OwnershipRules, event_facts, first_owner
 from events.tags import event_tags
 
 #: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
@@ -110,6 +111,8 @@ class ProcessedEvent:
     received: dt.datetime
     #: The event under the project's previous grouping version, during a transition.
     secondary_grouping: GroupingResult | None = None
+    #: Who the project's ownership rules name for it (a new issue is assigned to them).
+    owner: Owner | None = None
 
 
 def _dumps(value: Any) -> str:
@@ -139,6 +142,7 @@ class EventProcessor:
     def __init__(self, symbolicator: Symbolicator | None = None) -> None:
         self._pii_configs: dict[int, Any] = {}
         self._grouping: dict[int, ProjectGrouping] = {}
+        self._ownership: dict[int, OwnershipRules] = {}
         #: None: no symbolication (no artifact store configured); events stay as sent.
         self._symbolicator = symbolicator
         #: Seconds spent per stage since the last ``take_stage_seconds`` (the consumer
@@ -147,6 +151,10 @@ class EventProcessor:
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
         self._grouping[project_id] = grouping
+
+    def set_ownership(self, project_id: int, rules: OwnershipRules) -> None:
+        """Install a project's parsed ownership rules (events/ownership.py)."""
+        self._ownership[project_id] = rules
 
     def set_scrubbing(self, project_id: int, datascrubbing: Mapping[str, Any]) -> None:
         """Install a project's legacy data-scrubbing options (Sentry's project settings)."""
@@ -192,6 +200,8 @@ class EventProcessor:
         issue = issue_metadata_for_event(tagged)
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
+        rules = self._ownership.get(ctx.project_id)
+        owner = first_owner(rules, event_facts(tagged)) if rules and rules.rules else None
         self._spent("group", started)
         return ProcessedEvent(
             event_id=str(tagged["event_id"]),
@@ -201,6 +211,7 @@ class EventProcessor:
             timestamp=_from_unix(tagged.get("timestamp"), ctx.received_at),
             received=_from_unix(tagged.get("received"), ctx.received_at),
             secondary_grouping=secondary,
+            owner=owner,
         )
 
     def _normalize(self, payload: bytes, ctx: ItemContext) -> dict[str, Any]:

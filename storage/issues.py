@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from events.ownership import Owner
 from events.search import IssueFilters
 from storage.scope import ProjectScope
 from storage.search_sql import SearchViewer, issue_where
@@ -48,6 +49,8 @@ class IssueCandidate:
     #: Hashes under the project's previous grouping version during a transition: they only
     #: find an existing issue (which the event's own hashes then join), never create one.
     secondary_hashes: tuple[str, ...] = ()
+    #: Who the project's ownership rules name (a new issue is assigned to them).
+    owner: Owner | None = None
 
 
 def issue_ids_for(conn: psycopg.Connection[Any], candidates: Sequence[IssueCandidate]
@@ -139,7 +142,37 @@ def _create_issue(conn: psycopg.Connection[Any], c: IssueCandidate) -> int:
         assert created is not None  # INSERT ... RETURNING always returns the row
         issue_id = int(created[0])
         _insert_hashes(conn, c, issue_id)
+        if c.owner is not None:
+            _assign_to_owner(conn, c.project_id, issue_id, c.owner)
     return issue_id
+
+
+def _assign_to_owner(conn: psycopg.Connection[Any], project_id: int, issue_id: int,
+                     owner: Owner) -> None:
+    """Auto-assign a new issue to its owner: a member (by e-mail or username) or team (by
+    slug) of the project's organization; an owner who left it assigns nobody."""
+    org = "(SELECT organization_id FROM projects WHERE id = %(project)s)"
+    if owner.kind == "team":
+        target = ("assignee_team_id = (SELECT id FROM teams WHERE organization_id = "
+                  f"{org} AND slug = %(name)s)")
+    else:
+        target = ("assignee_user_id = (SELECT u.id FROM users u JOIN organization_members m"
+                  f" ON m.user_id = u.id WHERE m.organization_id = {org} AND (u.username ="
+                  " %(name)s OR lower(u.email) = lower(%(name)s)) ORDER BY u.username ="
+                  " %(name)s DESC LIMIT 1)")
+    row = conn.execute(
+        f"UPDATE issues SET {target} WHERE id = %(issue)s RETURNING"
+        " coalesce(assignee_user_id, assignee_team_id)",
+        {"project": project_id, "name": owner.name, "issue": issue_id}).fetchone()
+    if row is None or row[0] is None:
+        return
+    add_activity(conn, issue_id, project_id, "assigned",
+                 {"assignee": str(row[0]), "assigneeType": owner.kind,
+                  "assigneeName": owner.name, "rule": "ownership"}, "crashray")
+    if owner.kind == "user":
+        conn.execute("INSERT INTO issue_subscriptions (issue_id, user_id, is_active, reason)"
+                     " VALUES (%s, %s, true, 'assigned') ON CONFLICT DO NOTHING",
+                     (issue_id, row[0]))
 
 
 def _insert_hashes(conn: psycopg.Connection[Any], c: IssueCandidate, issue_id: int) -> None:

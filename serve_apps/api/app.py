@@ -41,6 +41,7 @@ from serve_apps.api import (
     issues,
     operations,
     organizations,
+    ownership,
     projects,
     quotas,
     releases,
@@ -59,7 +60,8 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 #: Every router the API serves, one per resource.
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
                   events.router, quotas.router, operations.router, artifacts.router,
-                  releases.router, alert_rules.router, anomalies.router, comments.router)
+                  releases.router, alert_rules.router, anomalies.router, comments.router,
+                  ownership.router)
 #: Room for the multipart framing around a chunk-upload request's chunks.
 MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 
