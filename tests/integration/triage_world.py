@@ -80,8 +80,8 @@ def _people(conn: Any, org_id: int) -> tuple[dict[str, str], dict[str, int], dic
         user = tenancy.create_user(conn, name, f"{name}@example.com", "correct horse")
         tenancy.add_member(conn, org, user, role)
         user_ids[name] = user
-        tokens[name] = tenancy.create_token(conn, f"{name}'s", ["event:read", "event:write",
-                                                                "member:read", "team:read"],
-                                            user=user)
+        tokens[name] = tenancy.create_token(
+            conn, f"{name}'s", ["event:read", "event:write", "project:read", "project:write",
+                                "member:read", "team:read"], user=user)
     tenancy.add_team_member(conn, teams["backend"], org_id, user_ids["bob"])
     return tokens, user_ids, teams
