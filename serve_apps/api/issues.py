@@ -110,10 +110,12 @@ class IssueUpdate(Body):
     assignedTo: str | int | None = None
     isBookmarked: bool | None = None
     isSubscribed: bool | None = None
+    #: Sentry's dashboard marks an issue seen; accepted and not kept (no "seen by" yet).
+    hasSeen: bool | None = None
 
     def status_update(self) -> StatusUpdate | None:
         if self.status is None and self.statusDetails is None:
-            if not self.model_fields_set & TRIAGE_FIELDS:
+            if not self.model_fields_set & (TRIAGE_FIELDS | {"hasSeen"}):
                 raise BadRequest("nothing to change: send status (with statusDetails),"
                                  " assignedTo, isBookmarked or isSubscribed")
             return None

@@ -175,3 +175,6 @@ def test_an_organization_token_cannot_bookmark_and_an_empty_update_is_refused(
     assert response.status_code == 400 and "isBookmarked" in response.json()["detail"]
     empty = w.call("ada", "PUT", f"/issues/{alpha}/", json={})
     assert empty.status_code == 400 and "assignedTo" in empty.json()["detail"]
+    # Sentry's dashboard marks an issue seen: accepted, nothing changes.
+    seen = w.call("ada", "PUT", f"/issues/{alpha}/", json={"hasSeen": True})
+    assert seen.status_code == 200 and seen.json()["status"] == "unresolved"
