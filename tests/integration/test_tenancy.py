@@ -114,7 +114,7 @@ def every_endpoint(t: Tenants) -> list[tuple[str, str, object]]:
     values = {"org": t.org, "project": "web", "team": "backend", "issue_id": t.issue_id,
               "event_id": t.event_id, "which": "latest", "key": "level",
               "key_id": t.public_key, "quota_id": t.quota_id,
-              "bundle": 1, "version": "shop@1.0", "file_id": 1, "rule_id": 1}
+              "bundle": 1, "version": "shop@1.0", "file_id": 1, "rule_id": 1, "note_id": 1}
     found = []
     for router in ROUTERS:
         for route in router.routes:
