@@ -6,7 +6,10 @@ Python SDK sent, bookmark it, comment on it, and find it again in the stream wit
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -15,11 +18,11 @@ import pytest
 from tests.e2e import test_dashboard as dashboard
 from tests.e2e.conftest import CrashrayProcess
 from tests.e2e.test_dashboard import (
+    HERE,
     ISSUE_APPEARS_TIMEOUT_S,
     log_in,
     needs_chromium,
     open_page,
-    send_python,
 )
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +30,14 @@ pytestmark = pytest.mark.e2e
 #: The browser and the dashboard's user of tests/e2e/test_dashboard.py, shared, not copied.
 browser = dashboard.browser
 dashboard_user = dashboard.dashboard_user
+
+
+def send_own_error(c: CrashrayProcess, marker: str, error_type: str) -> None:
+    """Two events of an exception type of this test's own, so that they make an issue of
+    their own (the other browser tests' CardDeclined events share one issue)."""
+    subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "2",
+                    error_type], env={**os.environ, "CRASHRAY_DSN": c.dsn},
+                   capture_output=True, text=True, timeout=60, check=True)
 
 
 def find_in_stream(page: object, query: str, title: str) -> object:
@@ -56,8 +67,9 @@ def test_assign_bookmark_and_comment_on_an_issue_then_find_it_as_mine(
 
     assert isinstance(browser, Browser)
     marker = uuid.uuid4().hex[:10]
-    title = f"CardDeclined: card {marker} declined"
-    send_python(crashray_up, marker)
+    error_type = f"Triage{marker}"
+    title = f"{error_type}: card {marker} declined"
+    send_own_error(crashray_up, marker, error_type)
     page, errors, shot = open_page(browser, tmp_path)
     username = dashboard_user[0]
     try:
