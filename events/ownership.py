@@ -14,8 +14,8 @@
   (``src/app/*`` matches ``/srv/www/src/app/x.py``).
 * Owners: ``#team-slug``, or a user by e-mail address (Sentry's form) or username.
 
-A new issue is auto-assigned to the first owner of the first rule its first event matches
-(``first_owner``). The rules are parsed once when a consumer loads a project's settings
+A new issue is auto-assigned to the first owner of the last rule its first event matches
+(``issue_owner``: the last matching rule wins, as in Sentry and CODEOWNERS). The rules are parsed once when a consumer loads a project's settings
 (``parse_ownership``), and matched only for projects that have rules. Pure: no I/O.
 
 Errors::
@@ -163,9 +163,11 @@ def _compiled(pattern: str, is_path: bool) -> re.Pattern[str]:
     return found
 
 
-def first_owner(rules: OwnershipRules, facts: EventFacts) -> Owner | None:
-    """The first owner of the first rule ``facts`` match (None: no rule matches)."""
-    for rule in rules.rules:
+def issue_owner(rules: OwnershipRules, facts: EventFacts) -> Owner | None:
+    """The first owner of the last rule ``facts`` match (None: no rule matches). The last
+    matching rule wins, as in Sentry and in CODEOWNERS files: broad rules go first, the
+    specific ones that override them below."""
+    for rule in reversed(rules.rules):
         if rule.matches(facts):
             return rule.owners[0]
     return None

@@ -30,7 +30,7 @@ from events.errors import BadRequest
 from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
 from events.grouping.rules import GroupingRules
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
-from events.ownership import Owner, OwnershipRules, event_facts, first_owner
+from events.ownership import Owner, OwnershipRules, event_facts, issue_owner
 from events.tags import event_tags
 
 #: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
@@ -201,7 +201,7 @@ class EventProcessor:
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
         rules = self._ownership.get(ctx.project_id)
-        owner = first_owner(rules, event_facts(tagged)) if rules and rules.rules else None
+        owner = issue_owner(rules, event_facts(tagged)) if rules and rules.rules else None
         self._spent("group", started)
         return ProcessedEvent(
             event_id=str(tagged["event_id"]),

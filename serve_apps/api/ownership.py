@@ -6,7 +6,7 @@
 
 ``raw`` is the rules text (events/ownership.py has the syntax); every owner it names must be
 a member or team of the project's organization, else a 400 naming them. New issues are
-assigned to the first owner of the first matching rule while ``autoAssignment`` is on
+assigned to the first owner of the last matching rule while ``autoAssignment`` is on
 (Sentry's ``"Auto Assign to Issue Owner"``; ``"Turn off Auto-Assignment"`` or ``false``
 turn it off). Consumers load the rules with the project's other settings, so a change
 applies within ``CRASHRAY_PROJECT_SETTINGS_REFRESH_S``.

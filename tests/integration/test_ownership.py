@@ -1,5 +1,5 @@
 """Ownership rules through the Web API (``/projects/{org}/{project}/ownership/``) and the
-auto-assignment of new issues by a real consumer: the first owner of the first matching
+auto-assignment of new issues by a real consumer: the first owner of the last matching
 rule, within the project's organization only. Real parts: see
 tests/integration/triage_world.py."""
 
@@ -45,7 +45,7 @@ def ingest(w: World, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i["metadata"]["type"]: i for i in shown}
 
 
-RULES = "path:src/payments/* #backend\nmodule:shop.cart.* bob@example.com\npath:* ada"
+RULES = "path:* ada\npath:src/payments/* #backend\nmodule:shop.cart.* bob@example.com"
 
 
 def test_rules_are_saved_in_sentrys_shape_and_new_issues_go_to_their_owner(

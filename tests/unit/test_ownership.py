@@ -11,17 +11,17 @@ from events.ownership import (
     OwnershipSyntaxError,
     Rule,
     event_facts,
-    first_owner,
+    issue_owner,
     parse_ownership,
 )
 
 RULES = parse_ownership("""
+path:*  #everyone
 # frontend code
 path:src/app/*.tsx   #frontend
 module:shop.payments.*  ada@example.com #payments
 url:https://shop.example.com/checkout/*  bob
 tags.sku_class:enterprise #enterprise
-path:*  #everyone
 """)
 
 
@@ -31,11 +31,11 @@ def event(frames: list[dict[str, str]], **extra: object) -> dict[str, object]:
 
 
 def test_rules_parse_to_types_patterns_and_owners_skipping_comments() -> None:
-    assert RULES.rules[:2] == (
+    assert RULES.rules[1:3] == (
         Rule("path", "src/app/*.tsx", (Owner("team", "frontend"),)),
         Rule("module", "shop.payments.*", (Owner("user", "ada@example.com"),
                                            Owner("team", "payments"))))
-    assert RULES.rules[3] == Rule("tag", "enterprise", (Owner("team", "enterprise"),),
+    assert RULES.rules[4] == Rule("tag", "enterprise", (Owner("team", "enterprise"),),
                                   "sku_class")
     assert Owner("user", "bob") in RULES.owners
 
@@ -48,18 +48,18 @@ def test_rules_parse_to_types_patterns_and_owners_skipping_comments() -> None:
     (event_facts(event([], tags=[["sku_class", "enterprise"]])), "#enterprise"),
     (event_facts(event([{"filename": "lib/other.py"}])), "#everyone"),
 ])
-def test_the_first_matching_rule_names_the_owner(facts: EventFacts, owner: str) -> None:
-    found = first_owner(RULES, facts)
+def test_the_last_matching_rule_names_the_owner(facts: EventFacts, owner: str) -> None:
+    found = issue_owner(RULES, facts)
     assert found is not None and found.text == owner
 
 
 def test_an_event_no_rule_matches_has_no_owner() -> None:
     rules = parse_ownership("path:src/* #frontend\ntags.browser:Chrome* #web")
-    assert first_owner(rules, event_facts(event([{"filename": "lib/x.py"}],
+    assert issue_owner(rules, event_facts(event([{"filename": "lib/x.py"}],
                                                 tags=[["browser", "Firefox 120"]]))) is None
-    assert first_owner(rules, event_facts({})) is None
+    assert issue_owner(rules, event_facts({})) is None
     # Globs, not regexes: a dot is a dot.
-    assert first_owner(parse_ownership("module:a.b #t"),
+    assert issue_owner(parse_ownership("module:a.b #t"),
                        event_facts(event([{"module": "axb"}]))) is None
 
 
