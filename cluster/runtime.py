@@ -645,6 +645,10 @@ class Runtime:
                                max_body_bytes=s.api_max_body_bytes,
                                trusted_proxies=tuple(s.trusted_proxies),
                                notify_warning_threshold=s.notify_failure_warning_threshold,
+                               operator_cache_s=s.operator_cache_s,
+                               operator_timeout_s=s.operator_timeout_s,
+                               operator_rate_window_s=s.operator_rate_window_s,
+                               operator_queue_count_cap=s.metrics_queue_count_cap,
                                artifacts=ArtifactConfig(
                                    str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
                                    s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,
