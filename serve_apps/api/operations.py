@@ -46,11 +46,12 @@ the rest is still answered.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from cluster import cluster_state
 from events.errors import BadRequest, Forbidden, NotFound
@@ -84,10 +85,17 @@ OrgOwner = Annotated[Access, Depends(org_access("org:admin"))]
 
 
 # --- dead letters ------------------------------------------------------------------------
-class DeadLetterChoice(Body):
-    """Which dead letters to replay or drop: ``ids``, or ``all`` of the scope."""
+def _digits_to_int(value: Any) -> Any:
+    """Ids are answered as strings (Sentry's habit); take them back as strings or numbers."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 
-    ids: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, max_length=10_000)
+
+class DeadLetterChoice(Body):
+    """Which dead letters to replay or drop: ``ids`` (as the list answers them, strings,
+    or numbers), or ``all`` of the scope."""
+
+    ids: list[Annotated[int, BeforeValidator(_digits_to_int), Field(gt=0)]] | None = Field(
+        default=None, max_length=10_000)
     all: bool = False
 
     def chosen(self) -> list[int] | None:
@@ -106,9 +114,13 @@ def dead_letter_count_json(c: queue.DeadLetterCount) -> dict[str, Any]:
             "lastError": c.latest_error}
 
 
+#: Terminal colour codes Ray's errors carry (``\x1b[36m``), and other control characters.
+_CONTROL: Final = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def dead_letter_json(d: queue.DeadLetter, organization: str | None = None
                      ) -> dict[str, Any]:
-    error = " ".join(d.error.split())
+    error = " ".join(_CONTROL.sub("", d.error).split())
     if len(error) > ERROR_PREVIEW_CHARS:
         error = error[:ERROR_PREVIEW_CHARS - 1] + "…"
     found = {"id": str(d.id), "projectId": str(d.project_id), "project": d.project_slug,

@@ -75,7 +75,7 @@ def test_an_owner_lists_replays_and_drops_the_organizations_dead_letters(
     assert all(d["project"] is None and d["itemType"] == "event" for d in listed)
     assert all("foreign key" in d["error"] for d in listed)
 
-    replayed = h.api.post(f"{org}/dead-letters/replay/", json={"ids": [ids[0]]},
+    replayed = h.api.post(f"{org}/dead-letters/replay/", json={"ids": [str(ids[0])]},
                           headers=bearer(h.token))
     assert replayed.status_code == 200, replayed.text
     assert replayed.json() == {"replayed": [str(ids[0])], "notFound": []}
