@@ -124,8 +124,12 @@ def connect(settings: Settings) -> None:
                                " CRASHRAY_RAY_ADDRESS), e.g. --address 10.0.0.5:6379")
     apply_ray_environment(settings)
     if not ray.is_initialized():
+        from cluster import self_report
+
+        config = self_report.config_for(settings)
         ray.init(address=settings.ray_address, namespace=NAMESPACE,
-                 logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False)
+                 logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False,
+                 runtime_env=self_report.runtime_env(config) or None)
 
 
 def _keeper(settings: Settings, placement: Placement) -> Any:

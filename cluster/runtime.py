@@ -401,12 +401,17 @@ class Runtime:
         apply_ray_environment(self.settings)
         import ray
 
+        from cluster import self_report
+
+        self_report.start(self_report.config_for(self.settings))  # this driver too
+
         if ray.is_initialized():
             return
         s = self.settings
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray",
-                     logging_level=RAY_DRIVER_LOG_LEVEL)
+                     logging_level=RAY_DRIVER_LOG_LEVEL,
+                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
             check_reachable_databases(s)
             if self.placement == LOCAL:
                 # ``crashray up --address``: the data dir is on this node, so are its
@@ -432,7 +437,9 @@ class Runtime:
                      # Served by the node's metrics agent, which the raylet starts even
                      # without the dashboard (cluster/metrics.py); None: Ray picks.
                      _metrics_export_port=s.metrics_port or None,
-                     _system_config=LOCAL_RAY_SYSTEM_CONFIG)
+                     _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+                     # CRASHRAY_SELF_DSN: every worker reports (cluster/self_report.py).
+                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
             self._ray_system = [found.view for found in instance_processes(
                 instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True
