@@ -5,7 +5,9 @@ is connected to Ray (the CLI's driver, or an API replica).
 Every call is bounded: Ray's node table and named actors are cheap reads of the GCS;
 ``serve.status()`` one call to the Serve controller; the consumers' ``stats()`` are asked
 all at once and waited for at most ``timeout_s``; each node's Prometheus endpoint is read
-with a timeout. Nothing here names a tenant: these are instance-wide figures.
+with a timeout. Nothing here names a tenant: these are instance-wide figures. Ray is imported inside
+the functions that need it: the CLI imports this module (``metrics_url``) for commands
+that never start Ray.
 """
 
 from __future__ import annotations
@@ -17,10 +19,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import ray
-
-from actors.placement import NAMESPACE
-
 log = logging.getLogger("crashray.status")
 
 #: Name prefix of the consumer actors (``actors/consumer.py``'s pool).
@@ -30,12 +28,18 @@ STATE_API_ACTOR_LIMIT: Final = 10_000
 
 
 def our_actor_names() -> list[str]:
+    import ray
+
+    from actors.placement import NAMESPACE
+
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                   if a["namespace"] == NAMESPACE)
 
 
 def nodes() -> list[dict[str, Any]]:
     """Ray's nodes: id, address, alive, resources and the metrics export port."""
+    import ray
+
     return [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"],
              "alive": n["Alive"], "resources": n.get("Resources", {}),
              "metrics_port": n.get("MetricsExportPort")}
@@ -81,6 +85,10 @@ def consumer_stats(names: Iterable[str], timeout_s: float) -> list[dict[str, Any
     """``stats()`` of every named consumer, asked at once and waited for at most
     ``timeout_s`` in all; one that does not answer (restarting, its node gone) carries
     ``{"error": …}`` instead."""
+    import ray
+
+    from actors.placement import NAMESPACE
+
     asked: list[tuple[str, Any]] = []
     found: list[dict[str, Any]] = []
     for name in names:
