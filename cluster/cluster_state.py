@@ -13,6 +13,7 @@ that never start Ray.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,8 @@ log = logging.getLogger("crashray.status")
 CONSUMER_PREFIX: Final = "crashray-consumer-"
 #: Most actors read from Ray's state API at once.
 STATE_API_ACTOR_LIMIT: Final = 10_000
+#: Set once the state API's absence is logged (the operator page asks every few seconds).
+_state_api_missing_logged = threading.Event()
 
 
 def our_actor_names() -> list[str]:
@@ -68,9 +71,11 @@ def actor_nodes(names: list[str]) -> dict[str, list[str]]:
 
         actors = list_actors(filters=[("state", "=", "ALIVE")], limit=STATE_API_ACTOR_LIMIT,
                              raise_on_missing_output=False)
-    except Exception:  # optional side path: no dashboard means no state API; logged
-        log.warning("Ray's state API is not available (no dashboard on the head?); actors"
-                    " by node are not shown")
+    except Exception:  # optional side path: no dashboard means no state API; logged once
+        if not _state_api_missing_logged.is_set():
+            _state_api_missing_logged.set()
+            log.warning("Ray's state API is not available (no dashboard on the head?);"
+                        " actors by node are not shown")
         return {}
     by_node: dict[str, list[str]] = {}
     for actor in actors:
