@@ -111,8 +111,11 @@ def main() -> None:
     address, config, marker, ingest_faults, other_faults = sys.argv[1:6]
     ray.init(address=address, namespace=f"self-report-{marker}", log_to_driver=False,
              runtime_env=runtime_env(SelfReportConfig(**json.loads(config))))
-    found = ray.get(fault_in_a_worker.remote(marker, int(ingest_faults), int(other_faults)),
-                    timeout=120)
+    # A runtime environment of its own, as Serve replicas get (cluster/runtime.py): the
+    # job's hook and self-report configuration still reach it.
+    task = fault_in_a_worker.options(  # type: ignore[attr-defined]
+        runtime_env={"env_vars": {"CRASHRAY_TEST_OWN_ENV": "1"}})
+    found = ray.get(task.remote(marker, int(ingest_faults), int(other_faults)), timeout=120)
     print(json.dumps(found))
 
 
