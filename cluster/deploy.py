@@ -36,6 +36,8 @@ from actors.metrics_sampler import SAMPLER_NAME
 from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
+from cluster import cluster_state
+from cluster.cluster_state import CONSUMER_PREFIX, actor_nodes, our_actor_names
 from cluster.runtime import Runtime, StartInfo, check_reachable_databases
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
@@ -45,8 +47,8 @@ log = logging.getLogger("crashray.deploy")
 KEEPER_NAME: Final = "crashray-keeper"
 #: The Serve applications of a Crashray, as ``Runtime.start_serve`` names them.
 SERVE_APPS: Final = ("ingest", "api", "web")
-#: Name prefixes of the pool actors a deployment runs (``actors/*``).
-CONSUMER_PREFIX: Final = "crashray-consumer-"
+#: Seconds ``status`` waits for the consumers' ``stats()`` (all asked at once).
+CONSUMER_STATS_TIMEOUT_S: Final = 10.0
 #: Seconds a retired consumer gets to finish the batch in hand.
 CONSUMER_STOP_TIMEOUT_S: Final = 60.0
 #: Seconds ``undeploy`` waits for Serve to delete the applications (replicas drain).
@@ -122,13 +124,12 @@ def connect(settings: Settings) -> None:
                                " CRASHRAY_RAY_ADDRESS), e.g. --address 10.0.0.5:6379")
     apply_ray_environment(settings)
     if not ray.is_initialized():
+        from cluster import self_report
+
+        config = self_report.config_for(settings)
         ray.init(address=settings.ray_address, namespace=NAMESPACE,
-                 logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False)
-
-
-def our_actor_names() -> list[str]:
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == NAMESPACE)
+                 logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False,
+                 runtime_env=self_report.runtime_env(config) or None)
 
 
 def _keeper(settings: Settings, placement: Placement) -> Any:
@@ -250,57 +251,15 @@ class ClusterStatus:
 
 
 def status(settings: Settings) -> ClusterStatus:
-    from ray import serve
-
     connect(settings)
     names = our_actor_names()
     if KEEPER_NAME not in names:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}")
-    nodes = [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"],
-              "alive": n["Alive"], "resources": n.get("Resources", {}),
-              "metrics_port": n.get("MetricsExportPort")}
-             for n in ray.nodes()]  # type: ignore[no-untyped-call]
-    applications: dict[str, dict[str, Any]] = {}
-    for app_name, app in serve.status().applications.items():
-        applications[app_name] = {
-            name: {"status": str(d.status.value if hasattr(d.status, "value") else d.status),
-                   "replicas": {str(getattr(k, "value", k)): v
-                                for k, v in d.replica_states.items()}}
-            for name, d in app.deployments.items()}
-    actors_by_node = actor_nodes(names)
     keeper = ray.get_actor(KEEPER_NAME, namespace=NAMESPACE)
     queue: dict[str, Any] = dict(ray.get(keeper.queue_lag.remote(), timeout=30))
-    consumers: list[dict[str, Any]] = []
-    for name in names:
-        if name.startswith(CONSUMER_PREFIX):
-            try:
-                stats = ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote(),
-                                timeout=10)
-            except Exception as exc:  # restarting, or its node is gone
-                stats = {"error": type(exc).__name__}
-            consumers.append({"name": name, **stats})
-    return ClusterStatus(nodes, applications, actors_by_node, queue, consumers)
-
-
-def actor_nodes(names: list[str]) -> dict[str, list[str]]:
-    """Node id → the named Crashray actors (and Serve replicas) on it, from Ray's state API
-    (served by the head's dashboard process; empty when the cluster runs without one)."""
-    try:
-        from ray.util.state import list_actors
-
-        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000,
-                             raise_on_missing_output=False)
-    except Exception:
-        log.warning("Ray's state API is not available (no dashboard on the head?); actors"
-                    " by node are not shown")
-        return {}
-    by_node: dict[str, list[str]] = {}
-    for actor in actors:
-        name = actor.name or ""
-        if name in names or actor.class_name.startswith("ServeReplica:"):
-            label = name or actor.class_name.removeprefix("ServeReplica:")
-            by_node.setdefault(actor.node_id or "?", []).append(label)
-    return {node: sorted(labels) for node, labels in by_node.items()}
+    return ClusterStatus(cluster_state.nodes(), cluster_state.applications(),
+                         actor_nodes(names), queue,
+                         cluster_state.consumer_stats(names, CONSUMER_STATS_TIMEOUT_S))
 
 
 def wait_until_serving(settings: Settings, timeout_s: float = 60.0) -> None:

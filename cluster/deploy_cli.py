@@ -8,6 +8,7 @@ from typing import Any
 
 from cluster import cli_common
 from cluster.cli_common import command
+from cluster.cluster_state import metrics_url
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +44,6 @@ def cmd_status(args: argparse.Namespace) -> None:
     settings = cli_common.settings_from(args)
     for line in status_lines(status(settings)):
         print(line)
-
-
-def metrics_url(address: str, port: int) -> str:
-    """A node's Prometheus endpoint (Ray's metrics agent; Crashray's metrics are the
-    ``ray_crashray_*`` series, cluster/metrics.py)."""
-    host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}/metrics"
 
 
 def status_lines(s: Any) -> list[str]:

@@ -401,12 +401,17 @@ class Runtime:
         apply_ray_environment(self.settings)
         import ray
 
+        from cluster import self_report
+
+        self_report.start(self_report.config_for(self.settings))  # this driver too
+
         if ray.is_initialized():
             return
         s = self.settings
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray",
-                     logging_level=RAY_DRIVER_LOG_LEVEL)
+                     logging_level=RAY_DRIVER_LOG_LEVEL,
+                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
             check_reachable_databases(s)
             if self.placement == LOCAL:
                 # ``crashray up --address``: the data dir is on this node, so are its
@@ -432,7 +437,9 @@ class Runtime:
                      # Served by the node's metrics agent, which the raylet starts even
                      # without the dashboard (cluster/metrics.py); None: Ray picks.
                      _metrics_export_port=s.metrics_port or None,
-                     _system_config=LOCAL_RAY_SYSTEM_CONFIG)
+                     _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+                     # CRASHRAY_SELF_DSN: every worker reports (cluster/self_report.py).
+                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
             self._ray_system = [found.view for found in instance_processes(
                 instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True
@@ -646,6 +653,10 @@ class Runtime:
                                note_max_chars=s.api_note_max_chars,
                                trusted_proxies=tuple(s.trusted_proxies),
                                notify_warning_threshold=s.notify_failure_warning_threshold,
+                               operator_cache_s=s.operator_cache_s,
+                               operator_timeout_s=s.operator_timeout_s,
+                               operator_rate_window_s=s.operator_rate_window_s,
+                               operator_queue_count_cap=s.metrics_queue_count_cap,
                                artifacts=ArtifactConfig(
                                    str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
                                    s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,

@@ -535,6 +535,28 @@ class Settings(BaseSettings):
     #: age still tells how far behind the consumers are.
     metrics_queue_count_cap: int = Field(default=100_000, ge=1)
 
+    # --- operator page and self-reporting (serve_apps/api/operations.py, cluster/self_report.py)
+    #: Seconds an API replica reuses the instance's figures (``GET /api/0/operations/``):
+    #: every open operator page polls every few seconds, and one gathering asks Ray, the
+    #: consumers and every node's metrics endpoint.
+    operator_cache_s: float = Field(default=2.0, ge=0)
+    #: Seconds each part of the instance's figures may take (the consumers' answers, one
+    #: node's metrics endpoint); a part past it is reported missing, the rest answered.
+    operator_timeout_s: float = Field(default=3.0, gt=0)
+    #: Seconds of intake counters behind the rates the operator page shows. Ray's metrics
+    #: agent exports every ~10 s, so a minute smooths its steps.
+    operator_rate_window_s: float = Field(default=60.0, gt=0)
+    #: A DSN (of a project on this Crashray, another one, or Sentry) that Crashray's own
+    #: processes report their exceptions to with sentry-sdk. Unset (the default): nothing
+    #: is reported. Events raised while ingesting are never reported (they would go into
+    #: the ingest that is failing: cluster/self_report.py).
+    self_dsn: str | None = None
+    #: Fraction of Crashray's own errors reported (sentry-sdk's ``sample_rate``).
+    self_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    #: Most self-reports one process sends per minute, whatever the sample rate: a fault
+    #: that repeats per request must not become a flood.
+    self_max_events_per_minute: int = Field(default=60, ge=1)
+
     # --- bulk jobs (pipelines/: crashray export, reprocess, rollups rebuild) ------------
     #: Ray Data tasks one bulk job runs at once, each taking ``pipeline_task_cpus``. The
     #: jobs share the Ray cluster with ingest, consumers and the API; one task at a time

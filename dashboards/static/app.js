@@ -6,6 +6,7 @@ import { ApiError, get, request, setCsrfToken, whenUnauthorized } from "./api.js
 import { h, replace } from "./dom.js";
 import { renderIssue } from "./issue.js";
 import { renderLogin } from "./login.js";
+import { renderOperator } from "./operator.js";
 import { renderOrgSettings } from "./org_settings.js";
 import { renderProjectSettings } from "./project_settings.js";
 import { parseRoute, routes } from "./router.js";
@@ -84,7 +85,8 @@ async function renderSwitcher(org, project) {
     h("label", { for: "org-select" }, "Organization"), orgSelect,
     h("label", { for: "project-select" }, "Project"), projectSelect,
     org && project ? h("a", { href: routes.setup(org, project), class: "quiet" }, "Set up SDK") : null,
-    org ? h("a", { href: routes.orgSettings(org), class: "quiet" }, "Organization settings") : null);
+    org ? h("a", { href: routes.orgSettings(org), class: "quiet" }, "Organization settings") : null,
+    org ? h("a", { href: routes.operator(org), class: "quiet" }, "Operator") : null);
   switcher.hidden = false;
   replace(account,
     h("span", { class: "who" }, session.user ? session.user.username : "token"),
@@ -163,6 +165,7 @@ async function show() {
       else if (route.name === "projectSettings") await renderProjectSettings(ctx);
       else if (route.name === "alerts") await renderAlerts(ctx);
       else if (route.name === "orgSettings") await renderOrgSettings(ctx);
+      else if (route.name === "operator") await renderOperator(ctx);
       else replace(main, h("h1", { tabindex: "-1" }, "Not found"),
         h("p", {}, h("a", { href: routes.home() }, "Go to your issues")));
     }

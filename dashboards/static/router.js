@@ -5,6 +5,7 @@
 //   #/{org}/{project}/settings                the project's keys, scrubbing, grouping, spikes
 //   #/{org}/{project}/alerts                  the project's alert rules, delivery log, warnings
 //   #/{org}/settings                          the organization's members, teams and your tokens
+//   #/{org}/operator                          how Crashray is doing: figures, dead letters, nodes
 //   #/{org}/issues/{id}?event={eventId}       one issue and one of its events
 
 const enc = encodeURIComponent;
@@ -26,6 +27,7 @@ export const routes = {
   projectSettings: (org, project) => `#/${enc(org)}/${enc(project)}/settings`,
   alerts: (org, project) => `#/${enc(org)}/${enc(project)}/alerts`,
   orgSettings: (org) => `#/${enc(org)}/settings`,
+  operator: (org) => `#/${enc(org)}/operator`,
   issue: (org, id, query) => withQuery(`#/${enc(org)}/issues/${enc(id)}`, query),
 };
 
@@ -57,6 +59,9 @@ export function parseRoute(hash) {
   }
   if (parts.length === 2 && parts[1] === "settings") {
     return { name: "orgSettings", org: parts[0], query };
+  }
+  if (parts.length === 2 && parts[1] === "operator") {
+    return { name: "operator", org: parts[0], query };
   }
   if (parts.length === 3 && parts[1] === "issues" && /^\d+$/.test(parts[2])) {
     return { name: "issue", org: parts[0], id: parts[2], query };

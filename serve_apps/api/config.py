@@ -40,3 +40,10 @@ class ApiConfig:
     #: Consecutive failed attempts after which a destination shows as a project warning
     #: (``CRASHRAY_NOTIFY_FAILURE_WARNING_THRESHOLD``).
     notify_warning_threshold: int = 3
+    #: The operator page's instance figures (serve_apps/api/operations.py): seconds a
+    #: replica reuses them, seconds each part may take, seconds of counters behind a rate,
+    #: and the queue's waiting items counted at most (CRASHRAY_OPERATOR_*).
+    operator_cache_s: float = 2.0
+    operator_timeout_s: float = 3.0
+    operator_rate_window_s: float = 60.0
+    operator_queue_count_cap: int = 100_000

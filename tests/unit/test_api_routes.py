@@ -26,6 +26,10 @@ CALLER_ROUTES = {
     ("GET", "/organizations/"), ("POST", "/organizations/"),
     ("GET", "/api-tokens/"), ("POST", "/api-tokens/"),
     ("GET", "/projects/"),
+    # Instance admins only (serve_apps/api/operations.py's instance_admin answers 403 to
+    # anyone else): the instance's figures and every organization's dead letters.
+    ("GET", "/operations/"), ("GET", "/operations/dead-letters/"),
+    ("POST", "/operations/dead-letters/replay/"), ("POST", "/operations/dead-letters/drop/"),
 }
 PUBLIC_ROUTES = {("POST", "/auth/login/")}
 #: Path parameters → the level a route must be scoped at.
