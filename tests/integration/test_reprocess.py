@@ -222,12 +222,16 @@ class DiesAfterInsert:
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def events_to_reprocess(self, *args: Any) -> Any:
-        return self.store.events_to_reprocess(*args)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
     def replace_events(self, org: int, project: int, rows: Any, version: int,
                        event_ids: list[str]) -> int:
         self.store.replace_events(org, project, rows, version, [])
+        raise RuntimeError("killed between the insert and the delete")
+
+    def regroup_move_events(self, where: Any, moves: Any, delete_old: bool = True) -> int:
+        self.store.regroup_move_events(where, moves, delete_old=False)
         raise RuntimeError("killed between the insert and the delete")
 
 
