@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -242,18 +242,24 @@ def move_events(client: Any, s: RegroupSlice, moves: ProjectionMoves,
 
 def delete_replaced(client: Any, s: RegroupSlice) -> None:
     """Delete the slice's rows of a lower version than the job's of the events that have a
-    row of the job's version."""
+    row of the job's version (in the slice's time range, whatever its hash)."""
     where, params = _where(s)
+    # The new rows by the slice's scope and time alone: a moved event's new hash is not
+    # among the ``--issue`` hashes its old row had.
+    written, _ = _where(replace(s, release=None, hashes=None))
     client.command(
         "DELETE FROM events WHERE " + where + " AND row_version < {version:UInt32}"
-        " AND event_id IN (SELECT event_id FROM events WHERE " + where
+        " AND event_id IN (SELECT event_id FROM events WHERE " + written
         + " AND row_version = {version:UInt32})",
         parameters={**params, "version": s.version}, settings=_settings(s))
 
 
 def _rows_of_version(client: Any, s: RegroupSlice, where: str, params: dict[str, Any]
                      ) -> int:
-    rows = client.query("SELECT count() FROM events WHERE " + where
+    """Rows of the job's version in the slice's time range (``where``'s filters of
+    release and hashes left out: a moved event's new hash is another)."""
+    written, _ = _where(replace(s, release=None, hashes=None))
+    rows = client.query("SELECT count() FROM events WHERE " + written
                         + " AND row_version = {version:UInt32}", parameters=params,
                         settings=_settings(s)).result_rows
     return int(rows[0][0])

@@ -331,5 +331,6 @@ def test_release_since_and_issue_select_exactly_their_events(
     by_issue = reprocess(crashray, t, issue_id=int(issue_a))
     assert (by_issue.events_read, by_issue.events_moved) == (1, 1)
     assert moved() == set(sent)
-    assert set(event_groups(crashray, t).values()) == {survivor}
+    assert set(event_groups(crashray, t).values()) == {survivor}, (
+        sent, stored_rows(crashray, t), event_groups(crashray, t), by_release, by_time, by_issue)
     assert counts(crashray, t) == {f"Fp{marker}A: a": 4}
