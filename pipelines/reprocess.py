@@ -153,6 +153,12 @@ BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
 _TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
 
 
+def rules_read_release(*rule_texts: str) -> bool:
+    """Whether rules may read an event's release (only a fingerprint rule's ``release:``
+    matcher does; the built-in rules do not): any mention of the word counts."""
+    return any("release" in text.lower() for text in rule_texts)
+
+
 def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
     """The tag keys (as prefixes) rules may read, from their text; None when a reference
     is a pattern (every tag may matter)."""
@@ -310,6 +316,10 @@ class ReprocessJobSpec:
     #: Group the events symbolication leaves alone in ClickHouse, once per distinct
     #: projection (``run_slice``); False: every event one by one (the reference path).
     regroup_in_clickhouse: bool = True
+    #: Whether the project's rules may read an event's release (a ``release:`` matcher;
+    #: ``rules_read_release``): else events of one issue in several releases are grouped
+    #: once in ClickHouse, not once per release.
+    grouping_reads_release: bool = True
     #: ClickHouse threads per statement of the ClickHouse path, and the nice value of the
     #: job's tasks and of those threads (``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS``,
     #: ``CRASHRAY_PIPELINE_NICE``).
@@ -443,12 +453,13 @@ def regroup_slice(spec: ReprocessJobSpec, since: dt.datetime, until: dt.datetime
     platforms = getattr(symbolicator, "platforms", None) if symbolicator is not None else ()
     if not spec.regroup_in_clickhouse or platforms is None:
         return None
-    contexts = _GROUPING_CONTEXTS
+    keys = (*GROUPING_KEYS, *(k for k in _DERIVED_KEYS if k not in GROUPING_KEYS))
+    if not spec.grouping_reads_release:
+        keys = tuple(k for k in keys if k != "release")
     return RegroupSlice(
         spec.organization_id, spec.project_id, since, until, spec.release, spec.hashes,
         spec.job_id, RegroupProjection(
-            (*GROUPING_KEYS, *(k for k in _DERIVED_KEYS if k not in GROUPING_KEYS)),
-            contexts, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
+            keys, _GROUPING_CONTEXTS, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
             tuple(sorted(platforms)), SYMBOLICATED_MARKERS),
         spec.clickhouse_threads, spec.nice)
 
@@ -499,10 +510,16 @@ def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
             outcome.events_moved += g.events
             to = outcome.moves.setdefault(g.group_id, {})
             to[issue_id] = to.get(issue_id, 0) + g.events
-    moving = [p for p in kept_here if issue_of[p] is not None]
-    store.regroup_move_events(where, ProjectionMoves(
-        moving, [int(issue_of[p] or 0) for p in moving],
-        [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
+    # Only projections with an event to move or rehash: nothing changed, nothing written.
+    moving = sorted({g.projection for g in groups if regrouped[g.projection] is not None
+                     and issue_of[g.projection] is not None
+                     and (issue_of[g.projection] != g.group_id
+                          or _processed(regrouped[g.projection]).grouping.primary_hash
+                          != g.primary_hash)})
+    if moving:
+        store.regroup_move_events(where, ProjectionMoves(
+            moving, [int(issue_of[p] or 0) for p in moving],
+            [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
     _lap(outcome, "write", clock)
     return outcome
 
@@ -754,7 +771,10 @@ def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
                             ctx.project_id, project_grouping(settings), options.release,
                             hashes, ctx.symbolication, ctx.max_cached_hashes,
                             referenced_tags(settings.fingerprinting_rules,
-                                            settings.grouping_enhancements))
+                                            settings.grouping_enhancements),
+                            grouping_reads_release=rules_read_release(
+                                settings.fingerprinting_rules,
+                                settings.grouping_enhancements))
 
 
 def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,

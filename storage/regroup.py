@@ -235,7 +235,7 @@ def move_events(client: Any, s: RegroupSlice, moves: ProjectionMoves,
             " != old_group OR transform(p, {ps:Array(UInt64)}, {hs:Array(String)}, '')"
             " != old_hash)", parameters=params, settings=_settings(s))
     written = _rows_of_version(client, s, where, params) - before
-    if delete_old:
+    if delete_old and written > 0:
         delete_replaced(client, s)
     return written
 
