@@ -134,20 +134,31 @@ def _where(s: RegroupSlice) -> tuple[str, dict[str, Any]]:
     return " AND ".join(where), params
 
 
+#: The body's top-level keys and their raw JSON, parsed once per event (each
+#: ``JSONExtractRaw`` would parse the whole body again; ClickHouse computes this once).
+_KV = "JSONExtractKeysAndValuesRaw(body)"
+
+
+def _top(key: str) -> str:
+    """The raw JSON of a top-level key ('' when absent); ``key`` is SQL."""
+    return f"arrayFirst(kv -> kv.1 = {key}, {_KV}).2"
+
+
+_TAGS = _top("'tags'")
 #: The projection's hash of ``body`` (parameters: ``_projection_params``).
 PROJECTION_SQL = (
-    "cityHash64(arrayMap(k -> JSONExtractRaw(body, k), {p_keys:Array(String)}),"
-    " arrayMap(k -> JSONExtractRaw(body, 'contexts', k), {p_contexts:Array(String)}),"
-    " if({p_all_tags:UInt8} OR JSONType(body, 'tags') != 'Array'"
-    " OR position(JSONExtractRaw(body, 'fingerprint'), 'tags.') > 0,"
-    " [JSONExtractRaw(body, 'tags')],"
+    "cityHash64(arrayMap(k -> " + _top("k") + ", {p_keys:Array(String)}),"
+    " arrayMap(k -> arrayFirst(kv -> kv.1 = k, JSONExtractKeysAndValuesRaw("
+    + _top("'contexts'") + ")).2, {p_contexts:Array(String)}),"
+    " if({p_all_tags:UInt8} OR NOT startsWith(" + _TAGS + ", '[')"
+    " OR position(" + _top("'fingerprint'") + ", 'tags.') > 0, [" + _TAGS + "],"
     " arrayFilter(pair -> arrayExists(prefix -> startsWith(JSONExtractString(pair, 1), prefix),"
-    " {p_tags:Array(String)}), JSONExtractArrayRaw(body, 'tags'))))")
+    " {p_tags:Array(String)}), JSONExtractArrayRaw(" + _TAGS + "))))")
 #: Whether an event is grouped in ClickHouse (see the module's docstring).
 ELIGIBLE_SQL = (
-    "NOT (JSONExtractString(body, 'platform') IN {p_platforms:Array(String)}"
+    "NOT (JSONExtractString(" + _top("'platform'") + ") IN {p_platforms:Array(String)}"
     " OR multiSearchAny(body, {p_markers:Array(String)})"
-    " OR JSONExtractRaw(body, 'errors') = '[]')")
+    " OR " + _top("'errors'") + " = '[]')")
 
 
 def _projection_params(p: RegroupProjection) -> dict[str, Any]:
