@@ -441,7 +441,7 @@ def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.
 
 
 #: Texts of a stored body that say symbolication changed or commented on it
-#: (``was_symbolicated``): such an event is reprocessed one by one.
+#: (``was_symbolicated``): such an event's projection holds what symbolication reads.
 SYMBOLICATED_MARKERS: Final = ('"raw_stacktrace"',
                                *(f'"{t}"' for t in sorted(SYMBOLICATION_ERRORS)))
 

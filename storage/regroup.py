@@ -12,11 +12,15 @@ with (``title``, ``culprit``, ``location``, ``metadata``): events with one proje
 the same hashes, issue and summary. Its hash is ``cityHash64`` of those texts (one
 collision in ~10^9 slices of 100,000 distinct projections).
 
-An event is *eligible* (grouped here) unless symbolication may change it: its platform is
-one a symbolication handler takes, or its body holds one of ``per_event_markers`` (the
-``raw_stacktrace`` a symbolicated stack trace keeps, an ``errors`` type of
-symbolication's), or an empty ``errors`` list (which reprocessing drops). The others are
-read whole (``events_to_regroup_one_by_one``) and reprocessed event by event.
+For an event symbolication may read or has changed (its platform is one a symbolication
+handler takes, or its body holds one of ``symbolicated_markers``: the ``raw_stacktrace`` a
+symbolicated stack trace keeps, an ``errors`` type of symbolication's), the projection also
+holds what symbolication reads and writes besides the stack traces (release, dist,
+``debug_meta``, ``errors``): such events are symbolicated alike too. The pipeline then
+keeps in ClickHouse only the projections whose one event comes out of reprocessing with
+its stored body unchanged (its issue and hash may change); the others are read whole
+(``events_one_by_one``) and reprocessed event by event, as are the events with an empty
+``errors`` list (which reprocessing drops: not *eligible*).
 
 The functions take a clickhouse-connect client; storage/clickhouse.py's ``ClickHouseStore``
 calls them (in embedded mode inside the owner actor). Tenant scope: every statement names
@@ -43,10 +47,13 @@ class RegroupProjection:
     contexts: tuple[str, ...]
     #: Prefixes of the tag keys the rules can read; None: every tag.
     tag_prefixes: tuple[str, ...] | None
-    #: Platforms symbolication handles: their events are not eligible.
-    per_event_platforms: tuple[str, ...]
-    #: Texts that make a body not eligible where they occur (quoted JSON strings).
-    per_event_markers: tuple[str, ...]
+    #: Platforms symbolication handles …
+    symbolicated_platforms: tuple[str, ...]
+    #: … and texts of a body symbolication changed (quoted JSON strings): the projection
+    #: of such an event holds ``symbolication_keys`` too (what symbolication reads and
+    #: writes besides the stack traces: release, dist, debug_meta, errors).
+    symbolicated_markers: tuple[str, ...]
+    symbolication_keys: tuple[str, ...] = ("release", "dist", "debug_meta", "errors")
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,10 @@ def _top(key: str) -> str:
 
 
 _TAGS = _top("'tags'")
+#: Whether symbolication may read or have changed the event (a platform it handles, or a
+#: body with one of the markers): then its projection holds what symbolication reads too.
+_SYMBOLICATED = ("(JSONExtractString(" + _top("'platform'") + ") IN {p_platforms:Array(String)}"
+                 " OR multiSearchAny(body, {p_markers:Array(String)}))")
 #: The projection's hash of ``body`` (parameters: ``_projection_params``).
 PROJECTION_SQL = (
     "cityHash64(arrayMap(k -> " + _top("k") + ", {p_keys:Array(String)}),"
@@ -153,20 +164,21 @@ PROJECTION_SQL = (
     " if({p_all_tags:UInt8} OR NOT startsWith(" + _TAGS + ", '[')"
     " OR position(" + _top("'fingerprint'") + ", 'tags.') > 0, [" + _TAGS + "],"
     " arrayFilter(pair -> arrayExists(prefix -> startsWith(JSONExtractString(pair, 1), prefix),"
-    " {p_tags:Array(String)}), JSONExtractArrayRaw(" + _TAGS + "))))")
-#: Whether an event is grouped in ClickHouse (see the module's docstring).
-ELIGIBLE_SQL = (
-    "NOT (JSONExtractString(" + _top("'platform'") + ") IN {p_platforms:Array(String)}"
-    " OR multiSearchAny(body, {p_markers:Array(String)})"
-    " OR " + _top("'errors'") + " = '[]')")
+    " {p_tags:Array(String)}), JSONExtractArrayRaw(" + _TAGS + "))),"
+    " if(" + _SYMBOLICATED + ", arrayMap(k -> " + _top("k")
+    + ", {p_symbolication_keys:Array(String)}), []))")
+#: Whether an event is grouped in ClickHouse (see the module's docstring): not an event
+#: with an empty ``errors`` list, which reprocessing drops.
+ELIGIBLE_SQL = "(" + _top("'errors'") + " != '[]')"
 
 
 def _projection_params(p: RegroupProjection) -> dict[str, Any]:
     return {"p_keys": list(p.keys), "p_contexts": list(p.contexts),
             "p_all_tags": int(p.tag_prefixes is None), "p_tags": list(p.tag_prefixes or ()),
-            "p_platforms": list(p.per_event_platforms),
+            "p_platforms": list(p.symbolicated_platforms),
+            "p_symbolication_keys": list(p.symbolication_keys),
             # multiSearchAny needs at least one needle: an empty body never matches "".
-            "p_markers": list(p.per_event_markers) or ["\0"]}
+            "p_markers": list(p.symbolicated_markers) or ["\0"]}
 
 
 def _settings(s: RegroupSlice) -> dict[str, Any]:
