@@ -87,16 +87,6 @@ class ClickHouseOwner(ClickHouseStore):
         return super().replace_events(organization_id, project_id, rows, version, event_ids)
 
     @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
-    def regroup_move_events(self, s: regroup.RegroupSlice,  # type: ignore[override]
-                            moves: regroup.ProjectionMoves, delete_old: bool = True) -> int:
-        return super().regroup_move_events(s, moves, delete_old)
-
-    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
-    def regroup_delete_replaced(self, s: regroup.RegroupSlice  # type: ignore[override]
-                                ) -> None:
-        super().regroup_delete_replaced(s)
-
-    @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
     def ping(self) -> bool:  # type: ignore[override]
         """On the inserts' threads: what a consumer asks is whether it can store, and slow
         searches holding every reading thread must not look like an outage."""

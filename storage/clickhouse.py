@@ -747,12 +747,14 @@ class ClickHouseStore:
                                   ) -> pa.Table:
         return regroup.events_one_by_one(self._read, s, projections)
 
+    # A job's writes run for seconds: through this thread's own client, so that in the
+    # owner actor they take a reading thread, never one the consumers' inserts need.
     def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
                             delete_old: bool = True) -> int:
-        return regroup.move_events(self._client, s, moves, delete_old)
+        return regroup.move_events(self._read, s, moves, delete_old)
 
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
-        regroup.delete_replaced(self._client, s)
+        regroup.delete_replaced(self._read, s)
 
     def close(self) -> None:
         self._client.close()
