@@ -17,6 +17,14 @@ consumers' ``IssueResolver`` (new hashes create issues there), and replaces the 
 events that changed (``EventStore.replace_events``: insert with ``row_version`` = job id,
 then delete the older rows). The driver records each finished slice in the job row.
 
+Most events only regroup, and their bodies need not leave ClickHouse (``run_slice``,
+storage/regroup.py): a slice is de-duplicated there by a hash of each event's grouping
+projection, one event per distinct projection is reprocessed as above, and ClickHouse
+moves the events whose issue or hash changed (``INSERT … SELECT``, then ``DELETE``). The
+projections whose body would change, and slices with copies of an event, go one by one.
+Tasks run at ``CRASHRAY_PIPELINE_NICE`` and their ClickHouse statements on
+``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads, so live ingest comes first.
+
 When every slice is done, in one PostgreSQL transaction (``finish``): an issue left
 without events whose events all went to one issue is merged into it (its hashes follow,
 its links redirect); one whose events went to several is resolved with a count of 0
