@@ -23,6 +23,7 @@ from actors.placement import LOCAL, Placement
 from cluster import metrics
 from events.search import EventFilters
 from events.stats import StatsQuery
+from storage import regroup
 from storage.clickhouse import (
     NO_FILTERS,
     ClickHouseStore,
@@ -256,6 +257,30 @@ class RemoteStore:
                        version: int, event_ids: Sequence[str]) -> int:
         return int(ray.get(self._owner.replace_events.remote(
             organization_id, project_id, rows, version, list(event_ids))))
+
+    # The regroup-only path of ``crashray reprocess`` (storage/regroup.py).
+    def regroup_slice_rows(self, s: regroup.RegroupSlice) -> regroup.SliceRows:
+        rows: regroup.SliceRows = ray.get(self._owner.regroup_slice_rows.remote(s))
+        return rows
+
+    def regroup_projection_groups(self, s: regroup.RegroupSlice
+                                  ) -> tuple[list[regroup.ProjectionGroup], int]:
+        groups: tuple[list[regroup.ProjectionGroup], int] = ray.get(
+            self._owner.regroup_projection_groups.remote(s))
+        return groups
+
+    def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
+                                  ) -> pa.Table:
+        table: pa.Table = ray.get(self._owner.regroup_events_one_by_one.remote(
+            s, list(projections)))
+        return table
+
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
+                            delete_old: bool = True) -> int:
+        return int(ray.get(self._owner.regroup_move_events.remote(s, moves, delete_old)))
+
+    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
+        ray.get(self._owner.regroup_delete_replaced.remote(s))
 
 
 def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:

@@ -258,7 +258,9 @@ def _reprocess(args: argparse.Namespace, settings: Settings, postgres_url: str,
         ReprocessContext(postgres_url, dsn, project.organization_id, project.id,
                          symbolication, settings.grouping_cache_hashes),
         options, ReprocessLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
-                                 settings.reprocess_slice_events, args.max_slices))
+                                 settings.reprocess_slice_events, args.max_slices,
+                                 settings.pipeline_nice,
+                                 settings.pipeline_clickhouse_threads))
 
 
 def reprocess_summary(org: str, slug: str, r: Any) -> str:

@@ -17,6 +17,14 @@ consumers' ``IssueResolver`` (new hashes create issues there), and replaces the 
 events that changed (``EventStore.replace_events``: insert with ``row_version`` = job id,
 then delete the older rows). The driver records each finished slice in the job row.
 
+Most events only regroup, and their bodies need not leave ClickHouse (``run_slice``,
+storage/regroup.py): a slice is de-duplicated there by a hash of each event's grouping
+projection, one event per distinct projection is reprocessed as above, and ClickHouse
+moves the events whose issue or hash changed (``INSERT … SELECT``, then ``DELETE``). The
+projections whose body would change, and slices with copies of an event, go one by one.
+Tasks run at ``CRASHRAY_PIPELINE_NICE`` and their ClickHouse statements on
+``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads, so live ingest comes first.
+
 When every slice is done, in one PostgreSQL transaction (``finish``): an issue left
 without events whose events all went to one issue is merged into it (its hashes follow,
 its links redirect); one whose events went to several is resolved with a count of 0
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -79,6 +88,7 @@ from events.tags import event_tags
 from pipelines.export import ALL_TIME, plan_slices
 from storage import issues as issue_store
 from storage.projects import ProjectGroupingSettings
+from storage.regroup import ProjectionMoves, RegroupProjection, RegroupSlice
 
 log = logging.getLogger("crashray.reprocess")
 
@@ -149,6 +159,12 @@ _GROUPING_CONTEXTS: Final = ("csp", "expectct", "expectstaple", "hpkp")
 #: Tags the built-in fingerprint rules read (events/grouping/builtin_rules.py).
 BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
 _TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
+
+
+def rules_read_release(*rule_texts: str) -> bool:
+    """Whether rules may read an event's release (only a fingerprint rule's ``release:``
+    matcher does; the built-in rules do not): any mention of the word counts."""
+    return any("release" in text.lower() for text in rule_texts)
 
 
 def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
@@ -305,6 +321,18 @@ class ReprocessJobSpec:
     max_cached_hashes: int = 100_000
     #: The tag keys the project's rules read (``referenced_tags``; None: all).
     grouping_tags: frozenset[str] | None = frozenset()
+    #: Group the events symbolication leaves alone in ClickHouse, once per distinct
+    #: projection (``run_slice``); False: every event one by one (the reference path).
+    regroup_in_clickhouse: bool = True
+    #: Whether the project's rules may read an event's release (a ``release:`` matcher;
+    #: ``rules_read_release``): else events of one issue in several releases are grouped
+    #: once in ClickHouse, not once per release.
+    grouping_reads_release: bool = True
+    #: ClickHouse threads per statement of the ClickHouse path, and the nice value of the
+    #: job's tasks and of those threads (``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS``,
+    #: ``CRASHRAY_PIPELINE_NICE``).
+    clickhouse_threads: int = 1
+    nice: int = 0
 
 
 @dataclass
@@ -318,6 +346,8 @@ class SliceOutcome:
     #: Events whose new hashes are tombstoned (a deleted issue's): kept as they were.
     events_kept: int = 0
     moves: dict[int, dict[int, int]] = field(default_factory=dict)
+    #: Events grouped in ClickHouse (once per distinct projection), not one by one.
+    events_in_clickhouse: int = 0
     #: Seconds the task spent per stage (``STAGES``).
     stage_s: dict[str, float] = field(default_factory=dict)
 
@@ -350,6 +380,7 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
     from actors.clickhouse import clickhouse_store
     from actors.grouping import IssueResolver
 
+    lower_priority(spec.nice)
     store = clickhouse_store(spec.clickhouse_dsn)
     symbolicator = _symbolicator(spec.symbolication)
     outcomes = []
@@ -369,6 +400,15 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
         for o in outcomes], schema=SLICE_RESULT_SCHEMA)
 
 
+def lower_priority(nice: int) -> None:
+    """Raise this process's nice value to ``nice`` (a job's task: the job's worker
+    processes are its own, and end with it). Never lowers it."""
+    if nice > 0:
+        current = os.nice(0)
+        if current < nice:
+            os.nice(nice - current)
+
+
 def _symbolicator(config: Any | None) -> Symbolicator | None:
     if config is None:
         return None
@@ -383,18 +423,136 @@ IssueLookup = Callable[[Sequence[issue_store.IssueCandidate]], list[int | None]]
 def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.datetime,
               store: Any, issue_ids_for: IssueLookup, symbolicator: Symbolicator | None
               ) -> SliceOutcome:
-    """Reprocess the events of [since, until) and replace the rows of those that changed."""
+    """Reprocess the events of [since, until) and replace the rows of those that changed.
+
+    A slice whose events have one row each (no copy a re-delivery or an interrupted run
+    left) is grouped in ClickHouse (``_run_grouped``): the events symbolication leaves
+    alone are read as one event per distinct projection, and moved by ClickHouse; the
+    others, and the projections whose stored body would change, one by one. Any other
+    slice is reprocessed event by event (``_run_one_by_one``)."""
     clock = time.perf_counter()
+    outcome = SliceOutcome(index)
+    where = regroup_slice(spec, since, until, symbolicator)
+    if where is not None:
+        rows = store.regroup_slice_rows(where)
+        if not rows.rows:
+            return outcome
+        if rows.one_row_per_event:
+            return _run_grouped(spec, where, store, issue_ids_for, symbolicator, outcome,
+                                clock)
     table = store.events_to_reprocess(spec.organization_id, spec.project_id, since, until,
                                       spec.release, spec.hashes)
-    outcome = SliceOutcome(index)
-    if not table.num_rows:
-        return outcome
+    if table.num_rows:
+        clock = _lap(outcome, "read", clock)
+        _run_one_by_one(spec, table, store, issue_ids_for, symbolicator, outcome, clock)
+    return outcome
+
+
+#: Texts of a stored body that say symbolication changed or commented on it
+#: (``was_symbolicated``): such an event's projection holds what symbolication reads.
+SYMBOLICATED_MARKERS: Final = ('"raw_stacktrace"',
+                               *(f'"{t}"' for t in sorted(SYMBOLICATION_ERRORS)))
+
+
+def regroup_slice(spec: ReprocessJobSpec, since: dt.datetime, until: dt.datetime,
+                  symbolicator: Symbolicator | None) -> RegroupSlice | None:
+    """The slice as the ClickHouse path reads it; None when the job groups every event one
+    by one (asked so, or a symbolicator that does not say which platforms it takes)."""
+    platforms = getattr(symbolicator, "platforms", None) if symbolicator is not None else ()
+    if not spec.regroup_in_clickhouse or platforms is None:
+        return None
+    keys = (*GROUPING_KEYS, *(k for k in _DERIVED_KEYS if k not in GROUPING_KEYS))
+    if not spec.grouping_reads_release:
+        keys = tuple(k for k in keys if k != "release")
+    return RegroupSlice(
+        spec.organization_id, spec.project_id, since, until, spec.release, spec.hashes,
+        spec.job_id, RegroupProjection(
+            keys, _GROUPING_CONTEXTS, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
+            tuple(sorted(platforms)), SYMBOLICATED_MARKERS),
+        spec.clickhouse_threads, spec.nice)
+
+
+def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
+                 issue_ids_for: IssueLookup, symbolicator: Symbolicator | None,
+                 outcome: SliceOutcome, clock: float) -> SliceOutcome:
+    groups, not_eligible = store.regroup_projection_groups(where)
     clock = _lap(outcome, "read", clock)
-    done_ids, todo, outcome.moves = _regroup_all(spec, table, symbolicator)
-    outcome.events_read = len(done_ids) + len(todo)
-    outcome.events_moved = outcome.events_changed = sum(
-        n for to in outcome.moves.values() for n in to.values())
+    now = dt.datetime.now(dt.UTC)
+    memo = GroupingMemo(spec.grouping_tags)
+    regrouped: dict[int, ProcessedEvent | None] = {}
+    for g in groups:
+        if g.projection in regrouped:
+            continue
+        stored = _body(g.body)
+        processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
+                                  spec.grouping, symbolicator, g.received, now, memo,
+                                  tags_current=not was_symbolicated(stored))
+        # The body stays as stored (only the issue and hash may change), else one by one.
+        regrouped[g.projection] = processed if processed.event == stored else None
+    clock = _lap(outcome, "regroup", clock)
+    kept_here = [p for p, e in regrouped.items() if e is not None]
+    found = issue_ids_for([issue_candidate(spec.project_id, e) for e in regrouped.values()
+                           if e is not None])
+    issue_of = dict(zip(kept_here, found, strict=True))
+    clock = _lap(outcome, "issues", clock)
+    one_by_one = [p for p, e in regrouped.items() if e is None]
+    if not_eligible or one_by_one:
+        table = store.regroup_events_one_by_one(where, one_by_one)
+        clock = _lap(outcome, "read", clock)
+        clock = _run_one_by_one(spec, table, store, issue_ids_for, symbolicator, outcome,
+                                clock)
+    for g in groups:
+        new = regrouped[g.projection]
+        if new is None:
+            continue
+        outcome.events_read += g.events
+        outcome.events_in_clickhouse += g.events
+        issue_id = issue_of[g.projection]
+        if issue_id is None:
+            outcome.events_kept += g.events
+            continue
+        moved = issue_id != g.group_id
+        if moved or new.grouping.primary_hash != g.primary_hash:
+            outcome.events_changed += g.events
+        if moved:
+            outcome.events_moved += g.events
+            to = outcome.moves.setdefault(g.group_id, {})
+            to[issue_id] = to.get(issue_id, 0) + g.events
+    # Only projections with an event to move or rehash: nothing changed, nothing written.
+    moving = sorted({g.projection for g in groups if regrouped[g.projection] is not None
+                     and issue_of[g.projection] is not None
+                     and (issue_of[g.projection] != g.group_id
+                          or _processed(regrouped[g.projection]).grouping.primary_hash
+                          != g.primary_hash)})
+    if moving:
+        store.regroup_move_events(where, ProjectionMoves(
+            moving, [int(issue_of[p] or 0) for p in moving],
+            [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
+    _lap(outcome, "write", clock)
+    return outcome
+
+
+def _processed(p: ProcessedEvent | None) -> ProcessedEvent:
+    assert p is not None
+    return p
+
+
+def _run_one_by_one(spec: ReprocessJobSpec, table: pa.Table, store: Any,
+                    issue_ids_for: IssueLookup, symbolicator: Symbolicator | None,
+                    outcome: SliceOutcome, clock: float) -> float:
+    """Reprocess the events of ``table`` (``events_to_reprocess``) one by one and replace
+    the rows of those that changed; adds to ``outcome``."""
+    if not table.num_rows:
+        return clock
+    done_ids, todo, moves = _regroup_all(spec, table, symbolicator)
+    outcome.events_read += len(done_ids) + len(todo)
+    done_moved = sum(n for to in moves.values() for n in to.values())
+    outcome.events_moved += done_moved
+    outcome.events_changed += done_moved
+    for old, to in moves.items():
+        into = outcome.moves.setdefault(old, {})
+        for new, n in to.items():
+            into[new] = into.get(new, 0) + n
     clock = _lap(outcome, "regroup", clock)
     issue_ids = issue_ids_for([issue_candidate(spec.project_id, r.processed) for r in todo])
     clock = _lap(outcome, "issues", clock)
@@ -415,8 +573,7 @@ def run_slice(spec: ReprocessJobSpec, index: int, since: dt.datetime, until: dt.
                              r.retention_days, r.processed))
     store.replace_events(spec.organization_id, spec.project_id, events_table(rows),
                          spec.job_id, [r.processed.event_id for r in rows] + done_ids)
-    _lap(outcome, "write", clock)
-    return outcome
+    return _lap(outcome, "write", clock)
 
 
 def _lap(outcome: SliceOutcome, stage: str, since: float) -> float:
@@ -499,6 +656,15 @@ class ReprocessLimits:
     slice_events: int
     #: Stop after this many slices (the job stays unfinished; a re-run continues).
     max_slices: int | None = None
+    #: The nice value of the job's tasks and of its ClickHouse statements' threads
+    #: (``CRASHRAY_PIPELINE_NICE``): live ingest comes first on shared cores.
+    nice: int = 0
+    #: Threads one ClickHouse statement of the job uses
+    #: (``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS``).
+    clickhouse_threads: int = 1
+    #: False: every event regrouped one by one (the reference the ClickHouse path is
+    #: tested against).
+    regroup_in_clickhouse: bool = True
 
 
 @dataclass(frozen=True)
@@ -559,7 +725,9 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
                    plan_slices(hours, limits.slice_events, since, ALL_TIME[1])]
         with conn.transaction():
             job, resumed = start_or_resume_job(conn, project, options.as_json(), planned)
-        spec = _spec(conn, ctx, project, job.id, options)
+        spec = replace(_spec(conn, ctx, project, job.id, options),
+                       regroup_in_clickhouse=limits.regroup_in_clickhouse,
+                       clickhouse_threads=limits.clickhouse_threads, nice=limits.nice)
     remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
     if limits.max_slices is not None:
         remaining = remaining[:limits.max_slices]
@@ -611,7 +779,10 @@ def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
                             ctx.project_id, project_grouping(settings), options.release,
                             hashes, ctx.symbolication, ctx.max_cached_hashes,
                             referenced_tags(settings.fingerprinting_rules,
-                                            settings.grouping_enhancements))
+                                            settings.grouping_enhancements),
+                            grouping_reads_release=rules_read_release(
+                                settings.fingerprinting_rules,
+                                settings.grouping_enhancements))
 
 
 def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,

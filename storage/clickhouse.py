@@ -43,6 +43,7 @@ import pyarrow as pa
 from cluster import metrics
 from events.search import EventFilters
 from events.stats import ERROR_CATEGORIES, MAX_STATS_ROWS, StatsQuery
+from storage import regroup
 from storage.errors import MigrationError
 from storage.postgres import load_migrations
 from storage.search_sql import event_where
@@ -228,6 +229,20 @@ class EventStore(Protocol):
 
     def replace_events(self, organization_id: int, project_id: int, rows: pa.Table,
                        version: int, event_ids: Sequence[str]) -> int: ...
+
+    # The regroup-only path of ``crashray reprocess`` (storage/regroup.py).
+    def regroup_slice_rows(self, s: regroup.RegroupSlice) -> regroup.SliceRows: ...
+
+    def regroup_projection_groups(self, s: regroup.RegroupSlice
+                                  ) -> tuple[list[regroup.ProjectionGroup], int]: ...
+
+    def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
+                                  ) -> pa.Table: ...
+
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
+                            delete_old: bool = True) -> int: ...
+
+    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None: ...
 
 
 class ClickHouseStore:
@@ -719,6 +734,27 @@ class ClickHouseStore:
                             "ids": [str(uuid.UUID(e)) for e in event_ids],
                             "version": version})
         return int(rows.num_rows)
+
+    # --- the regroup-only path of ``crashray reprocess`` (storage/regroup.py) ----------
+    def regroup_slice_rows(self, s: regroup.RegroupSlice) -> regroup.SliceRows:
+        return regroup.slice_rows(self._read, s)
+
+    def regroup_projection_groups(self, s: regroup.RegroupSlice
+                                  ) -> tuple[list[regroup.ProjectionGroup], int]:
+        return regroup.projection_groups(self._read, s)
+
+    def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
+                                  ) -> pa.Table:
+        return regroup.events_one_by_one(self._read, s, projections)
+
+    # A job's writes run for seconds: through this thread's own client, so that in the
+    # owner actor they take a reading thread, never one the consumers' inserts need.
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
+                            delete_old: bool = True) -> int:
+        return regroup.move_events(self._read, s, moves, delete_old)
+
+    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
+        regroup.delete_replaced(self._read, s)
 
     def close(self) -> None:
         self._client.close()

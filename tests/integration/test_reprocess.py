@@ -222,12 +222,16 @@ class DiesAfterInsert:
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def events_to_reprocess(self, *args: Any) -> Any:
-        return self.store.events_to_reprocess(*args)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
     def replace_events(self, org: int, project: int, rows: Any, version: int,
                        event_ids: list[str]) -> int:
         self.store.replace_events(org, project, rows, version, [])
+        raise RuntimeError("killed between the insert and the delete")
+
+    def regroup_move_events(self, where: Any, moves: Any, delete_old: bool = True) -> int:
+        self.store.regroup_move_events(where, moves, delete_old=False)
         raise RuntimeError("killed between the insert and the delete")
 
 
@@ -293,3 +297,40 @@ def test_a_source_map_uploaded_later_symbolicates_the_stored_events(
     assert shown["errors"] == []
     assert len(stored_rows(crashray, t)) == 1
     assert [int(i["count"]) for i in issues(crashray, t)] == [1]
+
+
+def test_release_since_and_issue_select_exactly_their_events(
+        crashray: RunningCrashray, corpus_dir: Path) -> None:
+    t = new_tenant(crashray)
+    marker = uuid.uuid4().hex[:8]
+    sent: dict[str, str] = {}  # name → event id
+    for name, title, release, hours_ago in (
+            ("old-1", f"Fp{marker}A: a", "shop@1", 5), ("old-2", f"Fp{marker}A: a", "shop@2", 5),
+            ("new-2", f"Fp{marker}A: a", "shop@2", 0), ("b-2", f"Fp{marker}B: b", "shop@2", 0)):
+        event = {**error_event(corpus_dir, title), "release": release,
+                 "timestamp": time.time() - hours_ago * 3600}
+        sent[name] = send(crashray, t, event)
+    wait_for_counts(crashray, t, {f"Fp{marker}A: a": 3, f"Fp{marker}B: b": 1})
+    issue_a = event_groups(crashray, t)[sent["old-1"]]
+    set_fingerprint_rule(crashray, t, f"type:Fp{marker}* -> fp-{marker}")
+
+    def moved() -> set[str]:
+        versions = {r[0]: r[2] for r in stored_rows(crashray, t)}
+        return {name for name, event_id in sent.items() if versions[event_id] != 0}
+
+    by_release = reprocess(crashray, t, release="shop@1")
+    assert (by_release.events_read, by_release.events_moved) == (1, 1)
+    assert moved() == {"old-1"}
+    survivor = str(by_release.issues_created[0])
+
+    by_time = reprocess(crashray, t,
+                        since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    assert (by_time.events_read, by_time.events_moved) == (2, 2)
+    assert moved() == {"old-1", "new-2", "b-2"}
+
+    by_issue = reprocess(crashray, t, issue_id=int(issue_a))
+    assert (by_issue.events_read, by_issue.events_moved) == (1, 1)
+    assert moved() == set(sent)
+    assert set(event_groups(crashray, t).values()) == {survivor}, (
+        sent, stored_rows(crashray, t), event_groups(crashray, t), by_release, by_time, by_issue)
+    assert counts(crashray, t) == {f"Fp{marker}A: a": 4}
