@@ -139,9 +139,11 @@ class RowQueries(Protocol):
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]: ...
 
 
-def due_clickhouse(store: RowQueries, h: Horizons, now: dt.datetime) -> dict[str, int]:
-    """Rows per table that are past their TTL at ``now`` (ClickHouse removes them at its
-    next merges; copies of a re-delivered row count each)."""
+def due_clickhouse(store: RowQueries, h: Horizons, until: dt.datetime) -> dict[str, int]:
+    """Rows per table whose TTL is reached by ``until`` (copies of a re-delivered row count
+    each). ClickHouse removes expired rows in a merge soon after (the first TTL merge of a
+    part runs at once, later ones every ``merge_with_ttl_timeout``), and never returns them
+    to reads meanwhile: ask with a future ``until`` (``crashray storage``: a day ahead)."""
     due = {}
     tables = {str(r[0]) for r in store.query_rows(
         "SELECT name FROM system.tables WHERE database = currentDatabase()", {})}
@@ -149,8 +151,8 @@ def due_clickhouse(store: RowQueries, h: Horizons, now: dt.datetime) -> dict[str
         if table not in tables:
             continue
         rows = store.query_rows(f"SELECT count() FROM {table} WHERE {expression}"
-                                " <= {now:DateTime('UTC')}",
-                                {"now": now.astimezone(dt.UTC).replace(microsecond=0)})
+                                " <= {until:DateTime('UTC')}",
+                                {"until": until.astimezone(dt.UTC).replace(microsecond=0)})
         due[table] = int(rows[0][0]) if rows else 0
     return due
 

@@ -33,6 +33,9 @@ from storage.retention import (
     postgres_rules,
 )
 
+#: ClickHouse hides and soon merges away rows past their TTL, so its "next" is the rows
+#: whose TTL is reached within this many seconds.
+CLICKHOUSE_LOOKAHEAD_S: Final = 86_400
 #: Tables estimated below this many rows are counted exactly.
 EXACT_COUNT_BELOW_ROWS: Final = 1_000_000
 
@@ -115,29 +118,30 @@ def data_dir_usage(data_dir: Path) -> dict[str, int]:
 
 
 def _days(days: float) -> str:
-    return f"{days:g} days"
+    return f"older than {days:g} day{'s' if days != 1 else ''}"
 
 
 def _seconds(seconds: float) -> str:
-    return f"{seconds / 86_400:g} days" if seconds >= 86_400 else f"{seconds:g} s"
+    return _days(seconds / 86_400) if seconds >= 86_400 else f"older than {seconds:g} s"
 
 
 def postgres_horizons(h: Horizons) -> dict[str, str]:
     """Each PostgreSQL rule's horizon, as words."""
     return {
         "processed_events": _seconds(h.dedup_window_s),
-        "login_failures": _seconds(h.login_window_s), "user_sessions": "expired",
+        "login_failures": _seconds(h.login_window_s), "user_sessions": "expired logins",
         "issue_activity": _days(h.issue_activity_days), "anomalies": _days(h.anomaly_days),
         "reprocess_jobs": _days(h.reprocess_job_days),
         "notifications_delivered": _days(h.notify_days),
         "notifications_failed": _days(h.notify_failed_days),
-        "alert_issue_counts": "past every rule window",
-        "alert_issue_users": "past every rule window",
-        "dead_letters": _days(h.dead_letter_days), "issues": _days(h.issue_days) + " unseen"}
+        "alert_issue_counts": "beyond every alert rule's window",
+        "alert_issue_users": "beyond every alert rule's window",
+        "dead_letters": _days(h.dead_letter_days),
+        "issues": f"not seen for {h.issue_days:g} days"}
 
 
 def clickhouse_horizons(h: Horizons) -> dict[str, str]:
-    per_row = f"retention_days of each row ({h.events_days} days when written now)"
+    per_row = f"older than their rows' retention_days ({h.events_days} when written now)"
     return {"events": per_row, "envelope_items": per_row,
             "outcomes": _days(h.outcomes_days), "sessions_raw": _days(h.sessions_days),
             "issue_counts_hourly": _days(h.rollup_days)}
@@ -145,15 +149,17 @@ def clickhouse_horizons(h: Horizons) -> dict[str, str]:
 
 def retention_due(conn: psycopg.Connection[Any], store: RowQueries | None, h: Horizons,
                   now: dt.datetime) -> list[RetentionDue]:
-    """Per rule, the rows past its horizon at ``now`` (ClickHouse's only with ``store``)."""
+    """Per rule, the rows past its horizon at ``now``; ClickHouse's (only with ``store``)
+    those past it within ``CLICKHOUSE_LOOKAHEAD_S``."""
     tables = {r.name: r.table for r in postgres_rules(h, now)} | {"issues": "issues"}
     words = postgres_horizons(h)
     due = [RetentionDue("postgres", name, tables[name], words[name], rows)
            for name, rows in due_postgres(conn, h, now).items()]
     if store is not None:
         ch_words = clickhouse_horizons(h)
+        ahead = now + dt.timedelta(seconds=CLICKHOUSE_LOOKAHEAD_S)
         due += [RetentionDue("clickhouse", table, table, ch_words[table], rows)
-                for table, rows in due_clickhouse(store, h, now).items()]
+                for table, rows in due_clickhouse(store, h, ahead).items()]
     return due
 
 
@@ -209,12 +215,14 @@ def format_report(report: StorageReport) -> str:
         if report.disk_free_bytes is not None and report.disk_size_bytes is not None:
             lines.append(f"  disk: {human_bytes(report.disk_free_bytes)} free of"
                          f" {human_bytes(report.disk_size_bytes)}")
-    lines.append("Retention will remove next (rows past their horizon now):")
+    lines.append("Retention will remove next (PostgreSQL: rows past their horizon now, at"
+                 " the next sweep; ClickHouse: rows reaching their TTL within a day):")
     for d in report.due:
-        lines.append(f"  {d.store:<10} {d.rule:<26} {d.rows:>12,}  past {d.horizon}")
+        lines.append(f"  {d.store:<10} {d.rule:<26} {d.rows:>12,}  {d.horizon}")
     if report.data_dir is not None:
-        lines.append(f"  ray        session dirs of earlier runs {report.ray_sessions_expired:>6}"
-                     f"  ({human_bytes(report.ray_sessions_expired_bytes)})")
+        lines.append(f"  {'ray':<10} {'session_dirs':<26} {report.ray_sessions_expired:>12,}"
+                     f"  earlier runs' logs and spilled objects"
+                     f" ({human_bytes(report.ray_sessions_expired_bytes)})")
     return "\n".join(lines)
 
 

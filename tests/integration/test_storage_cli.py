@@ -1,0 +1,60 @@
+"""``crashray storage`` prints the sizes of both databases, the data dir's use and what
+retention removes next (the instance stopped: the command opens the embedded ClickHouse in
+its own process)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from tests.integration.test_backup import _crashray, _env, _python, _two_tenants
+from tests.support import scratch_database
+
+
+def _row(output: str, *words: str) -> list[str]:
+    """The printed line whose first words are ``words``, split."""
+    for line in output.splitlines():
+        parts = line.split()
+        if parts[:len(words)] == list(words):
+            return parts
+    raise AssertionError(f"no line starting {' '.join(words)!r} in:\n{output}")
+
+
+def test_storage_prints_table_sizes_disk_use_and_what_retention_removes_next(
+        tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with scratch_database("storage_cli") as url:
+        events = _two_tenants(url)
+        with psycopg.connect(url) as conn:
+            issue = conn.execute("SELECT min(id), min(project_id) FROM issues").fetchone()
+            assert issue is not None
+            for days_ago in (400, 366, 10):  # activity keeps a year: two are past it
+                conn.execute("INSERT INTO issue_activity (issue_id, project_id, type, actor,"
+                             " date_added) VALUES (%s, %s, 'note', 'x',"
+                             " now() - make_interval(days => %s))", (*issue, days_ago))
+            conn.execute("INSERT INTO processed_events VALUES (1, %s, now() - interval '2 days')",
+                         (uuid.uuid4().hex,))
+        _python("from tests.integration.test_backup import populate_clickhouse as p;"
+                f" p({str(data_dir)!r}, {json.dumps(json.dumps(events))})", _env(url))
+        (data_dir / "ray" / "session_2026-01-01_1").mkdir(parents=True)
+
+        done = _crashray(["storage", "--data-dir", str(data_dir)], _env(url))
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"^PostgreSQL \(\d", out, re.M) and re.search(r"^ClickHouse \(", out, re.M)
+    assert _row(out, "issues")[1] == "4"
+    assert _row(out, "issue_activity")[1] == "3"
+    assert _row(out, "events")[1] == str(len(events))
+    assert _row(out, "issue_counts_hourly")[1] == str(len(events))
+    assert f"Data dir {data_dir}" in out
+    assert _row(out, "clickhouse")[0] == "clickhouse"  # the data dir's folder is listed
+    assert _row(out, "postgres", "issue_activity")[2] == "2"
+    assert _row(out, "postgres", "processed_events")[2] == "1"
+    assert _row(out, "postgres", "issues")[2] == "0"
+    # No live Ray session is known (no session_latest): no directory is due.
+    assert _row(out, "ray", "session_dirs")[2] == "0"
