@@ -326,3 +326,88 @@ def test_clickhouse_ttls_follow_the_settings_and_are_set_once(
         assert _ch_count(chdb_store, "issue_counts_hourly", "project_id", org) == 0
     finally:
         assert apply_ttls(client, defaults) == ["issue_counts_hourly"]
+
+
+# --- soak: under constant load with a short retention, sizes level off ----------------------
+SOAK_S = 12.0
+SOAK_TICK_S = 0.5
+#: The short retention of the soak: rows live this long.
+SOAK_LIFE_S = 2
+
+
+def test_sizes_level_off_under_constant_load_with_a_short_retention(
+        chdb_store: ClickHouseStore,
+        db: tuple[psycopg.Connection[Any], list[tuple[int, int]]]) -> None:
+    """Each tick writes the same load into both stores: 300 events of ~2 KB into
+    ClickHouse (their TTL reached ``SOAK_LIFE_S`` after the insert) and 300 event ids, 50
+    failed logins and 50 activity rows into PostgreSQL, swept by a ``RetentionSweeper``
+    whose horizons are ``SOAK_LIFE_S``. What is kept stays about one life's worth of load,
+    in rows and in ClickHouse's bytes on disk, while the load keeps coming."""
+    conn, tenants = db
+    _, project = tenants[0]
+    issue = _issue(conn, project, dt.datetime.now(dt.UTC))
+    life_days = SOAK_LIFE_S / 86_400
+    sweeper = RetentionSweeper(SweepConfig(
+        Horizons(dedup_window_s=SOAK_LIFE_S, login_window_s=SOAK_LIFE_S,
+                 issue_activity_days=life_days), interval_s=SOAK_TICK_S, batch_rows=1000))
+    client = chdb_store._client
+    ch_org = _org()
+    samples: list[tuple[int, int, int]] = []  # (ClickHouse rows, bytes, PostgreSQL rows)
+    started = time.monotonic()
+    while time.monotonic() - started < SOAK_S:
+        now = dt.datetime.now(dt.UTC)
+        client.command(
+            "INSERT INTO events (organization_id, project_id, event_id, timestamp, received,"
+            " retention_days, body) SELECT {o:UInt64}, {o:UInt64}, generateUUIDv4(),"
+            " {t:DateTime64(6, 'UTC')}, now64(6), 1, randomPrintableASCII(2000)"
+            " FROM numbers(300)",
+            parameters={"o": ch_org, "t": now - dt.timedelta(days=1, seconds=-SOAK_LIFE_S)})
+        conn.execute("INSERT INTO processed_events SELECT %s, md5(random()::text), now()"
+                     " FROM generate_series(1, 300)", (project,))
+        conn.execute("INSERT INTO login_failures (username, client_ip)"
+                     " SELECT 'u', '1.2.3.4' FROM generate_series(1, 50)")
+        conn.execute("INSERT INTO issue_activity (issue_id, project_id, type, actor)"
+                     " SELECT %s, %s, 'note', 'x' FROM generate_series(1, 50)",
+                     (issue, project))
+        if sweeper.claim_if_due():
+            sweeper.sweep(conn, now)
+        counted = conn.execute(
+            "SELECT (SELECT count(*) FROM processed_events) + (SELECT count(*) FROM"
+            " login_failures) + (SELECT count(*) FROM issue_activity)").fetchone()
+        assert counted is not None
+        pg_rows = int(counted[0])
+        parts = chdb_store.query_rows(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active"
+            " AND database = currentDatabase() AND table = 'events'", {})
+        samples.append((_ch_count(chdb_store, "events", "organization_id", ch_org),
+                        int(parts[0][0]), pg_rows))
+        time.sleep(SOAK_TICK_S)
+    ticks = len(samples)
+    first, second = samples[: ticks // 2], samples[ticks // 2:]
+    # PostgreSQL: swept every tick, so what is kept is one life's worth of load and a tick.
+    assert max(s[2] for s in second) <= 1.5 * max(s[2] for s in first), samples
+    assert max(s[2] for s in second) <= 400 * (SOAK_LIFE_S / SOAK_TICK_S + 2), samples
+    # ClickHouse: expired rows go in background merges, which a busy machine delays by
+    # seconds; still never more than a few lives' worth while the load goes on.
+    cap_ticks = 3 * SOAK_LIFE_S / SOAK_TICK_S
+    assert ticks > cap_ticks + 4  # the cap is well below what was written
+    assert max(s[0] for s in second) <= 300 * cap_ticks, samples
+    assert max(s[1] for s in second) <= 1.5 * max(s[1] for s in first) + 300 * 2_000 * 4, \
+        samples
+
+
+def test_the_metrics_sampler_runs_the_retention_sweep_once_per_interval() -> None:
+    from actors.metrics_sampler import MetricsSampler, SamplerConfig
+
+    with scratch_database("retention_sampler") as url:
+        postgres.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO login_failures (username, client_ip, at) VALUES"
+                         " ('a', '1.2.3.4', now() - interval '1 hour'), ('b', '1.2.3.4', now())")
+            sampler = MetricsSampler(SamplerConfig(
+                url, 15.0, 100, retention=SweepConfig(Horizons(login_window_s=600),
+                                                      interval_s=3600)))
+            result = sampler.sweep_retention_if_due()
+            assert result is not None and result.postgres["login_failures"] == 1
+            assert sampler.sweep_retention_if_due() is None  # not again within the hour
+            assert conn.execute("SELECT username FROM login_failures").fetchall() == [("b",)]
