@@ -4,6 +4,7 @@ its own process)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.integration.conftest import RunningCrashray
 from tests.integration.test_backup import _crashray, _env, _python, _two_tenants
 from tests.support import scratch_database
 
@@ -58,3 +60,29 @@ def test_storage_prints_table_sizes_disk_use_and_what_retention_removes_next(
     assert _row(out, "postgres", "issues")[2] == "0"
     # No live Ray session is known (no session_latest): no directory is due.
     assert _row(out, "ray", "session_dirs")[2] == "0"
+
+
+def test_storage_report_of_a_running_instance_reads_clickhouse_through_its_owner(
+        crashray: RunningCrashray) -> None:
+    """The running instance set its TTLs from the settings at start, and the report reads
+    its embedded ClickHouse through the owner actor (this process may not open it)."""
+    from actors.clickhouse import clickhouse_store
+    from cluster.runtime import ray_temp_dir
+    from storage.retention import Horizons
+    from storage.sizes import storage_report
+
+    settings = crashray.settings
+    store = clickhouse_store(crashray.runtime.clickhouse_dsn)
+    ttl = store.query_rows("SELECT engine_full FROM system.tables WHERE database ="
+                           " currentDatabase() AND name = 'issue_counts_hourly'", {})
+    assert f"toIntervalDay({settings.rollup_retention_days})" in ttl[0][0]
+    with psycopg.connect(crashray.runtime.postgres_url) as conn:
+        report = storage_report(conn, store, Horizons.from_settings(settings),
+                                dt.datetime.now(dt.UTC), settings.data_dir,
+                                ray_temp_dir(settings.data_dir))
+    assert ("clickhouse", "schema_migrations") in {(t.store, t.table) for t in report.tables}
+    assert ("postgres", "issues") in {(t.store, t.table) for t in report.tables}
+    assert {d.rule for d in report.due if d.store == "clickhouse"} == {
+        "events", "envelope_items", "outcomes", "sessions_raw", "issue_counts_hourly"}
+    assert report.ray_sessions_expired == 0  # the live session is never due
+    assert "clickhouse" in report.data_dir_bytes
