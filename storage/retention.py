@@ -209,6 +209,13 @@ def postgres_rules(h: Horizons, now: dt.datetime) -> list[PruneRule]:
     rules.append(PruneRule("alert_issue_users", "alert_issue_users",
                            "issue_id, width_s, environment, bucket, user_key", bucket_where,
                            buckets))
+    # When a rule last fired for an issue: a row older than the rule's frequency no longer
+    # holds anything back (a missing row fires as readily: storage/alert_rules.py), and
+    # the rows of deleted issues never would; a day's margin for clocks.
+    rules.append(PruneRule(
+        "alert_rule_fires", "alert_rule_fires", "rule_id, issue_id",
+        "last_fired_at < %(cutoff)s - make_interval(mins => (SELECT r.frequency_minutes"
+        " FROM alert_rules r WHERE r.id = rule_id))", before(DAY_S)))
     if h.dead_letter_days > 0:
         rules.append(PruneRule("dead_letters", "ingest_dead_letters", "id",
                                "failed_at < %(cutoff)s", before(h.dead_letter_days * DAY_S)))

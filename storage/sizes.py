@@ -136,6 +136,7 @@ def postgres_horizons(h: Horizons) -> dict[str, str]:
         "notifications_failed": _days(h.notify_failed_days),
         "alert_issue_counts": "beyond every alert rule's window",
         "alert_issue_users": "beyond every alert rule's window",
+        "alert_rule_fires": "a day past their rule's frequency",
         "dead_letters": _days(h.dead_letter_days),
         "issues": f"not seen for {h.issue_days:g} days"}
 

@@ -124,6 +124,11 @@ def _seed(conn: psycopg.Connection[Any], org: int, project: int) -> dict[str, li
         " '{}', '', 20, 'e', %s)", project, org, at, at))
     pair("alert_issue_counts", 61 * 86_400, lambda at: one(
         "INSERT INTO alert_issue_counts VALUES (%s, 3600, '', %s, 1)", live, at, column=3))
+    rule = one("INSERT INTO alert_rules (organization_id, project_id, name,"
+               " frequency_minutes, body) VALUES (%s, %s, 'r', 60, '{}')", org, project)
+    pair("alert_rule_fires", 86_400 + 3_600, lambda at: one(
+        "INSERT INTO alert_rule_fires VALUES (%s, %s, %s)", rule, _issue(conn, project, NOW),
+        at, column=1))
     pair("issues", H.issue_days * 86_400, lambda at: _issue(conn, project, at))
     # Pending notifications, open anomalies and running jobs stay, however old.
     old = _ago(365 * 86_400)
@@ -154,6 +159,7 @@ def _present(conn: psycopg.Connection[Any]) -> set[tuple[str, Any]]:
         "notifications": "SELECT id FROM notification_deliveries",
         "dead_letters": "SELECT id FROM ingest_dead_letters",
         "alert_issue_counts": "SELECT bucket FROM alert_issue_counts",
+        "alert_rule_fires": "SELECT issue_id FROM alert_rule_fires",
         "issues": "SELECT id FROM issues",
     }
     return {(kind, r[0]) for kind, sql in queries.items()
