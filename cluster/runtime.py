@@ -529,6 +529,7 @@ class Runtime:
             server = ClickHouseStore(self.clickhouse_dsn)
             server.migrate()
             server.apply_ttls(ttls)
+            server.close()
         self._grouping_shards = start_grouping_shards(
             s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
         self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
