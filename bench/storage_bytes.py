@@ -48,7 +48,7 @@ def measure(data_dir: Path) -> dict[str, dict[str, list[int]]]:
     store.close()
     server = EmbeddedPostgres(data_dir)
     try:
-        with postgres.connect(server.start()) as conn:
+        with postgres.connect(server.start(), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
             pg = {t.table: [t.rows, t.bytes] for t in postgres_sizes(conn)}
     finally:
