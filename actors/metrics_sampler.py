@@ -18,6 +18,7 @@ the gauges.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 import threading
@@ -33,6 +34,7 @@ from cluster import metrics
 from storage import queue as pg_queue
 from storage.ops_figures import dead_letter_totals
 from storage.postgres import connect
+from storage.retention import RetentionSweeper, SweepConfig, SweepResult
 
 log = logging.getLogger("crashray.metrics")
 
@@ -52,6 +54,8 @@ class SamplerConfig:
     #: The data directory (its disk is measured); None: not measured.
     data_dir: str | None = None
     consumer_pool: str = CONSUMER_POOL
+    #: The retention sweep this actor also runs (storage/retention.py); None: none.
+    retention: SweepConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class MetricsSampler:
     def __init__(self, config: SamplerConfig) -> None:
         self.config = config
         self._conn: psycopg.Connection[Any] | None = None
+        self._retention = None if config.retention is None else \
+            RetentionSweeper(config.retention)
 
     def measure(self) -> Sample:
         conn = self._connection()
@@ -85,6 +91,14 @@ class MetricsSampler:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.config.postgres_url)
         return self._conn
+
+    def sweep_retention_if_due(self) -> SweepResult | None:
+        """The retention sweep, every CRASHRAY_RETENTION_SWEEP_INTERVAL_S, on a connection
+        of its own (autocommit: each batch commits by itself)."""
+        if self._retention is None or not self._retention.claim_if_due():
+            return None
+        with connect(self.config.postgres_url, autocommit=True) as conn:
+            return self._retention.sweep(conn, dt.datetime.now(dt.UTC))
 
     def drop_connection(self) -> None:
         if self._conn is not None:
@@ -136,6 +150,7 @@ class MetricsSamplerActor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.sample()
+            self.sweep_retention()
             self._stop.wait(self._sampler.config.interval_s)
 
     def sample(self) -> dict[str, Any]:
@@ -163,6 +178,16 @@ class MetricsSamplerActor:
         self._samples += 1
         self._last = sample
         return self.stats()
+
+    def sweep_retention(self) -> SweepResult | None:
+        try:
+            return self._sampler.sweep_retention_if_due()
+        except psycopg.Error:
+            # PostgreSQL away: nothing was deleted half (each batch is a transaction); the
+            # next sweep, an interval later, continues. Logged and counted.
+            self._errors += 1
+            log.warning("retention sweep failed; PostgreSQL unreachable?", exc_info=True)
+            return None
 
     def stats(self) -> dict[str, Any]:
         last = self._last

@@ -13,6 +13,8 @@
     crashray export --project SLUG [--since T] [--until T] --to DIR
                                                          a project's events as Parquet files
     crashray rollups rebuild --project SLUG              recompute a project's derived counts
+    crashray storage                                     sizes, and what retention removes next
+    crashray backup DIR / crashray restore DIR           the databases to / from a folder
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import sys
 import threading
 
 from cluster import (
+    backup_cli,
     cli_common,
     dead_letters_cli,
     deploy_cli,
     grouping_cli,
     pipelines_cli,
     quota_cli,
+    storage_cli,
     tenancy_cli,
 )
 from cluster.cli_common import command
@@ -123,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     dead_letters_cli.add_parsers(sub)
     deploy_cli.add_parsers(sub)
     pipelines_cli.add_parsers(sub)
+    storage_cli.add_parsers(sub)
+    backup_cli.add_parsers(sub)
     return parser
 
 

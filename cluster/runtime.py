@@ -512,6 +512,8 @@ class Runtime:
                         DEFAULT_GROUPING_CONFIG, self.settings.grouping_transition_days)
 
     def start_actors(self) -> None:
+        import ray
+
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
         from actors.detectors import DetectorConfig, start_detectors
@@ -523,12 +525,18 @@ class Runtime:
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
+        from storage.retention import Horizons, SweepConfig, clickhouse_ttls
 
         s = self.settings
+        ttls = clickhouse_ttls(Horizons.from_settings(s))
         if self.clickhouse_dsn.startswith("chdb:"):
             self._owner = start_owner(self.clickhouse_dsn, self.placement)
+            ray.get(self._owner.apply_ttls.remote(ttls))
         else:
-            ClickHouseStore(self.clickhouse_dsn).migrate()
+            server = ClickHouseStore(self.clickhouse_dsn)
+            server.migrate()
+            server.apply_ttls(ttls)
+            server.close()
         self._grouping_shards = start_grouping_shards(
             s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
         self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
@@ -552,7 +560,8 @@ class Runtime:
             s, self.postgres_url, self.clickhouse_dsn), self.placement)
         self._metrics_sampler = start_metrics_sampler(SamplerConfig(
             self.postgres_url, s.metrics_sample_interval_s, s.metrics_queue_count_cap,
-            str(s.data_dir)), self.placement)
+            str(s.data_dir), retention=SweepConfig.from_settings(
+                s, None if s.ray_address else ray_temp_dir(s.data_dir))), self.placement)
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig

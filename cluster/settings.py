@@ -105,6 +105,41 @@ class Settings(BaseSettings):
     #: Days an event is kept (ClickHouse TTL, per row so it can vary per project later).
     retention_days: int = 90
 
+    # --- retention of everything else that grows (storage/retention.py) ---------------
+    # ClickHouse keeps each table by a TTL (set from these at every start, idempotently);
+    # PostgreSQL tables are pruned in bounded batches by the metrics sampler's sweep; Ray's
+    # session directories of earlier runs under the data directory are removed. ``crashray
+    # storage`` prints what each horizon will remove next.
+    #: Days outcome tallies (``outcomes``) and raw release-health sessions
+    #: (``sessions_raw``) are kept: raw data, as events (Sentry: 90 days).
+    outcomes_retention_days: int = Field(default=90, ge=1, le=65535)
+    sessions_retention_days: int = Field(default=90, ge=1, le=65535)
+    #: Days the hourly per-issue rollup (``issue_counts_hourly``) is kept: aggregates are
+    #: small (one row per issue and hour) and make year-long trends, so a year.
+    rollup_retention_days: int = Field(default=365, ge=1, le=65535)
+    #: Days an issue is kept after it was last seen; its events are gone by then (Sentry's
+    #: cleanup deletes groups the same way). Unset: ``retention_days``. A later event with
+    #: its fingerprint opens a new issue.
+    issue_retention_days: float | None = Field(default=None, gt=0)
+    #: Days an issue's activity (status changes, regressions, comments) is kept: a year.
+    issue_activity_retention_days: float = Field(default=365.0, gt=0)
+    #: Days closed anomaly episodes and finished or abandoned reprocess jobs are kept.
+    anomaly_retention_days: float = Field(default=90.0, gt=0)
+    reprocess_job_retention_days: float = Field(default=90.0, gt=0)
+    #: Days dead letters are kept before they are dropped unreplayed; 0 (the default)
+    #: keeps them until an operator replays or drops them (``crashray dead-letters``):
+    #: accepted data is never lost silently. Replayed or dropped ones are gone at once.
+    dead_letter_retention_days: float = Field(default=0.0, ge=0)
+    #: Days Ray's session directories of earlier runs (their logs, spilled objects) stay
+    #: under the data directory; the running session's is never touched.
+    ray_session_retention_days: float = Field(default=7.0, ge=0)
+    #: Seconds between two retention sweeps, and rows one sweep deletes per table and
+    #: statement (the next statement or sweep continues: no long lock, no huge WAL burst).
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch_rows: int = Field(default=5_000, ge=1)
+    #: Batches one sweep runs per table at most; the rest waits for the next sweep.
+    retention_max_batches: int = Field(default=100, ge=1)
+
     # --- ingest limits (Relay's defaults; spec §3.2) -------------------------------------
     #: Largest compressed request body in bytes (Relay: 20 MB).
     max_request_bytes: int = RELAY_MAX_REQUEST_BYTES

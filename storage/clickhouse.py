@@ -298,6 +298,13 @@ class ClickHouseStore:
             self._limit_system_logs()
         return applied
 
+    def apply_ttls(self, ttls: Mapping[str, str]) -> list[str]:
+        """Each table's TTL from the settings, where it differs (storage/retention.py);
+        returns the tables altered."""
+        from storage.retention import apply_ttls
+
+        return apply_ttls(self._client, ttls)
+
     def _limit_system_logs(self) -> None:
         existing = {r[0] for r in self._client.query(
             "SELECT name FROM system.tables WHERE database = 'system'").result_rows}
