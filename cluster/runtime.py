@@ -649,6 +649,8 @@ class Runtime:
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
                self._rate_limiters)
+        from storage.retention import Horizons
+
         api_config = ApiConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
                                s.api_max_page_size, s.grouping_transition_days * 86_400,
                                spike_defaults=SpikeProtection(True, s.spike_multiplier,
@@ -666,6 +668,7 @@ class Runtime:
                                operator_timeout_s=s.operator_timeout_s,
                                operator_rate_window_s=s.operator_rate_window_s,
                                operator_queue_count_cap=s.metrics_queue_count_cap,
+                               retention=Horizons.from_settings(s),
                                artifacts=ArtifactConfig(
                                    str(s.resolved_artifact_dir()), s.artifact_chunk_bytes,
                                    s.artifact_max_request_bytes, s.artifact_max_bundle_bytes,

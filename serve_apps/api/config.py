@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.quotas import SpikeProtection
 from storage.artifacts import ArtifactConfig
+from storage.retention import Horizons
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,7 @@ class ApiConfig:
     operator_timeout_s: float = 3.0
     operator_rate_window_s: float = 60.0
     operator_queue_count_cap: int = 100_000
+    #: The storage figures of the operator page (storage/sizes.py): the retention horizons
+    #: they report against, and seconds a replica reuses them (they count rows).
+    retention: Horizons = field(default_factory=Horizons)
+    operator_storage_cache_s: float = 60.0

@@ -46,6 +46,7 @@ the rest is still answered.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from typing import Annotated, Any, Final
@@ -58,8 +59,10 @@ from events.errors import BadRequest, Forbidden, NotFound
 from events.stats import StatsQuery
 from serve_apps.api.deps import AccessRule, Svc, _declared, caller, org_access
 from serve_apps.api.shapes import Body, iso
-from storage import ops_figures, queue
+from storage import ops_figures, queue, sizes
 from storage.tenancy import Access, Caller
+
+log = logging.getLogger("crashray.api.operations")
 
 router = APIRouter(tags=["operations"])
 
@@ -203,13 +206,49 @@ def instance_drop(admin: InstanceAdmin, svc: Svc, body: DeadLetterChoice) -> dic
 
 
 # --- figures -----------------------------------------------------------------------------
-def storage_figures() -> dict[str, Any] | None:
-    """INTEGRATOR: storage sizes per table and the retention horizon go here, from
-    storage/sizes.py (``crashray storage``, built on another branch). The page shows a
-    "Storage" section when this is not None: ``{"tables": [{"store": "clickhouse" |
-    "postgres", "table": str, "bytes": int, "rows": int}], "retention": {"horizonDays":
-    int, "nextRemoval": str | None}}``."""
-    return None
+class StorageFigures:
+    """Sizes per table (PostgreSQL and ClickHouse) and what retention removes next
+    (storage/sizes.py, the report ``crashray storage`` prints), instance-wide: for instance
+    admins only. They count rows, so a replica reuses them for ``operator_storage_cache_s``;
+    ``None`` when they cannot be read (the rest of the page still answers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: (the services they were read through, when, the figures)
+        self._last: tuple[Any, float, dict[str, Any] | None] | None = None
+
+    def get(self, svc: Svc) -> dict[str, Any] | None:
+        with self._lock:
+            now = cluster_state.now_s()
+            if self._last is not None and self._last[0] is svc \
+                    and now - self._last[1] < svc.config.operator_storage_cache_s:
+                return self._last[2]
+            try:
+                figures: dict[str, Any] | None = self._gather(svc)
+            except Exception as error:  # figures, not a data path: the page goes on
+                log.warning("storage figures unavailable: %s: %s", type(error).__name__, error)
+                figures = None
+            self._last = (svc, cluster_state.now_s(), figures)
+            return figures
+
+    @staticmethod
+    def _gather(svc: Svc) -> dict[str, Any]:
+        horizons = svc.config.retention
+        with svc.pool.connection() as conn:
+            report = sizes.storage_report(conn, svc.clickhouse, horizons,
+                                          dt.datetime.now(dt.UTC))
+        due = [d for d in report.due if d.rows]
+        return {"tables": [{"store": t.store, "table": t.table, "bytes": t.bytes,
+                            "rows": t.rows, "estimated": t.estimated} for t in report.tables],
+                "retention": {"horizonDays": horizons.events_days,
+                              "nextRemoval": "; ".join(
+                                  f"{d.rows:,} {d.table} rows {d.horizon}" for d in due[:6])
+                              or None},
+                "due": [{"store": d.store, "rule": d.rule, "table": d.table,
+                         "horizon": d.horizon, "rows": d.rows} for d in report.due]}
+
+
+_STORAGE = StorageFigures()
 
 
 def _last_hour_outcomes(svc: Svc, access: Access) -> dict[str, int]:
@@ -237,7 +276,7 @@ def organization_figures(access: OrgOwner, svc: Svc) -> dict[str, Any]:
             "queue": {"items": items, "bytes": size},
             "outcomesLastHours": _last_hour_outcomes(svc, access),
             "deadLetters": sum(c.count for c in counts),
-            "storage": storage_figures()}
+            "storage": None}
 
 
 class InstanceFigures:
@@ -273,7 +312,7 @@ class InstanceFigures:
                       "waitingCapped": backlog.waiting_items >= config.operator_queue_count_cap,
                       "oldestAgeSeconds": round(backlog.oldest_age_s, 3)},
             "deadLetters": {"total": sum(dead.values()), "byItemType": dead},
-            "storage": storage_figures()}
+            "storage": _STORAGE.get(svc)}
         figures.update(cluster_figures(config.operator_timeout_s, rates))
         return figures
 

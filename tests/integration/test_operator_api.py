@@ -82,7 +82,8 @@ def test_an_owner_lists_replays_and_drops_the_organizations_dead_letters(
     assert h.queue_size() == 1  # back in the queue, as if never claimed
     figures = h.get(f"{org}/operations/")
     assert figures["queue"]["items"] == 1 and figures["deadLetters"] == 2
-    assert figures["storage"] is None  # sizes and retention: wired by storage/sizes.py
+    # Sizes per table are the instance's, not the organization's: instance admins only.
+    assert figures["storage"] is None
 
     dropped = h.api.post(f"{org}/dead-letters/drop/", json={"all": True},
                          headers=bearer(h.token))
@@ -145,6 +146,14 @@ def test_instance_admins_see_and_replay_every_organizations_dead_letters(
     body: dict[str, Any] = figures.json()
     assert body["deadLetters"] == {"total": 2, "byItemType": {"event": 2}}
     assert body["queue"]["waiting"] == 0 and body["queue"]["oldestAgeSeconds"] == 0
+    # Storage sizes and retention (storage/sizes.py, as `crashray storage` prints them):
+    # the dead letters are rows of their table, the retention horizon is the setting's.
+    storage = body["storage"]
+    tables = {(t["store"], t["table"]): t for t in storage["tables"]}
+    assert tables[("postgres", "ingest_dead_letters")]["rows"] == 2
+    assert tables[("postgres", "ingest_dead_letters")]["bytes"] > 0
+    assert storage["retention"]["horizonDays"] == 90
+    assert {d["rule"] for d in storage["due"]} >= {"processed_events", "issue_activity"}
     listed = h.api.get("/operations/dead-letters/", headers=admin).json()
     assert [d["organizationId"] for d in listed] == [str(h.organization_id)] * 2
     replayed = h.api.post("/operations/dead-letters/replay/", json={"all": True},
