@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from events.ownership import Owner
 from events.search import IssueFilters
+from storage.errors import IssueGone
 from storage.scope import ProjectScope
 from storage.search_sql import SearchViewer, issue_where
 
@@ -220,7 +221,7 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent]
         # Sorted, so that two consumers updating the same issues lock them in the same
         # order and never deadlock.
         ids = sorted(totals)
-        conn.execute(
+        updated = conn.execute(
             "UPDATE issues SET times_seen = issues.times_seen + v.n,"
             " first_seen = least(issues.first_seen, v.first_ts),"
             " last_seen = greatest(issues.last_seen, v.last_ts),"
@@ -228,10 +229,16 @@ def record_events(conn: psycopg.Connection[Any], events: Sequence[CountedEvent]
             " first_release = coalesce(issues.first_release, v.release), level = v.level"
             " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[],"
             " %s::text[], %s::text[]) AS v(id, n, first_ts, last_ts, release, level)"
-            " WHERE issues.id = v.id",
+            " WHERE issues.id = v.id RETURNING issues.id",
             (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids],
              [totals[i][2] for i in ids], [totals[i][3] for i in ids],
-             [totals[i][4] for i in ids]))
+             [totals[i][4] for i in ids])).fetchall()
+        gone = set(ids) - {int(r[0]) for r in updated}
+        if gone:
+            # Never count (and store) events into an issue that is gone: the caller's
+            # transaction is rolled back and the batch retried, grouped afresh.
+            raise IssueGone(f"issues {sorted(gone)} were deleted after these events were"
+                            " grouped into them; the batch is retried and grouped again")
     return counted
 
 

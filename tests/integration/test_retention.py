@@ -16,6 +16,8 @@ import pytest
 
 from storage import postgres
 from storage.clickhouse import ClickHouseStore
+from storage.errors import IssueGone
+from storage.issues import CountedEvent, record_events
 from storage.retention import (
     Horizons,
     RetentionSweeper,
@@ -417,3 +419,31 @@ def test_the_metrics_sampler_runs_the_retention_sweep_once_per_interval() -> Non
             assert result is not None and result.postgres["login_failures"] == 1
             assert sampler.sweep_retention_if_due() is None  # not again within the hour
             assert conn.execute("SELECT username FROM login_failures").fetchall() == [("b",)]
+
+
+def test_events_grouped_into_an_issue_retention_deleted_meanwhile_are_not_counted_into_it(
+        db: tuple[psycopg.Connection[Any], list[tuple[int, int]]]) -> None:
+    """The race of an issue unseen for its horizon getting an event during the sweep: the
+    consumer grouped the event into the issue, the sweep deleted it, then the consumer
+    counts. Counting raises (the batch is retried and grouped afresh) and nothing of it is
+    kept: the event is not marked as processed, so the retry stores and counts it."""
+    conn, tenants = db
+    _, project = tenants[0]
+    expired = _issue(conn, project, _ago(H.issue_days * 86_400) - MARGIN)
+    live = _issue(conn, project, NOW)
+    assert prune_postgres(conn, H, NOW, batch_rows=100, max_batches=10)["issues"] == 1
+    events = [CountedEvent(project, uuid.uuid4().hex, issue, NOW, "error", None)
+              for issue in (expired, live)]
+    with pytest.raises(IssueGone, match=rf"issues \[{expired}\] were deleted"), \
+            conn.transaction():
+        record_events(conn, events)
+    assert conn.execute("SELECT count(*) FROM processed_events").fetchone() == (0,)
+    assert conn.execute("SELECT times_seen FROM issues WHERE id = %s",
+                        (live,)).fetchone() == (0,)
+    # Grouped again (a new issue for the hash), the same events count once.
+    fresh = _issue(conn, project, NOW)
+    with conn.transaction():
+        counted = record_events(conn, [CountedEvent(project, e.event_id,
+                                                    fresh if e.issue_id == expired else live,
+                                                    NOW, "error", None) for e in events])
+    assert sorted(counted) == sorted([fresh, live])
