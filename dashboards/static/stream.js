@@ -293,15 +293,18 @@ function showWarnings(ctx, f, state) {
   });
 }
 
-/** The pickers, with the project's environments (loaded once per frame). */
+/** The pickers, with the project's environments: the list last read at once, then read
+ * again (a new environment's first event may have come since), redrawn if it changed. */
 function showFilters(ctx, f, state) {
   const hrefWith = (filters) => hrefFor(state, filters);
-  // Until the list arrives the chosen environment alone is offered, so the bar shows at once.
-  replace(f.filters, filtersBar(state, f.environments || [], hrefWith));
-  if (f.environments) return;
+  const shown = f.environments || [];
+  replace(f.filters, filtersBar(state, shown, hrefWith));
   environmentsOf(state.org, state.project).then((names) => {
     f.environments = names;
-    if (ctx.current() && f.state === state) replace(f.filters, filtersBar(state, names, hrefWith));
+    const changed = names.join("\n") !== shown.join("\n");
+    if (changed && ctx.current() && f.state === state && document.activeElement !== f.filters.querySelector("select")) {
+      replace(f.filters, filtersBar(state, names, hrefWith));
+    }
   }).catch(() => {});
 }
 
