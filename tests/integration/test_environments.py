@@ -147,3 +147,21 @@ def test_a_team_lists_its_projects(envs: Envs) -> None:
     assert [p["slug"] for p in response.json()] == [envs.h.project_slug]
     assert envs.get(f"/teams/{envs.h.organization_slug}/nosuchteam/projects/"
                     ).status_code == 404
+
+
+def test_an_issues_latest_event_within_an_environment_and_period(envs: Envs) -> None:
+    """What the issue page asks when an environment or a period is chosen (issue.js's
+    chosenEvent): the issue's newest event matching ``environment:"…" timestamp:-…``."""
+    gamma = envs.issues["Gamma"]
+
+    def latest(query: str) -> list[str]:
+        response = envs.get(f"/issues/{gamma}/events/", query=query, limit="1")
+        assert response.status_code == 200, response.text
+        return [next(t["value"] for t in e["tags"] if t["key"] == "environment")
+                for e in response.json()]
+
+    assert latest('environment:"production"') == ["production"]
+    assert latest('environment:"staging"') == ["staging"]
+    assert latest('environment:"staging" timestamp:-7d') == []
+    assert latest('environment:"staging" timestamp:-30d') == ["staging"]
+    assert latest("timestamp:-24h") == ["production"]
