@@ -165,3 +165,23 @@ def test_an_issues_latest_event_within_an_environment_and_period(envs: Envs) -> 
     assert latest('environment:"staging" timestamp:-7d') == []
     assert latest('environment:"staging" timestamp:-30d') == ["staging"]
     assert latest("timestamp:-24h") == ["production"]
+
+
+def test_a_custom_range_keeps_the_issues_with_an_event_between_start_and_end(
+        envs: Envs) -> None:
+    now = dt.datetime.now(dt.UTC)
+
+    def between(start: dt.timedelta, end: dt.timedelta, **params: str) -> list[str]:
+        return envs.stream(start=(now - start).isoformat(), end=(now - end).isoformat(),
+                           **params)
+
+    # Two to four days ago: only Beta's event (Alpha and Gamma were seen since, not then).
+    assert between(dt.timedelta(days=4), dt.timedelta(days=2)) == ["Beta"]
+    assert between(dt.timedelta(days=11), dt.timedelta(days=9)) == ["Gamma"]
+    assert between(dt.timedelta(days=11), dt.timedelta(days=2)) == ["Beta", "Gamma"]
+    assert between(dt.timedelta(hours=2), dt.timedelta(0)) == ["Alpha", "Gamma"]
+    assert between(dt.timedelta(days=11), dt.timedelta(days=2),
+                   environment="production") == []
+    refused = envs.get(f"/projects/{envs.h.organization_slug}/{envs.h.project_slug}"
+                       "/issues/", start=now.isoformat())
+    assert refused.status_code == 400 and "end" in refused.json()["detail"]
