@@ -9,7 +9,7 @@ import { h, replace, time } from "./dom.js";
 import { eventView } from "./event.js";
 import { levelClass, plain, relativeTime, shortCount } from "./format.js";
 import { routes } from "./router.js";
-import { PERIODS, environmentsOf, filtersBar, filtersOf } from "./stream.js";
+import { PERIODS, environmentsOf, filterQuery, filtersBar, filtersOf } from "./stream.js";
 
 const HOUR_MS = 3600 * 1000;
 const IGNORE_CHOICES = [
@@ -41,6 +41,7 @@ export function filterTerms(filters) {
   const terms = [];
   if (filters.environment) terms.push(`environment:"${filters.environment.replace(/(["\\])/g, "\\$1")}"`);
   if (filters.period) terms.push(`timestamp:-${filters.period}`);
+  else if (filters.start && filters.end) terms.push(`timestamp:>=${filters.start}`, `timestamp:<=${filters.end}`);
   return terms.join(" ");
 }
 
@@ -55,7 +56,8 @@ async function chosenEvent(issueId, which, named, filters) {
   const found = await get(`/issues/${seg(issueId)}/events/`, [["query", terms], ["limit", "1"]]);
   if (!found || found.length === 0) {
     const where = [filters.environment ? `in ${filters.environment}` : null,
-      filters.period ? `in the last ${(PERIODS.find(([key]) => key === filters.period) || [])[1]}` : null];
+      filters.period ? `in the last ${(PERIODS.find(([key]) => key === filters.period) || [])[1]}` : null,
+      filters.start && filters.end ? `between ${new Date(filters.start).toLocaleString()} and ${new Date(filters.end).toLocaleString()}` : null];
     throw new ApiError(404, `No event of this issue ${where.filter(Boolean).join(" ")}. Choose another environment or time range.`);
   }
   return get(eventPath(issueId, found[0].eventID || found[0].id));
@@ -305,7 +307,7 @@ function groupingView(issue, event, org) {
 function eventNav(ctx, issue, event) {
   const here = (which, label, enabled) => enabled
     ? h("a", { class: "button", href: routes.issue(ctx.route.org, issue.id, {
-      event: which, environment: ctx.route.query.get("environment"), statsPeriod: ctx.route.query.get("statsPeriod") }) }, label)
+      event: which, ...filterQuery(filtersOf(ctx.route.query)) }) }, label)
     : h("span", { class: "button disabled", "aria-disabled": "true" }, label);
   return h("nav", { class: "event-nav", "aria-label": "Events of this issue" },
     here("oldest", "Oldest", Boolean(event && event.previousEventID)),
@@ -362,8 +364,7 @@ export async function renderIssue(ctx) {
     actions(ctx, issue),
     triageBar(ctx, issue, people),
     counts(issue),
-    filtersBar(filters, environments, (chosen) => routes.issue(org, issue.id,
-      { environment: chosen.environment, statsPeriod: chosen.period })),
+    filtersBar(filters, environments, (chosen) => routes.issue(org, issue.id, filterQuery(chosen))),
     h("div", { class: "issue-layout" },
       h("div", { class: "issue-main" }, eventSection(ctx, issue, event, tagHref)),
       h("aside", { class: "issue-side", "aria-label": "About this issue" },

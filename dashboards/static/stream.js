@@ -23,18 +23,38 @@ const SEARCH_KEYS = [
 // chosen is every issue, whenever seen.
 export const PERIODS = [["24h", "24 hours"], ["7d", "7 days"], ["14d", "14 days"], ["30d", "30 days"]];
 
-/** The environment and period a route names ({environment, period}; null: all). */
+/**
+ * The environment and time range a route names ({environment, period, start, end}; null:
+ * all). A custom range is `start` and `end` (ISO 8601), both or neither, when no period is.
+ */
 export function filtersOf(query) {
   const period = query.get("statsPeriod");
+  const known = PERIODS.some(([key]) => key === period) ? period : null;
+  const start = query.get("start");
+  const end = query.get("end");
+  const custom = !known && start && end && !Number.isNaN(Date.parse(start)) && !Number.isNaN(Date.parse(end));
   return {
     environment: query.get("environment") || null,
-    period: PERIODS.some(([key]) => key === period) ? period : null,
+    period: known, start: custom ? start : null, end: custom ? end : null,
   };
 }
 
 /** The API's query parameters for those filters. */
 export function filterParams(filters) {
-  return [["environment", filters.environment], ["statsPeriod", filters.period]];
+  return [["environment", filters.environment], ["statsPeriod", filters.period],
+    ["start", filters.start], ["end", filters.end]];
+}
+
+/** The filters as a route's query: {environment, statsPeriod, start, end}. */
+export function filterQuery(filters) {
+  return { environment: filters.environment, statsPeriod: filters.period, start: filters.start, end: filters.end };
+}
+
+/** An ISO time as a datetime-local input's value (the browser's time zone), and back. */
+function localInput(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
 /** A project's environments by name (GET …/environments/); [] when they cannot be read. */
@@ -61,16 +81,45 @@ export function filtersBar(filters, environments, hrefWith) {
   select.addEventListener("change", () => {
     location.hash = hrefWith({ ...filters, environment: select.value || null });
   });
+  const custom = Boolean(filters.start && filters.end);
   const choices = [[null, "All time"], ...PERIODS].map(([key, label]) => h("a", {
-    href: hrefWith({ ...filters, period: key }),
-    "aria-current": key === filters.period ? "true" : "false",
+    href: hrefWith({ ...filters, period: key, start: null, end: null }),
+    "aria-current": key === filters.period && !custom ? "true" : "false",
     title: key ? `Seen in the last ${label}` : "Whenever seen",
     dataset: { period: key || "all" },
   }, key || "All time"));
   return h("div", { class: "filters", role: "group", "aria-label": "Environment and time range" },
     h("span", {}, h("label", { for: "environment" }, "Environment"), select),
     h("span", {}, h("span", { class: "visually-hidden", id: "period-label" }, "Time range"),
-      h("span", { class: "period-choices", role: "group", "aria-labelledby": "period-label" }, choices)));
+      h("span", { class: "period-choices", role: "group", "aria-labelledby": "period-label" }, choices)),
+    customRange(filters, hrefWith));
+}
+
+/** "Custom": a start and an end (the browser's time), applied together. */
+function customRange(filters, hrefWith) {
+  const start = h("input", { type: "datetime-local", id: "range-start", value: localInput(filters.start) });
+  const end = h("input", { type: "datetime-local", id: "range-end", value: localInput(filters.end) });
+  const error = h("span", { class: "error", role: "alert" });
+  const form = h("form", { class: "custom-range", "aria-label": "Custom time range" },
+    h("label", { for: "range-start" }, "From"), start, h("label", { for: "range-end" }, "to"), end,
+    h("button", { type: "submit" }, "Apply"), error);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const from = Date.parse(start.value);
+    const to = Date.parse(end.value);
+    if (Number.isNaN(from) || Number.isNaN(to)) {
+      replace(error, "Give both a start and an end.");
+      return;
+    }
+    if (from >= to) {
+      replace(error, "The start must be before the end.");
+      return;
+    }
+    location.hash = hrefWith({ ...filters, period: null, start: new Date(from).toISOString(), end: new Date(to).toISOString() });
+  });
+  return h("details", { class: "custom", open: Boolean(filters.start && filters.end) },
+    h("summary", {}, filters.start && filters.end ? `Custom: ${new Date(filters.start).toLocaleString()} – ${new Date(filters.end).toLocaleString()}` : "Custom range"),
+    form);
 }
 
 // The stream's frame (search form, tabs, table) stays in place while only the results
@@ -92,7 +141,7 @@ function hrefFor(state, changes) {
   const next = { ...state, cursor: null, ...changes };
   return routes.stream(next.org, next.project, {
     query: next.query, sort: next.sort === "date" ? null : next.sort, cursor: next.cursor,
-    environment: next.environment, statsPeriod: next.period,
+    ...filterQuery(next),
   });
 }
 
@@ -175,8 +224,7 @@ function issueRow(ctx, state, issue, selected, onSelect) {
   return h("tr", { dataset: { issueId: issue.id } },
     h("td", { class: "check" }, box),
     h("td", { class: "issue" },
-      h("a", { class: "issue-title", href: routes.issue(state.org, issue.id,
-        { environment: state.environment, statsPeriod: state.period }) }, issue.title || "(no title)"),
+      h("a", { class: "issue-title", href: routes.issue(state.org, issue.id, filterQuery(state)) }, issue.title || "(no title)"),
       h("div", { class: "issue-meta" },
         h("span", { class: ["level", levelClass(issue.level)] }, issue.level || "—"),
         h("span", { class: "short-id" }, issue.shortId),
@@ -254,7 +302,8 @@ function renderTable(ctx, f, state, issues, selected, onSelect) {
       state.query ? ["No issues match ", h("code", {}, state.query)] : "No issues",
       state.environment ? [" in ", h("strong", {}, state.environment)] : null,
       state.period ? ` seen in the last ${PERIODS.find(([key]) => key === state.period)[1]}` : null,
-      state.query || state.environment || state.period ? "." : " yet.",
+      state.start ? ` seen between ${new Date(state.start).toLocaleString()} and ${new Date(state.end).toLocaleString()}` : null,
+      state.query || state.environment || state.period || state.start ? "." : " yet.",
       " ", h("a", { href: routes.setup(state.org, state.project) }, "How to send events")));
     return;
   }

@@ -65,6 +65,17 @@ LINES_OF = """(el) => {
 }"""
 
 
+def local_input(page: object, unix_s: float) -> str:
+    """A datetime-local input's value for a time, in the browser's own time zone."""
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    value: str = page.evaluate("""(ms) => { const d = new Date(ms);
+        return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); }""",
+                              unix_s * 1000)
+    return value
+
+
 def send(c: CrashrayProcess, marker: str, name: str, environment: str, days: int) -> None:
     subprocess.run([sys.executable, "-c", SEND, marker, name, environment, str(days)],
                    env={**os.environ, "CRASHRAY_DSN": c.dsn}, capture_output=True, text=True,
@@ -117,6 +128,19 @@ def test_environment_and_time_range_narrow_the_stream_and_the_issue_page(
         page.locator(".period-choices a[data-period='7d']").click()
         expect(rows).to_have_count(2)
         shot("3-stream-7d")
+
+        # A custom range, four to two days ago (the browser's time): only the old issue.
+        now = page.evaluate("() => Date.now()") / 1000
+        page.get_by_text("Custom range").click()
+        page.get_by_label("From").fill(local_input(page, now - 4 * 86400))
+        page.get_by_label("to", exact=True).fill(local_input(page, now - 2 * 86400))
+        page.get_by_role("button", name="Apply").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(old_title)
+        assert "start=" in page.url and "end=" in page.url and "statsPeriod" not in page.url
+        shot("3b-stream-custom-range")
+        page.locator(".period-choices a[data-period='7d']").click()
+        expect(rows).to_have_count(2)
 
         # The issue page keeps the filters; its event follows the environment.
         rows.filter(has_text=fresh_title).get_by_role("link", name=fresh_title).click()
