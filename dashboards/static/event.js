@@ -64,11 +64,22 @@ function valueCell(value, metaNode) {
   return h("td", {}, h("pre", {}, plain(value)), filteredBadge(value, metaNode));
 }
 
-/** [[key, value], …] as a table; `metaOf(key, index)` is the `_meta` node of a row's value. */
-function keyValues(pairs, metaOf = () => null) {
+/** Whether a value says nothing: null, "", an empty list or an empty object. */
+export function isEmptyValue(value) {
+  if (value === null || value === undefined || value === "") return true;
+  if (Array.isArray(value)) return value.length === 0;
+  return typeof value === "object" && Object.keys(value).length === 0;
+}
+
+/**
+ * [[key, value], …] as a table; `metaOf(key, index)` is the `_meta` node of a row's value.
+ * Rows without a value are left out; with none left, `empty` (a "None." line by default;
+ * null: nothing at all, for a section that is better left out than shown empty).
+ */
+function keyValues(pairs, metaOf = () => null, empty = "None.") {
   const rows = pairs.map((pair, index) => [...pair, index])
     .filter(([, value]) => value !== null && value !== undefined && value !== "");
-  if (rows.length === 0) return h("p", { class: "muted" }, "None.");
+  if (rows.length === 0) return empty === null ? null : h("p", { class: "muted" }, empty);
   return h("table", { class: "kv" }, h("tbody", {}, rows.map(([key, value, index]) =>
     h("tr", {}, h("th", { scope: "row" }, key), valueCell(value, metaOf(key, index))))));
 }
@@ -301,10 +312,13 @@ function requestView(entry, meta) {
   const requestMeta = metaAt(meta, ["request"]);
   // Headers are stored as [name, value] pairs: a value's meta is at headers.<index>.1.
   const headerMeta = (key, index) => metaAt(requestMeta, Array.isArray(data.headers) ? ["headers", index, "1"] : ["headers", key]);
+  // A request without a query, a body or cookies (a GET, most often) shows just its line
+  // and headers: no "None." under it.
   return section("Request",
     h("p", { class: "request-line" }, h("strong", {}, data.method || ""), " ", h("code", {}, data.url || "")),
-    keyValues([["Query", data.query], ["Body", data.data], ["Cookies", data.cookies && data.cookies.length ? data.cookies : null]],
-      (key) => metaAt(requestMeta, [REQUEST_META_FIELD[key]])),
+    keyValues([["Query", data.query], ["Body", data.data], ["Cookies", data.cookies]]
+      .map(([key, value]) => [key, isEmptyValue(value) ? null : value]),
+      (key) => metaAt(requestMeta, [REQUEST_META_FIELD[key]]), null),
     headers.length ? h("details", { open: headers.some(([, v]) => holdsFiltered(v)) || null },
       h("summary", {}, `Headers (${headers.length})`), keyValues(headers, headerMeta)) : null);
 }
@@ -328,17 +342,27 @@ function tagsView(event, tagHref) {
       h("span", { class: "tag-key" }, tag.key), h("span", { class: "tag-value" }, tag.value))))));
 }
 
+// Fields kept for Crashray's (and Relay's) own use, never shown: `sentry_user` is the key
+// Relay derives for counting users (`ip:…`, `id:…`), not something the SDK sent.
+const INTERNAL_FIELDS = new Set(["sentry_user"]);
+
+/** A user or context object's fields as shown: without the internal ones. */
+export function shownFields(object) {
+  return Object.entries(object).filter(([key]) => !INTERNAL_FIELDS.has(key));
+}
+
 function contextsView(event) {
   const meta = event._meta;
   const blocks = [];
-  if (event.user && Object.keys(event.user).length) {
-    blocks.push(h("div", { class: "context" }, h("h4", {}, "User"),
-      keyValues(Object.entries(event.user), (key) => metaAt(meta, ["user", key]))));
+  const userFields = event.user && typeof event.user === "object" ? shownFields(event.user) : [];
+  if (userFields.some(([, value]) => !isEmptyValue(value))) {
+    blocks.push(h("div", { class: "context", dataset: { context: "user" } }, h("h4", {}, "User"),
+      keyValues(userFields, (key) => metaAt(meta, ["user", key]))));
   }
   for (const [name, context] of Object.entries(event.contexts || {})) {
     const fields = context && typeof context === "object"
-      ? Object.entries(context).filter(([key]) => key !== "type") : [["value", context]];
-    blocks.push(h("div", { class: "context" }, h("h4", {}, name),
+      ? shownFields(context).filter(([key]) => key !== "type") : [["value", context]];
+    blocks.push(h("div", { class: "context", dataset: { context: name } }, h("h4", {}, name),
       keyValues(fields, (key) => metaAt(meta, ["contexts", name, key]))));
   }
   if (event.sdk) {

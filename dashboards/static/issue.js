@@ -9,6 +9,7 @@ import { h, replace, time } from "./dom.js";
 import { eventView } from "./event.js";
 import { levelClass, plain, relativeTime, shortCount } from "./format.js";
 import { routes } from "./router.js";
+import { PERIODS, environmentsOf, filterQuery, filtersBar, filtersOf } from "./stream.js";
 
 const HOUR_MS = 3600 * 1000;
 const IGNORE_CHOICES = [
@@ -33,6 +34,33 @@ async function settle(promise) {
 
 function eventPath(issueId, which) {
   return `/issues/${seg(issueId)}/events/${seg(which)}/`;
+}
+
+/** The environment and period as the event search's terms: environment:"prod" timestamp:-24h. */
+export function filterTerms(filters) {
+  const terms = [];
+  if (filters.environment) terms.push(`environment:"${filters.environment.replace(/(["\\])/g, "\\$1")}"`);
+  if (filters.period) terms.push(`timestamp:-${filters.period}`);
+  else if (filters.start && filters.end) terms.push(`timestamp:>=${filters.start}`, `timestamp:<=${filters.end}`);
+  return terms.join(" ");
+}
+
+/**
+ * The event the page shows: `which` (latest, oldest, an id); with an environment or a
+ * period chosen and no event named, the issue's latest event within them, or an error
+ * saying there is none.
+ */
+async function chosenEvent(issueId, which, named, filters) {
+  const terms = filterTerms(filters);
+  if (named || !terms) return get(eventPath(issueId, which));
+  const found = await get(`/issues/${seg(issueId)}/events/`, [["query", terms], ["limit", "1"]]);
+  if (!found || found.length === 0) {
+    const where = [filters.environment ? `in ${filters.environment}` : null,
+      filters.period ? `in the last ${(PERIODS.find(([key]) => key === filters.period) || [])[1]}` : null,
+      filters.start && filters.end ? `between ${new Date(filters.start).toLocaleString()} and ${new Date(filters.end).toLocaleString()}` : null];
+    throw new ApiError(404, `No event of this issue ${where.filter(Boolean).join(" ")}. Choose another environment or time range.`);
+  }
+  return get(eventPath(issueId, found[0].eventID || found[0].id));
 }
 
 function statusText(issue) {
@@ -278,7 +306,8 @@ function groupingView(issue, event, org) {
 
 function eventNav(ctx, issue, event) {
   const here = (which, label, enabled) => enabled
-    ? h("a", { class: "button", href: routes.issue(ctx.route.org, issue.id, { event: which }) }, label)
+    ? h("a", { class: "button", href: routes.issue(ctx.route.org, issue.id, {
+      event: which, ...filterQuery(filtersOf(ctx.route.query)) }) }, label)
     : h("span", { class: "button disabled", "aria-disabled": "true" }, label);
   return h("nav", { class: "event-nav", "aria-label": "Events of this issue" },
     here("oldest", "Oldest", Boolean(event && event.previousEventID)),
@@ -302,10 +331,11 @@ function eventSection(ctx, issue, result, tagHref) {
 export async function renderIssue(ctx) {
   const { org, id } = ctx.route;
   const which = ctx.route.query.get("event") || "latest";
+  const filters = filtersOf(ctx.route.query);
   const [issue, tags, event, people] = await Promise.all([
     get(`/issues/${seg(id)}/`),
     settle(get(`/issues/${seg(id)}/tags/`)),
-    settle(get(eventPath(id, which))),
+    settle(chosenEvent(id, which, ctx.route.query.has("event"), filters)),
     settle(assignablePeople(org)),
   ]);
   if (!ctx.current()) return;
@@ -314,7 +344,8 @@ export async function renderIssue(ctx) {
     return;
   }
   const project = issue.project ? issue.project.slug : "";
-  const anomalies = project ? await projectAnomalies(org, project, { issue: issue.id }).catch(() => []) : [];
+  const [anomalies, environments] = project ? await Promise.all([
+    projectAnomalies(org, project, { issue: issue.id }).catch(() => []), environmentsOf(org, project)]) : [[], []];
   if (!ctx.current()) return;
   await ctx.switcher(org, project);
   const streamHref = ctx.streamHref(org, project);
@@ -333,6 +364,7 @@ export async function renderIssue(ctx) {
     actions(ctx, issue),
     triageBar(ctx, issue, people),
     counts(issue),
+    filtersBar(filters, environments, (chosen) => routes.issue(org, issue.id, filterQuery(chosen))),
     h("div", { class: "issue-layout" },
       h("div", { class: "issue-main" }, eventSection(ctx, issue, event, tagHref)),
       h("aside", { class: "issue-side", "aria-label": "About this issue" },

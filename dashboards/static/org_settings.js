@@ -79,11 +79,24 @@ function addMemberForm(ctx, org, teams, refresh) {
 
 // ---- Teams --------------------------------------------------------------------------------
 
-function teamsList(teams) {
+/** Each team with its members' count and its projects (GET /teams/{org}/{team}/projects/;
+ * Sentry's detailed team JSON has them as `projects`, used when the API answers it). */
+async function teamsList(org, teams) {
   if (teams.length === 0) return h("p", { class: "muted" }, "No teams yet.");
-  return h("ul", { class: "team-list" }, teams.map((team) => h("li", { dataset: { team: team.slug } },
-    h("strong", {}, team.slug), team.name && team.name !== team.slug ? ` (${team.name})` : null,
-    h("span", { class: "muted" }, ` · ${team.memberCount ?? 0} member${team.memberCount === 1 ? "" : "s"}`))));
+  const projectsOf = await Promise.all(teams.map((team) => (Array.isArray(team.projects)
+    ? Promise.resolve({ ok: true, value: team.projects })
+    : settle(get(`/teams/${seg(org)}/${seg(team.slug)}/projects/`)))));
+  return h("ul", { class: "team-list" }, teams.map((team, i) => {
+    const found = projectsOf[i];
+    const projects = found.ok ? found.value : [];
+    return h("li", { dataset: { team: team.slug } },
+      h("strong", {}, team.slug), team.name && team.name !== team.slug ? ` (${team.name})` : null,
+      h("span", { class: "muted" }, ` · ${team.memberCount ?? 0} member${team.memberCount === 1 ? "" : "s"}`),
+      h("span", { class: "muted" }, ` · ${projects.length} project${projects.length === 1 ? "" : "s"}`),
+      projects.length ? h("span", { class: "team-projects", "aria-label": `Projects of ${team.slug}` },
+        projects.map((p) => h("a", { href: routes.stream(org, p.slug), class: "project-pill" }, p.slug))) : null,
+      found.ok ? null : h("span", { class: "muted" }, " (projects could not be loaded)"));
+  }));
 }
 
 function createTeamForm(ctx, org, refresh) {
@@ -183,7 +196,7 @@ export async function renderOrgSettings(ctx) {
     return [membersTable(list), addMemberForm(ctx, org, teams.ok ? teams.value : [], refresh)];
   });
   const teams = loadedSection(ctx, "Teams", async () => [
-    teamsList(await get(`${orgPath(org)}teams/`)),
+    await teamsList(org, await get(`${orgPath(org)}teams/`)),
     createTeamForm(ctx, org, async () => { await teams.refresh(); await members.refresh(); }),
   ]);
   const tokens = loadedSection(ctx, "Your API tokens", async (refresh) => [

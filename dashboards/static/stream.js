@@ -1,7 +1,7 @@
 // The issue stream of one project: Sentry's search syntax, sort, status tabs, bulk actions
 // and cursor pagination, all reflected in the location hash.
 
-import { ApiError, request, seg } from "./api.js";
+import { ApiError, get, request, seg } from "./api.js";
 import { sparkline } from "./chart.js";
 import { projectWarnings, warningsBanner } from "./alerts.js";
 import { anomaliesBanner, projectAnomalies } from "./anomalies.js";
@@ -19,6 +19,109 @@ const SEARCH_KEYS = [
   "is:unassigned", "is:bookmarked", "\"free text\"",
 ];
 
+// The time ranges of the stream's and the issue page's picker (Sentry's statsPeriod); none
+// chosen is every issue, whenever seen.
+export const PERIODS = [["24h", "24 hours"], ["7d", "7 days"], ["14d", "14 days"], ["30d", "30 days"]];
+
+/**
+ * The environment and time range a route names ({environment, period, start, end}; null:
+ * all). A custom range is `start` and `end` (ISO 8601), both or neither, when no period is.
+ */
+export function filtersOf(query) {
+  const period = query.get("statsPeriod");
+  const known = PERIODS.some(([key]) => key === period) ? period : null;
+  const start = query.get("start");
+  const end = query.get("end");
+  const custom = !known && start && end && !Number.isNaN(Date.parse(start)) && !Number.isNaN(Date.parse(end));
+  return {
+    environment: query.get("environment") || null,
+    period: known, start: custom ? start : null, end: custom ? end : null,
+  };
+}
+
+/** The API's query parameters for those filters. */
+export function filterParams(filters) {
+  return [["environment", filters.environment], ["statsPeriod", filters.period],
+    ["start", filters.start], ["end", filters.end]];
+}
+
+/** The filters as a route's query: {environment, statsPeriod, start, end}. */
+export function filterQuery(filters) {
+  return { environment: filters.environment, statsPeriod: filters.period, start: filters.start, end: filters.end };
+}
+
+/** An ISO time as a datetime-local input's value (the browser's time zone), and back. */
+function localInput(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+/** A project's environments by name (GET …/environments/); [] when they cannot be read. */
+export async function environmentsOf(org, project) {
+  try {
+    return (await get(`/projects/${seg(org)}/${seg(project)}/environments/`)).map((e) => e.name);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) throw err;
+    return [];
+  }
+}
+
+/**
+ * The environment selector and time-range picker; `hrefWith({environment, period})` is
+ * where a choice leads (the hash keeps them, so a link or reload shows the same).
+ */
+export function filtersBar(filters, environments, hrefWith) {
+  const names = [...environments];
+  if (filters.environment && !names.includes(filters.environment)) names.push(filters.environment);
+  const select = h("select", { id: "environment", name: "environment" },
+    h("option", { value: "" }, "All environments"),
+    names.map((name) => h("option", { value: name, selected: name === filters.environment }, name)));
+  select.value = filters.environment || "";
+  select.addEventListener("change", () => {
+    location.hash = hrefWith({ ...filters, environment: select.value || null });
+  });
+  const custom = Boolean(filters.start && filters.end);
+  const choices = [[null, "All time"], ...PERIODS].map(([key, label]) => h("a", {
+    href: hrefWith({ ...filters, period: key, start: null, end: null }),
+    "aria-current": key === filters.period && !custom ? "true" : "false",
+    title: key ? `Seen in the last ${label}` : "Whenever seen",
+    dataset: { period: key || "all" },
+  }, key || "All time"));
+  return h("div", { class: "filters", role: "group", "aria-label": "Environment and time range" },
+    h("span", {}, h("label", { for: "environment" }, "Environment"), select),
+    h("span", {}, h("span", { class: "visually-hidden", id: "period-label" }, "Time range"),
+      h("span", { class: "period-choices", role: "group", "aria-labelledby": "period-label" }, choices)),
+    customRange(filters, hrefWith));
+}
+
+/** "Custom": a start and an end (the browser's time), applied together. */
+function customRange(filters, hrefWith) {
+  const start = h("input", { type: "datetime-local", id: "range-start", value: localInput(filters.start) });
+  const end = h("input", { type: "datetime-local", id: "range-end", value: localInput(filters.end) });
+  const error = h("span", { class: "error", role: "alert" });
+  const form = h("form", { class: "custom-range", "aria-label": "Custom time range" },
+    h("label", { for: "range-start" }, "From"), start, h("label", { for: "range-end" }, "to"), end,
+    h("button", { type: "submit" }, "Apply"), error);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const from = Date.parse(start.value);
+    const to = Date.parse(end.value);
+    if (Number.isNaN(from) || Number.isNaN(to)) {
+      replace(error, "Give both a start and an end.");
+      return;
+    }
+    if (from >= to) {
+      replace(error, "The start must be before the end.");
+      return;
+    }
+    location.hash = hrefWith({ ...filters, period: null, start: new Date(from).toISOString(), end: new Date(to).toISOString() });
+  });
+  return h("details", { class: "custom", open: Boolean(filters.start && filters.end) },
+    h("summary", {}, filters.start && filters.end ? `Custom: ${new Date(filters.start).toLocaleString()} – ${new Date(filters.end).toLocaleString()}` : "Custom range"),
+    form);
+}
+
 // The stream's frame (search form, tabs, table) stays in place while only the results
 // change, so typing a query and paging keep the keyboard focus where it was.
 let frame = null;
@@ -30,6 +133,7 @@ function streamState(route) {
     query: params.has("query") ? params.get("query") : DEFAULT_QUERY,
     sort: SORTS.some(([key]) => key === params.get("sort")) ? params.get("sort") : "date",
     cursor: params.get("cursor"),
+    ...filtersOf(params),
   };
 }
 
@@ -37,6 +141,7 @@ function hrefFor(state, changes) {
   const next = { ...state, cursor: null, ...changes };
   return routes.stream(next.org, next.project, {
     query: next.query, sort: next.sort === "date" ? null : next.sort, cursor: next.cursor,
+    ...filterQuery(next),
   });
 }
 
@@ -64,8 +169,9 @@ function buildFrame(ctx, state) {
       h("a", { class: "button", href: routes.alerts(state.org, state.project) }, "Alerts"),
       h("a", { class: "button", href: routes.projectSettings(state.org, state.project) }, "Project settings")));
   const warnings = h("div", { class: "warnings-slot" });
-  const root = h("div", { class: "stream" }, header, warnings, form, hint, searchError, tabs, bulk, results, pager);
-  const built = { root, title, warnings, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
+  const filters = h("div", { class: "filters-slot" });
+  const root = h("div", { class: "stream" }, header, warnings, filters, form, hint, searchError, tabs, bulk, results, pager);
+  const built = { root, title, warnings, filters, input, sort, searchError, tabs, bulk, results, pager, key: `${state.org}/${state.project}` };
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const target = hrefFor(built.state, { query: input.value, sort: sort.value });
@@ -118,7 +224,7 @@ function issueRow(ctx, state, issue, selected, onSelect) {
   return h("tr", { dataset: { issueId: issue.id } },
     h("td", { class: "check" }, box),
     h("td", { class: "issue" },
-      h("a", { class: "issue-title", href: routes.issue(state.org, issue.id) }, issue.title || "(no title)"),
+      h("a", { class: "issue-title", href: routes.issue(state.org, issue.id, filterQuery(state)) }, issue.title || "(no title)"),
       h("div", { class: "issue-meta" },
         h("span", { class: ["level", levelClass(issue.level)] }, issue.level || "—"),
         h("span", { class: "short-id" }, issue.shortId),
@@ -193,7 +299,11 @@ function buildBulkBar(ctx, f, state, issues, selected) {
 function renderTable(ctx, f, state, issues, selected, onSelect) {
   if (issues.length === 0) {
     replace(f.results, h("p", { class: "empty" },
-      state.query ? ["No issues match ", h("code", {}, state.query), "."] : "No issues yet.",
+      state.query ? ["No issues match ", h("code", {}, state.query)] : "No issues",
+      state.environment ? [" in ", h("strong", {}, state.environment)] : null,
+      state.period ? ` seen in the last ${PERIODS.find(([key]) => key === state.period)[1]}` : null,
+      state.start ? ` seen between ${new Date(state.start).toLocaleString()} and ${new Date(state.end).toLocaleString()}` : null,
+      state.query || state.environment || state.period || state.start ? "." : " yet.",
       " ", h("a", { href: routes.setup(state.org, state.project) }, "How to send events")));
     return;
   }
@@ -232,6 +342,21 @@ function showWarnings(ctx, f, state) {
   });
 }
 
+/** The pickers, with the project's environments: the list last read at once, then read
+ * again (a new environment's first event may have come since), redrawn if it changed. */
+function showFilters(ctx, f, state) {
+  const hrefWith = (filters) => hrefFor(state, filters);
+  const shown = f.environments || [];
+  replace(f.filters, filtersBar(state, shown, hrefWith));
+  environmentsOf(state.org, state.project).then((names) => {
+    f.environments = names;
+    const changed = names.join("\n") !== shown.join("\n");
+    if (changed && ctx.current() && f.state === state && document.activeElement !== f.filters.querySelector("select")) {
+      replace(f.filters, filtersBar(state, names, hrefWith));
+    }
+  }).catch(() => {});
+}
+
 export async function renderStream(ctx) {
   const state = streamState(ctx.route);
   const key = `${state.org}/${state.project}`;
@@ -246,11 +371,13 @@ export async function renderStream(ctx) {
   f.sort.value = state.sort;
   renderTabs(f, state);
   showWarnings(ctx, f, state);
+  showFilters(ctx, f, state);
   f.results.setAttribute("aria-busy", "true");
   let answer;
   try {
     answer = await request(`/projects/${seg(state.org)}/${seg(state.project)}/issues/`, {
-      params: [["query", state.query], ["sort", state.sort], ["limit", String(PAGE_SIZE)], ["cursor", state.cursor]],
+      params: [["query", state.query], ["sort", state.sort], ["limit", String(PAGE_SIZE)], ["cursor", state.cursor],
+        ...filterParams(state)],
     });
   } catch (err) {
     if (!ctx.current()) return;

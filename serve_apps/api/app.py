@@ -37,6 +37,7 @@ from serve_apps.api import (
     artifacts,
     auth,
     comments,
+    environments,
     events,
     issues,
     operations,
@@ -61,7 +62,7 @@ DEFAULT_MAX_BODY_BYTES: Final = ApiConfig.max_body_bytes
 ROUTERS: Final = (auth.router, organizations.router, projects.router, issues.router,
                   events.router, quotas.router, operations.router, artifacts.router,
                   releases.router, alert_rules.router, anomalies.router, comments.router,
-                  ownership.router)
+                  ownership.router, environments.router)
 #: Room for the multipart framing around a chunk-upload request's chunks.
 MULTIPART_ALLOWANCE_BYTES: Final = 64 * 1024
 

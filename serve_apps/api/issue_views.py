@@ -83,7 +83,9 @@ def _issues_with_matching_events(svc: Services, organization_id: int, project_id
                                  now: dt.datetime) -> list[int] | None:
     """Issues with an event matching the event side of the search (None: no such
     condition, every issue passes)."""
-    if not needs_events(search) and not request.environments:
+    # An ``end`` (start/end) bounds the issues by their events: an issue's last_seen alone
+    # cannot say whether it had an event before ``end``.
+    if not needs_events(search) and not request.environments and request.until is None:
         return None
     filters = in_environments(event_filters(search), request.environments)
     hashes = svc.clickhouse.matching_hashes(
