@@ -3,11 +3,11 @@ to a partitioned, replicated topic and answers the SDK only once the brokers ack
 them; consumers read them as one consumer group and commit offsets only after the items are
 stored.
 
-Built so far (issue 15, first step): the producer side used by ingest (``KafkaHandoff``,
-the ``storage.handoff.Handoff`` interface), topic creation with bounded retention
-(``ensure_topics``) and the consumer side without Ray (``KafkaItemSource``). Not yet: the
-consumer actors reading Kafka (actors/consumer.py still claims from the PostgreSQL queue),
-the pool autoscaler on consumer lag, and outcomes read from Kafka into ClickHouse.
+Here: the producer side used by ingest (``KafkaHandoff``, the ``storage.handoff.Handoff``
+interface), topic creation with bounded retention (``ensure_topics``) and the consumer side
+without Ray (``KafkaItemSource``), which the consumer actors use
+(actors/kafka_consumer.py: they store and count a batch, outcome tallies included, before
+committing it, and keep their own stored offsets in PostgreSQL, storage/kafka_offsets.py).
 
 Producer. Idempotent (``enable.idempotence``: no duplicates or reordering from the
 producer's own retries), ``acks=all``, keyed by project id with Java's murmur2 partitioner
@@ -420,6 +420,13 @@ class ItemBatch:
     #: (topic, partition) → (next offset, assignment generation)
     positions: dict[tuple[str, int], tuple[int, int]]
     dead_lettered: int = 0
+    #: (topic, partition) → the first offset read in this batch (where ``give_back``
+    #: rewinds to).
+    firsts: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (topic, partition) → the offset reading restarted from after the committed offset
+    #: was found past the partition's end (its log recreated or truncated): stored offsets
+    #: (storage/kafka_offsets.py) must restart there too.
+    rewound_to: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 #: Commit errors that mean the group is reassigning partitions, not that Kafka is broken.
@@ -448,7 +455,17 @@ class KafkaItemSource:
         self._generation = 0
         self._assigned: dict[tuple[str, int], int] = {}
         self._next: dict[tuple[str, int], int | None] = {}
-        self._consumer = Consumer({
+        self._rewound_to: dict[tuple[str, int], int] = {}
+        self._consumer = self._new_consumer(client_id)
+        self._dead_letters = Producer({"bootstrap.servers": settings.bootstrap,
+                                       "enable.idempotence": True, "acks": "all",
+                                       "message.max.bytes": settings.max_message_bytes
+                                       + 64 * 1024, "log_level": 4})
+        self._client_id = client_id
+
+    def _new_consumer(self, client_id: str) -> Consumer:
+        settings = self.settings
+        consumer = Consumer({
             "bootstrap.servers": settings.bootstrap, "group.id": settings.consumer_group,
             "client.id": client_id, "enable.auto.commit": False,
             "session.timeout.ms": settings.session_timeout_ms,
@@ -456,12 +473,9 @@ class KafkaItemSource:
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "partition.assignment.strategy": ASSIGNMENT_STRATEGY, "log_level": 4,
             "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2)})
-        self._dead_letters = Producer({"bootstrap.servers": settings.bootstrap,
-                                       "enable.idempotence": True, "acks": "all",
-                                       "message.max.bytes": settings.max_message_bytes
-                                       + 64 * 1024, "log_level": 4})
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer.subscribe(self.topics, on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._generation += 1
@@ -483,12 +497,13 @@ class KafkaItemSource:
             self._next.pop((tp.topic, tp.partition), None)
 
     def assignment(self) -> list[tuple[str, int]]:
-        return sorted(self._assigned)
+        return sorted(list(self._assigned))  # a copy: the poll thread may be rebalancing
 
     def poll(self, max_items: int, timeout_s: float) -> ItemBatch:
         """Up to ``max_items`` messages, waiting at most ``timeout_s`` for the first."""
         items: list[SourcedItem] = []
         positions: dict[tuple[str, int], tuple[int, int]] = {}
+        firsts: dict[tuple[str, int], int] = {}
         dead = 0
         for message in self._consumer.consume(max_items, timeout_s):
             error = message.error()
@@ -500,6 +515,7 @@ class KafkaItemSource:
             key = (topic, partition)
             self._count_skipped(key, offset)
             positions[key] = (offset + 1, self._assigned.get(key, -1))
+            firsts.setdefault(key, offset)
             try:
                 items.append(SourcedItem(topic, partition, offset, decode_item(message.value())))
             except UndecodableMessage as exc:
@@ -507,7 +523,10 @@ class KafkaItemSource:
                 dead += 1
         if dead:
             self._flush_dead_letters()
-        return ItemBatch(items, positions, dead)
+        rewound = {k: v for k, v in self._rewound_to.items() if k in positions}
+        for key in rewound:
+            del self._rewound_to[key]
+        return ItemBatch(items, positions, dead, firsts, rewound)
 
     def _count_skipped(self, key: tuple[str, int], offset: int) -> None:
         expected = self._next.get(key)
@@ -523,6 +542,7 @@ class KafkaItemSource:
             log.warning("%s[%d]: committed offset %d is past the partition's end; reading"
                         " again from %d", key[0], key[1], expected, offset)
             self.rewound += expected - offset
+            self._rewound_to[key] = offset
         self._next[key] = offset + 1
 
     def _on_error(self, error: KafkaError) -> None:
@@ -543,6 +563,40 @@ class KafkaItemSource:
             headers=[(ERROR_HEADER, reason.encode()),
                      (SOURCE_HEADER, f"{message.topic()}/{message.partition()}/"
                                      f"{message.offset()}".encode())])
+
+    def dead_letter_item(self, item: SourcedItem, reason: str) -> None:
+        """Keep an item that cannot be stored (invalid, or failing on its own) on the
+        dead-letter topic with ``reason``; returns once the brokers acknowledged it, raises
+        ``HandOffUnavailable`` otherwise (then its offset must not be committed past)."""
+        log.warning("%s[%d] offset %d (%s item of project %d) cannot be stored (%s): sent"
+                    " to %s", item.topic, item.partition, item.offset, item.item.item_type,
+                    item.item.project_id, reason, self.settings.dead_letters_topic)
+        self._dead_letters.produce(
+            self.settings.dead_letters_topic, key=str(item.item.project_id).encode(),
+            value=encode_item(item.item),
+            headers=[(ERROR_HEADER, reason.encode()),
+                     (SOURCE_HEADER, f"{item.topic}/{item.partition}/{item.offset}".encode())])
+        self._flush_dead_letters()
+        self.dead_lettered += 1
+
+    def give_back(self, batch: ItemBatch) -> None:
+        """The batch was not stored (storage down, a failure that is not its items'): read
+        its messages again, from each partition's first offset in it. A partition taken
+        away meanwhile is left to its new owner (nothing of it was committed)."""
+        try:
+            for (topic, partition), first in batch.firsts.items():
+                if (topic, partition) in self._assigned:
+                    self._consumer.seek(TopicPartition(topic, partition, first))
+                    self._next[(topic, partition)] = first
+        except KafkaException as exc:
+            # A partition not fetched yet cannot be sought: rejoin the group instead, which
+            # restarts every partition at the committed offset (at or before this batch).
+            log.warning("could not rewind to the batch's first offsets (%s); rejoining the"
+                        " consumer group", exc.args[0].str())
+            self._consumer.close()
+            self._assigned.clear()
+            self._next.clear()
+            self._consumer = self._new_consumer(self._client_id)
 
     def _flush_dead_letters(self) -> None:
         """Dead letters must be kept before their offsets are committed past."""
@@ -579,7 +633,7 @@ class KafkaItemSource:
         """Messages of the assigned partitions after this member's position (for a pool
         autoscaler), from the watermarks librdkafka already has."""
         total = 0
-        for topic, partition in self._assigned:
+        for topic, partition in list(self._assigned):  # a copy, as in ``assignment``
             tp = TopicPartition(topic, partition)
             low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             position = self._next.get((topic, partition))
