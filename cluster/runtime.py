@@ -662,7 +662,8 @@ class Runtime:
             serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options).bind(HealthConfig(
                     self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
-                    s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap)),
+                    s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
+                    s.kafka())),
                 name="web", route_prefix="/"),
         ])
 

@@ -70,7 +70,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from events.errors import Overloaded
 from events.quotas import OUTCOMES_ITEM_TYPE
-from storage.queue import OrganizationBacklog, QueuedItem, UnqueueableData
+from storage.queue import Backlog, OrganizationBacklog, QueuedItem, UnqueueableData
 
 log = logging.getLogger("crashray.kafka")
 
@@ -396,6 +396,65 @@ def group_lag(consumer: Consumer, topic: str, timeout_s: float) -> int:
                                                    timeout=timeout_s)
         lag += max(high - (tp.offset if tp.offset >= 0 else low), 0)
     return lag
+
+
+class GroupBacklog:
+    """What waits for the consumer group on the events and outcomes topics, as the pool
+    autoscaler and ``/readyz`` measure it: the lag (per partition, the high watermark minus
+    the committed offset, or the first retained one when none is committed or retention
+    passed it) and the age of the oldest message waiting (its timestamp: when ingest
+    produced it). The age costs one fetch per lagging partition, read with a client of its
+    own that never joins the group nor commits. Not thread-safe: one caller at a time."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._consumer = Consumer({"bootstrap.servers": settings.bootstrap,
+                                   "group.id": settings.consumer_group,
+                                   "enable.auto.commit": False, "log_level": 3,
+                                   "fetch.max.bytes": max(52_428_800,
+                                                          settings.max_message_bytes * 2)})
+
+    def measure(self, timeout_s: float, now_s: float | None = None) -> Backlog:
+        """Raises ``KafkaException`` when the brokers do not answer within ``timeout_s``."""
+        waiting = 0
+        firsts: list[TopicPartition] = []
+        for topic in (self.settings.events_topic, self.settings.outcomes_topic):
+            metadata = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                continue
+            committed = self._consumer.committed(
+                [TopicPartition(topic, p) for p in metadata.partitions], timeout=timeout_s)
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, tp.partition), timeout=timeout_s)
+                start = max(tp.offset, low) if tp.offset >= 0 else low
+                if high > start:
+                    waiting += high - start
+                    firsts.append(TopicPartition(topic, tp.partition, start))
+        oldest_ms = self._oldest_timestamp_ms(firsts, timeout_s)
+        now_s = time.time() if now_s is None else now_s
+        return Backlog(waiting, 0.0 if oldest_ms is None else max(now_s - oldest_ms / 1000, 0.0))
+
+    def _oldest_timestamp_ms(self, firsts: list[TopicPartition], timeout_s: float
+                             ) -> int | None:
+        """The earliest timestamp among the first waiting message of each partition."""
+        if not firsts:
+            return None
+        self._consumer.assign(firsts)
+        found: dict[tuple[str | None, int | None], int] = {}
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(found) < len(firsts) and time.monotonic() < deadline:
+                for message in self._consumer.consume(len(firsts), 0.1):
+                    if message.error() is None:
+                        found.setdefault((message.topic(), message.partition()),
+                                         message.timestamp()[1])
+        finally:
+            self._consumer.unassign()
+        return min(found.values()) if found else None
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 # --- consumer (no Ray) ------------------------------------------------------------------

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ from actors.consumer import ConsumerConfig
 from actors.kafka_consumer import KafkaBatchConsumer
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.quotas import OUTCOMES_ITEM_TYPE
+from serve_apps.health import HealthConfig, check_readiness
 from storage.clickhouse import ClickHouseStore
 from storage.kafka import (
     ERROR_HEADER,
+    GroupBacklog,
     HandOffUnavailable,
     ItemBatch,
     KafkaHandoff,
@@ -376,3 +379,38 @@ def test_poison_goes_to_the_dead_letter_topic_with_its_reason(
     invalid = {k: v for k, v in h.outcome_totals("error").items() if k[0] == "invalid"}
     assert sum(invalid.values()) == 1
     assert exact(h, 4)
+
+
+def test_readyz_reports_the_consumer_groups_lag_and_the_brokers_being_down(
+        kafka: MockKafkaCluster, h: Harness, settings: KafkaSettings, producer: KafkaHandoff,
+        corpus_dir: Path) -> None:
+    """On the Kafka hand-off (librdkafka's mock broker, not Apache Kafka) /readyz's
+    backlog check is the consumer group's lag and its oldest waiting message, over the
+    events and outcomes topics (as the pool autoscaler measures it): ready while fresh,
+    unready past CRASHRAY_READY_MAX_QUEUE_AGE_S, back to 0 once consumed, and unready with
+    the brokers' error, in bounded time, while they are down."""
+    producer.enqueue([*events(h, corpus_dir, "Lagging: boom", 5), rate_limited_tally(h, 1)])
+    meter = GroupBacklog(settings)
+    try:
+        config = HealthConfig(h.url, "", 300.0, 2.0, 0.0, kafka=settings)
+        ready = check_readiness(config, lambda: True, meter)
+        assert ready.ready and "queue" not in ready.checks
+        assert ready.checks["kafka"]["backlog"] == 6
+        assert 0 <= ready.checks["kafka"]["oldest_age_s"] < 60
+        aged = check_readiness(replace(config, max_queue_age_s=1e-9), lambda: True, meter)
+        assert not aged.ready
+        assert "CRASHRAY_READY_MAX_QUEUE_AGE_S" in aged.checks["kafka"]["detail"]
+
+        consumer = kafka_consumer(h, settings)
+        run_until([consumer], lambda: exact(h, 5))
+        assert meter.measure(2.0).waiting_items == 0
+
+        kafka.all_down()
+        started = time.monotonic()
+        down = check_readiness(config, lambda: True, meter)
+        assert time.monotonic() - started < 3 * config.check_timeout_s + 2
+        assert not down.ready and down.checks["postgres"]["ok"]
+        assert not down.checks["kafka"]["ok"] and down.checks["kafka"]["detail"]
+    finally:
+        kafka.all_up()
+        meter.close()
