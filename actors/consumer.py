@@ -1,6 +1,9 @@
 """Consumer actors: claim queued items, process them, store them, count them.
 
-A pool of these drains the hand-off queue. Each runs its loop in a thread started by its
+A pool of these drains the hand-off queue: the PostgreSQL queue here (``BatchConsumer``),
+or with ``CRASHRAY_KAFKA_BOOTSTRAP`` the Kafka topics (actors/kafka_consumer.py's
+``KafkaBatchConsumer``, which overrides only ``run_once`` and the three hand-off hooks
+``_take``, ``_dead_letter`` and ``_give_back``). Each runs its loop in a thread started by its
 constructor, so an actor that Ray restarts (``max_restarts``) resumes on its own. Every
 batch follows an order that loses nothing and counts nothing twice:
 

@@ -73,6 +73,14 @@ def api(c: CrashrayProcess, path: str) -> Any:
         return json.loads(response.read())
 
 
+def readyz(c: CrashrayProcess) -> Any:
+    try:
+        with urllib.request.urlopen(f"{c.base_url}/readyz", timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+
+
 def wait_for(what: str, found: Any, timeout_s: float = 45.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -153,6 +161,11 @@ def test_real_python_sdk_events_through_kafka_reach_clickhouse_and_the_api(
          if i["title"] == title and i["count"] == "3"), None))
     events = [e for e in api(crashray_kafka, "events/") if e["groupID"] == issue["id"]]
     assert sorted(e["eventID"] for e in events) == sorted(ids)
+    # /readyz measures the consumer group's lag instead of the PostgreSQL queue.
+    ready = wait_for("/readyz with the Kafka lag at 0", lambda: (
+        body := readyz(crashray_kafka))["checks"].get("kafka", {}).get("backlog") == 0
+        and body)
+    assert ready["status"] == "ready" and "queue" not in ready["checks"]
 
 
 def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_down(
