@@ -13,6 +13,7 @@ tests/e2e/test_kafka_ingest.py).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import threading
@@ -21,16 +22,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 import pytest
+import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from actors.consumer import ConsumerConfig
+from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore
+from actors.consumer import ConsumerConfig, consumer_name
 from actors.kafka_consumer import KafkaBatchConsumer
+from actors.placement import NAMESPACE
+from actors.pool_autoscaler import AutoscalerConfig, start_pool_autoscaler, stop_pool_autoscaler
 from events.grouping import DEFAULT_GROUPING_CONFIG
+from events.pool_scaling import PoolPolicy
 from events.quotas import OUTCOMES_ITEM_TYPE
 from serve_apps.health import HealthConfig, check_readiness
 from storage.clickhouse import ClickHouseStore
@@ -45,8 +51,9 @@ from storage.kafka import (
 )
 from storage.kafka_offsets import stored_offsets
 from storage.queue import QueuedItem
+from tests.integration.conftest import RunningCrashray
 from tests.integration.consumer_harness import Harness, counts_seen, harness
-from tests.support import error_event
+from tests.support import error_event, wait_until
 from tests.support_kafka import MockKafkaCluster, mock_kafka_cluster
 
 pytestmark = pytest.mark.integration
@@ -56,6 +63,14 @@ PARTITIONS = 4
 SESSION_TIMEOUT_MS = 3000
 #: Bound on how long a test waits for the consumers to catch up.
 CATCH_UP_S = 30.0
+
+
+class OwnerStore(RemoteStore):
+    """The running Crashray's ClickHouse (its owner actor), for consumers in Ray actors."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
+        self.dsn = dsn
 
 
 @pytest.fixture
@@ -414,3 +429,50 @@ def test_readyz_reports_the_consumer_groups_lag_and_the_brokers_being_down(
     finally:
         kafka.all_up()
         meter.close()
+
+
+@pytest.fixture
+def on_ray(crashray: RunningCrashray) -> Iterator[Harness]:
+    """A harness whose API reads the running Crashray's ClickHouse (its owner actor), where
+    consumer actors in Ray store."""
+    store = OwnerStore(crashray.runtime.clickhouse_dsn)
+    yield from harness(cast(ClickHouseStore, store), "crashray_kafka_pool")
+
+
+def test_the_pool_autoscaler_grows_a_kafka_pool_on_the_groups_lag(
+        crashray: RunningCrashray, on_ray: Harness, settings: KafkaSettings,
+        producer: KafkaHandoff, corpus_dir: Path) -> None:
+    """Real Ray: an empty consumer pool on the Kafka hand-off (librdkafka's mock broker,
+    not Apache Kafka) with 300 events waiting. The autoscaler measures the consumer
+    group's lag, grows the pool (never past the 4 partitions, though its maximum says 8),
+    the Ray consumer actors drain the topics, and every event is counted once."""
+    h = on_ray
+    pool = f"crashray-test-kafka-pool-{uuid.uuid4().hex[:6]}"
+    name = f"{pool}-autoscaler"
+    projects = add_projects(h, 4)
+    producer.enqueue([i for p in projects for i in events(h, corpus_dir, "KafkaPool: lag", 75, p)])
+    config = replace(crashray.runtime.consumer_config(), postgres_url=h.url, kafka=settings,
+                     idle_poll_s=0.3)
+    policy = PoolPolicy(min_consumers=0, max_consumers=8, scale_up_age_s=1.0, quiet_age_s=0.5,
+                        min_backlog_items=20, scale_up_cooldown_s=1.0,
+                        scale_down_delay_s=600.0, max_step_up=2)
+    autoscaler = start_pool_autoscaler(AutoscalerConfig(policy, config, (), interval_s=0.5,
+                                                        pool=pool), name=name)
+    try:
+        wait_until(lambda: organization_counts(h) == (300, 300), 60,
+                   "every event counted once")
+        stats = ray.get(autoscaler.stats.remote())
+        assert stats["max"] == 4
+        assert stats["changes"][0]["from"] == 0 and stats["changes"][0]["waiting"] > 0
+        assert 1 <= stats["size"] <= 4
+    finally:
+        stop_pool_autoscaler(60.0, name=name)
+        for index in range(8):
+            try:
+                consumer = ray.get_actor(consumer_name(index, pool), namespace=NAMESPACE)
+            except ValueError:
+                continue
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                ray.get(consumer.stop.remote(), timeout=60)
+            ray.kill(consumer, no_restart=True)
+    assert organization_counts(h) == (300, 300)
