@@ -479,8 +479,8 @@ class ItemBatch:
     #: (topic, partition) → (next offset, assignment generation)
     positions: dict[tuple[str, int], tuple[int, int]]
     dead_lettered: int = 0
-    #: (topic, partition) → the first offset read in this batch (where ``give_back``
-    #: rewinds to).
+    #: (topic, partition) → the offset of the batch's first item there (where
+    #: ``give_back`` rewinds to).
     firsts: dict[tuple[str, int], int] = field(default_factory=dict)
     #: (topic, partition) → the offset reading restarted from after the committed offset
     #: was found past the partition's end (its log recreated or truncated): stored offsets
@@ -574,14 +574,17 @@ class KafkaItemSource:
             key = (topic, partition)
             self._count_skipped(key, offset)
             positions[key] = (offset + 1, self._assigned.get(key, -1))
-            firsts.setdefault(key, offset)
             try:
                 items.append(SourcedItem(topic, partition, offset, decode_item(message.value())))
+                # Only items: a dead letter before the first is kept already, and reading
+                # it again would keep it twice.
+                firsts.setdefault(key, offset)
             except UndecodableMessage as exc:
                 self._dead_letter(message, str(exc))
                 dead += 1
         if dead:
             self._flush_dead_letters()
+            self.dead_lettered += dead
         rewound = {k: v for k, v in self._rewound_to.items() if k in positions}
         for key in rewound:
             del self._rewound_to[key]
@@ -672,7 +675,6 @@ class KafkaItemSource:
         offsets = [TopicPartition(topic, partition, offset)
                    for (topic, partition), (offset, generation) in batch.positions.items()
                    if self._assigned.get((topic, partition)) == generation]
-        self.dead_lettered += batch.dead_lettered
         if not offsets:
             return []
         try:

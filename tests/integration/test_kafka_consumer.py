@@ -227,8 +227,12 @@ def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     with pytest.raises(Killed):
         while time.monotonic() < deadline:
             doomed.run_once()
-    stored_before = counts_seen(h)["count"]
-    assert stored_before == (10 if dies_at == "kafka_commit" else 0)
+    # Died after its PostgreSQL commit (the stored offsets moved), or before it (nothing
+    # counted); the batch may hold the events, the tally or both.
+    if dies_at == "kafka_commit":
+        assert sum(offsets_of(h, settings).values()) > 0
+    else:
+        assert counts_seen(h)["count"] == 0 and not any(offsets_of(h, settings).values())
     h.consumers.remove(doomed)
     doomed.close()  # its partitions go to the next member; it committed nothing to Kafka
 
@@ -372,25 +376,30 @@ def test_poison_goes_to_the_dead_letter_topic_with_its_reason(
                         project_id=h.project_id + 1)
     producer.enqueue([good[0], not_json, good[1], gone, *good[2:]])
     consumer = kafka_consumer(h, settings, max_attempts=2)
-    run_until([consumer], lambda: exact(h, 4) and consumer.source_stats()["kafka"][
-        "dead_lettered"] == 3)
     letters = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "dlq-reader",
                         "auto.offset.reset": "earliest"})
     letters.assign([TopicPartition(settings.dead_letters_topic, p) for p in range(PARTITIONS)])
     reasons: list[bytes] = []
-    try:
-        deadline = time.monotonic() + 15
-        while len(reasons) < 3 and time.monotonic() < deadline:
-            message = letters.poll(0.3)
-            if message is not None and message.error() is None:
+
+    def dead_letters_kept() -> bool:
+        while (message := letters.poll(0.05)) is not None:
+            if message.error() is None:
                 reason = dict(message.headers() or [])[ERROR_HEADER]
                 assert isinstance(reason, bytes)
                 reasons.append(reason)
+        return len(reasons) >= 3 and any(b"foreign key" in r for r in reasons)
+
+    try:
+        run_until([consumer], lambda: exact(h, 4) and dead_letters_kept())
+        for _ in range(2):  # nothing more comes
+            consumer.run_once()
+        dead_letters_kept()
     finally:
         letters.close()
     assert len(reasons) == 3
-    assert any(b"format version 9" in r for r in reasons)
-    assert any(b"foreign key" in r for r in reasons)
+    assert sum(b"format version 9" in r for r in reasons) == 1
+    assert sum(b"foreign key" in r for r in reasons) == 1
+    assert consumer.source_stats()["kafka"]["dead_lettered"] == 3
     invalid = {k: v for k, v in h.outcome_totals("error").items() if k[0] == "invalid"}
     assert sum(invalid.values()) == 1
     assert exact(h, 4)
