@@ -1,6 +1,9 @@
 """Consumer actors: claim queued items, process them, store them, count them.
 
-A pool of these drains the hand-off queue. Each runs its loop in a thread started by its
+A pool of these drains the hand-off queue: the PostgreSQL queue here (``BatchConsumer``),
+or with ``CRASHRAY_KAFKA_BOOTSTRAP`` the Kafka topics (actors/kafka_consumer.py's
+``KafkaBatchConsumer``, which overrides only ``run_once`` and the three hand-off hooks
+``_take``, ``_dead_letter`` and ``_give_back``). Each runs its loop in a thread started by its
 constructor, so an actor that Ray restarts (``max_restarts``) resumes on its own. Every
 batch follows an order that loses nothing and counts nothing twice:
 
@@ -80,6 +83,7 @@ from storage import queue as pg_queue
 from storage.artifacts import ArtifactSweep, SweepResult, sweep_artifacts
 from storage.clickhouse import EventStore
 from storage.errors import StorageError
+from storage.kafka import KafkaSettings
 from storage.postgres import connect
 from storage.scope import ProjectScope
 
@@ -123,6 +127,10 @@ class ConsumerConfig:
     #: The retention sweep of uploaded files, run by one consumer at a time every
     #: ``interval_s``; None: none (no artifact store).
     artifact_sweep: ArtifactSweep | None = None
+    #: The Kafka hand-off (``CRASHRAY_KAFKA_BOOTSTRAP``): when set, the consumers read the
+    #: Kafka topics as one consumer group (actors/kafka_consumer.py), not the PostgreSQL
+    #: queue.
+    kafka: KafkaSettings | None = None
 
 
 class StorageOutage(StorageError):
@@ -192,11 +200,7 @@ class BatchConsumer:
         """Claim and finish one batch; returns the number of items claimed. Raises
         ``StorageOutage`` (nothing claimed, or the batch released) while ClickHouse does
         not answer."""
-        if self.storage_down:
-            if not self._store.ping():
-                raise StorageOutage("ClickHouse still does not answer; nothing claimed")
-            self.storage_down = False
-            log.warning("ClickHouse answers again; consuming")
+        self._check_storage_back()
         claimed = pg_queue.claim(self._conn, self.config.batch_items, self.config.lease_s)
         if not claimed:
             return 0
@@ -214,12 +218,38 @@ class BatchConsumer:
         self.processed_total += len(claimed)
         return len(claimed)
 
+    def _check_storage_back(self) -> None:
+        """After an outage: raise ``StorageOutage`` until ClickHouse answers again."""
+        if self.storage_down:
+            if not self._store.ping():
+                raise StorageOutage("ClickHouse still does not answer; nothing claimed")
+            self.storage_down = False
+            log.warning("ClickHouse answers again; consuming")
+
+    # The hand-off's side of a batch: the PostgreSQL queue here, Kafka in
+    # actors/kafka_consumer.py (which overrides these three).
+
+    def _take(self, items: Sequence[WorkItem], finishing: Sequence[int]) -> set[int]:
+        """Inside the batch's transaction: the ids of ``finishing`` this transaction
+        finishes (the others were finished by another consumer: neither stored nor counted
+        again). ``items``: every item of the batch being finished."""
+        return pg_queue.delete(self._conn, finishing)
+
+    def _dead_letter(self, item: WorkItem, error: str) -> bool:
+        """Inside the batch's transaction: keep ``item`` as a dead letter; False when
+        another consumer finished it first."""
+        return pg_queue.dead_letter(self._conn, _claimed(item), error)
+
+    def _give_back(self, items: Sequence[WorkItem]) -> int:
+        """Give claimed items back unfinished, their claim not counted; returns how many."""
+        return pg_queue.release(self._conn, [(i.queue_id, i.attempts) for i in items])
+
     def _release_if_storage_down(self, items: Sequence[WorkItem], error: Exception) -> None:
         """If ClickHouse does not answer, the failure is not the items': give them back
         without counting the claim and raise ``StorageOutage``; else return."""
         if self._store.ping():
             return
-        released = pg_queue.release(self._conn, [(i.queue_id, i.attempts) for i in items])
+        released = self._give_back(items)
         metrics.record_consumer_items("released", [i.item_type for i in items])
         self.storage_down = True
         raise StorageOutage(
@@ -288,8 +318,8 @@ class BatchConsumer:
         stages = self._processor.take_stage_seconds()
         stages["group"] = stages.get("group", 0.0) + metrics.since(resolving)
         with self._conn.transaction():
-            finished = pg_queue.delete(
-                self._conn, [i.queue_id for i, _ in plan.events] + plan.done_ids)
+            finished = self._take(items, [i.queue_id for i, _ in plan.events]
+                                  + plan.done_ids)
             stored = [_Stored(item, r) for (item, _), r in zip(events, resolved, strict=True)
                       if item.queue_id in finished]
             rows, outcomes = self._store_events(plan, stored, finished)
@@ -332,13 +362,13 @@ class BatchConsumer:
         failed ones out of attempts; the other failed ones wait for a retry."""
         outcomes: list[Outcome] = []
         for item, error in plan.invalid:
-            if pg_queue.dead_letter(self._conn, _claimed(item), error):
+            if self._dead_letter(item, error):
                 outcomes += plan.outcomes_of.get(item.queue_id, ())
         for item, error in plan.failed:
             if item.attempts >= self.config.max_attempts:
                 log.error("queue item %s failed %s times, dead-lettered: %s",
                           item.queue_id, item.attempts, error)
-                pg_queue.dead_letter(self._conn, _claimed(item), error)
+                self._dead_letter(item, error)
             else:
                 log.warning("queue item %s failed (attempt %s), will retry: %s",
                             item.queue_id, item.attempts, error)
@@ -398,9 +428,16 @@ class BatchConsumer:
                      result.blobs, result.blob_bytes)
         return result
 
-    def wait_for_items(self, timeout_s: float, listener: psycopg.Connection[Any]) -> None:
+    def wait_for_items(self, timeout_s: float, listener: psycopg.Connection[Any] | None
+                       ) -> None:
+        if listener is None:
+            return
         for _ in listener.notifies(timeout=timeout_s, stop_after=1):
             pass
+
+    def source_stats(self) -> dict[str, Any]:
+        """What the hand-off's side adds to ``Consumer.stats`` (nothing for PostgreSQL)."""
+        return {}
 
     def close(self) -> None:
         self._conn.close()
@@ -437,9 +474,19 @@ class Consumer:
         metrics.record_actor_start("consumer")
         shards = [ray.get_actor(name, namespace="crashray") for name in grouping_shard_names]
         self._config = config
-        self._consumer = BatchConsumer(
-            config, resolver=ShardedResolver(shards) if shards else None,
-            symbolicator=_sharded_symbolication(config, symbolicator_names))
+        resolver = ShardedResolver(shards) if shards else None
+        symbolicator = _sharded_symbolication(config, symbolicator_names)
+        self._consumer: BatchConsumer
+        if config.kafka is not None:
+            from actors.kafka_consumer import KafkaBatchConsumer
+
+            # A member of the Kafka consumer group: the group shares the partitions out
+            # among the pool's consumers.
+            self._consumer = KafkaBatchConsumer(
+                config, config.kafka, resolver=resolver, symbolicator=symbolicator,
+                client_id=ray.get_runtime_context().get_actor_name() or "crashray-consumer")
+        else:
+            self._consumer = BatchConsumer(config, resolver=resolver, symbolicator=symbolicator)
         self._listener = self._listen()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -449,11 +496,15 @@ class Consumer:
         self._thread = threading.Thread(target=self._loop, name="consumer", daemon=True)
         self._thread.start()
 
-    def _listen(self) -> psycopg.Connection[Any]:
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        """Kafka consumers wait in their poll; only the PostgreSQL queue's need this."""
+        if self._config.kafka is not None:
+            return None
         return pg_queue.listen(self._config.postgres_url)
 
     def _reconnect(self) -> None:
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         self._listener = self._listen()
         self._consumer.reconnect()
 
@@ -516,14 +567,16 @@ class Consumer:
                 "idle": self._idle.is_set(), "storage_down": self._consumer.storage_down,
                 "ship_failures": self._consumer.ship_failures,
                 "processed_last_minute": total - since,
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": ray.get_runtime_context().get_node_id(),
+                **self._consumer.source_stats()}
 
     def stop(self) -> None:
         """Finish the batch in hand, then stop (used by a clean shutdown)."""
         self._stop.set()
         self._thread.join(timeout=60)
         self._consumer.close()
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
 
 
 #: The name prefix of Crashray's consumer pool (a test may run a pool of its own).

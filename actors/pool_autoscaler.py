@@ -1,7 +1,8 @@
 """The consumer pool's autoscaler: sizes the pool by the queue's lag.
 
 Every ``interval_s`` it measures the queue (``storage.queue.waiting_backlog``: items
-waiting and the age of the first) and the pool (each consumer's ``stats()``: processed
+waiting and the age of the first; on the Kafka hand-off ``storage.kafka.GroupBacklog``:
+the consumer group's lag and the age of its oldest waiting message) and the pool (each consumer's ``stats()``: processed
 totals for the pool's rate, and whether storage is down), asks
 ``events.pool_scaling.decide`` and applies the answer:
 
@@ -17,7 +18,9 @@ It finds the pool by name (consumer 0, 1, … up to the first name missing) when
 and so again after Ray restarts it: deployed (detached), the consumers it started outlive
 it; owned by ``crashray up``, they end with it and the bounds rule refills the pool.
 Consumers ``0 … min-1`` are started by the runtime; the autoscaler starts and retires only
-those above. ``stop_pool_autoscaler`` ends it and retires those (``crashray`` stopping, or
+those above. On Kafka the pool never grows past the topics' partitions
+(``CRASHRAY_KAFKA_PARTITIONS``): a consumer group gives each partition to one member, so
+more members would stay idle. ``stop_pool_autoscaler`` ends it and retires those (``crashray`` stopping, or
 a deploy about to replace the pool).
 """
 
@@ -27,7 +30,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 import psycopg
@@ -45,6 +48,7 @@ from events.pool_scaling import (
     start_history,
 )
 from storage import queue as pg_queue
+from storage.kafka import GroupBacklog
 from storage.postgres import connect
 
 log = logging.getLogger("crashray.autoscaler")
@@ -92,7 +96,8 @@ class PoolAutoscaler:
 
     def __init__(self, config: AutoscalerConfig) -> None:
         metrics.record_actor_start("pool_autoscaler")
-        self._config = config
+        self._config = kafka_bounded(config)
+        self._kafka_meter: GroupBacklog | None = None
         self._pool: list[Any] = _find_pool(config.pool)
         self._meter = RateMeter(RATE_WINDOW_S)
         self._history = start_history(time.monotonic())
@@ -138,12 +143,21 @@ class PoolAutoscaler:
         return self.stats()
 
     def _measure(self) -> PoolLoad:
-        backlog = pg_queue.waiting_backlog(self._connection(), LAG_COUNT_CAP)
+        backlog = self._backlog()
         reports = self._consumer_stats()
         rate = self._meter.observe(time.monotonic(),
                                    {name: int(r["processed"]) for name, r in reports.items()})
         return PoolLoad(backlog.waiting_items, backlog.oldest_age_s, rate,
                         storage_down=any(bool(r.get("storage_down")) for r in reports.values()))
+
+    def _backlog(self) -> pg_queue.Backlog:
+        """The PostgreSQL queue's waiting items, or on Kafka the consumer group's lag."""
+        kafka = self._config.consumer.kafka
+        if kafka is None:
+            return pg_queue.waiting_backlog(self._connection(), LAG_COUNT_CAP)
+        if self._kafka_meter is None:
+            self._kafka_meter = GroupBacklog(kafka)
+        return self._kafka_meter.measure(STATS_TIMEOUT_S)
 
     def _consumer_stats(self) -> dict[str, dict[str, Any]]:
         refs = {consumer_name(i, self._config.pool): c.stats.remote()
@@ -233,7 +247,23 @@ class PoolAutoscaler:
                        for _ in range(len(self._pool) - self._config.policy.min_consumers)]
             self._snapshot = self._describe()
         self._drop_connection()
+        if self._kafka_meter is not None:
+            self._kafka_meter.close()
         return retired
+
+
+def kafka_bounded(config: AutoscalerConfig) -> AutoscalerConfig:
+    """On Kafka, the pool's maximum lowered to the topics' partitions (not below its
+    minimum): a consumer group gives each partition to one member."""
+    kafka = config.consumer.kafka
+    policy = config.policy
+    if kafka is None or policy.max_consumers <= kafka.partitions:
+        return config
+    bounded = max(kafka.partitions, policy.min_consumers, 1)
+    log.warning("consumer pool maximum %d lowered to %d: the Kafka topics have %d partitions"
+                " (CRASHRAY_KAFKA_PARTITIONS)", policy.max_consumers, bounded,
+                kafka.partitions)
+    return replace(config, policy=replace(policy, max_consumers=bounded))
 
 
 def _find_pool(pool: str) -> list[Any]:

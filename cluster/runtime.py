@@ -589,7 +589,7 @@ class Runtime:
             grouping_cache_hashes=s.grouping_cache_hashes,
             retry_backoff_s=s.consumer_retry_backoff_s,
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
-            outbox_sweep_s=s.consumer_outbox_sweep_s)
+            outbox_sweep_s=s.consumer_outbox_sweep_s, kafka=s.kafka())
 
     def start_serve(self) -> None:
         from ray import serve
@@ -686,7 +686,8 @@ class Runtime:
             serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options).bind(HealthConfig(
                     self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
-                    s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap)),
+                    s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
+                    s.kafka())),
                 name="web", route_prefix="/"),
         ])
 

@@ -9,6 +9,11 @@ monitoring asks. Unauthenticated, cheap, and about the instance only (no tenant 
   failing check's reason. Each check is bounded by ``CRASHRAY_READY_CHECK_TIMEOUT_S`` and the
   answer is reused for ``CRASHRAY_READY_CACHE_S``, so a storm of probes costs the stores one
   check per replica per interval.
+
+  On the Kafka hand-off (``CRASHRAY_KAFKA_BOOTSTRAP``) the ``queue`` check is replaced by a
+  ``kafka`` check: the consumer group's lag (messages not yet stored) and the age of the
+  oldest waiting message, against the same ``CRASHRAY_READY_MAX_QUEUE_AGE_S``; brokers that
+  do not answer within the check timeout make it fail with their error.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from storage.health import queue_health
+from storage.health import kafka_health, postgres_health, queue_health
+from storage.kafka import GroupBacklog, KafkaSettings
+from storage.queue import Backlog
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class HealthConfig:
     cache_s: float
     #: Waiting items counted at most (CRASHRAY_METRICS_QUEUE_COUNT_CAP, as the sampler).
     queue_count_cap: int = 100_000
+    #: The Kafka hand-off, when it runs: the backlog check reads the consumer group's lag.
+    kafka: KafkaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -44,25 +53,31 @@ class Readiness:
         return {"status": "ready" if self.ready else "unready", "checks": self.checks}
 
 
-def check_readiness(config: HealthConfig, clickhouse_ping: Callable[[], bool]) -> Readiness:
+def check_readiness(config: HealthConfig, clickhouse_ping: Callable[[], bool],
+                    kafka_meter: GroupBacklog | None = None) -> Readiness:
     """Ask each store once; a check that raises or times out is a failed check with its
-    reason, never an error of the endpoint."""
+    reason, never an error of the endpoint. ``kafka_meter``: the Kafka hand-off's backlog
+    (then it replaces the PostgreSQL queue's)."""
     checks: dict[str, dict[str, Any]] = {}
     try:
-        queue = queue_health(config.postgres_url, config.check_timeout_s,
-                             config.queue_count_cap)
-        checks["postgres"] = {"ok": True}
-        fresh = queue.oldest_age_s < config.max_queue_age_s
-        checks["queue"] = {"ok": fresh, "oldest_age_s": round(queue.oldest_age_s, 3),
-                           "backlog": queue.waiting_items}
-        if not fresh:
-            checks["queue"]["detail"] = (
-                f"the oldest queued item has waited {queue.oldest_age_s:.0f} s, over"
-                f" CRASHRAY_READY_MAX_QUEUE_AGE_S ({config.max_queue_age_s:g} s): consumers"
-                " are down or behind")
+        if kafka_meter is None:
+            queue = queue_health(config.postgres_url, config.check_timeout_s,
+                                 config.queue_count_cap)
+            checks["postgres"] = {"ok": True}
+            checks["queue"] = _backlog_check(queue, config, "queued item")
+        else:
+            postgres_health(config.postgres_url, config.check_timeout_s)
+            checks["postgres"] = {"ok": True}
     except Exception as exc:  # any failure to answer is the check's result
         checks["postgres"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}".strip()}
-        checks["queue"] = {"ok": False, "detail": "unknown: PostgreSQL did not answer"}
+        if kafka_meter is None:
+            checks["queue"] = {"ok": False, "detail": "unknown: PostgreSQL did not answer"}
+    if kafka_meter is not None:
+        try:
+            checks["kafka"] = _backlog_check(kafka_health(kafka_meter, config.check_timeout_s),
+                                             config, "Kafka message")
+        except Exception as exc:  # the brokers' failure to answer is the check's result
+            checks["kafka"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}".strip()}
     try:
         answered = clickhouse_ping()
         checks["clickhouse"] = {"ok": answered} | (
@@ -70,6 +85,18 @@ def check_readiness(config: HealthConfig, clickhouse_ping: Callable[[], bool]) -
     except Exception as exc:
         checks["clickhouse"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
     return Readiness(all(c["ok"] for c in checks.values()), checks)
+
+
+def _backlog_check(backlog: Backlog, config: HealthConfig, what: str) -> dict[str, Any]:
+    fresh = backlog.oldest_age_s < config.max_queue_age_s
+    check: dict[str, Any] = {"ok": fresh, "oldest_age_s": round(backlog.oldest_age_s, 3),
+                             "backlog": backlog.waiting_items}
+    if not fresh:
+        check["detail"] = (
+            f"the oldest waiting {what} has waited {backlog.oldest_age_s:.0f} s, over"
+            f" CRASHRAY_READY_MAX_QUEUE_AGE_S ({config.max_queue_age_s:g} s): consumers"
+            " are down or behind")
+    return check
 
 
 class ReadinessProbe:
@@ -85,6 +112,13 @@ class ReadinessProbe:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
         self._running: Future[Readiness] | None = None
         self._last: tuple[float, Readiness] | None = None
+        #: Used by the probe's one thread only (made there, on the first check).
+        self._kafka_meter: GroupBacklog | None = None
+
+    def _check(self) -> Readiness:
+        if self._config.kafka is not None and self._kafka_meter is None:
+            self._kafka_meter = GroupBacklog(self._config.kafka)
+        return check_readiness(self._config, self._ping, self._kafka_meter)
 
     def __call__(self) -> Readiness:
         with self._lock:
@@ -92,8 +126,7 @@ class ReadinessProbe:
             if self._last is not None and now - self._last[0] < self._config.cache_s:
                 return self._last[1]
             if self._running is None or self._running.done():
-                self._running = self._executor.submit(check_readiness, self._config,
-                                                      self._ping)
+                self._running = self._executor.submit(self._check)
             bound = 2 * self._config.check_timeout_s
             try:
                 found = self._running.result(timeout=bound)

@@ -2,9 +2,10 @@
 implementations chosen by settings.
 
 * The PostgreSQL queue (storage/queue.py ``PostgresQueue``), the default: right for one
-  machine, and the only one the consumer actors read today.
+  machine; the consumer actors claim from it (actors/consumer.py).
 * Kafka (storage/kafka.py ``KafkaHandoff``) when ``CRASHRAY_KAFKA_BOOTSTRAP`` is set: a
-  partitioned, replicated buffer for clusters whose intake outgrows one PostgreSQL.
+  partitioned, replicated buffer for clusters whose intake outgrows one PostgreSQL; the
+  consumer actors then read it as one consumer group (actors/kafka_consumer.py).
 
 Either way ``enqueue`` returns only once the items are durable, and raises otherwise (ingest
 answers 503 with ``Retry-After``, or 400 for ``UnqueueableData``: the same items would fail
@@ -46,9 +47,6 @@ def handoff_from_settings(postgres_url: str, kafka: KafkaSettings | None) -> Han
     allow), the PostgreSQL queue otherwise."""
     if kafka is None:
         return PostgresQueue(postgres_url)
-    # Issue 15's next step: until then, accepted items wait on Kafka (up to its retention).
-    log.warning("ingest hands off to Kafka (%s), but the consumer actors read only the"
-                " PostgreSQL queue so far: items on Kafka are not processed yet",
-                kafka.bootstrap)
+    log.info("ingest hands off to Kafka (%s)", kafka.bootstrap)
     ensure_topics(kafka, timeout_s=kafka.delivery_timeout_s)
     return KafkaHandoff(kafka)

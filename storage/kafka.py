@@ -3,11 +3,11 @@ to a partitioned, replicated topic and answers the SDK only once the brokers ack
 them; consumers read them as one consumer group and commit offsets only after the items are
 stored.
 
-Built so far (issue 15, first step): the producer side used by ingest (``KafkaHandoff``,
-the ``storage.handoff.Handoff`` interface), topic creation with bounded retention
-(``ensure_topics``) and the consumer side without Ray (``KafkaItemSource``). Not yet: the
-consumer actors reading Kafka (actors/consumer.py still claims from the PostgreSQL queue),
-the pool autoscaler on consumer lag, and outcomes read from Kafka into ClickHouse.
+Here: the producer side used by ingest (``KafkaHandoff``, the ``storage.handoff.Handoff``
+interface), topic creation with bounded retention (``ensure_topics``) and the consumer side
+without Ray (``KafkaItemSource``), which the consumer actors use
+(actors/kafka_consumer.py: they store and count a batch, outcome tallies included, before
+committing it, and keep their own stored offsets in PostgreSQL, storage/kafka_offsets.py).
 
 Producer. Idempotent (``enable.idempotence``: no duplicates or reordering from the
 producer's own retries), ``acks=all``, keyed by project id with Java's murmur2 partitioner
@@ -70,7 +70,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from events.errors import Overloaded
 from events.quotas import OUTCOMES_ITEM_TYPE
-from storage.queue import OrganizationBacklog, QueuedItem, UnqueueableData
+from storage.queue import Backlog, OrganizationBacklog, QueuedItem, UnqueueableData
 
 log = logging.getLogger("crashray.kafka")
 
@@ -398,6 +398,65 @@ def group_lag(consumer: Consumer, topic: str, timeout_s: float) -> int:
     return lag
 
 
+class GroupBacklog:
+    """What waits for the consumer group on the events and outcomes topics, as the pool
+    autoscaler and ``/readyz`` measure it: the lag (per partition, the high watermark minus
+    the committed offset, or the first retained one when none is committed or retention
+    passed it) and the age of the oldest message waiting (its timestamp: when ingest
+    produced it). The age costs one fetch per lagging partition, read with a client of its
+    own that never joins the group nor commits. Not thread-safe: one caller at a time."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._consumer = Consumer({"bootstrap.servers": settings.bootstrap,
+                                   "group.id": settings.consumer_group,
+                                   "enable.auto.commit": False, "log_level": 3,
+                                   "fetch.max.bytes": max(52_428_800,
+                                                          settings.max_message_bytes * 2)})
+
+    def measure(self, timeout_s: float, now_s: float | None = None) -> Backlog:
+        """Raises ``KafkaException`` when the brokers do not answer within ``timeout_s``."""
+        waiting = 0
+        firsts: list[TopicPartition] = []
+        for topic in (self.settings.events_topic, self.settings.outcomes_topic):
+            metadata = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                continue
+            committed = self._consumer.committed(
+                [TopicPartition(topic, p) for p in metadata.partitions], timeout=timeout_s)
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, tp.partition), timeout=timeout_s)
+                start = max(tp.offset, low) if tp.offset >= 0 else low
+                if high > start:
+                    waiting += high - start
+                    firsts.append(TopicPartition(topic, tp.partition, start))
+        oldest_ms = self._oldest_timestamp_ms(firsts, timeout_s)
+        now_s = time.time() if now_s is None else now_s
+        return Backlog(waiting, 0.0 if oldest_ms is None else max(now_s - oldest_ms / 1000, 0.0))
+
+    def _oldest_timestamp_ms(self, firsts: list[TopicPartition], timeout_s: float
+                             ) -> int | None:
+        """The earliest timestamp among the first waiting message of each partition."""
+        if not firsts:
+            return None
+        self._consumer.assign(firsts)
+        found: dict[tuple[str | None, int | None], int] = {}
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(found) < len(firsts) and time.monotonic() < deadline:
+                for message in self._consumer.consume(len(firsts), 0.1):
+                    if message.error() is None:
+                        found.setdefault((message.topic(), message.partition()),
+                                         message.timestamp()[1])
+        finally:
+            self._consumer.unassign()
+        return min(found.values()) if found else None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 # --- consumer (no Ray) ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -420,6 +479,13 @@ class ItemBatch:
     #: (topic, partition) → (next offset, assignment generation)
     positions: dict[tuple[str, int], tuple[int, int]]
     dead_lettered: int = 0
+    #: (topic, partition) → the offset of the batch's first item there (where
+    #: ``give_back`` rewinds to).
+    firsts: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (topic, partition) → the offset reading restarted from after the committed offset
+    #: was found past the partition's end (its log recreated or truncated): stored offsets
+    #: (storage/kafka_offsets.py) must restart there too.
+    rewound_to: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 #: Commit errors that mean the group is reassigning partitions, not that Kafka is broken.
@@ -448,7 +514,17 @@ class KafkaItemSource:
         self._generation = 0
         self._assigned: dict[tuple[str, int], int] = {}
         self._next: dict[tuple[str, int], int | None] = {}
-        self._consumer = Consumer({
+        self._rewound_to: dict[tuple[str, int], int] = {}
+        self._consumer = self._new_consumer(client_id)
+        self._dead_letters = Producer({"bootstrap.servers": settings.bootstrap,
+                                       "enable.idempotence": True, "acks": "all",
+                                       "message.max.bytes": settings.max_message_bytes
+                                       + 64 * 1024, "log_level": 4})
+        self._client_id = client_id
+
+    def _new_consumer(self, client_id: str) -> Consumer:
+        settings = self.settings
+        consumer = Consumer({
             "bootstrap.servers": settings.bootstrap, "group.id": settings.consumer_group,
             "client.id": client_id, "enable.auto.commit": False,
             "session.timeout.ms": settings.session_timeout_ms,
@@ -456,12 +532,9 @@ class KafkaItemSource:
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "partition.assignment.strategy": ASSIGNMENT_STRATEGY, "log_level": 4,
             "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2)})
-        self._dead_letters = Producer({"bootstrap.servers": settings.bootstrap,
-                                       "enable.idempotence": True, "acks": "all",
-                                       "message.max.bytes": settings.max_message_bytes
-                                       + 64 * 1024, "log_level": 4})
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer.subscribe(self.topics, on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._generation += 1
@@ -483,12 +556,13 @@ class KafkaItemSource:
             self._next.pop((tp.topic, tp.partition), None)
 
     def assignment(self) -> list[tuple[str, int]]:
-        return sorted(self._assigned)
+        return sorted(list(self._assigned))  # a copy: the poll thread may be rebalancing
 
     def poll(self, max_items: int, timeout_s: float) -> ItemBatch:
         """Up to ``max_items`` messages, waiting at most ``timeout_s`` for the first."""
         items: list[SourcedItem] = []
         positions: dict[tuple[str, int], tuple[int, int]] = {}
+        firsts: dict[tuple[str, int], int] = {}
         dead = 0
         for message in self._consumer.consume(max_items, timeout_s):
             error = message.error()
@@ -502,12 +576,19 @@ class KafkaItemSource:
             positions[key] = (offset + 1, self._assigned.get(key, -1))
             try:
                 items.append(SourcedItem(topic, partition, offset, decode_item(message.value())))
+                # Only items: a dead letter before the first is kept already, and reading
+                # it again would keep it twice.
+                firsts.setdefault(key, offset)
             except UndecodableMessage as exc:
                 self._dead_letter(message, str(exc))
                 dead += 1
         if dead:
             self._flush_dead_letters()
-        return ItemBatch(items, positions, dead)
+            self.dead_lettered += dead
+        rewound = {k: v for k, v in self._rewound_to.items() if k in positions}
+        for key in rewound:
+            del self._rewound_to[key]
+        return ItemBatch(items, positions, dead, firsts, rewound)
 
     def _count_skipped(self, key: tuple[str, int], offset: int) -> None:
         expected = self._next.get(key)
@@ -523,6 +604,7 @@ class KafkaItemSource:
             log.warning("%s[%d]: committed offset %d is past the partition's end; reading"
                         " again from %d", key[0], key[1], expected, offset)
             self.rewound += expected - offset
+            self._rewound_to[key] = offset
         self._next[key] = offset + 1
 
     def _on_error(self, error: KafkaError) -> None:
@@ -544,6 +626,40 @@ class KafkaItemSource:
                      (SOURCE_HEADER, f"{message.topic()}/{message.partition()}/"
                                      f"{message.offset()}".encode())])
 
+    def dead_letter_item(self, item: SourcedItem, reason: str) -> None:
+        """Keep an item that cannot be stored (invalid, or failing on its own) on the
+        dead-letter topic with ``reason``; returns once the brokers acknowledged it, raises
+        ``HandOffUnavailable`` otherwise (then its offset must not be committed past)."""
+        log.warning("%s[%d] offset %d (%s item of project %d) cannot be stored (%s): sent"
+                    " to %s", item.topic, item.partition, item.offset, item.item.item_type,
+                    item.item.project_id, reason, self.settings.dead_letters_topic)
+        self._dead_letters.produce(
+            self.settings.dead_letters_topic, key=str(item.item.project_id).encode(),
+            value=encode_item(item.item),
+            headers=[(ERROR_HEADER, reason.encode()),
+                     (SOURCE_HEADER, f"{item.topic}/{item.partition}/{item.offset}".encode())])
+        self._flush_dead_letters()
+        self.dead_lettered += 1
+
+    def give_back(self, batch: ItemBatch) -> None:
+        """The batch was not stored (storage down, a failure that is not its items'): read
+        its messages again, from each partition's first offset in it. A partition taken
+        away meanwhile is left to its new owner (nothing of it was committed)."""
+        try:
+            for (topic, partition), first in batch.firsts.items():
+                if (topic, partition) in self._assigned:
+                    self._consumer.seek(TopicPartition(topic, partition, first))
+                    self._next[(topic, partition)] = first
+        except KafkaException as exc:
+            # A partition not fetched yet cannot be sought: rejoin the group instead, which
+            # restarts every partition at the committed offset (at or before this batch).
+            log.warning("could not rewind to the batch's first offsets (%s); rejoining the"
+                        " consumer group", exc.args[0].str())
+            self._consumer.close()
+            self._assigned.clear()
+            self._next.clear()
+            self._consumer = self._new_consumer(self._client_id)
+
     def _flush_dead_letters(self) -> None:
         """Dead letters must be kept before their offsets are committed past."""
         waiting = self._dead_letters.flush(self.settings.delivery_timeout_s)
@@ -559,7 +675,6 @@ class KafkaItemSource:
         offsets = [TopicPartition(topic, partition, offset)
                    for (topic, partition), (offset, generation) in batch.positions.items()
                    if self._assigned.get((topic, partition)) == generation]
-        self.dead_lettered += batch.dead_lettered
         if not offsets:
             return []
         try:
@@ -579,7 +694,7 @@ class KafkaItemSource:
         """Messages of the assigned partitions after this member's position (for a pool
         autoscaler), from the watermarks librdkafka already has."""
         total = 0
-        for topic, partition in self._assigned:
+        for topic, partition in list(self._assigned):  # a copy, as in ``assignment``
             tp = TopicPartition(topic, partition)
             low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             position = self._next.get((topic, partition))

@@ -1,12 +1,12 @@
 """``crashray up`` with the Kafka hand-off (``CRASHRAY_KAFKA_BOOTSTRAP``): the real Serve
 ingest answers 200 only once the brokers acknowledged the items, and 503 with
-``Retry-After`` within the delivery bound while they are down.
+``Retry-After`` within the delivery bound while they are down; the consumer actors (Ray)
+read the topics as one consumer group and the events reach ClickHouse and the API.
 
-The brokers are librdkafka's mock cluster (tests/support_kafka.py, from the librdkafka in
-the confluent-kafka wheel, in a process of its own), NOT Apache Kafka: no Apache Kafka
-broker can be installed on these machines. The consumer actors do not read Kafka yet
-(issue 15's next step), so the test reads the events topic itself, as a consumer group
-member would.
+The brokers are librdkafka's mock broker (tests/support_kafka.py, the mock cluster in the
+librdkafka of the confluent-kafka wheel, in a process of its own), NOT Apache Kafka: no
+Apache Kafka broker can be installed on these machines. Some tests also read the events
+topic themselves, as members of groups of their own.
 """
 
 from __future__ import annotations
@@ -57,12 +57,38 @@ def crashray_kafka(kafka: MockKafkaCluster, tmp_path_factory: pytest.TempPathFac
             "CRASHRAY_POSTGRES_URL": url, "CRASHRAY_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "CRASHRAY_KAFKA_PARTITIONS": "4",
             "CRASHRAY_KAFKA_DELIVERY_TIMEOUT_S": str(DELIVERY_TIMEOUT_S),
-            "CRASHRAY_CONSUMERS": "1", "CRASHRAY_DETECTORS": "[]"})
+            "CRASHRAY_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "CRASHRAY_CONSUMERS": "2", "CRASHRAY_DETECTORS": "[]"})
         try:
             yield instance
         finally:
             code = stop_crashray(instance)
             assert code == 0, "".join(instance.output[-40:])
+
+
+def api(c: CrashrayProcess, path: str) -> Any:
+    request = urllib.request.Request(f"{c.base_url}/api/0/projects/crashray/default/{path}",
+                                     headers={"Authorization": f"Bearer {c.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def readyz(c: CrashrayProcess) -> Any:
+    try:
+        with urllib.request.urlopen(f"{c.base_url}/readyz", timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+
+
+def wait_for(what: str, found: Any, timeout_s: float = 45.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
 def post_event(c: CrashrayProcess) -> tuple[int, dict[str, str], bytes, float]:
@@ -118,6 +144,30 @@ def test_real_python_sdk_events_reach_the_events_topic(
     assert ids <= read_event_ids(kafka, ids, "e2e-sdk-reader")
 
 
+def test_real_python_sdk_events_through_kafka_reach_clickhouse_and_the_api(
+        crashray_kafka: CrashrayProcess) -> None:
+    """The official sentry-sdk sends three exceptions; ingest hands them to Kafka
+    (librdkafka's mock broker, not Apache Kafka), the consumer actors read them as one
+    consumer group, and the API shows one issue counted 3 whose events (from ClickHouse)
+    are the SDK's, each once."""
+    result = subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"),
+                             "via-kafka", "3", "KafkaE2EError"],
+                            env={**os.environ, "CRASHRAY_DSN": crashray_kafka.dsn},
+                            capture_output=True, text=True, timeout=60, check=True)
+    ids = {i.replace("-", "") for i in json.loads(result.stdout.strip().splitlines()[-1])}
+    title = "KafkaE2EError: card via-kafka declined"
+    issue = wait_for("one issue counted 3", lambda: next(
+        (i for i in api(crashray_kafka, "issues/?query=")
+         if i["title"] == title and i["count"] == "3"), None))
+    events = [e for e in api(crashray_kafka, "events/") if e["groupID"] == issue["id"]]
+    assert sorted(e["eventID"] for e in events) == sorted(ids)
+    # /readyz measures the consumer group's lag instead of the PostgreSQL queue.
+    ready = wait_for("/readyz with the Kafka lag at 0", lambda: (
+        body := readyz(crashray_kafka))["checks"].get("kafka", {}).get("backlog") == 0
+        and body)
+    assert ready["status"] == "ready" and "queue" not in ready["checks"]
+
+
 def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_down(
         kafka: MockKafkaCluster, crashray_kafka: CrashrayProcess) -> None:
     """Through the real Serve ingest, over librdkafka's mock cluster (not Apache Kafka):
@@ -127,6 +177,7 @@ def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_do
     assert status == 200, body
     event_id = orjson.loads(body)["id"]
     assert event_id in read_event_ids(kafka, {event_id}, "e2e-reader")
+    accepted = {event_id}
 
     kafka.all_down()
     try:
@@ -139,6 +190,10 @@ def test_serve_ingest_answers_200_after_the_brokers_acknowledged_and_503_when_do
     assert b"CRASHRAY_KAFKA_DELIVERY_TIMEOUT_S" in body or b"Kafka" in body
 
     deadline = time.monotonic() + 30
-    while (status := post_event(crashray_kafka)[0]) != 200 and time.monotonic() < deadline:
+    while (answer := post_event(crashray_kafka))[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert status == 200
+    assert answer[0] == 200
+    accepted.add(orjson.loads(answer[2])["id"])
+    # Nothing acknowledged is lost: the consumers stored both events (ClickHouse, API).
+    wait_for("both accepted events in the API", lambda: accepted <= {
+        e["eventID"] for e in api(crashray_kafka, "events/")})

@@ -79,3 +79,44 @@ def test_settings_choose_kafka_only_with_a_bootstrap(monkeypatch: pytest.MonkeyP
     # The request's wait is bounded by librdkafka's own message timeout.
     assert config["message.timeout.ms"] == 3000
     assert config["enable.idempotence"] is True and config["acks"] == "all"
+
+
+# --- the consumers' side (actors/kafka_consumer.py, actors/pool_autoscaler.py) ----------
+
+def test_kafka_queue_ids_are_stable_distinct_and_apart_from_postgres_ids() -> None:
+    """A message's queue id (what keys its ClickHouse session and raw-item rows across
+    re-deliveries) depends only on where it lies, differs for every topic, partition and
+    offset, fits ClickHouse's UInt64 and PostgreSQL's bigint, and never meets the
+    PostgreSQL queue's ids."""
+    from actors.kafka_consumer import KAFKA_QUEUE_ID_BIT, kafka_queue_id
+
+    ids = {kafka_queue_id(t, p, o) for t in (0, 1) for p in (0, 1, 11, 65_535)
+           for o in (0, 1, 2**40 - 1)}
+    assert len(ids) == 2 * 4 * 3
+    assert kafka_queue_id(1, 3, 7) == kafka_queue_id(1, 3, 7)
+    assert all(KAFKA_QUEUE_ID_BIT <= i < 2**63 for i in ids)
+    with pytest.raises(ValueError, match="offset 1099511627776"):
+        kafka_queue_id(0, 0, 2**40)
+
+
+def test_the_pool_maximum_is_bounded_by_the_partitions_on_kafka() -> None:
+    """A consumer group gives each partition to one member: on Kafka the autoscaler's
+    maximum is lowered to the partitions (never below its minimum); on the PostgreSQL
+    queue it stays."""
+    from actors.consumer import ConsumerConfig
+    from actors.pool_autoscaler import AutoscalerConfig, kafka_bounded
+    from events.pool_scaling import PoolPolicy
+
+    policy = PoolPolicy(min_consumers=2, max_consumers=16, scale_up_age_s=10.0,
+                        quiet_age_s=2.0, min_backlog_items=10, scale_up_cooldown_s=5.0,
+                        scale_down_delay_s=30.0)
+    consumer = ConsumerConfig("postgresql://unused", "chdb:unused", 100, 30.0, 3, 90, 1.0,
+                              0.1, 86_400.0)
+    on_postgres = AutoscalerConfig(policy, consumer, (), 5.0)
+    assert kafka_bounded(on_postgres) == on_postgres
+    on_kafka = replace(on_postgres, consumer=replace(
+        consumer, kafka=KafkaSettings(bootstrap="k:9092", partitions=6)))
+    assert kafka_bounded(on_kafka).policy.max_consumers == 6
+    few = replace(on_kafka, consumer=replace(
+        consumer, kafka=KafkaSettings(bootstrap="k:9092", partitions=1)))
+    assert kafka_bounded(few).policy.max_consumers == 2
