@@ -22,11 +22,14 @@ series count.
 Recording is a no-op in a process without Ray (``ray`` not imported, or not initialized):
 ``events/`` stays Ray-free and unit tests record nothing. A metric object is created once
 per process, on first use (``ray.util.metrics`` registers each with the worker's core
-worker, which exists only once Ray is connected).
+worker, which exists only once Ray is connected). ``CRASHRAY_METRICS_ENABLED=false`` turns
+recording off in every process that sees it (the processes of a node inherit it from the
+one that starts Ray): what bench/ingest.py's metrics on/off comparison uses.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -158,6 +161,24 @@ def exported_names() -> frozenset[str]:
 _lock = threading.Lock()
 _created: dict[str, Any] = {}
 
+#: The setting that turns recording off (cluster/settings.py ``metrics_enabled``), read
+#: from the environment once per process.
+ENABLED_ENV: Final = "CRASHRAY_METRICS_ENABLED"
+_OFF: Final = frozenset({"0", "false", "no", "off"})
+_enabled: bool | None = None
+
+
+def parse_enabled(value: str | None) -> bool:
+    """Recording is on unless the setting says false (``0``, ``false``, ``no``, ``off``)."""
+    return value is None or value.strip().lower() not in _OFF
+
+
+def recording_enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        _enabled = parse_enabled(os.environ.get(ENABLED_ENV))
+    return _enabled
+
 
 def _ray_connected() -> bool:
     ray = sys.modules.get("ray")
@@ -175,7 +196,7 @@ def _metric(name: str, tags: Mapping[str, str]) -> Any | None:
     found = _created.get(name)
     if found is not None:
         return found
-    if not _ray_connected():
+    if not _ray_connected() or not recording_enabled():
         return None
     from ray.util import metrics as ray_metrics
 

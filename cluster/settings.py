@@ -561,6 +561,10 @@ class Settings(BaseSettings):
     #: prints it per node. Set a fixed one (e.g. 9091) for a Prometheus scrape config. On
     #: an existing cluster it is ``ray start --metrics-export-port`` of each node.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Whether Crashray records its metrics at all (cluster/metrics.py reads
+    #: ``CRASHRAY_METRICS_ENABLED`` in each process; set it on every node). On by default;
+    #: off only to measure what they cost (bench/ingest.py, bench/RESULTS.md).
+    metrics_enabled: bool = True
     #: Seconds between two samples of the queue, dead letters, consumers and data disk
     #: (actors/metrics_sampler.py). Prometheus scrapes every 15-60 s; a sample as often
     #: costs one bounded queue scan (~1-26 ms, bench/queue_lag.py).

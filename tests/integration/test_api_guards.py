@@ -329,7 +329,7 @@ def fill(path: str, g: Guarded, odd: str | None = None, which: str | None = None
     values = {"org": g.org, "project": "web", "team": "default", "issue_id": g.issue_id,
               "event_id": g.event_id, "which": "latest", "key": "level",
               "key_id": g.public_key, "quota_id": g.quota_id,
-              "bundle": 1, "file_id": 1, "version": "shop@1.0", "rule_id": 1}
+              "bundle": 1, "file_id": 1, "version": "shop@1.0", "rule_id": 1, "note_id": 1}
     return re.sub(r"\{(\w+)\}", lambda m: odd if odd is not None and m[1] == which
                   else str(values[m[1]]), path).lstrip("/")
 

@@ -288,3 +288,10 @@ def test_every_call_site_helper_uses_the_declared_tags(no_metrics_yet: None) -> 
         if spec.kind == "gauge":
             metrics.set_gauge(spec.name, 1.0, **dict.fromkeys(spec.tag_keys, "x"))
     assert metrics._created == {}
+
+
+@pytest.mark.parametrize(("value", "enabled"), [
+    (None, True), ("true", True), ("1", True), ("false", False), (" Off ", False),
+    ("0", False), ("no", False)])
+def test_metrics_enabled_setting(value: str | None, enabled: bool) -> None:
+    assert metrics.parse_enabled(value) is enabled
