@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,26 @@ def node_environment(temp_dir: Path, free_port: int, free_port_2: int) -> dict[s
     return serve_environment(settings, temp_dir / "haproxy")
 
 
+#: Starts of the head tried until its dashboard answers, and seconds each may take.
+HEAD_START_ATTEMPTS = 3
+DASHBOARD_START_TIMEOUT_S = 60.0
+
+
+def dashboard_answers(port: int, timeout_s: float) -> bool:
+    """Whether Ray's dashboard answers on ``port`` within ``timeout_s``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
 @contextlib.contextmanager
 def local_cluster(nodes: int = 2, cpus_per_node: int = 2,
                   settings: dict[str, str] | None = None) -> Iterator[LocalCluster]:
@@ -176,16 +197,31 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 2,
                 # detectors (tested on their own) would only add processes to 2 cores.
                 "CRASHRAY_DETECTORS": "[]", "CRASHRAY_DETECTOR_ENTRY_POINTS": "false"})
     env.update(settings or {})
-    cluster = LocalCluster(f"127.0.0.1:{free_port()}", temp_dir, temp_dir / "data",
-                           free_port(), env)
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus_per_node),
               "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"]
+    cluster = LocalCluster(f"127.0.0.1:{free_port()}", temp_dir, temp_dir / "data",
+                           free_port(), env)
     try:
-        subprocess.run(ray_command(
-            "start", "--head", "--port", cluster.address.rsplit(":", 1)[1],
-            "--resources", '{"crashray_head": 1}', "--temp-dir", str(temp_dir / "ray"),
-            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
-            *common), env=env, check=True, capture_output=True, timeout=RAY_START_TIMEOUT_S)
+        for attempt in range(1, HEAD_START_ATTEMPTS + 1):
+            # The head's dashboard serves Ray's state API (``crashray status``'s actors by
+            # node). Its port is picked free, then bound by the dashboard seconds later: a
+            # process may take it meanwhile, and the dashboard then never serves. Start
+            # the head again on other ports when it does not answer.
+            dashboard_port = free_port()
+            subprocess.run(ray_command(
+                "start", "--head", "--port", cluster.address.rsplit(":", 1)[1],
+                "--resources", '{"crashray_head": 1}', "--temp-dir", str(temp_dir / "ray"),
+                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+                *common), env=env, check=True, capture_output=True,
+                timeout=RAY_START_TIMEOUT_S)
+            if dashboard_answers(dashboard_port, DASHBOARD_START_TIMEOUT_S):
+                break
+            end_cluster(cluster)
+            if attempt == HEAD_START_ATTEMPTS:
+                raise RuntimeError(f"the head's dashboard (Ray's state API) did not answer on"
+                                   f" port {dashboard_port} in {attempt} starts")
+            cluster = LocalCluster(f"127.0.0.1:{free_port()}", temp_dir, temp_dir / "data",
+                                   free_port(), env)
         cluster.nodes = [n[0] for n in ray_nodes(cluster)]
         for index in range(1, nodes):
             subprocess.run(ray_command("start", "--address", cluster.address, "--resources",

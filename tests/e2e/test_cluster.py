@@ -175,7 +175,7 @@ def test_losing_a_node_loses_no_accepted_event(deployed: LocalCluster) -> None:
     wait_until(lambda: load.accepted >= at_kill + 50, 120, "ingest answering again")
     load.stop()
     try:
-        wait_until(lambda: issue_count(deployed, load.title) == load.accepted, 120,
+        wait_until(lambda: issue_count(deployed, load.title) == load.accepted, 240,
                    f"all {load.accepted} accepted envelopes stored once")
     except AssertionError:
         issues = httpx.get(f"{deployed.base_url}/api/0/projects/crashray/default/issues/",

@@ -217,22 +217,6 @@ def test_ingest_answers_are_counted_by_outcome_reason_and_category(
     assert seen == expected
 
 
-def test_a_worker_with_metrics_disabled_records_nothing(crashray: RunningCrashray) -> None:
-    """``CRASHRAY_METRICS_ENABLED=false`` (what bench/ingest.py's on/off comparison sets):
-    the same answers recorded in a worker that sees it make no series; the worker beside
-    it, with the setting absent, does (the test above)."""
-    off = _answer_requests.options(  # type: ignore[attr-defined]
-        runtime_env={"env_vars": {"CRASHRAY_METRICS_ENABLED": "false"}})
-    worker = ray.get(off.remote(), timeout=120)
-    on = ray.get(_answer_requests.remote(), timeout=60)
-    assert worker != on
-    wait_until(reaches("ray_crashray_ingest_requests_total", on, 2.0,
-                       endpoint="envelope", outcome="accepted", reason=""),
-               EXPORT_WAIT_S, interval_s=1.0, what="the enabled worker's answers exported")
-    assert series("ray_crashray_ingest_requests_total", worker, endpoint="envelope",
-                  outcome="accepted", reason="") is None
-
-
 def totals(name: str, **labels: str) -> float:
     """``name`` summed over every worker's series with ``labels``."""
     text = httpx.get(endpoint(), timeout=10).text
@@ -270,3 +254,21 @@ def test_sent_events_are_counted_from_ingest_to_clickhouse(crashray: RunningCras
 
 def _timed(stage: str, before: float) -> Any:
     return lambda: totals("ray_crashray_stage_seconds_count", stage=stage) > before
+
+
+def test_a_worker_with_metrics_disabled_records_nothing(crashray: RunningCrashray) -> None:
+    """``CRASHRAY_METRICS_ENABLED=false`` (what bench/ingest.py's on/off comparison sets):
+    the same answers recorded in a worker that sees it make no series; the worker beside
+    it, with the setting absent, does. Last in this file: its task workers, once idle, are
+    ended by Ray and take their series with them, which would move the totals the tests
+    above compare."""
+    off = _answer_requests.options(  # type: ignore[attr-defined]
+        runtime_env={"env_vars": {"CRASHRAY_METRICS_ENABLED": "false"}})
+    worker = ray.get(off.remote(), timeout=120)
+    on = ray.get(_answer_requests.remote(), timeout=60)
+    assert worker != on
+    wait_until(reaches("ray_crashray_ingest_requests_total", on, 2.0,
+                       endpoint="envelope", outcome="accepted", reason=""),
+               EXPORT_WAIT_S, interval_s=1.0, what="the enabled worker's answers exported")
+    assert series("ray_crashray_ingest_requests_total", worker, endpoint="envelope",
+                  outcome="accepted", reason="") is None
