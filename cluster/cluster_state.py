@@ -67,10 +67,14 @@ def actor_nodes(names: list[str]) -> dict[str, list[str]]:
     """Node id → the named Crashray actors (and Serve replicas) on it, from Ray's state API
     (served by the head's dashboard process; empty when the cluster runs without one)."""
     try:
+        import ray
         from ray.util.state import list_actors
 
-        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=STATE_API_ACTOR_LIMIT,
-                             raise_on_missing_output=False)
+        # The connected cluster's own address: without it Ray looks for "the" local
+        # cluster, and fails where another Ray runs on the same machine.
+        address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+        actors = list_actors(address=address, filters=[("state", "=", "ALIVE")],
+                             limit=STATE_API_ACTOR_LIMIT, raise_on_missing_output=False)
     except Exception:  # optional side path: no dashboard means no state API; logged once
         if not _state_api_missing_logged.is_set():
             _state_api_missing_logged.set()

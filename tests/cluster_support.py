@@ -205,8 +205,8 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 2,
         for attempt in range(1, HEAD_START_ATTEMPTS + 1):
             # The head's dashboard serves Ray's state API (``crashray status``'s actors by
             # node). Its port is picked free, then bound by the dashboard seconds later: a
-            # process may take it meanwhile, and the dashboard then never serves. Start
-            # the head again on other ports when it does not answer.
+            # process may take it meanwhile. Start the head again on other ports when the
+            # dashboard does not answer.
             dashboard_port = free_port()
             subprocess.run(ray_command(
                 "start", "--head", "--port", cluster.address.rsplit(":", 1)[1],
