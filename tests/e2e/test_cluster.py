@@ -139,7 +139,10 @@ def test_deploy_spreads_over_both_nodes_and_stores_sdk_events(deployed: LocalClu
     head, second = by_node[deployed.head_node[:12]], by_node[deployed.nodes[1][:12]]
     # Home actors on the head; the pools on both nodes.
     assert "crashray-keeper" in head and "crashray-clickhouse" in head, by_node
-    assert "crashray-consumer" in head and "crashray-consumer" in second, by_node
+    # Consumers are placed with Ray's SPREAD strategy, which is best effort: seen here once
+    # in ~4 runs with all four on the second node (the head's CPUs taken by the rest). The
+    # node-loss test below checks they move to the surviving node.
+    assert (head + second).count("crashray-consumer") == 4, by_node
     assert "ingest#ingest" in head and "ingest#ingest" in second, by_node
     marker = uuid.uuid4().hex[:8]
     subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "5",
