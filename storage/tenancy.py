@@ -545,3 +545,11 @@ def has_users(conn: psycopg.Connection[Any]) -> bool:
     """Whether anyone can log in to the dashboard yet."""
     row = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
     return bool(row and row[0])
+
+
+def team_project_ids(conn: psycopg.Connection[Any], organization_id: int, team_id: int
+                     ) -> list[int]:
+    """Ids of the projects of one team of one organization."""
+    return [int(r[0]) for r in conn.execute(
+        "SELECT pt.project_id FROM project_teams pt JOIN teams t ON t.id = pt.team_id"
+        " WHERE t.organization_id = %s AND t.id = %s", (organization_id, team_id)).fetchall()]
