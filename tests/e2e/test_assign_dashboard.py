@@ -19,7 +19,7 @@ from tests.e2e import test_dashboard as dashboard
 from tests.e2e.conftest import CrashrayProcess
 from tests.e2e.test_dashboard import (
     HERE,
-    ISSUE_APPEARS_TIMEOUT_S,
+    find_in_stream,
     log_in,
     needs_chromium,
     open_page,
@@ -38,25 +38,6 @@ def send_own_error(c: CrashrayProcess, marker: str, error_type: str) -> None:
     subprocess.run([sys.executable, str(HERE / "send_python_exceptions.py"), marker, "2",
                     error_type], env={**os.environ, "CRASHRAY_DSN": c.dsn},
                    capture_output=True, text=True, timeout=60, check=True)
-
-
-def find_in_stream(page: object, query: str, title: str) -> object:
-    """Search until the issue's row shows (the consumers make it within seconds)."""
-    from playwright.sync_api import Page, expect
-
-    assert isinstance(page, Page)
-    search = page.get_by_role("searchbox", name="Search issues")
-    search.fill(query)
-    row = page.locator("table.issues tbody tr", has_text=title)
-    for _ in range(ISSUE_APPEARS_TIMEOUT_S * 2):
-        search.press("Enter")
-        try:
-            expect(row).to_be_visible(timeout=500)
-            break
-        except AssertionError:
-            continue
-    expect(row).to_be_visible()
-    return row
 
 
 @needs_chromium

@@ -110,6 +110,25 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
+def find_in_stream(page: object, query: str, title: str) -> object:
+    """Search until the issue's row shows (the consumers make it within seconds)."""
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    search = page.get_by_role("searchbox", name="Search issues")
+    search.fill(query)
+    row = page.locator("table.issues tbody tr", has_text=title)
+    for _ in range(ISSUE_APPEARS_TIMEOUT_S * 2):
+        search.press("Enter")
+        try:
+            expect(row).to_be_visible(timeout=500)
+            break
+        except AssertionError:
+            continue
+    expect(row).to_be_visible()
+    return row
+
+
 @needs_chromium
 def test_dashboard_modules_parse_links_routes_and_status_queries(
         crashray_up: CrashrayProcess, browser: object) -> None:
@@ -216,17 +235,8 @@ def test_log_in_find_an_sdk_issue_read_its_stack_trace_and_resolve_it(
         expect(page.get_by_role("link", name="Unresolved")).to_have_attribute(
             "aria-current", "page")
         shot("2-stream")
+        row: Any = find_in_stream(page, f"is:unresolved {marker}", title)
         search = page.get_by_role("searchbox", name="Search issues")
-        search.fill(f"is:unresolved {marker}")
-        row = page.locator("table.issues tbody tr", has_text=title)
-        for _ in range(ISSUE_APPEARS_TIMEOUT_S * 2):
-            search.press("Enter")
-            try:
-                expect(row).to_be_visible(timeout=500)
-                break
-            except AssertionError:
-                continue
-        expect(row).to_be_visible()
         expect(row.locator("svg.spark")).to_have_attribute(
             "aria-label", "2 events in the last 24 hours")
         assert f"query=is%3Aunresolved+{marker}" in page.url

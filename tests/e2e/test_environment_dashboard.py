@@ -21,8 +21,7 @@ import pytest
 
 from tests.e2e import test_dashboard as dashboard
 from tests.e2e.conftest import CrashrayProcess
-from tests.e2e.test_assign_dashboard import find_in_stream
-from tests.e2e.test_dashboard import log_in, needs_chromium, open_page
+from tests.e2e.test_dashboard import find_in_stream, log_in, needs_chromium, open_page
 
 pytestmark = pytest.mark.e2e
 
