@@ -22,7 +22,9 @@ import psycopg
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
+from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore
 from actors.consumer import BatchConsumer, ConsumerConfig
+from actors.placement import NAMESPACE
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.process import Symbolicator
 from serve_apps.api.app import create_app
@@ -177,3 +179,14 @@ def harness(clickhouse: ClickHouseStore, prefix: str) -> Iterator[Harness]:
             for consumer in h.consumers:
                 consumer.close()
             pool.close()
+
+
+class OwnerStore(RemoteStore):
+    """A running Crashray's ClickHouse (its owner actor), for consumers in Ray actors and
+    for the harness's API; ``dsn`` as the harness reads it."""
+
+    def __init__(self, dsn: str) -> None:
+        import ray
+
+        super().__init__(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
+        self.dsn = dsn

@@ -30,7 +30,6 @@ import pytest
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore
 from actors.consumer import ConsumerConfig, consumer_name
 from actors.kafka_consumer import KafkaBatchConsumer
 from actors.placement import NAMESPACE
@@ -52,7 +51,7 @@ from storage.kafka import (
 from storage.kafka_offsets import stored_offsets
 from storage.queue import QueuedItem
 from tests.integration.conftest import RunningCrashray
-from tests.integration.consumer_harness import Harness, counts_seen, harness
+from tests.integration.consumer_harness import Harness, OwnerStore, counts_seen, harness
 from tests.support import error_event, wait_until
 from tests.support_kafka import MockKafkaCluster, mock_kafka_cluster
 
@@ -64,13 +63,6 @@ SESSION_TIMEOUT_MS = 3000
 #: Bound on how long a test waits for the consumers to catch up.
 CATCH_UP_S = 30.0
 
-
-class OwnerStore(RemoteStore):
-    """The running Crashray's ClickHouse (its owner actor), for consumers in Ray actors."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
-        self.dsn = dsn
 
 
 @pytest.fixture

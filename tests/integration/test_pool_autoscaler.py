@@ -20,7 +20,6 @@ from typing import Any, cast
 import pytest
 import ray
 
-from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore
 from actors.consumer import consumer_name, start_consumers
 from actors.placement import NAMESPACE
 from actors.pool_autoscaler import AutoscalerConfig, start_pool_autoscaler, stop_pool_autoscaler
@@ -28,7 +27,7 @@ from events.pool_scaling import PoolPolicy
 from storage.clickhouse import ClickHouseStore
 from storage.queue import QueuedItem
 from tests.integration.conftest import RunningCrashray
-from tests.integration.consumer_harness import Harness, counts_seen, harness
+from tests.integration.consumer_harness import Harness, OwnerStore, counts_seen, harness
 from tests.support import error_event, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,13 +35,6 @@ pytestmark = pytest.mark.integration
 POOL = "crashray-test-pool"
 AUTOSCALER = "crashray-test-pool-autoscaler"
 
-
-class OwnerStore(RemoteStore):
-    """The running Crashray's ClickHouse (its owner actor), as the harness's API reads it."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
-        self.dsn = dsn
 
 
 @pytest.fixture
