@@ -209,6 +209,8 @@ def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
 
     class DiesBeforeCommit(KafkaItemSource):
         def commit(self, batch: ItemBatch) -> list[tuple[str, int]]:
+            if not batch.items:  # an empty poll (a slow broker): nothing to die over yet
+                return super().commit(batch)
             raise Killed
 
     source = DiesBeforeCommit(settings, client_id="doomed") if dies_at == "kafka_commit" \

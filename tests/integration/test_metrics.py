@@ -265,7 +265,11 @@ def test_a_worker_with_metrics_disabled_records_nothing(crashray: RunningCrashra
     off = _answer_requests.options(  # type: ignore[attr-defined]
         runtime_env={"env_vars": {"CRASHRAY_METRICS_ENABLED": "false"}})
     worker = ray.get(off.remote(), timeout=120)
-    on = ray.get(_answer_requests.remote(), timeout=60)
+    # A worker of its own (an env var nothing reads): a task worker an earlier test used
+    # already holds that test's 2 answers, and would show 4.
+    fresh = _answer_requests.options(  # type: ignore[attr-defined]
+        runtime_env={"env_vars": {"CRASHRAY_TEST_FRESH_WORKER": uuid.uuid4().hex}})
+    on = ray.get(fresh.remote(), timeout=120)
     assert worker != on
     wait_until(reaches("ray_crashray_ingest_requests_total", on, 2.0,
                        endpoint="envelope", outcome="accepted", reason=""),
