@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,8 @@ class ConsumerConfig:
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     outbox_sweep_s: float = 5.0
+    #: Threads a batch's events are processed on (``CRASHRAY_CONSUMER_THREADS``).
+    threads: int = 1
     #: Source maps (issue 12): None (no artifact store configured) leaves events as sent.
     symbolication: SymbolicationConfig | None = None
     #: The instance's address, for links in notifications.
@@ -168,6 +171,8 @@ class BatchConsumer:
         if symbolicator is None and config.symbolication is not None:
             symbolicator = LocalSymbolication(config.symbolication)
         self._processor = EventProcessor(symbolicator)
+        self._pool = ThreadPoolExecutor(config.threads, thread_name_prefix="process") \
+            if config.threads > 1 else None
         self._storage = EventStorage(self._store, config.retention_days, config.lease_s)
         #: Seconds the last batch's storing took (its ``insert`` stage: the PostgreSQL
         #: counts and the ClickHouse rows, actors/store_events.py).
@@ -309,7 +314,7 @@ class BatchConsumer:
 
     def _finish(self, items: Sequence[WorkItem]) -> None:
         """Process, store and count ``items``; ship the counts once committed."""
-        plan = plan_batch(items, self._processor)
+        plan = plan_batch(items, self._processor, self._pool)
         events, duplicates = first_of_each_event_id(plan.events, delivery.stored_event_ids(
             self._conn, [(item.project_id, p.event_id) for item, p in plan.events]))
         resolving = time.perf_counter()
@@ -440,6 +445,8 @@ class BatchConsumer:
         return {}
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._conn.close()
 
 

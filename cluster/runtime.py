@@ -589,7 +589,8 @@ class Runtime:
             grouping_cache_hashes=s.grouping_cache_hashes,
             retry_backoff_s=s.consumer_retry_backoff_s,
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
-            outbox_sweep_s=s.consumer_outbox_sweep_s, kafka=s.kafka())
+            outbox_sweep_s=s.consumer_outbox_sweep_s, threads=s.consumer_threads,
+            kafka=s.kafka())
 
     def start_serve(self) -> None:
         from ray import serve

@@ -274,6 +274,10 @@ class Settings(BaseSettings):
     #: Items a consumer claims at once; bigger batches amortize PostgreSQL and ClickHouse
     #: round trips, smaller ones keep accept-to-queryable latency low.
     consumer_batch_items: int = 500
+    #: Threads each consumer processes a batch's events on (normalize, scrub, symbolicate,
+    #: group). sentry-relay's calls release the GIL, so 2 threads use both cores of one
+    #: process: fewer consumer processes can do the same work (bench/RESULTS.md).
+    consumer_threads: int = Field(default=1, ge=1, le=64)
     #: Seconds a consumer waits after a part-filled batch before claiming again, so that
     #: batches grow under load (fewer, larger ClickHouse inserts) at a small latency cost.
     consumer_batch_wait_s: float = 0.1

@@ -18,6 +18,7 @@ event (``_materialize_metadata_many``), so the event API reads them from the eve
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -148,6 +149,10 @@ class EventProcessor:
         #: Seconds spent per stage since the last ``take_stage_seconds`` (the consumer
         #: reports them per batch as ``crashray_stage_seconds``; cluster/metrics.py).
         self._stage_seconds: dict[str, float] = {}
+        #: ``process`` may run on several threads (``CRASHRAY_CONSUMER_THREADS``): the
+        #: stage seconds, and the symbolicator (its map cache), are used under a lock each.
+        self._stage_lock = threading.Lock()
+        self._symbolicate_lock = threading.Lock()
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
         self._grouping[project_id] = grouping
@@ -164,12 +169,14 @@ class EventProcessor:
     def take_stage_seconds(self) -> dict[str, float]:
         """Seconds spent per stage (normalize, scrub, symbolicate, group) since the last
         call, and start counting again."""
-        taken, self._stage_seconds = self._stage_seconds, {}
+        with self._stage_lock:
+            taken, self._stage_seconds = self._stage_seconds, {}
         return taken
 
     def _spent(self, stage: str, started: float) -> float:
         now = time.perf_counter()
-        self._stage_seconds[stage] = self._stage_seconds.get(stage, 0.0) + now - started
+        with self._stage_lock:
+            self._stage_seconds[stage] = self._stage_seconds.get(stage, 0.0) + now - started
         return now
 
     def process(self, payload: bytes, ctx: ItemContext) -> ProcessedEvent:
@@ -187,7 +194,8 @@ class EventProcessor:
         if self._symbolicator is not None:
             # After Relay's normalization and scrubbing (Sentry symbolicates what Relay
             # forwarded), before tags and grouping: grouping sees the original frames.
-            scrubbed = self._symbolicator(scrubbed, ctx.project_id, ctx.organization_id)
+            with self._symbolicate_lock:
+                scrubbed = self._symbolicator(scrubbed, ctx.project_id, ctx.organization_id)
             started = self._spent("symbolicate", started)
         tagged = {**scrubbed, "tags": event_tags(scrubbed)}
         project = self._grouping.get(ctx.project_id, ProjectGrouping())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
@@ -113,3 +114,32 @@ def test_counts_survive_their_stored_form_unchanged() -> None:
     tables = decoded.tables()
     assert tables["outcomes"].num_rows == 1 and tables["issue_counts_hourly"].num_rows == 1
     assert tables["issue_counts_hourly"].to_pylist()[0]["hour"] == hour
+
+
+def test_a_batch_processed_on_threads_gives_the_plan_of_one_thread() -> None:
+    """``CRASHRAY_CONSUMER_THREADS`` > 1: the same events (hashes, issues, ids), invalid
+    items and outcomes, in the batch's order, with scrubbing on as projects have it."""
+    report = orjson.dumps({"discarded_events": [
+        {"reason": "ratelimit_backoff", "category": "error", "quantity": 2}]})
+    batch = [item(n, uuid.uuid4().hex, f"Type{n % 7}: x") for n in range(1, 40)]
+    batch[5:5] = [WorkItem(100, 1, 1, 7, 3, "event", None, AT, b"[1]", {}),
+                  WorkItem(101, 1, 1, 7, 3, "client_report", None, AT, report, {}),
+                  WorkItem(102, 1, 1, 7, 3, "event", None, AT, b"{not json", {})]
+
+    def plan_of(pool: ThreadPoolExecutor | None) -> tuple[object, ...]:
+        processor = EventProcessor()
+        processor.set_scrubbing(7, {"scrubData": True, "scrubDefaults": True})
+        plan = plan_batch(batch, processor, pool)
+        return ([(w.queue_id, p.event_id, p.grouping.hashes, p.issue.title, p.event["title"])
+                 for w, p in plan.events],
+                [(w.queue_id, error) for w, error in plan.invalid],
+                [(w.queue_id, error) for w, error in plan.failed],
+                {q: [(o.outcome, o.reason, o.quantity) for o in os]
+                 for q, os in plan.outcomes_of.items()}, plan.done_ids)
+
+    with ThreadPoolExecutor(3) as pool:
+        threaded = plan_of(pool)
+    assert threaded == plan_of(None)
+    events, invalid = threaded[0], threaded[1]
+    assert isinstance(events, list) and len(events) == 39
+    assert isinstance(invalid, list) and [q for q, _ in invalid] == [100, 102]
