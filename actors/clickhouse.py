@@ -282,6 +282,14 @@ class RemoteStore:
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
         ray.get(self._owner.regroup_delete_replaced.remote(s))
 
+    def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None:
+        ray.get(self._owner.regroup_drop_projections.remote(s))
+
+    def regroup_drop_leftover_projections(self, organization_id: int, project_id: int
+                                          ) -> int:
+        return int(ray.get(self._owner.regroup_drop_leftover_projections.remote(
+            organization_id, project_id)))
+
 
 def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:
     """Create (or find) the owner actor for an embedded ``dsn`` and wait until migrated;

@@ -20,8 +20,11 @@ then delete the older rows). The driver records each finished slice in the job r
 Most events only regroup, and their bodies need not leave ClickHouse (``run_slice``,
 storage/regroup.py): a slice is de-duplicated there by a hash of each event's grouping
 projection, one event per distinct projection is reprocessed as above, and ClickHouse
-moves the events whose issue or hash changed (``INSERT … SELECT``, then ``DELETE``). The
-projections whose body would change, and slices with copies of an event, go one by one.
+moves the events whose issue or hash changed (``INSERT … SELECT``, then ``DELETE``),
+joining a table of the slice's own that the first statement filled with each event's
+projection hash, so each body is parsed once (the table is dropped with the slice, and
+what interrupted slices left when the job finishes). The projections whose body would
+change, and slices with copies of an event, go one by one.
 Tasks run at ``CRASHRAY_PIPELINE_NICE`` and their ClickHouse statements on
 ``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads, so live ingest comes first.
 
@@ -44,7 +47,8 @@ Tenant scope: the project is resolved within its organization; every ClickHouse 
 delete names both, and every PostgreSQL statement (storage/) too.
 
     events.errors.Conflict
-    └── storage.reprocess.ReprocessConflict   another unfinished job with other options
+    ├── storage.reprocess.ReprocessConflict   another unfinished job with other options
+    └── SliceChanged                          ClickHouse moved other events than grouped
 """
 
 from __future__ import annotations
@@ -88,7 +92,12 @@ from events.tags import event_tags
 from pipelines.export import ALL_TIME, plan_slices
 from storage import issues as issue_store
 from storage.projects import ProjectGroupingSettings
-from storage.regroup import ProjectionMoves, RegroupProjection, RegroupSlice
+from storage.regroup import (
+    ProjectionGroup,
+    ProjectionMoves,
+    RegroupProjection,
+    RegroupSlice,
+)
 
 log = logging.getLogger("crashray.reprocess")
 
@@ -475,6 +484,18 @@ def regroup_slice(spec: ReprocessJobSpec, since: dt.datetime, until: dt.datetime
 def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
                  issue_ids_for: IssueLookup, symbolicator: Symbolicator | None,
                  outcome: SliceOutcome, clock: float) -> SliceOutcome:
+    """The slice grouped in ClickHouse; its table of projection hashes dropped after,
+    whatever happened (an interrupted slice's is dropped when the job finishes)."""
+    try:
+        return _group_and_move(spec, where, store, issue_ids_for, symbolicator, outcome,
+                               clock)
+    finally:
+        store.regroup_drop_projections(where)
+
+
+def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
+                    issue_ids_for: IssueLookup, symbolicator: Symbolicator | None,
+                    outcome: SliceOutcome, clock: float) -> SliceOutcome:
     groups, not_eligible = store.regroup_projection_groups(where)
     clock = _lap(outcome, "read", clock)
     now = dt.datetime.now(dt.UTC)
@@ -501,6 +522,37 @@ def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
         clock = _lap(outcome, "read", clock)
         clock = _run_one_by_one(spec, table, store, issue_ids_for, symbolicator, outcome,
                                 clock)
+    to_move = _count_grouped(groups, regrouped, issue_of, outcome)
+    # Only projections with an event to move or rehash: nothing changed, nothing written.
+    moving = sorted({g.projection for g in groups if g.projection in to_move})
+    if moving:
+        written = store.regroup_move_events(where, ProjectionMoves(
+            moving, [int(issue_of[p] or 0) for p in moving],
+            [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
+        expected = sum(to_move.values())
+        if written != expected:
+            raise SliceChanged(
+                f"reprocess job {spec.job_id}, slice from {where.since.isoformat()}: ClickHouse"
+                f" moved {written} events where {expected} were to move (the slice's events"
+                " changed while it ran, or a statement was retried); run the command again:"
+                " the slice is then reprocessed event by event")
+    _lap(outcome, "write", clock)
+    return outcome
+
+
+class SliceChanged(Conflict):
+    """A slice grouped in ClickHouse moved other events than it grouped."""
+
+    code = "reprocess_slice_changed"
+
+
+def _count_grouped(groups: Sequence[ProjectionGroup],
+                   regrouped: Mapping[int, ProcessedEvent | None],
+                   issue_of: Mapping[int, int | None], outcome: SliceOutcome
+                   ) -> dict[int, int]:
+    """Add the events grouped in ClickHouse to ``outcome``; returns projection → events
+    to move or rehash (what ``regroup_move_events`` must write)."""
+    to_move: dict[int, int] = {}
     for g in groups:
         new = regrouped[g.projection]
         if new is None:
@@ -514,22 +566,12 @@ def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
         moved = issue_id != g.group_id
         if moved or new.grouping.primary_hash != g.primary_hash:
             outcome.events_changed += g.events
+            to_move[g.projection] = to_move.get(g.projection, 0) + g.events
         if moved:
             outcome.events_moved += g.events
             to = outcome.moves.setdefault(g.group_id, {})
             to[issue_id] = to.get(issue_id, 0) + g.events
-    # Only projections with an event to move or rehash: nothing changed, nothing written.
-    moving = sorted({g.projection for g in groups if regrouped[g.projection] is not None
-                     and issue_of[g.projection] is not None
-                     and (issue_of[g.projection] != g.group_id
-                          or _processed(regrouped[g.projection]).grouping.primary_hash
-                          != g.primary_hash)})
-    if moving:
-        store.regroup_move_events(where, ProjectionMoves(
-            moving, [int(issue_of[p] or 0) for p in moving],
-            [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
-    _lap(outcome, "write", clock)
-    return outcome
+    return to_move
 
 
 def _processed(p: ProcessedEvent | None) -> ProcessedEvent:
@@ -848,6 +890,9 @@ def _conclude(ctx: ReprocessContext, project: Any, job_id: int, resumed: bool,
         if finished:
             with conn.transaction():
                 created, merged, emptied = finish(conn, store, project, job)
+            # What interrupted slices left in ClickHouse (storage/regroup.py), once the job
+            # is finished for good: no slice of the project runs now.
+            store.regroup_drop_leftover_projections(project.organization_id, project.id)
     return ReprocessResult(job.id, resumed, finished, len(job.finished_slices),
                            len(job.slices), job.events_read, job.events_changed,
                            job.events_moved, created, merged, emptied,

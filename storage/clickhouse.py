@@ -244,6 +244,11 @@ class EventStore(Protocol):
 
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None: ...
 
+    def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None: ...
+
+    def regroup_drop_leftover_projections(self, organization_id: int, project_id: int
+                                          ) -> int: ...
+
 
 class ClickHouseStore:
     """Schema, inserts and scoped reads over one clickhouse-connect client."""
@@ -762,6 +767,13 @@ class ClickHouseStore:
 
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
         regroup.delete_replaced(self._read, s)
+
+    def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None:
+        regroup.drop_projections(self._read, s)
+
+    def regroup_drop_leftover_projections(self, organization_id: int, project_id: int
+                                          ) -> int:
+        return regroup.drop_leftover_projections(self._read, organization_id, project_id)
 
     def close(self) -> None:
         self._client.close()

@@ -31,12 +31,14 @@ from pipelines.reprocess import (
     ReprocessOptions,
     ReprocessResult,
     project_grouping,
+    regroup_slice,
     run_reprocess,
     run_slice,
 )
 from storage.bootstrap import bootstrap
 from storage.postgres import create_api_token
 from storage.projects import grouping_settings
+from storage.regroup import PROJECTION_TABLE_PREFIX
 from storage.reprocess import ReprocessConflict, running_job
 from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
@@ -202,6 +204,9 @@ def test_an_interrupted_reprocess_resumed_finishes_with_nothing_duplicated(
     assert len(stored_rows(crashray, t)) == 3
     die_halfway_through_a_slice(crashray, t)  # its new row written, the old one not deleted
     assert len(stored_rows(crashray, t)) == 4
+    assert projection_tables(crashray, t) == []  # the dying slice dropped its own
+    leave_a_projection_table(crashray, t)  # as a process killed outright would
+    assert len(projection_tables(crashray, t)) == 1
 
     resumed = reprocess(crashray, t, slice_events=1)
 
@@ -213,6 +218,32 @@ def test_an_interrupted_reprocess_resumed_finishes_with_nothing_duplicated(
     assert list(counts(crashray, t).values()) == [3]
     issue = api(crashray, t, "GET", f"issues/{resumed.issues_created[0]}/").json()
     assert issue["count"] == "3"
+    assert projection_tables(crashray, t) == []  # dropped when the job finished
+
+
+def projection_tables(c: RunningCrashray, t: Tenant) -> list[str]:
+    """The tables of projection hashes (storage/regroup.py) the tenant's slices left."""
+    return [str(r[0]) for r in clickhouse_store(c.runtime.clickhouse_dsn).query_rows(
+        "SELECT name FROM system.tables WHERE database = currentDatabase()"
+        " AND startsWith(name, {prefix:String})",
+        {"prefix": f"{PROJECTION_TABLE_PREFIX}{t.organization_id}_{t.project_id}_"})]
+
+
+def leave_a_projection_table(c: RunningCrashray, t: Tenant) -> None:
+    """Fill the table of the job's next unfinished slice, and leave it there."""
+    scope = ProjectScope(t.organization_id, t.project_id)
+    with psycopg.connect(c.runtime.postgres_url, autocommit=True) as conn:
+        job = running_job(conn, scope)
+        assert job is not None
+        index = min(set(range(len(job.slices))) - job.finished_slices)
+        spec = ReprocessJobSpec(
+            job.id, c.runtime.clickhouse_dsn, c.runtime.postgres_url, t.organization_id,
+            t.project_id, project_grouping(grouping_settings(conn, [t.project_id])[
+                t.project_id]), None, None, None)
+    start, end = (EPOCH + dt.timedelta(microseconds=us) for us in job.slices[index])
+    where = regroup_slice(spec, start, end, None)
+    assert where is not None
+    clickhouse_store(c.runtime.clickhouse_dsn).regroup_projection_groups(where)
 
 
 class DiesAfterInsert:

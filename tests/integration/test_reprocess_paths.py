@@ -29,10 +29,17 @@ from actors.symbolicate import LocalSymbolication, SymbolicationConfig
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.process import EventProcessor, ItemContext
 from events.rows import EventRow, events_table
-from pipelines.reprocess import ReprocessJobSpec, SliceOutcome, project_grouping, run_slice
+from pipelines.reprocess import (
+    ReprocessJobSpec,
+    SliceOutcome,
+    project_grouping,
+    regroup_slice,
+    run_slice,
+)
 from storage.artifacts import artifact_source
 from storage.clickhouse import ClickHouseStore
 from storage.projects import grouping_settings
+from storage.regroup import PROJECTION_TABLE_PREFIX
 from storage.scope import ProjectScope
 from tests.support import migrated_project_database
 
@@ -176,6 +183,66 @@ def test_grouping_in_clickhouse_gives_what_grouping_event_by_event_gives(
     # back: one by one); the Node events too (symbolication, with no upload, leaves them
     # as stored).
     assert [o[0].events_in_clickhouse for o in outcomes] == [24, 24]
+    assert projection_tables(chdb_store, fast_scope) == []  # each slice dropped its own
+
+
+def projection_tables(store: ClickHouseStore, scope: ProjectScope) -> list[str]:
+    """The tables of projection hashes (storage/regroup.py) of the project's slices."""
+    return [str(r[0]) for r in store.query_rows(
+        "SELECT name FROM system.tables WHERE database = currentDatabase()"
+        " AND startsWith(name, {prefix:String})",
+        {"prefix": f"{PROJECTION_TABLE_PREFIX}{scope.organization_id}_{scope.id}_"})]
+
+
+
+def project_of_its_own(conn: psycopg.Connection[Any], slug: str) -> ProjectScope:
+    """A new organization and project whose ids no other test of the session stores events
+    under (the session's chDB engine is shared; each test's PostgreSQL database is new)."""
+    base = 1_000_000 + uuid.uuid4().int % 1_000_000_000
+    for table in ("organizations", "projects"):
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", (base,))
+    org = conn.execute("INSERT INTO organizations (slug, name) VALUES (%s, %s) RETURNING id",
+                       (slug, slug)).fetchone()
+    assert org is not None
+    made = conn.execute("INSERT INTO projects (organization_id, slug, name) VALUES"
+                        " (%s, 'backend', 'Backend') RETURNING id", (org[0],)).fetchone()
+    assert made is not None
+    return ProjectScope(int(org[0]), int(made[0]))
+
+def test_a_slices_projection_table_is_its_tenants_alone(
+        chdb_store: ClickHouseStore, databases: tuple[str, ProjectScope, str],
+        corpus_dir: Path) -> None:
+    """A slice of another organization's project with the same job id and hours (its
+    table left by an interrupted run) is neither read nor dropped by this project's
+    regroup; the sweep when a job finishes drops the project's own leftovers only."""
+    url, _, blobs = databases
+    events = corpus(corpus_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        ours, theirs = project_of_its_own(conn, "ours"), project_of_its_own(conn, "theirs")
+        load(conn, chdb_store, ours, events)
+        load(conn, chdb_store, theirs, events)
+        theirs_before = stored(chdb_store, conn, theirs)
+        spec = ReprocessJobSpec(
+            9, chdb_store.dsn, url, theirs.organization_id, theirs.id,
+            project_grouping(grouping_settings(conn, [theirs.id])[theirs.id]), None, None,
+            None, grouping_tags=frozenset({"transaction"}))
+        their_slice = regroup_slice(spec, EPOCH, dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
+                                    None)
+        assert their_slice is not None
+        chdb_store.regroup_projection_groups(their_slice)  # then interrupted
+
+        outcome = regroup(conn, chdb_store, url, blobs, ours, 9, True, RULES)
+
+        assert outcome.events_read == 30 and outcome.events_moved > 0
+        assert stored(chdb_store, conn, theirs) == theirs_before
+        assert projection_tables(chdb_store, ours) == []
+        assert len(projection_tables(chdb_store, theirs)) == 1
+        assert chdb_store.regroup_drop_leftover_projections(
+            ours.organization_id, ours.id) == 0
+        assert len(projection_tables(chdb_store, theirs)) == 1
+        assert chdb_store.regroup_drop_leftover_projections(
+            theirs.organization_id, theirs.id) == 1
+        assert projection_tables(chdb_store, theirs) == []
 
 
 def assert_same(fast_rows: dict[str, tuple[Any, ...]], fast_ids: list[str],

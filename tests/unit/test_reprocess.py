@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -180,3 +181,28 @@ def test_tags_are_derived_again_only_from_an_event_symbolication_changed() -> No
     derived = regroup_event(dict(plain), 1, 1, ProjectGrouping(), None, NOW, NOW)
     assert ["mechanism", "generic"] not in derived.event["tags"]
     assert ["custom", "x"] in derived.event["tags"]
+
+
+def test_projection_tables_are_named_per_tenant_job_and_slice() -> None:
+    """A slice's table of projection hashes (storage/regroup.py) is its own: another
+    organization, project, job or slice start never shares its name, and the name is a
+    plain identifier (a start before 1970 too)."""
+    from storage.regroup import (
+        PROJECTION_TABLE_PREFIX,
+        RegroupProjection,
+        RegroupSlice,
+        projection_table,
+    )
+
+    start = dt.datetime(2026, 12, 5, 3, tzinfo=dt.UTC)
+    base = RegroupSlice(1, 2, start, start + dt.timedelta(hours=1), None, None, 7,
+                        RegroupProjection(("exception",), (), None, (), ()))
+    variants = [base, replace(base, organization_id=3), replace(base, project_id=3),
+                replace(base, version=8), replace(base, since=start - dt.timedelta(hours=1)),
+                replace(base, since=dt.datetime(1969, 12, 31, tzinfo=dt.UTC))]
+    names = [projection_table(v) for v in variants]
+
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(PROJECTION_TABLE_PREFIX) and n.replace("_", "").isalnum()
+               for n in names)
+    assert names[0].startswith(f"{PROJECTION_TABLE_PREFIX}1_2_7_")
