@@ -18,10 +18,13 @@ from events.search import (
     issue_filters,
     needs_events,
     parse_search,
+    uses_latest_release,
+    with_latest_release,
 )
 from serve_apps.api.deps import Services
-from serve_apps.api.shapes import iso
+from serve_apps.api.shapes import iso, seen_release_json
 from storage import issues as issue_store
+from storage import releases as release_store
 from storage import triage as triage_store
 from storage.projects import ProjectRef
 
@@ -50,9 +53,13 @@ def issue_stream(svc: Services, organization_id: int, projects: Sequence[Project
     is the caller (``assigned:me``, bookmarks; None: an organization token)."""
     now = dt.datetime.now(dt.UTC)
     request = parse_stream_request(params, DEFAULT_STREAM_LIMIT, svc.config.max_page_size, now)
-    search = parse_search(request.query, now)
     by_id = {p.id: p for p in projects}
     ids = sorted(by_id)
+    search = parse_search(request.query, now)
+    if uses_latest_release(search):
+        with svc.pool.connection() as conn:
+            search = with_latest_release(
+                search, release_store.latest_versions(conn, organization_id, ids))
     issue_ids = _issues_with_matching_events(svc, organization_id, ids, search, request, now)
     page = request.limit + 1
     with svc.pool.connection() as conn:
@@ -192,8 +199,11 @@ def issue_detail(svc: Services, project: ProjectRef, row: issue_store.IssueRow,
     org = project.organization_id
     stats = {"24h": hourly_stats(svc, org, [project.id], [row.id], now)[row.id],
              "30d": hourly_stats(svc, org, [project.id], [row.id], now, days=30)[row.id]}
+    with svc.pool.connection() as conn:
+        first, last = release_store.issue_releases(conn, org, project.id, row.id)
     return {**issue_json(svc, project, row), **triage_fields(svc, org, user_id, [row])[row.id],
-            "userCount": users, "stats": stats, "activity": activity(svc, project, row.id)}
+            "userCount": users, "stats": stats, "activity": activity(svc, project, row.id),
+            "firstRelease": seen_release_json(first), "lastRelease": seen_release_json(last)}
 
 
 def activity(svc: Services, project: ProjectRef, issue_id: int, kind: str | None = None
