@@ -1,0 +1,119 @@
+"""The releases page in a real browser (Debian's Chromium driven by Playwright, the
+browser fixture of tests/e2e/test_dashboard.py) against a running ``crashray up``: a
+release the real Python SDK reported (an unhandled crash and application-mode sessions)
+is listed with its new issue, its event and its crash-free rates; its page lists the new
+issue, which leads to the issue page, which names the release back. Screenshots of each
+step are saved under the test's ``tmp_path``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import test_dashboard as dashboard
+from tests.e2e.conftest import CrashrayProcess
+from tests.e2e.test_dashboard import find_in_stream, log_in, needs_chromium, open_page
+
+pytestmark = pytest.mark.e2e
+
+#: The browser and the dashboard's user of tests/e2e/test_dashboard.py, shared, not copied.
+browser = dashboard.browser
+dashboard_user = dashboard.dashboard_user
+
+#: Four sessions of release argv[2] through sentry-sdk: ada's first crashes on an unhandled
+#: error of its own class (argv[1] names it), ada's second, bob's and cy's end well.
+SEND = """
+import os, sys
+import sentry_sdk
+from sentry_sdk.utils import event_from_exception
+
+marker, release = sys.argv[1], sys.argv[2]
+sentry_sdk.init(dsn=os.environ["CRASHRAY_DSN"], release=release, environment="production")
+scope = sentry_sdk.get_isolation_scope()
+
+def session(user, crash):
+    scope.set_user({"id": user})
+    scope.start_session(session_mode="application")
+    if crash:
+        error = type(f"Crash{marker}", (RuntimeError,), {})
+        try:
+            raise error(f"checkout {marker} crashed")
+        except RuntimeError:
+            event, hint = event_from_exception(
+                sys.exc_info(), client_options=sentry_sdk.get_client().options,
+                mechanism={"type": "excepthook", "handled": False})
+            sentry_sdk.capture_event(event, hint=hint)
+    scope.end_session()
+
+session("ada", True)
+session("ada", False)
+session("bob", False)
+session("cy", False)
+sentry_sdk.flush(10)
+"""
+
+#: Sessions are stored by the consumers within seconds; the page is reloaded until then.
+HEALTH_APPEARS_TIMEOUT_S = 60
+
+
+@needs_chromium
+def test_the_releases_page_shows_a_releases_crash_free_rates_and_leads_to_its_new_issue(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:10]
+    release, title = f"shop@{marker}", f"Crash{marker}: checkout {marker} crashed"
+    subprocess.run([sys.executable, "-c", SEND, marker, release],
+                   env={**os.environ, "CRASHRAY_DSN": crashray_up.dsn}, capture_output=True,
+                   text=True, timeout=60, check=True)
+    page, errors, shot = open_page(browser, tmp_path)
+    try:
+        log_in(page, crashray_up, dashboard_user)
+        find_in_stream(page, marker, title)
+
+        # The releases page, from the navigation: the release's row, once its sessions are
+        # stored: four sessions, one crashed (75%); three users, ada crashed (66.66%).
+        page.get_by_role("link", name="Releases", exact=True).click()
+        expect(page.get_by_role("heading", level=1, name="Releases")).to_be_visible()
+        row = page.locator(f"table.releases tbody tr[data-release='{release}']")
+        sessions = row.locator("[data-column='crash-free-sessions']")
+        for _ in range(HEALTH_APPEARS_TIMEOUT_S):
+            try:
+                expect(sessions).to_have_text("75%", timeout=1000)
+                break
+            except AssertionError:
+                page.reload()
+        expect(sessions).to_have_text("75%")
+        expect(row.locator("[data-column='crash-free-users']")).to_have_text("66.66%")
+        expect(row.locator("[data-column='new-issues']")).to_have_text("1")
+        expect(row.locator("[data-column='events']")).to_have_text("1")
+        shot("1-releases")
+
+        # The release's page: its figures and its new issue, which opens the issue page.
+        row.get_by_role("link", name=release).click()
+        expect(page.get_by_role("heading", level=1, name=release)).to_be_visible()
+        expect(page.locator("[data-figure='crash-free-sessions'] .op-value")).to_have_text("75%")
+        expect(page.locator("[data-figure='new-issues'] .op-value")).to_have_text("1")
+        new_issue = page.locator("table.new-issues").get_by_role("link", name=title)
+        expect(new_issue).to_be_visible()
+        shot("2-release")
+        new_issue.click()
+        expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+        first = page.locator(".counts .release-link").first
+        expect(first).to_have_text(release)
+        shot("3-issue-with-its-release")
+
+        # And back to the release from the issue page.
+        first.click()
+        expect(page.get_by_role("heading", level=1, name=release)).to_be_visible()
+        assert errors == []
+    finally:
+        shot("last")
+        page.context.close()
