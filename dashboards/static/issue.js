@@ -341,7 +341,8 @@ export async function renderIssue(ctx) {
   const which = ctx.route.query.get("event") || "latest";
   const filters = filtersOf(ctx.route.query);
   const [issue, tags, event, people] = await Promise.all([
-    get(`/issues/${seg(id)}/`),
+    // Counts, first/last seen and graphs follow the chosen environment (Sentry's ?environment=).
+    get(`/issues/${seg(id)}/`, filters.environment ? [["environment", filters.environment]] : undefined),
     settle(get(`/issues/${seg(id)}/tags/`)),
     settle(chosenEvent(id, which, ctx.route.query.has("event"), filters)),
     settle(assignablePeople(org)),
