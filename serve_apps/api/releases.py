@@ -8,6 +8,7 @@
     GET  /api/0/projects/{org}/{project}/releases/         project:read
     POST /api/0/projects/{org}/{project}/releases/         project:releases or :write
                                                            {version, url?, dateReleased?}
+    GET  /api/0/projects/{org}/{project}/releases/{version}/   project:read, ?health=1
     PUT  /api/0/projects/{org}/{project}/releases/{version}/   as the organization's PUT
     GET  /api/0/organizations/{org}/releases/{version}/    project:read  ?health=1,
                                                            summaryStatsPeriod=14d
@@ -254,6 +255,22 @@ def get_release(version: str, access: Annotated[Access, Depends(org_access("proj
     if found is None:
         raise not_found(f"release {version!r} not found")
     return release_json(found, release_stats(svc, access.organization_id, [found], since))
+
+
+@router.get("/projects/{org}/{project}/releases/{version}/")
+def get_project_release(version: str, scope: Annotated[
+        ProjectAccess, Depends(project_access("project:read"))], svc: Svc,
+        health: str | None = None, summaryStatsPeriod: str | None = None) -> dict[str, Any]:
+    """The release as one project's: its counts are that project's (404 when the project
+    has no such release)."""
+    since = health_since(health, summaryStatsPeriod)
+    with svc.pool.connection() as conn:
+        found = release_store.find_release(conn, scope.access.organization_id, version,
+                                           [scope.project.id])
+    if found is None:
+        raise not_found(f"release {version!r} not found for project {scope.project.slug}")
+    return release_json(found, release_stats(svc, scope.access.organization_id, [found],
+                                             since))
 
 
 @router.get("/organizations/{org}/releases/{version}/new-issues/")

@@ -1,8 +1,9 @@
 """The releases page in a real browser (Debian's Chromium driven by Playwright, the
 browser fixture of tests/e2e/test_dashboard.py) against a running ``crashray up``: a
 release the real Python SDK reported (an unhandled crash and application-mode sessions)
-is listed with its new issue, its event and its crash-free rates; its page lists the new
-issue, which leads to the issue page, which names the release back. Screenshots of each
+is listed with its new issue, its events and its crash-free rates; its page lists the new
+issue, which leads to the issue page, which names the release back and counts the issue's
+events in the environment chosen. Screenshots of each
 step are saved under the test's ``tmp_path``."""
 
 from __future__ import annotations
@@ -26,34 +27,41 @@ browser = dashboard.browser
 dashboard_user = dashboard.dashboard_user
 
 #: Four sessions of release argv[2] through sentry-sdk: ada's first crashes on an unhandled
-#: error of its own class (argv[1] names it), ada's second, bob's and cy's end well.
+#: error of its own class (argv[1] names it), ada's second, bob's and cy's end well. Then the
+#: same error once more from a staging deployment of the release (no session there).
 SEND = """
 import os, sys
 import sentry_sdk
 from sentry_sdk.utils import event_from_exception
 
 marker, release = sys.argv[1], sys.argv[2]
-sentry_sdk.init(dsn=os.environ["CRASHRAY_DSN"], release=release, environment="production")
-scope = sentry_sdk.get_isolation_scope()
+error = type(f"Crash{marker}", (RuntimeError,), {})
 
-def session(user, crash):
+def crash():
+    try:
+        raise error(f"checkout {marker} crashed")
+    except RuntimeError:
+        event, hint = event_from_exception(
+            sys.exc_info(), client_options=sentry_sdk.get_client().options,
+            mechanism={"type": "excepthook", "handled": False})
+        sentry_sdk.capture_event(event, hint=hint)
+
+def session(user, crashes):
+    scope = sentry_sdk.get_isolation_scope()
     scope.set_user({"id": user})
     scope.start_session(session_mode="application")
-    if crash:
-        error = type(f"Crash{marker}", (RuntimeError,), {})
-        try:
-            raise error(f"checkout {marker} crashed")
-        except RuntimeError:
-            event, hint = event_from_exception(
-                sys.exc_info(), client_options=sentry_sdk.get_client().options,
-                mechanism={"type": "excepthook", "handled": False})
-            sentry_sdk.capture_event(event, hint=hint)
+    if crashes:
+        crash()
     scope.end_session()
 
+sentry_sdk.init(dsn=os.environ["CRASHRAY_DSN"], release=release, environment="production")
 session("ada", True)
 session("ada", False)
 session("bob", False)
 session("cy", False)
+sentry_sdk.flush(10)
+sentry_sdk.init(dsn=os.environ["CRASHRAY_DSN"], release=release, environment="staging")
+crash()
 sentry_sdk.flush(10)
 """
 
@@ -93,7 +101,7 @@ def test_the_releases_page_shows_a_releases_crash_free_rates_and_leads_to_its_ne
         expect(sessions).to_have_text("75%")
         expect(row.locator("[data-column='crash-free-users']")).to_have_text("66.66%")
         expect(row.locator("[data-column='new-issues']")).to_have_text("1")
-        expect(row.locator("[data-column='events']")).to_have_text("1")
+        expect(row.locator("[data-column='events']")).to_have_text("2")
         shot("1-releases")
 
         # The release's page: its figures and its new issue, which opens the issue page.
@@ -108,7 +116,16 @@ def test_the_releases_page_shows_a_releases_crash_free_rates_and_leads_to_its_ne
         expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
         first = page.locator(".counts .release-link").first
         expect(first).to_have_text(release)
+        events = page.locator(".counts div", has=page.locator("dt", has_text="Events")).locator("dd")
+        expect(events).to_have_text("2")
         shot("3-issue-with-its-release")
+
+        # The issue's counts follow the environment chosen: one event in staging.
+        page.get_by_label("Environment", exact=True).select_option(label="staging")
+        expect(events).to_have_text("1")
+        shot("4-issue-in-staging")
+        page.get_by_label("Environment", exact=True).select_option(label="All environments")
+        expect(events).to_have_text("2")
 
         # And back to the release from the issue page.
         first.click()

@@ -180,6 +180,9 @@ def test_releases_named_by_events_are_listed_newest_first_with_new_issues_and_ev
                             "/releases/")
     assert [(r["version"], r["newGroups"]) for r in project_list] == [("shop@2.0", 1),
                                                                       ("shop@1.0", 2)]
+    one = world.ok(f"/projects/{world.h.organization_slug}/{world.h.project_slug}/releases/"
+                   "shop@1.0/", health="1")
+    assert (one["newGroups"], one["projects"][0]["healthData"]["totalSessions"]) == (2, 4)
 
 
 def test_a_release_lists_its_new_issues(world: World) -> None:
@@ -241,6 +244,11 @@ def test_another_organization_sees_only_its_own_release_of_the_same_version(
     assert world.get(f"{ours}shop@1.0/", token=world.eve).status_code == 404
     # Her own shop@1.0 counts her issue and session only; shop@2.0 does not exist there.
     theirs = "/organizations/rivals/releases/"
+    # Through her own project's URL, only her project's release is found.
+    assert world.get("/projects/rivals/rival/releases/shop@2.0/", token=world.eve
+                     ).status_code == 404
+    assert world.get(f"/projects/{world.h.organization_slug}/{world.h.project_slug}"
+                     "/releases/shop@1.0/", token=world.eve).status_code == 404
     assert world.get(f"{theirs}shop@2.0/", token=world.eve).status_code == 404
     assert world.get(f"{theirs}shop@2.0/new-issues/", token=world.eve).status_code == 404
     mine = world.get(f"{theirs}shop@1.0/", token=world.eve, health="1").json()
