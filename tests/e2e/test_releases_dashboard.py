@@ -134,3 +134,42 @@ def test_the_releases_page_shows_a_releases_crash_free_rates_and_leads_to_its_ne
     finally:
         shot("last")
         page.context.close()
+
+
+@needs_chromium
+def test_release_helpers_format_rates_combine_projects_and_route_versions(
+        crashray_up: CrashrayProcess, browser: object) -> None:
+    """The releases page's pure helpers, run by the browser itself."""
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    page = browser.new_page()
+    try:
+        page.goto(f"{crashray_up.base_url}/")
+        found = page.evaluate("""async () => {
+            const rel = await import("/static/releases.js");
+            const router = await import("/static/router.js");
+            const health = (sessions, crashed, users, freeUsers) => ({healthData: {
+                hasHealthData: true, totalSessions: sessions, sessionsCrashed: crashed,
+                totalUsers: users, crashFreeUsers: freeUsers}});
+            return {
+                rates: [100, 75, 200 / 3, 99.999, 0, null].map(rel.percentText),
+                combined: rel.releaseHealth({projects: [health(3, 1, 2, 50),
+                                                        health(1, 0, 1, 100), {}]}),
+                none: rel.releaseHealth({projects: [{healthData: {hasHealthData: false}}]}),
+                list: router.parseRoute(router.routes.releases("acme")),
+                one: router.parseRoute(router.routes.release("acme", "shop@1.0+build 7")),
+                projectPage: router.parseRoute("#/acme/releases/issues"),
+            };
+        }""")
+    finally:
+        page.close()
+    assert found["rates"] == ["100%", "75%", "66.66%", "99.99%", "0%", "—"]
+    assert found["combined"] == {"sessions": 4, "users": 3, "crashFreeSessions": 75,
+                                 "crashFreeUsers": 50}
+    assert found["none"]["crashFreeSessions"] is None
+    assert (found["list"]["name"], found["list"]["org"]) == ("releases", "acme")
+    assert (found["one"]["name"], found["one"]["version"]) == ("release", "shop@1.0+build 7")
+    # A project named "releases" keeps its stream.
+    assert (found["projectPage"]["name"], found["projectPage"]["project"]) == (
+        "stream", "releases")
