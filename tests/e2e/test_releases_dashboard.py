@@ -173,3 +173,49 @@ def test_release_helpers_format_rates_combine_projects_and_route_versions(
     # A project named "releases" keeps its stream.
     assert (found["projectPage"]["name"], found["projectPage"]["project"]) == (
         "stream", "releases")
+
+
+@needs_chromium
+def test_ownership_rules_are_edited_on_the_project_settings_page(
+        crashray_up: CrashrayProcess, dashboard_user: tuple[str, str], browser: object,
+        tmp_path: Path) -> None:
+    """A rule naming a stranger is refused under the text, which stays as typed; a rule
+    naming the organization's team saves and is there after a reload. The rules match no
+    other test's events (a tag value of this test's own) and are emptied at the end: the
+    instance is shared."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    marker = uuid.uuid4().hex[:8]
+    page, errors, shot = open_page(browser, tmp_path)
+    try:
+        log_in(page, crashray_up, dashboard_user)
+        page.get_by_role("link", name="Project settings").click()
+        section = page.locator("section", has=page.get_by_role("heading", name="Ownership rules"))
+        rules = section.get_by_label("Rules", exact=True)
+        stranger = f"tags.shard:{marker} nobody-{marker}@example.com"
+        rules.fill(stranger)
+        section.get_by_role("button", name="Save rules").click()
+        expect(section.get_by_role("alert")).to_contain_text(f"nobody-{marker}@example.com")
+        expect(section.get_by_role("alert")).to_contain_text("no member or team")
+        expect(rules).to_have_value(stranger)
+        shot("1-ownership-refused")
+
+        owned = f"tags.shard:{marker} #crashray"
+        rules.fill(owned)
+        section.get_by_label("Auto-assign new issues to their owner").uncheck()
+        section.get_by_role("button", name="Save rules").click()
+        expect(page.locator("#status")).to_have_text("Ownership rules saved")
+        page.reload()
+        expect(rules).to_have_value(owned)
+        expect(section.get_by_label("Auto-assign new issues to their owner")).not_to_be_checked()
+        shot("2-ownership-saved")
+
+        rules.fill("")
+        section.get_by_label("Auto-assign new issues to their owner").check()
+        section.get_by_role("button", name="Save rules").click()
+        expect(page.locator("#status")).to_have_text("Ownership rules saved")
+        assert errors == []
+    finally:
+        shot("last")
+        page.context.close()
