@@ -25,7 +25,7 @@ function ownershipForm(ctx, path, ownership) {
       + " (members by e-mail or username, teams by #slug). The last matching rule owns the issue."),
     checkboxField("Auto-assign new issues to their owner", auto),
     checkboxField("Fallthrough: everyone owns what no rule matches", fallthrough,
-      "Sentry's setting, kept as set; Crashray's alerts do not send to issue owners yet."),
+      "Sentry's setting, kept as set; an \"Issue Owners\" alert falls through as its action says (fallthroughType)."),
     error,
     h("div", { class: "form-actions" }, h("button", { type: "submit", class: "button-primary" }, "Save rules")));
   return onSubmit(form, {
