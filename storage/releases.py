@@ -50,13 +50,19 @@ def find_release(conn: psycopg.Connection[Any], organization_id: int, version: s
 
 
 def list_releases(conn: psycopg.Connection[Any], organization_id: int,
-                  visible: Iterable[int], limit: int, project: int | None = None
-                  ) -> list[Release]:
-    """Newest first, releases of the visible projects (or of ``project`` only)."""
+                  visible: Iterable[int], limit: int, project: int | None = None,
+                  containing: str | None = None) -> list[Release]:
+    """Newest first, releases of the visible projects (or of ``project`` only); with
+    ``containing``, those whose version contains it, in any case (Sentry's ``query``)."""
     ids = sorted(visible) if project is None else [project]
-    rows = conn.execute(_SELECT + " GROUP BY r.id HAVING count(p.id) > 0"
+    matching, args = "", [ids, organization_id]
+    if containing:
+        escaped = containing.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matching = " AND r.version ILIKE %s"
+        args.append(f"%{escaped}%")
+    rows = conn.execute(_SELECT + matching + " GROUP BY r.id HAVING count(p.id) > 0"
                         " ORDER BY r.date_added DESC, r.id DESC LIMIT %s",
-                        (ids, organization_id, limit)).fetchall()
+                        (*args, limit)).fetchall()
     return [_release(r) for r in rows]
 
 

@@ -58,17 +58,33 @@ function releaseRow(org, release) {
     h("td", { class: "num" }, shortCount(health.sessions)));
 }
 
+/** The version search: part of a version, kept in the page's address. */
+function searchForm(org, query) {
+  const input = h("input", { type: "search", name: "query", value: query, "aria-label": "Search releases",
+    placeholder: "Part of a version, e.g. 2.4" });
+  const form = h("form", { class: "search", role: "search" }, input,
+    h("button", { type: "submit" }, "Search"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.hash = routes.releases(org, { query: input.value.trim() || null });
+  });
+  return form;
+}
+
 export async function renderReleases(ctx) {
   const { org } = ctx.route;
+  const query = ctx.route.query.get("query") || "";
   ctx.setTitle(`Releases · ${org}`);
-  const releases = await get(`/organizations/${seg(org)}/releases/`, [["health", "1"]]);
+  const releases = await get(`/organizations/${seg(org)}/releases/`, [["health", "1"], ["query", query || null]]);
   if (!ctx.current()) return;
   replace(ctx.main, h("div", { class: "releases-page" },
     h("h1", { tabindex: "-1" }, "Releases ", h("span", { class: "muted" }, org)),
+    searchForm(org, query),
     h("p", { class: "hint" }, "Newest first. Crash-free rates count the sessions of the last 14 days."),
     releases.length === 0
-      ? h("p", { class: "empty" }, "No releases yet: events and sessions sent with a release create it, as does ",
-        h("code", {}, "sentry-cli releases new"), ".")
+      ? h("p", { class: "empty" }, query ? ["No release matches ", h("code", {}, query), "."]
+        : ["No releases yet: an error event sent with a release creates it, as does ",
+          h("code", {}, "sentry-cli releases new"), "."])
       : h("table", { class: "issues releases" },
         h("caption", { class: "visually-hidden" }, `Releases of ${org}`),
         h("thead", {}, h("tr", {},

@@ -6,7 +6,7 @@
 //   #/{org}/{project}/alerts                  the project's alert rules, delivery log, warnings
 //   #/{org}/settings                          the organization's members, teams and your tokens
 //   #/{org}/operator                          how Crashray is doing: figures, dead letters, nodes
-//   #/{org}/releases                          the releases, their new issues and crash-free rates
+//   #/{org}/releases?query=                   the releases, their new issues and crash-free rates
 //   #/{org}/releases/{version}                one release and the issues first seen in it
 //   #/{org}/issues/{id}?event={eventId}       one issue and one of its events
 
@@ -30,7 +30,7 @@ export const routes = {
   alerts: (org, project) => `#/${enc(org)}/${enc(project)}/alerts`,
   orgSettings: (org) => `#/${enc(org)}/settings`,
   operator: (org) => `#/${enc(org)}/operator`,
-  releases: (org) => `#/${enc(org)}/releases`,
+  releases: (org, query) => withQuery(`#/${enc(org)}/releases`, query),
   release: (org, version) => `#/${enc(org)}/releases/${enc(version)}`,
   issue: (org, id, query) => withQuery(`#/${enc(org)}/issues/${enc(id)}`, query),
 };

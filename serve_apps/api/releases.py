@@ -1,7 +1,8 @@
 """Releases and their files, as sentry-cli 2.x and older bundler plugins use them.
 
     GET  /api/0/organizations/{org}/releases/              project:read  ?project=<id>,
-                                                           health=1, summaryStatsPeriod=14d
+                                                           health=1, summaryStatsPeriod=14d,
+                                                           query=<part of a version>
     POST /api/0/organizations/{org}/releases/              project:releases or :write
                                                            {version, projects, url?,
                                                             dateReleased?}
@@ -172,14 +173,17 @@ class UpdatedRelease(Body):
 @router.get("/organizations/{org}/releases/")
 def list_releases(access: Annotated[Access, Depends(org_access("project:read"))], svc: Svc,
                   project: int | None = None, health: str | None = None,
-                  summaryStatsPeriod: str | None = None) -> list[dict[str, Any]]:
-    """Newest first; ``health=1`` adds each project's crash-free rates."""
+                  summaryStatsPeriod: str | None = None, query: str | None = None
+                  ) -> list[dict[str, Any]]:
+    """Newest first; ``health=1`` adds each project's crash-free rates, ``query`` keeps
+    the versions containing it (Sentry's release search)."""
     if project is not None and project not in access.project_ids:
         return []
     since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.list_releases(conn, access.organization_id, access.project_ids,
-                                            svc.config.max_page_size, project)
+                                            svc.config.max_page_size, project,
+                                            _version_text(query))
     stats = release_stats(svc, access.organization_id, found, since)
     return [release_json(r, stats) for r in found]
 
@@ -187,15 +191,26 @@ def list_releases(access: Annotated[Access, Depends(org_access("project:read"))]
 @router.get("/projects/{org}/{project}/releases/")
 def project_releases(scope: Annotated[ProjectAccess, Depends(project_access("project:read"))],
                      svc: Svc, health: str | None = None,
-                     summaryStatsPeriod: str | None = None) -> list[dict[str, Any]]:
+                     summaryStatsPeriod: str | None = None, query: str | None = None
+                     ) -> list[dict[str, Any]]:
     since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.list_releases(conn, scope.access.organization_id,
                                             scope.access.project_ids,
-                                            svc.config.max_page_size, scope.project.id)
+                                            svc.config.max_page_size, scope.project.id,
+                                            _version_text(query))
     found = [_only_project(r, scope.project.id) for r in found]
     stats = release_stats(svc, scope.access.organization_id, found, since)
     return [release_json(r, stats) for r in found]
+
+
+def _version_text(query: str | None) -> str | None:
+    """A release search: part of a version (at most 200 characters, Sentry's limit on a
+    version); None searches nothing."""
+    if query and ("\x00" in query or len(query) > 200):
+        raise BadRequest(f"query: {query[:40]!r} is no part of a version: at most 200"
+                         " characters, no NUL (\\u0000)")
+    return query.strip() or None if query else None
 
 
 def _only_project(r: Release, project_id: int) -> Release:

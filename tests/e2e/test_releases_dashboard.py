@@ -104,6 +104,13 @@ def test_the_releases_page_shows_a_releases_crash_free_rates_and_leads_to_its_ne
         expect(row.locator("[data-column='events']")).to_have_text("2")
         shot("1-releases")
 
+        # The version search keeps the release (and only it: its version is this test's own).
+        page.get_by_role("searchbox", name="Search releases").fill(marker)
+        page.get_by_role("button", name="Search", exact=True).click()
+        expect(page.locator("table.releases tbody tr")).to_have_count(1)
+        assert f"query={marker}" in page.url
+        expect(row.locator("[data-column='crash-free-sessions']")).to_have_text("75%")
+
         # The release's page: its figures and its new issue, which opens the issue page.
         row.get_by_role("link", name=release).click()
         expect(page.get_by_role("heading", level=1, name=release)).to_be_visible()

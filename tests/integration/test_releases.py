@@ -185,6 +185,17 @@ def test_releases_named_by_events_are_listed_newest_first_with_new_issues_and_ev
     assert (one["newGroups"], one["projects"][0]["healthData"]["totalSessions"]) == (2, 4)
 
 
+def test_the_list_searches_versions_by_a_part_in_any_case(world: World) -> None:
+    def versions(query: str) -> list[str]:
+        return [r["version"] for r in world.ok(world.releases, query=query)]
+    assert versions("@2.") == ["shop@2.0"]
+    assert versions("SHOP@1") == ["shop@1.0"]
+    assert versions("shop") == ["shop@2.0", "shop@1.0"]
+    assert versions("%") == versions("_") == []  # LIKE's wildcards are plain characters
+    response = world.get(world.releases, query="a\x00b")
+    assert response.status_code == 400 and "query" in response.json()["detail"]
+
+
 def test_a_release_lists_its_new_issues(world: World) -> None:
     new = world.ok(f"{world.releases}shop@1.0/new-issues/")
     assert sorted(i["title"].split(":")[0] for i in new) == ["Alpha", "Beta"]
