@@ -68,6 +68,8 @@ def _session_row(s: Mapping[str, Any], attrs: Mapping[str, Any], organization_id
     return {
         "organization_id": organization_id, "project_id": project_id, "received": received,
         "session_id": str(s.get("sid") or s.get("did") or ""),
+        # The user, for crash-free users (storage/release_health.py).
+        "distinct_id": str(s.get("did") or ""),
         "status": str(s.get("status") or "ok"),
         "errors": min(errors, UINT32_MAX) if isinstance(errors, int) and errors >= 0 else 0,
         "is_init": 1 if s.get("init") is True else 0,
@@ -98,6 +100,7 @@ def session_rows(item_type: str, payload: bytes, organization_id: int, project_i
                 rows.append({
                     "organization_id": organization_id, "project_id": project_id,
                     "received": received, "session_id": str(bucket.get("did") or ""),
+                    "distinct_id": str(bucket.get("did") or ""),
                     "status": status, "errors": 1 if status != "exited" else 0, "is_init": 1,
                     "release": str(attrs.get("release") or ""),
                     "environment": str(attrs.get("environment") or ""),

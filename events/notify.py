@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -38,7 +38,8 @@ NOTIFY_EVENT_SERVICE_ACTION: Final = (
 WEBHOOK_ACTION: Final = "crashray.actions.webhook"
 SLACK_ACTION: Final = "crashray.actions.slack"
 EMAIL_ACTION: Final = "crashray.actions.email"
-#: Sentry's e-mail action; Crashray takes targetType "Member" (targetIdentifier: user id).
+#: Sentry's e-mail action: targetType "IssueOwners" (with its fallthroughType), "Team" or
+#: "Member" (targetIdentifier: the team or user id).
 SENTRY_EMAIL_ACTION: Final = "sentry.mail.actions.NotifyEmailAction"
 
 #: Header carrying ``sha256=<hex HMAC-SHA256 of the body keyed with the action's secret>``.
@@ -306,11 +307,28 @@ def parse_webhook_urls(text: Any) -> list[str]:
     return urls
 
 
+@dataclass(frozen=True)
+class EmailRecipients:
+    """Whom Sentry's e-mail action may address, as storage found them in the delivery's
+    organization: its members by user id ("Member", and the fallthrough of "IssueOwners"),
+    the issue's owners (its assigned member, or its assigned team's members) and the
+    members of each team named ("Team"), by team id. Addresses only."""
+
+    members: Mapping[int, str] = field(default_factory=dict)
+    issue_owners: tuple[str, ...] = ()
+    teams: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+
 def action_destinations(action: Mapping[str, Any], plugin_urls: Sequence[str],
-                        member_emails: Mapping[int, str]) -> list[Destination]:
+                        member_emails: Mapping[int, str] | EmailRecipients
+                        ) -> list[Destination]:
     """Where a rule action goes: one destination per webhook plugin URL for Sentry's
-    service action, else one. ``member_emails``: the project organization's members' e-mail
-    addresses by user id (for Sentry's e-mail action with targetType "Member")."""
+    service action, none for an e-mail to issue owners when there are none and the action
+    falls through to no one, else one. ``member_emails``: the project organization's
+    members' e-mail addresses by user id, or all the recipients ``EmailRecipients`` holds
+    (for Sentry's e-mail action)."""
+    recipients = member_emails if isinstance(member_emails, EmailRecipients) \
+        else EmailRecipients(member_emails)
     action_id = action.get("id")
     if action_id == NOTIFY_EVENT_SERVICE_ACTION:
         if action.get("service") != "webhooks":
@@ -323,11 +341,12 @@ def action_destinations(action: Mapping[str, Any], plugin_urls: Sequence[str],
     if action_id == SLACK_ACTION:
         return [Destination("slack", _http_url(action.get("webhook_url"),
                                                f"action {action_id}: webhook_url"))]
-    return [Destination("email", ",".join(_email_addresses(action, member_emails)))]
+    addresses = _email_addresses(action, recipients)
+    return [Destination("email", ",".join(addresses))] if addresses else []
 
 
-def _email_addresses(action: Mapping[str, Any], member_emails: Mapping[int, str]
-                     ) -> list[str]:
+def _email_addresses(action: Mapping[str, Any], recipients: EmailRecipients) -> list[str]:
+    member_emails = recipients.members
     action_id = action.get("id")
     if action_id == EMAIL_ACTION:
         to = action.get("to")
@@ -336,12 +355,16 @@ def _email_addresses(action: Mapping[str, Any], member_emails: Mapping[int, str]
             raise InvalidNotification(
                 f'action {action_id}: "to" must be a non-empty list of e-mail addresses')
         return list(dict.fromkeys(to))
+    if action_id == SENTRY_EMAIL_ACTION and action.get("targetType") == "IssueOwners":
+        return _issue_owner_addresses(action, recipients)
+    if action_id == SENTRY_EMAIL_ACTION and action.get("targetType") == "Team":
+        return _team_addresses(action, recipients)
     if action_id == SENTRY_EMAIL_ACTION:
         if action.get("targetType") != "Member":
             raise InvalidNotification(
                 f"action {action_id}: targetType {action.get('targetType')!r} is not"
-                ' available; use "Member" with the user id as targetIdentifier, or'
-                f' {EMAIL_ACTION} with "to"')
+                ' available; use "IssueOwners", "Team" or "Member" (the team or user id as'
+                f' targetIdentifier), or {EMAIL_ACTION} with "to"')
         try:
             user_id = int(action.get("targetIdentifier"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -353,6 +376,43 @@ def _email_addresses(action: Mapping[str, Any], member_emails: Mapping[int, str]
                 " with an e-mail address")
         return [member_emails[user_id]]
     raise InvalidNotification(f"action id {action_id!r} is not a notification action")
+
+
+#: Sentry's default fallthrough of an "Issue Owners" e-mail when nobody owns the issue.
+DEFAULT_FALLTHROUGH: Final = "ActiveMembers"
+
+
+def _issue_owner_addresses(action: Mapping[str, Any], recipients: EmailRecipients
+                           ) -> list[str]:
+    """Sentry's "Issue Owners": whoever owns the issue (Crashray's ownership rules assign
+    new issues to their owner, so its assignee: a member, or a team's members); nobody
+    owning it, the action's ``fallthroughType``: "ActiveMembers" (the default; Crashray does
+    not track activity, so every member) and "AllMembers" address every member of the
+    organization with an address, "NoOne" nobody (no delivery at all, as Sentry)."""
+    if recipients.issue_owners:
+        return list(dict.fromkeys(recipients.issue_owners))
+    fallthrough = action.get("fallthroughType") or DEFAULT_FALLTHROUGH
+    if fallthrough == "NoOne":
+        return []
+    if not recipients.members:
+        raise InvalidNotification(
+            f"action {SENTRY_EMAIL_ACTION}: the issue has no owner and no member of the"
+            f" organization has an e-mail address (fallthroughType {fallthrough})")
+    return sorted(set(recipients.members.values()))
+
+
+def _team_addresses(action: Mapping[str, Any], recipients: EmailRecipients) -> list[str]:
+    try:
+        team_id = int(action.get("targetIdentifier"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidNotification(
+            f"action {SENTRY_EMAIL_ACTION}: targetIdentifier must be a team id") from None
+    addresses = recipients.teams.get(team_id, ())
+    if not addresses:
+        raise InvalidNotification(
+            f"action {SENTRY_EMAIL_ACTION}: team {team_id} is no team of the organization"
+            " with members who have an e-mail address")
+    return list(dict.fromkeys(addresses))
 
 
 def _looks_like_address(address: str) -> bool:

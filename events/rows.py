@@ -161,7 +161,7 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> pa.Table:
 SESSIONS_SCHEMA = pa.schema([
     ("queue_id", pa.uint64()), ("row", pa.uint16()), ("organization_id", pa.uint64()), ("project_id", pa.uint64()),
     ("received", pa.timestamp("ms", tz="UTC")), ("session_id", pa.string()),
-    ("status", pa.string()), ("errors", pa.uint32()), ("is_init", pa.uint8()),
+    ("distinct_id", pa.string()), ("status", pa.string()), ("errors", pa.uint32()), ("is_init", pa.uint8()),
     ("release", pa.string()), ("environment", pa.string()),
     ("started", pa.timestamp("ms", tz="UTC")), ("duration_s", pa.float64()),
     ("quantity", pa.uint32()),

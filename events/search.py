@@ -37,6 +37,9 @@ Syntax (https://docs.sentry.io/concepts/search/; grammar of Sentry's
   a bare date is that whole UTC day, a bare date-time the window from 5 minutes before to
   6 minutes after it (Sentry's ``parse_datetime_value``).
 * ``firstRelease:1.0`` (also ``first-release``, ``first_release``).
+* ``release:latest`` and ``firstRelease:latest``: the latest release of each project
+  searched (Sentry's ``parse_release``). The parser keeps the word; the caller, which knows
+  the projects, replaces it with versions (``with_latest_release``) before building SQL.
 * Triage: ``assigned:me``, ``assigned:#team-slug``, ``assigned:<username or e-mail>``,
   ``assigned:my_teams``, ``assigned:none``, lists (``assigned:[me, none]``); ``is:assigned``,
   ``is:unassigned``; ``bookmarks:me`` (or a username) and ``is:bookmarked``;
@@ -70,7 +73,7 @@ text, as Sentry's issue search treats a paren group without boolean operators; a
 release ">1.0"), as Sentry does for tags.
 
 Left out: ``is:linked``, ``is:for_review``, ownership keys (``owner:``),
-``release:latest``, semver comparisons, quoted keys (``"a:b":c``), unix-timestamp dates,
+semver comparisons, quoted keys (``"a:b":c``), unix-timestamp dates,
 numeric lists (``times_seen:[1, 2]``), negated exact dates (``!firstSeen:2026-01-01``),
 operators on relative dates (``age:>-24h``) and wildcards in free text.
 
@@ -85,9 +88,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 from events.errors import BadRequest
 
@@ -751,3 +754,34 @@ def in_environments(filters: EventFilters, environments: Sequence[str]) -> Event
         return filters
     only = TextFilter(Key("environment"), tuple(Pattern((e,)) for e in environments))
     return EventFilters((*filters.filters, only), filters.text)
+
+
+#: The release value Sentry reads as "the latest release" (a release cannot be named so).
+LATEST_RELEASE: Final = "latest"
+#: What ``latest`` becomes when the projects searched have no release: a version no release
+#: has (Sentry refuses releases with control characters; a NUL matches no PostgreSQL text),
+#: so the term matches nothing, as in Sentry.
+NO_RELEASE: Final = Pattern(("\x00",))
+_RELEASE_KEYS: Final = (Key("release"), Key("first_release"))
+
+
+def uses_latest_release(q: SearchQuery) -> bool:
+    """Whether ``q`` has ``release:latest`` or ``firstRelease:latest`` (then the caller
+    looks the latest releases up and calls ``with_latest_release``)."""
+    return any(isinstance(f, TextFilter) and f.key in _RELEASE_KEYS
+               and Pattern((LATEST_RELEASE,)) in f.values for f in q.filters)
+
+
+def with_latest_release(q: SearchQuery, versions: Sequence[str]) -> SearchQuery:
+    """``q`` with ``latest`` among the release and first-release values replaced by
+    ``versions`` (the latest release of each project searched), or by a value matching
+    nothing when there are none."""
+    latest = tuple(Pattern((v,)) for v in versions) or (NO_RELEASE,)
+
+    def resolved(f: Filter) -> Filter:
+        if not isinstance(f, TextFilter) or f.key not in _RELEASE_KEYS:
+            return f
+        values = [p for v in f.values for p in (latest if v == Pattern((LATEST_RELEASE,))
+                                                   else (v,))]
+        return replace(f, values=tuple(dict.fromkeys(values)))
+    return replace(q, filters=tuple(resolved(f) for f in q.filters))

@@ -33,6 +33,7 @@ from events.notify import (
     NOTIFY_EVENT_SERVICE_ACTION,
     SENTRY_EMAIL_ACTION,
     Destination,
+    EmailRecipients,
     InvalidNotification,
     NextStep,
     SendOutcome,
@@ -131,10 +132,12 @@ def enqueue(conn: psycopg.Connection[Any], deliveries: Sequence[NewDelivery]) ->
     for d in deliveries:
         urls = (plugin_urls.setdefault(d.project_id, _enabled_plugin_urls(conn, d))
                 if d.action.get("id") == NOTIFY_EVENT_SERVICE_ACTION else [])
-        emails = (member_emails.setdefault(d.organization_id, _member_emails(conn, d))
-                  if d.action.get("id") == SENTRY_EMAIL_ACTION else {})
+        recipients = EmailRecipients()
+        if d.action.get("id") == SENTRY_EMAIL_ACTION:
+            recipients = _recipients(conn, d, member_emails.setdefault(
+                d.organization_id, _member_emails(conn, d)))
         try:
-            destinations = _destinations(d.action, urls, emails)
+            destinations = _destinations(d.action, urls, recipients)
         except InvalidNotification as exc:
             ids.append(_insert_undeliverable(conn, d, exc.detail))
             continue
@@ -147,9 +150,11 @@ def enqueue(conn: psycopg.Connection[Any], deliveries: Sequence[NewDelivery]) ->
 
 
 def _destinations(action: Mapping[str, Any], urls: Sequence[str],
-                  emails: Mapping[int, str]) -> list[Destination]:
-    destinations = action_destinations(action, urls, emails)
-    if not destinations:
+                  recipients: EmailRecipients) -> list[Destination]:
+    """Where the action goes; none only for an "Issue Owners" e-mail that falls through to
+    no one (nothing to send, as Sentry: not a failure)."""
+    destinations = action_destinations(action, urls, recipients)
+    if not destinations and action.get("id") == NOTIFY_EVENT_SERVICE_ACTION:
         raise InvalidNotification(
             f"action {action.get('id')}: the project's WebHooks plugin has no URLs (or is"
             " disabled); set them with PUT /api/0/projects/{org}/{project}/plugins/webhooks/")
@@ -186,6 +191,53 @@ def _enabled_plugin_urls(conn: psycopg.Connection[Any], d: NewDelivery) -> list[
         " WHERE project_id = %s AND organization_id = %s AND enabled",
         (d.project_id, d.organization_id)).fetchone()
     return list(row[0]) if row else []
+
+
+def _recipients(conn: psycopg.Connection[Any], d: NewDelivery, members: dict[int, str]
+                ) -> EmailRecipients:
+    """The addresses Sentry's e-mail action ``d.action`` may need, in the delivery's
+    organization only: its members, the issue's owners ("IssueOwners"), the team's
+    members ("Team")."""
+    target = d.action.get("targetType")
+    owners: tuple[str, ...] = ()
+    teams: dict[int, tuple[str, ...]] = {}
+    if target == "IssueOwners" and d.issue_id is not None:
+        owners = _issue_owner_emails(conn, d)
+    if target == "Team" and str(d.action.get("targetIdentifier", "")).isdigit():
+        team_id = int(str(d.action["targetIdentifier"]))
+        teams[team_id] = _team_emails(conn, d.organization_id, team_id)
+    return EmailRecipients(members, owners, teams)
+
+
+#: Members of an organization (first %s) with an address, in a team (then one).
+_TEAM_MEMBER_EMAILS: Final = (
+    "SELECT u.email FROM team_members tm JOIN organization_members m ON m.id = tm.member_id"
+    " JOIN teams t ON t.id = tm.team_id AND t.organization_id = m.organization_id"
+    " JOIN users u ON u.id = m.user_id WHERE m.organization_id = %s AND tm.team_id = {team}"
+    " AND u.email IS NOT NULL AND u.email <> ''")
+
+
+def _issue_owner_emails(conn: psycopg.Connection[Any], d: NewDelivery) -> tuple[str, ...]:
+    """The issue's assigned member, or its assigned team's members, with an address; only
+    for an issue of the delivery's project and organization."""
+    issue = ("(SELECT i.{column} FROM issues i JOIN projects p ON p.id = i.project_id"
+             " WHERE i.id = %s AND i.project_id = %s AND p.organization_id = %s)")
+    rows = conn.execute(
+        "SELECT u.email FROM organization_members m JOIN users u ON u.id = m.user_id"
+        " WHERE m.organization_id = %s AND u.email IS NOT NULL AND u.email <> ''"
+        f" AND u.id = {issue.format(column='assignee_user_id')}"
+        f" UNION {_TEAM_MEMBER_EMAILS.format(team=issue.format(column='assignee_team_id'))}"
+        " ORDER BY 1",
+        (d.organization_id, d.issue_id, d.project_id, d.organization_id,
+         d.organization_id, d.issue_id, d.project_id, d.organization_id)).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
+def _team_emails(conn: psycopg.Connection[Any], organization_id: int, team_id: int
+                 ) -> tuple[str, ...]:
+    rows = conn.execute(_TEAM_MEMBER_EMAILS.format(team="%s") + " ORDER BY 1",
+                        (organization_id, team_id)).fetchall()
+    return tuple(str(r[0]) for r in rows)
 
 
 def _member_emails(conn: psycopg.Connection[Any], d: NewDelivery) -> dict[int, str]:

@@ -21,20 +21,23 @@ class Release:
     date_released: dt.datetime | None
     #: (slug, name) of its projects, among those asked for.
     projects: tuple[tuple[str, str], ...]
+    #: Their ids, in the same order.
+    project_ids: tuple[int, ...] = ()
 
 
 _SELECT: Final = (
     "SELECT r.id, r.version, r.url, r.date_added, r.date_released,"
     " coalesce(array_agg(p.slug ORDER BY p.slug) FILTER (WHERE p.id IS NOT NULL), '{}'),"
-    " coalesce(array_agg(p.name ORDER BY p.slug) FILTER (WHERE p.id IS NOT NULL), '{}')"
+    " coalesce(array_agg(p.name ORDER BY p.slug) FILTER (WHERE p.id IS NOT NULL), '{}'),"
+    " coalesce(array_agg(p.id ORDER BY p.slug) FILTER (WHERE p.id IS NOT NULL), '{}')"
     " FROM releases r LEFT JOIN release_projects rp ON rp.release_id = r.id"
     " AND rp.project_id = ANY(%s) LEFT JOIN projects p ON p.id = rp.project_id"
     " WHERE r.organization_id = %s")
 
 
 def _release(row: Any) -> Release:
-    return Release(int(row[0]), row[1], row[2], row[3], row[4], tuple(zip(row[5], row[6],
-                                                                          strict=True)))
+    return Release(int(row[0]), row[1], row[2], row[3], row[4],
+                   tuple(zip(row[5], row[6], strict=True)), tuple(int(i) for i in row[7]))
 
 
 def find_release(conn: psycopg.Connection[Any], organization_id: int, version: str,
@@ -47,13 +50,19 @@ def find_release(conn: psycopg.Connection[Any], organization_id: int, version: s
 
 
 def list_releases(conn: psycopg.Connection[Any], organization_id: int,
-                  visible: Iterable[int], limit: int, project: int | None = None
-                  ) -> list[Release]:
-    """Newest first, releases of the visible projects (or of ``project`` only)."""
+                  visible: Iterable[int], limit: int, project: int | None = None,
+                  containing: str | None = None) -> list[Release]:
+    """Newest first, releases of the visible projects (or of ``project`` only); with
+    ``containing``, those whose version contains it, in any case (Sentry's ``query``)."""
     ids = sorted(visible) if project is None else [project]
-    rows = conn.execute(_SELECT + " GROUP BY r.id HAVING count(p.id) > 0"
+    matching, args = "", [ids, organization_id]
+    if containing:
+        escaped = containing.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matching = " AND r.version ILIKE %s"
+        args.append(f"%{escaped}%")
+    rows = conn.execute(_SELECT + matching + " GROUP BY r.id HAVING count(p.id) > 0"
                         " ORDER BY r.date_added DESC, r.id DESC LIMIT %s",
-                        (ids, organization_id, limit)).fetchall()
+                        (*args, limit)).fetchall()
     return [_release(r) for r in rows]
 
 
@@ -76,3 +85,83 @@ def save_release(conn: psycopg.Connection[Any], organization_id: int, version: s
             " FROM projects p WHERE p.organization_id = %s AND p.id = ANY(%s)"
             " ON CONFLICT DO NOTHING", (row[0], organization_id, sorted(set(project_ids))))
     return bool(row[1])
+
+
+def new_issue_counts(conn: psycopg.Connection[Any], organization_id: int,
+                     project_ids: Iterable[int], versions: Iterable[str]
+                     ) -> dict[tuple[str, int], int]:
+    """Sentry's ``newGroups``: per (version, project), the issues first seen in that release
+    (live ones: an issue merged into another counts there). One index range per project
+    (``issues_project_first_release``), never a scan of the projects' issues."""
+    rows = conn.execute(
+        "SELECT i.first_release, i.project_id, count(*) FROM issues i"
+        " JOIN projects p ON p.id = i.project_id WHERE p.organization_id = %s"
+        " AND i.project_id = ANY(%s) AND i.first_release = ANY(%s)"
+        " AND i.merged_into IS NULL GROUP BY i.first_release, i.project_id",
+        (organization_id, sorted(project_ids), sorted(set(versions)))).fetchall()
+    return {(str(r[0]), int(r[1])): int(r[2]) for r in rows}
+
+
+@dataclass(frozen=True)
+class NewIssue:
+    """An issue first seen in a release (the release page's list)."""
+
+    id: int
+    project_id: int
+    title: str
+    culprit: str
+    level: str
+    status: str
+    times_seen: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+def new_issues(conn: psycopg.Connection[Any], organization_id: int,
+               project_ids: Iterable[int], version: str, limit: int) -> list[NewIssue]:
+    """The live issues first seen in ``version``, most recently seen first."""
+    rows = conn.execute(
+        "SELECT i.id, i.project_id, i.title, i.culprit, i.level, i.status, i.times_seen,"
+        " i.first_seen, i.last_seen FROM issues i JOIN projects p ON p.id = i.project_id"
+        " WHERE p.organization_id = %s AND i.project_id = ANY(%s) AND i.first_release = %s"
+        " AND i.merged_into IS NULL ORDER BY i.last_seen DESC, i.id DESC LIMIT %s",
+        (organization_id, sorted(project_ids), version, limit)).fetchall()
+    return [NewIssue(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], int(r[6]), r[7], r[8])
+            for r in rows]
+
+
+@dataclass(frozen=True)
+class SeenRelease:
+    """A release an issue was seen in: its version, and the stored release (None for a
+    version no release was created for, such as one longer than Sentry allows)."""
+
+    version: str
+    release: Release | None
+
+
+def issue_releases(conn: psycopg.Connection[Any], organization_id: int, project_id: int,
+                   issue_id: int) -> tuple[SeenRelease | None, SeenRelease | None]:
+    """The first and last release an issue was seen in (Sentry's ``firstRelease`` and
+    ``lastRelease``), each None when its events named none."""
+    row = conn.execute(
+        "SELECT i.first_release, i.last_release FROM issues i JOIN projects p"
+        " ON p.id = i.project_id WHERE p.organization_id = %s AND i.project_id = %s"
+        " AND i.id = %s", (organization_id, project_id, issue_id)).fetchone()
+    if row is None:
+        return None, None
+    found = {v: SeenRelease(v, find_release(conn, organization_id, v, [project_id]))
+             for v in {row[0], row[1]} if v}
+    return found.get(row[0]), found.get(row[1])
+
+
+def latest_versions(conn: psycopg.Connection[Any], organization_id: int,
+                    project_ids: Iterable[int]) -> list[str]:
+    """What ``release:latest`` means for these projects: each project's newest release by
+    date created (Sentry's ``get_latest_release`` for releases not following semver; a
+    release first named by an event is created when that event is stored), distinct."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (rp.project_id) r.version FROM release_projects rp"
+        " JOIN releases r ON r.id = rp.release_id WHERE r.organization_id = %s"
+        " AND rp.project_id = ANY(%s) ORDER BY rp.project_id, r.date_added DESC, r.id DESC",
+        (organization_id, sorted(project_ids))).fetchall()
+    return sorted({str(r[0]) for r in rows})

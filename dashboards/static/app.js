@@ -9,6 +9,7 @@ import { renderLogin } from "./login.js";
 import { renderOperator } from "./operator.js";
 import { renderOrgSettings } from "./org_settings.js";
 import { renderProjectSettings } from "./project_settings.js";
+import { renderRelease, renderReleases } from "./releases.js";
 import { parseRoute, routes } from "./router.js";
 import { renderSetup } from "./setup.js";
 import { renderStream } from "./stream.js";
@@ -85,6 +86,7 @@ async function renderSwitcher(org, project) {
     h("label", { for: "org-select" }, "Organization"), orgSelect,
     h("label", { for: "project-select" }, "Project"), projectSelect,
     org && project ? h("a", { href: routes.setup(org, project), class: "quiet" }, "Set up SDK") : null,
+    org ? h("a", { href: routes.releases(org), class: "quiet" }, "Releases") : null,
     org ? h("a", { href: routes.orgSettings(org), class: "quiet" }, "Organization settings") : null,
     org ? h("a", { href: routes.operator(org), class: "quiet" }, "Operator") : null);
   switcher.hidden = false;
@@ -125,7 +127,7 @@ async function homeRoute() {
 }
 
 function pageKey(route) {
-  return [route.name, route.org, route.project, route.id].join("/");
+  return [route.name, route.org, route.project, route.id, route.version].join("/");
 }
 
 async function show() {
@@ -166,6 +168,8 @@ async function show() {
       else if (route.name === "alerts") await renderAlerts(ctx);
       else if (route.name === "orgSettings") await renderOrgSettings(ctx);
       else if (route.name === "operator") await renderOperator(ctx);
+      else if (route.name === "releases") await renderReleases(ctx);
+      else if (route.name === "release") await renderRelease(ctx);
       else replace(main, h("h1", { tabindex: "-1" }, "Not found"),
         h("p", {}, h("a", { href: routes.home() }, "Go to your issues")));
     }

@@ -181,13 +181,21 @@ async function assignablePeople(org) {
   return { members: members || [], teams: teams || [] };
 }
 
-function counts(issue) {
+/** An issue's first or last release, a link to the release's page. */
+function releaseLink(org, release) {
+  return release ? h("a", { href: routes.release(org, release.version), class: "release-link" }, release.version)
+    : h("span", { class: "muted" }, "—");
+}
+
+function counts(issue, org) {
   const item = (label, value) => h("div", {}, h("dt", {}, label), h("dd", {}, value));
   return h("dl", { class: "counts" },
     item("Events", h("span", { title: issue.count }, shortCount(issue.count))),
     item("Users", shortCount(issue.userCount ?? 0)),
     item("First seen", time(issue.firstSeen, relativeTime(issue.firstSeen))),
     item("Last seen", time(issue.lastSeen, relativeTime(issue.lastSeen))),
+    item("First release", releaseLink(org, issue.firstRelease)),
+    item("Last release", releaseLink(org, issue.lastRelease)),
     issue.stats && issue.stats["24h"] ? item("Last 24 hours", sparkline(issue.stats["24h"], { width: 144, height: 32 })) : null,
     issue.stats && issue.stats["30d"] ? item("Last 30 days", sparkline(issue.stats["30d"], { width: 144, height: 32, period: "the last 30 days", daily: true })) : null);
 }
@@ -333,7 +341,8 @@ export async function renderIssue(ctx) {
   const which = ctx.route.query.get("event") || "latest";
   const filters = filtersOf(ctx.route.query);
   const [issue, tags, event, people] = await Promise.all([
-    get(`/issues/${seg(id)}/`),
+    // Counts, first/last seen and graphs follow the chosen environment (Sentry's ?environment=).
+    get(`/issues/${seg(id)}/`, filters.environment ? [["environment", filters.environment]] : undefined),
     settle(get(`/issues/${seg(id)}/tags/`)),
     settle(chosenEvent(id, which, ctx.route.query.has("event"), filters)),
     settle(assignablePeople(org)),
@@ -363,7 +372,7 @@ export async function renderIssue(ctx) {
         issue.platform ? h("span", { class: "muted" }, issue.platform) : null)),
     actions(ctx, issue),
     triageBar(ctx, issue, people),
-    counts(issue),
+    counts(issue, org),
     filtersBar(filters, environments, (chosen) => routes.issue(org, issue.id, filterQuery(chosen))),
     h("div", { class: "issue-layout" },
       h("div", { class: "issue-main" }, eventSection(ctx, issue, event, tagHref)),

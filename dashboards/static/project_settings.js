@@ -8,6 +8,7 @@
 import { ApiError, get, request, seg } from "./api.js";
 import { h, replace, time } from "./dom.js";
 import { byteSize, relativeTime } from "./format.js";
+import { ownershipSection } from "./ownership_settings.js";
 import { routes } from "./router.js";
 import {
   addDescribedBy, checkboxField, errorSlot, errorText, field, lines, onSubmit, settingsSection,
@@ -407,5 +408,6 @@ export async function renderProjectSettings(ctx) {
     scrubbingSection(ctx, state, project),
     groupingSection(ctx, state, project),
     spikeSection(ctx, state, project),
+    ownershipSection(ctx, state.org, state.project),
     sourceMapsSection(ctx, state, project)));
 }

@@ -6,6 +6,8 @@
 //   #/{org}/{project}/alerts                  the project's alert rules, delivery log, warnings
 //   #/{org}/settings                          the organization's members, teams and your tokens
 //   #/{org}/operator                          how Crashray is doing: figures, dead letters, nodes
+//   #/{org}/releases?query=                   the releases, their new issues and crash-free rates
+//   #/{org}/releases/{version}                one release and the issues first seen in it
 //   #/{org}/issues/{id}?event={eventId}       one issue and one of its events
 
 const enc = encodeURIComponent;
@@ -28,6 +30,8 @@ export const routes = {
   alerts: (org, project) => `#/${enc(org)}/${enc(project)}/alerts`,
   orgSettings: (org) => `#/${enc(org)}/settings`,
   operator: (org) => `#/${enc(org)}/operator`,
+  releases: (org, query) => withQuery(`#/${enc(org)}/releases`, query),
+  release: (org, version) => `#/${enc(org)}/releases/${enc(version)}`,
   issue: (org, id, query) => withQuery(`#/${enc(org)}/issues/${enc(id)}`, query),
 };
 
@@ -62,6 +66,13 @@ export function parseRoute(hash) {
   }
   if (parts.length === 2 && parts[1] === "operator") {
     return { name: "operator", org: parts[0], query };
+  }
+  if (parts.length === 2 && parts[1] === "releases") {
+    return { name: "releases", org: parts[0], query };
+  }
+  // After the project pages: a project named "releases" keeps its pages.
+  if (parts.length === 3 && parts[1] === "releases") {
+    return { name: "release", org: parts[0], version: parts[2], query };
   }
   if (parts.length === 3 && parts[1] === "issues" && /^\d+$/.test(parts[2])) {
     return { name: "issue", org: parts[0], id: parts[2], query };

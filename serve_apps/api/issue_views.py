@@ -18,10 +18,14 @@ from events.search import (
     issue_filters,
     needs_events,
     parse_search,
+    uses_latest_release,
+    with_latest_release,
 )
 from serve_apps.api.deps import Services
-from serve_apps.api.shapes import iso
+from serve_apps.api.shapes import iso, seen_release_json
+from storage import issue_environments as env_store
 from storage import issues as issue_store
+from storage import releases as release_store
 from storage import triage as triage_store
 from storage.projects import ProjectRef
 
@@ -50,9 +54,13 @@ def issue_stream(svc: Services, organization_id: int, projects: Sequence[Project
     is the caller (``assigned:me``, bookmarks; None: an organization token)."""
     now = dt.datetime.now(dt.UTC)
     request = parse_stream_request(params, DEFAULT_STREAM_LIMIT, svc.config.max_page_size, now)
-    search = parse_search(request.query, now)
     by_id = {p.id: p for p in projects}
     ids = sorted(by_id)
+    search = parse_search(request.query, now)
+    if uses_latest_release(search):
+        with svc.pool.connection() as conn:
+            search = with_latest_release(
+                search, release_store.latest_versions(conn, organization_id, ids))
     issue_ids = _issues_with_matching_events(svc, organization_id, ids, search, request, now)
     page = request.limit + 1
     with svc.pool.connection() as conn:
@@ -184,16 +192,44 @@ def assigned_to_json(who: triage_store.Assignee | None) -> dict[str, Any] | None
 
 
 def issue_detail(svc: Services, project: ProjectRef, row: issue_store.IssueRow,
-                 user_id: int | None = None) -> dict[str, Any]:
+                 user_id: int | None = None, environments: Sequence[str] = ()
+                 ) -> dict[str, Any]:
     """An issue with its users, its last 24 hours and 30 days, its activity, and its
-    triage state as the caller (``user_id``) sees it."""
-    users = user_counts(svc, project, [row.id]).get(row.id, 0)
+    triage state as the caller (``user_id``) sees it. With ``environments`` (Sentry's
+    ``?environment=``), its counts, first and last seen and graphs are those of its
+    events in them."""
     now = dt.datetime.now(dt.UTC)
     org = project.organization_id
-    stats = {"24h": hourly_stats(svc, org, [project.id], [row.id], now)[row.id],
-             "30d": hourly_stats(svc, org, [project.id], [row.id], now, days=30)[row.id]}
+    if environments:
+        totals = _environment_totals(svc, project, row.id, environments, now)
+    else:
+        totals = {"userCount": user_counts(svc, project, [row.id]).get(row.id, 0), "stats": {
+            "24h": hourly_stats(svc, org, [project.id], [row.id], now)[row.id],
+            "30d": hourly_stats(svc, org, [project.id], [row.id], now, days=30)[row.id]}}
+    with svc.pool.connection() as conn:
+        first, last = release_store.issue_releases(conn, org, project.id, row.id)
     return {**issue_json(svc, project, row), **triage_fields(svc, org, user_id, [row])[row.id],
-            "userCount": users, "stats": stats, "activity": activity(svc, project, row.id)}
+            **totals, "activity": activity(svc, project, row.id),
+            "firstRelease": seen_release_json(first), "lastRelease": seen_release_json(last)}
+
+
+def _environment_totals(svc: Services, project: ProjectRef, issue_id: int,
+                        environments: Sequence[str], now: dt.datetime) -> dict[str, Any]:
+    """``count``, ``userCount``, ``firstSeen``, ``lastSeen`` and ``stats`` of the issue's
+    events in ``environments`` (null first/last seen when it has none there, as Sentry)."""
+    hashes = issue_hash_list(svc, project, issue_id)
+    found = env_store.environment_totals(svc.clickhouse, project, hashes, environments)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    hours = [hour - dt.timedelta(hours=23 - n) for n in range(24)]
+    days = [day - dt.timedelta(days=29 - n) for n in range(30)]
+    return {"count": str(found.events), "userCount": found.users,
+            "firstSeen": iso(found.first_seen) if found.first_seen else None,
+            "lastSeen": iso(found.last_seen) if found.last_seen else None,
+            "stats": {"24h": env_store.environment_counts(svc.clickhouse, project, hashes,
+                                                          environments, hours, daily=False),
+                      "30d": env_store.environment_counts(svc.clickhouse, project, hashes,
+                                                          environments, days, daily=True)}}
 
 
 def activity(svc: Services, project: ProjectRef, issue_id: int, kind: str | None = None

@@ -71,6 +71,8 @@ router = APIRouter(tags=["issues"])
 #: Values shown per tag key on an issue (Sentry shows the top 9; its values endpoint more).
 TAG_TOP_VALUES: Final = 9
 TAG_VALUES_LIMIT: Final = 100
+#: Environments one issue request may name (the dashboard names one).
+MAX_ENVIRONMENTS: Final = 100
 
 
 @router.get("/projects/{org}/{project}/issues/")
@@ -238,11 +240,15 @@ def _apply_status(svc: Services, conn: Any, project: ProjectRef, row: issue_stor
 
 @router.get("/issues/{issue_id}/", response_model=None)
 def get_issue(scope: Annotated[IssueAccess, Depends(issue_access("event:read"))],
-              who: Annotated[Caller, Depends(caller)],
-              svc: Svc) -> dict[str, Any] | RedirectResponse:
+              who: Annotated[Caller, Depends(caller)], svc: Svc,
+              environment: Annotated[list[str] | None, Query(max_length=MAX_ENVIRONMENTS)]
+              = None) -> dict[str, Any] | RedirectResponse:
+    """``?environment=`` (repeatable, as Sentry): the counts and graphs of its events in
+    those environments."""
     if scope.issue.merged_into is not None:  # merged away: Sentry redirects to the survivor
         return RedirectResponse(f"/api/0/issues/{scope.issue.merged_into}/", status_code=302)
-    return issue_detail(svc, scope.project, scope.issue, who.user_id)
+    return issue_detail(svc, scope.project, scope.issue, who.user_id,
+                        sorted({e for e in environment or [] if e}))
 
 
 @router.put("/issues/{issue_id}/")

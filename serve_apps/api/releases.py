@@ -1,14 +1,19 @@
 """Releases and their files, as sentry-cli 2.x and older bundler plugins use them.
 
-    GET  /api/0/organizations/{org}/releases/              project:read  ?project=<id>
+    GET  /api/0/organizations/{org}/releases/              project:read  ?project=<id>,
+                                                           health=1, summaryStatsPeriod=14d,
+                                                           query=<part of a version>
     POST /api/0/organizations/{org}/releases/              project:releases or :write
                                                            {version, projects, url?,
                                                             dateReleased?}
     GET  /api/0/projects/{org}/{project}/releases/         project:read
     POST /api/0/projects/{org}/{project}/releases/         project:releases or :write
                                                            {version, url?, dateReleased?}
+    GET  /api/0/projects/{org}/{project}/releases/{version}/   project:read, ?health=1
     PUT  /api/0/projects/{org}/{project}/releases/{version}/   as the organization's PUT
-    GET  /api/0/organizations/{org}/releases/{version}/    project:read
+    GET  /api/0/organizations/{org}/releases/{version}/    project:read  ?health=1,
+                                                           summaryStatsPeriod=14d
+    GET  /api/0/organizations/{org}/releases/{version}/new-issues/   event:read
     PUT  /api/0/organizations/{org}/releases/{version}/    project:releases or :write
                                                            {dateReleased?, url?, projects?}
     GET  /api/0/projects/{org}/{project}/releases/{version}/files/   project:read
@@ -18,6 +23,11 @@
     DELETE /api/0/projects/{org}/{project}/releases/{version}/files/{file_id}/
          project:releases or :write; 204, or 404 when the project's release has no such file
 
+A release lists its new issues (``newGroups``: issues first seen in it, PostgreSQL), its
+events (``firstEvent``, ``lastEvent``, ``eventCount``: ClickHouse) and, with ``health=1``,
+each project's ``healthData`` (crash-free sessions and users, storage/release_health.py).
+Releases named by events are created as the events are stored (migration 0032).
+
 ``sentry-cli releases finalize`` is the PUT with ``dateReleased``. A file whose name and
 dist the release already has answers 409, as Sentry (sentry-cli then skips it). Files are
 stored as one-file bundles (storage/artifacts.py) and found by URL like bundles are.
@@ -26,6 +36,9 @@ stored as one-file bundles (storage/artifacts.py) and found by URL like bundles 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -39,9 +52,11 @@ from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess, expire_organiz
 from serve_apps.api.deps import ProjectAccess, Services, Svc, org_access, project_access
 from serve_apps.api.shapes import MAX_BIGINT, Body, iso
 from storage import artifacts as artifact_store
+from storage import release_health as health_store
 from storage import releases as release_store
 from storage.artifacts import BlobStore, ReleaseFile
 from storage.projects import find_project, project_by_id
+from storage.release_health import ReleaseEvents, ReleaseHealth
 from storage.releases import Release
 from storage.tenancy import Access
 
@@ -52,11 +67,94 @@ Version = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern
 MAX_HEADERS: Final = 20
 
 
-def release_json(r: Release) -> dict[str, Any]:
+def release_json(r: Release, stats: ReleaseStats | None = None) -> dict[str, Any]:
+    """A release in Sentry's shape; with ``stats``, its new issues and events, and (when
+    they were asked for) each project's ``healthData``."""
+    stats = stats or ReleaseStats()
+    events = stats.events.get(r.version)
+    projects = []
+    for (slug, name), project_id in zip(r.projects, r.project_ids, strict=True):
+        health = stats.health.get((r.version, project_id))
+        shown: dict[str, Any] = {
+            "id": project_id, "slug": slug, "name": name,
+            "newGroups": stats.new_groups.get((r.version, project_id), 0),
+            "hasHealthData": health is not None}
+        if stats.with_health:
+            shown["healthData"] = health_json(health)
+        projects.append(shown)
     return {"version": r.version, "shortVersion": r.version, "url": r.url,
             "dateCreated": iso(r.date_added),
             "dateReleased": iso(r.date_released) if r.date_released else None,
-            "newGroups": 0, "projects": [{"slug": s, "name": n} for s, n in r.projects]}
+            "newGroups": sum(p["newGroups"] for p in projects),
+            "firstEvent": iso(events.first) if events else None,
+            "lastEvent": iso(events.last) if events else None,
+            # Not in Sentry's serializer: the release page's event column.
+            "eventCount": events.count if events else 0,
+            "projects": projects}
+
+
+def health_json(h: ReleaseHealth | None) -> dict[str, Any]:
+    """Sentry's ``healthData`` of one project's release (rates in percent; null without
+    sessions, as Sentry)."""
+    return {"hasHealthData": h is not None,
+            "crashFreeSessions": h.crash_free_sessions if h else None,
+            "crashFreeUsers": h.crash_free_users if h else None,
+            "totalSessions": h.sessions if h else 0,
+            "totalUsers": h.users if h else 0,
+            "sessionsCrashed": h.sessions_crashed if h else 0,
+            "sessionsAbnormal": h.sessions_abnormal if h else 0,
+            "usersCrashed": h.users_crashed if h else 0}
+
+
+@dataclass(frozen=True)
+class ReleaseStats:
+    """What the release JSON adds to the stored release, read for a page at once."""
+
+    new_groups: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    events: Mapping[str, ReleaseEvents] = field(default_factory=dict)
+    health: Mapping[tuple[str, int], ReleaseHealth] = field(default_factory=dict)
+    with_health: bool = False
+
+
+def release_stats(svc: Services, organization_id: int, found: Sequence[Release],
+                  health_since: dt.datetime | None) -> ReleaseStats:
+    """New issues (PostgreSQL, by first release), events and, with ``health_since``,
+    sessions (ClickHouse) of these releases in their listed projects: one query each for
+    the whole page."""
+    versions = [r.version for r in found]
+    project_ids = {p for r in found for p in r.project_ids}
+    if not versions:
+        return ReleaseStats(with_health=health_since is not None)
+    with svc.pool.connection() as conn:
+        new_groups = release_store.new_issue_counts(conn, organization_id, project_ids,
+                                                    versions)
+    events = health_store.release_events(svc.clickhouse, organization_id, project_ids,
+                                         versions)
+    health = {} if health_since is None else health_store.release_health(
+        svc.clickhouse, organization_id, project_ids, versions, health_since)
+    return ReleaseStats(new_groups, events, health, health_since is not None)
+
+
+def health_since(health: str | None, period: str | None) -> dt.datetime | None:
+    """When ``health=1``, the start of the period health is computed over (Sentry's
+    ``summaryStatsPeriod``: ``24h``, ``14d``, …; 14 days by default); None otherwise."""
+    if health not in ("1", "true"):
+        return None
+    span = health_store.DEFAULT_HEALTH_PERIOD
+    if period is not None:
+        match = _PERIOD.fullmatch(period)
+        if match is None or int(match[1]) == 0:
+            raise BadRequest(f"summaryStatsPeriod: {period[:40]!r} is not a period; give a"
+                             " number and a unit such as 24h or 14d (at most 90d)")
+        span = min(dt.timedelta(seconds=int(match[1]) * _UNIT_S[match[2]]),
+                   MAX_HEALTH_PERIOD)
+    return dt.datetime.now(dt.UTC) - span
+
+
+_PERIOD: Final = re.compile(r"(\d{1,5})([mhdw])")
+_UNIT_S: Final = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+#: Sessions are kept 90 days by default (CRASHRAY_SESSIONS_DAYS): no longer period exists.
+MAX_HEALTH_PERIOD: Final = dt.timedelta(days=90)
 
 
 class NewRelease(Body):
@@ -74,23 +172,52 @@ class UpdatedRelease(Body):
 
 @router.get("/organizations/{org}/releases/")
 def list_releases(access: Annotated[Access, Depends(org_access("project:read"))], svc: Svc,
-                  project: int | None = None) -> list[dict[str, Any]]:
+                  project: int | None = None, health: str | None = None,
+                  summaryStatsPeriod: str | None = None, query: str | None = None
+                  ) -> list[dict[str, Any]]:
+    """Newest first; ``health=1`` adds each project's crash-free rates, ``query`` keeps
+    the versions containing it (Sentry's release search)."""
     if project is not None and project not in access.project_ids:
         return []
+    since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.list_releases(conn, access.organization_id, access.project_ids,
-                                            svc.config.max_page_size, project)
-    return [release_json(r) for r in found]
+                                            svc.config.max_page_size, project,
+                                            _version_text(query))
+    stats = release_stats(svc, access.organization_id, found, since)
+    return [release_json(r, stats) for r in found]
 
 
 @router.get("/projects/{org}/{project}/releases/")
 def project_releases(scope: Annotated[ProjectAccess, Depends(project_access("project:read"))],
-                     svc: Svc) -> list[dict[str, Any]]:
+                     svc: Svc, health: str | None = None,
+                     summaryStatsPeriod: str | None = None, query: str | None = None
+                     ) -> list[dict[str, Any]]:
+    since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.list_releases(conn, scope.access.organization_id,
                                             scope.access.project_ids,
-                                            svc.config.max_page_size, scope.project.id)
-    return [release_json(r) for r in found]
+                                            svc.config.max_page_size, scope.project.id,
+                                            _version_text(query))
+    found = [_only_project(r, scope.project.id) for r in found]
+    stats = release_stats(svc, scope.access.organization_id, found, since)
+    return [release_json(r, stats) for r in found]
+
+
+def _version_text(query: str | None) -> str | None:
+    """A release search: part of a version (at most 200 characters, Sentry's limit on a
+    version); None searches nothing."""
+    if query and ("\x00" in query or len(query) > 200):
+        raise BadRequest(f"query: {query[:40]!r} is no part of a version: at most 200"
+                         " characters, no NUL (\\u0000)")
+    return query.strip() or None if query else None
+
+
+def _only_project(r: Release, project_id: int) -> Release:
+    """A release as one project's list shows it: its counts are that project's."""
+    kept = [i for i, p in enumerate(r.project_ids) if p == project_id]
+    return replace(r, projects=tuple(r.projects[i] for i in kept),
+                   project_ids=tuple(r.project_ids[i] for i in kept))
 
 
 @router.post("/organizations/{org}/releases/", status_code=201)
@@ -132,13 +259,56 @@ def _save(svc: Services, access: Access, version: str, ids: list[int], url: str 
 
 @router.get("/organizations/{org}/releases/{version}/")
 def get_release(version: str, access: Annotated[Access, Depends(org_access("project:read"))],
-                svc: Svc) -> dict[str, Any]:
+                svc: Svc, health: str | None = None, summaryStatsPeriod: str | None = None
+                ) -> dict[str, Any]:
+    """A release of a project the caller sees (404 otherwise, as for a release that does
+    not exist), its new issues, events and, with ``health=1``, health."""
+    since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.find_release(conn, access.organization_id, version,
                                            access.project_ids)
     if found is None:
         raise not_found(f"release {version!r} not found")
-    return release_json(found)
+    return release_json(found, release_stats(svc, access.organization_id, [found], since))
+
+
+@router.get("/projects/{org}/{project}/releases/{version}/")
+def get_project_release(version: str, scope: Annotated[
+        ProjectAccess, Depends(project_access("project:read"))], svc: Svc,
+        health: str | None = None, summaryStatsPeriod: str | None = None) -> dict[str, Any]:
+    """The release as one project's: its counts are that project's (404 when the project
+    has no such release)."""
+    since = health_since(health, summaryStatsPeriod)
+    with svc.pool.connection() as conn:
+        found = release_store.find_release(conn, scope.access.organization_id, version,
+                                           [scope.project.id])
+    if found is None:
+        raise not_found(f"release {version!r} not found for project {scope.project.slug}")
+    return release_json(found, release_stats(svc, scope.access.organization_id, [found],
+                                             since))
+
+
+@router.get("/organizations/{org}/releases/{version}/new-issues/")
+def release_new_issues(version: str,
+                       access: Annotated[Access, Depends(org_access("event:read"))],
+                       svc: Svc) -> list[dict[str, Any]]:
+    """The issues first seen in the release (Sentry's release page lists them through the
+    issue search ``firstRelease:<version>``; this is that list without the search), in
+    the projects the caller sees, most recently seen first."""
+    with svc.pool.connection() as conn:
+        found = release_store.find_release(conn, access.organization_id, version,
+                                           access.project_ids)
+        if found is None:
+            raise not_found(f"release {version!r} not found")
+        issues = release_store.new_issues(conn, access.organization_id, found.project_ids,
+                                          version, svc.config.max_page_size)
+    slugs = dict(zip(found.project_ids, (s for s, _ in found.projects), strict=True))
+    return [{"id": str(i.id), "shortId": f"{slugs[i.project_id].upper()}-{i.id}",
+             "title": i.title, "culprit": i.culprit, "level": i.level, "status": i.status,
+             "count": str(i.times_seen), "firstSeen": iso(i.first_seen),
+             "lastSeen": iso(i.last_seen),
+             "project": {"id": str(i.project_id), "slug": slugs[i.project_id]}}
+            for i in issues]
 
 
 @router.put("/organizations/{org}/releases/{version}/")

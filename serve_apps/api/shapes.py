@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from storage.keys import ProjectKey
 from storage.projects import ProjectRef
+from storage.releases import SeenRelease
 
 #: The largest number PostgreSQL stores (bigint); ids and counts beyond it cannot exist.
 MAX_BIGINT = 2**63 - 1
@@ -80,3 +81,14 @@ def key_json(key: ProjectKey, base_url: str) -> dict[str, Any]:
 
 def project_ref_json(project: ProjectRef) -> dict[str, Any]:
     return {"id": str(project.id), "slug": project.slug}
+
+
+def seen_release_json(seen: SeenRelease | None) -> dict[str, Any] | None:
+    """An issue's ``firstRelease`` / ``lastRelease`` as Sentry nests them: the release's
+    version and dates (null when the issue's events named no release)."""
+    if seen is None:
+        return None
+    r = seen.release
+    return {"version": seen.version, "shortVersion": seen.version,
+            "url": r.url if r else None, "dateCreated": iso(r.date_added) if r else None,
+            "dateReleased": iso(r.date_released) if r and r.date_released else None}
