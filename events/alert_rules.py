@@ -117,7 +117,11 @@ AGE_UNITS: Final[Mapping[str, timedelta]] = {
     "week": timedelta(weeks=1)}
 
 NOTIFY_SERVICES: Final = ("webhooks",)  # Sentry's legacy WebHooks plugin slug
-EMAIL_TARGET_TYPES: Final = ("IssueOwners", "Team", "Member")
+#: Sentry's targets of its e-mail action, and Crashray's "IssueSubscribers": the users who
+#: follow the issue (they subscribed, or were assigned, commented on or resolved it).
+EMAIL_TARGET_TYPES: Final = ("IssueOwners", "IssueSubscribers", "Team", "Member")
+#: Targets named by the issue itself (no ``targetIdentifier``).
+ISSUE_EMAIL_TARGETS: Final = ("IssueOwners", "IssueSubscribers")
 EMAIL_FALLTHROUGH_TYPES: Final = ("ActiveMembers", "AllMembers", "NoOne")
 ANOMALY_SCOPES: Final = ("issue", "project")
 WINDOW_KINDS: Final = ("events", "users")
@@ -551,7 +555,7 @@ def _clean_service(fields: _Fields) -> dict[str, Any]:
 
 def _clean_notify_email(fields: _Fields) -> dict[str, Any]:
     cleaned: dict[str, Any] = {"targetType": fields.choice("targetType", EMAIL_TARGET_TYPES)}
-    if cleaned["targetType"] != "IssueOwners":
+    if cleaned["targetType"] not in ISSUE_EMAIL_TARGETS:
         cleaned["targetIdentifier"] = fields.integer("targetIdentifier", minimum=1)
     fallthrough = fields.choice("fallthroughType", EMAIL_FALLTHROUGH_TYPES, default=None)
     if fallthrough is not None:
@@ -696,6 +700,7 @@ _EDITOR: Final[Mapping[str, tuple[str, Mapping[str, Any]]]] = {
     NOTIFY_EMAIL: ("Send a notification to {targetType}",
                    {"targetType": {"type": "mailAction",
                                    "choices": [["IssueOwners", "Issue Owners"],
+                                               ["IssueSubscribers", "Issue Subscribers"],
                                                ["Team", "Team"], ["Member", "Member"]]},
                     "fallthroughType": _choices(EMAIL_FALLTHROUGH_TYPES)}),
     WEBHOOK_ACTION: ("Send a webhook to {url}",

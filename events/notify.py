@@ -39,7 +39,7 @@ WEBHOOK_ACTION: Final = "crashray.actions.webhook"
 SLACK_ACTION: Final = "crashray.actions.slack"
 EMAIL_ACTION: Final = "crashray.actions.email"
 #: Sentry's e-mail action: targetType "IssueOwners" (with its fallthroughType), "Team" or
-#: "Member" (targetIdentifier: the team or user id).
+#: "Member" (targetIdentifier: the team or user id), and Crashray's "IssueSubscribers".
 SENTRY_EMAIL_ACTION: Final = "sentry.mail.actions.NotifyEmailAction"
 
 #: Header carrying ``sha256=<hex HMAC-SHA256 of the body keyed with the action's secret>``.
@@ -317,6 +317,8 @@ class EmailRecipients:
     members: Mapping[int, str] = field(default_factory=dict)
     issue_owners: tuple[str, ...] = ()
     teams: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    #: The members following the issue ("IssueSubscribers"), with an address.
+    issue_subscribers: tuple[str, ...] = ()
 
 
 def action_destinations(action: Mapping[str, Any], plugin_urls: Sequence[str],
@@ -357,14 +359,18 @@ def _email_addresses(action: Mapping[str, Any], recipients: EmailRecipients) -> 
         return list(dict.fromkeys(to))
     if action_id == SENTRY_EMAIL_ACTION and action.get("targetType") == "IssueOwners":
         return _issue_owner_addresses(action, recipients)
+    if action_id == SENTRY_EMAIL_ACTION and action.get("targetType") == "IssueSubscribers":
+        # Nobody follows the issue: nothing to send (as "Issue Owners" falling through to
+        # no one), not a failure.
+        return list(dict.fromkeys(recipients.issue_subscribers))
     if action_id == SENTRY_EMAIL_ACTION and action.get("targetType") == "Team":
         return _team_addresses(action, recipients)
     if action_id == SENTRY_EMAIL_ACTION:
         if action.get("targetType") != "Member":
             raise InvalidNotification(
                 f"action {action_id}: targetType {action.get('targetType')!r} is not"
-                ' available; use "IssueOwners", "Team" or "Member" (the team or user id as'
-                f' targetIdentifier), or {EMAIL_ACTION} with "to"')
+                ' available; use "IssueOwners", "IssueSubscribers", "Team" or "Member" (the'
+                f' team or user id as targetIdentifier), or {EMAIL_ACTION} with "to"')
         try:
             user_id = int(action.get("targetIdentifier"))  # type: ignore[arg-type]
         except (TypeError, ValueError):

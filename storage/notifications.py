@@ -201,12 +201,15 @@ def _recipients(conn: psycopg.Connection[Any], d: NewDelivery, members: dict[int
     target = d.action.get("targetType")
     owners: tuple[str, ...] = ()
     teams: dict[int, tuple[str, ...]] = {}
+    subscribers: tuple[str, ...] = ()
     if target == "IssueOwners" and d.issue_id is not None:
         owners = _issue_owner_emails(conn, d)
+    if target == "IssueSubscribers" and d.issue_id is not None:
+        subscribers = _issue_subscriber_emails(conn, d)
     if target == "Team" and str(d.action.get("targetIdentifier", "")).isdigit():
         team_id = int(str(d.action["targetIdentifier"]))
         teams[team_id] = _team_emails(conn, d.organization_id, team_id)
-    return EmailRecipients(members, owners, teams)
+    return EmailRecipients(members, owners, teams, subscribers)
 
 
 #: Members of an organization (first %s) with an address, in a team (then one).
@@ -230,6 +233,23 @@ def _issue_owner_emails(conn: psycopg.Connection[Any], d: NewDelivery) -> tuple[
         " ORDER BY 1",
         (d.organization_id, d.issue_id, d.project_id, d.organization_id,
          d.organization_id, d.issue_id, d.project_id, d.organization_id)).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
+def _issue_subscriber_emails(conn: psycopg.Connection[Any], d: NewDelivery
+                             ) -> tuple[str, ...]:
+    """The members of the delivery's organization who follow its issue (an active
+    subscription: storage/triage.py), with an address; only for an issue of the delivery's
+    project and organization."""
+    rows = conn.execute(
+        "SELECT u.email FROM issue_subscriptions s"
+        " JOIN issues i ON i.id = s.issue_id AND i.project_id = %s"
+        " JOIN projects p ON p.id = i.project_id AND p.organization_id = %s"
+        " JOIN organization_members m ON m.user_id = s.user_id AND m.organization_id = %s"
+        " JOIN users u ON u.id = s.user_id"
+        " WHERE s.issue_id = %s AND s.is_active AND u.email IS NOT NULL AND u.email <> ''"
+        " ORDER BY 1",
+        (d.project_id, d.organization_id, d.organization_id, d.issue_id)).fetchall()
     return tuple(str(r[0]) for r in rows)
 
 

@@ -21,7 +21,8 @@ import pytest
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.notify import SENTRY_EMAIL_ACTION
 from storage import notifications as store
-from storage import postgres, tenancy
+from storage import postgres, tenancy, triage
+from storage.scope import ProjectScope
 from tests.support import scratch_database
 
 pytestmark = pytest.mark.integration
@@ -136,3 +137,35 @@ def test_another_organizations_issue_or_team_adds_none_of_its_people(world: Worl
                                "targetIdentifier": str(world.rival_team)}, None)
     assert row[1] == "failed" and "eve@" not in row[0]
     assert row[2] is not None and f"team {world.rival_team} is no team" in row[2]
+
+
+def user_id(w: World, name: str) -> int:
+    with psycopg.connect(w.url) as conn:
+        row = conn.execute("SELECT id FROM users WHERE username = %s", (name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_issue_subscribers_are_the_members_who_follow_the_issue(world: World) -> None:
+    """Crashray's "IssueSubscribers": who subscribed, or took part (assigned, commented,
+    resolved), and did not unsubscribe; a user of another organization who somehow holds a
+    subscription to our issue is no member here and gets nothing."""
+    scope = ProjectScope(world.org, world.project)
+    followed = world.issues["nobody"]
+    with psycopg.connect(world.url) as conn, conn.transaction():
+        triage.participate(conn, followed, user_id(world, "cy"), "comment")
+        triage.set_subscribed(conn, scope, followed, user_id(world, "ada"), True)
+        triage.set_subscribed(conn, scope, followed, user_id(world, "bob"), True)
+        triage.set_subscribed(conn, scope, followed, user_id(world, "bob"), False)
+        conn.execute("INSERT INTO issue_subscriptions (issue_id, user_id, is_active, reason)"
+                     " VALUES (%s, %s, true, 'explicit')", (followed, user_id(world, "eve")))
+    assert addressed(world, {"targetType": "IssueSubscribers"}, followed) == [
+        ("email:ada@acme.example,cy@acme.example", "pending", None)]
+    # Nobody follows the issue: nothing to send, and no failed delivery either.
+    assert addressed(world, {"targetType": "IssueSubscribers"}, world.issues["ada"]) == []
+    # Our delivery naming another organization's issue reaches none of its followers.
+    with psycopg.connect(world.url) as conn, conn.transaction():
+        conn.execute("INSERT INTO issue_subscriptions (issue_id, user_id, is_active, reason)"
+                     " VALUES (%s, %s, true, 'explicit')",
+                     (world.rival_issue, user_id(world, "eve")))
+    assert addressed(world, {"targetType": "IssueSubscribers"}, world.rival_issue) == []
