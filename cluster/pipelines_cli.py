@@ -102,6 +102,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from events.search import event_filters, issue_filters, parse_search
     from pipelines.export import ALL_TIME, ExportJob, ExportLimits, check_target, run_export
     from storage.clickhouse import clickhouse_dsn
+    from storage.releases import resolve_latest
     from storage.rollups import hash_issues, matching_issues
 
     settings = settings_from(args)
@@ -118,6 +119,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     address = ray_address_of(settings)
     with database(args) as conn:
         project = _project(conn, args.org, args.project)
+        query = resolve_latest(conn, project.organization_id, [project.id], query)
         issue_of_hash = hash_issues(conn, project)
         wanted = issue_filters(query)
         issues = None if wanted.is_empty else frozenset(matching_issues(conn, project, wanted))

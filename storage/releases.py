@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import psycopg
 
+from events.search import SearchQuery, uses_latest_release, with_latest_release
+
 
 @dataclass(frozen=True)
 class Release:
@@ -165,3 +167,13 @@ def latest_versions(conn: psycopg.Connection[Any], organization_id: int,
         " AND rp.project_id = ANY(%s) ORDER BY rp.project_id, r.date_added DESC, r.id DESC",
         (organization_id, sorted(project_ids))).fetchall()
     return sorted({str(r[0]) for r in rows})
+
+
+def resolve_latest(conn: psycopg.Connection[Any], organization_id: int,
+                   project_ids: Iterable[int], search: SearchQuery) -> SearchQuery:
+    """``search`` with ``release:latest`` and ``firstRelease:latest`` replaced by these
+    projects' latest releases (``latest_versions``); unchanged, and no query, when it names
+    neither. Every search that takes Sentry's syntax resolves it here first."""
+    if not uses_latest_release(search):
+        return search
+    return with_latest_release(search, latest_versions(conn, organization_id, project_ids))

@@ -35,6 +35,7 @@ from serve_apps.api.shapes import iso, page_url
 from serve_apps.event_json import event_json
 from storage import issues as issue_store
 from storage import projects as project_store
+from storage import releases as release_store
 from storage.clickhouse import EventSummary
 from storage.projects import ProjectRef
 
@@ -113,8 +114,11 @@ def issue_events(request: Request,
     tags, fields, free text), a page at a time."""
     params = request.query_params.multi_items()
     limit, offset = parse_page(params, ISSUE_EVENTS_LIMIT, svc.config.max_page_size)
-    filters = event_filters(parse_search(query, dt.datetime.now(dt.UTC)))
     project, row = scope.project, scope.issue
+    with svc.pool.connection() as conn:
+        filters = event_filters(release_store.resolve_latest(
+            conn, project.organization_id, [project.id],
+            parse_search(query, dt.datetime.now(dt.UTC))))
     found = svc.clickhouse.issue_events(project.organization_id, project.id,
                                         issue_hash_list(svc, project, row.id), filters,
                                         limit + 1, offset)

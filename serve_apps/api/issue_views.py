@@ -18,8 +18,6 @@ from events.search import (
     issue_filters,
     needs_events,
     parse_search,
-    uses_latest_release,
-    with_latest_release,
 )
 from serve_apps.api.deps import Services
 from serve_apps.api.shapes import iso, seen_release_json
@@ -57,10 +55,8 @@ def issue_stream(svc: Services, organization_id: int, projects: Sequence[Project
     by_id = {p.id: p for p in projects}
     ids = sorted(by_id)
     search = parse_search(request.query, now)
-    if uses_latest_release(search):
-        with svc.pool.connection() as conn:
-            search = with_latest_release(
-                search, release_store.latest_versions(conn, organization_id, ids))
+    with svc.pool.connection() as conn:
+        search = release_store.resolve_latest(conn, organization_id, ids, search)
     issue_ids = _issues_with_matching_events(svc, organization_id, ids, search, request, now)
     page = request.limit + 1
     with svc.pool.connection() as conn:

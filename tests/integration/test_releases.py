@@ -221,6 +221,20 @@ def test_release_latest_and_first_release_latest_search_the_newest_release(
     assert world.search("firstRelease:shop@1.0") == ["Alpha", "Beta"]
 
 
+def test_an_issues_events_search_release_latest_as_the_issue_stream_does(world: World
+                                                                         ) -> None:
+    """Alpha happened in shop@1.0 and shop@2.0: its events narrowed by ``release:latest``
+    are those of shop@2.0, ``!release:latest`` those of shop@1.0."""
+    def ids(query: str) -> list[str]:
+        found = world.ok(f"/issues/{world.issues['Alpha']}/events/", query=query)
+        return sorted(e["eventID"] for e in found)
+
+    latest, older = ids("release:shop@2.0"), ids("release:shop@1.0")
+    assert len(latest) == 1 and len(older) == 1 and latest != older
+    assert ids("release:latest") == latest
+    assert ids("!release:latest") == older
+
+
 def test_health_gives_crash_free_sessions_and_users_of_the_sdks_sessions(
         world: World) -> None:
     listed = {r["version"]: r for r in world.ok(world.releases, health="1")}
