@@ -187,9 +187,10 @@ class RemoteStore:
         return found
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                   key: str | None, top: int) -> list[TagFacet]:
+                   key: str | None, top: int, environments: Sequence[str] = ()
+                   ) -> list[TagFacet]:
         facets: list[TagFacet] = ray.get(self._owner.tag_facets.remote(
-            organization_id, project_id, list(hashes), key, top))
+            organization_id, project_id, list(hashes), key, top, list(environments)))
         return facets
 
     def latest_event_id(self, organization_id: int, project_id: int, hashes: Sequence[str],

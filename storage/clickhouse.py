@@ -194,7 +194,8 @@ class EventStore(Protocol):
                         ) -> tuple[dt.datetime, str] | None: ...
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                   key: str | None, top: int) -> list[TagFacet]: ...
+                   key: str | None, top: int, environments: Sequence[str] = ()
+                   ) -> list[TagFacet]: ...
 
     def latest_event_id(self, organization_id: int, project_id: int, hashes: Sequence[str],
                         oldest: bool = False) -> str | None: ...
@@ -552,11 +553,13 @@ class ClickHouseStore:
         return (_utc(rows[0][0]), str(rows[0][1])) if rows else None
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
-                   key: str | None, top: int) -> list[TagFacet]:
+                   key: str | None, top: int, environments: Sequence[str] = ()
+                   ) -> list[TagFacet]:
         """Per tag key of an issue's events (their ``tags`` map; level, environment and
         release from the columns for events stored before those were also tags): (key,
         events with it, distinct values, the ``top`` values with their counts), or only
-        ``key``'s when given. One scan: counted per (key, value), then ranked per key;
+        ``key``'s when given; only the events of ``environments`` when given (Sentry's
+        ``?environment=``). One scan: counted per (key, value), then ranked per key;
         distinct event ids, so rows a re-delivery duplicated count once. A key in the map
         is never counted again from its column, so no key appears twice."""
         if not hashes:
@@ -571,9 +574,12 @@ class ClickHouseStore:
             " WHERE organization_id = {org:UInt64} AND project_id = {project:UInt64}"
             " AND toString(primary_hash) IN {hashes:Array(String)}"
             " AND kv.2 != '' AND ({key:String} = '' OR kv.1 = {key:String})"
+            " AND (empty({environments:Array(String)})"
+            "      OR environment IN {environments:Array(String)})"
             " GROUP BY k, v) GROUP BY k ORDER BY events DESC, k",
             parameters={"org": organization_id, "project": project_id, "hashes": list(hashes),
-                        "top": top, "key": key or ""}).result_rows
+                        "top": top, "key": key or "",
+                        "environments": list(environments)}).result_rows
         return [(str(k), int(events), int(distinct),
                  sorted(((str(v), int(n)) for v, n in values), key=lambda p: (-p[1], p[0])))
                 for k, events, distinct, values in rows]

@@ -343,7 +343,7 @@ export async function renderIssue(ctx) {
   const [issue, tags, event, people] = await Promise.all([
     // Counts, first/last seen and graphs follow the chosen environment (Sentry's ?environment=).
     get(`/issues/${seg(id)}/`, filters.environment ? [["environment", filters.environment]] : undefined),
-    settle(get(`/issues/${seg(id)}/tags/`)),
+    settle(get(`/issues/${seg(id)}/tags/`, filters.environment ? [["environment", filters.environment]] : undefined)),
     settle(chosenEvent(id, which, ctx.route.query.has("event"), filters)),
     settle(assignablePeople(org)),
   ]);

@@ -316,25 +316,32 @@ def unmerge(scope: Annotated[IssueAccess, Depends(issue_access("event:write"))],
 
 @router.get("/issues/{issue_id}/tags/")
 def issue_tags(scope: Annotated[IssueAccess, Depends(issue_access("event:read"))],
-               svc: Svc) -> list[dict[str, Any]]:
+               svc: Svc,
+               environment: Annotated[list[str] | None, Query(max_length=MAX_ENVIRONMENTS)]
+               = None) -> list[dict[str, Any]]:
     """Tag facets of an issue's events: per key, how many events carry it, how many values
-    it takes, and the top values with counts (Sentry's ``/tags/``)."""
-    return _facets(svc, scope, None, TAG_TOP_VALUES)
+    it takes, and the top values with counts (Sentry's ``/tags/``); ``?environment=``
+    (repeatable): of its events in those environments."""
+    return _facets(svc, scope, None, TAG_TOP_VALUES, environment)
 
 
 @router.get("/issues/{issue_id}/tags/{key}/values/")
 def issue_tag_values(key: str, scope: Annotated[IssueAccess, Depends(issue_access("event:read"))],
-                     svc: Svc) -> list[dict[str, Any]]:
-    facets = _facets(svc, scope, key, TAG_VALUES_LIMIT)
+                     svc: Svc,
+                     environment: Annotated[list[str] | None,
+                                            Query(max_length=MAX_ENVIRONMENTS)] = None
+                     ) -> list[dict[str, Any]]:
+    facets = _facets(svc, scope, key, TAG_VALUES_LIMIT, environment)
     values: list[dict[str, Any]] = facets[0]["topValues"] if facets else []
     return values
 
 
-def _facets(svc: Services, scope: IssueAccess, key: str | None, top: int
-            ) -> list[dict[str, Any]]:
+def _facets(svc: Services, scope: IssueAccess, key: str | None, top: int,
+            environments: list[str] | None) -> list[dict[str, Any]]:
     project = scope.project
     facets = svc.clickhouse.tag_facets(project.organization_id, project.id,
-                                       issue_hash_list(svc, project, scope.issue.id), key, top)
+                                       issue_hash_list(svc, project, scope.issue.id), key, top,
+                                       sorted({e for e in environments or [] if e}))
     return [{"key": k, "name": k, "totalValues": events, "uniqueValues": distinct,
              "topValues": [{"key": k, "name": v, "value": v, "count": n} for v, n in values]}
             for k, events, distinct, values in facets]

@@ -62,3 +62,23 @@ def test_another_organization_cannot_read_an_issue_in_any_environment(envs: Envs
     response = envs.get(f"/issues/{envs.issues['Gamma']}/", token=envs.eve,
                         environment="production")
     assert response.status_code == 404
+
+
+def test_an_issues_tag_facets_follow_the_environment_asked_for(envs: Envs) -> None:
+    """Gamma's tags: both environments over all its events, one of them per environment,
+    and the same for a key's values."""
+    def facets(**params: str) -> dict[str, dict[str, int]]:
+        response = envs.get(f"/issues/{envs.issues['Gamma']}/tags/", **params)
+        assert response.status_code == 200, response.text
+        return {f["key"]: {v["value"]: v["count"] for v in f["topValues"]}
+                for f in response.json()}
+
+    assert facets()["environment"] == {"production": 1, "staging": 1}
+    assert facets(environment="production")["environment"] == {"production": 1}
+    assert facets(environment="staging")["environment"] == {"staging": 1}
+    assert all(sum(values.values()) == 1 for values in facets(environment="staging").values())
+    values = envs.get(f"/issues/{envs.issues['Gamma']}/tags/environment/values/",
+                      environment="staging")
+    assert values.status_code == 200, values.text
+    assert [(v["value"], v["count"]) for v in values.json()] == [("staging", 1)]
+    assert facets(environment="nowhere") == {}
