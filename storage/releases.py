@@ -53,9 +53,10 @@ def find_release(conn: psycopg.Connection[Any], organization_id: int, version: s
 
 def list_releases(conn: psycopg.Connection[Any], organization_id: int,
                   visible: Iterable[int], limit: int, project: int | None = None,
-                  containing: str | None = None) -> list[Release]:
+                  containing: str | None = None, offset: int = 0) -> list[Release]:
     """Newest first, releases of the visible projects (or of ``project`` only); with
-    ``containing``, those whose version contains it, in any case (Sentry's ``query``)."""
+    ``containing``, those whose version contains it, in any case (Sentry's ``query``);
+    ``limit`` of them from ``offset`` (a page)."""
     ids = sorted(visible) if project is None else [project]
     matching, args = "", [ids, organization_id]
     if containing:
@@ -63,8 +64,8 @@ def list_releases(conn: psycopg.Connection[Any], organization_id: int,
         matching = " AND r.version ILIKE %s"
         args.append(f"%{escaped}%")
     rows = conn.execute(_SELECT + matching + " GROUP BY r.id HAVING count(p.id) > 0"
-                        " ORDER BY r.date_added DESC, r.id DESC LIMIT %s",
-                        (*args, limit)).fetchall()
+                        " ORDER BY r.date_added DESC, r.id DESC LIMIT %s OFFSET %s",
+                        (*args, limit, offset)).fetchall()
     return [_release(r) for r in rows]
 
 

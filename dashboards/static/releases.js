@@ -4,7 +4,7 @@
 // releases of the projects the user sees; a release's page lists its new issues, each a
 // link to the issue page. API: serve_apps/api/releases.py (health=1 adds healthData).
 
-import { get, seg } from "./api.js";
+import { get, request, seg } from "./api.js";
 import { h, replace, time } from "./dom.js";
 import { relativeTime, shortCount } from "./format.js";
 import { routes } from "./router.js";
@@ -74,8 +74,16 @@ function searchForm(org, query) {
 export async function renderReleases(ctx) {
   const { org } = ctx.route;
   const query = ctx.route.query.get("query") || "";
+  const cursor = ctx.route.query.get("cursor") || null;
   ctx.setTitle(`Releases · ${org}`);
-  const releases = await get(`/organizations/${seg(org)}/releases/`, [["health", "1"], ["query", query || null]]);
+  const answer = await request(`/organizations/${seg(org)}/releases/`,
+    { params: [["health", "1"], ["query", query || null], ["cursor", cursor]] });
+  const releases = answer.data || [];
+  const link = answer.link || {};
+  // A page at a time (the API's Link header), the cursor kept in the page's address.
+  const pageLink = (to, label, rel) => (to && to.results && to.cursor
+    ? h("a", { class: "button", rel, href: routes.releases(org, { query: query || null, cursor: to.cursor }) }, label)
+    : h("span", { class: "button disabled", "aria-disabled": "true" }, label));
   if (!ctx.current()) return;
   replace(ctx.main, h("div", { class: "releases-page" },
     h("h1", { tabindex: "-1" }, "Releases ", h("span", { class: "muted" }, org)),
@@ -95,7 +103,9 @@ export async function renderReleases(ctx) {
           h("th", { scope: "col", class: "num" }, "Crash-free sessions"),
           h("th", { scope: "col", class: "num" }, "Crash-free users"),
           h("th", { scope: "col", class: "num" }, "Sessions"))),
-        h("tbody", {}, releases.map((r) => releaseRow(org, r))))));
+        h("tbody", {}, releases.map((r) => releaseRow(org, r)))),
+    h("nav", { class: "pager", "aria-label": "Pages of releases" },
+      pageLink(link.previous, "← Previous", "prev"), pageLink(link.next, "Next →", "next"))));
 }
 
 // ---- one release --------------------------------------------------------------------------

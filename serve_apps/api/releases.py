@@ -37,20 +37,22 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from events.errors import BadRequest, Conflict, PayloadTooLarge, not_found
+from events.issue_stream import link_header, parse_page
 from serve_apps.api.artifacts import UPLOAD_SCOPES, UploadAccess, expire_organization
 from serve_apps.api.deps import ProjectAccess, Services, Svc, org_access, project_access
-from serve_apps.api.shapes import MAX_BIGINT, Body, iso
+from serve_apps.api.shapes import MAX_BIGINT, Body, iso, page_url
 from storage import artifacts as artifact_store
 from storage import release_health as health_store
 from storage import releases as release_store
@@ -170,38 +172,60 @@ class UpdatedRelease(Body):
     dateReleased: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
+#: Releases per page when the request names no ``limit`` (Sentry's release list pages).
+RELEASES_PAGE: Final = 25
+
+
 @router.get("/organizations/{org}/releases/")
-def list_releases(access: Annotated[Access, Depends(org_access("project:read"))], svc: Svc,
+def list_releases(request: Request,
+                  access: Annotated[Access, Depends(org_access("project:read"))], svc: Svc,
                   project: int | None = None, health: str | None = None,
                   summaryStatsPeriod: str | None = None, query: str | None = None
-                  ) -> list[dict[str, Any]]:
-    """Newest first; ``health=1`` adds each project's crash-free rates, ``query`` keeps
-    the versions containing it (Sentry's release search)."""
-    if project is not None and project not in access.project_ids:
-        return []
+                  ) -> JSONResponse:
+    """Newest first, a page at a time (``limit``, ``cursor`` and the ``Link`` header);
+    ``health=1`` adds each project's crash-free rates, ``query`` keeps the versions
+    containing it (Sentry's release search)."""
+    params = request.query_params.multi_items()
+    limit, offset = parse_page(params, RELEASES_PAGE, svc.config.max_page_size)
+    found: list[Release] = []
     since = health_since(health, summaryStatsPeriod)
-    with svc.pool.connection() as conn:
-        found = release_store.list_releases(conn, access.organization_id, access.project_ids,
-                                            svc.config.max_page_size, project,
-                                            _version_text(query))
-    stats = release_stats(svc, access.organization_id, found, since)
-    return [release_json(r, stats) for r in found]
+    if project is None or project in access.project_ids:
+        with svc.pool.connection() as conn:
+            found = release_store.list_releases(conn, access.organization_id,
+                                                access.project_ids, limit + 1, project,
+                                                _version_text(query), offset)
+    return _page(request, params, offset, limit, found, lambda page: [
+        release_json(r, stats) for stats in [release_stats(
+            svc, access.organization_id, page, since)] for r in page])
 
 
 @router.get("/projects/{org}/{project}/releases/")
-def project_releases(scope: Annotated[ProjectAccess, Depends(project_access("project:read"))],
+def project_releases(request: Request,
+                     scope: Annotated[ProjectAccess, Depends(project_access("project:read"))],
                      svc: Svc, health: str | None = None,
                      summaryStatsPeriod: str | None = None, query: str | None = None
-                     ) -> list[dict[str, Any]]:
+                     ) -> JSONResponse:
+    params = request.query_params.multi_items()
+    limit, offset = parse_page(params, RELEASES_PAGE, svc.config.max_page_size)
     since = health_since(health, summaryStatsPeriod)
     with svc.pool.connection() as conn:
         found = release_store.list_releases(conn, scope.access.organization_id,
-                                            scope.access.project_ids,
-                                            svc.config.max_page_size, scope.project.id,
-                                            _version_text(query))
+                                            scope.access.project_ids, limit + 1,
+                                            scope.project.id, _version_text(query), offset)
     found = [_only_project(r, scope.project.id) for r in found]
-    stats = release_stats(svc, scope.access.organization_id, found, since)
-    return [release_json(r, stats) for r in found]
+    return _page(request, params, offset, limit, found, lambda page: [
+        release_json(r, stats) for stats in [release_stats(
+            svc, scope.access.organization_id, page, since)] for r in page])
+
+
+def _page(request: Request, params: Sequence[tuple[str, str]], offset: int, limit: int,
+          found: Sequence[Release], shown: Callable[[Sequence[Release]], list[Any]]
+          ) -> JSONResponse:
+    """A page of releases (``found`` holds one more when there is a next page) with
+    Sentry's ``Link`` header."""
+    has_more, page = len(found) > limit, found[:limit]
+    return JSONResponse(shown(page) if page else [], headers={
+        "Link": link_header(page_url(request), params, offset, limit, has_more)})
 
 
 def _version_text(query: str | None) -> str | None:

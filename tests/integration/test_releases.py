@@ -196,6 +196,22 @@ def test_the_list_searches_versions_by_a_part_in_any_case(world: World) -> None:
     assert response.status_code == 400 and "query" in response.json()["detail"]
 
 
+def test_the_lists_come_a_page_at_a_time_with_sentrys_link_header(world: World) -> None:
+    """``limit`` and ``cursor`` as every Sentry list: one release a page, newest first, the
+    ``Link`` header saying whether there is more (the releases page's pager follows it)."""
+    project_list = f"/projects/{world.h.organization_slug}/{world.h.project_slug}/releases/"
+    for path in (world.releases, project_list):
+        first = world.get(path, limit="1")
+        assert first.status_code == 200, first.text
+        assert [r["version"] for r in first.json()] == ["shop@2.0"]
+        assert first.links["next"]["results"] == "true"
+        second = world.get(path, limit="1", cursor=first.links["next"]["cursor"])
+        assert [r["version"] for r in second.json()] == ["shop@1.0"]
+        assert second.links["next"]["results"] == "false"
+        assert second.links["previous"]["results"] == "true"
+    assert world.get(world.releases, limit="0").status_code == 400
+
+
 def test_a_release_lists_its_new_issues(world: World) -> None:
     new = world.ok(f"{world.releases}shop@1.0/new-issues/")
     assert sorted(i["title"].split(":")[0] for i in new) == ["Alpha", "Beta"]
