@@ -105,7 +105,7 @@ class MinuteCount:
 
 #: Distinct users as Sentry's ``sentry:user`` tag identifies them: by id, else e-mail, else
 #: username, else IP address (events without any count no user).
-_DISTINCT_USERS: Final = (
+DISTINCT_USERS: Final = (
     "uniqExactIf(multiIf(user_id != '', concat('id:', user_id), user_email != '',"
     " concat('email:', user_email), user_username != '',"
     " concat('username:', user_username), user_ip != '', concat('ip:', user_ip), ''),"
@@ -391,7 +391,7 @@ class ClickHouseStore:
             " platform, level, tags FROM events WHERE " + where +
             " ORDER BY timestamp DESC, event_id LIMIT 1 BY event_id"
             " LIMIT {limit:UInt32} OFFSET {offset:UInt32}", parameters=params).result_rows
-        return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
+        return [EventSummary(r[0].replace("-", ""), int(r[1]), as_utc(r[2]), r[3], r[4], r[5],
                              r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
 
     def event_body(self, organization_id: int, project_id: int, event_id: str) -> str | None:
@@ -438,7 +438,7 @@ class ClickHouseStore:
             " AND timestamp >= {since:DateTime64(6, 'UTC')} GROUP BY issue",
             parameters={"org": organization_id, "project": project_id, "hashes": hashes,
                         "issues": [issue_of_hash[h] for h in hashes],
-                        "since": _utc(since)}).result_rows
+                        "since": as_utc(since)}).result_rows
         return {int(r[0]): int(r[1]) for r in rows}
 
     def hash_totals(self, organization_id: int, project_id: int, hashes: Sequence[str]
@@ -455,7 +455,7 @@ class ClickHouseStore:
         if not rows or int(rows[0][0]) == 0:
             return None
         r = rows[0]
-        return HashTotals(int(r[0]), _utc(r[1]), _utc(r[2]), str(r[3]), str(r[4]))
+        return HashTotals(int(r[0]), as_utc(r[1]), as_utc(r[2]), str(r[3]), str(r[4]))
 
     def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """A raw read for tests and operators; callers must scope it themselves."""
@@ -476,8 +476,8 @@ class ClickHouseStore:
             f" AND ({conditions}) GROUP BY h ORDER BY max(timestamp) DESC"
             " LIMIT {scope_limit:UInt32}",
             parameters={**parameters, "scope_org": organization_id,
-                        "scope_projects": list(project_ids), "scope_since": _utc(since),
-                        "scope_until": _utc(until), "scope_limit": max_hashes}).result_rows
+                        "scope_projects": list(project_ids), "scope_since": as_utc(since),
+                        "scope_until": as_utc(until), "scope_limit": max_hashes}).result_rows
         return [str(r[0]) for r in rows]
 
     def hourly_counts(self, organization_id: int, project_ids: Sequence[int],
@@ -495,10 +495,10 @@ class ClickHouseStore:
             " {groups:Array(UInt64)} AND hour >= {since:DateTime('UTC')}"
             " GROUP BY group_id, hour",
             parameters={"projects": list(project_ids), "groups": list(group_ids),
-                        "since": _utc(since).replace(microsecond=0)}).result_rows
+                        "since": as_utc(since).replace(microsecond=0)}).result_rows
         counts: dict[int, dict[dt.datetime, int]] = {}
         for group_id, hour, count in rows:
-            counts.setdefault(int(group_id), {})[_utc(hour)] = int(count)
+            counts.setdefault(int(group_id), {})[as_utc(hour)] = int(count)
         return counts
 
     def issue_events(self, organization_id: int, project_id: int, hashes: Sequence[str],
@@ -520,7 +520,7 @@ class ClickHouseStore:
             parameters={**parameters, "scope_org": organization_id,
                         "scope_project": project_id, "scope_hashes": list(hashes),
                         "scope_limit": limit, "scope_offset": offset}).result_rows
-        return [EventSummary(r[0].replace("-", ""), int(r[1]), _utc(r[2]), r[3], r[4], r[5],
+        return [EventSummary(r[0].replace("-", ""), int(r[1]), as_utc(r[2]), r[3], r[4], r[5],
                              r[7], r[8], sorted(r[9].items()), r[6]) for r in rows]
 
     def event_neighbours(self, organization_id: int, project_id: int, hashes: Sequence[str],
@@ -536,7 +536,7 @@ class ClickHouseStore:
                 " ({at:DateTime64(6, 'UTC')}, {id_text:String})"
                 f" ORDER BY timestamp {order}, event_id {order} LIMIT 1",
                 parameters={"org": organization_id, "project": project_id,
-                            "hashes": list(hashes), "id": event_id, "at": _utc(timestamp),
+                            "hashes": list(hashes), "id": event_id, "at": as_utc(timestamp),
                             "id_text": str(uuid.UUID(event_id))}).result_rows
             found.append(rows[0][0].replace("-", "") if rows else None)
         return found[0], found[1]
@@ -550,7 +550,7 @@ class ClickHouseStore:
             " event_id = {id:UUID} LIMIT 1",
             parameters={"org": organization_id, "project": project_id, "id": event_id},
         ).result_rows
-        return (_utc(rows[0][0]), str(rows[0][1])) if rows else None
+        return (as_utc(rows[0][0]), str(rows[0][1])) if rows else None
 
     def tag_facets(self, organization_id: int, project_id: int, hashes: Sequence[str],
                    key: str | None, top: int, environments: Sequence[str] = ()
@@ -610,9 +610,9 @@ class ClickHouseStore:
             " AND hour >= {since:DateTime('UTC')} AND hour < {until:DateTime('UTC')}"
             " GROUP BY b",
             parameters={"project": project_id, "bucket": bucket_s,
-                        "since": _utc(since).replace(microsecond=0),
-                        "until": _utc(until).replace(microsecond=0)}).result_rows
-        return {_utc(r[0]): int(r[1]) for r in rows}
+                        "since": as_utc(since).replace(microsecond=0),
+                        "until": as_utc(until).replace(microsecond=0)}).result_rows
+        return {as_utc(r[0]): int(r[1]) for r in rows}
 
     def minute_counts(self, organization_id: int, project_ids: Sequence[int],
                       since: dt.datetime, until: dt.datetime) -> list[MinuteCount]:
@@ -624,15 +624,15 @@ class ClickHouseStore:
             return []
         rows = self._read.query(
             "SELECT project_id, if(grouping(group_id) = 0, group_id, toUInt64(0)) AS g,"
-            f" toStartOfMinute(received) AS minute, uniqExact(event_id), {_DISTINCT_USERS}"
+            f" toStartOfMinute(received) AS minute, uniqExact(event_id), {DISTINCT_USERS}"
             " FROM events WHERE organization_id = {org:UInt64}"
             " AND project_id IN {projects:Array(UInt64)}"
             " AND received >= {since:DateTime64(6, 'UTC')}"
             " AND received < {until:DateTime64(6, 'UTC')}"
             " GROUP BY GROUPING SETS ((project_id, minute), (project_id, group_id, minute))",
             parameters={"org": organization_id, "projects": list(project_ids),
-                        "since": _utc(since), "until": _utc(until)}).result_rows
-        return [MinuteCount(int(r[0]), int(r[1]), _utc(r[2]), int(r[3]), int(r[4]))
+                        "since": as_utc(since), "until": as_utc(until)}).result_rows
+        return [MinuteCount(int(r[0]), int(r[1]), as_utc(r[2]), int(r[3]), int(r[4]))
                 for r in rows]
 
     # --- bulk reads and repairs (pipelines/) -----------------------------------------
@@ -650,8 +650,8 @@ class ClickHouseStore:
             " AND timestamp < {until:DateTime64(6, 'UTC')} AND (" + where + ")"
             " GROUP BY h ORDER BY h",
             parameters={**params, "org": organization_id, "project": project_id,
-                        "since": _utc(since), "until": _utc(until)}).result_rows
-        return {_utc(r[0]): int(r[1]) for r in rows}
+                        "since": as_utc(since), "until": as_utc(until)}).result_rows
+        return {as_utc(r[0]): int(r[1]) for r in rows}
 
     def stored_events(self, organization_id: int, project_id: int, since: dt.datetime,
                       until: dt.datetime, filters: EventFilters = NO_FILTERS
@@ -667,7 +667,7 @@ class ClickHouseStore:
             " AND timestamp < {until:DateTime64(6, 'UTC')} AND (" + where + ")"
             " ORDER BY timestamp, event_id LIMIT 1 BY event_id",
             parameters={**params, "org": organization_id, "project": project_id,
-                        "since": _utc(since), "until": _utc(until)})
+                        "since": as_utc(since), "until": as_utc(until)})
         names = list(STORED_EVENT_COLUMNS)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
@@ -680,7 +680,7 @@ class ClickHouseStore:
             " max(timestamp) FROM events WHERE organization_id = {org:UInt64}"
             " AND project_id = {project:UInt64} GROUP BY primary_hash",
             parameters={"org": organization_id, "project": project_id}).result_rows
-        return {str(r[0]): (int(r[1]), _utc(r[2]), _utc(r[3])) for r in rows}
+        return {str(r[0]): (int(r[1]), as_utc(r[2]), as_utc(r[3])) for r in rows}
 
     def rebuild_issue_counts(self, organization_id: int, project_id: int) -> int:
         """Replace a project's hourly issue rollup by the counts of its stored events (each
@@ -717,7 +717,7 @@ class ClickHouseStore:
                  "timestamp >= {since:DateTime64(6, 'UTC')}",
                  "timestamp < {until:DateTime64(6, 'UTC')}"]
         params: dict[str, Any] = {"org": organization_id, "project": project_id,
-                                  "since": _utc(since), "until": _utc(until)}
+                                  "since": as_utc(since), "until": as_utc(until)}
         if release is not None:
             where.append("release = {release:String}")
             params["release"] = release
@@ -818,11 +818,12 @@ class ClickHouseStore:
             " FROM outcomes WHERE " + " AND ".join(where) + " GROUP BY bucket"
             + "".join(f", by_{n}" for n in range(len(keys))) + " LIMIT {limit:UInt32}",
             parameters=params).result_rows
-        return [(_utc(r[0]), tuple(r[1:-1]), int(r[-1])) for r in rows]
+        return [(as_utc(r[0]), tuple(r[1:-1]), int(r[-1])) for r in rows]
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A time read from ClickHouse as an aware UTC datetime (it may come back naive)."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.clickhouse import _DISTINCT_USERS, EventStore
+from storage.clickhouse import DISTINCT_USERS, EventStore, as_utc
 from storage.scope import ProjectScope
 
 
@@ -34,12 +34,12 @@ def environment_totals(store: EventStore, project: ProjectScope, hashes: Sequenc
     if not hashes:
         return EnvironmentTotals(0, 0, None, None)
     rows = store.query_rows(
-        f"SELECT uniqExact(event_id), {_DISTINCT_USERS}, min(timestamp), max(timestamp)"
+        f"SELECT uniqExact(event_id), {DISTINCT_USERS}, min(timestamp), max(timestamp)"
         f" FROM events WHERE {_SCOPE}", _parameters(project, hashes, environments))
     events = int(rows[0][0]) if rows else 0
     if events == 0:
         return EnvironmentTotals(0, 0, None, None)
-    return EnvironmentTotals(events, int(rows[0][1]), _utc(rows[0][2]), _utc(rows[0][3]))
+    return EnvironmentTotals(events, int(rows[0][1]), as_utc(rows[0][2]), as_utc(rows[0][3]))
 
 
 def environment_counts(store: EventStore, project: ProjectScope, hashes: Sequence[str],
@@ -54,7 +54,7 @@ def environment_counts(store: EventStore, project: ProjectScope, hashes: Sequenc
             f"SELECT {bucket} AS b, uniqExact(event_id) FROM events WHERE {_SCOPE}"
             " AND timestamp >= {since:DateTime64(6, 'UTC')} GROUP BY b",
             {**_parameters(project, hashes, environments), "since": buckets[0]})
-        counts = {_utc(r[0]): int(r[1]) for r in rows}
+        counts = {as_utc(r[0]): int(r[1]) for r in rows}
     return [[int(b.timestamp()), counts.get(b, 0)] for b in buckets]
 
 
@@ -63,6 +63,3 @@ def _parameters(project: ProjectScope, hashes: Sequence[str], environments: Sequ
     return {"org": project.organization_id, "project": project.id, "hashes": list(hashes),
             "environments": list(environments)}
 
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

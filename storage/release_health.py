@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from storage.clickhouse import EventStore
+from storage.clickhouse import EventStore, as_utc
 
 #: Sentry's release list computes health over the last 14 days unless told otherwise
 #: (``summaryStatsPeriod``).
@@ -77,7 +77,7 @@ def release_events(store: EventStore, organization_id: int, project_ids: Iterabl
         " WHERE organization_id = {org:UInt64} AND project_id IN {projects:Array(UInt64)}"
         " AND release IN {versions:Array(String)} GROUP BY release",
         {"org": organization_id, "projects": projects, "versions": wanted})
-    return {str(r[0]): ReleaseEvents(int(r[1]), _utc(r[2]), _utc(r[3])) for r in rows}
+    return {str(r[0]): ReleaseEvents(int(r[1]), as_utc(r[2]), as_utc(r[3])) for r in rows}
 
 
 def release_health(store: EventStore, organization_id: int, project_ids: Iterable[int],
@@ -102,6 +102,3 @@ def release_health(store: EventStore, organization_id: int, project_ids: Iterabl
     return {(str(r[0]), int(r[1])): ReleaseHealth(int(r[2]), int(r[3]), int(r[4]), int(r[5]),
                                                   int(r[6])) for r in rows}
 
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
