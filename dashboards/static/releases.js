@@ -8,6 +8,7 @@ import { get, request, seg } from "./api.js";
 import { h, replace, time } from "./dom.js";
 import { relativeTime, shortCount } from "./format.js";
 import { routes } from "./router.js";
+import { pageLink } from "./stream.js";
 
 // ---- pure helpers -------------------------------------------------------------------------
 
@@ -81,9 +82,7 @@ export async function renderReleases(ctx) {
   const releases = answer.data || [];
   const link = answer.link || {};
   // A page at a time (the API's Link header), the cursor kept in the page's address.
-  const pageLink = (to, label, rel) => (to && to.results && to.cursor
-    ? h("a", { class: "button", rel, href: routes.releases(org, { query: query || null, cursor: to.cursor }) }, label)
-    : h("span", { class: "button disabled", "aria-disabled": "true" }, label));
+  const hrefOf = (to) => routes.releases(org, { query: query || null, cursor: to });
   if (!ctx.current()) return;
   replace(ctx.main, h("div", { class: "releases-page" },
     h("h1", { tabindex: "-1" }, "Releases ", h("span", { class: "muted" }, org)),
@@ -105,7 +104,7 @@ export async function renderReleases(ctx) {
           h("th", { scope: "col", class: "num" }, "Sessions"))),
         h("tbody", {}, releases.map((r) => releaseRow(org, r)))),
     h("nav", { class: "pager", "aria-label": "Pages of releases" },
-      pageLink(link.previous, "← Previous", "prev"), pageLink(link.next, "Next →", "next"))));
+      pageLink(link.previous, "← Previous", "prev", hrefOf), pageLink(link.next, "Next →", "next", hrefOf))));
 }
 
 // ---- one release --------------------------------------------------------------------------

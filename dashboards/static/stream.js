@@ -321,11 +321,15 @@ function renderTable(ctx, f, state, issues, selected, onSelect) {
     h("tbody", {}, issues.map((issue) => issueRow(ctx, state, issue, selected, onSelect)))));
 }
 
-function pageLink(state, link, label, rel) {
+/**
+ * A pager's link from the API's Link header (`link`: {cursor, results}); `hrefOf(cursor)` is
+ * where it leads. Disabled when there is nothing that way. The releases page uses it too.
+ */
+export function pageLink(link, label, rel, hrefOf) {
   if (!link || !link.results || !link.cursor) {
     return h("span", { class: "button disabled", "aria-disabled": "true" }, label);
   }
-  return h("a", { class: "button", rel, href: hrefFor(state, { cursor: link.cursor }) }, label);
+  return h("a", { class: "button", rel, href: hrefOf(link.cursor) }, label);
 }
 
 /** Destinations that keep failing (notifications never stop silently) and the project's
@@ -405,5 +409,6 @@ export async function renderStream(ctx) {
   const updateBulk = buildBulkBar(ctx, f, state, issues, selected);
   updateBulk();
   const link = answer.link || {};
-  replace(f.pager, pageLink(state, link.previous, "← Previous", "prev"), pageLink(state, link.next, "Next →", "next"));
+  const hrefOf = (cursor) => hrefFor(state, { cursor });
+  replace(f.pager, pageLink(link.previous, "← Previous", "prev", hrefOf), pageLink(link.next, "Next →", "next", hrefOf));
 }

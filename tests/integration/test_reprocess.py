@@ -229,18 +229,24 @@ def projection_tables(c: RunningCrashray, t: Tenant) -> list[str]:
         {"prefix": f"{PROJECTION_TABLE_PREFIX}{t.organization_id}_{t.project_id}_"})]
 
 
+def next_slice(c: RunningCrashray, t: Tenant, conn: psycopg.Connection[Any]
+               ) -> tuple[ReprocessJobSpec, int, dt.datetime, dt.datetime]:
+    """The running job's spec, and its next unfinished slice: index, start, end."""
+    job = running_job(conn, ProjectScope(t.organization_id, t.project_id))
+    assert job is not None
+    index = min(set(range(len(job.slices))) - job.finished_slices)
+    spec = ReprocessJobSpec(
+        job.id, c.runtime.clickhouse_dsn, c.runtime.postgres_url, t.organization_id,
+        t.project_id, project_grouping(grouping_settings(conn, [t.project_id])[
+            t.project_id]), None, None, None)
+    start, end = (EPOCH + dt.timedelta(microseconds=us) for us in job.slices[index])
+    return spec, index, start, end
+
+
 def leave_a_projection_table(c: RunningCrashray, t: Tenant) -> None:
     """Fill the table of the job's next unfinished slice, and leave it there."""
-    scope = ProjectScope(t.organization_id, t.project_id)
     with psycopg.connect(c.runtime.postgres_url, autocommit=True) as conn:
-        job = running_job(conn, scope)
-        assert job is not None
-        index = min(set(range(len(job.slices))) - job.finished_slices)
-        spec = ReprocessJobSpec(
-            job.id, c.runtime.clickhouse_dsn, c.runtime.postgres_url, t.organization_id,
-            t.project_id, project_grouping(grouping_settings(conn, [t.project_id])[
-                t.project_id]), None, None, None)
-    start, end = (EPOCH + dt.timedelta(microseconds=us) for us in job.slices[index])
+        spec, _, start, end = next_slice(c, t, conn)
     where = regroup_slice(spec, start, end, None)
     assert where is not None
     clickhouse_store(c.runtime.clickhouse_dsn).regroup_projection_groups(where)
@@ -268,16 +274,8 @@ class DiesAfterInsert:
 
 def die_halfway_through_a_slice(c: RunningCrashray, t: Tenant) -> None:
     """Run the job's next unfinished slice in this process until it dies after its insert."""
-    scope = ProjectScope(t.organization_id, t.project_id)
     with psycopg.connect(c.runtime.postgres_url, autocommit=True) as conn:
-        job = running_job(conn, scope)
-        assert job is not None
-        index = min(set(range(len(job.slices))) - job.finished_slices)
-        spec = ReprocessJobSpec(
-            job.id, c.runtime.clickhouse_dsn, c.runtime.postgres_url, t.organization_id,
-            t.project_id, project_grouping(grouping_settings(conn, [t.project_id])[
-                t.project_id]), None, None, None)
-        start, end = (EPOCH + dt.timedelta(microseconds=us) for us in job.slices[index])
+        spec, index, start, end = next_slice(c, t, conn)
         with pytest.raises(RuntimeError, match="killed"):
             run_slice(spec, index, start, end,
                       DiesAfterInsert(clickhouse_store(c.runtime.clickhouse_dsn)),
