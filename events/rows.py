@@ -4,7 +4,8 @@ Promoted columns (release, environment, level, user, transaction, ...) are pulle
 the normalized event so list and search queries never parse the body; the ``tags`` map
 holds every tag, the standard ones too (``level``, ``environment``, ``release``, ``user``,
 ``browser``, ...: events/tags.py); the whole event is kept in ``body`` (zstd-compressed by
-ClickHouse) for the event page.
+ClickHouse) for the event page, with the hash of what grouping reads of it
+(``grouping_projection``, events/projection.py) for ``crashray reprocess``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from events.process import ProcessedEvent
+from events.projection import stored_projection
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -37,6 +39,7 @@ EVENTS_SCHEMA = pa.schema([
     ("frame_functions", pa.list_(pa.string())), ("frame_modules", pa.list_(pa.string())),
     ("frame_filenames", pa.list_(pa.string())), ("frame_in_app", pa.list_(pa.uint8())),
     ("body", pa.string()),
+    ("grouping_projection", pa.uint64()),
 ])
 
 
@@ -120,6 +123,7 @@ def _row(r: EventRow) -> dict[str, Any]:
         "frame_filenames": [_s(f.get("filename") or f.get("abs_path")) for f in frames],
         "frame_in_app": [1 if f.get("in_app") is True else 0 for f in frames],
         "body": orjson.dumps(e).decode(),
+        "grouping_projection": stored_projection(e),
     }
 
 

@@ -79,15 +79,14 @@ from events.process import (
     event_summary,
     grouping_input,
 )
-from events.rows import EventRow, events_table
-from events.symbolicate import (
-    JS_INVALID_SOURCEMAP,
-    JS_INVALID_SOURCEMAP_LOCATION,
-    JS_MISSING_SOURCES_CONTENT,
-    JS_NO_COLUMN,
-    JS_NO_SOURCE,
-    JS_TOO_LARGE,
+from events.projection import (
+    DERIVED_KEYS,
+    GROUPING_CONTEXTS,
+    GROUPING_KEYS,
+    SYMBOLICATION_ERRORS,
+    was_symbolicated,
 )
+from events.rows import EventRow, events_table
 from events.tags import event_tags
 from pipelines.export import ALL_TIME, plan_slices
 from storage import issues as issue_store
@@ -101,23 +100,13 @@ from storage.regroup import (
 
 log = logging.getLogger("crashray.reprocess")
 
-#: ``errors`` types symbolication adds (events/symbolicate.py, actors/symbolicate.py):
-#: dropped before an event is symbolicated again, which adds the ones that still hold.
-SYMBOLICATION_ERRORS: Final = frozenset({
-    JS_NO_SOURCE, JS_INVALID_SOURCEMAP, JS_MISSING_SOURCES_CONTENT,
-    JS_INVALID_SOURCEMAP_LOCATION, JS_TOO_LARGE, JS_NO_COLUMN, "symbolication_failed"})
-#: What processing writes into a stored event (events/process.py ``event_summary``): it is
-#: derived again from the event.
-_DERIVED_KEYS: Final = ("title", "culprit", "location", "metadata")
-
-
 # --- pure parts ---------------------------------------------------------------------------
 def raw_event(stored: Mapping[str, Any]) -> dict[str, Any]:
     """The stored (normalized, scrubbed) event as the consumer had it before symbolicating
     it: each stack trace that symbolication changed back to its ``raw_stacktrace`` (the
     minified frames), symbolication's ``errors`` removed, the processing summary removed.
     ``stored`` is not changed."""
-    event = {k: v for k, v in stored.items() if k not in _DERIVED_KEYS}
+    event = {k: v for k, v in stored.items() if k not in DERIVED_KEYS}
     for key in ("exception", "threads"):
         section = event.get(key)
         if not isinstance(section, dict) or not isinstance(section.get("values"), list):
@@ -134,20 +123,6 @@ def raw_event(stored: Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
-def was_symbolicated(stored: Mapping[str, Any]) -> bool:
-    """Whether symbolication changed or commented on the stored event (a stack trace kept
-    its minified frames, or an ``errors`` entry of symbolication's)."""
-    for key in ("exception", "threads"):
-        section = stored.get(key)
-        values = section.get("values") if isinstance(section, dict) else None
-        if isinstance(values, list) and any(
-                isinstance(v, dict) and "raw_stacktrace" in v for v in values):
-            return True
-    errors = stored.get("errors")
-    return isinstance(errors, list) and any(
-        isinstance(e, dict) and e.get("type") in SYMBOLICATION_ERRORS for e in errors)
-
-
 def _raw_container(value: object) -> object:
     if not isinstance(value, dict) or not isinstance(value.get("raw_stacktrace"), dict):
         return value
@@ -156,15 +131,6 @@ def _raw_container(value: object) -> object:
     return restored
 
 
-#: Top-level keys of an event that grouping reads (events/grouping: the strategies, the
-#: fingerprint and stack-trace rules and their variables, security reports); ``tags`` and
-#: ``contexts`` apart (``grouping_key``).
-GROUPING_KEYS: Final = ("exception", "stacktrace", "threads", "platform", "checksum",
-                        "message", "logentry", "fingerprint", "csp", "expectct",
-                        "expectstaple", "hpkp", "logger", "level", "release", "sdk",
-                        "transaction", "type", "culprit")
-#: ``contexts`` entries grouping reads (security reports kept there, events/security.py).
-_GROUPING_CONTEXTS: Final = ("csp", "expectct", "expectstaple", "hpkp")
 #: Tags the built-in fingerprint rules read (events/grouping/builtin_rules.py).
 BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
 _TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
@@ -194,7 +160,7 @@ def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | N
     picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS if k in event}
     contexts = event.get("contexts")
     if isinstance(contexts, dict):
-        picked["contexts"] = {k: contexts[k] for k in _GROUPING_CONTEXTS if k in contexts}
+        picked["contexts"] = {k: contexts[k] for k in GROUPING_CONTEXTS if k in contexts}
     all_tags = tags is None or "tags." in str(event.get("fingerprint") or "")
     pairs = event.get("tags")
     if isinstance(pairs, list):
@@ -470,13 +436,13 @@ def regroup_slice(spec: ReprocessJobSpec, since: dt.datetime, until: dt.datetime
     platforms = getattr(symbolicator, "platforms", None) if symbolicator is not None else ()
     if not spec.regroup_in_clickhouse or platforms is None:
         return None
-    keys = (*GROUPING_KEYS, *(k for k in _DERIVED_KEYS if k not in GROUPING_KEYS))
+    keys = (*GROUPING_KEYS, *(k for k in DERIVED_KEYS if k not in GROUPING_KEYS))
     if not spec.grouping_reads_release:
         keys = tuple(k for k in keys if k != "release")
     return RegroupSlice(
         spec.organization_id, spec.project_id, since, until, spec.release, spec.hashes,
         spec.job_id, RegroupProjection(
-            keys, _GROUPING_CONTEXTS, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
+            keys, GROUPING_CONTEXTS, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
             tuple(sorted(platforms)), SYMBOLICATED_MARKERS),
         spec.clickhouse_threads, spec.nice)
 

@@ -179,15 +179,31 @@ PROJECTION_SQL = (
     " {p_tags:Array(String)}), JSONExtractArrayRaw(" + _TAGS + "))),"
     " if(" + _SYMBOLICATED + ", arrayMap(k -> " + _top("k")
     + ", {p_symbolication_keys:Array(String)}), []))")
+#: The projection's hash from the row's columns, for a row with a ``grouping_projection``
+#: (events/projection.py: the hash of the projection without tags, release and dist):
+#: that, the tags the rules read (from the ``tags`` map), and the release and dist when
+#: the job's rules read the release or its symbolicator handles the event's platform.
+_COLUMNS_PROJECTION_SQL = (
+    "cityHash64(grouping_projection, arrayFilter(kv -> {p_all_tags:UInt8}"
+    " OR arrayExists(prefix -> startsWith(kv.1, prefix), {p_tags:Array(String)}),"
+    " arrayZip(mapKeys(tags), mapValues(tags))),"
+    " if({p_release:UInt8} OR platform IN {p_platforms:Array(String)},"
+    " [toString(release), toString(dist)], []))")
+#: The projection's hash of a row: from its columns when it has a ``grouping_projection``,
+#: else parsed from its body (``if`` evaluates the branch a row takes only).
+ROW_PROJECTION_SQL = ("if(grouping_projection != 0, " + _COLUMNS_PROJECTION_SQL + ", "
+                      + PROJECTION_SQL + ")")
 #: Whether an event is grouped in ClickHouse (see the module's docstring): not an event
-#: with an empty ``errors`` list, which reprocessing drops.
-ELIGIBLE_SQL = "(" + _top("'errors'") + " != '[]')"
+#: with an empty ``errors`` list, which reprocessing drops (a row with a
+#: ``grouping_projection`` has none).
+ELIGIBLE_SQL = "(grouping_projection != 0 OR " + _top("'errors'") + " != '[]')"
 
 
 def _projection_params(p: RegroupProjection) -> dict[str, Any]:
     return {"p_keys": list(p.keys), "p_contexts": list(p.contexts),
             "p_all_tags": int(p.tag_prefixes is None), "p_tags": list(p.tag_prefixes or ()),
             "p_platforms": list(p.symbolicated_platforms),
+            "p_release": int("release" in p.keys),
             "p_symbolication_keys": list(p.symbolication_keys),
             # multiSearchAny needs at least one needle: an empty body never matches "".
             "p_markers": list(p.symbolicated_markers) or ["\0"]}
@@ -241,7 +257,7 @@ def projection_groups(client: Any, s: RegroupSlice) -> tuple[list[ProjectionGrou
         " ENGINE = MergeTree ORDER BY event_id", settings=settings)
     client.command(
         f"INSERT INTO {table} SELECT organization_id, project_id, event_id, "
-        + PROJECTION_SQL + ", " + ELIGIBLE_SQL + ", group_id, toString(primary_hash)"
+        + ROW_PROJECTION_SQL + ", " + ELIGIBLE_SQL + ", group_id, toString(primary_hash)"
         " FROM events WHERE " + where,
         parameters={**params, **_projection_params(s.projection)}, settings=settings)
     rows = client.query(

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pyarrow as pa
 import pytest
 
 from actors.grouping import IssueResolver
@@ -33,7 +34,9 @@ from pipelines.reprocess import (
     ReprocessJobSpec,
     SliceOutcome,
     project_grouping,
+    referenced_tags,
     regroup_slice,
+    rules_read_release,
     run_slice,
 )
 from storage.artifacts import artifact_source
@@ -48,10 +51,12 @@ pytestmark = pytest.mark.integration
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: Regroups ValueErrors into one issue, names the KeyErrors' issue (their stored title
 #: changes: one by one), and leaves the rest as they were.
-RULES = 'type:ValueError -> value-errors\ntype:KeyError -> keys title="Missing keys"'
+RULES = ('type:ValueError -> value-errors\ntype:KeyError -> keys title="Missing keys"\n'
+         'tags.tenant:a type:OSError -> tenant-a-errors')
 #: Then: the Node RangeErrors (symbolicated by the first job) regrouped too, the KeyErrors'
-#: title given back.
-RULES_AFTER = "type:ValueError -> value-errors\ntype:RangeError -> ranges"
+#: title given back, and the TypeErrors of one release apart.
+RULES_AFTER = ("type:ValueError -> value-errors\ntype:RangeError -> ranges\n"
+               "release:app@2 type:TypeError -> type-errors-of-2")
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,12 @@ def corpus(corpus_dir: Path) -> list[dict[str, Any]]:
         exc["type"], exc["value"] = error_type, value
         exc["stacktrace"]["frames"][-1]["function"] = function
         e["timestamp"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).timestamp()
+        # A tag the rules read, and one they do not (its values must not split groups).
+        e["tags"] = {"tenant": "ab"[len(events) // 4 % 2], "request": str(len(events))}
+        e["release"] = f"app@{len(events) // 8 % 2 + 1}"
         return e
 
-    events = []
+    events: list[dict[str, Any]] = []
     for n in range(24):
         kind = ("ValueError", "KeyError", "TypeError", "OSError")[n % 4]
         events.append(event("python-sdk-2.75.0-exception", kind, f"bad {n % 3}",
@@ -83,28 +91,26 @@ def corpus(corpus_dir: Path) -> list[dict[str, Any]]:
 
 
 def load(conn: psycopg.Connection[Any], store: ClickHouseStore, scope: ProjectScope,
-         events: list[dict[str, Any]]) -> Loaded:
-    """The events processed as a consumer does (no rules yet) and stored, with issues."""
+         events: list[dict[str, Any]], unknown_every: int = 0) -> Loaded:
+    """The events processed as a consumer does (no rules yet) and stored, with issues;
+    every ``unknown_every``-th without its ``grouping_projection`` (as rows written before
+    migration 0007 are)."""
     processor = EventProcessor()
     context = ItemContext(scope.id, None, dt.datetime.now(dt.UTC))
     processed = [processor.process(orjson.dumps({**e, "event_id": uuid.uuid4().hex}), context)
                  for e in events]
     issue_ids = IssueResolver(conn, 1000).issue_ids_for(
         [issue_candidate(scope.id, p) for p in processed])
-    store.insert("events", events_table([
-        EventRow(scope.organization_id, scope.id, int(i or 0), 90, p)
-        for p, i in zip(processed, issue_ids, strict=True)]))
+    table = events_table([EventRow(scope.organization_id, scope.id, int(i or 0), 90, p)
+                          for p, i in zip(processed, issue_ids, strict=True)])
+    assert all(table.column("grouping_projection").to_pylist())
+    if unknown_every:
+        index = table.schema.get_field_index("grouping_projection")
+        table = table.set_column(index, table.schema.field(index), pa.array(
+            [0 if n % unknown_every == 0 else h for n, h in
+             enumerate(table.column(index).to_pylist())], pa.uint64()))
+    store.insert("events", table)
     return Loaded(scope, [p.event_id for p in processed])
-
-
-def second_project(conn: psycopg.Connection[Any]) -> ProjectScope:
-    org = conn.execute("INSERT INTO organizations (slug, name) VALUES ('other', 'Other')"
-                       " RETURNING id").fetchone()
-    assert org is not None
-    made = conn.execute("INSERT INTO projects (organization_id, slug, name) VALUES"
-                        " (%s, 'backend', 'Backend') RETURNING id", (org[0],)).fetchone()
-    assert made is not None
-    return ProjectScope(int(org[0]), int(made[0]))
 
 
 def regroup(conn: psycopg.Connection[Any], store: ClickHouseStore, url: str,
@@ -115,7 +121,8 @@ def regroup(conn: psycopg.Connection[Any], store: ClickHouseStore, url: str,
     spec = ReprocessJobSpec(
         job_id, store.dsn, url, scope.organization_id, scope.id,
         project_grouping(grouping_settings(conn, [scope.id])[scope.id]), None, None, None,
-        grouping_tags=frozenset({"transaction"}), regroup_in_clickhouse=in_clickhouse)
+        grouping_tags=referenced_tags(rules), grouping_reads_release=rules_read_release(rules),
+        regroup_in_clickhouse=in_clickhouse)
     symbolicator = LocalSymbolication(SymbolicationConfig(
         partial(artifact_source, url, blob_dir, 0.0)))
     return run_slice(spec, 0, EPOCH, dt.datetime(2100, 1, 1, tzinfo=dt.UTC), store,
@@ -150,14 +157,19 @@ def databases(chdb_store: ClickHouseStore) -> Iterator[tuple[str, ProjectScope, 
         yield url, scope, blobs
 
 
+@pytest.mark.parametrize("unknown_every", [0, 1, 3],
+                         ids=["projections-stored", "bodies-parsed", "mixed"])
 def test_grouping_in_clickhouse_gives_what_grouping_event_by_event_gives(
         chdb_store: ClickHouseStore, databases: tuple[str, ProjectScope, str],
-        corpus_dir: Path) -> None:
-    url, fast_scope, blobs = databases
+        corpus_dir: Path, unknown_every: int) -> None:
+    """Whether the rows carry the hash of their projection (events/projection.py), or
+    not (written before migration 0007: their bodies are parsed), or some do."""
+    url, _, blobs = databases
     events = corpus(corpus_dir)
     with psycopg.connect(url, autocommit=True) as conn:
-        slow_scope = second_project(conn)
-        fast = load(conn, chdb_store, fast_scope, events)
+        fast_scope = project_of_its_own(conn, "fast")
+        slow_scope = project_of_its_own(conn, "slow")
+        fast = load(conn, chdb_store, fast_scope, events, unknown_every)
         slow = load(conn, chdb_store, slow_scope, events)
         slow_before = stored(chdb_store, conn, slow_scope)
         outcomes = []
