@@ -151,13 +151,15 @@ def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
     return frozenset(names) | BUILTIN_RULE_TAGS
 
 
-def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | None
-                 ) -> bytes:
+def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | None,
+                 reads_release: bool = True) -> bytes:
     """Everything of ``event`` the grouping of ``config`` can read, as bytes: events with
     one key group alike, so a slice's events of one issue are grouped once. ``tags``: the
     tag keys the rules can read (prefixes; None: all); an event's own fingerprint that
-    names a tag makes every tag count."""
-    picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS if k in event}
+    names a tag makes every tag count. ``reads_release``: the rules read the release (a
+    ``release:`` matcher; nothing else in grouping does)."""
+    picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS
+                              if k in event and (reads_release or k != "release")}
     contexts = event.get("contexts")
     if isinstance(contexts, dict):
         picked["contexts"] = {k: contexts[k] for k in GROUPING_CONTEXTS if k in contexts}
@@ -174,8 +176,10 @@ class GroupingMemo:
     """Grouping results by ``grouping_key``, at most ``max_entries`` (oldest dropped):
     grouping is a pure function of what the key holds, and costs ~1 ms an event."""
 
-    def __init__(self, tags: frozenset[str] | None, max_entries: int = 50_000) -> None:
+    def __init__(self, tags: frozenset[str] | None, max_entries: int = 50_000,
+                 reads_release: bool = True) -> None:
         self.tags = tags
+        self.reads_release = reads_release
         self.max_entries = max_entries
         self._results: OrderedDict[bytes, GroupingResult] = OrderedDict()
         self.hits = 0
@@ -183,7 +187,7 @@ class GroupingMemo:
 
     def group(self, event: Mapping[str, Any], config: str, rules: GroupingRules | None
               ) -> GroupingResult:
-        key = grouping_key(config, event, self.tags)
+        key = grouping_key(config, event, self.tags, self.reads_release)
         found = self._results.get(key)
         if found is not None:
             self.hits += 1
@@ -465,7 +469,8 @@ def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
     groups, not_eligible = store.regroup_projection_groups(where)
     clock = _lap(outcome, "read", clock)
     now = dt.datetime.now(dt.UTC)
-    memo = GroupingMemo(spec.grouping_tags)
+    memo = GroupingMemo(spec.grouping_tags,
+                        reads_release=spec.grouping_reads_release)
     regrouped: dict[int, ProcessedEvent | None] = {}
     for g in groups:
         if g.projection in regrouped:
@@ -597,7 +602,8 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
     which an interrupted run left). ``table``: newest row first per event, then maybe the
     next newest (``events_to_reprocess``)."""
     now = dt.datetime.now(dt.UTC)
-    memo = GroupingMemo(spec.grouping_tags)
+    memo = GroupingMemo(spec.grouping_tags,
+                        reads_release=spec.grouping_reads_release)
     done: list[str] = []
     todo: list[_Regrouped] = []
     moves: dict[int, dict[int, int]] = {}

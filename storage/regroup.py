@@ -22,6 +22,15 @@ its stored body unchanged (its issue and hash may change); the others are read w
 (``events_one_by_one``) and reprocessed event by event, as are the events with an empty
 ``errors`` list (which reprocessing drops: not *eligible*).
 
+Most rows need no parse at all: a row written since ClickHouse migration 0007 carries
+``grouping_projection``, the hash of its projection without the tags, release and dist
+(events/projection.py), and its projection hash is computed from that, the tags the rules
+read (from the ``tags`` map column) and, when the job's rules read the release or its
+symbolicator handles the row's platform, the ``release`` and ``dist`` columns
+(``ROW_PROJECTION_SQL``; a finer split than the parsed projection, never a coarser one).
+Older rows, and the few events the columns do not describe (``grouping_projection`` 0),
+have their bodies parsed as below.
+
 The bodies are parsed once per slice: ``projection_groups`` writes each event's projection
 hash (and whether it is eligible, its issue and hash) into a table of the slice's own
 (``projection_table``: named for the organization, project, job and slice start) and groups

@@ -26,6 +26,7 @@ from pipelines.reprocess import (
     raw_event,
     referenced_tags,
     regroup_event,
+    rules_read_release,
     was_symbolicated,
 )
 from storage.projects import ProjectGroupingSettings
@@ -151,6 +152,22 @@ def test_rules_naming_tags_make_those_tags_part_of_the_grouping_key() -> None:
     own = {**event, "fingerprint": ["{{ tags.browser }}"]}
     assert grouping_key("v3", own, tags) != grouping_key(
         "v3", {**own, "tags": other_browser["tags"]}, tags)
+
+
+def test_the_release_is_part_of_the_grouping_key_only_when_rules_read_it() -> None:
+    rules = "release:app@2 type:X -> two"
+    event = {"exception": {"values": [{"type": "X"}]}, "release": "app@1", "event_id": "1"}
+    other = {**event, "release": "app@2"}
+    assert rules_read_release(rules) and not rules_read_release("type:X -> x")
+    assert grouping_key("v3", event, None, reads_release=False) == grouping_key(
+        "v3", other, None, reads_release=False)
+    assert grouping_key("v3", event, None, reads_release=True) != grouping_key(
+        "v3", other, None, reads_release=True)
+    grouping = ProjectGrouping(rules=grouping_rules_from_text(rules, ""))
+    memo = GroupingMemo(None, reads_release=rules_read_release(rules))
+    hashes = [regroup_event(e, 1, 1, grouping, None, NOW, NOW, memo).grouping.hashes
+              for e in (event, other)]
+    assert hashes[0] != hashes[1] and memo.misses == 2
 
 
 def test_memoized_grouping_is_the_grouping() -> None:
