@@ -729,6 +729,9 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
     from storage.scope import ProjectScope
 
     started = time.monotonic()
+    # The driver too (Ray Data's executor loop, the closing counts): the command's process
+    # ends with the job, and live ingest comes first on shared cores.
+    lower_priority(limits.nice)
     project = ProjectScope(ctx.organization_id, ctx.project_id)
     store = clickhouse_store(ctx.clickhouse_dsn)
     with psycopg.connect(ctx.postgres_url) as conn:
