@@ -32,7 +32,7 @@ def rows(count: int, org: int, level: str = "error") -> pa.Table:
                  "received": NOW, "type": "error", "platform": "python", "level": level,
                  "tags": [], "exception_types": [], "exception_values": [],
                  "frame_functions": [], "frame_modules": [], "frame_filenames": [],
-                 "frame_in_app": [], "body": "{}"})
+                 "frame_in_app": [], "body": "{}", "grouping_projection": 0})
     ids = [str(uuid.uuid4()) for _ in range(count)]
     columns = {name: [value] * count for name, value in base.items()}
     columns["event_id"] = ids

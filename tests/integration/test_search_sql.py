@@ -40,6 +40,7 @@ def event(org: int, name: str, hour: int, **columns: Any) -> dict[str, Any]:
         "type": "error", "platform": "python", "tags": [],
         "exception_types": [], "exception_values": [], "frame_functions": [],
         "frame_modules": [], "frame_filenames": [], "frame_in_app": [],
+        "grouping_projection": 0,
     })
     row.update(columns)
     return row

@@ -154,6 +154,7 @@ def row(org: int, name: str, **columns: Any) -> dict[str, Any]:
         "retention_days": 90, "timestamp": now, "received": now, "type": "error",
         "platform": "python", "tags": [], "exception_types": [], "exception_values": [],
         "frame_functions": [], "frame_modules": [], "frame_filenames": [], "frame_in_app": [],
+        "grouping_projection": 0,
     })
     values.update(columns)
     return values
