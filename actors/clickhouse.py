@@ -13,7 +13,7 @@ Server mode: each process opens its own HTTP client (``ClickHouseStore``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 import pyarrow as pa
@@ -264,10 +264,10 @@ class RemoteStore:
         rows: regroup.SliceRows = ray.get(self._owner.regroup_slice_rows.remote(s))
         return rows
 
-    def regroup_projection_groups(self, s: regroup.RegroupSlice
+    def regroup_projection_groups(self, s: regroup.RegroupSlice, known: Collection[int] = ()
                                   ) -> tuple[list[regroup.ProjectionGroup], int]:
         groups: tuple[list[regroup.ProjectionGroup], int] = ray.get(
-            self._owner.regroup_projection_groups.remote(s))
+            self._owner.regroup_projection_groups.remote(s, list(known)))
         return groups
 
     def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]

@@ -463,31 +463,88 @@ def _run_grouped(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
         store.regroup_drop_projections(where)
 
 
+@dataclass(frozen=True)
+class ProjectionDecision:
+    """What reprocessing one event of a projection decided for all its events: the issue
+    to find for them (None: their body would change, so they go one by one) and their new
+    primary hash."""
+
+    candidate: issue_store.IssueCandidate | None
+    primary_hash: str
+
+
+class JobCaches:
+    """What a worker process keeps of one job across the slices it runs (the job's rules,
+    grouping config and settings are fixed for it): the grouping memo and the decision of
+    each projection already reprocessed (at most ``max_decisions``, oldest dropped), so an
+    issue's events spread over many slices are reprocessed once, not once a slice."""
+
+    def __init__(self, key: tuple[Any, ...], spec: ReprocessJobSpec,
+                 max_decisions: int = 50_000) -> None:
+        self.key = key
+        self.memo = GroupingMemo(spec.grouping_tags, reads_release=spec.grouping_reads_release)
+        self.max_decisions = max_decisions
+        self._decisions: OrderedDict[int, ProjectionDecision] = OrderedDict()
+
+    def decisions(self) -> dict[int, ProjectionDecision]:
+        """The decisions now (a copy: what a slice asks ClickHouse not to send bodies for
+        stays here while the slice runs)."""
+        return dict(self._decisions)
+
+    def remember(self, projection: int, decision: ProjectionDecision) -> None:
+        self._decisions[projection] = decision
+        if len(self._decisions) > self.max_decisions:
+            self._decisions.popitem(last=False)
+
+
+_JOB_CACHES: list[JobCaches] = []
+
+
+def job_caches(spec: ReprocessJobSpec) -> JobCaches:
+    """This process's caches of ``spec``'s job (a job id is unique within its database and
+    project); another job's are dropped."""
+    key = (spec.postgres_url, spec.organization_id, spec.project_id, spec.job_id)
+    if not _JOB_CACHES or _JOB_CACHES[0].key != key:
+        _JOB_CACHES[:] = [JobCaches(key, spec)]
+    return _JOB_CACHES[0]
+
+
+def _decide(spec: ReprocessJobSpec, g: ProjectionGroup, symbolicator: Symbolicator | None,
+            now: dt.datetime, memo: GroupingMemo) -> ProjectionDecision:
+    stored = _body(g.body)
+    processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
+                              spec.grouping, symbolicator, g.received, now, memo,
+                              tags_current=not was_symbolicated(stored))
+    # The body stays as stored (only the issue and hash may change), else one by one.
+    candidate = (issue_candidate(spec.project_id, processed) if processed.event == stored
+                 else None)
+    return ProjectionDecision(candidate, processed.grouping.primary_hash)
+
+
 def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
                     issue_ids_for: IssueLookup, symbolicator: Symbolicator | None,
                     outcome: SliceOutcome, clock: float) -> SliceOutcome:
-    groups, not_eligible = store.regroup_projection_groups(where)
+    caches = job_caches(spec)
+    known = caches.decisions()
+    groups, not_eligible = store.regroup_projection_groups(where, list(known))
     clock = _lap(outcome, "read", clock)
     now = dt.datetime.now(dt.UTC)
-    memo = GroupingMemo(spec.grouping_tags,
-                        reads_release=spec.grouping_reads_release)
-    regrouped: dict[int, ProcessedEvent | None] = {}
+    regrouped: dict[int, ProjectionDecision] = {}
     for g in groups:
         if g.projection in regrouped:
             continue
-        stored = _body(g.body)
-        processed = regroup_event(raw_event(stored), spec.project_id, spec.organization_id,
-                                  spec.grouping, symbolicator, g.received, now, memo,
-                                  tags_current=not was_symbolicated(stored))
-        # The body stays as stored (only the issue and hash may change), else one by one.
-        regrouped[g.projection] = processed if processed.event == stored else None
+        decision = known.get(g.projection)
+        if decision is None:
+            decision = _decide(spec, g, symbolicator, now, caches.memo)
+            caches.remember(g.projection, decision)
+        regrouped[g.projection] = decision
     clock = _lap(outcome, "regroup", clock)
-    kept_here = [p for p, e in regrouped.items() if e is not None]
-    found = issue_ids_for([issue_candidate(spec.project_id, e) for e in regrouped.values()
-                           if e is not None])
+    kept_here = [p for p, d in regrouped.items() if d.candidate is not None]
+    found = issue_ids_for([d.candidate for d in regrouped.values()
+                           if d.candidate is not None])
     issue_of = dict(zip(kept_here, found, strict=True))
     clock = _lap(outcome, "issues", clock)
-    one_by_one = [p for p, e in regrouped.items() if e is None]
+    one_by_one = [p for p, d in regrouped.items() if d.candidate is None]
     if not_eligible or one_by_one:
         table = store.regroup_events_one_by_one(where, one_by_one)
         clock = _lap(outcome, "read", clock)
@@ -499,7 +556,7 @@ def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
     if moving:
         written = store.regroup_move_events(where, ProjectionMoves(
             moving, [int(issue_of[p] or 0) for p in moving],
-            [_processed(regrouped[p]).grouping.primary_hash for p in moving]))
+            [regrouped[p].primary_hash for p in moving]))
         expected = sum(to_move.values())
         if written != expected:
             raise SliceChanged(
@@ -518,7 +575,7 @@ class SliceChanged(Conflict):
 
 
 def _count_grouped(groups: Sequence[ProjectionGroup],
-                   regrouped: Mapping[int, ProcessedEvent | None],
+                   regrouped: Mapping[int, ProjectionDecision],
                    issue_of: Mapping[int, int | None], outcome: SliceOutcome
                    ) -> dict[int, int]:
     """Add the events grouped in ClickHouse to ``outcome``; returns projection → events
@@ -526,7 +583,7 @@ def _count_grouped(groups: Sequence[ProjectionGroup],
     to_move: dict[int, int] = {}
     for g in groups:
         new = regrouped[g.projection]
-        if new is None:
+        if new.candidate is None:
             continue
         outcome.events_read += g.events
         outcome.events_in_clickhouse += g.events
@@ -535,7 +592,7 @@ def _count_grouped(groups: Sequence[ProjectionGroup],
             outcome.events_kept += g.events
             continue
         moved = issue_id != g.group_id
-        if moved or new.grouping.primary_hash != g.primary_hash:
+        if moved or new.primary_hash != g.primary_hash:
             outcome.events_changed += g.events
             to_move[g.projection] = to_move.get(g.projection, 0) + g.events
         if moved:
@@ -543,11 +600,6 @@ def _count_grouped(groups: Sequence[ProjectionGroup],
             to = outcome.moves.setdefault(g.group_id, {})
             to[issue_id] = to.get(issue_id, 0) + g.events
     return to_move
-
-
-def _processed(p: ProcessedEvent | None) -> ProcessedEvent:
-    assert p is not None
-    return p
 
 
 def _run_one_by_one(spec: ReprocessJobSpec, table: pa.Table, store: Any,

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -234,7 +234,7 @@ class EventStore(Protocol):
     # The regroup-only path of ``crashray reprocess`` (storage/regroup.py).
     def regroup_slice_rows(self, s: regroup.RegroupSlice) -> regroup.SliceRows: ...
 
-    def regroup_projection_groups(self, s: regroup.RegroupSlice
+    def regroup_projection_groups(self, s: regroup.RegroupSlice, known: Collection[int] = ()
                                   ) -> tuple[list[regroup.ProjectionGroup], int]: ...
 
     def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
@@ -251,6 +251,20 @@ class EventStore(Protocol):
                                           ) -> int: ...
 
 
+#: Options of the embedded engine (chDB's connection string: its server settings). Its
+#: merges and mutations (a reprocess job's ``DELETE``, the merging of every insert's parts)
+#: run on background threads at this nice value, as ``CRASHRAY_PIPELINE_NICE`` runs a job's
+#: queries: on shared cores the live ingest and the API come first, and the background
+#: work takes the idle time (ClickHouse's ``os_threads_nice_value_merge_mutate``).
+EMBEDDED_ENGINE_OPTIONS: Final = {"os_threads_nice_value_merge_mutate": "10"}
+
+
+def embedded_client(dsn: str) -> Any:
+    """A clickhouse-connect client of the embedded engine at ``dsn`` (``chdb://PATH``),
+    with ``EMBEDDED_ENGINE_OPTIONS``: every client of a process opens the engine alike."""
+    return clickhouse_connect.get_client(dsn=dsn, chdb_options=EMBEDDED_ENGINE_OPTIONS)
+
+
 class ClickHouseStore:
     """Schema, inserts and scoped reads over one clickhouse-connect client."""
 
@@ -259,7 +273,7 @@ class ClickHouseStore:
         self.is_embedded = dsn.startswith("chdb:")
         self._readers = threading.local()
         if self.is_embedded:
-            self._client = clickhouse_connect.get_client(dsn=dsn)
+            self._client = embedded_client(dsn)
         else:
             # No server session: the API runs queries from several threads at once, and one
             # session accepts one query at a time ("session is locked").
@@ -274,7 +288,7 @@ class ClickHouseStore:
             return self._client
         client = getattr(self._readers, "client", None)
         if client is None:
-            client = clickhouse_connect.get_client(dsn=self.dsn)
+            client = embedded_client(self.dsn)
             self._readers.client = client
         return client
 
@@ -757,9 +771,9 @@ class ClickHouseStore:
     def regroup_slice_rows(self, s: regroup.RegroupSlice) -> regroup.SliceRows:
         return regroup.slice_rows(self._read, s)
 
-    def regroup_projection_groups(self, s: regroup.RegroupSlice
+    def regroup_projection_groups(self, s: regroup.RegroupSlice, known: Collection[int] = ()
                                   ) -> tuple[list[regroup.ProjectionGroup], int]:
-        return regroup.projection_groups(self._read, s)
+        return regroup.projection_groups(self._read, s, known)
 
     def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
                                   ) -> pa.Table:

@@ -51,7 +51,7 @@ both, and its name holds them).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -251,11 +251,13 @@ def projection_table(s: RegroupSlice) -> str:
 _TABLE_SCOPE = "organization_id = {org:UInt64} AND project_id = {project:UInt64}"
 
 
-def projection_groups(client: Any, s: RegroupSlice) -> tuple[list[ProjectionGroup], int]:
+def projection_groups(client: Any, s: RegroupSlice, known: Collection[int] = ()
+                      ) -> tuple[list[ProjectionGroup], int]:
     """The slice's eligible events by projection, issue and primary hash (one event of
-    each with its body), and how many events are not eligible. For a slice of one row per
-    event (``slice_rows``). Fills the slice's ``projection_table`` (made again if an
-    interrupted run left one), which the other statements of the slice join."""
+    each with its body, but for the projections in ``known``, which the caller regrouped
+    already: their body is ""), and how many events are not eligible. For a slice of one
+    row per event (``slice_rows``). Fills the slice's ``projection_table`` (made again if
+    an interrupted run left one), which the other statements of the slice join."""
     where, params = _where(s)
     table = projection_table(s)
     settings = _settings(s)
@@ -274,8 +276,10 @@ def projection_groups(client: Any, s: RegroupSlice) -> tuple[list[ProjectionGrou
         f" toString(any(event_id)) FROM {table} WHERE {_TABLE_SCOPE}"
         " GROUP BY projection_hash, eligible, group_id, primary_hash",
         parameters=params, settings=settings).result_rows
-    bodies = _bodies(client, s, [str(r[5]) for r in rows if r[1]])
-    groups = [ProjectionGroup(int(r[0]), int(r[2]), str(r[3]), int(r[4]), *bodies[str(r[5])])
+    known = frozenset(known)
+    bodies = _bodies(client, s, [str(r[5]) for r in rows if r[1] and int(r[0]) not in known])
+    groups = [ProjectionGroup(int(r[0]), int(r[2]), str(r[3]), int(r[4]),
+                              *bodies.get(str(r[5]), ("", _EPOCH)))
               for r in rows if r[1]]
     return groups, sum(int(r[4]) for r in rows if not r[1])
 

@@ -49,6 +49,9 @@ from tests.support import migrated_project_database
 pytestmark = pytest.mark.integration
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Where the corpus's two hours meet (the hour before last began here).
+SLICES_MEET = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(
+    minute=0, second=0, microsecond=0)
 #: Regroups ValueErrors into one issue, names the KeyErrors' issue (their stored title
 #: changes: one by one), and leaves the rest as they were.
 RULES = ('type:ValueError -> value-errors\ntype:KeyError -> keys title="Missing keys"\n'
@@ -73,7 +76,9 @@ def corpus(corpus_dir: Path) -> list[dict[str, Any]]:
         exc = e["exception"]["values"][-1]
         exc["type"], exc["value"] = error_type, value
         exc["stacktrace"]["frames"][-1]["function"] = function
-        e["timestamp"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).timestamp()
+        # Two hours, one slice each (``regroup``): alike events in both.
+        e["timestamp"] = (SLICES_MEET + dt.timedelta(minutes=(10, -50)[len(events) % 2])
+                          ).timestamp()
         # A tag the rules read, and one they do not (its values must not split groups).
         e["tags"] = {"tenant": "ab"[len(events) // 4 % 2], "request": str(len(events))}
         e["release"] = f"app@{len(events) // 8 % 2 + 1}"
@@ -125,8 +130,21 @@ def regroup(conn: psycopg.Connection[Any], store: ClickHouseStore, url: str,
         regroup_in_clickhouse=in_clickhouse)
     symbolicator = LocalSymbolication(SymbolicationConfig(
         partial(artifact_source, url, blob_dir, 0.0)))
-    return run_slice(spec, 0, EPOCH, dt.datetime(2100, 1, 1, tzinfo=dt.UTC), store,
-                     IssueResolver(conn, 1000).issue_ids_for, symbolicator)
+    resolver = IssueResolver(conn, 1000)
+    # Two slices of the job, as its worker process runs them: the second one's projections
+    # that the first reprocessed are not reprocessed again (pipelines.reprocess.JobCaches).
+    first = run_slice(spec, 0, EPOCH, SLICES_MEET, store, resolver.issue_ids_for,
+                      symbolicator)
+    second = run_slice(spec, 1, SLICES_MEET, dt.datetime(2100, 1, 1, tzinfo=dt.UTC), store,
+                       resolver.issue_ids_for, symbolicator)
+    both = SliceOutcome(0)
+    for o in (first, second):
+        both.events_read += o.events_read
+        both.events_changed += o.events_changed
+        both.events_moved += o.events_moved
+        both.events_kept += o.events_kept
+        both.events_in_clickhouse += o.events_in_clickhouse
+    return both
 
 
 def stored(store: ClickHouseStore, conn: psycopg.Connection[Any], scope: ProjectScope

@@ -19,8 +19,12 @@ from pipelines.reprocess import (
     EmptiedIssue,
     GroupingMemo,
     GroupingSettingsInvalid,
+    JobCaches,
+    ProjectionDecision,
+    ReprocessJobSpec,
     emptied_issues,
     grouping_key,
+    job_caches,
     moves_into,
     project_grouping,
     raw_event,
@@ -168,6 +172,27 @@ def test_the_release_is_part_of_the_grouping_key_only_when_rules_read_it() -> No
     hashes = [regroup_event(e, 1, 1, grouping, None, NOW, NOW, memo).grouping.hashes
               for e in (event, other)]
     assert hashes[0] != hashes[1] and memo.misses == 2
+
+
+def test_a_worker_keeps_one_jobs_decisions_across_its_slices() -> None:
+    """A job's projections decided in one slice are not reprocessed in the next one; a
+    worker that moves to another job (or the same job id of another project or database)
+    starts afresh, and the oldest decisions go first past the bound."""
+    spec = ReprocessJobSpec(4, "chdb:///x", "postgresql:///a", 1, 2, ProjectGrouping(),
+                            None, None, None)
+    caches = job_caches(spec)
+    caches.remember(11, ProjectionDecision(None, "a" * 32))
+    assert job_caches(replace(spec, nice=10)) is caches  # the same job, another task
+    assert set(job_caches(spec).decisions()) == {11}
+    for other in (replace(spec, job_id=5), replace(spec, project_id=3),
+                  replace(spec, postgres_url="postgresql:///b")):
+        assert job_caches(other).decisions() == {}
+    bounded = JobCaches(("k",), spec, max_decisions=2)
+    for projection in (1, 2, 3):
+        bounded.remember(projection, ProjectionDecision(None, "b" * 32))
+    snapshot = bounded.decisions()
+    bounded.remember(4, ProjectionDecision(None, "c" * 32))
+    assert set(snapshot) == {2, 3} and set(bounded.decisions()) == {3, 4}
 
 
 def test_memoized_grouping_is_the_grouping() -> None:
