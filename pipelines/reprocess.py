@@ -24,7 +24,11 @@ moves the events whose issue or hash changed (``INSERT … SELECT``, then ``DELE
 joining a table of the slice's own that the first statement filled with each event's
 projection hash, so each body is parsed once (the table is dropped with the slice, and
 what interrupted slices left when the job finishes). The projections whose body would
-change, and slices with copies of an event, go one by one.
+change, and slices with copies of an event, go one by one. A row written since ClickHouse
+migration 0007 is not parsed at all: it carries the hash of its projection
+(events/projection.py). A task's process keeps each projection's decision (its new issue
+and hash, or "one by one") for the job's later slices (``JobCaches``): an issue's events
+spread over many hours are reprocessed once, and their bodies are not read again.
 Tasks run at ``CRASHRAY_PIPELINE_NICE`` and their ClickHouse statements on
 ``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads, so live ingest comes first.
 
