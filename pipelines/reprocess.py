@@ -558,9 +558,10 @@ def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
     # Only projections with an event to move or rehash: nothing changed, nothing written.
     moving = sorted({g.projection for g in groups if g.projection in to_move})
     if moving:
+        # Their older rows stay until the run's slices are done (``run_reprocess``).
         written = store.regroup_move_events(where, ProjectionMoves(
             moving, [int(issue_of[p] or 0) for p in moving],
-            [regrouped[p].primary_hash for p in moving]))
+            [regrouped[p].primary_hash for p in moving]), delete_old=False)
         expected = sum(to_move.values())
         if written != expected:
             raise SliceChanged(
@@ -805,8 +806,17 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
     if limits.max_slices is not None:
         remaining = remaining[:limits.max_slices]
     stage_s: dict[str, float] = {}
-    _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining], limits,
-                stage_s)
+    try:
+        _run_slices(ctx, project, job.id, spec, [(i, *job.slices[i]) for i in remaining],
+                    limits, stage_s)
+    finally:
+        # The older rows of the events the job's slices moved in ClickHouse: the slices
+        # leave them (one DELETE for the run, not one per slice over the same large
+        # parts). A run killed outright leaves them to the next run, which deletes them
+        # here even when no slice is left (before ``finish`` counts the events).
+        deleting = time.monotonic()
+        store.regroup_delete_replaced_of_job(project.organization_id, project.id, job.id)
+        stage_s["write"] = stage_s.get("write", 0.0) + time.monotonic() - deleting
     finishing = time.monotonic()
     result = _conclude(ctx, project, job.id, resumed, 0.0, store, job.events_read)
     stage_s["finish"] = time.monotonic() - finishing

@@ -245,6 +245,9 @@ class EventStore(Protocol):
 
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None: ...
 
+    def regroup_delete_replaced_of_job(self, organization_id: int, project_id: int,
+                                       version: int) -> None: ...
+
     def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None: ...
 
     def regroup_drop_leftover_projections(self, organization_id: int, project_id: int
@@ -784,6 +787,10 @@ class ClickHouseStore:
     def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
                             delete_old: bool = True) -> int:
         return regroup.move_events(self._read, s, moves, delete_old)
+
+    def regroup_delete_replaced_of_job(self, organization_id: int, project_id: int,
+                                       version: int) -> None:
+        regroup.delete_replaced_of_job(self._read, organization_id, project_id, version)
 
     def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
         regroup.delete_replaced(self._read, s)

@@ -139,6 +139,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: After every stored event (within ``DateTime64(6)``'s range, which ends in 2299).
+_LAST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 def _micros(when: dt.datetime) -> int:
@@ -387,6 +389,17 @@ def delete_replaced(client: Any, s: RegroupSlice) -> None:
         " AND event_id IN (SELECT event_id FROM events WHERE " + written
         + " AND row_version = {version:UInt32})",
         parameters={**params, "version": s.version}, settings=_settings(s))
+
+
+def delete_replaced_of_job(client: Any, organization_id: int, project_id: int,
+                           version: int) -> None:
+    """``delete_replaced`` over all of a project's time: the older rows of every event
+    its job ``version`` wrote (the slices move without deleting; the job deletes once,
+    when its last slice is done)."""
+    delete_replaced(client, RegroupSlice(
+        organization_id, project_id, _EPOCH, _LAST, None,
+        None, version,
+        RegroupProjection((), (), (), (), ())))
 
 
 def _rows_of_version(client: Any, s: RegroupSlice, where: str, params: dict[str, Any]
