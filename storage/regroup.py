@@ -396,10 +396,12 @@ def delete_replaced_of_job(client: Any, organization_id: int, project_id: int,
     """``delete_replaced`` over all of a project's time: the older rows of every event
     its job ``version`` wrote (the slices move without deleting; the job deletes once,
     when its last slice is done)."""
-    delete_replaced(client, RegroupSlice(
-        organization_id, project_id, _EPOCH, _LAST, None,
-        None, version,
-        RegroupProjection((), (), (), (), ())))
+    s = RegroupSlice(organization_id, project_id, _EPOCH, _LAST, None, None, version,
+                     RegroupProjection((), (), (), (), ()))
+    where, params = _where(s)
+    # Nothing of the job's version (a job that changed nothing): no mutation to run.
+    if _rows_of_version(client, s, where, {**params, "version": version}):
+        delete_replaced(client, s)
 
 
 def _rows_of_version(client: Any, s: RegroupSlice, where: str, params: dict[str, Any]
