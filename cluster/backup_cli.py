@@ -55,7 +55,7 @@ def _databases(settings: Settings) -> Iterator[tuple[Runtime, Client]]:
     import clickhouse_connect
 
     from cluster.runtime import Runtime
-    from storage.clickhouse import ClickHouseStore, embedded_client
+    from storage.clickhouse import ClickHouseStore
 
     runtime = Runtime(settings)
     try:
@@ -63,9 +63,7 @@ def _databases(settings: Settings) -> Iterator[tuple[Runtime, Client]]:
         store = ClickHouseStore(runtime.clickhouse_dsn)
         store.migrate()
         store.close()
-        dsn = runtime.clickhouse_dsn
-        client = (embedded_client(dsn) if dsn.startswith("chdb:")
-                  else clickhouse_connect.get_client(dsn=dsn))
+        client = clickhouse_connect.get_client(dsn=runtime.clickhouse_dsn)
         try:
             yield runtime, client
         finally:

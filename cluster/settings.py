@@ -609,10 +609,11 @@ class Settings(BaseSettings):
     #: ClickHouse and decode JSON). Live actors reserve CPUs too; a job asking more than the
     #: cluster has free waits instead of starving them.
     pipeline_task_cpus: float = Field(default=0.5, gt=0)
-    #: Nice value of a bulk job's Ray Data tasks (``os.nice`` in each task; the job's
-    #: worker processes are its own) and of the threads of its ClickHouse statements
-    #: (``os_threads_nice_value_query``, where the engine may set it): on shared cores the
-    #: live services' processes run first. 0: the live services' priority.
+    #: Nice value of a bulk job's Ray Data tasks and of the command's own process
+    #: (``os.nice``; the job's worker processes are its own) and of the threads of its
+    #: ClickHouse statements (``os_threads_nice_value_query``: a ClickHouse server applies
+    #: it; the embedded chDB does not, measured: its query threads stay at 0): on shared
+    #: cores the live services' processes run first. 0: the live services' priority.
     pipeline_nice: int = Field(default=10, ge=0, le=19)
     #: Threads one ClickHouse statement of a bulk job may use (``max_threads``): the
     #: embedded engine runs in the owner actor beside the consumers' inserts.

@@ -254,20 +254,6 @@ class EventStore(Protocol):
                                           ) -> int: ...
 
 
-#: Options of the embedded engine (chDB's connection string: its server settings). Its
-#: merges and mutations (a reprocess job's ``DELETE``, the merging of every insert's parts)
-#: run on background threads at this nice value, as ``CRASHRAY_PIPELINE_NICE`` runs a job's
-#: queries: on shared cores the live ingest and the API come first, and the background
-#: work takes the idle time (ClickHouse's ``os_threads_nice_value_merge_mutate``).
-EMBEDDED_ENGINE_OPTIONS: Final = {"os_threads_nice_value_merge_mutate": "10"}
-
-
-def embedded_client(dsn: str) -> Any:
-    """A clickhouse-connect client of the embedded engine at ``dsn`` (``chdb://PATH``),
-    with ``EMBEDDED_ENGINE_OPTIONS``: every client of a process opens the engine alike."""
-    return clickhouse_connect.get_client(dsn=dsn, chdb_options=EMBEDDED_ENGINE_OPTIONS)
-
-
 class ClickHouseStore:
     """Schema, inserts and scoped reads over one clickhouse-connect client."""
 
@@ -276,7 +262,7 @@ class ClickHouseStore:
         self.is_embedded = dsn.startswith("chdb:")
         self._readers = threading.local()
         if self.is_embedded:
-            self._client = embedded_client(dsn)
+            self._client = clickhouse_connect.get_client(dsn=dsn)
         else:
             # No server session: the API runs queries from several threads at once, and one
             # session accepts one query at a time ("session is locked").
@@ -291,7 +277,7 @@ class ClickHouseStore:
             return self._client
         client = getattr(self._readers, "client", None)
         if client is None:
-            client = embedded_client(self.dsn)
+            client = clickhouse_connect.get_client(dsn=self.dsn)
             self._readers.client = client
         return client
 
