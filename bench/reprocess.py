@@ -12,7 +12,8 @@ another issue, new issues are created and the old ones merged), then runs
 2. ``crashray reprocess`` again: nothing changes, so this is the read + regroup rate alone;
 3. with ``--live-s S``: S seconds of closed-loop ingest (bench/_load.py) quiet, then the
    same while a third reprocess (after the rule is changed back) runs; prints the accepted
-   events/s of both and their ratio.
+   events/s of both and their ratio (during the job: only the part of the second window
+   the job overlaps counts).
 
   python bench/reprocess.py                               # 100,000 events, 1,000 issues
   python bench/reprocess.py --events 20000 --concurrency 2 --live-s 20
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,28 +64,58 @@ def reprocess_once(data_dir: Path, concurrency: int) -> dict[str, Any]:
     return {"concurrency": concurrency, "wall_s": round(wall_s, 2), "printed": line}
 
 
-def live_load(instance: CrashrayInstance, seconds: float) -> float:
-    """Accepted events/s of ``seconds`` of closed-loop ingest (8 senders, 200 issues)."""
+@dataclass(frozen=True)
+class LiveWindow:
+    """Closed-loop ingest over a window: when each accepted event was answered (wall)."""
+
+    started_wall: float
+    ended_wall: float
+    answered_wall: list[float]
+
+    def rate(self, until_wall: float | None = None) -> tuple[float, float]:
+        """Accepted events/s from the window's start to ``until_wall`` (its end when None
+        or later), and that span in seconds."""
+        end = self.ended_wall if until_wall is None else min(until_wall, self.ended_wall)
+        span = max(end - self.started_wall, 1e-9)
+        return sum(1 for t in self.answered_wall if t <= end) / span, span
+
+
+def live_load(instance: CrashrayInstance, seconds: float) -> LiveWindow:
+    """``seconds`` of closed-loop ingest (8 senders, 200 issues)."""
     plan = LoadPlan(rate_per_s=None, concurrency=8, duration_s=seconds, max_events=10**7,
                     issues=200, connections=8, sample_size=0, drain_timeout_s=0.0)
+    started = time.time()
     result = asyncio.run(run_load(target_from_dsn("crashray", instance.dsn), plan,
                                   load_template(), lambda record: None))
-    took_s = max(result.ended_perf - result.started_perf, 1e-9)
-    return len(result.accepted) / took_s
+    return LiveWindow(started, time.time(), [r.answered_at_wall for r in result.accepted])
 
 
 def live_ratio(instance: CrashrayInstance, token: str, base_url: str, data_dir: Path,
                seconds: float, concurrency: int) -> dict[str, Any]:
-    quiet = live_load(instance, seconds)
+    """Accepted events/s while a reprocess job runs over the same quiet. Only the part of
+    the load window the job overlaps counts (a job shorter than the window would
+    otherwise be diluted by the quiet seconds after it)."""
+    quiet, _ = live_load(instance, seconds).rate()
     set_rule(token, base_url, "")  # a regrouping change back: the third job moves again
     done: dict[str, Any] = {}
-    job = threading.Thread(target=lambda: done.update(reprocess_once(data_dir, concurrency)))
-    job.start()
+    ended: list[float] = []
+
+    def job() -> None:
+        done.update(reprocess_once(data_dir, concurrency))
+        ended.append(time.time())
+
+    thread = threading.Thread(target=job)
+    thread.start()
     time.sleep(3.0)  # past Ray's connection, into the job's slices
-    busy = live_load(instance, seconds)
-    job.join()
+    window = live_load(instance, seconds)
+    thread.join()
+    if ended and ended[0] <= window.started_wall + 1.0:
+        raise SystemExit("the reprocess job ended before the live load had run a second:"
+                         " use more events")
+    busy, overlap_s = window.rate(ended[0] if ended else None)
     return {"quiet_events_per_s": round(quiet), "during_reprocess_events_per_s": round(busy),
-            "ratio": round(busy / max(quiet, 1e-9), 2), "reprocess": done}
+            "overlap_s": round(overlap_s, 1), "ratio": round(busy / max(quiet, 1e-9), 2),
+            "reprocess": done}
 
 
 def main() -> int:
@@ -119,6 +151,7 @@ def main() -> int:
                                   args.concurrency)
                 print(f"live ingest: {live['quiet_events_per_s']} events/s quiet,"
                       f" {live['during_reprocess_events_per_s']} during a reprocess"
+                      f" over the {live['overlap_s']} s it overlapped the job"
                       f" (ratio {live['ratio']}); {live['reprocess'].get('printed')}",
                       flush=True)
         finally:
