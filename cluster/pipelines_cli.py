@@ -262,7 +262,8 @@ def _reprocess(args: argparse.Namespace, settings: Settings, postgres_url: str,
         options, ReprocessLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
                                  settings.reprocess_slice_events, args.max_slices,
                                  settings.pipeline_nice,
-                                 settings.pipeline_clickhouse_threads))
+                                 settings.pipeline_clickhouse_threads,
+                                 yield_max=settings.pipeline_yield_max))
 
 
 def reprocess_summary(org: str, slug: str, r: Any) -> str:

@@ -65,6 +65,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -316,6 +317,9 @@ class ReprocessJobSpec:
     #: ``CRASHRAY_PIPELINE_NICE``).
     clickhouse_threads: int = 1
     nice: int = 0
+    #: A task pauses after a slice while live events wait, at most this many times the
+    #: slice's duration (``CRASHRAY_PIPELINE_YIELD_MAX``; ``yield_to_live``).
+    yield_max: float = 0.0
 
 
 @dataclass
@@ -337,7 +341,7 @@ class SliceOutcome:
 
 #: The stages of a slice, as the command reports their shares: reading from ClickHouse,
 #: symbolicating and grouping, finding the issues in PostgreSQL, replacing the rows.
-STAGES: Final = ("read", "regroup", "issues", "write")
+STAGES: Final = ("read", "regroup", "issues", "write", "paused")
 
 
 @dataclass(frozen=True)
@@ -372,8 +376,13 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
         for index, start, end in zip(batch.column("index").to_pylist(),
                                      batch.column("start_us").to_pylist(),
                                      batch.column("end_us").to_pylist(), strict=True):
-            outcomes.append(run_slice(spec, index, _at(start), _at(end), store,
-                                      resolver.issue_ids_for, symbolicator))
+            began = time.perf_counter()
+            outcome = run_slice(spec, index, _at(start), _at(end), store,
+                                resolver.issue_ids_for, symbolicator)
+            outcome.stage_s["paused"] = yield_to_live(
+                partial(_live_events_wait, conn),
+                spec.yield_max * (time.perf_counter() - began))
+            outcomes.append(outcome)
     return pa.Table.from_pylist([
         {"index": o.index, "events_read": o.events_read, "events_changed": o.events_changed,
          "events_moved": o.events_moved, "events_kept": o.events_kept,
@@ -381,6 +390,27 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
                                 for k, v in o.moves.items()}).decode(),
          **{f"{stage}_s": o.stage_s.get(stage, 0.0) for stage in STAGES}}
         for o in outcomes], schema=SLICE_RESULT_SCHEMA)
+
+
+def yield_to_live(live_events_wait: Callable[[], bool], most_s: float,
+                  step_s: float = 0.25, sleep: Callable[[float], None] = time.sleep
+                  ) -> float:
+    """Pause while ``live_events_wait()``, for at most ``most_s`` seconds; returns the
+    seconds paused. A job's ClickHouse statements run at the live services' priority in
+    the embedded engine, so between slices is where it gives the cores back."""
+    paused = 0.0
+    while paused < most_s and live_events_wait():
+        step = min(step_s, most_s - paused)
+        sleep(step)
+        paused += step
+    return paused
+
+
+def _live_events_wait(conn: Any) -> bool:
+    """Whether events wait in the ingest queue for a consumer (none with Kafka)."""
+    from storage.queue import waiting_backlog
+
+    return waiting_backlog(conn, 1).waiting_items > 0
 
 
 def lower_priority(nice: int) -> None:
@@ -736,6 +766,8 @@ class ReprocessLimits:
     #: False: every event regrouped one by one (the reference the ClickHouse path is
     #: tested against).
     regroup_in_clickhouse: bool = True
+    #: ``CRASHRAY_PIPELINE_YIELD_MAX`` (``ReprocessJobSpec.yield_max``).
+    yield_max: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -801,7 +833,8 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
             job, resumed = start_or_resume_job(conn, project, options.as_json(), planned)
         spec = replace(_spec(conn, ctx, project, job.id, options),
                        regroup_in_clickhouse=limits.regroup_in_clickhouse,
-                       clickhouse_threads=limits.clickhouse_threads, nice=limits.nice)
+                       clickhouse_threads=limits.clickhouse_threads, nice=limits.nice,
+                       yield_max=limits.yield_max)
     remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
     if limits.max_slices is not None:
         remaining = remaining[:limits.max_slices]

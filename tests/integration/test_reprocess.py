@@ -119,7 +119,9 @@ def reprocess(c: RunningCrashray, t: Tenant, slice_events: int = 20_000,
     return run_reprocess(
         ReprocessContext(c.runtime.postgres_url, c.runtime.clickhouse_dsn, t.organization_id,
                          t.project_id, c.runtime.consumer_config().symbolication),
-        ReprocessOptions(**options), ReprocessLimits(1, 0.5, slice_events, max_slices))
+        ReprocessOptions(**options),
+        # A short pause bound: the tasks ask the ingest queue after each slice.
+        ReprocessLimits(1, 0.5, slice_events, max_slices, yield_max=0.05))
 
 
 def stored_rows(c: RunningCrashray, t: Tenant) -> list[tuple[Any, ...]]:

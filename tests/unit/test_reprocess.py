@@ -32,6 +32,7 @@ from pipelines.reprocess import (
     regroup_event,
     rules_read_release,
     was_symbolicated,
+    yield_to_live,
 )
 from storage.projects import ProjectGroupingSettings
 
@@ -193,6 +194,18 @@ def test_a_worker_keeps_one_jobs_decisions_across_its_slices() -> None:
     snapshot = bounded.decisions()
     bounded.remember(4, ProjectionDecision(None, "c" * 32))
     assert set(snapshot) == {2, 3} and set(bounded.decisions()) == {3, 4}
+
+
+def test_a_task_pauses_while_live_events_wait_but_no_longer_than_its_bound() -> None:
+    slept: list[float] = []
+    waiting = iter([True, True, False])
+    assert yield_to_live(lambda: next(waiting), 2.0, 0.25, slept.append) == 0.5
+    assert slept == [0.25, 0.25]
+    slept.clear()
+    assert yield_to_live(lambda: True, 0.6, 0.25, slept.append) == pytest.approx(0.6)
+    assert slept == [0.25, 0.25, pytest.approx(0.1)]
+    assert yield_to_live(lambda: True, 0.0, 0.25, slept.append) == 0.0  # setting 0
+    assert yield_to_live(lambda: False, 5.0, 0.25, slept.append) == 0.0  # nothing waits
 
 
 def test_memoized_grouping_is_the_grouping() -> None:
