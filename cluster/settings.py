@@ -624,7 +624,7 @@ class Settings(BaseSettings):
     #: an idle instance at full speed. Its ClickHouse statements cannot be niced in the
     #: embedded engine (``pipeline_nice``), so this is what leaves the cores to ingest.
     #: 0: never pause. With the Kafka hand-off nothing waits in that queue: no pause.
-    pipeline_yield_max: float = Field(default=1.0, ge=0)
+    pipeline_yield_max: float = Field(default=2.0, ge=0)
     #: Most events one export task reads from ClickHouse at once (a slice is made of whole
     #: hours up to this many events; an hour holding more is one slice). With bodies of a
     #: few KiB, 20,000 events keep a task's memory near 100 MiB.
