@@ -29,8 +29,12 @@ migration 0007 is not parsed at all: it carries the hash of its projection
 (events/projection.py). A task's process keeps each projection's decision (its new issue
 and hash, or "one by one") for the job's later slices (``JobCaches``): an issue's events
 spread over many hours are reprocessed once, and their bodies are not read again.
-Tasks run at ``CRASHRAY_PIPELINE_NICE`` and their ClickHouse statements on
-``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads, so live ingest comes first.
+Tasks (and the command) run at ``CRASHRAY_PIPELINE_NICE``, their ClickHouse statements on
+``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads (a ClickHouse server runs them at that
+nice value too; the embedded chDB does not), and a task pauses after each slice while live
+events wait in the ingest queue (``yield_to_live``, ``CRASHRAY_PIPELINE_YIELD_MAX``), so
+live ingest comes first. The moved events' older rows are deleted once a run's slices are
+done (until then such an event is listed under both issues).
 
 When every slice is done, in one PostgreSQL transaction (``finish``): an issue left
 without events whose events all went to one issue is merged into it (its hashes follow,
