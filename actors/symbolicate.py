@@ -34,6 +34,7 @@ from actors.placement import LOCAL, Placement
 from cluster import metrics
 from events.errors import CrashrayError
 from events.symbolicate import (
+    SYMBOLICATION_FAILED,
     ArtifactSourceFactory,
     PlatformHandler,
     ProjectSymbolication,
@@ -43,10 +44,6 @@ from events.symbolicate import (
 )
 
 log = logging.getLogger("crashray.symbolicate")
-
-#: The ``errors`` type of an event whose handler failed unexpectedly (stored as sent).
-SYMBOLICATION_FAILED = "symbolication_failed"
-
 
 @dataclass(frozen=True)
 class SymbolicationConfig:

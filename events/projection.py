@@ -36,14 +36,7 @@ from typing import Any, Final
 
 import orjson
 
-from events.symbolicate import (
-    JS_INVALID_SOURCEMAP,
-    JS_INVALID_SOURCEMAP_LOCATION,
-    JS_MISSING_SOURCES_CONTENT,
-    JS_NO_COLUMN,
-    JS_NO_SOURCE,
-    JS_TOO_LARGE,
-)
+from events.symbolicate import SYMBOLICATION_ERRORS
 
 #: Top-level keys of an event that grouping reads (events/grouping: the strategies, the
 #: fingerprint and stack-trace rules and their variables, security reports); ``tags`` and
@@ -56,10 +49,6 @@ GROUPING_KEYS: Final = ("exception", "stacktrace", "threads", "platform", "check
 GROUPING_CONTEXTS: Final = ("csp", "expectct", "expectstaple", "hpkp")
 #: What processing writes into a stored event (events/process.py ``event_summary``).
 DERIVED_KEYS: Final = ("title", "culprit", "location", "metadata")
-#: ``errors`` types symbolication adds (events/symbolicate.py, actors/symbolicate.py).
-SYMBOLICATION_ERRORS: Final = frozenset({
-    JS_NO_SOURCE, JS_INVALID_SOURCEMAP, JS_MISSING_SOURCES_CONTENT,
-    JS_INVALID_SOURCEMAP_LOCATION, JS_TOO_LARGE, JS_NO_COLUMN, "symbolication_failed"})
 #: What symbolication reads and writes besides the stack traces.
 SYMBOLICATION_KEYS: Final = ("release", "dist", "debug_meta", "errors")
 #: Keys of the stored hash: grouping's and the summary's, without the per-event columns

@@ -66,6 +66,14 @@ JS_MISSING_SOURCES_CONTENT = "js_missing_sources_content"  # map without the ori
 JS_INVALID_SOURCEMAP_LOCATION = "js_invalid_sourcemap_location"  # position not in the file
 JS_TOO_LARGE = "js_too_large"  # map larger than the symbolication limit
 JS_NO_COLUMN = "js_no_column"  # frame without a column: a minified line cannot be mapped
+#: The ``errors`` type of an event whose handler failed unexpectedly (stored as sent;
+#: actors/symbolicate.py).
+SYMBOLICATION_FAILED = "symbolication_failed"
+#: Every ``errors`` type symbolication adds: ``crashray reprocess`` drops them before it
+#: symbolicates an event again, which adds the ones that still hold.
+SYMBOLICATION_ERRORS = frozenset({
+    JS_NO_SOURCE, JS_INVALID_SOURCEMAP, JS_MISSING_SOURCES_CONTENT,
+    JS_INVALID_SOURCEMAP_LOCATION, JS_TOO_LARGE, JS_NO_COLUMN, SYMBOLICATION_FAILED})
 
 #: Frame paths that are no file a map could exist for (node built-ins, eval, natives).
 _NOT_A_FILE = re.compile(r"^(node:|<anonymous>|\[native code\]|native|eval)")

@@ -92,10 +92,10 @@ from events.projection import (
     DERIVED_KEYS,
     GROUPING_CONTEXTS,
     GROUPING_KEYS,
-    SYMBOLICATION_ERRORS,
     was_symbolicated,
 )
 from events.rows import EventRow, events_table
+from events.symbolicate import SYMBOLICATION_ERRORS
 from events.tags import event_tags
 from pipelines.export import ALL_TIME, plan_slices
 from storage import issues as issue_store
@@ -693,8 +693,7 @@ def _regroup_all(spec: ReprocessJobSpec, table: pa.Table, symbolicator: Symbolic
     which an interrupted run left). ``table``: newest row first per event, then maybe the
     next newest (``events_to_reprocess``)."""
     now = dt.datetime.now(dt.UTC)
-    memo = GroupingMemo(spec.grouping_tags,
-                        reads_release=spec.grouping_reads_release)
+    memo = job_caches(spec).memo
     done: list[str] = []
     todo: list[_Regrouped] = []
     moves: dict[int, dict[int, int]] = {}
