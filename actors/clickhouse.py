@@ -276,17 +276,15 @@ class RemoteStore:
             s, list(projections)))
         return table
 
-    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
-                            delete_old: bool = True) -> int:
-        return int(ray.get(self._owner.regroup_move_events.remote(s, moves, delete_old)))
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves
+                            ) -> int:
+        return int(ray.get(self._owner.regroup_move_events.remote(s, moves)))
 
     def regroup_delete_replaced_of_job(self, organization_id: int, project_id: int,
                                        version: int) -> None:
         ray.get(self._owner.regroup_delete_replaced_of_job.remote(organization_id, project_id,
                                                                   version))
 
-    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
-        ray.get(self._owner.regroup_delete_replaced.remote(s))
 
     def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None:
         ray.get(self._owner.regroup_drop_projections.remote(s))

@@ -595,7 +595,7 @@ def _group_and_move(spec: ReprocessJobSpec, where: RegroupSlice, store: Any,
         # Their older rows stay until the run's slices are done (``run_reprocess``).
         written = store.regroup_move_events(where, ProjectionMoves(
             moving, [int(issue_of[p] or 0) for p in moving],
-            [regrouped[p].primary_hash for p in moving]), delete_old=False)
+            [regrouped[p].primary_hash for p in moving]))
         expected = sum(to_move.values())
         if written != expected:
             raise SliceChanged(

@@ -240,10 +240,8 @@ class EventStore(Protocol):
     def regroup_events_one_by_one(self, s: regroup.RegroupSlice, projections: Sequence[int]
                                   ) -> pa.Table: ...
 
-    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
-                            delete_old: bool = True) -> int: ...
-
-    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None: ...
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves
+                            ) -> int: ...
 
     def regroup_delete_replaced_of_job(self, organization_id: int, project_id: int,
                                        version: int) -> None: ...
@@ -770,16 +768,13 @@ class ClickHouseStore:
 
     # A job's writes run for seconds: through this thread's own client, so that in the
     # owner actor they take a reading thread, never one the consumers' inserts need.
-    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves,
-                            delete_old: bool = True) -> int:
-        return regroup.move_events(self._read, s, moves, delete_old)
+    def regroup_move_events(self, s: regroup.RegroupSlice, moves: regroup.ProjectionMoves
+                            ) -> int:
+        return regroup.move_events(self._read, s, moves)
 
     def regroup_delete_replaced_of_job(self, organization_id: int, project_id: int,
                                        version: int) -> None:
         regroup.delete_replaced_of_job(self._read, organization_id, project_id, version)
-
-    def regroup_delete_replaced(self, s: regroup.RegroupSlice) -> None:
-        regroup.delete_replaced(self._read, s)
 
     def regroup_drop_projections(self, s: regroup.RegroupSlice) -> None:
         regroup.drop_projections(self._read, s)

@@ -321,23 +321,21 @@ _NEW_GROUP = "transform(projection_hash, {ps:Array(UInt64)}, {gs:Array(UInt64)},
 _NEW_HASH = "transform(projection_hash, {ps:Array(UInt64)}, {hs:Array(String)}, '')"
 
 
-def move_events(client: Any, s: RegroupSlice, moves: ProjectionMoves,
-                delete_old: bool = True) -> int:
+def move_events(client: Any, s: RegroupSlice, moves: ProjectionMoves) -> int:
     """Write every eligible event of the slice whose projection is in ``moves`` and whose
     issue or primary hash differs from its projection's again, with those and
-    ``row_version`` = the job's (the body and every other column as stored), then delete
-    the slice's rows of a lower version of the events that have one of the job's
-    (``delete_old``); returns the rows written. The events and their projections are the
-    slice's table's (``projection_groups``), joined by event id: the bodies are not parsed
-    again. An event that has a row of the job's version already is not written again (a
-    statement retried after the owner restarted). Stopped between the insert and the
-    delete, an event has two rows; a re-run of the slice (``slice_rows``: not one row per
-    event) reprocesses it one by one, which deletes the older row."""
+    ``row_version`` = the job's (the body and every other column as stored); returns the
+    rows written. Their older rows stay until ``delete_replaced_of_job`` (once a run's
+    slices are done). The events and their projections are the slice's table's
+    (``projection_groups``), joined by event id: the bodies are not parsed again. An event
+    that has a row of the job's version already is not written again (a statement retried
+    after the owner restarted). A re-run of a slice that wrote rows (``slice_rows``: not
+    one row per event) reprocesses it one by one, which deletes the older rows."""
     where, params = _where(s)
     written_where, _ = _where(replace(s, release=None, hashes=None))
     params = {**params, "version": s.version, "ps": list(moves.projections),
               "gs": list(moves.group_ids), "hs": list(moves.primary_hashes)}
-    before = _rows_of_version(client, s, where, params)
+    before = _rows_of_version(client, s, params)
     if moves.projections:
         moving = (f"SELECT event_id, {_NEW_GROUP} AS new_group_id, {_NEW_HASH} AS new_hash"
                   f" FROM {projection_table(s)} WHERE {_TABLE_SCOPE} AND eligible"
@@ -353,10 +351,7 @@ def move_events(client: Any, s: RegroupSlice, moves: ProjectionMoves,
             + " AND row_version = {version:UInt32})) AS e"
             f" INNER JOIN ({moving}) AS m ON e.event_id = m.event_id",
             parameters=params, settings=_settings(s))
-    written = _rows_of_version(client, s, where, params) - before
-    if delete_old and written > 0:
-        delete_replaced(client, s)
-    return written
+    return _rows_of_version(client, s, params) - before
 
 
 def drop_projections(client: Any, s: RegroupSlice) -> None:
@@ -394,19 +389,18 @@ def delete_replaced(client: Any, s: RegroupSlice) -> None:
 def delete_replaced_of_job(client: Any, organization_id: int, project_id: int,
                            version: int) -> None:
     """``delete_replaced`` over all of a project's time: the older rows of every event
-    its job ``version`` wrote (the slices move without deleting; the job deletes once,
-    when its last slice is done)."""
+    its job ``version`` wrote (slices move without deleting; a run deletes once, when its
+    slices are done)."""
     s = RegroupSlice(organization_id, project_id, _EPOCH, _LAST, None, None, version,
                      RegroupProjection((), (), (), (), ()))
-    where, params = _where(s)
+    _, params = _where(s)
     # Nothing of the job's version (a job that changed nothing): no mutation to run.
-    if _rows_of_version(client, s, where, {**params, "version": version}):
+    if _rows_of_version(client, s, {**params, "version": version}):
         delete_replaced(client, s)
 
 
-def _rows_of_version(client: Any, s: RegroupSlice, where: str, params: dict[str, Any]
-                     ) -> int:
-    """Rows of the job's version in the slice's time range (``where``'s filters of
+def _rows_of_version(client: Any, s: RegroupSlice, params: dict[str, Any]) -> int:
+    """Rows of the job's version in the slice's time range (the slice's filters of
     release and hashes left out: a moved event's new hash is another)."""
     written, _ = _where(replace(s, release=None, hashes=None))
     rows = client.query("SELECT count() FROM events WHERE " + written

@@ -269,8 +269,8 @@ class DiesAfterInsert:
         self.store.replace_events(org, project, rows, version, [])
         raise RuntimeError("killed between the insert and the delete")
 
-    def regroup_move_events(self, where: Any, moves: Any, delete_old: bool = True) -> int:
-        self.store.regroup_move_events(where, moves, delete_old=False)
+    def regroup_move_events(self, where: Any, moves: Any) -> int:
+        self.store.regroup_move_events(where, moves)
         raise RuntimeError("killed between the insert and the delete")
 
 
