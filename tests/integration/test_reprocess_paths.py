@@ -137,7 +137,7 @@ def regroup(conn: psycopg.Connection[Any], store: ClickHouseStore, url: str,
                       symbolicator)
     second = run_slice(spec, 1, SLICES_MEET, dt.datetime(2100, 1, 1, tzinfo=dt.UTC), store,
                        resolver.issue_ids_for, symbolicator)
-    # As the driver does once every slice is done (``_conclude``).
+    # As the driver does once its run's slices are done (``run_reprocess``).
     store.regroup_delete_replaced_of_job(scope.organization_id, scope.id, job_id)
     both = SliceOutcome(0)
     for o in (first, second):
