@@ -70,6 +70,7 @@ from events.consume import (
     first_of_each_event_id,
     plan_batch,
 )
+from events.grouping_memo import DEFAULT_MEMO_ENTRIES
 from events.process import EventProcessor, Symbolicator
 from events.rows import (
     EventRow,
@@ -118,6 +119,7 @@ class ConsumerConfig:
     dedup_window_s: float
     project_settings_refresh_s: float = 10.0
     grouping_cache_hashes: int = 100_000
+    grouping_memo_entries: int = DEFAULT_MEMO_ENTRIES
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     outbox_sweep_s: float = 5.0
@@ -170,7 +172,7 @@ class BatchConsumer:
         # ``config.symbolication``, symbolication in this process (its own map cache).
         if symbolicator is None and config.symbolication is not None:
             symbolicator = LocalSymbolication(config.symbolication)
-        self._processor = EventProcessor(symbolicator)
+        self._processor = EventProcessor(symbolicator, config.grouping_memo_entries)
         self._pool = ThreadPoolExecutor(config.threads, thread_name_prefix="process") \
             if config.threads > 1 else None
         self._storage = EventStorage(self._store, config.retention_days, config.lease_s)

@@ -190,7 +190,8 @@ def cmd_import(args: argparse.Namespace) -> None:
         runtime.stop()
     job = ImportJob(runtime.postgres_url, runtime.clickhouse_dsn, project.organization_id,
                     project.id, settings.retention_days, settings.consumer_lease_s,
-                    settings.grouping_cache_hashes, consumer.symbolication)
+                    settings.grouping_cache_hashes, consumer.symbolication,
+                    settings.grouping_memo_entries)
     join_ray(settings, address)
     result = run_import(job, ImportLimits(settings.pipeline_concurrency,
                                           settings.pipeline_task_cpus,

@@ -587,6 +587,7 @@ class Runtime:
             dedup_window_s=s.dedup_window_s,
             project_settings_refresh_s=s.project_settings_refresh_s,
             grouping_cache_hashes=s.grouping_cache_hashes,
+            grouping_memo_entries=s.grouping_memo_entries,
             retry_backoff_s=s.consumer_retry_backoff_s,
             retry_backoff_max_s=s.consumer_retry_backoff_max_s,
             outbox_sweep_s=s.consumer_outbox_sweep_s, threads=s.consumer_threads,

@@ -359,6 +359,10 @@ class Settings(BaseSettings):
     #: Hash → issue pairs each grouping shard keeps in memory (about 150 bytes each); the
     #: least recently used go first.
     grouping_cache_hashes: int = 200_000
+    #: Grouping results each consumer (and each ``crashray import`` processing actor) keeps
+    #: per project, by what grouping reads of an event (events/grouping_memo.py): an event
+    #: like one seen before is not grouped again. A few KB each; 0: none.
+    grouping_memo_entries: int = Field(default=5_000, ge=0)
     #: Days a project's previous grouping version keeps finding existing issues after the
     #: project moves to a new one (Sentry calls it the secondary grouping config).
     grouping_transition_days: float = 30.0

@@ -28,10 +28,12 @@ import orjson
 import sentry_relay
 
 from events.errors import BadRequest
-from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult, group_hashes_for_event
+from events.grouping import DEFAULT_GROUPING_CONFIG, GroupingResult
 from events.grouping.rules import GroupingRules
+from events.grouping_memo import DEFAULT_MEMO_ENTRIES, GroupingMemo
 from events.issue_meta import IssueMetadata, issue_metadata_for_event
 from events.ownership import Owner, OwnershipRules, event_facts, issue_owner
+from events.pii_config import PrunablePiiConfig
 from events.tags import event_tags
 
 #: Relay's window for event timestamps (spec §4.4: MAX_SECS_IN_FUTURE/PAST).
@@ -120,6 +122,11 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _as_given(value: bytes) -> bytes:
+    """sentry-relay's ``json_dumps`` for arguments that are JSON already."""
+    return value
+
+
 @dataclass(frozen=True)
 class ProjectGrouping:
     """How a project groups: its grouping config and rules, and during a version transition
@@ -140,9 +147,14 @@ class ProjectGrouping:
 class EventProcessor:
     """Normalizes, scrubs and groups events; holds the per-project settings for that."""
 
-    def __init__(self, symbolicator: Symbolicator | None = None) -> None:
-        self._pii_configs: dict[int, Any] = {}
+    def __init__(self, symbolicator: Symbolicator | None = None,
+                 grouping_memo_entries: int = DEFAULT_MEMO_ENTRIES) -> None:
+        self._pii_configs: dict[int, PrunablePiiConfig | None] = {}
         self._grouping: dict[int, ProjectGrouping] = {}
+        #: Each project's grouping results by what grouping reads (events/grouping_memo.py),
+        #: for its current rules; ``grouping_memo_entries`` each (0: none).
+        self._memos: dict[int, GroupingMemo] = {}
+        self._memo_entries = grouping_memo_entries
         self._ownership: dict[int, OwnershipRules] = {}
         #: None: no symbolication (no artifact store configured); events stay as sent.
         self._symbolicator = symbolicator
@@ -155,7 +167,18 @@ class EventProcessor:
         self._symbolicate_lock = threading.Lock()
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
+        if self._grouping.get(project_id) != grouping or project_id not in self._memos:
+            self._memos[project_id] = GroupingMemo.for_rules(grouping.rules,
+                                                             self._memo_entries)
         self._grouping[project_id] = grouping
+
+    def grouping_memo(self, project_id: int) -> GroupingMemo:
+        """The project's memo (a fresh one for a project with no settings installed)."""
+        memo = self._memos.get(project_id)
+        if memo is None:
+            memo = self._memos.setdefault(project_id, GroupingMemo.for_rules(
+                None, self._memo_entries))
+        return memo
 
     def set_ownership(self, project_id: int, rules: OwnershipRules) -> None:
         """Install a project's parsed ownership rules (events/ownership.py)."""
@@ -163,8 +186,9 @@ class EventProcessor:
 
     def set_scrubbing(self, project_id: int, datascrubbing: Mapping[str, Any]) -> None:
         """Install a project's legacy data-scrubbing options (Sentry's project settings)."""
-        self._pii_configs[project_id] = sentry_relay.convert_datascrubbing_config(  # type: ignore[attr-defined]
+        config = sentry_relay.convert_datascrubbing_config(  # type: ignore[attr-defined]
             dict(datascrubbing), json_dumps=_dumps, json_loads=orjson.loads)
+        self._pii_configs[project_id] = PrunablePiiConfig(config) if config else None
 
     def take_stage_seconds(self) -> dict[str, float]:
         """Seconds spent per stage (normalize, scrub, symbolicate, group) since the last
@@ -199,12 +223,13 @@ class EventProcessor:
             started = self._spent("symbolicate", started)
         tagged = {**scrubbed, "tags": event_tags(scrubbed)}
         project = self._grouping.get(ctx.project_id, ProjectGrouping())
-        grouping = group_hashes_for_event(grouping_input(project.config, scrubbed, tagged),
-                                          project.config, rules=project.rules)
+        memo = self.grouping_memo(ctx.project_id)
+        grouping = memo.group(grouping_input(project.config, scrubbed, tagged),
+                              project.config, project.rules)
         secondary_config = project.secondary_at(ctx.received_at)
-        secondary = None if secondary_config is None else group_hashes_for_event(
+        secondary = None if secondary_config is None else memo.group(
             grouping_input(secondary_config, scrubbed, tagged), secondary_config,
-            rules=project.rules)
+            project.rules)
         issue = issue_metadata_for_event(tagged)
         if grouping.title:  # a fingerprint rule's title="…" names the issue (§6.7)
             issue = replace(issue, title=grouping.title)
@@ -249,8 +274,12 @@ class EventProcessor:
         config = self._pii_configs.get(project_id)
         if not config:
             return event  # scrubbing turned off for this project: Relay makes no config
+        # Both given as JSON already: the event's is serialized once, and the configuration
+        # is the project's without what cannot match this event (events/pii_config.py).
+        event_json = orjson.dumps(event)
         scrubbed: dict[str, Any] = sentry_relay.pii_strip_event(  # type: ignore[attr-defined]
-            config, event, json_dumps=_dumps, json_loads=orjson.loads)
+            config.json_for(event_json), event_json, json_dumps=_as_given,
+            json_loads=orjson.loads)
         return scrubbed
 
 

@@ -64,7 +64,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -80,6 +79,7 @@ from events.errors import Conflict
 from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
+from events.grouping_memo import GroupingMemo, referenced_tags, rules_read_release
 from events.issue_meta import issue_metadata_for_event
 from events.process import (
     ProcessedEvent,
@@ -138,75 +138,6 @@ def _raw_container(value: object) -> object:
     restored = {k: v for k, v in value.items() if k != "raw_stacktrace"}
     restored["stacktrace"] = value["raw_stacktrace"]
     return restored
-
-
-#: Tags the built-in fingerprint rules read (events/grouping/builtin_rules.py).
-BUILTIN_RULE_TAGS: Final = frozenset({"transaction"})
-_TAG_REFERENCE = re.compile(r"tags\.([^\s:}\"=,]+)")
-
-
-def rules_read_release(*rule_texts: str) -> bool:
-    """Whether rules may read an event's release (only a fingerprint rule's ``release:``
-    matcher does; the built-in rules do not): any mention of the word counts."""
-    return any("release" in text.lower() for text in rule_texts)
-
-
-def referenced_tags(*rule_texts: str) -> frozenset[str] | None:
-    """The tag keys (as prefixes) rules may read, from their text; None when a reference
-    is a pattern (every tag may matter)."""
-    names = {m for text in rule_texts for m in _TAG_REFERENCE.findall(text)}
-    if any(c in name for name in names for c in "*?["):
-        return None
-    return frozenset(names) | BUILTIN_RULE_TAGS
-
-
-def grouping_key(config: str, event: Mapping[str, Any], tags: frozenset[str] | None,
-                 reads_release: bool = True) -> bytes:
-    """Everything of ``event`` the grouping of ``config`` can read, as bytes: events with
-    one key group alike, so a slice's events of one issue are grouped once. ``tags``: the
-    tag keys the rules can read (prefixes; None: all); an event's own fingerprint that
-    names a tag makes every tag count. ``reads_release``: the rules read the release (a
-    ``release:`` matcher; nothing else in grouping does)."""
-    picked: dict[str, Any] = {k: event[k] for k in GROUPING_KEYS
-                              if k in event and (reads_release or k != "release")}
-    contexts = event.get("contexts")
-    if isinstance(contexts, dict):
-        picked["contexts"] = {k: contexts[k] for k in GROUPING_CONTEXTS if k in contexts}
-    all_tags = tags is None or "tags." in str(event.get("fingerprint") or "")
-    pairs = event.get("tags")
-    if isinstance(pairs, list):
-        picked["tags"] = pairs if all_tags else [
-            p for p in pairs if isinstance(p, list) and p and isinstance(p[0], str)
-            and any(p[0].startswith(t) for t in tags or ())]
-    return config.encode() + b"\0" + orjson.dumps(picked, option=orjson.OPT_SORT_KEYS)
-
-
-class GroupingMemo:
-    """Grouping results by ``grouping_key``, at most ``max_entries`` (oldest dropped):
-    grouping is a pure function of what the key holds, and costs ~1 ms an event."""
-
-    def __init__(self, tags: frozenset[str] | None, max_entries: int = 50_000,
-                 reads_release: bool = True) -> None:
-        self.tags = tags
-        self.reads_release = reads_release
-        self.max_entries = max_entries
-        self._results: OrderedDict[bytes, GroupingResult] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def group(self, event: Mapping[str, Any], config: str, rules: GroupingRules | None
-              ) -> GroupingResult:
-        key = grouping_key(config, event, self.tags, self.reads_release)
-        found = self._results.get(key)
-        if found is not None:
-            self.hits += 1
-            return found
-        self.misses += 1
-        result = group_hashes_for_event(event, config, rules=rules)
-        self._results[key] = result
-        if len(self._results) > self.max_entries:
-            self._results.popitem(last=False)
-        return result
 
 
 def regroup_event(event: dict[str, Any], project_id: int, organization_id: int,
@@ -346,6 +277,9 @@ class SliceOutcome:
 #: The stages of a slice, as the command reports their shares: reading from ClickHouse,
 #: symbolicating and grouping, finding the issues in PostgreSQL, replacing the rows.
 STAGES: Final = ("read", "regroup", "issues", "write", "paused")
+#: Grouping results a task keeps for its job (events/grouping_memo.py): one per distinct
+#: grouping input among the events the job reprocesses one by one.
+REPROCESS_MEMO_ENTRIES: Final = 50_000
 
 
 @dataclass(frozen=True)
@@ -520,7 +454,8 @@ class JobCaches:
     def __init__(self, key: tuple[Any, ...], spec: ReprocessJobSpec,
                  max_decisions: int = 50_000) -> None:
         self.key = key
-        self.memo = GroupingMemo(spec.grouping_tags, reads_release=spec.grouping_reads_release)
+        self.memo = GroupingMemo(spec.grouping_tags, REPROCESS_MEMO_ENTRIES,
+                                 reads_release=spec.grouping_reads_release)
         self.max_decisions = max_decisions
         self._decisions: OrderedDict[int, ProjectionDecision] = OrderedDict()
 

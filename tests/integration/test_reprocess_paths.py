@@ -28,15 +28,14 @@ from actors.grouping import IssueResolver
 from actors.store_events import issue_candidate
 from actors.symbolicate import LocalSymbolication, SymbolicationConfig
 from events.grouping import DEFAULT_GROUPING_CONFIG
+from events.grouping_memo import referenced_tags, rules_read_release
 from events.process import EventProcessor, ItemContext
 from events.rows import EventRow, events_table
 from pipelines.reprocess import (
     ReprocessJobSpec,
     SliceOutcome,
     project_grouping,
-    referenced_tags,
     regroup_slice,
-    rules_read_release,
     run_slice,
 )
 from storage.artifacts import artifact_source

@@ -14,23 +14,20 @@ import pytest
 
 from cluster.pipelines_cli import reprocess_summary
 from events.grouping.rules import grouping_rules_from_text
+from events.grouping_memo import GroupingMemo, grouping_key, referenced_tags, rules_read_release
 from events.process import ProjectGrouping
 from pipelines.reprocess import (
     EmptiedIssue,
-    GroupingMemo,
     GroupingSettingsInvalid,
     JobCaches,
     ProjectionDecision,
     ReprocessJobSpec,
     emptied_issues,
-    grouping_key,
     job_caches,
     moves_into,
     project_grouping,
     raw_event,
-    referenced_tags,
     regroup_event,
-    rules_read_release,
     was_symbolicated,
     yield_to_live,
 )
