@@ -12,6 +12,7 @@ and group (tags, grouping, issue metadata).
 
   python bench/import_events.py                   # 100,000 events, 1,000 issues
   python bench/import_events.py --events 20000 --concurrency 2
+  python bench/import_events.py --events 20000 --concurrency 2 --unique-values
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def templates() -> list[dict[str, object]]:
     return events
 
 
-def generate(path: Path, events: int, issues: int) -> None:
+def generate(path: Path, events: int, issues: int, unique_values: bool = False) -> None:
+    """``unique_values``: every event's exception value differs (``… #n``), so no two
+    events share what grouping reads and the grouping memo never helps."""
     now = time.time()
     bases = templates()
     with path.open("wb") as f:
@@ -53,6 +56,8 @@ def generate(path: Path, events: int, issues: int) -> None:
             event = dict(bases[n % len(bases)])
             values = [dict(v) for v in event["exception"]["values"]]  # type: ignore[index]
             values[-1]["type"] = f"BenchError{n % issues}"
+            if unique_values:
+                values[-1]["value"] = f"{values[-1].get('value', '')} #{n}"
             event.update(event_id=uuid.uuid4().hex, timestamp=now - (n % 1_728_000),
                          exception={"values": values})
             f.write(orjson.dumps(event) + b"\n")
@@ -119,13 +124,16 @@ def main() -> int:
     parser.add_argument("--issues", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=1,
                         help="CRASHRAY_PIPELINE_CONCURRENCY of the import")
+    parser.add_argument("--unique-values", action="store_true",
+                        help="a distinct exception value per event: no event is grouped"
+                             " like one before (the grouping memo's worst case)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="crashray-bench-import-"))
     data_dir = work / "data"
     data_dir.mkdir()
     source = work / "events.jsonl"
     try:
-        generate(source, args.events, args.issues)
+        generate(source, args.events, args.issues, args.unique_values)
         print(f"generated {args.events} events ({source.stat().st_size / 2**20:.0f} MiB)",
               flush=True)
         instance = start_crashray(data_dir, free_port())

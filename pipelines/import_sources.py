@@ -75,6 +75,8 @@ class SourceDescriptor:
     start: int = 0
     end: int = -1
     events: int | None = None
+    #: The file's line number of the line at ``start`` (origins name lines of the file).
+    first_line: int = 1
 
 
 @dataclass(frozen=True)
@@ -139,15 +141,18 @@ def _line_ranges(file: Path, lines_per_descriptor: int) -> list[SourceDescriptor
     """Byte ranges of at most ``lines_per_descriptor`` lines each."""
     ranges: list[SourceDescriptor] = []
     start = offset = lines = 0
+    first_line = line_number = 1
     with file.open("rb") as f:
         for line in f:
             offset += len(line)
+            line_number += 1
             lines += line.strip() != b""
             if lines == lines_per_descriptor:
-                ranges.append(SourceDescriptor(str(file), JSON_LINES, start, offset, lines))
-                start, lines = offset, 0
+                ranges.append(SourceDescriptor(str(file), JSON_LINES, start, offset, lines,
+                                               first_line))
+                start, lines, first_line = offset, 0, line_number
     if lines or not ranges:
-        ranges.append(SourceDescriptor(str(file), JSON_LINES, start, offset, lines))
+        ranges.append(SourceDescriptor(str(file), JSON_LINES, start, offset, lines, first_line))
     return ranges
 
 
@@ -278,16 +283,9 @@ def _read_lines(d: SourceDescriptor, mtime: dt.datetime) -> Iterator[RawEvent]:
         else:
             raw.seek(d.start)
             data = raw.read() if d.end < 0 else raw.read(d.end - d.start)
-    first_line = 1 + (0 if d.start == 0 else _lines_before(d.path, d.start))
-    for n, line in enumerate(data.splitlines(), first_line):
+    for n, line in enumerate(data.splitlines(), d.first_line):
         if line.strip():
             yield json_event(f"{d.path}:{n}", line, mtime)
-
-
-def _lines_before(path: str, offset: int) -> int:
-    """Line numbers in origins count from the file's start (for error reports)."""
-    with open(path, "rb") as f:
-        return f.read(offset).count(b"\n")
 
 
 def _read_bugsink(path: Path) -> Iterator[RawEvent]:
