@@ -1,4 +1,4 @@
-"""A project's PII configuration without the selectors that cannot match an event.
+"""A project's PII configuration without the applications that cannot match an event.
 
 sentry-relay parses and compiles the PII configuration on every ``pii_strip_event`` call
 (its C ABI has no compiled-config handle), and evaluates every selector on every value of
@@ -11,18 +11,21 @@ attributes. Scrubbing a Python SDK error event costs ~680 µs with them, ~330 µ
 
 A path selector matches a value only under every key it names, and a key is a string of the
 event as sentry-relay reads it (an object key, or the name in a pair list: headers,
-cookies, tags, query strings), so the event's JSON holds the name as a substring. An
-alternative of an application's ``||`` list that names a key the event's JSON does not
-hold, compared case-insensitively, can match nothing in the event and is left out; an
-application left with none is left out. What is kept is the original text of each kept
-alternative, in order, with the original rules: the scrubbed event is the one the whole
-configuration gives.
+cookies, tags, query strings; relay compares them case-insensitively and percent-decodes
+names when it normalizes, before scrubbing), so the event's JSON holds the name as a
+substring. An application whose alternatives all name a key the event's JSON does not
+hold, compared case-insensitively, matches nothing in the event and is left out; the others
+are kept as they are, whole. Only whole applications go: relay applies applications in the
+order of their parsed selectors, and a rewritten selector could change that order or
+collide with another's.
 
-Kept whole, never pruned: an application whose selector has parentheses, ``&&`` or ``!``,
-or a part this parser does not know (the first of the default configuration, ``($string
-|| …) && !(…)``, applies to every string); alternatives that name no key (``$string``,
-``**``); and names holding a character JSON escapes (a quote, a backslash, a control
-character) or any non-ASCII one, which the substring test could miss.
+Never left out: an application whose selector has an operator other than ``||``
+(``(``, ``&&``, ``&``, ``!``, ``~``, a single ``|``), or a part this parser does not know, or
+a legacy word relay reads as a type (``email``, ``freeform``: every string); an alternative
+that names no key (``$string``, ``**``); a name holding a character JSON escapes (a quote,
+a backslash, a control character), a non-ASCII one, or a space at either end. A
+configuration sentry-relay refuses (``validate_pii_config``) is never pruned: relay reports
+its error as it would without pruning.
 """
 
 from __future__ import annotations
@@ -34,87 +37,63 @@ from functools import cached_property
 from typing import Any, Final
 
 import orjson
+import sentry_relay
 
 #: Distinct pruned configurations kept per project (their JSON): events of one kind share
 #: one; the cache starts over when full.
 MAX_PRUNED_CONFIGS: Final = 256
-_KEY_ITEM = re.compile(r"[A-Za-z0-9_-]+")
-_NAME_CHARS = re.compile(r"[\x20-\x7e]+")
-
-
-@dataclass(frozen=True)
-class _Alternative:
-    text: str
-    #: Lower-case key names the event must hold, checked in order (shared prefixes first).
-    names: tuple[str, ...]
+#: Selectors relay reads as a value type rather than a key (its ``SelectorSpec::from_str``).
+LEGACY_SELECTOR_WORDS: Final = frozenset({"freeform", "email", "sensitive", "text",
+                                          "databag", "container"})
+_KEY_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_TYPE_ITEM = re.compile(r"\$[a-z_]+|\$\*")
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+_NAME_CHARS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 @dataclass(frozen=True)
 class _Application:
     selector: str
-    rules: Any
-    #: None: kept whole (see the module docstring).
-    alternatives: tuple[_Alternative, ...] | None
+    #: Each alternative's lower-case key names, shared prefixes first; None: the
+    #: application is never left out (see the module docstring).
+    alternatives: tuple[tuple[str, ...], ...] | None
 
     @cached_property
-    def by_first_name(self) -> tuple[tuple[str | None, tuple[tuple[int, tuple[str, ...]], ...]],
-                                     ...]:
-        """The alternatives' indexes and other names by their first name (None: none), so
-        that one test of a name shared by many (``cookies``) rules them all out."""
-        groups: dict[str | None, list[tuple[int, tuple[str, ...]]]] = {}
-        for i, alternative in enumerate(self.alternatives or ()):
-            first = alternative.names[0] if alternative.names else None
-            groups.setdefault(first, []).append((i, alternative.names[1:]))
-        return tuple((first, tuple(members)) for first, members in groups.items())
+    def by_first_name(self) -> tuple[tuple[str | None, tuple[tuple[str, ...], ...]], ...]:
+        """The alternatives' other names by their first name (None: none), so that one
+        test of a name many share (``cookies``) rules them all out."""
+        groups: dict[str | None, list[tuple[str, ...]]] = {}
+        for names in self.alternatives or ():
+            groups.setdefault(names[0] if names else None, []).append(names[1:])
+        return tuple((first, tuple(rests)) for first, rests in groups.items())
 
-    def kept(self, holds: Callable[[str], bool]) -> tuple[int, ...] | None:
-        """The indexes of the alternatives that may match an event (None: kept whole)."""
+    def may_match(self, holds: Callable[[str], bool]) -> bool:
+        """Whether the application may match an event that holds the names ``holds`` says."""
         if self.alternatives is None:
-            return None
-        kept = [i for first, members in self.by_first_name
-                if first is None or holds(first)
-                for i, rest in members if all(holds(n) for n in rest)]
-        return tuple(sorted(kept))
-
-
-def _split_outside_quotes(text: str, separator: str) -> list[str] | None:
-    """``text`` split at ``separator`` where it is not inside a quoted key; None when a
-    quote is left open."""
-    parts, start, quoted, i = [], 0, False, 0
-    while i < len(text):
-        if text[i] == "'":
-            quoted = not quoted  # a doubled quote inside a key toggles twice
-        elif not quoted and text.startswith(separator, i):
-            parts.append(text[start:i])
-            start = i + len(separator)
-            i = start
-            continue
-        i += 1
-    if quoted:
-        return None
-    parts.append(text[start:])
-    return parts
+            return True
+        return any((first is None or holds(first)) and any(all(holds(n) for n in rest)
+                                                           for rest in rests)
+                   for first, rests in self.by_first_name)
 
 
 def _key_names(path: str) -> tuple[str, ...] | None:
     """The key names a path selector (``*.cookies.sessionid``, ``$span.data.'a.b'``) names,
     lower-case; None when a part is not one this parser knows."""
-    items = _split_outside_quotes(path.strip(), ".")
-    if items is None:
+    items = _QUOTED.sub(lambda m: m.group(0).replace(".", "\0"), path.strip()).split(".")
+    if len(items) == 1 and items[0].lower() in LEGACY_SELECTOR_WORDS:
         return None
     names: list[str] = []
-    for item in items:
-        if item in ("*", "**") or (item.startswith("$") and _KEY_ITEM.fullmatch(item[1:])):
+    for raw in items:
+        item = raw.replace("\0", ".")
+        if item in ("*", "**") or _TYPE_ITEM.fullmatch(item):
             continue
-        if len(item) >= 2 and item[0] == item[-1] == "'":
+        if _QUOTED.fullmatch(item):
             name = item[1:-1].replace("''", "'")
         elif _KEY_ITEM.fullmatch(item):
-            if item.isdigit():
-                continue  # an array index
             name = item
         else:
-            return None
-        if not name or not _NAME_CHARS.fullmatch(name) or '"' in name or "\\" in name:
+            return None  # an index, spaces, or syntax this parser does not know
+        if not _NAME_CHARS.fullmatch(name) or '"' in name or "\\" in name:
             return None
         names.append(name.lower())
     # A dotted name's first and longest dotted prefixes are in the JSON wherever the name is:
@@ -124,19 +103,38 @@ def _key_names(path: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys([*prefixes, *names]))
 
 
-def _application(selector: str, rules: Any) -> _Application:
-    if any(c in selector for c in "()!") or "&&" in selector:
-        return _Application(selector, rules, None)
-    texts = _split_outside_quotes(selector, "||")
-    if texts is None:
-        return _Application(selector, rules, None)
+def _application(selector: str) -> _Application:
+    outside_quotes = _QUOTED.sub("''", selector)
+    if "'" in outside_quotes.replace("''", "") or any(c in outside_quotes for c in "()!&~") \
+            or "|" in outside_quotes.replace("||", ""):
+        return _Application(selector, None)
     alternatives = []
-    for text in texts:
+    for text in _alternatives(selector):
         names = _key_names(text)
         if names is None:
-            return _Application(selector, rules, None)
-        alternatives.append(_Alternative(text.strip(), names))
-    return _Application(selector, rules, tuple(alternatives))
+            return _Application(selector, None)
+        alternatives.append(names)
+    return _Application(selector, tuple(alternatives))
+
+
+def _alternatives(selector: str) -> list[str]:
+    """``selector`` split at the ``||`` outside its quoted keys."""
+    quoted = [m.group(0) for m in _QUOTED.finditer(selector)]
+    parts = _QUOTED.sub("\0", selector).split("||")
+    texts = []
+    for part in parts:
+        while "\0" in part:
+            part = part.replace("\0", quoted.pop(0), 1)
+        texts.append(part)
+    return texts
+
+
+def _valid(config: Mapping[str, Any]) -> bool:
+    try:
+        sentry_relay.validate_pii_config(orjson.dumps(config).decode())  # type: ignore[attr-defined]
+    except (sentry_relay.RelayError, ValueError):  # type: ignore[attr-defined]
+        return False
+    return True
 
 
 class PrunablePiiConfig:
@@ -146,11 +144,10 @@ class PrunablePiiConfig:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
         applications = config.get("applications")
-        self._applications = tuple(
-            _application(selector, rules) for selector, rules in applications.items()
-        ) if isinstance(applications, dict) else None
+        self._applications = tuple(_application(selector) for selector in applications) \
+            if isinstance(applications, dict) and _valid(config) else None
         self._whole = orjson.dumps(self.config)
-        self._pruned: dict[tuple[tuple[int, ...] | None, ...], bytes] = {}
+        self._pruned: dict[tuple[bool, ...], bytes] = {}
 
     def __bool__(self) -> bool:
         return bool(self.config)
@@ -168,7 +165,7 @@ class PrunablePiiConfig:
                 found = present[name] = name in text
             return found
 
-        kept = tuple(a.kept(holds) for a in self._applications)
+        kept = tuple(a.may_match(holds) for a in self._applications)
         pruned = self._pruned.get(kept)
         if pruned is None:
             if len(self._pruned) >= MAX_PRUNED_CONFIGS:
@@ -176,18 +173,10 @@ class PrunablePiiConfig:
             pruned = self._pruned[kept] = self._config_json(kept)
         return pruned
 
-    def _config_json(self, kept: tuple[tuple[int, ...] | None, ...]) -> bytes:
-        assert self._applications is not None  # json_for checked
-        applications: dict[str, Any] = {}
-        for application, indexes in zip(self._applications, kept, strict=True):
-            if indexes is None:
-                selector = application.selector
-            elif indexes:
-                alternatives = application.alternatives or ()
-                selector = " || ".join(alternatives[i].text for i in indexes)
-            else:
-                continue
-            if selector in applications:
-                return self._whole  # two applications pruned alike: no merging of rules
-            applications[selector] = application.rules
-        return orjson.dumps({**self.config, "applications": applications})
+    def _config_json(self, kept: tuple[bool, ...]) -> bytes:
+        if all(kept):
+            return self._whole
+        applications = self.config["applications"]
+        return orjson.dumps({**self.config, "applications": {
+            selector: rules for (selector, rules), keep in zip(applications.items(), kept,
+                                                                strict=True) if keep}})

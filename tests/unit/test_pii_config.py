@@ -114,26 +114,56 @@ def test_a_plain_error_event_gets_no_cookie_or_span_data_selectors() -> None:
     assert "cookies" not in json.dumps(config) and "gen_ai" not in json.dumps(config)
 
 
-def test_selectors_this_parser_does_not_know_are_kept_whole() -> None:
-    config = {"rules": {}, "applications": {
-        "($string) && !$error.value": ["@email:replace"],
-        "extra.'never'' quoted' || $frame.vars.secret": ["@anything:remove"],
-        "extra.{weird} || extra.absent": ["@anything:remove"],
-        "extra.absent || extra.café": ["@anything:remove"],
+def test_applications_go_whole_or_stay_whole() -> None:
+    """Kept as written when one alternative may match (never rewritten: relay orders
+    applications by their parsed selectors); left out when none may."""
+    config = {"applications": {"extra.alpha || extra.beta": ["@email:replace"],
+                               "extra.gamma": ["@anything:remove"]}}
+    pruned = PrunablePiiConfig(config)
+    assert orjson.loads(pruned.json_for(b'{"extra": {"BETA": "x"}}')) == {
+        "applications": {"extra.alpha || extra.beta": ["@email:replace"]}}
+    assert orjson.loads(pruned.json_for(b'{"extra": {"gamma": "x", "alpha": 1}}')) == config
+
+
+def test_selectors_this_parser_does_not_know_are_never_left_out() -> None:
+    config = {"applications": {
+        "$string && !$error.value": ["@email:replace"],
+        "email || extra.absent": ["@anything:remove"],  # relay reads "email" as $string
+        "extra.' absent'": ["@anything:remove"],  # relay skips the space: "absent"
+        "extra.'absent'|'other'": ["@anything:remove"],  # a single | is an operator too
+        "extra.absent.0": ["@anything:remove"],
+        "extra.absent || $frame.vars.missing": ["@anything:remove"],
     }}
     kept = orjson.loads(PrunablePiiConfig(config).json_for(b'{"message": "hi"}'))
-    assert list(kept["applications"]) == [
-        "($string) && !$error.value", "extra.{weird} || extra.absent",
-        "extra.absent || extra.café"]
+    assert list(kept["applications"]) == list(config["applications"])[:5]
 
 
-def test_two_applications_pruned_alike_keep_the_whole_configuration() -> None:
-    config = {"applications": {"extra.alpha || extra.beta": ["@email:replace"],
-                               "extra.beta || extra.gamma": ["@anything:remove"]}}
-    pruned = PrunablePiiConfig(config)
-    assert orjson.loads(pruned.json_for(b'{"extra": {"beta": "x"}}')) == config
-    assert orjson.loads(pruned.json_for(b'{"extra": {"ALPHA": "x"}}')) == {
-        "applications": {"extra.alpha": ["@email:replace"]}}
+def test_a_configuration_relay_refuses_is_never_pruned() -> None:
+    config = {"applications": {"extra.1abc || extra.absent": ["@anything:remove"]}}
+    assert orjson.loads(PrunablePiiConfig(config).json_for(b'{"extra": {}}')) == config
+
+
+COUNTER_EXAMPLES = {  # hand-written configurations a review built to break the pruning
+    "legacy word": {"freeform": ["@email:replace"]},
+    "legacy word among paths": {"email || extra.nothere": ["@anything:remove"]},
+    "space after the quote": {"extra.' foo'": ["@anything:remove"]},
+    "single bar": {"extra.'a'|'b'": ["@anything:remove"]},
+    "order of an or and a type": {"extra.foo || extra.nothere": ["@anything:hash"],
+                                  "$string": ["@anything:replace"]},
+    "one key spelled twice": {"extra.foo || extra.x1": ["@anything:hash"],
+                              "extra.'foo' || extra.x2": ["@email:replace"]},
+}
+
+
+@pytest.mark.parametrize("applications", COUNTER_EXAMPLES.values(), ids=COUNTER_EXAMPLES)
+def test_hand_written_configurations_scrub_as_the_whole_one(
+        applications: dict[str, Any]) -> None:
+    event = normalized({"platform": "python", "message": f"mail {EMAIL}",
+                        "extra": {"foo": EMAIL, "b": "secret", "a": "x"},
+                        "user": {"email": EMAIL, "username": "jane"}})
+    config = {"applications": applications}
+    pruned = orjson.loads(PrunablePiiConfig(config).json_for(orjson.dumps(event)))
+    assert scrubbed(pruned, event) == scrubbed(config, event)
 
 
 def test_the_processor_scrubs_with_the_pruned_configuration() -> None:
