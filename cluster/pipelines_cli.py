@@ -259,7 +259,7 @@ def _reprocess(args: argparse.Namespace, settings: Settings, postgres_url: str,
     options = ReprocessOptions(args.release, parse_time("--since", args.since), args.issue)
     return run_reprocess(
         ReprocessContext(postgres_url, dsn, project.organization_id, project.id,
-                         symbolication, settings.grouping_cache_hashes),
+                         symbolication, settings.grouping_cache_hashes, settings.kafka()),
         options, ReprocessLimits(settings.pipeline_concurrency, settings.pipeline_task_cpus,
                                  settings.reprocess_slice_events, args.max_slices,
                                  settings.pipeline_nice,

@@ -622,12 +622,13 @@ class Settings(BaseSettings):
     #: Threads one ClickHouse statement of a bulk job may use (``max_threads``): the
     #: embedded engine runs in the owner actor beside the consumers' inserts.
     pipeline_clickhouse_threads: int = Field(default=1, ge=1)
-    #: While live events wait in the ingest queue (PostgreSQL hand-off), a reprocess task
+    #: While live events wait for the consumers (in the PostgreSQL queue, or in the consumer
+    #: group's lag on Kafka), a reprocess task
     #: pauses after each slice until none waits, for at most this many times the slice's
     #: own duration: under live load a job runs at least 1 / (1 + this) of the time, on
     #: an idle instance at full speed. Its ClickHouse statements cannot be niced in the
     #: embedded engine (``pipeline_nice``), so this is what leaves the cores to ingest.
-    #: 0: never pause. With the Kafka hand-off nothing waits in that queue: no pause.
+    #: 0: never pause.
     pipeline_yield_max: float = Field(default=2.0, ge=0)
     #: Most events one export task reads from ClickHouse at once (a slice is made of whole
     #: hours up to this many events; an hour holding more is one slice). With bodies of a

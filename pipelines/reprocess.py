@@ -32,7 +32,8 @@ spread over many hours are reprocessed once, and their bodies are not read again
 Tasks (and the command) run at ``CRASHRAY_PIPELINE_NICE``, their ClickHouse statements on
 ``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS`` threads (a ClickHouse server runs them at that
 nice value too; the embedded chDB does not), and a task pauses after each slice while live
-events wait in the ingest queue (``yield_to_live``, ``CRASHRAY_PIPELINE_YIELD_MAX``), so
+events wait for the consumers, in the PostgreSQL queue or the Kafka consumer group's lag
+(``yield_to_live``, ``live_events_wait``, ``CRASHRAY_PIPELINE_YIELD_MAX``), so
 live ingest comes first. The moved events' older rows are deleted once a run's slices are
 done (until then such an event is listed under both issues).
 
@@ -67,8 +68,8 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -255,6 +256,9 @@ class ReprocessJobSpec:
     #: A task pauses after a slice while live events wait, at most this many times the
     #: slice's duration (``CRASHRAY_PIPELINE_YIELD_MAX``; ``yield_to_live``).
     yield_max: float = 0.0
+    #: The Kafka hand-off (storage.kafka.KafkaSettings) when the instance uses it: live
+    #: events then wait in the consumer group's lag, not in the PostgreSQL queue.
+    kafka: Any | None = None
 
 
 @dataclass
@@ -280,6 +284,8 @@ STAGES: Final = ("read", "regroup", "issues", "write", "paused")
 #: Grouping results a task keeps for its job (events/grouping_memo.py): one per distinct
 #: grouping input among the events the job reprocesses one by one.
 REPROCESS_MEMO_ENTRIES: Final = 50_000
+#: Seconds a task waits for the brokers when it measures the consumer group's lag.
+KAFKA_MEASURE_TIMEOUT_S: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -309,7 +315,8 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
     store = clickhouse_store(spec.clickhouse_dsn)
     symbolicator = _symbolicator(spec.symbolication)
     outcomes = []
-    with psycopg.connect(spec.postgres_url, autocommit=True) as conn:
+    with psycopg.connect(spec.postgres_url, autocommit=True) as conn, \
+            live_events_wait(conn, spec.kafka) as live_wait:
         resolver = IssueResolver(conn, spec.max_cached_hashes)
         for index, start, end in zip(batch.column("index").to_pylist(),
                                      batch.column("start_us").to_pylist(),
@@ -318,8 +325,7 @@ def reprocess_slice(batch: pa.Table, *, spec: ReprocessJobSpec) -> pa.Table:
             outcome = run_slice(spec, index, _at(start), _at(end), store,
                                 resolver.issue_ids_for, symbolicator)
             outcome.stage_s["paused"] = yield_to_live(
-                partial(_live_events_wait, conn),
-                spec.yield_max * (time.perf_counter() - began))
+                live_wait, spec.yield_max * (time.perf_counter() - began))
             outcomes.append(outcome)
     return pa.Table.from_pylist([
         {"index": o.index, "events_read": o.events_read, "events_changed": o.events_changed,
@@ -344,11 +350,37 @@ def yield_to_live(live_events_wait: Callable[[], bool], most_s: float,
     return paused
 
 
-def _live_events_wait(conn: Any) -> bool:
-    """Whether events wait in the ingest queue for a consumer (none with Kafka)."""
+@contextmanager
+def live_events_wait(conn: Any, kafka: Any | None) -> Iterator[Callable[[], bool]]:
+    """Whether live events wait for the consumers, measured as the pool autoscaler
+    measures the hand-off: the PostgreSQL queue's waiting items, or with Kafka the consumer
+    group's lag on the events and outcomes topics (``storage.kafka.GroupBacklog``, closed
+    on leaving)."""
     from storage.queue import waiting_backlog
 
-    return waiting_backlog(conn, 1).waiting_items > 0
+    if kafka is None:
+        yield lambda: waiting_backlog(conn, 1).waiting_items > 0
+        return
+    from confluent_kafka import KafkaException
+
+    from storage.kafka import GroupBacklog
+
+    meter = GroupBacklog(kafka)
+
+    def lagging() -> bool:
+        try:
+            return meter.measure(KAFKA_MEASURE_TIMEOUT_S).waiting_items > 0
+        except KafkaException as exc:
+            # Only the pause depends on it: a job whose brokers do not answer goes on
+            # (the consumers cannot read them either), logged.
+            log.warning("reprocess: the consumer group's lag is unknown (%s); not pausing",
+                        exc)
+            return False
+
+    try:
+        yield lagging
+    finally:
+        meter.close()
 
 
 def lower_priority(nice: int) -> None:
@@ -743,6 +775,8 @@ class ReprocessContext:
     project_id: int
     symbolication: Any | None
     max_cached_hashes: int = 100_000
+    #: The instance's Kafka hand-off (``KafkaSettings``), None: the PostgreSQL queue.
+    kafka: Any | None = None
 
 
 def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: ReprocessLimits
@@ -772,7 +806,7 @@ def run_reprocess(ctx: ReprocessContext, options: ReprocessOptions, limits: Repr
         spec = replace(_spec(conn, ctx, project, job.id, options),
                        regroup_in_clickhouse=limits.regroup_in_clickhouse,
                        clickhouse_threads=limits.clickhouse_threads, nice=limits.nice,
-                       yield_max=limits.yield_max)
+                       yield_max=limits.yield_max, kafka=ctx.kafka)
     remaining = [i for i in range(len(job.slices)) if i not in job.finished_slices]
     if limits.max_slices is not None:
         remaining = remaining[:limits.max_slices]

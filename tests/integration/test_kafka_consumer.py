@@ -37,6 +37,7 @@ from actors.pool_autoscaler import AutoscalerConfig, start_pool_autoscaler, stop
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.pool_scaling import PoolPolicy
 from events.quotas import OUTCOMES_ITEM_TYPE
+from pipelines.reprocess import KAFKA_MEASURE_TIMEOUT_S, live_events_wait
 from serve_apps.health import HealthConfig, check_readiness
 from storage.clickhouse import ClickHouseStore
 from storage.kafka import (
@@ -432,6 +433,30 @@ def test_readyz_reports_the_consumer_groups_lag_and_the_brokers_being_down(
     finally:
         kafka.all_up()
         meter.close()
+
+
+def test_a_reprocess_task_pauses_while_the_consumer_group_lags(
+        kafka: MockKafkaCluster, h: Harness, settings: KafkaSettings, producer: KafkaHandoff,
+        corpus_dir: Path) -> None:
+    """``crashray reprocess`` yields to live events on the Kafka hand-off too (librdkafka's
+    mock broker, not Apache Kafka): its tasks see live events waiting while the consumer
+    group lags, none once the consumers caught up, and with the brokers down they go on
+    (not pausing, not failing)."""
+    producer.enqueue(events(h, corpus_dir, "Waiting: boom", 3))
+    with psycopg.connect(h.url, autocommit=True) as conn, \
+            live_events_wait(conn, settings) as waiting:
+        assert waiting()
+        run_until([kafka_consumer(h, settings)], lambda: exact(h, 3))
+        assert not waiting()
+        producer.enqueue(events(h, corpus_dir, "Waiting: again", 1))
+        assert wait_until(waiting, 10, "the new event counted as waiting")
+        kafka.all_down()
+        try:
+            started = time.monotonic()
+            assert not waiting()
+            assert time.monotonic() - started < 3 * KAFKA_MEASURE_TIMEOUT_S + 2
+        finally:
+            kafka.all_up()
 
 
 @pytest.fixture
