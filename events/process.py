@@ -150,10 +150,10 @@ class EventProcessor:
     def __init__(self, symbolicator: Symbolicator | None = None,
                  grouping_memo_entries: int = DEFAULT_MEMO_ENTRIES) -> None:
         self._pii_configs: dict[int, PrunablePiiConfig | None] = {}
-        self._grouping: dict[int, ProjectGrouping] = {}
-        #: Each project's grouping results by what grouping reads (events/grouping_memo.py),
-        #: for its current rules; ``grouping_memo_entries`` each (0: none).
-        self._memos: dict[int, GroupingMemo] = {}
+        #: Each project's grouping, with its grouping results by what grouping reads
+        #: (events/grouping_memo.py; ``grouping_memo_entries`` each, 0: none): one entry, so
+        #: a thread never groups with one project setting into the memo of another.
+        self._grouping: dict[int, tuple[ProjectGrouping, GroupingMemo]] = {}
         self._memo_entries = grouping_memo_entries
         self._ownership: dict[int, OwnershipRules] = {}
         #: None: no symbolication (no artifact store configured); events stay as sent.
@@ -167,18 +167,22 @@ class EventProcessor:
         self._symbolicate_lock = threading.Lock()
 
     def set_grouping(self, project_id: int, grouping: ProjectGrouping) -> None:
-        if self._grouping.get(project_id) != grouping or project_id not in self._memos:
-            self._memos[project_id] = GroupingMemo.for_rules(grouping.rules,
-                                                             self._memo_entries)
-        self._grouping[project_id] = grouping
+        """Install a project's grouping; its memo is kept while the grouping is the same."""
+        current = self._grouping.get(project_id)
+        if current is None or current[0] != grouping:
+            self._grouping[project_id] = (grouping, GroupingMemo.for_rules(
+                grouping.rules, self._memo_entries))
 
     def grouping_memo(self, project_id: int) -> GroupingMemo:
         """The project's memo (a fresh one for a project with no settings installed)."""
-        memo = self._memos.get(project_id)
-        if memo is None:
-            memo = self._memos.setdefault(project_id, GroupingMemo.for_rules(
-                None, self._memo_entries))
-        return memo
+        return self._project_grouping(project_id)[1]
+
+    def _project_grouping(self, project_id: int) -> tuple[ProjectGrouping, GroupingMemo]:
+        found = self._grouping.get(project_id)
+        if found is None:
+            memo = GroupingMemo.for_rules(None, self._memo_entries)
+            found = self._grouping.setdefault(project_id, (ProjectGrouping(), memo))
+        return found
 
     def set_ownership(self, project_id: int, rules: OwnershipRules) -> None:
         """Install a project's parsed ownership rules (events/ownership.py)."""
@@ -222,8 +226,7 @@ class EventProcessor:
                 scrubbed = self._symbolicator(scrubbed, ctx.project_id, ctx.organization_id)
             started = self._spent("symbolicate", started)
         tagged = {**scrubbed, "tags": event_tags(scrubbed)}
-        project = self._grouping.get(ctx.project_id, ProjectGrouping())
-        memo = self.grouping_memo(ctx.project_id)
+        project, memo = self._project_grouping(ctx.project_id)
         grouping = memo.group(grouping_input(project.config, scrubbed, tagged),
                               project.config, project.rules)
         secondary_config = project.secondary_at(ctx.received_at)

@@ -120,7 +120,9 @@ def test_the_processor_groups_with_the_memo_as_without_it() -> None:
     assert got[0] == got[1] == got[4] and len({got[0], got[2], got[3]}) == 3
     memo = memoized.grouping_memo(1)
     assert (memo.hits, memo.misses) == (2, 3)
-    memoized.set_grouping(1, ProjectGrouping(rules=rules))  # the same rules: kept
+    # The consumers reload a project's settings every few seconds: the same rules, parsed
+    # again, keep the memo.
+    memoized.set_grouping(1, ProjectGrouping(rules=grouping_rules_from_text(text, "")))
     assert memoized.grouping_memo(1) is memo
     memoized.set_grouping(1, ProjectGrouping())  # the rules removed: a new memo
     assert memoized.grouping_memo(1) is not memo
