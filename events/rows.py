@@ -101,6 +101,7 @@ def _row(r: EventRow) -> dict[str, Any]:
     user, sdk = _dict(e.get("user")), _dict(e.get("sdk"))
     exceptions = _values(e.get("exception"))
     frames = _frames(exceptions)
+    tags = _tags(e)
     return {
         "organization_id": r.organization_id, "project_id": r.project_id,
         "event_id": str(uuid.UUID(p.event_id)), "group_id": r.group_id,
@@ -110,12 +111,12 @@ def _row(r: EventRow) -> dict[str, Any]:
         "level": _s(e.get("level")) or "error", "environment": _s(e.get("environment")),
         "release": _s(e.get("release")), "dist": _s(e.get("dist")),
         "transaction": _s(e.get("transaction")), "logger": _s(e.get("logger")),
-        "server_name": dict(_tags(e)).get("server_name", ""),
+        "server_name": dict(tags).get("server_name", ""),
         "title": p.issue.title, "message": _message(e), "culprit": p.issue.culprit,
         "user_id": _s(user.get("id")), "user_email": _s(user.get("email")),
         "user_username": _s(user.get("username")), "user_ip": _s(user.get("ip_address")),
         "sdk_name": _s(sdk.get("name")), "sdk_version": _s(sdk.get("version")),
-        "tags": _tags(e),
+        "tags": tags,
         "exception_types": [_s(x.get("type")) for x in exceptions],
         "exception_values": [_s(x.get("value")) for x in exceptions],
         "frame_functions": [_s(f.get("function")) for f in frames],
