@@ -117,6 +117,15 @@ class ProcessedEvent:
     #: Who the project's ownership rules name for it (a new issue is assigned to them).
     owner: Owner | None = None
 
+    def for_storage(self) -> ProcessedEvent:
+        """The event with what storing reads only: its grouping results without their
+        variants (the component trees; the grouping-info API groups the stored event
+        again), about a third lighter to pickle for a job's write tasks."""
+        secondary = self.secondary_grouping
+        return replace(self, grouping=replace(self.grouping, variants={}),
+                       secondary_grouping=None if secondary is None
+                       else replace(secondary, variants={}))
+
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()

@@ -230,7 +230,8 @@ class ReadAndProcess:
             p = self.processor.process(payload, import_context(self.job, received, event_id))
         except InvalidEvent as exc:
             return {"origin": origin, "error": f"{exc.reason}: {origin}: {exc}"}
-        return {"origin": origin, "event_id": p.event_id, "processed": pickle.dumps(p)}
+        return {"origin": origin, "event_id": p.event_id,
+                "processed": pickle.dumps(p.for_storage())}
 
 
 def import_context(job: ImportJob, received: dt.datetime, event_id: str | None

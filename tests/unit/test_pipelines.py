@@ -136,3 +136,29 @@ def test_a_job_runs_on_the_given_cluster_else_the_running_instances(tmp_path: Pa
     assert ray_address_of(settings) == "127.0.0.1:6380"
     assert ray_address_of(Settings(data_dir=tmp_path, ray_address="10.0.0.5:6379")) == \
         "10.0.0.5:6379"
+
+
+def test_an_imported_event_crosses_to_the_write_tasks_with_what_storing_reads() -> None:
+    """The import's processing actors pickle ``for_storage()``: the same hashes, rule and
+    title, issue, rows and projection as the whole processed event, without the variants'
+    component trees."""
+    import pickle
+
+    from events.grouping.rules import grouping_rules_from_text
+    from events.process import EventProcessor, ItemContext, ProjectGrouping
+    from events.rows import EventRow, events_table
+    from tests.unit.grouping.helpers import corpus_event
+
+    processor = EventProcessor()
+    processor.set_grouping(1, ProjectGrouping(rules=grouping_rules_from_text(
+        'type:ZeroDivisionError -> zero title="Zero: {{ function }}"', "")))
+    ctx = ItemContext(project_id=1, key_id=None, received_at=T0, organization_id=1)
+    whole = processor.process(orjson.dumps(corpus_event("python-sdk-2.75.0-exception.envelope")),
+                              ctx)
+    crossed = pickle.loads(pickle.dumps(whole.for_storage()))
+    assert crossed.grouping.variants == {} != whole.grouping.variants
+    assert (crossed.grouping.hashes, crossed.grouping.fingerprint_rule, crossed.grouping.title) \
+        == (whole.grouping.hashes, whole.grouping.fingerprint_rule, whole.grouping.title)
+    assert whole.grouping.title == "Zero: compute_ratio" and crossed.issue == whole.issue
+    rows = [events_table([EventRow(1, 1, 7, 90, p)]).to_pylist() for p in (whole, crossed)]
+    assert rows[0] == rows[1]
