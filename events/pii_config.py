@@ -105,7 +105,7 @@ def _key_names(path: str) -> tuple[str, ...] | None:
 
 def _application(selector: str) -> _Application:
     outside_quotes = _QUOTED.sub("''", selector)
-    if "'" in outside_quotes.replace("''", "") or any(c in outside_quotes for c in "()!&~") \
+    if "'" in outside_quotes.replace("''", "") or any(c in outside_quotes for c in "()!&~\0") \
             or "|" in outside_quotes.replace("||", ""):
         return _Application(selector, None)
     alternatives = []
@@ -118,7 +118,8 @@ def _application(selector: str) -> _Application:
 
 
 def _alternatives(selector: str) -> list[str]:
-    """``selector`` split at the ``||`` outside its quoted keys."""
+    """``selector`` split at the ``||`` outside its quoted keys (it holds no NUL outside
+    them: ``_application`` keeps such a selector whole)."""
     quoted = [m.group(0) for m in _QUOTED.finditer(selector)]
     parts = _QUOTED.sub("\0", selector).split("||")
     texts = []
