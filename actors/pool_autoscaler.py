@@ -1,8 +1,8 @@
 """The consumer pool's autoscaler: sizes the pool by the queue's lag.
 
-Every ``interval_s`` it measures the queue (``storage.queue.waiting_backlog``: items
-waiting and the age of the first; on the Kafka hand-off ``storage.kafka.GroupBacklog``:
-the consumer group's lag and the age of its oldest waiting message) and the pool (each consumer's ``stats()``: processed
+Every ``interval_s`` it measures the hand-off (``storage.handoff.ConsumerBacklog``: the
+queue's waiting items and the age of the first; on Kafka the consumer group's lag and the
+age of its oldest waiting message) and the pool (each consumer's ``stats()``: processed
 totals for the pool's rate, and whether storage is down), asks
 ``events.pool_scaling.decide`` and applies the answer:
 
@@ -47,8 +47,7 @@ from events.pool_scaling import (
     decide,
     start_history,
 )
-from storage import queue as pg_queue
-from storage.kafka import GroupBacklog
+from storage.handoff import ConsumerBacklog
 from storage.postgres import connect
 
 log = logging.getLogger("crashray.autoscaler")
@@ -97,7 +96,8 @@ class PoolAutoscaler:
     def __init__(self, config: AutoscalerConfig) -> None:
         metrics.record_actor_start("pool_autoscaler")
         self._config = kafka_bounded(config)
-        self._kafka_meter: GroupBacklog | None = None
+        #: The hand-off's backlog (the PostgreSQL queue, or the consumer group's lag).
+        self._backlog = ConsumerBacklog(self._config.consumer.kafka, self._connection)
         self._pool: list[Any] = _find_pool(config.pool)
         self._meter = RateMeter(RATE_WINDOW_S)
         self._history = start_history(time.monotonic())
@@ -143,21 +143,12 @@ class PoolAutoscaler:
         return self.stats()
 
     def _measure(self) -> PoolLoad:
-        backlog = self._backlog()
+        backlog = self._backlog.measure(LAG_COUNT_CAP, STATS_TIMEOUT_S)
         reports = self._consumer_stats()
         rate = self._meter.observe(time.monotonic(),
                                    {name: int(r["processed"]) for name, r in reports.items()})
         return PoolLoad(backlog.waiting_items, backlog.oldest_age_s, rate,
                         storage_down=any(bool(r.get("storage_down")) for r in reports.values()))
-
-    def _backlog(self) -> pg_queue.Backlog:
-        """The PostgreSQL queue's waiting items, or on Kafka the consumer group's lag."""
-        kafka = self._config.consumer.kafka
-        if kafka is None:
-            return pg_queue.waiting_backlog(self._connection(), LAG_COUNT_CAP)
-        if self._kafka_meter is None:
-            self._kafka_meter = GroupBacklog(kafka)
-        return self._kafka_meter.measure(STATS_TIMEOUT_S)
 
     def _consumer_stats(self) -> dict[str, dict[str, Any]]:
         refs = {consumer_name(i, self._config.pool): c.stats.remote()
@@ -247,8 +238,7 @@ class PoolAutoscaler:
                        for _ in range(len(self._pool) - self._config.policy.min_consumers)]
             self._snapshot = self._describe()
         self._drop_connection()
-        if self._kafka_meter is not None:
-            self._kafka_meter.close()
+        self._backlog.close()
         return retired
 
 

@@ -353,23 +353,17 @@ def yield_to_live(live_events_wait: Callable[[], bool], most_s: float,
 @contextmanager
 def live_events_wait(conn: Any, kafka: Any | None) -> Iterator[Callable[[], bool]]:
     """Whether live events wait for the consumers, measured as the pool autoscaler
-    measures the hand-off: the PostgreSQL queue's waiting items, or with Kafka the consumer
-    group's lag on the events and outcomes topics (``storage.kafka.GroupBacklog``, closed
-    on leaving)."""
-    from storage.queue import waiting_backlog
-
-    if kafka is None:
-        yield lambda: waiting_backlog(conn, 1).waiting_items > 0
-        return
+    measures the hand-off (``storage.handoff.ConsumerBacklog``: the PostgreSQL queue, or
+    with Kafka the consumer group's lag)."""
     from confluent_kafka import KafkaException
 
-    from storage.kafka import GroupBacklog
+    from storage.handoff import ConsumerBacklog
 
-    meter = GroupBacklog(kafka)
+    meter = ConsumerBacklog(kafka, lambda: conn)
 
-    def lagging() -> bool:
+    def waiting() -> bool:
         try:
-            return meter.measure(KAFKA_MEASURE_TIMEOUT_S).waiting_items > 0
+            return meter.measure(1, KAFKA_MEASURE_TIMEOUT_S).waiting_items > 0
         except KafkaException as exc:
             # Only the pause depends on it: a job whose brokers do not answer goes on
             # (the consumers cannot read them either), logged.
@@ -378,7 +372,7 @@ def live_events_wait(conn: Any, kafka: Any | None) -> Iterator[Callable[[], bool
             return False
 
     try:
-        yield lagging
+        yield waiting
     finally:
         meter.close()
 

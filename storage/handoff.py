@@ -19,11 +19,13 @@ apply to the PostgreSQL queue only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from storage.kafka import KafkaHandoff, KafkaSettings, ensure_topics
-from storage.queue import OrganizationBacklog, PostgresQueue, QueuedItem
+import psycopg
+
+from storage.kafka import GroupBacklog, KafkaHandoff, KafkaSettings, ensure_topics
+from storage.queue import Backlog, OrganizationBacklog, PostgresQueue, QueuedItem, waiting_backlog
 
 log = logging.getLogger("crashray.handoff")
 
@@ -50,3 +52,31 @@ def handoff_from_settings(postgres_url: str, kafka: KafkaSettings | None) -> Han
     log.info("ingest hands off to Kafka (%s)", kafka.bootstrap)
     ensure_topics(kafka, timeout_s=kafka.delivery_timeout_s)
     return KafkaHandoff(kafka)
+
+
+class ConsumerBacklog:
+    """What waits for the consumers on the instance's hand-off, as the pool autoscaler and
+    a reprocess task measure it: the PostgreSQL queue's waiting items and the age of the
+    first (``storage.queue.waiting_backlog``), or on Kafka the consumer group's lag on the
+    events and outcomes topics and the age of its oldest waiting message
+    (``storage.kafka.GroupBacklog``, which raises ``KafkaException`` when the brokers do
+    not answer). Not thread-safe: one caller at a time; ``close`` when done."""
+
+    def __init__(self, kafka: KafkaSettings | None,
+                 connection: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._kafka = kafka
+        self._connection = connection
+        self._group: GroupBacklog | None = None
+
+    def measure(self, count_cap: int, timeout_s: float) -> Backlog:
+        """``count_cap`` bounds the PostgreSQL count; ``timeout_s`` each broker request."""
+        if self._kafka is None:
+            return waiting_backlog(self._connection(), count_cap)
+        if self._group is None:
+            self._group = GroupBacklog(self._kafka)
+        return self._group.measure(timeout_s)
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
