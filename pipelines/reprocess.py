@@ -80,7 +80,12 @@ from events.errors import Conflict
 from events.grouping import GROUPING_CONFIGS, GroupingResult, group_hashes_for_event
 from events.grouping.fingerprint_rules import RuleSyntaxError
 from events.grouping.rules import GroupingRules, grouping_rules_from_text
-from events.grouping_memo import GroupingMemo, referenced_tags, rules_read_release
+from events.grouping_memo import (
+    GroupingMemo,
+    referenced_tags,
+    rule_texts,
+    rules_read_release,
+)
 from events.issue_meta import issue_metadata_for_event
 from events.process import (
     ProcessedEvent,
@@ -239,15 +244,9 @@ class ReprocessJobSpec:
     #: None: no symbolication (no artifact store configured).
     symbolication: Any | None
     max_cached_hashes: int = 100_000
-    #: The tag keys the project's rules read (``referenced_tags``; None: all).
-    grouping_tags: frozenset[str] | None = frozenset()
     #: Group the events symbolication leaves alone in ClickHouse, once per distinct
     #: projection (``run_slice``); False: every event one by one (the reference path).
     regroup_in_clickhouse: bool = True
-    #: Whether the project's rules may read an event's release (a ``release:`` matcher;
-    #: ``rules_read_release``): else events of one issue in several releases are grouped
-    #: once in ClickHouse, not once per release.
-    grouping_reads_release: bool = True
     #: ClickHouse threads per statement of the ClickHouse path, and the nice value of the
     #: job's tasks and of those threads (``CRASHRAY_PIPELINE_CLICKHOUSE_THREADS``,
     #: ``CRASHRAY_PIPELINE_NICE``).
@@ -259,6 +258,18 @@ class ReprocessJobSpec:
     #: The Kafka hand-off (storage.kafka.KafkaSettings) when the instance uses it: live
     #: events then wait in the consumer group's lag, not in the PostgreSQL queue.
     kafka: Any | None = None
+
+    @property
+    def grouping_tags(self) -> frozenset[str] | None:
+        """The tag keys the project's rules read (``referenced_tags``; None: all)."""
+        return referenced_tags(*rule_texts(self.grouping.rules))
+
+    @property
+    def grouping_reads_release(self) -> bool:
+        """Whether the project's rules may read an event's release (a ``release:``
+        matcher; ``rules_read_release``): else events of one issue in several releases
+        are grouped once in ClickHouse, not once per release."""
+        return rules_read_release(*rule_texts(self.grouping.rules))
 
 
 @dataclass
@@ -439,12 +450,13 @@ def regroup_slice(spec: ReprocessJobSpec, since: dt.datetime, until: dt.datetime
     if not spec.regroup_in_clickhouse or platforms is None:
         return None
     keys = (*GROUPING_KEYS, *(k for k in DERIVED_KEYS if k not in GROUPING_KEYS))
+    tags = spec.grouping_tags
     if not spec.grouping_reads_release:
         keys = tuple(k for k in keys if k != "release")
     return RegroupSlice(
         spec.organization_id, spec.project_id, since, until, spec.release, spec.hashes,
         spec.job_id, RegroupProjection(
-            keys, GROUPING_CONTEXTS, None if spec.grouping_tags is None else tuple(sorted(spec.grouping_tags)),
+            keys, GROUPING_CONTEXTS, None if tags is None else tuple(sorted(tags)),
             tuple(sorted(platforms)), SYMBOLICATED_MARKERS),
         spec.clickhouse_threads, spec.nice)
 
@@ -480,8 +492,7 @@ class JobCaches:
     def __init__(self, key: tuple[Any, ...], spec: ReprocessJobSpec,
                  max_decisions: int = 50_000) -> None:
         self.key = key
-        self.memo = GroupingMemo(spec.grouping_tags, REPROCESS_MEMO_ENTRIES,
-                                 reads_release=spec.grouping_reads_release)
+        self.memo = GroupingMemo.for_rules(spec.grouping.rules, REPROCESS_MEMO_ENTRIES)
         self.max_decisions = max_decisions
         self._decisions: OrderedDict[int, ProjectionDecision] = OrderedDict()
 
@@ -859,12 +870,7 @@ def _spec(conn: Any, ctx: ReprocessContext, project: Any, job_id: int,
         hashes = tuple(h for h, _ in issue_hashes(conn, project, options.issue_id))
     return ReprocessJobSpec(job_id, ctx.clickhouse_dsn, ctx.postgres_url, ctx.organization_id,
                             ctx.project_id, project_grouping(settings), options.release,
-                            hashes, ctx.symbolication, ctx.max_cached_hashes,
-                            referenced_tags(settings.fingerprinting_rules,
-                                            settings.grouping_enhancements),
-                            grouping_reads_release=rules_read_release(
-                                settings.fingerprinting_rules,
-                                settings.grouping_enhancements))
+                            hashes, ctx.symbolication, ctx.max_cached_hashes)
 
 
 def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: ReprocessJobSpec,

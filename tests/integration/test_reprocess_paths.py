@@ -125,8 +125,10 @@ def regroup(conn: psycopg.Connection[Any], store: ClickHouseStore, url: str,
     spec = ReprocessJobSpec(
         job_id, store.dsn, url, scope.organization_id, scope.id,
         project_grouping(grouping_settings(conn, [scope.id])[scope.id]), None, None, None,
-        grouping_tags=referenced_tags(rules), grouping_reads_release=rules_read_release(rules),
         regroup_in_clickhouse=in_clickhouse)
+    # What the job reads of the rules comes from the parsed rules, as from their text.
+    assert spec.grouping_tags == referenced_tags(rules)
+    assert spec.grouping_reads_release == rules_read_release(rules)
     symbolicator = LocalSymbolication(SymbolicationConfig(
         partial(artifact_source, url, blob_dir, 0.0)))
     resolver = IssueResolver(conn, 1000)
@@ -256,7 +258,8 @@ def test_a_slices_projection_table_is_its_tenants_alone(
         spec = ReprocessJobSpec(
             9, chdb_store.dsn, url, theirs.organization_id, theirs.id,
             project_grouping(grouping_settings(conn, [theirs.id])[theirs.id]), None, None,
-            None, grouping_tags=frozenset({"transaction"}))
+            None)
+        assert spec.grouping_tags == frozenset({"transaction"})
         their_slice = regroup_slice(spec, EPOCH, dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
                                     None)
         assert their_slice is not None
