@@ -53,7 +53,6 @@ _NAME_CHARS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 @dataclass(frozen=True)
 class _Application:
-    selector: str
     #: Each alternative's lower-case key names, shared prefixes first; None: the
     #: application is never left out (see the module docstring).
     alternatives: tuple[tuple[str, ...], ...] | None
@@ -107,14 +106,14 @@ def _application(selector: str) -> _Application:
     outside_quotes = _QUOTED.sub("''", selector)
     if "'" in outside_quotes.replace("''", "") or any(c in outside_quotes for c in "()!&~\0") \
             or "|" in outside_quotes.replace("||", ""):
-        return _Application(selector, None)
+        return _Application(None)
     alternatives = []
     for text in _alternatives(selector):
         names = _key_names(text)
         if names is None:
-            return _Application(selector, None)
+            return _Application(None)
         alternatives.append(names)
-    return _Application(selector, tuple(alternatives))
+    return _Application(tuple(alternatives))
 
 
 def _alternatives(selector: str) -> list[str]:
@@ -149,9 +148,6 @@ class PrunablePiiConfig:
             if isinstance(applications, dict) and _valid(config) else None
         self._whole = orjson.dumps(self.config)
         self._pruned: dict[tuple[bool, ...], bytes] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.config)
 
     def json_for(self, event_json: bytes) -> bytes:
         """The configuration's JSON for the event whose JSON is ``event_json``."""

@@ -284,7 +284,7 @@ class EventProcessor:
 
     def _scrub(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
         config = self._pii_configs.get(project_id)
-        if not config:
+        if config is None:
             return event  # scrubbing turned off for this project: Relay makes no config
         # Both given as JSON already: the event's is serialized once, and the configuration
         # is the project's without what cannot match this event (events/pii_config.py).
