@@ -48,6 +48,12 @@ RAY_SERVE_ENV = {
     # balancers can deregister it; HAProxy retries refused connections, so a couple of
     # seconds keeps shutdown and redeploys quick without failing requests.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    # How long the controller gives a new proxy (HAProxy's manager actor: a worker process
+    # to start, ``ray.serve`` to import, HAProxy to launch) before it calls it unhealthy and
+    # kills it (default 5 s, ray/serve/_private/constants.py). On a busy 2-core machine, a
+    # start right after a crash took longer, and ``serve.start`` then failed with the killed
+    # actor's ActorDiedError instead of waiting for the replacement.
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 #: uvicorn's ``forwarded_allow_ips`` that matches no peer (an empty entry never does).
 UVICORN_TRUSTS_NO_PROXY = ""
