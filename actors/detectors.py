@@ -11,7 +11,9 @@ Each detector runs as ``CRASHRAY_DETECTOR_SHARDS`` actors (``crashray-detector-<
 shard ``i`` watching the projects whose id modulo the shard count is ``i``. An actor asks
 Ray for the resources its class declares (``num_cpus``, ``num_gpus``, ``memory`` class
 attributes; none: it takes no CPU, like Crashray's other actors), so a detector that wants
-a GPU runs where there is one; Ray restarts it when it dies (``max_restarts=-1``).
+a GPU runs where there is one; Ray restarts it when it dies (``max_restarts=-1``). On a
+single node (``crashray up`` on its own Ray) a shard whose class declares no resources runs
+in the shared process instead (actors/shared_process.py), under the same name.
 
 Every ``CRASHRAY_DETECTOR_INTERVAL_S`` the actor's ``DetectorHost`` reads the last
 ``CRASHRAY_DETECTOR_WINDOW_MINUTES`` minutes of counts per project and per issue from
@@ -44,6 +46,7 @@ import ray
 
 from actors.consumer_alerts import apply_anomaly_rules
 from actors.placement import LOCAL, Placement
+from actors.shared_process import Part, end_actor
 from cluster import metrics
 from events.anomaly import BUILTIN_DETECTORS, Detector, Series
 from events.errors import CrashrayError
@@ -294,10 +297,10 @@ class DetectorHost:
         self._conn.close()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
-class DetectorActor:
+class DetectorService:
     """One shard of one detector. With a ClickHouse DSN it observes every ``interval_s``
-    in a thread started by its constructor (also after Ray restarts it)."""
+    in a thread started by its constructor (also after Ray restarts it). An actor of its
+    own (``DetectorActor``) or a part of the shared process (actors/shared_process.py)."""
 
     def __init__(self, config: DetectorConfig, spec: DetectorSpec, shard: int) -> None:
         metrics.record_actor_start("detector")
@@ -345,6 +348,7 @@ class DetectorActor:
         return {"detector": self._host.name, "shard": self._host.shard,
                 "class": type(self._host.detector).__qualname__, **self._host.counts,
                 "node_id": ray.get_runtime_context().get_node_id(),
+                "worker_id": ray.get_runtime_context().get_worker_id(),
                 "resources": ray.get_runtime_context().get_assigned_resources(),  # type: ignore[no-untyped-call]
                 }
 
@@ -358,14 +362,22 @@ class DetectorActor:
             self._host.close()
 
 
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
+class DetectorActor(DetectorService):
+    pass
+
+
 def actor_name(spec: DetectorSpec, shard: int) -> str:
     return f"{ACTOR_PREFIX}-{spec.name}-{shard}"
 
 
 def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
-                    name_prefix: str = ACTOR_PREFIX) -> dict[str, Any]:
+                    name_prefix: str = ACTOR_PREFIX, host_in: list[Part] | None = None
+                    ) -> dict[str, Any]:
     """Discover the detectors and start ``config.shards`` actors of each, placed as pool
-    actors with the resources their class declares; actor name → handle. Raises
+    actors with the resources their class declares; actor name → handle. With
+    ``host_in``, a shard whose class declares no resources is added to it, to run in the
+    shared process (actors/shared_process.py), instead of started. Raises
     ``DetectorLoadError`` before starting anything when a configured detector is broken."""
     specs = discover(config.detectors, config.entry_points)
     handles: dict[str, Any] = {}
@@ -373,6 +385,9 @@ def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
         resources = resource_options(load_detector_class(spec.path, spec.origin))
         for shard in range(config.shards):
             name = actor_name(spec, shard).replace(ACTOR_PREFIX, name_prefix, 1)
+            if host_in is not None and not resources:
+                host_in.append(Part(name, DetectorService, (config, spec, shard)))
+                continue
             options = {**placement.pool(name), **resources}
             handles[name] = DetectorActor.options(**options).remote(config, spec, shard)  # type: ignore[attr-defined]
     return handles
@@ -388,4 +403,4 @@ def stop_detectors(handles: dict[str, Any], timeout_s: float = 60.0) -> None:
             ray.get(ref, timeout=timeout_s)
         except (ray.exceptions.RayError, TimeoutError):
             log.warning("detector actor %s did not stop cleanly", name, exc_info=True)
-        ray.kill(handles[name], no_restart=True)
+        end_actor(handles[name])

@@ -131,9 +131,9 @@ def consumers_alive(pool: str, timeout_s: float = CONSUMER_STATS_TIMEOUT_S) -> i
     return alive
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=2)  # type: ignore[call-overload]
-class MetricsSamplerActor:
-    """Samples as soon as it is constructed, every ``interval_s``."""
+class MetricsSamplerService:
+    """Samples as soon as it is constructed, every ``interval_s``. An actor of its own
+    (``MetricsSamplerActor``) or a part of the shared process (actors/shared_process.py)."""
 
     def __init__(self, config: SamplerConfig) -> None:
         metrics.record_actor_start("metrics_sampler")
@@ -202,6 +202,11 @@ class MetricsSamplerActor:
         self._stop.set()
         self._thread.join(timeout=30)
         self._sampler.drop_connection()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=2)  # type: ignore[call-overload]
+class MetricsSamplerActor(MetricsSamplerService):
+    pass
 
 
 def start_metrics_sampler(config: SamplerConfig, placement: Placement = LOCAL,

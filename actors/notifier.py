@@ -397,10 +397,10 @@ class Notifier:
                 conn.close()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
-class NotifierActor:
+class NotifierService:
     """Crashray's notifier; starts sending as soon as it is constructed (also after Ray
-    restarts it)."""
+    restarts it). An actor of its own (``NotifierActor``) or a part of the shared process
+    (actors/shared_process.py)."""
 
     def __init__(self, config: NotifierConfig) -> None:
         metrics.record_actor_start("notifier")
@@ -422,6 +422,11 @@ class NotifierActor:
         self._stop.set()
         self._thread.join(timeout=60)
         self._notifier.close()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)  # type: ignore[call-overload]
+class NotifierActor(NotifierService):
+    pass
 
 
 def start_notifier(config: NotifierConfig, placement: Placement = LOCAL,

@@ -373,6 +373,8 @@ class Runtime:
     _detectors: dict[str, Any] = field(default_factory=dict)
     #: Samples the queue, dead letters and disk into gauges (actors/metrics_sampler.py).
     _metrics_sampler: Any = None
+    #: On one node, the process the notifier, sampler and detectors share.
+    _shared: Any = None
     _serving: bool = False
     _owner: Any = None
     _started_ray: bool = False
@@ -524,9 +526,15 @@ class Runtime:
         from actors.consumer import start_consumers
         from actors.detectors import DetectorConfig, start_detectors
         from actors.grouping import shard_name, start_grouping_shards
-        from actors.metrics_sampler import SamplerConfig, start_metrics_sampler
-        from actors.notifier import NotifierConfig, start_notifier
+        from actors.metrics_sampler import (
+            SAMPLER_NAME,
+            MetricsSamplerService,
+            SamplerConfig,
+            start_metrics_sampler,
+        )
+        from actors.notifier import NOTIFIER_NAME, NotifierConfig, NotifierService, start_notifier
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
+        from actors.shared_process import Part, start_shared
         from actors.symbolicate import start_symbolicators, symbolicator_name
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from events.quotas import SpikeProtection
@@ -560,14 +568,26 @@ class Runtime:
                                                symbolicator_names=symbolicator_names))
         self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
                                                  symbolicator_names)
-        self._notifier = start_notifier(NotifierConfig.from_settings(s, self.postgres_url),
-                                        self.placement)
-        self._detectors = start_detectors(DetectorConfig.from_settings(
-            s, self.postgres_url, self.clickhouse_dsn), self.placement)
-        self._metrics_sampler = start_metrics_sampler(SamplerConfig(
+        notifier_config = NotifierConfig.from_settings(s, self.postgres_url)
+        detector_config = DetectorConfig.from_settings(s, self.postgres_url,
+                                                       self.clickhouse_dsn)
+        sampler_config = SamplerConfig(
             self.postgres_url, s.metrics_sample_interval_s, s.metrics_queue_count_cap,
             str(s.data_dir), retention=SweepConfig.from_settings(
-                s, None if s.ray_address else ray_temp_dir(s.data_dir))), self.placement)
+                s, None if s.ray_address else ray_temp_dir(s.data_dir)))
+        if s.ray_address:  # a cluster: each its own actor, placed as it needs
+            self._notifier = start_notifier(notifier_config, self.placement)
+            self._detectors = start_detectors(detector_config, self.placement)
+            self._metrics_sampler = start_metrics_sampler(sampler_config, self.placement)
+            return
+        # One node: the side services share one process (~75 MB each on their own).
+        parts = [Part(NOTIFIER_NAME, NotifierService, (notifier_config,)),
+                 Part(SAMPLER_NAME, MetricsSamplerService, (sampler_config,))]
+        own = start_detectors(detector_config, self.placement, host_in=parts)
+        self._shared, hosted = start_shared(parts, self.placement)
+        self._notifier = hosted.pop(NOTIFIER_NAME)
+        self._metrics_sampler = hosted.pop(SAMPLER_NAME)
+        self._detectors = {**own, **hosted}
 
     def consumer_config(self) -> Any:
         from actors.consumer import ConsumerConfig
@@ -776,6 +796,8 @@ class Runtime:
         import ray
         from ray import serve
 
+        from actors.shared_process import end_actor, end_shared
+
         if self._serving:
             serve.shutdown()  # type: ignore[no-untyped-call]
             self._serving = False
@@ -795,7 +817,7 @@ class Runtime:
                 ray.get(self._metrics_sampler.stop.remote(), timeout=budget_s)
             except Exception:  # only gauges are lost; logged
                 log.warning("the metrics sampler did not stop cleanly", exc_info=True)
-            ray.kill(self._metrics_sampler, no_restart=True)
+            end_actor(self._metrics_sampler)
             self._metrics_sampler = None
         if self._notifier is not None:
             try:  # sends in progress finish; the rest wait in PostgreSQL for the next start
@@ -803,6 +825,9 @@ class Runtime:
             except Exception:
                 log.warning("the notifier did not stop cleanly", exc_info=True)
             self._notifier = None
+        if self._shared is not None:  # its parts are stopped, above
+            end_shared(self._shared)
+            self._shared = None
         for consumer in self._consumers:
             try:
                 ray.get(consumer.stop.remote(), timeout=budget_s)

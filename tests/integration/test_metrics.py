@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.metrics_sampler import SAMPLER_NAME, SamplerConfig, start_metrics_sampler
 from actors.notifier import start_notifier
-from actors.placement import NAMESPACE
+from actors.shared_process import find
 from cluster.deploy_cli import metrics_url
 from events.notify import WEBHOOK_ACTION
 from storage.queue import QueuedItem
@@ -75,7 +75,7 @@ def reaches(name: str, worker_id: str, expected: float, **labels: str) -> Any:
 
 def test_the_metrics_endpoint_serves_crashray_series(crashray: RunningCrashray) -> None:
     # The running Crashray's sampler reports the consumers it finds answering.
-    sampler: Any = ray.get_actor(SAMPLER_NAME, namespace=NAMESPACE)
+    sampler: Any = find(SAMPLER_NAME)  # on one node, a part of the shared process
     worker: str = ray.get(sampler.stats.remote(), timeout=30)["worker_id"]
     wait_until(lambda: (series("ray_crashray_consumers_alive", worker) or 0) >= 1,
                EXPORT_WAIT_S, interval_s=1.0,

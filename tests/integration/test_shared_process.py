@@ -1,0 +1,94 @@
+"""On one node the notifier, the metrics sampler and the detectors that ask for no resources
+of their own share one Ray worker process (actors/shared_process.py): they answer from it
+under their usual names, come back together when it dies, and stop as they did on their own.
+
+Real parts: the integration suite's Ray and running Crashray, a scratch PostgreSQL database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import ray
+
+from actors.detectors import DetectorConfig, start_detectors, stop_detectors
+from actors.metrics_sampler import SAMPLER_NAME
+from actors.notifier import NOTIFIER_NAME
+from actors.placement import NAMESPACE
+from actors.shared_process import SHARED_NAME, HostedHandle, end_shared, find, start_shared
+from events.anomaly import BUILTIN_DETECTORS
+from storage.scope import ProjectScope
+from tests.integration.conftest import RunningCrashray
+from tests.support import migrated_project_database, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def worker_of(handle: Any) -> str:
+    return str(ray.get(handle.stats.remote(), timeout=60)["worker_id"])
+
+
+def test_the_notifier_and_the_sampler_run_in_one_process_that_restarts_whole(
+        crashray: RunningCrashray) -> None:
+    notifier, sampler = find(NOTIFIER_NAME), find(SAMPLER_NAME)
+    assert isinstance(notifier, HostedHandle) and isinstance(sampler, HostedHandle)
+    with pytest.raises(ValueError):  # no actor (and process) of its own
+        ray.get_actor(NOTIFIER_NAME, namespace=NAMESPACE)
+    before = worker_of(notifier)
+    assert worker_of(sampler) == before
+
+    ray.kill(ray.get_actor(SHARED_NAME, namespace=NAMESPACE), no_restart=False)
+
+    def both_back() -> str | None:
+        try:
+            workers = {worker_of(notifier), worker_of(sampler)}
+        except ray.exceptions.RayError:
+            return None
+        [worker] = workers  # still one process for both
+        return worker if worker != before else None
+
+    wait_until(both_back, 120, "the shared process restarted by Ray, with both services")
+    samples = ray.get(sampler.stats.remote(), timeout=60)["samples"]
+    wait_until(lambda: ray.get(sampler.stats.remote(), timeout=60)["samples"] > samples, 60,
+               "the restarted sampler's loop to sample again")
+
+
+def test_a_call_to_a_service_it_does_not_hold_names_what_it_holds(
+        crashray: RunningCrashray) -> None:
+    host = ray.get_actor(SHARED_NAME, namespace=NAMESPACE)
+    with pytest.raises(LookupError, match="crashray-metrics-sampler"):
+        ray.get(HostedHandle(host, "crashray-nothing").stats.remote(), timeout=60)
+    with pytest.raises(ValueError):
+        find("crashray-nothing")
+
+
+@pytest.fixture
+def project() -> Iterator[tuple[str, ProjectScope]]:
+    with migrated_project_database("crashray_shared_detectors") as made:
+        yield made
+
+
+def test_built_in_detectors_share_a_process_and_checkpoint_when_stopped(
+        crashray: RunningCrashray, project: tuple[str, ProjectScope]) -> None:
+    url, _ = project
+    config = DetectorConfig(postgres_url=url, clickhouse_dsn=None,
+                            detectors=BUILTIN_DETECTORS, entry_points=False, shards=2)
+    parts: list[Any] = []
+    own = start_detectors(config, host_in=parts)
+    assert own == {} and len(parts) == 2 * len(BUILTIN_DETECTORS)
+    host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
+    try:
+        assert len({worker_of(h) for h in handles.values()}) == 1
+        names = {ray.get(h.stats.remote(), timeout=60)["detector"] for h in handles.values()}
+        assert names == {"escalating", "seasonal"}
+        stop_detectors(dict(handles), timeout_s=60)  # each checkpoints what it learnt
+        with psycopg.connect(url) as conn:
+            saved = conn.execute("SELECT detector, shard FROM detector_checkpoints"
+                                 " ORDER BY 1, 2").fetchall()
+        assert saved == [("escalating", 0), ("escalating", 1), ("seasonal", 0),
+                         ("seasonal", 1)]
+    finally:
+        end_shared(host)
