@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import gzip
 import os
+import random
 import socket
 import time
 import uuid
@@ -107,10 +108,18 @@ def sdk_headers(public_key: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on right now, outside the kernel's ephemeral range: Ray's
+    own servers draw from that range while Crashray starts, and one took a port picked there
+    before HAProxy could bind it (as tests/support.py picks)."""
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 @dataclass(frozen=True)
