@@ -50,6 +50,7 @@ from actors.clickhouse import clickhouse_store
 from actors.consumer_alerts import BatchEvent, RuleCache, apply_rules
 from actors.grouping import IssueResolver, ShardedResolver
 from actors.placement import LOCAL, Placement
+from actors.shared_process import find
 from actors.store_events import (
     EventStorage,
     EventToStore,
@@ -481,7 +482,7 @@ class Consumer:
         # (core_worker.cc, ray-project/ray#53727), and a restarted consumer finds the
         # shards again by their names.
         metrics.record_actor_start("consumer")
-        shards = [ray.get_actor(name, namespace="crashray") for name in grouping_shard_names]
+        shards = [find(name) for name in grouping_shard_names]  # an actor, or a hosted part
         self._config = config
         resolver = ShardedResolver(shards) if shards else None
         symbolicator = _sharded_symbolication(config, symbolicator_names)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
+from actors.shared_process import Part
 from cluster import metrics
 from storage import issues as issue_store
 from storage.projects import grouping_epochs
@@ -99,10 +100,15 @@ class IssueResolver:
         return {"cached_hashes": len(self._issue_of), "hits": self.hits, "misses": self.misses}
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)  # type: ignore[call-overload]
-class GroupingShard:
+#: A grouping call is retried when its process dies: it only reads, or creates issues
+#: idempotently by hash.
+GROUPING_TASK_RETRIES: Final = -1
+
+
+class GroupingService:
     """One shard of the grouping actors. Calls run one at a time (the actor's default
-    concurrency), which is what makes its cache and its issue creation race-free."""
+    concurrency, or a serial part of the shared process), which is what makes its cache and
+    its issue creation race-free."""
 
     def __init__(self, postgres_url: str, max_cached_hashes: int) -> None:
         metrics.record_actor_start("grouping_shard")
@@ -124,6 +130,11 @@ class GroupingShard:
 
     def stats(self) -> dict[str, int]:
         return self._resolver.stats()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=GROUPING_TASK_RETRIES)  # type: ignore[call-overload]
+class GroupingShard(GroupingService):
+    pass
 
 
 class ShardedResolver:
@@ -148,6 +159,12 @@ class ShardedResolver:
 
 def shard_name(index: int) -> str:
     return f"crashray-grouping-{index}"
+
+
+def grouping_parts(count: int, postgres_url: str, max_cached_hashes: int) -> list[Part]:
+    """The shards as serial parts of the shared process (one node)."""
+    return [Part(shard_name(i), GroupingService, (postgres_url, max_cached_hashes),
+                 serial=True, max_task_retries=GROUPING_TASK_RETRIES) for i in range(count)]
 
 
 def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int,

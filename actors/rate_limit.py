@@ -25,12 +25,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
+from actors.shared_process import Part
 from cluster import metrics
 from events.quotas import (
     LEASE_TTL_S,
@@ -173,11 +174,14 @@ class RateLimiter:
         return {"checked": self.checked, "counters": len(self.counters)}
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)  # type: ignore[call-overload]
-class RateLimiterShard:
-    """One shard. Calls run one at a time, which keeps each decision atomic. A call that
-    dies with the actor is not retried (its increments may be stored): ingest answers those
-    requests 503 and the SDKs send again."""
+#: A check that dies with its process is not retried (its increments may be stored):
+#: ingest answers those requests 503 and the SDKs send again.
+RATE_LIMIT_TASK_RETRIES: Final = 0
+
+
+class RateLimiterService:
+    """One shard. Calls run one at a time (an actor of its own, or a serial part of the
+    shared process), which keeps each decision atomic."""
 
     def __init__(self, config: RateLimiterConfig) -> None:
         metrics.record_actor_start("rate_limiter")
@@ -197,6 +201,11 @@ class RateLimiterShard:
 
     def stats(self) -> dict[str, int]:
         return self._limiter.stats()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=RATE_LIMIT_TASK_RETRIES)  # type: ignore[call-overload]
+class RateLimiterShard(RateLimiterService):
+    pass
 
 
 def record_decisions(decisions: Sequence[Decision], returns: Sequence[Return]) -> None:
@@ -220,6 +229,12 @@ def record_decisions(decisions: Sequence[Decision], returns: Sequence[Return]) -
 
 def rate_limiter_name(index: int) -> str:
     return f"crashray-ratelimit-{index}"
+
+
+def rate_limiter_parts(count: int, config: RateLimiterConfig) -> list[Part]:
+    """The shards as serial parts of the shared process (one node)."""
+    return [Part(rate_limiter_name(i), RateLimiterService, (config,), serial=True,
+                 max_task_retries=RATE_LIMIT_TASK_RETRIES) for i in range(count)]
 
 
 def start_rate_limiters(count: int, config: RateLimiterConfig,

@@ -1,23 +1,33 @@
 """Several of Crashray's side services in one Ray worker process, on a single node.
 
 Ray gives every actor a worker process of its own, and each costs ~70-85 MB of PSS before
-it does anything (the interpreter, Ray's core worker, the imports; bench/RESULTS.md).
-The notifier, the metrics sampler and the detectors each run a loop in a thread of their
-own and are called only for ``stats``, ``stop`` and the like, so on one node (``crashray
-up`` on its own Ray) they share one process: a ``SharedProcess`` actor, named
-``crashray-shared``, builds each of them from its plain class and runs their calls. On a
-cluster (``crashray deploy``, ``crashray up --address``) each stays an actor of its own,
-placed as before.
+it does anything (the interpreter, Ray's core worker, the imports; bench/RESULTS.md). On
+one node (``crashray up`` on its own Ray) the small services share one process instead: a
+``SharedProcess`` actor, named ``crashray-shared``, builds each from its plain class and
+runs the calls made to it. They are the notifier, the metrics sampler and the detectors
+(each runs a loop in a thread of its own and is called only for ``stats``, ``stop`` and the
+like), and the grouping and rate-limit shards. On a cluster (``crashray deploy``,
+``crashray up --address``) each stays an actor of its own, placed as before.
 
-A ``HostedHandle`` stands for one of them where the code holds an actor handle:
-``handle.stop.remote()`` is the same call either way. Ray restarts the shared process when
-it dies (``max_restarts=-1``), building every service in it again, as it restarts each of
-their own actors.
+What an actor of its own guaranteed, a part keeps:
+
+- a *serial* part (the shards: "calls run one at a time", which keeps a rate-limit decision
+  atomic and a grouping cache race-free) runs its calls under a lock of its own, while the
+  other parts go on;
+- its calls are retried as its own actor's were (``max_task_retries``: a grouping call is
+  retried when the process dies, a rate-limit check is not);
+- Ray restarts the shared process when it dies (``max_restarts=-1``), building every part
+  again, as it restarted each actor.
+
+A ``HostedHandle`` stands for a part where code holds an actor handle:
+``handle.stop.remote()`` is the same call either way; ``find(name)`` gives the actor of that
+name or the part.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,9 +39,9 @@ from actors.placement import LOCAL, NAMESPACE, Placement
 log = logging.getLogger(__name__)
 
 SHARED_NAME: Final = "crashray-shared"
-#: Concurrent calls the shared process runs: the sum of what the services allow on their
-#: own (notifier 4, metrics sampler 2, each detector 4) for the built-ins with headroom;
-#: their loops run in threads of their own, outside this pool.
+#: Concurrent calls the shared process runs: about the sum of what its parts allowed as
+#: actors (notifier 4, metrics sampler 2, each built-in detector 4, each shard 1); their
+#: loops run in threads of their own, outside this pool.
 SHARED_CONCURRENCY: Final = 16
 
 
@@ -43,6 +53,10 @@ class Part:
     name: str
     cls: type
     args: tuple[Any, ...]
+    #: Its calls run one at a time (an actor with Ray's default concurrency of 1).
+    serial: bool = False
+    #: Its calls' ``max_task_retries`` (None: Ray's default, 0).
+    max_task_retries: int | None = None
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=SHARED_CONCURRENCY)  # type: ignore[call-overload]
@@ -50,7 +64,9 @@ class SharedProcess:
     """Builds each part in this process, in order, and runs the calls made to them."""
 
     def __init__(self, parts: Sequence[Part]) -> None:
+        self._specs = {part.name: part for part in parts}
         self._parts: dict[str, Any] = {}
+        self._locks = {part.name: threading.Lock() for part in parts if part.serial}
         for part in parts:
             self._parts[part.name] = part.cls(*part.args)
 
@@ -60,33 +76,41 @@ class SharedProcess:
         except KeyError:
             raise LookupError(f"no service {name!r} in the shared process; it holds"
                               f" {', '.join(sorted(self._parts))}") from None
-        return getattr(service, method)(*args, **kwargs)
+        lock = self._locks.get(name)
+        if lock is None:
+            return getattr(service, method)(*args, **kwargs)
+        with lock:
+            return getattr(service, method)(*args, **kwargs)
 
-    def names(self) -> list[str]:
-        return list(self._parts)
+    def retries(self) -> dict[str, int | None]:
+        """Each part's name and its calls' ``max_task_retries``."""
+        return {name: part.max_task_retries for name, part in self._specs.items()}
 
 
 class _HostedMethod:
-    def __init__(self, host: Any, name: str, method: str) -> None:
-        self._host = host
-        self._name = name
+    def __init__(self, handle: HostedHandle, method: str) -> None:
+        self._handle = handle
         self._method = method
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._host.call.remote(self._name, self._method, *args, **kwargs)
+        call = self._handle.host.call
+        if self._handle.max_task_retries is not None:
+            call = call.options(max_task_retries=self._handle.max_task_retries)
+        return call.remote(self._handle.name, self._method, *args, **kwargs)
 
 
 class HostedHandle:
     """One part of a shared process, called like its own actor (``.method.remote(…)``)."""
 
-    def __init__(self, host: Any, name: str) -> None:
+    def __init__(self, host: Any, name: str, max_task_retries: int | None = None) -> None:
         self.host = host
         self.name = name
+        self.max_task_retries = max_task_retries
 
     def __getattr__(self, method: str) -> _HostedMethod:
         if method.startswith("_"):
             raise AttributeError(method)
-        return _HostedMethod(self.host, self.name, method)
+        return _HostedMethod(self, method)
 
     def __repr__(self) -> str:
         return f"HostedHandle({self.name!r} in {SHARED_NAME})"
@@ -97,7 +121,8 @@ def start_shared(parts: Sequence[Part], placement: Placement = LOCAL,
     """The shared process holding ``parts`` and a handle for each part. Placed as a home
     actor: the metrics sampler measures the data directory's disk."""
     host = SharedProcess.options(**placement.home(name)).remote(list(parts))  # type: ignore[attr-defined]
-    return host, {part.name: HostedHandle(host, part.name) for part in parts}
+    return host, {part.name: HostedHandle(host, part.name, part.max_task_retries)
+                  for part in parts}
 
 
 def find(name: str) -> Any:
@@ -107,9 +132,15 @@ def find(name: str) -> Any:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         host = ray.get_actor(SHARED_NAME, namespace=NAMESPACE)
-        if name not in ray.get(host.names.remote()):
+        retries: dict[str, int | None] = ray.get(host.retries.remote())  # type: ignore[assignment]
+        if name not in retries:
             raise ValueError(f"no actor and no shared-process part named {name!r}") from None
-        return HostedHandle(host, name)
+        return HostedHandle(host, name, retries[name])
+
+
+def process_of(handle: Any) -> Any:
+    """The actor whose process runs ``handle``'s calls (to kill it, in a test of a crash)."""
+    return handle.host if isinstance(handle, HostedHandle) else handle
 
 
 def end_actor(handle: Any) -> None:

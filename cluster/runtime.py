@@ -524,22 +524,16 @@ class Runtime:
 
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
-        from actors.detectors import DetectorConfig, start_detectors
+        from actors.detectors import start_detectors
         from actors.grouping import shard_name, start_grouping_shards
-        from actors.metrics_sampler import (
-            SAMPLER_NAME,
-            MetricsSamplerService,
-            SamplerConfig,
-            start_metrics_sampler,
-        )
-        from actors.notifier import NOTIFIER_NAME, NotifierConfig, NotifierService, start_notifier
+        from actors.metrics_sampler import start_metrics_sampler
+        from actors.notifier import start_notifier
         from actors.rate_limit import RateLimiterConfig, start_rate_limiters
-        from actors.shared_process import Part, start_shared
         from actors.symbolicate import start_symbolicators, symbolicator_name
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
-        from storage.retention import Horizons, SweepConfig, clickhouse_ttls
+        from storage.retention import Horizons, clickhouse_ttls
 
         s = self.settings
         ttls = clickhouse_ttls(Horizons.from_settings(s))
@@ -551,12 +545,16 @@ class Runtime:
             server.migrate()
             server.apply_ttls(ttls)
             server.close()
-        self._grouping_shards = start_grouping_shards(
-            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
-        self._rate_limiters = start_rate_limiters(s.rate_limit_shards, RateLimiterConfig(
+        limiter_config = RateLimiterConfig(
             self.postgres_url, s.quota_settings_refresh_s,
-            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour)),
-            self.placement)
+            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour))
+        if s.ray_address:  # a cluster: each its own actor, placed as it needs
+            self._grouping_shards = start_grouping_shards(
+                s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
+            self._rate_limiters = start_rate_limiters(s.rate_limit_shards, limiter_config,
+                                                      self.placement)
+        else:  # one node: the small services share one process (~75 MB each on their own)
+            self._start_shared(limiter_config)
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -568,23 +566,55 @@ class Runtime:
                                                symbolicator_names=symbolicator_names))
         self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
                                                  symbolicator_names)
-        notifier_config = NotifierConfig.from_settings(s, self.postgres_url)
-        detector_config = DetectorConfig.from_settings(s, self.postgres_url,
-                                                       self.clickhouse_dsn)
-        sampler_config = SamplerConfig(
+        if s.ray_address:
+            self._notifier = start_notifier(self._notifier_config(), self.placement)
+            self._detectors = start_detectors(self._detector_config(), self.placement)
+            self._metrics_sampler = start_metrics_sampler(self._sampler_config(),
+                                                          self.placement)
+
+    def _notifier_config(self) -> Any:
+        from actors.notifier import NotifierConfig
+
+        return NotifierConfig.from_settings(self.settings, self.postgres_url)
+
+    def _detector_config(self) -> Any:
+        from actors.detectors import DetectorConfig
+
+        return DetectorConfig.from_settings(self.settings, self.postgres_url,
+                                            self.clickhouse_dsn)
+
+    def _sampler_config(self) -> Any:
+        from actors.metrics_sampler import SamplerConfig
+        from storage.retention import SweepConfig
+
+        s = self.settings
+        return SamplerConfig(
             self.postgres_url, s.metrics_sample_interval_s, s.metrics_queue_count_cap,
             str(s.data_dir), retention=SweepConfig.from_settings(
                 s, None if s.ray_address else ray_temp_dir(s.data_dir)))
-        if s.ray_address:  # a cluster: each its own actor, placed as it needs
-            self._notifier = start_notifier(notifier_config, self.placement)
-            self._detectors = start_detectors(detector_config, self.placement)
-            self._metrics_sampler = start_metrics_sampler(sampler_config, self.placement)
-            return
-        # One node: the side services share one process (~75 MB each on their own).
-        parts = [Part(NOTIFIER_NAME, NotifierService, (notifier_config,)),
-                 Part(SAMPLER_NAME, MetricsSamplerService, (sampler_config,))]
-        own = start_detectors(detector_config, self.placement, host_in=parts)
+
+    def _start_shared(self, limiter_config: Any) -> None:
+        """On one node: the grouping and rate-limit shards, the notifier, the metrics
+        sampler and the detectors that declare no resources, in one process
+        (actors/shared_process.py). Started before the consumers and Serve, which call the
+        shards."""
+        from actors.detectors import start_detectors
+        from actors.grouping import grouping_parts, shard_name
+        from actors.metrics_sampler import SAMPLER_NAME, MetricsSamplerService
+        from actors.notifier import NOTIFIER_NAME, NotifierService
+        from actors.rate_limit import rate_limiter_name, rate_limiter_parts
+        from actors.shared_process import Part, start_shared
+
+        s = self.settings
+        parts = [*grouping_parts(s.grouping_shards, self.postgres_url, s.grouping_cache_hashes),
+                 *rate_limiter_parts(s.rate_limit_shards, limiter_config),
+                 Part(NOTIFIER_NAME, NotifierService, (self._notifier_config(),)),
+                 Part(SAMPLER_NAME, MetricsSamplerService, (self._sampler_config(),))]
+        own = start_detectors(self._detector_config(), self.placement, host_in=parts)
         self._shared, hosted = start_shared(parts, self.placement)
+        self._grouping_shards = [hosted.pop(shard_name(i)) for i in range(s.grouping_shards)]
+        self._rate_limiters = [hosted.pop(rate_limiter_name(i))
+                               for i in range(s.rate_limit_shards)]
         self._notifier = hosted.pop(NOTIFIER_NAME)
         self._metrics_sampler = hosted.pop(SAMPLER_NAME)
         self._detectors = {**own, **hosted}

@@ -360,8 +360,9 @@ class Kind:
 KINDS = [
     Kind("ingest replica", "ray::ServeReplica:ingest:ingest"),
     Kind("consumer", "ray::Consumer"),
-    Kind("grouping shard", "ray::GroupingShard"),
-    Kind("rate-limit shard", "ray::RateLimiterShard"),
+    # On one node the grouping and rate-limit shards (with the notifier, the metrics
+    # sampler and the detectors) run in one process (actors/shared_process.py).
+    Kind("shared process", "ray::SharedProcess"),
     Kind("ClickHouse owner", "ray::ClickHouseOwner"),
     Kind("Serve controller", "ray::ServeController"),
     Kind("HAProxy", None),

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import ray
 
+from actors.shared_process import find, process_of
 from storage import postgres
 from storage.bootstrap import ensure_project
 from tests.integration.conftest import RunningCrashray
@@ -97,9 +98,8 @@ def test_a_killed_grouping_shard_comes_back_and_events_still_find_their_issue(
         {"type": f"Shard{marker}", "value": "down"}]}}
     send(crashray, project_id, key, event)
     [(issue, _)] = wait_until(lambda: issues_with_counts(crashray, slug), 15, "the issue")
-    shard = ray.get_actor(f"crashray-grouping-{project_id % crashray.settings.grouping_shards}",
-                          namespace="crashray")
-    ray.kill(shard, no_restart=False)
+    shard = find(f"crashray-grouping-{project_id % crashray.settings.grouping_shards}")
+    ray.kill(process_of(shard), no_restart=False)
     for _ in range(3):
         send(crashray, project_id, key, event)
     wait_until(lambda: issues_with_counts(crashray, slug) == [(issue, "4")], 30,

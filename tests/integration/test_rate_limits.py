@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import ray
 
+from actors.shared_process import find, process_of
 from events.quotas import window_at
 from storage import postgres
 from storage.bootstrap import ensure_project
@@ -144,9 +145,8 @@ def test_a_killed_rate_limiter_comes_back_without_resetting_the_window(
     marker = uuid.uuid4().hex[:8]
     first = send_concurrently(crashray, project_id, key, 15, marker, senders=4)
     assert [r.status_code for r in first] == [200] * 15
-    shard = ray.get_actor(f"crashray-ratelimit-{1 % crashray.settings.rate_limit_shards}",
-                          namespace="crashray")
-    ray.kill(shard, no_restart=False)
+    shard = find(f"crashray-ratelimit-{1 % crashray.settings.rate_limit_shards}")
+    ray.kill(process_of(shard), no_restart=False)
 
     def restarted() -> bool:
         try:
@@ -254,8 +254,7 @@ def test_leases_of_a_roomy_limit_are_counted_back_exactly(crashray: RunningCrash
     wait_for_key(crashray, project_id, key)
     set_key_limit(crashray, slug, key, window=3600, count=20_000)
     wait_for_window_room(1, 3600, needed_s=60)
-    shard = ray.get_actor(f"crashray-ratelimit-{1 % crashray.settings.rate_limit_shards}",
-                          namespace="crashray")
+    shard = find(f"crashray-ratelimit-{1 % crashray.settings.rate_limit_shards}")
     checked_before = ray.get(shard.stats.remote())["checked"]
     responses = send_concurrently(crashray, project_id, key, 300, uuid.uuid4().hex[:8], 8)
     assert [r.status_code for r in responses] == [200] * 300

@@ -1,11 +1,16 @@
-"""On one node the notifier, the metrics sampler and the detectors that ask for no resources
-of their own share one Ray worker process (actors/shared_process.py): they answer from it
-under their usual names, come back together when it dies, and stop as they did on their own.
+"""On one node the grouping and rate-limit shards, the notifier, the metrics sampler and the
+detectors that ask for no resources of their own share one Ray worker process
+(actors/shared_process.py): they answer from it under their usual names, a shard's calls
+still run one at a time and are retried as before, they come back together when it dies,
+and they stop as they did on their own.
 
 Real parts: the integration suite's Ray and running Crashray, a scratch PostgreSQL database."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +23,14 @@ from actors.detectors import DetectorConfig, start_detectors, stop_detectors
 from actors.metrics_sampler import SAMPLER_NAME
 from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE
-from actors.shared_process import SHARED_NAME, HostedHandle, end_shared, find, start_shared
+from actors.shared_process import (
+    SHARED_NAME,
+    HostedHandle,
+    Part,
+    end_shared,
+    find,
+    start_shared,
+)
 from events.anomaly import BUILTIN_DETECTORS
 from storage.scope import ProjectScope
 from tests.integration.conftest import RunningCrashray
@@ -54,6 +66,53 @@ def test_the_notifier_and_the_sampler_run_in_one_process_that_restarts_whole(
     samples = ray.get(sampler.stats.remote(), timeout=60)["samples"]
     wait_until(lambda: ray.get(sampler.stats.remote(), timeout=60)["samples"] > samples, 60,
                "the restarted sampler's loop to sample again")
+
+
+def test_the_shards_are_parts_retried_as_their_actors_were(crashray: RunningCrashray) -> None:
+    grouping, limiter = find("crashray-grouping-0"), find("crashray-ratelimit-0")
+    for name in ("crashray-grouping-0", "crashray-ratelimit-0"):
+        with pytest.raises(ValueError):
+            ray.get_actor(name, namespace=NAMESPACE)
+    assert (grouping.max_task_retries, limiter.max_task_retries) == (-1, 0)
+    assert set(ray.get(grouping.stats.remote(), timeout=60)) >= {"hits", "misses"}
+    assert "checked" in ray.get(limiter.stats.remote(), timeout=60)
+
+
+class Napper:
+    """Records when each nap began and ended (a part for the test below)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spans: list[tuple[float, float]] = []
+
+    def nap(self) -> None:
+        began = time.monotonic()
+        time.sleep(0.2)
+        with self._lock:
+            self.spans.append((began, time.monotonic()))
+
+    def naps(self) -> list[tuple[float, float]]:
+        return sorted(self.spans)
+
+
+def overlapping(spans: list[tuple[float, float]]) -> bool:
+    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+
+
+def test_a_serial_parts_calls_run_one_at_a_time_while_others_overlap(
+        crashray: RunningCrashray) -> None:
+    parts = [Part("serial", Napper, (), serial=True), Part("free", Napper, ())]
+    host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
+    try:
+        ray.get([handles[name].nap.remote() for name in ("serial", "free") for _ in range(4)],
+                timeout=60)
+        serial = ray.get(handles["serial"].naps.remote(), timeout=60)
+        free = ray.get(handles["free"].naps.remote(), timeout=60)
+        assert len(serial) == len(free) == 4
+        assert not overlapping(serial), serial
+        assert overlapping(free), free  # the pool runs the other part's calls meanwhile
+    finally:
+        end_shared(host)
 
 
 def test_a_call_to_a_service_it_does_not_hold_names_what_it_holds(
