@@ -12,8 +12,9 @@ like), and the grouping and rate-limit shards. On a cluster (``crashray deploy``
 What an actor of its own guaranteed, a part keeps:
 
 - a *serial* part (the shards: "calls run one at a time", which keeps a rate-limit decision
-  atomic and a grouping cache race-free) runs its calls under a lock of its own, while the
-  other parts go on;
+  atomic and a grouping cache race-free) has a Ray concurrency group of its own, of one
+  thread: its calls run one at a time in the order they came, as in an actor of its own,
+  and while they queue they hold none of the threads the other parts' calls run on;
 - its calls are retried as its own actor's were (``max_task_retries``: a grouping call is
   retried when the process dies, a rate-limit check is not);
 - Ray restarts the shared process when it dies (``max_restarts=-1``), building every part
@@ -27,7 +28,6 @@ name or the part.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,9 +39,10 @@ from actors.placement import LOCAL, NAMESPACE, Placement
 log = logging.getLogger(__name__)
 
 SHARED_NAME: Final = "crashray-shared"
-#: Concurrent calls the shared process runs: about the sum of what its parts allowed as
-#: actors (notifier 4, metrics sampler 2, each built-in detector 4, each shard 1); their
-#: loops run in threads of their own, outside this pool.
+#: Concurrent calls the shared process runs for its parts that are not serial: about the
+#: sum of what they allowed as actors (notifier 4, metrics sampler 2, each built-in
+#: detector 4); their loops run in threads of their own, outside this pool. Each serial
+#: part has one thread more, its own.
 SHARED_CONCURRENCY: Final = 16
 
 
@@ -53,20 +54,33 @@ class Part:
     name: str
     cls: type
     args: tuple[Any, ...]
-    #: Its calls run one at a time (an actor with Ray's default concurrency of 1).
+    #: Its calls run one at a time, in a concurrency group of its own (named as the part),
+    #: as in an actor with Ray's default concurrency of 1.
     serial: bool = False
     #: Its calls' ``max_task_retries`` (None: Ray's default, 0).
     max_task_retries: int | None = None
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=SHARED_CONCURRENCY)  # type: ignore[call-overload]
+@dataclass(frozen=True)
+class Route:
+    """How a part's calls are made: the concurrency group they run in (None: the shared
+    pool) and their ``max_task_retries``."""
+
+    concurrency_group: str | None
+    max_task_retries: int | None
+
+    @classmethod
+    def of(cls, part: Part) -> Route:
+        return cls(part.name if part.serial else None, part.max_task_retries)
+
+
 class SharedProcess:
-    """Builds each part in this process, in order, and runs the calls made to them."""
+    """Builds each part in this process, in order, and runs the calls made to them. A Ray
+    actor through ``start_shared``, which gives each serial part its concurrency group."""
 
     def __init__(self, parts: Sequence[Part]) -> None:
-        self._specs = {part.name: part for part in parts}
+        self._routes = {part.name: Route.of(part) for part in parts}
         self._parts: dict[str, Any] = {}
-        self._locks = {part.name: threading.Lock() for part in parts if part.serial}
         for part in parts:
             self._parts[part.name] = part.cls(*part.args)
 
@@ -76,15 +90,11 @@ class SharedProcess:
         except KeyError:
             raise LookupError(f"no service {name!r} in the shared process; it holds"
                               f" {', '.join(sorted(self._parts))}") from None
-        lock = self._locks.get(name)
-        if lock is None:
-            return getattr(service, method)(*args, **kwargs)
-        with lock:
-            return getattr(service, method)(*args, **kwargs)
+        return getattr(service, method)(*args, **kwargs)
 
-    def retries(self) -> dict[str, int | None]:
-        """Each part's name and its calls' ``max_task_retries``."""
-        return {name: part.max_task_retries for name, part in self._specs.items()}
+    def routes(self) -> dict[str, Route]:
+        """Each part's name and how its calls are made."""
+        return dict(self._routes)
 
 
 class _HostedMethod:
@@ -93,19 +103,28 @@ class _HostedMethod:
         self._method = method
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        route = self._handle.route
+        options: dict[str, Any] = {}
+        if route.concurrency_group is not None:
+            options["concurrency_group"] = route.concurrency_group
+        if route.max_task_retries is not None:
+            options["max_task_retries"] = route.max_task_retries
         call = self._handle.host.call
-        if self._handle.max_task_retries is not None:
-            call = call.options(max_task_retries=self._handle.max_task_retries)
-        return call.remote(self._handle.name, self._method, *args, **kwargs)
+        return (call.options(**options) if options else call).remote(
+            self._handle.name, self._method, *args, **kwargs)
 
 
 class HostedHandle:
     """One part of a shared process, called like its own actor (``.method.remote(…)``)."""
 
-    def __init__(self, host: Any, name: str, max_task_retries: int | None = None) -> None:
+    def __init__(self, host: Any, name: str, route: Route = Route(None, None)) -> None:
         self.host = host
         self.name = name
-        self.max_task_retries = max_task_retries
+        self.route = route
+
+    @property
+    def max_task_retries(self) -> int | None:
+        return self.route.max_task_retries
 
     def __getattr__(self, method: str) -> _HostedMethod:
         if method.startswith("_"):
@@ -120,9 +139,11 @@ def start_shared(parts: Sequence[Part], placement: Placement = LOCAL,
                  name: str = SHARED_NAME) -> tuple[Any, dict[str, HostedHandle]]:
     """The shared process holding ``parts`` and a handle for each part. Placed as a home
     actor: the metrics sampler measures the data directory's disk."""
-    host = SharedProcess.options(**placement.home(name)).remote(list(parts))  # type: ignore[attr-defined]
-    return host, {part.name: HostedHandle(host, part.name, part.max_task_retries)
-                  for part in parts}
+    actor: Any = ray.remote(  # type: ignore[call-overload]
+        num_cpus=0, max_restarts=-1, max_concurrency=SHARED_CONCURRENCY,
+        concurrency_groups={p.name: 1 for p in parts if p.serial} or None)(SharedProcess)
+    host = actor.options(**placement.home(name)).remote(list(parts))
+    return host, {part.name: HostedHandle(host, part.name, Route.of(part)) for part in parts}
 
 
 def find(name: str) -> Any:
@@ -132,10 +153,10 @@ def find(name: str) -> Any:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         host = ray.get_actor(SHARED_NAME, namespace=NAMESPACE)
-        retries: dict[str, int | None] = ray.get(host.retries.remote())  # type: ignore[assignment]
-        if name not in retries:
+        routes: dict[str, Route] = ray.get(host.routes.remote())  # type: ignore[assignment]
+        if name not in routes:
             raise ValueError(f"no actor and no shared-process part named {name!r}") from None
-        return HostedHandle(host, name, retries[name])
+        return HostedHandle(host, name, routes[name])
 
 
 def process_of(handle: Any) -> Any:

@@ -74,6 +74,9 @@ def test_the_shards_are_parts_retried_as_their_actors_were(crashray: RunningCras
         with pytest.raises(ValueError):
             ray.get_actor(name, namespace=NAMESPACE)
     assert (grouping.max_task_retries, limiter.max_task_retries) == (-1, 0)
+    # Each in a concurrency group of its own, of one thread.
+    assert grouping.route.concurrency_group == "crashray-grouping-0"
+    assert limiter.route.concurrency_group == "crashray-ratelimit-0"
     assert set(ray.get(grouping.stats.remote(), timeout=60)) >= {"hits", "misses"}
     assert "checked" in ray.get(limiter.stats.remote(), timeout=60)
 
@@ -101,16 +104,20 @@ def overlapping(spans: list[tuple[float, float]]) -> bool:
 
 def test_a_serial_parts_calls_run_one_at_a_time_while_others_overlap(
         crashray: RunningCrashray) -> None:
-    parts = [Part("serial", Napper, (), serial=True), Part("free", Napper, ())]
+    parts = [Part("serial", Napper, (), serial=True), Part("free", Napper, ()),
+             Part("serial-too", Napper, (), serial=True)]
     host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
     try:
-        ray.get([handles[name].nap.remote() for name in ("serial", "free") for _ in range(4)],
-                timeout=60)
-        serial = ray.get(handles["serial"].naps.remote(), timeout=60)
-        free = ray.get(handles["free"].naps.remote(), timeout=60)
-        assert len(serial) == len(free) == 4
+        names = ("serial", "free", "serial-too")
+        ray.get([handles[name].nap.remote() for name in names for _ in range(4)], timeout=60)
+        serial, free, serial_too = (ray.get(handles[name].naps.remote(), timeout=60)
+                                    for name in names)
+        assert len(serial) == len(free) == len(serial_too) == 4
         assert not overlapping(serial), serial
+        assert not overlapping(serial_too), serial_too
         assert overlapping(free), free  # the pool runs the other part's calls meanwhile
+        # The two serial parts do not wait for each other: each has its own thread.
+        assert overlapping(sorted(serial + serial_too))
     finally:
         end_shared(host)
 
