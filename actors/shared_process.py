@@ -28,6 +28,8 @@ name or the part.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,6 +46,8 @@ SHARED_NAME: Final = "crashray-shared"
 #: detector 4); their loops run in threads of their own, outside this pool. Each serial
 #: part has one thread more, its own.
 SHARED_CONCURRENCY: Final = 16
+#: Seconds between two attempts to build a part whose constructor failed.
+PART_REBUILD_INTERVAL_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,22 +78,60 @@ class Route:
         return cls(part.name if part.serial else None, part.max_task_retries)
 
 
+class PartNotRunning(RuntimeError):
+    """A call to a part whose constructor failed; it is built again every
+    ``PART_REBUILD_INTERVAL_S``."""
+
+
 class SharedProcess:
     """Builds each part in this process, in order, and runs the calls made to them. A Ray
-    actor through ``start_shared``, which gives each serial part its concurrency group."""
+    actor through ``start_shared``, which gives each serial part its concurrency group.
+
+    A part whose constructor raises (PostgreSQL away when Ray restarts the process, a
+    detector plugin's bug) does not take the others down: an actor whose constructor raises
+    is not restarted by Ray, so the process must come up. Calls to that part raise
+    ``PartNotRunning`` with the reason, and a thread builds it again every
+    ``PART_REBUILD_INTERVAL_S`` until it comes up."""
 
     def __init__(self, parts: Sequence[Part]) -> None:
         self._routes = {part.name: Route.of(part) for part in parts}
         self._parts: dict[str, Any] = {}
+        self._failed: dict[str, tuple[Part, str]] = {}
         for part in parts:
+            self._build(part)
+        self._rebuilder: threading.Thread | None = None
+        if self._failed:
+            self._rebuilder = threading.Thread(target=self._rebuild_failed, daemon=True,
+                                               name="shared-process-rebuild")
+            self._rebuilder.start()
+
+    def _build(self, part: Part) -> None:
+        try:
             self._parts[part.name] = part.cls(*part.args)
+        except Exception as exc:
+            # Catch-all on purpose: whatever a part's constructor raises, the other parts
+            # run; the failure is logged, told to each caller, and the part built again.
+            log.exception("the shared process could not build %s; it tries again every"
+                          " %g s", part.name, PART_REBUILD_INTERVAL_S)
+            self._failed[part.name] = (part, f"{type(exc).__name__}: {exc}")
+        else:
+            self._failed.pop(part.name, None)
+
+    def _rebuild_failed(self) -> None:
+        while self._failed:
+            time.sleep(PART_REBUILD_INTERVAL_S)
+            for part, _ in list(self._failed.values()):
+                self._build(part)
 
     def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            service = self._parts[name]
-        except KeyError:
+        service = self._parts.get(name)
+        if service is None:
+            if name in self._failed:
+                raise PartNotRunning(f"{name} is not running in the shared process: its"
+                                     f" constructor failed ({self._failed[name][1]}); it is"
+                                     f" built again every {PART_REBUILD_INTERVAL_S:g} s")
             raise LookupError(f"no service {name!r} in the shared process; it holds"
-                              f" {', '.join(sorted(self._parts))}") from None
+                              f" {', '.join(sorted(self._routes))}")
         return getattr(service, method)(*args, **kwargs)
 
     def routes(self) -> dict[str, Route]:
@@ -153,7 +195,9 @@ def find(name: str) -> Any:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         host = ray.get_actor(SHARED_NAME, namespace=NAMESPACE)
-        routes: dict[str, Route] = ray.get(host.routes.remote())  # type: ignore[assignment]
+        # Retried: a consumer (re)starting while the shared process restarts still finds it.
+        routes: dict[str, Route] = ray.get(  # type: ignore[assignment]
+            host.routes.options(max_task_retries=-1).remote())
         if name not in routes:
             raise ValueError(f"no actor and no shared-process part named {name!r}") from None
         return HostedHandle(host, name, routes[name])

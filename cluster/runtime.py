@@ -855,9 +855,6 @@ class Runtime:
             except Exception:
                 log.warning("the notifier did not stop cleanly", exc_info=True)
             self._notifier = None
-        if self._shared is not None:  # its parts are stopped, above
-            end_shared(self._shared)
-            self._shared = None
         for consumer in self._consumers:
             try:
                 ray.get(consumer.stop.remote(), timeout=budget_s)
@@ -865,6 +862,10 @@ class Runtime:
                 # its leased items are re-claimed after the next start.
                 log.warning("consumer did not stop cleanly", exc_info=True)
         self._consumers = []
+        # After the consumers: the batch each finishes still asks its grouping shard.
+        if self._shared is not None:  # its other parts are stopped, above
+            end_shared(self._shared)
+            self._shared = None
         if self._started_ray:
             ending_ray.set()
             ray.shutdown()

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,6 +28,7 @@ from actors.shared_process import (
     SHARED_NAME,
     HostedHandle,
     Part,
+    PartNotRunning,
     end_shared,
     find,
     start_shared,
@@ -118,6 +120,39 @@ def test_a_serial_parts_calls_run_one_at_a_time_while_others_overlap(
         assert overlapping(free), free  # the pool runs the other part's calls meanwhile
         # The two serial parts do not wait for each other: each has its own thread.
         assert overlapping(sorted(serial + serial_too))
+    finally:
+        end_shared(host)
+
+
+class NeedsAFile:
+    """Cannot be built until its file exists (a database that is not up yet)."""
+
+    def __init__(self, path: str) -> None:
+        self.said = Path(path).read_text()
+
+    def say(self) -> str:
+        return self.said
+
+
+def test_a_part_that_cannot_be_built_leaves_the_others_running_and_comes_up_later(
+        crashray: RunningCrashray, tmp_path: Path) -> None:
+    needed = tmp_path / "needed"
+    parts = [Part("needs-a-file", NeedsAFile, (str(needed),), serial=True),
+             Part("free", Napper, ())]
+    host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
+    try:
+        ray.get(handles["free"].nap.remote(), timeout=60)  # the process came up
+        with pytest.raises(PartNotRunning, match="FileNotFoundError"):
+            ray.get(handles["needs-a-file"].say.remote(), timeout=60)
+        needed.write_text("up")
+
+        def said() -> str | None:
+            try:
+                return str(ray.get(handles["needs-a-file"].say.remote(), timeout=60))
+            except PartNotRunning:
+                return None
+
+        assert wait_until(said, 30, "the part built again once it can be") == "up"
     finally:
         end_shared(host)
 
