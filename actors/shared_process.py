@@ -13,7 +13,8 @@ What an actor of its own guaranteed, a part keeps:
 
 - a *serial* part (the shards: "calls run one at a time", which keeps a rate-limit decision
   atomic and a grouping cache race-free) has a Ray concurrency group of its own, of one
-  thread: its calls run one at a time in the order they came, as in an actor of its own,
+  thread: its calls run one at a time, as in an actor of its own (neither promises the order of
+  calls from different callers),
   and while they queue they hold none of the threads the other parts' calls run on;
 - its calls are retried as its own actor's were (``max_task_retries``: a grouping call is
   retried when the process dies, a rate-limit check is not);
