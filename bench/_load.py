@@ -19,8 +19,6 @@ import asyncio
 import datetime as dt
 import gzip
 import os
-import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -110,16 +108,10 @@ def sdk_headers(public_key: str) -> dict[str, str]:
 def free_port() -> int:
     """A TCP port nothing listens on right now, outside the kernel's ephemeral range: Ray's
     own servers draw from that range while Crashray starts, and one took a port picked there
-    before HAProxy could bind it (as tests/support.py picks)."""
-    for _ in range(200):
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
+    before HAProxy could bind it (``cluster.runtime.free_side_port``, as the tests pick)."""
+    from cluster.runtime import free_side_port
+
+    return free_side_port()
 
 
 @dataclass(frozen=True)

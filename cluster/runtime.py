@@ -106,8 +106,10 @@ def apply_ray_environment(settings: Settings) -> None:
 SIDE_PORT_RANGE = (20000, 32000)
 
 
-def _free_port() -> int:
-    """A port free on every interface (HAProxy binds its side ports on all of them)."""
+def free_side_port() -> int:
+    """A port free on every interface (HAProxy binds its side ports on all of them), in
+    ``SIDE_PORT_RANGE``; the tests and benchmarks pick instances' ports with it too, for
+    the same reason."""
     for _ in range(200):
         port = random.randint(*SIDE_PORT_RANGE)
         with socket.socket() as s:
@@ -180,15 +182,15 @@ def haproxy_environment(temp_dir: Path, settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or _free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or _free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port or free_side_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port or free_side_port()),
         # Serve's fallback proxy (HAProxy's backup server while an app has no replica
         # up, e.g. in the first seconds after a start) listens on a fixed port (8500)
         # with SO_REUSEPORT (ray/serve/_private/proxy.py), so the fallback proxies of two
         # instances on one machine share it and the kernel hands each of them the other's
         # requests: SDK events land in the wrong instance. One port per instance.
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_side_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_side_port()),
         "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(settings.haproxy_client_timeout_s),
         "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(settings)),
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_launcher(base, binary, limits)),

@@ -26,9 +26,9 @@ T = TypeVar("T")
 def free_port() -> int:
     """A free port outside the kernel's ephemeral range, which Ray's own servers draw from
     while Crashray starts (a port picked there could be taken before HAProxy binds it)."""
-    from cluster.runtime import _free_port
+    from cluster.runtime import free_side_port
 
-    return _free_port()
+    return free_side_port()
 
 
 @contextlib.contextmanager
