@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.placement import LOCAL, Placement
 from cluster.leftovers import (
@@ -36,6 +36,12 @@ from cluster.leftovers import (
 from cluster.settings import Settings
 from events.errors import Conflict
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
+
+if TYPE_CHECKING:
+    from actors.detectors import DetectorConfig
+    from actors.metrics_sampler import SamplerConfig
+    from actors.notifier import NotifierConfig
+    from actors.rate_limit import RateLimiterConfig
 
 log = logging.getLogger("crashray")
 
@@ -375,7 +381,7 @@ class Runtime:
     _detectors: dict[str, Any] = field(default_factory=dict)
     #: Samples the queue, dead letters and disk into gauges (actors/metrics_sampler.py).
     _metrics_sampler: Any = None
-    #: On one node, the process the notifier, sampler and detectors share.
+    #: On one node, the process the shards, notifier, sampler and detectors share.
     _shared: Any = None
     _serving: bool = False
     _owner: Any = None
@@ -526,14 +532,9 @@ class Runtime:
 
         from actors.clickhouse import start_owner
         from actors.consumer import start_consumers
-        from actors.detectors import start_detectors
-        from actors.grouping import shard_name, start_grouping_shards
-        from actors.metrics_sampler import start_metrics_sampler
-        from actors.notifier import start_notifier
-        from actors.rate_limit import RateLimiterConfig, start_rate_limiters
+        from actors.grouping import shard_name
         from actors.symbolicate import start_symbolicators, symbolicator_name
         from cluster.scaling import consumer_bounds, start_pool_autoscaler
-        from events.quotas import SpikeProtection
         from storage.clickhouse import ClickHouseStore
         from storage.retention import Horizons, clickhouse_ttls
 
@@ -547,16 +548,11 @@ class Runtime:
             server.migrate()
             server.apply_ttls(ttls)
             server.close()
-        limiter_config = RateLimiterConfig(
-            self.postgres_url, s.quota_settings_refresh_s,
-            SpikeProtection(True, s.spike_multiplier, s.spike_floor_per_hour))
+        # Before the consumers and Serve, which call the shards.
         if s.ray_address:  # a cluster: each its own actor, placed as it needs
-            self._grouping_shards = start_grouping_shards(
-                s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
-            self._rate_limiters = start_rate_limiters(s.rate_limit_shards, limiter_config,
-                                                      self.placement)
+            self._start_own_actors()
         else:  # one node: the small services share one process (~75 MB each on their own)
-            self._start_shared(limiter_config)
+            self._start_shared()
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -568,24 +564,28 @@ class Runtime:
                                                symbolicator_names=symbolicator_names))
         self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
                                                  symbolicator_names)
-        if s.ray_address:
-            self._notifier = start_notifier(self._notifier_config(), self.placement)
-            self._detectors = start_detectors(self._detector_config(), self.placement)
-            self._metrics_sampler = start_metrics_sampler(self._sampler_config(),
-                                                          self.placement)
 
-    def _notifier_config(self) -> Any:
+    def _limiter_config(self) -> RateLimiterConfig:
+        from actors.rate_limit import RateLimiterConfig
+        from events.quotas import SpikeProtection
+
+        s = self.settings
+        return RateLimiterConfig(self.postgres_url, s.quota_settings_refresh_s,
+                                 SpikeProtection(True, s.spike_multiplier,
+                                                 s.spike_floor_per_hour))
+
+    def _notifier_config(self) -> NotifierConfig:
         from actors.notifier import NotifierConfig
 
         return NotifierConfig.from_settings(self.settings, self.postgres_url)
 
-    def _detector_config(self) -> Any:
+    def _detector_config(self) -> DetectorConfig:
         from actors.detectors import DetectorConfig
 
         return DetectorConfig.from_settings(self.settings, self.postgres_url,
                                             self.clickhouse_dsn)
 
-    def _sampler_config(self) -> Any:
+    def _sampler_config(self) -> SamplerConfig:
         from actors.metrics_sampler import SamplerConfig
         from storage.retention import SweepConfig
 
@@ -595,11 +595,27 @@ class Runtime:
             str(s.data_dir), retention=SweepConfig.from_settings(
                 s, None if s.ray_address else ray_temp_dir(s.data_dir)))
 
-    def _start_shared(self, limiter_config: Any) -> None:
-        """On one node: the grouping and rate-limit shards, the notifier, the metrics
-        sampler and the detectors that declare no resources, in one process
-        (actors/shared_process.py). Started before the consumers and Serve, which call the
-        shards."""
+    def _start_own_actors(self) -> None:
+        """On a cluster: the grouping and rate-limit shards, the notifier, the detectors and
+        the metrics sampler, each an actor of its own."""
+        from actors.detectors import start_detectors
+        from actors.grouping import start_grouping_shards
+        from actors.metrics_sampler import start_metrics_sampler
+        from actors.notifier import start_notifier
+        from actors.rate_limit import start_rate_limiters
+
+        s = self.settings
+        self._grouping_shards = start_grouping_shards(
+            s.grouping_shards, self.postgres_url, s.grouping_cache_hashes, self.placement)
+        self._rate_limiters = start_rate_limiters(s.rate_limit_shards, self._limiter_config(),
+                                                  self.placement)
+        self._notifier = start_notifier(self._notifier_config(), self.placement)
+        self._detectors = start_detectors(self._detector_config(), self.placement)
+        self._metrics_sampler = start_metrics_sampler(self._sampler_config(), self.placement)
+
+    def _start_shared(self) -> None:
+        """On one node: the same services (but detectors that declare resources) as parts
+        of one process (actors/shared_process.py)."""
         from actors.detectors import start_detectors
         from actors.grouping import grouping_parts, shard_name
         from actors.metrics_sampler import SAMPLER_NAME, MetricsSamplerService
@@ -609,7 +625,7 @@ class Runtime:
 
         s = self.settings
         parts = [*grouping_parts(s.grouping_shards, self.postgres_url, s.grouping_cache_hashes),
-                 *rate_limiter_parts(s.rate_limit_shards, limiter_config),
+                 *rate_limiter_parts(s.rate_limit_shards, self._limiter_config()),
                  Part(NOTIFIER_NAME, NotifierService, (self._notifier_config(),)),
                  Part(SAMPLER_NAME, MetricsSamplerService, (self._sampler_config(),))]
         own = start_detectors(self._detector_config(), self.placement, host_in=parts)
