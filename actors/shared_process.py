@@ -100,11 +100,9 @@ class SharedProcess:
         self._failed: dict[str, tuple[Part, str]] = {}
         for part in parts:
             self._build(part)
-        self._rebuilder: threading.Thread | None = None
         if self._failed:
-            self._rebuilder = threading.Thread(target=self._rebuild_failed, daemon=True,
-                                               name="shared-process-rebuild")
-            self._rebuilder.start()
+            threading.Thread(target=self._rebuild_failed, daemon=True,
+                             name="shared-process-rebuild").start()
 
     def _build(self, part: Part) -> None:
         try:
@@ -164,10 +162,6 @@ class HostedHandle:
         self.host = host
         self.name = name
         self.route = route
-
-    @property
-    def max_task_retries(self) -> int | None:
-        return self.route.max_task_retries
 
     def __getattr__(self, method: str) -> _HostedMethod:
         if method.startswith("_"):

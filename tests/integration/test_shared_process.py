@@ -75,7 +75,7 @@ def test_the_shards_are_parts_retried_as_their_actors_were(crashray: RunningCras
     for name in ("crashray-grouping-0", "crashray-ratelimit-0"):
         with pytest.raises(ValueError):
             ray.get_actor(name, namespace=NAMESPACE)
-    assert (grouping.max_task_retries, limiter.max_task_retries) == (-1, 0)
+    assert (grouping.route.max_task_retries, limiter.route.max_task_retries) == (-1, 0)
     # Each in a concurrency group of its own, of one thread.
     assert grouping.route.concurrency_group == "crashray-grouping-0"
     assert limiter.route.concurrency_group == "crashray-ratelimit-0"
