@@ -96,14 +96,17 @@ def add_to_counters(conn: psycopg.Connection[Any], increments: Mapping[tuple[str
     if not increments:
         return
     keys = sorted(increments)  # one lock order for concurrent writers
+    # psycopg refuses a list that mixes int and float, and the window ends do: a window's
+    # is an int, a lease return's for a window this process has not seen yet (a rate
+    # limiter just restarted) is the float ``now``.
     conn.execute(
         "INSERT INTO quota_counters (counter, slot, count, expires_at)"
         " SELECT c, s, n, to_timestamp(e) FROM unnest(%s::text[], %s::bigint[], %s::bigint[],"
         " %s::double precision[]) AS v(c, s, n, e)"
         " ON CONFLICT (counter, slot) DO UPDATE"
         " SET count = quota_counters.count + excluded.count",
-        ([k[0] for k in keys], [k[1] for k in keys], [increments[k] for k in keys],
-         [expires_at[k] for k in keys]))
+        ([k[0] for k in keys], [k[1] for k in keys], [int(increments[k]) for k in keys],
+         [float(expires_at[k]) for k in keys]))
 
 
 def prune_counters(conn: psycopg.Connection[Any], keep_spike_s: float) -> int:
