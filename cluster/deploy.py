@@ -38,7 +38,7 @@ from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
 from cluster import cluster_state
 from cluster.cluster_state import CONSUMER_PREFIX, actor_nodes, our_actor_names
-from cluster.runtime import Runtime, StartInfo, check_reachable_databases
+from cluster.runtime import RETIRED_SERVE_APPS, Runtime, StartInfo, check_reachable_databases
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
 
@@ -46,7 +46,7 @@ log = logging.getLogger("crashray.deploy")
 
 KEEPER_NAME: Final = "crashray-keeper"
 #: The Serve applications of a Crashray, as ``Runtime.start_serve`` names them.
-SERVE_APPS: Final = ("ingest", "api", "web")
+SERVE_APPS: Final = ("ingest", "api")
 #: Seconds ``status`` waits for the consumers' ``stats()`` (all asked at once).
 CONSUMER_STATS_TIMEOUT_S: Final = 10.0
 #: Seconds a retired consumer gets to finish the batch in hand.
@@ -206,16 +206,18 @@ def undeploy(settings: Settings) -> Removed:
     if KEEPER_NAME not in names:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}; nothing to"
                           " remove")
-    for app in SERVE_APPS:  # all at once: each drains its replicas for a while
+    # An earlier version's applications too, if a deploy of it is what runs.
+    apps = [*SERVE_APPS, *(a for a in RETIRED_SERVE_APPS if a in serve.status().applications)]
+    for app in apps:  # all at once: each drains its replicas for a while
         serve.delete(app, _blocking=False)
     deadline = time.monotonic() + APP_DELETE_TIMEOUT_S
-    while set(SERVE_APPS) & set(serve.status().applications):
+    while set(apps) & set(serve.status().applications):
         if time.monotonic() > deadline:
             log.warning("Serve applications still being deleted after %.0f s; going on",
                         APP_DELETE_TIMEOUT_S)
             break
         time.sleep(0.5)
-    removed = [f"Serve application {app}" for app in SERVE_APPS]
+    removed = [f"Serve application {app}" for app in apps]
     stop_pool_autoscaler(CONSUMER_STOP_TIMEOUT_S)
     names = our_actor_names()
     retire_consumers([n for n in names if n.startswith(CONSUMER_PREFIX)])

@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crashray")
 
+#: Serve applications of earlier Crashray versions that this one no longer runs: deleted
+#: before deploying (``web`` held the "/" route prefix the ingest application now has, and
+#: its pages are ingest's: serve_apps/web.py).
+RETIRED_SERVE_APPS = ("web",)
+
 #: Measured on this machine kind (ARCHITECTURE.md): the default Python proxy manages
 #: ~250 req/s on 2 cores, throughput-optimized Serve with HAProxy ~3,200 req/s.
 RAY_SERVE_ENV = {
@@ -679,7 +684,6 @@ class Runtime:
         from serve_apps.health import HealthConfig
         from serve_apps.ingest import IngestDeployment
         from serve_apps.ingest_request import IngestConfig
-        from serve_apps.web import DashboardDeployment
         from storage.archive import ArchiveSettings
         from storage.artifacts import ArtifactConfig
 
@@ -724,7 +728,10 @@ class Runtime:
             max_ongoing_requests=s.ingest_max_ongoing_requests,
             max_queued_requests=s.ingest_max_queued_requests,
         ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
-               self._rate_limiters)
+               self._rate_limiters, HealthConfig(
+                   self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
+                   s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
+                   s.kafka()))
         from storage.retention import Horizons
 
         api_config = ApiConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
@@ -752,19 +759,20 @@ class Runtime:
                                    s.artifact_upload_concurrency,
                                    s.artifact_retention_days * 86_400,
                                    s.artifact_chunk_retention_hours * 3600))
-        # One deploy of the three apps: they start side by side, and Serve connects to the
+        # An earlier version's dashboard application held the "/" prefix ingest now has.
+        running = serve.status().applications
+        for app in RETIRED_SERVE_APPS:
+            if app in running:
+                serve.delete(app)
+        # One deploy of the two apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
+        # Ingest also answers the dashboard's pages and the health probes
+        # (serve_apps/web.py): every path but the API's longer /api/0 prefix reaches it.
         serve.run_many([
-            serve.RunTarget(ingest, name="ingest", route_prefix="/api"),
+            serve.RunTarget(ingest, name="ingest", route_prefix="/"),
             serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options, **per_node, **api_options(s)
             ).bind(api_config), name="api", route_prefix="/api/0"),
-            serve.RunTarget(DashboardDeployment.options(  # type: ignore[attr-defined]
-                ray_actor_options=replica_options).bind(HealthConfig(
-                    self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
-                    s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
-                    s.kafka())),
-                name="web", route_prefix="/"),
         ])
 
     def consumer_stats(self) -> list[dict[str, Any]]:

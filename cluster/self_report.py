@@ -1,7 +1,7 @@
 """Self-reporting: Crashray sends its own exceptions with sentry-sdk to a project on itself,
 on another Crashray, or on Sentry (``CRASHRAY_SELF_DSN``; off by default).
 
-Which processes: every Ray worker of the instance (Serve replicas of ingest, API and web;
+Which processes: every Ray worker of the instance (Serve replicas of ingest, with the dashboard's pages, and API;
 consumers, the notifier, shards, the sampler) through Ray's
 ``worker_process_setup_hook`` (``setup_worker``, set in the runtime environment that
 ``cluster/runtime.py`` gives ``ray.init`` when a self DSN is configured), and the driver

@@ -1,4 +1,5 @@
-"""The dashboard's files as the web deployment serves them (pure: no HTTP, no Ray).
+"""The dashboard's files as the ingest replicas serve them (serve_apps/web.py); pure: no
+HTTP, no Ray.
 
 The dashboard is plain HTML, CSS and ES modules without a build step, so cache busting
 cannot rely on hashed file names. Instead every asset is also served beneath a version

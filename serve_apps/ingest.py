@@ -10,7 +10,9 @@ scrubbing, grouping and storage happen in the consumers.
 The stages, each in its module: ``ingest_request.py`` reads a request up to its items (body,
 key, envelope or security reports, Relay's error answers), ``ingest_admission.py`` decides
 what the quotas admit and counts the refusals, this module is the Serve deployment that
-batches admissions and hand-offs.
+batches admissions and hand-offs. Every path outside ``/api`` (the dashboard's page and
+files, ``/healthz``, ``/readyz``) is answered by ``serve_apps/web.py``: the deployment's route
+prefix is ``/``, and the API's longer ``/api/0`` prefix keeps its own paths.
 
 Quotas (spec §5): a replica first refuses the categories its cache of earlier limits still
 covers (no actor call); the rest of a batch's requests are checked with one call per
@@ -54,6 +56,7 @@ from events.quotas import (
     RateLimit,
     Usage,
 )
+from serve_apps.health import HealthConfig
 from serve_apps.ingest_admission import (
     OutcomeTally,
     invalid_outcome,
@@ -70,9 +73,11 @@ from serve_apps.ingest_http import (
     check_method,
     error_response,
     ingest_route,
+    is_ingest_path,
 )
 from serve_apps.ingest_metrics import endpoint_of, record_answer
 from serve_apps.ingest_request import IngestConfig, IngestHandler
+from serve_apps.web import DashboardPages
 from storage.archive import EnvelopeArchive
 from storage.handoff import handoff_from_settings
 from storage.queue import QueuedItem
@@ -93,7 +98,7 @@ OUTCOME_FLUSH_INTERVAL_S = 1.0
                   graceful_shutdown_wait_loop_s=0.5)
 class IngestDeployment:
     def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float,
-                 rate_limiters: Sequence[Any] = ()) -> None:
+                 rate_limiters: Sequence[Any] = (), health: HealthConfig | None = None) -> None:
         self._queue = handoff_from_settings(config.postgres_url, config.kafka)
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
@@ -102,6 +107,8 @@ class IngestDeployment:
         self._tally = OutcomeTally()
         self._flusher: asyncio.Task[None] | None = None
         self._archive = EnvelopeArchive(config.archive) if config.archive else None
+        #: The dashboard's page and files and the health probes: every path outside /api.
+        self._pages = DashboardPages(health)
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
         self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
@@ -211,6 +218,8 @@ class IngestDeployment:
                         row["category"], row["reason"], row["quantity"])
 
     async def __call__(self, request: Request) -> Response:
+        if not is_ingest_path(request.url.path):
+            return await self._pages.answer(request)
         match = ROUTE.match(request.url.path)
         security = match is not None and match["endpoint"] in SECURITY_ENDPOINTS
         cors = SECURITY_CORS_HEADERS if security else CORS_HEADERS

@@ -42,6 +42,11 @@ class IngestRoute:
         return self.endpoint in SECURITY_ENDPOINTS
 
 
+def is_ingest_path(path: str) -> bool:
+    """Whether a path is ingest's (``/api`` and below), not the dashboard's pages."""
+    return path == "/api" or path.startswith("/api/")
+
+
 def ingest_route(path: str) -> IngestRoute:
     """The project and endpoint a request's path names; 400 saying what is wrong."""
     match = ROUTE.match(path)

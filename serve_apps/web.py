@@ -1,19 +1,28 @@
-"""The web dashboard at ``/``: ``dashboards/index.html`` and its files under ``/static/``.
+"""The web dashboard at ``/`` (``dashboards/index.html`` and its files under ``/static/``)
+and the health probes ``/healthz`` and ``/readyz``, answered by the ingest replicas.
 
 The dashboard is a single page of plain ES modules that talks only to the JSON API under
-``/api/0/`` with the browser's session cookie; this deployment serves files and nothing
-else (no data, no sessions). What is served and how long it may be cached is decided by
-``dashboards/assets.py``; the page also keeps the old start page's set-up section (the
-first active DSN and the SDK snippets), so a fresh install still says where to send events.
+``/api/0/`` with the browser's session cookie; these pages serve files and nothing else (no
+data, no sessions). What is served and how long it may be cached is decided by
+``dashboards/assets.py``; the page also keeps the old start page's set-up section (the first
+active DSN and the SDK snippets), so a fresh install still says where to send events.
+
+Why the ingest deployment serves them (serve_apps/ingest.py routes every path outside
+``/api`` here) rather than a deployment of their own: a Serve replica is a Python process of
+~130 MiB, and these few files and probes need none of their own; Serve routes each request to
+the application with the longest matching route prefix, so with ingest at ``/`` and the API
+at ``/api/0`` every path still reaches the same code as before.
 """
 
-# No ``from __future__ import annotations`` here: FastAPI must see ``Request`` as a class
-# through Serve's class-based ingress, else it takes it for a query parameter (422).
-from collections.abc import Callable
+from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from ray import serve
+import asyncio
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
 from dashboards.assets import (
     CACHE_REVALIDATE,
@@ -26,12 +35,15 @@ from dashboards.assets import (
 )
 from serve_apps.health import HealthConfig, ReadinessProbe
 
+#: The methods every page answers (a probe or a browser reads; nothing here is written).
+PAGE_METHODS: Final = ("GET", "HEAD")
+STATIC_PREFIX: Final = "/static/"
+NO_STORE: Final = {"Cache-Control": "no-store"}
+
 
 def _clickhouse_ping(config: HealthConfig) -> Callable[[], bool]:
     """The store's ping, found when first asked (the owner actor of the embedded engine
-    may start after this replica). Defined above the deployment class: defined below it,
-    the replicas did not find it (NameError at start; the ingress wrapper is shipped to
-    them by value)."""
+    may start after this replica)."""
     def ping() -> bool:
         from actors.clickhouse import clickhouse_store
 
@@ -39,54 +51,61 @@ def _clickhouse_ping(config: HealthConfig) -> Callable[[], bool]:
     return ping
 
 
-web = FastAPI(title="Crashray dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+def _json(body: object, status_code: int = 200,
+          headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers,
+                    media_type="application/json")
 
 
-@serve.deployment(name="web", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5,
-                  graceful_shutdown_wait_loop_s=0.5)
-@serve.ingress(web)
-class DashboardDeployment:
+class DashboardPages:
+    """The dashboard's page and files and the health probes, for paths outside ``/api``."""
+
     def __init__(self, health: HealthConfig | None = None) -> None:
         # Read once: the files change only with a new install, which restarts Serve.
         self.assets = load_assets()
         self.template = INDEX_FILE.read_text(encoding="utf-8")
         self.readiness = ReadinessProbe(health, _clickhouse_ping(health)) if health else None
 
-    @web.get("/healthz")
-    def healthz(self) -> JSONResponse:
-        """The process answers; nothing else is asked (serve_apps/health.py)."""
-        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    async def answer(self, request: Request) -> Response:
+        path = request.url.path
+        if request.method not in PAGE_METHODS:
+            return _json({"detail": f"{request.method} is not allowed at {path[:200]};"
+                          " the dashboard's pages are read with GET"}, 405,
+                         {"Allow": ", ".join(PAGE_METHODS)})
+        if path == "/healthz":
+            # The process answers; nothing else is asked (serve_apps/health.py).
+            return _json({"status": "ok"}, headers=NO_STORE)
+        if path == "/readyz":
+            return await self.readyz()
+        if path == "/":
+            page = render_index(self.template, self.assets)
+            return Response(page, media_type="text/html",
+                            headers={**SECURITY_HEADERS, "Cache-Control": CACHE_REVALIDATE})
+        if path == "/favicon.ico":  # browsers ask for it unprompted: the dashboard's icon
+            return self.static("favicon.svg", request)
+        if path.startswith(STATIC_PREFIX):
+            return self.static(path[len(STATIC_PREFIX):], request)
+        return _json({"detail": f"nothing at {path[:200]}: the dashboard is at /, its API"
+                      " under /api/0/, and SDKs send to /api/<project_id>/envelope/"}, 404)
 
-    @web.get("/readyz")
-    def readyz(self) -> JSONResponse:
-        """PostgreSQL, ClickHouse and the queue's age (serve_apps/health.py); 503 when not."""
+    async def readyz(self) -> Response:
+        """PostgreSQL, ClickHouse and the queue's age (serve_apps/health.py); 503 when not.
+        The probe blocks for at most twice its check timeout: on a thread, off the replica's
+        event loop, which the ingest requests share."""
         if self.readiness is None:
-            return JSONResponse({"status": "unready", "checks": {}, "detail":
-                                 "this deployment was started without its health settings"},
-                                status_code=503, headers={"Cache-Control": "no-store"})
-        found = self.readiness()
-        return JSONResponse(found.body(), status_code=200 if found.ready else 503,
-                            headers={"Cache-Control": "no-store"})
+            return _json({"status": "unready", "checks": {}, "detail":
+                          "this deployment was started without its health settings"},
+                         503, NO_STORE)
+        found = await asyncio.to_thread(self.readiness)
+        return _json(found.body(), 200 if found.ready else 503, NO_STORE)
 
-    @web.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-    def index(self) -> HTMLResponse:
-        page = render_index(self.template, self.assets)
-        return HTMLResponse(page, headers={**SECURITY_HEADERS,
-                                           "Cache-Control": CACHE_REVALIDATE})
-
-    @web.api_route("/static/{path:path}", methods=["GET", "HEAD"])
     def static(self, path: str, request: Request) -> Response:
         resolved = resolve_asset(self.assets, path)
         if resolved is None:
-            raise HTTPException(404, f"no dashboard file {path!r}")
+            return _json({"detail": f"no dashboard file {path!r}"}, 404)
         asset = resolved.asset
         headers = {"Cache-Control": resolved.cache_control, "ETag": asset.etag,
                    "X-Content-Type-Options": "nosniff"}
         if etag_matches(request.headers.get("if-none-match"), asset.etag):
             return Response(status_code=304, headers=headers)
         return Response(asset.body, media_type=asset.media_type, headers=headers)
-
-    @web.api_route("/favicon.ico", methods=["GET", "HEAD"])
-    def favicon(self, request: Request) -> Response:
-        """Browsers ask for it unprompted; answer the dashboard's icon."""
-        return self.static("favicon.svg", request)

@@ -185,7 +185,7 @@ def test_the_running_instance_shows_its_nodes_deployments_actors_and_consumers(
     [node] = body["nodes"]
     assert node["alive"] and re.fullmatch(r"http://\S+:\d+/metrics", node["metrics"])
     deployments = {(d["application"], d["status"]) for d in body["deployments"]}
-    assert {app for app, _ in deployments} >= {"ingest", "api", "web"}
+    assert {app for app, _ in deployments} >= {"ingest", "api"}
     assert all(status == "healthy" for _, status in deployments)
     assert any(name.startswith("crashray-consumer-") for name in body["actors"])
     assert body["consumers"] and all(c["ok"] for c in body["consumers"])
