@@ -20,6 +20,7 @@ import pyarrow as pa
 import ray
 
 from actors.placement import LOCAL, Placement
+from actors.shared_process import Part, find, hosted_here
 from cluster import metrics
 from events.search import EventFilters
 from events.stats import StatsQuery
@@ -50,17 +51,42 @@ _WRITES: Final = "writes"
 OWNER_PING_TIMEOUT_S: Final = 5.0
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            max_concurrency=OWNER_READ_CONCURRENCY,
-            concurrency_groups={_WRITES: OWNER_WRITE_CONCURRENCY})  # type: ignore[call-overload]
-class ClickHouseOwner(ClickHouseStore):
-    """Holds the embedded ClickHouse engine; its methods are ``ClickHouseStore``'s, the
-    inserts in a concurrency group of their own."""
+#: The owner's methods that run on the inserts' threads (``_WRITES``).
+WRITE_METHODS: Final = ("insert", "insert_batch", "insert_counts", "rebuild_issue_counts",
+                        "replace_events", "ping")
+
+
+class ClickHouseOwnerService(ClickHouseStore):
+    """Holds the embedded ClickHouse engine (migrated when built). An actor of its own
+    (``ClickHouseOwner``, on a cluster) or a part of the shared process on one node
+    (``owner_part``), where its reads and its inserts keep threads of their own."""
 
     def __init__(self, dsn: str) -> None:
         metrics.record_actor_start("clickhouse_owner")
         super().__init__(dsn)
         self.migrate()
+
+    def ready(self) -> bool:
+        return True
+
+
+def owner_part(dsn: str) -> Part:
+    """The owner as a part of the shared process (actors/shared_process.py): its reads on
+    ``OWNER_READ_CONCURRENCY`` threads and its ``WRITE_METHODS`` on
+    ``OWNER_WRITE_CONCURRENCY`` threads, each group of its own as in the actor, and its calls
+    retried across a restart as the actor's."""
+    return Part(OWNER_ACTOR_NAME, ClickHouseOwnerService, (dsn,), max_task_retries=-1,
+                threads=OWNER_READ_CONCURRENCY,
+                method_groups={m: (f"{OWNER_ACTOR_NAME}-{_WRITES}", OWNER_WRITE_CONCURRENCY)
+                               for m in WRITE_METHODS})
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            max_concurrency=OWNER_READ_CONCURRENCY,
+            concurrency_groups={_WRITES: OWNER_WRITE_CONCURRENCY})  # type: ignore[call-overload]
+class ClickHouseOwner(ClickHouseOwnerService):
+    """The owner as an actor of its own; its methods are ``ClickHouseStore``'s, the
+    inserts in a concurrency group of their own."""
 
     @ray.method(concurrency_group=_WRITES)  # type: ignore[misc]
     def insert(self, table: str, data: pa.Table) -> int:  # type: ignore[override]
@@ -91,9 +117,6 @@ class ClickHouseOwner(ClickHouseStore):
         """On the inserts' threads: what a consumer asks is whether it can store, and slow
         searches holding every reading thread must not look like an outage."""
         return super().ping()
-
-    def ready(self) -> bool:
-        return True
 
 
 class RemoteStore:
@@ -307,5 +330,8 @@ def start_owner(dsn: str, placement: Placement = LOCAL) -> Any:
 def clickhouse_store(dsn: str) -> EventStore:
     """A store for this process: local for a server, the owner actor for chDB."""
     if dsn.startswith("chdb:"):
-        return RemoteStore(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
+        here: EventStore | None = hosted_here(OWNER_ACTOR_NAME)
+        if here is not None:  # this is the shared process that holds the engine
+            return here
+        return RemoteStore(find(OWNER_ACTOR_NAME))
     return ClickHouseStore(dsn)

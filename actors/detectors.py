@@ -371,6 +371,38 @@ def actor_name(spec: DetectorSpec, shard: int) -> str:
     return f"{ACTOR_PREFIX}-{spec.name}-{shard}"
 
 
+@dataclass(frozen=True)
+class PlannedDetector:
+    """One shard of one detector, to start: its actor (or part) name and the resources its
+    class declares (options of ``ray.remote``; empty when it declares none)."""
+
+    name: str
+    spec: DetectorSpec
+    shard: int
+    resources: dict[str, Any]
+
+    def part(self, config: DetectorConfig) -> Part:
+        """The shard as a part of the shared process (actors/shared_process.py)."""
+        return Part(self.name, DetectorService, (config, self.spec, self.shard))
+
+    def start(self, config: DetectorConfig, placement: Placement) -> Any:
+        """The shard as an actor of its own, placed as a pool actor with its resources."""
+        options = {**placement.pool(self.name), **self.resources}
+        return DetectorActor.options(**options).remote(  # type: ignore[attr-defined]
+            config, self.spec, self.shard)
+
+
+def plan_detectors(config: DetectorConfig, name_prefix: str = ACTOR_PREFIX
+                   ) -> list[PlannedDetector]:
+    """Discover the detectors: ``config.shards`` of each. Raises ``DetectorLoadError``
+    when a configured detector is broken (before anything is started)."""
+    return [PlannedDetector(actor_name(spec, shard).replace(ACTOR_PREFIX, name_prefix, 1),
+                            spec, shard, resources)
+            for spec in discover(config.detectors, config.entry_points)
+            for resources in [resource_options(load_detector_class(spec.path, spec.origin))]
+            for shard in range(config.shards)]
+
+
 def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
                     name_prefix: str = ACTOR_PREFIX, host_in: list[Part] | None = None
                     ) -> dict[str, Any]:
@@ -379,17 +411,12 @@ def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
     ``host_in``, a shard whose class declares no resources is added to it, to run in the
     shared process (actors/shared_process.py), instead of started. Raises
     ``DetectorLoadError`` before starting anything when a configured detector is broken."""
-    specs = discover(config.detectors, config.entry_points)
     handles: dict[str, Any] = {}
-    for spec in specs:
-        resources = resource_options(load_detector_class(spec.path, spec.origin))
-        for shard in range(config.shards):
-            name = actor_name(spec, shard).replace(ACTOR_PREFIX, name_prefix, 1)
-            if host_in is not None and not resources:
-                host_in.append(Part(name, DetectorService, (config, spec, shard)))
-                continue
-            options = {**placement.pool(name), **resources}
-            handles[name] = DetectorActor.options(**options).remote(config, spec, shard)  # type: ignore[attr-defined]
+    for planned in plan_detectors(config, name_prefix):
+        if host_in is not None and not planned.resources:
+            host_in.append(planned.part(config))
+        else:
+            handles[planned.name] = planned.start(config, placement)
     return handles
 
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import ray
@@ -64,19 +64,51 @@ class Part:
     serial: bool = False
     #: Its calls' ``max_task_retries`` (None: Ray's default, 0).
     max_task_retries: int | None = None
+    #: Its calls run in a concurrency group of its own (named as the part) of this many
+    #: threads, as in an actor with that ``max_concurrency`` (None: the shared pool; a
+    #: serial part has one thread).
+    threads: int | None = None
+    #: Methods whose calls run in another group of their own, as an actor's methods
+    #: declared with ``@ray.method(concurrency_group=…)``: method → (group, threads).
+    method_groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+
+    def concurrency_groups(self) -> dict[str, int]:
+        """The concurrency groups the part's calls need, and their threads."""
+        own = 1 if self.serial else self.threads
+        groups = {} if own is None else {self.name: own}
+        groups.update(dict(self.method_groups.values()))
+        return groups
 
 
 @dataclass(frozen=True)
 class Route:
     """How a part's calls are made: the concurrency group they run in (None: the shared
-    pool) and their ``max_task_retries``."""
+    pool), the groups of the methods that have one of their own, and their
+    ``max_task_retries``."""
 
     concurrency_group: str | None
     max_task_retries: int | None
+    method_groups: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, part: Part) -> Route:
-        return cls(part.name if part.serial else None, part.max_task_retries)
+        own = part.name if part.serial or part.threads is not None else None
+        return cls(own, part.max_task_retries,
+                   {method: group for method, (group, _) in part.method_groups.items()})
+
+    def group_of(self, method: str) -> str | None:
+        return self.method_groups.get(method, self.concurrency_group)
+
+
+#: The parts built in this process, by name (when it is a shared process): code running in
+#: it reaches them directly (``hosted_here``), not by a call through Ray to its own process,
+#: which a part's constructor could not make (the process takes calls once all are built).
+_HERE: dict[str, Any] = {}
+
+
+def hosted_here(name: str) -> Any | None:
+    """The part ``name`` if this process is the shared process holding it, built."""
+    return _HERE.get(name)
 
 
 class PartNotRunning(RuntimeError):
@@ -106,7 +138,7 @@ class SharedProcess:
 
     def _build(self, part: Part) -> None:
         try:
-            self._parts[part.name] = part.cls(*part.args)
+            self._parts[part.name] = _HERE[part.name] = part.cls(*part.args)
         except Exception as exc:
             # Catch-all on purpose: whatever a part's constructor raises, the other parts
             # run; the failure is logged, told to each caller, and the part built again.
@@ -146,8 +178,9 @@ class _HostedMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         route = self._handle.route
         options: dict[str, Any] = {}
-        if route.concurrency_group is not None:
-            options["concurrency_group"] = route.concurrency_group
+        group = route.group_of(self._method)
+        if group is not None:
+            options["concurrency_group"] = group
         if route.max_task_retries is not None:
             options["max_task_retries"] = route.max_task_retries
         call = self._handle.host.call
@@ -178,7 +211,8 @@ def start_shared(parts: Sequence[Part], placement: Placement = LOCAL,
     actor: the metrics sampler measures the data directory's disk."""
     actor: Any = ray.remote(  # type: ignore[call-overload]
         num_cpus=0, max_restarts=-1, max_concurrency=SHARED_CONCURRENCY,
-        concurrency_groups={p.name: 1 for p in parts if p.serial} or None)(SharedProcess)
+        concurrency_groups={g: n for p in parts for g, n in p.concurrency_groups().items()}
+        or None)(SharedProcess)
     host = actor.options(**placement.home(name)).remote(list(parts))
     return host, {part.name: HostedHandle(host, part.name, Route.of(part)) for part in parts}
 

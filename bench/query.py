@@ -322,11 +322,13 @@ def rss_kib(pid: int) -> int:
 
 
 def memory_figures(instance: CrashrayInstance) -> dict[str, float | int]:
-    """PSS and RSS (MiB) of the instance's processes, and of the chDB owner actor alone.
+    """PSS and RSS (MiB) of the instance's processes, and of the chDB owner's process alone.
     RSS counts shared pages once per process, so its sum overstates; PSS does not."""
     pids = crashray_pids(instance)
     table = process_table()
-    owner = [p for p in pids if p in table and "ClickHouseOwner" in table[p].cmdline]
+    # On one node the owner is a part of the shared process (actors/shared_process.py).
+    owner = [p for p in pids if p in table and ("ClickHouseOwner" in table[p].cmdline
+                                                or "SharedProcess" in table[p].cmdline)]
     mib = 1024.0
     return {"pss_mib": round(memory_of(pids).pss_kib / mib, 1),
             "rss_sum_mib": round(sum(rss_kib(p) for p in pids) / mib, 1),

@@ -545,19 +545,21 @@ class Runtime:
 
         s = self.settings
         ttls = clickhouse_ttls(Horizons.from_settings(s))
-        if self.clickhouse_dsn.startswith("chdb:"):
-            self._owner = start_owner(self.clickhouse_dsn, self.placement)
-            ray.get(self._owner.apply_ttls.remote(ttls))
-        else:
+        embedded = self.clickhouse_dsn.startswith("chdb:")
+        if not embedded:
             server = ClickHouseStore(self.clickhouse_dsn)
             server.migrate()
             server.apply_ttls(ttls)
             server.close()
-        # Before the consumers and Serve, which call the shards.
+        # Before the consumers and Serve, which call the shards and the store.
         if s.ray_address:  # a cluster: each its own actor, placed as it needs
+            if embedded:
+                self._owner = start_owner(self.clickhouse_dsn, self.placement)
             self._start_own_actors()
         else:  # one node: the small services share one process (~75 MB each on their own)
             self._start_shared()
+        if embedded:
+            ray.get(self._owner.apply_ttls.remote(ttls))
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -621,7 +623,8 @@ class Runtime:
     def _start_shared(self) -> None:
         """On one node: the same services (but detectors that declare resources) as parts
         of one process (actors/shared_process.py)."""
-        from actors.detectors import start_detectors
+        from actors.clickhouse import OWNER_ACTOR_NAME, owner_part
+        from actors.detectors import plan_detectors
         from actors.grouping import grouping_parts, shard_name
         from actors.metrics_sampler import SAMPLER_NAME, MetricsSamplerService
         from actors.notifier import NOTIFIER_NAME, NotifierService
@@ -629,12 +632,22 @@ class Runtime:
         from actors.shared_process import Part, start_shared
 
         s = self.settings
-        parts = [*grouping_parts(s.grouping_shards, self.postgres_url, s.grouping_cache_hashes),
+        # The embedded ClickHouse first: the detectors built after it read from it.
+        owner = [owner_part(self.clickhouse_dsn)] if self.clickhouse_dsn.startswith("chdb:") \
+            else []
+        parts = [*owner,
+                 *grouping_parts(s.grouping_shards, self.postgres_url, s.grouping_cache_hashes),
                  *rate_limiter_parts(s.rate_limit_shards, self._limiter_config()),
                  Part(NOTIFIER_NAME, NotifierService, (self._notifier_config(),)),
                  Part(SAMPLER_NAME, MetricsSamplerService, (self._sampler_config(),))]
-        own = start_detectors(self._detector_config(), self.placement, host_in=parts)
+        detectors = self._detector_config()
+        planned = plan_detectors(detectors)
+        parts += [d.part(detectors) for d in planned if not d.resources]
         self._shared, hosted = start_shared(parts, self.placement)
+        # After the shared process, which they find the embedded ClickHouse in.
+        own = {d.name: d.start(detectors, self.placement) for d in planned if d.resources}
+        if owner:
+            self._owner = hosted.pop(OWNER_ACTOR_NAME)
         self._grouping_shards = [hosted.pop(shard_name(i)) for i in range(s.grouping_shards)]
         self._rate_limiters = [hosted.pop(rate_limiter_name(i))
                                for i in range(s.rate_limit_shards)]

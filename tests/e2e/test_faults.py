@@ -360,10 +360,10 @@ class Kind:
 KINDS = [
     Kind("ingest replica", "ray::ServeReplica:ingest:ingest"),
     Kind("consumer", "ray::Consumer"),
-    # On one node the grouping and rate-limit shards (with the notifier, the metrics
-    # sampler and the detectors) run in one process (actors/shared_process.py).
+    # On one node the embedded ClickHouse's owner, the grouping and rate-limit shards (with
+    # the notifier, the metrics sampler and the detectors) run in one process
+    # (actors/shared_process.py).
     Kind("shared process", "ray::SharedProcess"),
-    Kind("ClickHouse owner", "ray::ClickHouseOwner"),
     Kind("Serve controller", "ray::ServeController"),
     Kind("HAProxy", None),
 ]

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore
 from actors.consumer import BatchConsumer, ConsumerConfig
-from actors.placement import NAMESPACE
+from actors.shared_process import find
 from events.grouping import DEFAULT_GROUPING_CONFIG
 from events.process import Symbolicator
 from serve_apps.api.app import create_app
@@ -182,11 +182,10 @@ def harness(clickhouse: ClickHouseStore, prefix: str) -> Iterator[Harness]:
 
 
 class OwnerStore(RemoteStore):
-    """A running Crashray's ClickHouse (its owner actor), for consumers in Ray actors and
-    for the harness's API; ``dsn`` as the harness reads it."""
+    """A running Crashray's ClickHouse (its owner: an actor, or a part of the shared
+    process), for consumers in Ray actors and for the harness's API; ``dsn`` as the
+    harness reads it."""
 
     def __init__(self, dsn: str) -> None:
-        import ray
-
-        super().__init__(ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE))
+        super().__init__(find(OWNER_ACTOR_NAME))
         self.dsn = dsn

@@ -1,8 +1,9 @@
-"""On one node the grouping and rate-limit shards, the notifier, the metrics sampler and the
-detectors that ask for no resources of their own share one Ray worker process
-(actors/shared_process.py): they answer from it under their usual names, a shard's calls
-still run one at a time and are retried as before, they come back together when it dies,
-and they stop as they did on their own.
+"""On one node the embedded ClickHouse's owner, the grouping and rate-limit shards, the
+notifier, the metrics sampler and the detectors that ask for no resources of their own share
+one Ray worker process (actors/shared_process.py): they answer from it under their usual
+names, a shard's calls still run one at a time and are retried as before, the owner's reads
+and writes keep threads of their own, they come back together when it dies, and they stop
+as they did on their own.
 
 Real parts: the integration suite's Ray and running Crashray, a scratch PostgreSQL database."""
 
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 import ray
 
+from actors.clickhouse import OWNER_ACTOR_NAME, WRITE_METHODS, RemoteStore
 from actors.detectors import DetectorConfig, start_detectors, stop_detectors
 from actors.metrics_sampler import SAMPLER_NAME
 from actors.notifier import NOTIFIER_NAME
@@ -122,6 +124,69 @@ def test_a_serial_parts_calls_run_one_at_a_time_while_others_overlap(
         assert overlapping(sorted(serial + serial_too))
     finally:
         end_shared(host)
+
+
+class Store:
+    """Records when each read and write began and ended (a part for the test below)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spans: list[tuple[str, float, float]] = []
+
+    def _nap(self, kind: str, seconds: float) -> None:
+        began = time.monotonic()
+        time.sleep(seconds)
+        with self._lock:
+            self.spans.append((kind, began, time.monotonic()))
+
+    def read(self) -> None:
+        self._nap("read", 0.6)
+
+    def write(self) -> None:
+        self._nap("write", 0.05)
+
+    def recorded(self) -> list[tuple[str, float, float]]:
+        return sorted(self.spans, key=lambda span: span[1])
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    return max(sum(1 for b, e in spans if b <= moment < e) for moment, _ in spans)
+
+
+def test_a_parts_threads_bound_its_calls_and_its_writes_have_threads_of_their_own(
+        crashray: RunningCrashray) -> None:
+    """The embedded ClickHouse's shape (actors/clickhouse.py owner_part): reads on a group
+    of their own threads, writes on another, so reads holding every read thread never
+    delay a write."""
+    parts = [Part("store", Store, (), threads=2, method_groups={"write": ("store-writes", 1)})]
+    host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
+    store = handles["store"]
+    try:
+        assert store.route.group_of("read") == "store"
+        assert store.route.group_of("write") == "store-writes"
+        reads = [store.read.remote() for _ in range(4)]
+        time.sleep(0.2)  # both read threads taken, two reads waiting
+        ray.get(store.write.remote(), timeout=60)
+        ray.get(reads, timeout=60)
+        spans = ray.get(store.recorded.remote(), timeout=60)
+        read_spans = [(b, e) for kind, b, e in spans if kind == "read"]
+        [(_, write_began, _)] = [span for span in spans if span[0] == "write"]
+        assert most_at_once(read_spans) == 2, spans  # two threads, used both
+        assert write_began < max(e for _, e in read_spans[:2]), spans  # not queued behind
+    finally:
+        end_shared(host)
+
+
+def test_the_embedded_clickhouse_is_a_part_with_its_reads_and_writes_apart(
+        crashray: RunningCrashray) -> None:
+    owner = find(OWNER_ACTOR_NAME)
+    assert isinstance(owner, HostedHandle)
+    with pytest.raises(ValueError):  # no actor (and process) of its own
+        ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE)
+    assert owner.route.max_task_retries == -1
+    assert owner.route.group_of("event_counts") == OWNER_ACTOR_NAME
+    assert {owner.route.group_of(m) for m in WRITE_METHODS} == {f"{OWNER_ACTOR_NAME}-writes"}
+    assert RemoteStore(owner).ping()
 
 
 class NeedsAFile:
