@@ -558,8 +558,9 @@ class Runtime:
             self._start_own_actors()
         else:  # one node: the small services share one process (~75 MB each on their own)
             self._start_shared()
-        if embedded:
-            ray.get(self._owner.apply_ttls.remote(ttls))
+        # Waited for once the consumers are on their way: on one node the call waits for
+        # the whole shared process to be built.
+        ttls_applied = self._owner.apply_ttls.remote(ttls) if embedded else None
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -571,6 +572,8 @@ class Runtime:
                                                symbolicator_names=symbolicator_names))
         self._autoscaler = start_pool_autoscaler(s, config, shard_names, self.placement,
                                                  symbolicator_names)
+        if ttls_applied is not None:
+            ray.get(ttls_applied)
 
     def _limiter_config(self) -> RateLimiterConfig:
         from actors.rate_limit import RateLimiterConfig
