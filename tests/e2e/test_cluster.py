@@ -57,6 +57,30 @@ def deployed() -> Iterator[LocalCluster]:
         yield cluster
 
 
+def stored_event_ids(cluster: LocalCluster, title: str) -> tuple[int, list[str]] | None:
+    """The issue's count and the ids of its events, page after page (a duplicate would show
+    twice); None while the issue is not there or the API does not answer in time."""
+    auth = {"Authorization": f"Bearer {cluster.token}"}
+    try:
+        issues = httpx.get(f"{cluster.base_url}/api/0/projects/crashray/default/issues/",
+                           params={"query": ""}, timeout=10, headers=auth)
+        issues.raise_for_status()
+        found = [i for i in issues.json() if i["title"] == title]
+        if not found:
+            return None
+        ids: list[str] = []
+        url: str | None = f"{cluster.base_url}/api/0/issues/{found[0]['id']}/events/"
+        while url is not None:
+            page = httpx.get(url, timeout=10, headers=auth)
+            page.raise_for_status()
+            ids += [e["eventID"] for e in page.json()]
+            following = page.links.get("next", {})
+            url = following.get("url") if following.get("results") == "true" else None
+    except (httpx.TimeoutException, httpx.HTTPStatusError):
+        return None  # a request reached a replica being replaced: asked again
+    return int(found[0]["count"]), ids
+
+
 def issue_count(cluster: LocalCluster, title: str) -> int | None:
     """The issue's count; None while the API does not answer in time (after a node loss a
     request may reach a replica that is being replaced: the poll asks again)."""
@@ -78,6 +102,10 @@ class Load:
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     accepted: int = 0
     failed: int = 0
+    #: The event ids of the envelopes answered 200, and of the others (refused, or no
+    #: answer: a replica on the lost node may have queued one and died before answering).
+    accepted_ids: list[str] = field(default_factory=list)
+    failed_ids: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -119,8 +147,10 @@ class Load:
                     ok = False
                 if ok:
                     self.accepted += 1
+                    self.accepted_ids.append(event_id)
                 else:
                     self.failed += 1
+                    self.failed_ids.append(event_id)
                     time.sleep(0.2)  # as an SDK backs off
                 time.sleep(0.01)
 
@@ -177,9 +207,20 @@ def test_losing_a_node_loses_no_accepted_event(deployed: LocalCluster) -> None:
     # Serve replaces the lost replicas and Ray restarts the consumers on the head.
     wait_until(lambda: load.accepted >= at_kill + 50, 120, "ingest answering again")
     load.stop()
+
+    def all_accepted_stored() -> tuple[int, list[str]] | None:
+        found = stored_event_ids(deployed, load.title)
+        if found is None or not set(load.accepted_ids) <= set(found[1]):
+            return None
+        return found if found[0] == len(found[1]) else None  # counted as listed
+
     try:
-        wait_until(lambda: issue_count(deployed, load.title) == load.accepted, 240,
-                   f"all {load.accepted} accepted envelopes stored once")
+        count, ids = wait_until(all_accepted_stored, 240,
+                                f"all {load.accepted} accepted envelopes stored")
+        # Each stored once; besides the accepted ones, only envelopes whose answer was not
+        # a 200 (a replica on the lost node may have queued one before it died).
+        assert len(ids) == len(set(ids)) == count, (count, sorted(ids))
+        assert set(ids) <= set(load.accepted_ids) | set(load.failed_ids)
     except AssertionError:
         issues = httpx.get(f"{deployed.base_url}/api/0/projects/crashray/default/issues/",
                            params={"query": ""}, timeout=10,

@@ -137,7 +137,7 @@ def test_an_operator_sees_the_figures_and_replays_a_dead_letter(
         nodes = page.get_by_role("table").filter(has_text="Nodes")
         expect(nodes.get_by_role("cell", name="alive")).to_have_count(1)
         deployments = page.get_by_role("table").filter(has_text="Serve deployments")
-        for app in ("ingest", "api", "web"):
+        for app in ("ingest", "api"):
             expect(deployments.get_by_role("cell", name=app, exact=True).first).to_be_visible()
         row = page.locator(f"[data-dead-letter='{dead_id}']")
         expect(row).to_contain_text(f"project {missing} (deleted)")
