@@ -404,20 +404,14 @@ def plan_detectors(config: DetectorConfig, name_prefix: str = ACTOR_PREFIX
 
 
 def start_detectors(config: DetectorConfig, placement: Placement = LOCAL,
-                    name_prefix: str = ACTOR_PREFIX, host_in: list[Part] | None = None
-                    ) -> dict[str, Any]:
+                    name_prefix: str = ACTOR_PREFIX) -> dict[str, Any]:
     """Discover the detectors and start ``config.shards`` actors of each, placed as pool
-    actors with the resources their class declares; actor name → handle. With
-    ``host_in``, a shard whose class declares no resources is added to it, to run in the
-    shared process (actors/shared_process.py), instead of started. Raises
-    ``DetectorLoadError`` before starting anything when a configured detector is broken."""
-    handles: dict[str, Any] = {}
-    for planned in plan_detectors(config, name_prefix):
-        if host_in is not None and not planned.resources:
-            host_in.append(planned.part(config))
-        else:
-            handles[planned.name] = planned.start(config, placement)
-    return handles
+    actors with the resources their class declares; actor name → handle. Raises
+    ``DetectorLoadError`` before starting anything when a configured detector is broken.
+    (On one node, those that declare no resources run in the shared process instead:
+    ``plan_detectors`` and ``PlannedDetector.part``.)"""
+    return {planned.name: planned.start(config, placement)
+            for planned in plan_detectors(config, name_prefix)}
 
 
 def stop_detectors(handles: dict[str, Any], timeout_s: float = 60.0) -> None:

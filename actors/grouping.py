@@ -23,7 +23,7 @@ import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
-from actors.shared_process import Part
+from actors.shared_process import SERIAL, Part
 from cluster import metrics
 from storage import issues as issue_store
 from storage.projects import grouping_epochs
@@ -164,7 +164,7 @@ def shard_name(index: int) -> str:
 def grouping_parts(count: int, postgres_url: str, max_cached_hashes: int) -> list[Part]:
     """The shards as serial parts of the shared process (one node)."""
     return [Part(shard_name(i), GroupingService, (postgres_url, max_cached_hashes),
-                 serial=True, max_task_retries=GROUPING_TASK_RETRIES) for i in range(count)]
+                 threads=SERIAL, max_task_retries=GROUPING_TASK_RETRIES) for i in range(count)]
 
 
 def start_grouping_shards(count: int, postgres_url: str, max_cached_hashes: int,

@@ -31,7 +31,7 @@ import psycopg
 import ray
 
 from actors.placement import LOCAL, Placement
-from actors.shared_process import Part
+from actors.shared_process import SERIAL, Part
 from cluster import metrics
 from events.quotas import (
     LEASE_TTL_S,
@@ -233,7 +233,7 @@ def rate_limiter_name(index: int) -> str:
 
 def rate_limiter_parts(count: int, config: RateLimiterConfig) -> list[Part]:
     """The shards as serial parts of the shared process (one node)."""
-    return [Part(rate_limiter_name(i), RateLimiterService, (config,), serial=True,
+    return [Part(rate_limiter_name(i), RateLimiterService, (config,), threads=SERIAL,
                  max_task_retries=RATE_LIMIT_TASK_RETRIES) for i in range(count)]
 
 

@@ -11,9 +11,9 @@ like), and the grouping and rate-limit shards. On a cluster (``crashray deploy``
 
 What an actor of its own guaranteed, a part keeps:
 
-- a *serial* part (the shards: "calls run one at a time", which keeps a rate-limit decision
-  atomic and a grouping cache race-free) has a Ray concurrency group of its own, of one
-  thread: its calls run one at a time, as in an actor of its own (neither promises the order of
+- a *serial* part (``threads=SERIAL``: the shards, whose "calls run one at a time" keeps a
+  rate-limit decision atomic and a grouping cache race-free) has a Ray concurrency group of
+  its own, of one thread: its calls run one at a time, as in an actor of its own (neither promises the order of
   calls from different callers),
   and while they queue they hold none of the threads the other parts' calls run on;
 - its calls are retried as its own actor's were (``max_task_retries``: a grouping call is
@@ -42,11 +42,14 @@ from actors.placement import LOCAL, NAMESPACE, Placement
 log = logging.getLogger(__name__)
 
 SHARED_NAME: Final = "crashray-shared"
-#: Concurrent calls the shared process runs for its parts that are not serial: about the
-#: sum of what they allowed as actors (notifier 4, metrics sampler 2, each built-in
-#: detector 4); their loops run in threads of their own, outside this pool. Each serial
-#: part has one thread more, its own.
+#: Concurrent calls the shared process runs for its parts without threads of their own:
+#: about the sum of what they allowed as actors (notifier 4, metrics sampler 2, each
+#: built-in detector 4); their loops run in threads of their own, outside this pool. A part
+#: with threads of its own (a serial part: one) has them besides.
 SHARED_CONCURRENCY: Final = 16
+#: ``Part.threads`` of a part whose calls run one at a time, as in an actor with Ray's
+#: default concurrency of 1.
+SERIAL: Final = 1
 #: Seconds between two attempts to build a part whose constructor failed.
 PART_REBUILD_INTERVAL_S: Final = 5.0
 
@@ -59,23 +62,19 @@ class Part:
     name: str
     cls: type
     args: tuple[Any, ...]
-    #: Its calls run one at a time, in a concurrency group of its own (named as the part),
-    #: as in an actor with Ray's default concurrency of 1.
-    serial: bool = False
+    #: Its calls run in a concurrency group of its own (named as the part) of this many
+    #: threads, as in an actor with that ``max_concurrency`` (``SERIAL``: one at a time;
+    #: None: on the shared pool).
+    threads: int | None = None
     #: Its calls' ``max_task_retries`` (None: Ray's default, 0).
     max_task_retries: int | None = None
-    #: Its calls run in a concurrency group of its own (named as the part) of this many
-    #: threads, as in an actor with that ``max_concurrency`` (None: the shared pool; a
-    #: serial part has one thread).
-    threads: int | None = None
     #: Methods whose calls run in another group of their own, as an actor's methods
     #: declared with ``@ray.method(concurrency_group=…)``: method → (group, threads).
     method_groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def concurrency_groups(self) -> dict[str, int]:
         """The concurrency groups the part's calls need, and their threads."""
-        own = 1 if self.serial else self.threads
-        groups = {} if own is None else {self.name: own}
+        groups = {} if self.threads is None else {self.name: self.threads}
         groups.update(dict(self.method_groups.values()))
         return groups
 
@@ -92,8 +91,7 @@ class Route:
 
     @classmethod
     def of(cls, part: Part) -> Route:
-        own = part.name if part.serial or part.threads is not None else None
-        return cls(own, part.max_task_retries,
+        return cls(None if part.threads is None else part.name, part.max_task_retries,
                    {method: group for method, (group, _) in part.method_groups.items()})
 
     def group_of(self, method: str) -> str | None:
@@ -118,7 +116,7 @@ class PartNotRunning(RuntimeError):
 
 class SharedProcess:
     """Builds each part in this process, in order, and runs the calls made to them. A Ray
-    actor through ``start_shared``, which gives each serial part its concurrency group.
+    actor through ``start_shared``, which gives each part its concurrency groups.
 
     A part whose constructor raises (PostgreSQL away when Ray restarts the process, a
     detector plugin's bug) does not take the others down: an actor whose constructor raises

@@ -38,7 +38,7 @@ from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
 from cluster import cluster_state
 from cluster.cluster_state import CONSUMER_PREFIX, actor_nodes, our_actor_names
-from cluster.runtime import RETIRED_SERVE_APPS, Runtime, StartInfo, check_reachable_databases
+from cluster.runtime import Runtime, StartInfo, check_reachable_databases, running_retired_apps
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
 
@@ -207,7 +207,7 @@ def undeploy(settings: Settings) -> Removed:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}; nothing to"
                           " remove")
     # An earlier version's applications too, if a deploy of it is what runs.
-    apps = [*SERVE_APPS, *(a for a in RETIRED_SERVE_APPS if a in serve.status().applications)]
+    apps = [*SERVE_APPS, *running_retired_apps()]
     for app in apps:  # all at once: each drains its replicas for a while
         serve.delete(app, _blocking=False)
     deadline = time.monotonic() + APP_DELETE_TIMEOUT_S

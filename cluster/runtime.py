@@ -50,6 +50,14 @@ log = logging.getLogger("crashray")
 #: its pages are ingest's: serve_apps/web.py).
 RETIRED_SERVE_APPS = ("web",)
 
+
+def running_retired_apps() -> list[str]:
+    """The ``RETIRED_SERVE_APPS`` that Serve (already connected) still runs."""
+    from ray import serve
+
+    running = serve.status().applications
+    return [app for app in RETIRED_SERVE_APPS if app in running]
+
 #: Measured on this machine kind (ARCHITECTURE.md): the default Python proxy manages
 #: ~250 req/s on 2 cores, throughput-optimized Serve with HAProxy ~3,200 req/s.
 RAY_SERVE_ENV = {
@@ -557,7 +565,7 @@ class Runtime:
                 self._owner = start_owner(self.clickhouse_dsn, self.placement)
             self._start_own_actors()
         else:  # one node: the small services share one process (~75 MB each on their own)
-            self._start_shared()
+            self._start_shared(embedded)
         # Waited for once the consumers are on their way: on one node the call waits for
         # the whole shared process to be built.
         ttls_applied = self._owner.apply_ttls.remote(ttls) if embedded else None
@@ -623,9 +631,10 @@ class Runtime:
         self._detectors = start_detectors(self._detector_config(), self.placement)
         self._metrics_sampler = start_metrics_sampler(self._sampler_config(), self.placement)
 
-    def _start_shared(self) -> None:
+    def _start_shared(self, embedded: bool) -> None:
         """On one node: the same services (but detectors that declare resources) as parts
-        of one process (actors/shared_process.py)."""
+        of one process (actors/shared_process.py), with the embedded ClickHouse's owner when
+        ``embedded``."""
         from actors.clickhouse import OWNER_ACTOR_NAME, owner_part
         from actors.detectors import plan_detectors
         from actors.grouping import grouping_parts, shard_name
@@ -636,8 +645,7 @@ class Runtime:
 
         s = self.settings
         # The embedded ClickHouse first: the detectors built after it read from it.
-        owner = [owner_part(self.clickhouse_dsn)] if self.clickhouse_dsn.startswith("chdb:") \
-            else []
+        owner = [owner_part(self.clickhouse_dsn)] if embedded else []
         parts = [*owner,
                  *grouping_parts(s.grouping_shards, self.postgres_url, s.grouping_cache_hashes),
                  *rate_limiter_parts(s.rate_limit_shards, self._limiter_config()),
@@ -776,10 +784,8 @@ class Runtime:
                                    s.artifact_retention_days * 86_400,
                                    s.artifact_chunk_retention_hours * 3600))
         # An earlier version's dashboard application held the "/" prefix ingest now has.
-        running = serve.status().applications
-        for app in RETIRED_SERVE_APPS:
-            if app in running:
-                serve.delete(app)
+        for app in running_retired_apps():
+            serve.delete(app)
         # One deploy of the two apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         # Ingest also answers the dashboard's pages and the health probes

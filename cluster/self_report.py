@@ -1,8 +1,9 @@
 """Self-reporting: Crashray sends its own exceptions with sentry-sdk to a project on itself,
 on another Crashray, or on Sentry (``CRASHRAY_SELF_DSN``; off by default).
 
-Which processes: every Ray worker of the instance (Serve replicas of ingest, with the dashboard's pages, and API;
-consumers, the notifier, shards, the sampler) through Ray's
+Which processes: every Ray worker of the instance (the Serve replicas of ingest, which also
+serves the dashboard's pages, and of the API; consumers, the notifier, shards, the sampler,
+or on one node the process they share) through Ray's
 ``worker_process_setup_hook`` (``setup_worker``, set in the runtime environment that
 ``cluster/runtime.py`` gives ``ray.init`` when a self DSN is configured), and the driver
 itself (``crashray up`` / ``deploy``). What is reported: unhandled exceptions and log

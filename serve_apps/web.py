@@ -20,9 +20,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from dashboards.assets import (
     CACHE_REVALIDATE,
@@ -51,12 +50,6 @@ def _clickhouse_ping(config: HealthConfig) -> Callable[[], bool]:
     return ping
 
 
-def _json(body: object, status_code: int = 200,
-          headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, headers=headers,
-                    media_type="application/json")
-
-
 class DashboardPages:
     """The dashboard's page and files and the health probes, for paths outside ``/api``."""
 
@@ -69,12 +62,12 @@ class DashboardPages:
     async def answer(self, request: Request) -> Response:
         path = request.url.path
         if request.method not in PAGE_METHODS:
-            return _json({"detail": f"{request.method} is not allowed at {path[:200]};"
-                          " the dashboard's pages are read with GET"}, 405,
-                         {"Allow": ", ".join(PAGE_METHODS)})
+            return JSONResponse({"detail": f"{request.method} is not allowed at {path[:200]};"
+                                 " the dashboard's pages are read with GET"}, 405,
+                                {"Allow": ", ".join(PAGE_METHODS)})
         if path == "/healthz":
             # The process answers; nothing else is asked (serve_apps/health.py).
-            return _json({"status": "ok"}, headers=NO_STORE)
+            return JSONResponse({"status": "ok"}, headers=NO_STORE)
         if path == "/readyz":
             return await self.readyz()
         if path == "/":
@@ -85,24 +78,25 @@ class DashboardPages:
             return self.static("favicon.svg", request)
         if path.startswith(STATIC_PREFIX):
             return self.static(path[len(STATIC_PREFIX):], request)
-        return _json({"detail": f"nothing at {path[:200]}: the dashboard is at /, its API"
-                      " under /api/0/, and SDKs send to /api/<project_id>/envelope/"}, 404)
+        return JSONResponse({"detail": f"nothing at {path[:200]}: the dashboard is at /, its"
+                             " API under /api/0/, and SDKs send to /api/<project_id>/envelope/"},
+                            404)
 
     async def readyz(self) -> Response:
         """PostgreSQL, ClickHouse and the queue's age (serve_apps/health.py); 503 when not.
         The probe blocks for at most twice its check timeout: on a thread, off the replica's
         event loop, which the ingest requests share."""
         if self.readiness is None:
-            return _json({"status": "unready", "checks": {}, "detail":
-                          "this deployment was started without its health settings"},
-                         503, NO_STORE)
+            return JSONResponse({"status": "unready", "checks": {}, "detail":
+                                 "this deployment was started without its health settings"},
+                                503, NO_STORE)
         found = await asyncio.to_thread(self.readiness)
-        return _json(found.body(), 200 if found.ready else 503, NO_STORE)
+        return JSONResponse(found.body(), 200 if found.ready else 503, NO_STORE)
 
     def static(self, path: str, request: Request) -> Response:
         resolved = resolve_asset(self.assets, path)
         if resolved is None:
-            return _json({"detail": f"no dashboard file {path!r}"}, 404)
+            return JSONResponse({"detail": f"no dashboard file {path!r}"}, 404)
         asset = resolved.asset
         headers = {"Cache-Control": resolved.cache_control, "ETag": asset.etag,
                    "X-Content-Type-Options": "nosniff"}

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,33 +58,10 @@ def deployed() -> Iterator[LocalCluster]:
         yield cluster
 
 
-def stored_event_ids(cluster: LocalCluster, title: str) -> tuple[int, list[str]] | None:
-    """The issue's count and the ids of its events, page after page (a duplicate would show
-    twice); None while the issue is not there or the API does not answer in time."""
-    auth = {"Authorization": f"Bearer {cluster.token}"}
-    try:
-        issues = httpx.get(f"{cluster.base_url}/api/0/projects/crashray/default/issues/",
-                           params={"query": ""}, timeout=10, headers=auth)
-        issues.raise_for_status()
-        found = [i for i in issues.json() if i["title"] == title]
-        if not found:
-            return None
-        ids: list[str] = []
-        url: str | None = f"{cluster.base_url}/api/0/issues/{found[0]['id']}/events/"
-        while url is not None:
-            page = httpx.get(url, timeout=10, headers=auth)
-            page.raise_for_status()
-            ids += [e["eventID"] for e in page.json()]
-            following = page.links.get("next", {})
-            url = following.get("url") if following.get("results") == "true" else None
-    except (httpx.TimeoutException, httpx.HTTPStatusError):
-        return None  # a request reached a replica being replaced: asked again
-    return int(found[0]["count"]), ids
-
-
-def issue_count(cluster: LocalCluster, title: str) -> int | None:
-    """The issue's count; None while the API does not answer in time (after a node loss a
-    request may reach a replica that is being replaced: the poll asks again)."""
+def issues_titled(cluster: LocalCluster, title: str) -> list[dict[str, Any]] | None:
+    """The default project's issues of that title; None while the API does not answer in
+    time (after a node loss a request may reach a replica that is being replaced: the poll
+    asks again)."""
     try:
         response = httpx.get(f"{cluster.base_url}/api/0/projects/crashray/default/issues/",
                              params={"query": ""}, timeout=10,
@@ -91,7 +69,34 @@ def issue_count(cluster: LocalCluster, title: str) -> int | None:
     except httpx.TimeoutException:
         return None
     response.raise_for_status()
-    return sum(int(i["count"]) for i in response.json() if i["title"] == title)
+    return [i for i in response.json() if i["title"] == title]
+
+
+def issue_count(cluster: LocalCluster, title: str) -> int | None:
+    found = issues_titled(cluster, title)
+    return None if found is None else sum(int(i["count"]) for i in found)
+
+
+def stored_event_ids(cluster: LocalCluster, title: str) -> tuple[int, list[str]] | None:
+    """The issue's count and the ids of its events, page after page (a duplicate would show
+    twice); None while the issue is not there or the API does not answer in time or answers
+    with an error (replicas being replaced)."""
+    try:
+        found = issues_titled(cluster, title)
+        if not found:
+            return None
+        ids: list[str] = []
+        url: str | None = f"{cluster.base_url}/api/0/issues/{found[0]['id']}/events/"
+        while url is not None:
+            page = httpx.get(url, timeout=10,
+                             headers={"Authorization": f"Bearer {cluster.token}"})
+            page.raise_for_status()
+            ids += [e["eventID"] for e in page.json()]
+            following = page.links.get("next", {})
+            url = following.get("url") if following.get("results") == "true" else None
+    except (httpx.TimeoutException, httpx.HTTPStatusError):
+        return None
+    return int(found[0]["count"]), ids
 
 
 @dataclass

@@ -21,16 +21,18 @@ import psycopg
 import pytest
 import ray
 
-from actors.clickhouse import OWNER_ACTOR_NAME, WRITE_METHODS, RemoteStore
-from actors.detectors import DetectorConfig, start_detectors, stop_detectors
+from actors.clickhouse import OWNER_ACTOR_NAME, RemoteStore, owner_part
+from actors.detectors import DetectorConfig, plan_detectors, stop_detectors
 from actors.metrics_sampler import SAMPLER_NAME
 from actors.notifier import NOTIFIER_NAME
 from actors.placement import NAMESPACE
 from actors.shared_process import (
+    SERIAL,
     SHARED_NAME,
     HostedHandle,
     Part,
     PartNotRunning,
+    Route,
     end_shared,
     find,
     start_shared,
@@ -108,8 +110,8 @@ def overlapping(spans: list[tuple[float, float]]) -> bool:
 
 def test_a_serial_parts_calls_run_one_at_a_time_while_others_overlap(
         crashray: RunningCrashray) -> None:
-    parts = [Part("serial", Napper, (), serial=True), Part("free", Napper, ()),
-             Part("serial-too", Napper, (), serial=True)]
+    parts = [Part("serial", Napper, (), threads=SERIAL), Part("free", Napper, ()),
+             Part("serial-too", Napper, (), threads=SERIAL)]
     host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
     try:
         names = ("serial", "free", "serial-too")
@@ -183,10 +185,9 @@ def test_the_embedded_clickhouse_is_a_part_with_its_reads_and_writes_apart(
     assert isinstance(owner, HostedHandle)
     with pytest.raises(ValueError):  # no actor (and process) of its own
         ray.get_actor(OWNER_ACTOR_NAME, namespace=NAMESPACE)
-    assert owner.route.max_task_retries == -1
-    assert owner.route.group_of("event_counts") == OWNER_ACTOR_NAME
-    assert {owner.route.group_of(m) for m in WRITE_METHODS} == {f"{OWNER_ACTOR_NAME}-writes"}
-    assert RemoteStore(owner).ping()
+    # Its groups as the part asked for them (tests/unit/test_shared_process_parts.py).
+    assert owner.route == Route.of(owner_part(crashray.runtime.clickhouse_dsn))
+    assert RemoteStore(owner).ping()  # on the writes' threads
 
 
 class NeedsAFile:
@@ -202,7 +203,7 @@ class NeedsAFile:
 def test_a_part_that_cannot_be_built_leaves_the_others_running_and_comes_up_later(
         crashray: RunningCrashray, tmp_path: Path) -> None:
     needed = tmp_path / "needed"
-    parts = [Part("needs-a-file", NeedsAFile, (str(needed),), serial=True),
+    parts = [Part("needs-a-file", NeedsAFile, (str(needed),), threads=SERIAL),
              Part("free", Napper, ())]
     host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
     try:
@@ -242,9 +243,10 @@ def test_built_in_detectors_share_a_process_and_checkpoint_when_stopped(
     url, _ = project
     config = DetectorConfig(postgres_url=url, clickhouse_dsn=None,
                             detectors=BUILTIN_DETECTORS, entry_points=False, shards=2)
-    parts: list[Any] = []
-    own = start_detectors(config, host_in=parts)
-    assert own == {} and len(parts) == 2 * len(BUILTIN_DETECTORS)
+    planned = plan_detectors(config)
+    assert not any(d.resources for d in planned)  # all of them hosted, as on one node
+    parts = [d.part(config) for d in planned]
+    assert len(parts) == 2 * len(BUILTIN_DETECTORS)
     host, handles = start_shared(parts, name=f"crashray-test-shared-{uuid.uuid4().hex[:6]}")
     try:
         assert len({worker_of(h) for h in handles.values()}) == 1

@@ -4,17 +4,26 @@ tests/integration/test_shared_process.py)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import pytest
 
 from actors import shared_process
-from actors.clickhouse import OWNER_ACTOR_NAME, WRITE_METHODS, clickhouse_store, owner_part
-from actors.shared_process import Part, Route, SharedProcess, hosted_here
+from actors.clickhouse import (
+    OWNER_ACTOR_NAME,
+    WRITE_METHODS,
+    ClickHouseOwner,
+    clickhouse_store,
+    owner_part,
+)
+from actors.shared_process import SERIAL, Part, Route, SharedProcess, hosted_here
 
 
 class Engine:
-    """Stands for the embedded ClickHouse's owner (built without chDB)."""
+    """Stands for the embedded ClickHouse's owner: a process opens one chDB data path, and
+    this test process's is the integration suite's engine (the real owner as a part is
+    checked on the running instance, tests/integration/test_shared_process.py)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -56,8 +65,18 @@ def test_the_owner_part_asks_for_its_reads_and_writes_threads() -> None:
     assert route.max_task_retries == -1
     assert route.group_of("list_events") == OWNER_ACTOR_NAME
     assert all(route.group_of(m) == f"{OWNER_ACTOR_NAME}-writes" for m in WRITE_METHODS)
-    serial = Part("shard", Engine, (), serial=True)
+    serial = Part("shard", Engine, (), threads=SERIAL)
     assert serial.concurrency_groups() == {"shard": 1}
     assert Route.of(serial).group_of("anything") == "shard"
     free = Part("notifier", Engine, ())
     assert free.concurrency_groups() == {} and Route.of(free).group_of("stats") is None
+
+
+def test_the_owner_actor_and_the_owner_part_put_the_same_methods_on_the_inserts_threads(
+        ) -> None:
+    """The actor (a cluster's) declares its write methods with ``@ray.method``, the part (one
+    node's) names them in ``WRITE_METHODS``: the two lists must not drift apart."""
+    actor_class = ClickHouseOwner.__ray_metadata__.modified_class  # type: ignore[attr-defined]
+    on_writes = {name for name, method in inspect.getmembers(actor_class, inspect.isfunction)
+                 if getattr(method, "__ray_concurrency_group__", None) is not None}
+    assert on_writes == set(WRITE_METHODS)
