@@ -73,9 +73,12 @@ def import_once(data_dir: Path, source: Path, concurrency: int) -> dict[str, obj
     wall_s = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"crashray import failed:\n{result.stderr[-3000:]}")
+    # Ray's own warnings (a raylet's, say) can follow on stdout: take the two lines by
+    # what they say.
     lines = result.stdout.strip().splitlines()
-    return {"concurrency": concurrency, "wall_s": round(wall_s, 2), "summary": lines[-2],
-            "stages": lines[-1]}
+    return {"concurrency": concurrency, "wall_s": round(wall_s, 2),
+            "summary": next(x for x in reversed(lines) if x.startswith("imported ")),
+            "stages": next(x for x in reversed(lines) if x.startswith("task time per stage"))}
 
 
 def times_seen(pg_url: str) -> int:

@@ -177,6 +177,20 @@ def table(watch: Watch, machine: int, events: int) -> str:
     return "\n".join(lines)
 
 
+def idle_table(watch: Watch, machine: int, seconds: float) -> str:
+    """Each role's CPU while the instance sat idle, in % of one core."""
+    per_s = 100 / TICKS_PER_S / seconds
+    rows = sorted(((r, f) for r, f in watch.roles.items() if not r.startswith("load generator")),
+                  key=lambda kv: -kv[1].ticks)
+    lines = [f"{'role (idle)':44} {'procs':>5} {'% of a core':>12}"]
+    for role, f in rows:
+        lines.append(f"{role[:44]:44} {len(f.processes):5d} {f.ticks * per_s:12.2f}")
+    lines.append(f"{'all Crashray processes':44} {sum(len(f.processes) for _, f in rows):5d}"
+                 f" {sum(f.ticks for _, f in rows) * per_s:12.2f}")
+    lines.append(f"{'machine, all processes':44} {'':5} {machine * per_s:12.2f}")
+    return "\n".join(lines)
+
+
 def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",
                              str(max(1, int(seconds))), "--rate", "50", "--nonblocking", "--full-filenames",
@@ -261,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --py-spy, also sample this role (e.g. ray::ServeController)")
     parser.add_argument("--idle-s", type=float, default=10.0,
                         help="seconds to let the started instance settle before measuring")
+    parser.add_argument("--idle-cpu-s", type=float, default=0.0, metavar="SECONDS",
+                        help="after settling, measure each role's CPU while idle for this long"
+                             " (printed as % of one core) before the load")
     args = parser.parse_args(argv)
     if args.py_spy and shutil.which("py-spy") is None:
         raise SystemExit("--py-spy needs py-spy on PATH (pip install py-spy)")
@@ -271,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crashray up to its DSN line: {time.monotonic() - started:.1f} s", flush=True)
     try:
         time.sleep(args.idle_s)
+        if args.idle_cpu_s > 0:
+            idle = Watch(instance)
+            time.sleep(args.idle_cpu_s)
+            print(idle_table(idle, idle.finish(), args.idle_cpu_s), flush=True)
         watch = Watch(instance)
         report, spies = asyncio.run(run(args, instance, watch, spy_dir))
         machine = watch.finish()
