@@ -76,9 +76,15 @@ def import_once(data_dir: Path, source: Path, concurrency: int) -> dict[str, obj
     # Ray's own warnings (a raylet's, say) can follow on stdout: take the two lines by
     # what they say.
     lines = result.stdout.strip().splitlines()
+
+    def last(prefix: str) -> str:
+        found = [x for x in lines if x.startswith(prefix)]
+        if not found:
+            raise SystemExit(f"crashray import printed no {prefix!r} line:\n{result.stdout[-3000:]}")
+        return found[-1]
+
     return {"concurrency": concurrency, "wall_s": round(wall_s, 2),
-            "summary": next(x for x in reversed(lines) if x.startswith("imported ")),
-            "stages": next(x for x in reversed(lines) if x.startswith("task time per stage"))}
+            "summary": last("imported "), "stages": last("task time per stage")}
 
 
 def times_seen(pg_url: str) -> int:

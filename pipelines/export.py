@@ -3,7 +3,7 @@
 The job runs on the instance's own Ray cluster (the embedded ClickHouse engine answers
 only through its owner actor there, actors/clickhouse.py). The driver cuts the time range
 into slices of whole hours of at most ``CRASHRAY_EXPORT_SLICE_EVENTS`` events (counted in
-ClickHouse, never in the rollup), ``ray.data.from_items`` holds one descriptor per slice,
+ClickHouse, never in the rollup), a dataset of one block per slice (``pipelines.blocks_of``),
 ``map_batches`` reads each slice through the ClickHouse store and turns it into Arrow rows,
 and ``write_parquet`` writes them; at most ``CRASHRAY_PIPELINE_CONCURRENCY`` tasks of
 ``CRASHRAY_PIPELINE_TASK_CPUS`` CPUs each run at once, so the live services keep theirs.
@@ -59,6 +59,7 @@ import pyarrow as pa
 
 from events.errors import BadRequest
 from events.search import EventFilters
+from pipelines import blocks_of
 from storage.clickhouse import NO_FILTERS
 
 TAG_TYPE: Final = pa.struct([("key", pa.string()), ("value", pa.string())])
@@ -288,7 +289,7 @@ def run_export(job: ExportJob, limits: ExportLimits) -> ExportResult:
     items = [{"start_us": _micros(s.start), "end_us": _micros(s.end)} for s in slices]
     # Typed Any: Ray's stubs do not name pyarrow batches among map_batches' functions.
     read_slice: Any = export_slice
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    dataset = blocks_of(items).map_batches(
         read_slice, fn_kwargs={"job": job}, batch_size=1, batch_format="pyarrow",
         concurrency=limits.concurrency, num_cpus=limits.task_cpus)
     dataset.write_parquet(str(job.target), concurrency=limits.concurrency,

@@ -72,6 +72,7 @@ from events.gcpause import collector_paused
 from events.grouping_memo import DEFAULT_MEMO_ENTRIES
 from events.process import EventProcessor, InvalidEvent, ItemContext, ProcessedEvent
 from events.rows import Outcome
+from pipelines import blocks_of
 from pipelines.import_sources import RawEvent, SourceDescriptor, read_source
 
 #: Relay's past-timestamp window for imported history: about a century, so an event keeps
@@ -412,22 +413,10 @@ def _dataset(job: ImportJob, limits: ImportLimits, descriptors: Sequence[SourceD
     per_batch = max(1, limits.batch_events // per_descriptor)
     # Typed Any: Ray's stubs do not name callable classes among map_batches' functions.
     udf: Any = ReadAndProcess
-    return descriptor_blocks(items, per_batch).map_batches(
+    # A block per batch of descriptors: one range of JSON lines, or that many files.
+    return blocks_of(items, per_batch).map_batches(
         udf, fn_constructor_kwargs={"job": job, "progress": progress}, batch_format="pyarrow",
         batch_size=per_batch, concurrency=limits.concurrency, num_cpus=limits.task_cpus)
-
-
-def descriptor_blocks(items: list[dict[str, Any]], per_batch: int) -> Any:
-    """The job's input: a block per batch of ``per_batch`` descriptors (about
-    ``CRASHRAY_IMPORT_BATCH_EVENTS`` events: one range of JSON lines, or that many envelope
-    files), however many batches. Ray Data makes at most 200 blocks by default, so a larger
-    import gave each processing task several batches, and its output (~6.4 KB an event)
-    outgrew the job's share of the object store: the executor then ran one processing task
-    at a time (measured: a 1,000,000-event import at 497 events/s, one core idle, against
-    911 with a block per batch)."""
-    import ray.data
-
-    return ray.data.from_items(items, override_num_blocks=-(-len(items) // per_batch))
 
 
 def _total(descriptors: Sequence[SourceDescriptor]) -> int | None:

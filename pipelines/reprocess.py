@@ -103,6 +103,7 @@ from events.projection import (
 from events.rows import EventRow, events_table
 from events.symbolicate import SYMBOLICATION_ERRORS
 from events.tags import event_tags
+from pipelines import blocks_of
 from pipelines.export import ALL_TIME, plan_slices
 from storage import issues as issue_store
 from storage.projects import ProjectGroupingSettings
@@ -891,7 +892,7 @@ def _run_slices(ctx: ReprocessContext, project: Any, job_id: int, spec: Reproces
         cpu=limits.concurrency * limits.task_cpus)
     items = [{"index": i, "start_us": s, "end_us": e} for i, s, e in slices]
     task: Any = reprocess_slice  # Ray's stubs do not name pyarrow batch functions
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    dataset = blocks_of(items).map_batches(
         task, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
         concurrency=limits.concurrency, num_cpus=limits.task_cpus)
     with psycopg.connect(ctx.postgres_url) as conn:

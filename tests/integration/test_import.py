@@ -20,12 +20,12 @@ from actors.clickhouse import clickhouse_store
 from cluster.pipelines_cli import _project
 from events.envelope import EnvelopeLimits, parse_envelope
 from events.errors import NotFound
+from pipelines import blocks_of
 from pipelines.import_events import (
     IMPORT_REASON,
     ImportJob,
     ImportLimits,
     ImportResult,
-    descriptor_blocks,
     run_import,
     summary_line,
 )
@@ -214,7 +214,6 @@ def test_import_lands_only_in_the_named_project_of_the_named_organization(
     assert clickhouse_rows(c, 1, bystander_id) == (0, 0)
 
 
-
 def test_each_batch_of_descriptors_is_a_block_of_its_own_beyond_ray_datas_200(
         crashray: RunningCrashray) -> None:
     """A block per batch of descriptors (CRASHRAY_IMPORT_BATCH_EVENTS events), however
@@ -222,9 +221,9 @@ def test_each_batch_of_descriptors_is_a_block_of_its_own_beyond_ray_datas_200(
     processing task 2-3 batches and ran one task at a time (bench/RESULTS.md)."""
     ranges = [{"path": "events.jsonl", "kind": "json_lines", "start": n * 10,
                "end": n * 10 + 10, "first_line": n + 1} for n in range(250)]
-    blocks = descriptor_blocks(ranges, 1)  # a range of 2,000 lines is a batch
+    blocks = blocks_of(ranges, 1)  # a range of 2,000 lines is a batch
     assert blocks.num_blocks() == 250
     assert blocks.take(1)[0] == ranges[0]
     files = [{"path": f"{n}.envelope", "kind": "envelope", "start": None, "end": None,
               "first_line": None} for n in range(4500)]
-    assert descriptor_blocks(files, 2000).num_blocks() == 3  # 2,000 files a batch
+    assert blocks_of(files, 2000).num_blocks() == 3  # 2,000 files a batch
