@@ -48,6 +48,7 @@ from actors.consumer_alerts import apply_anomaly_rules
 from actors.placement import LOCAL, Placement
 from actors.shared_process import Part, end_actor
 from cluster import metrics
+from cluster.worker_setup import allow_left_out_modules
 from events.anomaly import BUILTIN_DETECTORS, Detector, Series
 from events.errors import CrashrayError
 from storage import anomalies as store
@@ -79,6 +80,11 @@ class DetectorLoadError(CrashrayError):
     code = "detector_load_error"
 
 
+#: Crashray's own packages: a detector from elsewhere is a plugin.
+CRASHRAY_PACKAGES: Final = ("events.", "actors.", "storage.", "cluster.", "pipelines.",
+                             "serve_apps.")
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """A detector to run: its name (the class's ``name``), import path and where it was
@@ -96,6 +102,8 @@ def load_detector_class(path: str, origin: str) -> type[Detector]:
     if not module_name or not attribute:
         raise DetectorLoadError(f"{origin}: {path!r} is not an import path; write"
                                 " 'package.module:ClassName'")
+    if not module_name.startswith(CRASHRAY_PACKAGES):
+        allow_left_out_modules()  # a plugin may want pandas (cluster/worker_setup.py)
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to let the started instance settle before measuring")
     parser.add_argument("--idle-cpu-s", type=float, default=0.0, metavar="SECONDS",
                         help="after settling, measure each role's CPU while idle for this long"
-                             " (printed as % of one core) before the load")
+                             " (printed as %% of one core) before the load")
     args = parser.parse_args(argv)
     if args.py_spy and shutil.which("py-spy") is None:
         raise SystemExit("--py-spy needs py-spy on PATH (pip install py-spy)")

@@ -124,12 +124,11 @@ def connect(settings: Settings) -> None:
                                " CRASHRAY_RAY_ADDRESS), e.g. --address 10.0.0.5:6379")
     apply_ray_environment(settings)
     if not ray.is_initialized():
-        from cluster import self_report
+        from cluster import worker_setup
 
-        config = self_report.config_for(settings)
         ray.init(address=settings.ray_address, namespace=NAMESPACE,
                  logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False,
-                 runtime_env=self_report.runtime_env(config) or None)
+                 runtime_env=worker_setup.runtime_env(settings, leave_out_modules=True) or None)
 
 
 def _keeper(settings: Settings, placement: Placement) -> Any:

@@ -104,6 +104,15 @@ RAY_DRIVER_LOG_LEVEL = logging.WARNING
 LOCAL_RAY_SYSTEM_CONFIG = {"enable_output_error_log_if_still_retry": False}
 
 
+def local_ray_system_config(job_runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """``LOCAL_RAY_SYSTEM_CONFIG`` for a local Ray whose first job has ``job_runtime_env``.
+
+    Ray starts a worker per CPU ahead for the first driver, with no runtime environment
+    (``prestart_worker_first_driver``); a job with one (cluster/worker_setup.py) can never
+    use them, and they stayed idle, ~47 MiB each (bench/RESULTS.md)."""
+    return {**LOCAL_RAY_SYSTEM_CONFIG, "prestart_worker_first_driver": not job_runtime_env}
+
+
 def apply_ray_environment(settings: Settings) -> None:
     """Serve reads these when it is imported and when Ray starts its processes: call
     before ``import ray.serve`` and before ``ray.init``."""
@@ -403,6 +412,10 @@ class Runtime:
     _replaced_env: dict[str, str | None] = field(default_factory=dict)
     #: Where actors run and whether they outlive this process (``actors/placement.py``).
     placement: Placement = LOCAL
+    #: This process's Ray job is the instance's own (``crashray up``): its workers leave
+    #: pandas out (cluster/worker_setup.py). False where the same job also runs Ray Data,
+    #: which needs it (a test suite's process).
+    own_job: bool = False
     _lock: DataDirLock | None = None
     _recorded: bool = False
     #: The processes ``ray.init`` started for a local Ray (GCS server, raylet, log
@@ -430,7 +443,8 @@ class Runtime:
         apply_ray_environment(self.settings)
         import ray
 
-        from cluster import self_report
+        from cluster import self_report, worker_setup
+        from cluster.ray_head import lean_head
 
         self_report.start(self_report.config_for(self.settings))  # this driver too
 
@@ -440,7 +454,7 @@ class Runtime:
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray",
                      logging_level=RAY_DRIVER_LOG_LEVEL,
-                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
+                     runtime_env=worker_setup.runtime_env(s, self.own_job))
             check_reachable_databases(s)
             if self.placement == LOCAL:
                 # ``crashray up --address``: the data dir is on this node, so are its
@@ -458,17 +472,20 @@ class Runtime:
             self._replaced_env = {name: os.environ.get(name) for name in haproxy_env}
             os.environ.update(haproxy_env)
             self._haproxy_dir = Path(haproxy_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
-            ray.init(include_dashboard=False, namespace="crashray",
-                     object_store_memory=s.ray_object_store_bytes,
-                     _temp_dir=str(temp_dir),
-                     _node_ip_address="127.0.0.1", log_to_driver=False,
-                     logging_level=RAY_DRIVER_LOG_LEVEL,
-                     # Served by the node's metrics agent, which the raylet starts even
-                     # without the dashboard (cluster/metrics.py); None: Ray picks.
-                     _metrics_export_port=s.metrics_port or None,
-                     _system_config=LOCAL_RAY_SYSTEM_CONFIG,
-                     # CRASHRAY_SELF_DSN: every worker reports (cluster/self_report.py).
-                     runtime_env=self_report.runtime_env(self_report.config_for(s)) or None)
+            job_env = worker_setup.runtime_env(s, self.own_job)
+            with lean_head(not s.ray_head_tools):
+                ray.init(include_dashboard=False, namespace="crashray",
+                         object_store_memory=s.ray_object_store_bytes,
+                         _temp_dir=str(temp_dir),
+                         _node_ip_address="127.0.0.1", log_to_driver=False,
+                         logging_level=RAY_DRIVER_LOG_LEVEL,
+                         # Served by the node's metrics agent, which the raylet starts
+                         # even without the dashboard (cluster/metrics.py); None: Ray picks.
+                         _metrics_export_port=s.metrics_port or None,
+                         _system_config=local_ray_system_config(job_env),
+                         # The instance's own job leaves pandas out; with CRASHRAY_SELF_DSN
+                         # every worker reports (cluster/worker_setup.py).
+                         runtime_env=job_env or None)
             self._ray_system = [found.view for found in instance_processes(
                 instance_paths(s.data_dir)) if found.view.parent == os.getpid()]
         self._started_ray = True

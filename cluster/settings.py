@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     #: Ray object store size in bytes for a local Ray. Ray picks 30% of RAM (~7 GB here)
     #: unless told; an error tracker moves small batches, a few hundred MB is plenty.
     ray_object_store_bytes: int = 256 * MIB
+    #: Start Ray's API server (state API, job submission), log monitor and autoscaler
+    #: monitor in a local Ray too. Off, ``crashray up`` leaves them out: ~180 MiB and three
+    #: processes that serve nothing on one node (cluster/ray_head.py). On a cluster, its
+    #: own ``ray start`` decides.
+    ray_head_tools: bool = False
 
     # --- HTTP ingress (HAProxy, in front of Serve) and stopping --------------------------
     #: HAProxy's statistics page and Prometheus exporter ports; 0 picks a free port at

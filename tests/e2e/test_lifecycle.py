@@ -230,6 +230,34 @@ def test_statistics_and_metrics_listen_on_loopback_only(machine: Machine) -> Non
     assert stats.status_code == 200
 
 
+#: Ray's head processes a one-node instance leaves out (cluster/ray_head.py), by the script
+#: each runs.
+LEFT_OUT_SCRIPTS = ("dashboard/dashboard.py", "_private/log_monitor.py",
+                    "autoscaler/_private/monitor.py")
+
+
+def loads_pandas(pid: int) -> bool:
+    try:
+        return "/pandas/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False  # ended meanwhile
+
+
+def test_the_local_ray_runs_without_its_api_server_log_monitor_autoscaler_or_pandas(
+        machine: Machine) -> None:
+    """cluster/ray_head.py and cluster/worker_setup.py: ~400 MiB of a one-node instance."""
+    send_event(machine, "works without Ray's head tools")  # an Arrow table reached chDB
+    views = [f.view for f in instance_processes(instance_paths(machine.data_dir))]
+    running = [" ".join(view.argv) for view in views]
+    assert any("raylet" in argv for argv in running), running  # the instance's Ray is seen
+    for script in LEFT_OUT_SCRIPTS:
+        assert not [argv for argv in running if script in argv], script
+    serve = [view for view in views if view.argv[0].startswith("ray::Serve")]
+    assert len(serve) >= 3, running  # the controller and the two replicas
+    assert not [view.argv[0] for view in views if loads_pandas(view.pid)]
+    assert not loads_pandas(machine.instance.process.pid)  # ``crashray up`` itself
+
+
 def test_the_admin_socket_is_only_for_its_owner(machine: Machine) -> None:
     directory = haproxy_dir(ray_temp_dir(machine.data_dir))
     sockets = list(directory.glob("*/admin.sock"))
