@@ -1,8 +1,9 @@
 """The head processes a one-node Crashray leaves out of the local Ray it starts.
 
-``ray.init`` on a machine with no Ray starts a head node of nine processes. Three of them
-serve nothing a one-node Crashray uses (bench/RESULTS.md measured ~180 MiB of PSS and ~1.5 %
-of a core between them, idle):
+``ray.init`` on a machine with no Ray starts a head node: the GCS server and the raylet, the
+raylet's dashboard (metrics) and runtime-env agents, and three processes that serve nothing
+a one-node Crashray uses (bench/RESULTS.md measured ~175 MiB of PSS and ~1.6 % of a core
+between them, idle):
 
 - Ray's API server (``dashboard/dashboard.py``, in its minimal form even with
   ``include_dashboard=False``): the state API (``ray list actors``, ``ray summary``) and job

@@ -454,7 +454,7 @@ class Runtime:
         if s.ray_address:
             ray.init(address=s.ray_address, namespace="crashray",
                      logging_level=RAY_DRIVER_LOG_LEVEL,
-                     runtime_env=worker_setup.runtime_env(s, self.own_job))
+                     runtime_env=worker_setup.runtime_env(s, self.own_job) or None)
             check_reachable_databases(s)
             if self.placement == LOCAL:
                 # ``crashray up --address``: the data dir is on this node, so are its
