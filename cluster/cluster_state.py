@@ -24,10 +24,9 @@ log = logging.getLogger("crashray.status")
 
 #: Name prefix of the consumer actors (``actors/consumer.py``'s pool).
 CONSUMER_PREFIX: Final = "crashray-consumer-"
-#: Most actors read from Ray's state API at once.
-STATE_API_ACTOR_LIMIT: Final = 10_000
-#: Set once the state API's absence is logged (the operator page asks every few seconds).
-_state_api_missing_logged = threading.Event()
+#: Set once a failure to read the actor table is logged (the operator page asks every few
+#: seconds).
+_actor_table_missing_logged = threading.Event()
 
 
 def our_actor_names() -> list[str]:
@@ -64,29 +63,28 @@ def applications() -> dict[str, dict[str, Any]]:
 
 
 def actor_nodes(names: list[str]) -> dict[str, list[str]]:
-    """Node id → the named Crashray actors (and Serve replicas) on it, from Ray's state API
-    (served by the head's dashboard process; empty when the cluster runs without one)."""
+    """Node id → the named Crashray actors (and Serve replicas) alive on it, from the GCS's
+    actor table. Not from Ray's state API: that one is served by the head's API server,
+    which a one-node instance does not run (cluster/ray_head.py), and without it each call
+    waited 40 s before failing."""
     try:
-        import ray
-        from ray.util.state import list_actors
+        from ray._private.state import state
 
-        # The connected cluster's own address: without it Ray looks for "the" local
-        # cluster, and fails where another Ray runs on the same machine.
-        address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-        actors = list_actors(address=address, filters=[("state", "=", "ALIVE")],
-                             limit=STATE_API_ACTOR_LIMIT, raise_on_missing_output=False)
-    except Exception:  # optional side path: no dashboard means no state API; logged once
-        if not _state_api_missing_logged.is_set():
-            _state_api_missing_logged.set()
-            log.warning("Ray's state API is not available (no dashboard on the head?);"
-                        " actors by node are not shown")
+        actors = state.actor_table(None, actor_state_name="ALIVE")
+    except Exception:  # optional side path (Ray not connected, the GCS away): logged once
+        if not _actor_table_missing_logged.is_set():
+            _actor_table_missing_logged.set()
+            log.warning("Ray's actor table cannot be read; actors by node are not shown",
+                        exc_info=True)
         return {}
     by_node: dict[str, list[str]] = {}
-    for actor in actors:
-        name = actor.name or ""
-        if name in names or actor.class_name.startswith("ServeReplica:"):
-            label = name or actor.class_name.removeprefix("ServeReplica:")
-            by_node.setdefault(actor.node_id or "?", []).append(label)
+    for actor in actors.values():
+        name = actor.get("Name") or ""
+        class_name = actor.get("ActorClassName") or ""
+        if name in names or class_name.startswith("ServeReplica:"):
+            label = name or class_name.removeprefix("ServeReplica:")
+            node = (actor.get("Address") or {}).get("NodeID") or "?"
+            by_node.setdefault(node, []).append(label)
     return {node: sorted(labels) for node, labels in by_node.items()}
 
 

@@ -64,7 +64,7 @@ def status_lines(s: Any) -> list[str]:
             lines.append(f"  {app}/{name}: {d['status'].lower()}, {replicas}")
     lines.append("Actors by node:")
     if not s.actors_by_node:
-        lines.append("  (Ray's state API is not available on this cluster)")
+        lines.append("  (Ray's actor table could not be read)")
     for node, names in sorted(s.actors_by_node.items()):
         lines.append(f"  {node[:12]}: {', '.join(names)}")
     q = s.queue

@@ -7,8 +7,8 @@ between them, idle):
 
 - Ray's API server (``dashboard/dashboard.py``, in its minimal form even with
   ``include_dashboard=False``): the state API (``ray list actors``, ``ray summary``) and job
-  submission. ``crashray status`` prints actors by node from it on a cluster only; a
-  one-node instance has one node.
+  submission. Crashray reads which actor runs where from the GCS's actor table instead
+  (``cluster_state.actor_nodes``, for ``crashray status`` and the operator page).
 - the log monitor: streams workers' output to drivers, which ``crashray up`` turns off
   (``log_to_driver=False``); the workers' log files are written either way.
 - the autoscaler monitor: Ray's node autoscaler, which has no node to add on one machine

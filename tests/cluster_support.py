@@ -203,10 +203,10 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 2,
                            free_port(), env)
     try:
         for attempt in range(1, HEAD_START_ATTEMPTS + 1):
-            # The head's dashboard serves Ray's state API (``crashray status``'s actors by
-            # node). Its port is picked free, then bound by the dashboard seconds later: a
-            # process may take it meanwhile. Start the head again on other ports when the
-            # dashboard does not answer.
+            # The head's dashboard serves Ray's state API, as an operator's ``ray start
+            # --head`` has it. Its port is picked free, then bound by the dashboard seconds
+            # later: a process may take it meanwhile. Start the head again on other ports
+            # when the dashboard does not answer.
             dashboard_port = free_port()
             subprocess.run(ray_command(
                 "start", "--head", "--port", cluster.address.rsplit(":", 1)[1],

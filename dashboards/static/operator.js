@@ -87,7 +87,7 @@ function clusterTables(inst) {
     table("Nodes", ["Node", "Address", "State", "CPUs", "Actors", "Metrics"], inst.nodes.map((n) => h("tr", {},
       h("td", {}, h("code", {}, n.id.slice(0, 12))), h("td", {}, n.address),
       h("td", { class: n.alive ? null : "op-bad" }, n.alive ? "alive" : "dead"), h("td", {}, String(n.cpus)),
-      h("td", {}, inst.actorsByNodeKnown ? n.actors.join(", ") : h("span", { class: "muted" }, "(Ray's state API is off)")),
+      h("td", {}, inst.actorsByNodeKnown ? n.actors.join(", ") : h("span", { class: "muted" }, "(Ray's actor table could not be read)")),
       h("td", {}, n.metrics ? h("code", {}, n.metrics) : "—")))),
     table("Serve deployments", ["Application", "Deployment", "Status", "Replicas"], inst.deployments.map((d) => h("tr", {},
       h("td", {}, d.application), h("td", {}, d.name),

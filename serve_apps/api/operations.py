@@ -38,8 +38,8 @@ never the items themselves.
 
 The instance figures are gathered at most once per ``CRASHRAY_OPERATOR_CACHE_S`` per
 replica (every open operator page polls), each part bounded by
-``CRASHRAY_OPERATOR_TIMEOUT_S``; a part that cannot be had (no Ray in this process, the
-state API without a dashboard, a node's endpoint not answering) is reported as such, and
+``CRASHRAY_OPERATOR_TIMEOUT_S``; a part that cannot be had (no Ray in this process, Ray's
+actor table unreadable, a node's endpoint not answering) is reported as such, and
 the rest is still answered.
 """
 
