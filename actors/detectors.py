@@ -80,11 +80,6 @@ class DetectorLoadError(CrashrayError):
     code = "detector_load_error"
 
 
-#: Crashray's own packages: a detector from elsewhere is a plugin.
-CRASHRAY_PACKAGES: Final = ("events.", "actors.", "storage.", "cluster.", "pipelines.",
-                             "serve_apps.")
-
-
 @dataclass(frozen=True)
 class DetectorSpec:
     """A detector to run: its name (the class's ``name``), import path and where it was
@@ -102,7 +97,7 @@ def load_detector_class(path: str, origin: str) -> type[Detector]:
     if not module_name or not attribute:
         raise DetectorLoadError(f"{origin}: {path!r} is not an import path; write"
                                 " 'package.module:ClassName'")
-    if not module_name.startswith(CRASHRAY_PACKAGES):
+    if path not in BUILTIN_DETECTORS:
         allow_left_out_modules()  # a plugin may want pandas (cluster/worker_setup.py)
     try:
         found = getattr(importlib.import_module(module_name), attribute)

@@ -47,9 +47,6 @@ def _on_stop_signals(stop: threading.Event) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     from cluster.runtime import Runtime, apply_ray_environment
-    from cluster.worker_setup import leave_out_optional_modules
-
-    leave_out_optional_modules()  # as in the workers; this process runs no user code
     settings = cli_common.settings_from(args)
     apply_ray_environment(settings)
     runtime = Runtime(settings, own_job=True)

@@ -128,7 +128,7 @@ def connect(settings: Settings) -> None:
 
         ray.init(address=settings.ray_address, namespace=NAMESPACE,
                  logging_level=RAY_DRIVER_LOG_LEVEL, log_to_driver=False,
-                 runtime_env=worker_setup.runtime_env(settings, leave_out_modules=True) or None)
+                 runtime_env=worker_setup.runtime_env(settings, leave_out_modules=True))
 
 
 def _keeper(settings: Settings, placement: Placement) -> Any:

@@ -412,8 +412,8 @@ class Runtime:
     _replaced_env: dict[str, str | None] = field(default_factory=dict)
     #: Where actors run and whether they outlive this process (``actors/placement.py``).
     placement: Placement = LOCAL
-    #: This process's Ray job is the instance's own (``crashray up``): its workers leave
-    #: pandas out (cluster/worker_setup.py). False where the same job also runs Ray Data,
+    #: This process's Ray job is the instance's own (``crashray up``): it and its workers
+    #: leave pandas out (cluster/worker_setup.py). False where the same job also runs Ray Data,
     #: which needs it (a test suite's process).
     own_job: bool = False
     _lock: DataDirLock | None = None
@@ -447,6 +447,8 @@ class Runtime:
         from cluster.ray_head import lean_head
 
         self_report.start(self_report.config_for(self.settings))  # this driver too
+        if self.own_job:
+            worker_setup.leave_out_optional_modules()  # as its workers do
 
         if ray.is_initialized():
             return

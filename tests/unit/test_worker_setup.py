@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_a_worker_imports_serve_and_unpickles_arrow_tables_without_pandas() -> N
     assert out.split() == ["2", "1", "True", "True", "False"]
 
 
-def test_a_detector_plugin_may_import_pandas(tmp_path: pytest.TempPathFactory) -> None:
+def test_a_detector_plugin_may_import_pandas(tmp_path: Path) -> None:
     out = run_python(f"""
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
