@@ -225,6 +225,58 @@ def api_check(instance: CrashrayInstance) -> str:
         return f"API check: GET {url} failed: {exc}"
 
 
+class ApiProbe:
+    """The dashboard's view while SDKs send: GET one page of the events API every
+    ``interval_s`` from a thread for the load's ``seconds``, timing each answer (what a
+    dashboard user waits for while the ingest replicas are loaded; on one node they answer
+    the API too)."""
+
+    def __init__(self, instance: CrashrayInstance, interval_s: float, seconds: float) -> None:
+        port = urlsplit(instance.dsn).port
+        self.url = f"http://127.0.0.1:{port}/api/0/projects/crashray/default/events/"
+        self.headers = {"Authorization": f"Bearer {instance.token}"}
+        self.interval_s = interval_s
+        self.seconds = seconds
+        self.latencies_ms: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ApiProbe:
+        if self.interval_s > 0 and self.headers["Authorization"] != "Bearer ":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        until = time.monotonic() + self.seconds
+        while not self._stop.wait(self.interval_s) and time.monotonic() < until:
+            request = urllib.request.Request(self.url, headers=self.headers)
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    response.read()
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            except (urllib.error.URLError, TimeoutError) as exc:
+                self.errors.append(str(exc))
+
+    def summary(self) -> str:
+        if not self.latencies_ms and not self.errors:
+            return "API under load: not probed (no token, or --api-probe-s 0)"
+        ordered = sorted(self.latencies_ms) or [float("nan")]
+        p50, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
+        return (f"API under load: GET {self.url} every {self.interval_s:g} s, "
+                f"{len(self.latencies_ms)} answered, {len(self.errors)} failed; "
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {ordered[-1]:.0f} ms")
+
+
 def _kill_leftovers(data_dir: Path) -> None:
     """Kill what still runs of an instance after its stop, sparing this process's ancestors
     (the data dir can be in their command lines too: the shell, ``timeout``, …)."""
@@ -250,9 +302,11 @@ def run_crashray(args: argparse.Namespace) -> Report:
     instance = (CrashrayInstance(args.dsn, args.token or "", args.pg_url) if attached
                 else start_crashray(data_dir or Path(), args.port or free_port()))
     try:
-        report = asyncio.run(measure(target_from_dsn("crashray", instance.dsn), plan, template,
-                                     partial(PostgresEvents, instance.pg_url),
-                                     lambda: memory_of(crashray_pids(instance))))
+        with ApiProbe(instance, args.api_probe_s, args.seconds) as probe:
+            report = asyncio.run(measure(target_from_dsn("crashray", instance.dsn), plan,
+                                         template, partial(PostgresEvents, instance.pg_url),
+                                         lambda: memory_of(crashray_pids(instance))))
+        print(probe.summary(), file=sys.stderr)
         print(api_check(instance), file=sys.stderr)
         return report
     finally:
@@ -269,9 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_arguments(parser)
     attach = parser.add_argument_group("attach to a running Crashray instead of starting one")
     attach.add_argument("--dsn", help="its DSN, http://<key>@127.0.0.1:<port>/<project>")
-    attach.add_argument("--token", help="its API token (for the final API check)")
+    attach.add_argument("--token", help="its API token (for the API checks)")
     attach.add_argument("--pg-url", help="its PostgreSQL URL, e.g."
                         " postgresql://postgres:@/postgres?host=DATA_DIR/postgres")
+    parser.add_argument("--api-probe-s", type=float, default=0.5, metavar="SECONDS",
+                        help="while sending, GET a page of the events API this often and"
+                        " print its p50/p99 (default 0.5; 0: off)")
     own = parser.add_argument_group("the instance started here")
     own.add_argument("--port", type=int, help="HTTP port (default: a free one)")
     own.add_argument("--keep-data", action="store_true",

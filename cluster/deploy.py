@@ -38,15 +38,20 @@ from actors.placement import NAMESPACE, Placement, cluster_placement
 from actors.pool_autoscaler import stop_pool_autoscaler
 from cluster import cluster_state
 from cluster.cluster_state import CONSUMER_PREFIX, actor_nodes, our_actor_names
-from cluster.runtime import Runtime, StartInfo, check_reachable_databases, running_retired_apps
+from cluster.runtime import (
+    RETIRED_SERVE_APPS,
+    SERVE_APPS,
+    Runtime,
+    StartInfo,
+    check_reachable_databases,
+    running_apps,
+)
 from cluster.settings import Settings
 from events.errors import BadRequest, NotFound
 
 log = logging.getLogger("crashray.deploy")
 
 KEEPER_NAME: Final = "crashray-keeper"
-#: The Serve applications of a Crashray, as ``Runtime.start_serve`` names them.
-SERVE_APPS: Final = ("ingest", "api")
 #: Seconds ``status`` waits for the consumers' ``stats()`` (all asked at once).
 CONSUMER_STATS_TIMEOUT_S: Final = 10.0
 #: Seconds a retired consumer gets to finish the batch in hand.
@@ -206,7 +211,7 @@ def undeploy(settings: Settings) -> Removed:
         raise NotDeployed(f"no Crashray is deployed on {settings.ray_address}; nothing to"
                           " remove")
     # An earlier version's applications too, if a deploy of it is what runs.
-    apps = [*SERVE_APPS, *running_retired_apps()]
+    apps = running_apps((*SERVE_APPS, *RETIRED_SERVE_APPS))
     for app in apps:  # all at once: each drains its replicas for a while
         serve.delete(app, _blocking=False)
     deadline = time.monotonic() + APP_DELETE_TIMEOUT_S

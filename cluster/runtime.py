@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from actors.placement import LOCAL, Placement
 from cluster.leftovers import (
@@ -51,12 +51,19 @@ log = logging.getLogger("crashray")
 RETIRED_SERVE_APPS = ("web",)
 
 
-def running_retired_apps() -> list[str]:
-    """The ``RETIRED_SERVE_APPS`` that Serve (already connected) still runs."""
+#: The Serve applications of a Crashray: ingest (with the dashboard's pages) and, where it
+#: has replicas of its own (``Settings.api_has_own_replicas``), the Web API.
+INGEST_APP: Final = "ingest"
+API_APP: Final = "api"
+SERVE_APPS: Final = (INGEST_APP, API_APP)
+
+
+def running_apps(names: tuple[str, ...]) -> list[str]:
+    """Those of these Serve applications that Serve (already connected) runs."""
     from ray import serve
 
     running = serve.status().applications
-    return [app for app in RETIRED_SERVE_APPS if app in running]
+    return [app for app in names if app in running]
 
 #: Measured on this machine kind (ARCHITECTURE.md): the default Python proxy manages
 #: ~250 req/s on 2 cores, throughput-optimized Serve with HAProxy ~3,200 req/s.
@@ -726,6 +733,7 @@ class Runtime:
         from serve_apps.api.config import ApiConfig
         from serve_apps.health import HealthConfig
         from serve_apps.ingest import IngestDeployment
+        from serve_apps.ingest_http import API_PREFIX
         from serve_apps.ingest_request import IngestConfig
         from storage.archive import ArchiveSettings
         from storage.artifacts import ArtifactConfig
@@ -766,15 +774,6 @@ class Runtime:
         if s.ray_address:
             replica_options["runtime_env"] = {
                 "env_vars": {"FORWARDED_ALLOW_IPS": UVICORN_TRUSTS_NO_PROXY}}
-        ingest = IngestDeployment.options(  # type: ignore[attr-defined]
-            ray_actor_options=replica_options, **per_node, **ingest_options(s),
-            max_ongoing_requests=s.ingest_max_ongoing_requests,
-            max_queued_requests=s.ingest_max_queued_requests,
-        ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
-               self._rate_limiters, HealthConfig(
-                   self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
-                   s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
-                   s.kafka()))
         from storage.retention import Horizons
 
         api_config = ApiConfig(self.postgres_url, self.clickhouse_dsn, s.base_url(),
@@ -802,19 +801,33 @@ class Runtime:
                                    s.artifact_upload_concurrency,
                                    s.artifact_retention_days * 86_400,
                                    s.artifact_chunk_retention_hours * 3600))
+        own_api = s.api_has_own_replicas()
+        ingest = IngestDeployment.options(  # type: ignore[attr-defined]
+            ray_actor_options=replica_options, **per_node, **ingest_options(s),
+            max_ongoing_requests=s.ingest_max_ongoing_requests,
+            max_queued_requests=s.ingest_max_queued_requests,
+        ).bind(ingest_config, s.handoff_batch_max_items, s.handoff_batch_wait_s,
+               self._rate_limiters, HealthConfig(
+                   self.postgres_url, self.clickhouse_dsn, s.ready_max_queue_age_s,
+                   s.ready_check_timeout_s, s.ready_cache_s, s.metrics_queue_count_cap,
+                   s.kafka()), None if own_api else api_config)
         # An earlier version's dashboard application held the "/" prefix ingest now has.
-        for app in running_retired_apps():
+        for app in running_apps(RETIRED_SERVE_APPS):
             serve.delete(app)
-        # One deploy of the two apps: they start side by side, and Serve connects to the
+        # One deploy of the apps: they start side by side, and Serve connects to the
         # controller ``serve.start`` made (with our HTTP options) once, not once per app.
         # Ingest also answers the dashboard's pages and the health probes
-        # (serve_apps/web.py): every path but the API's longer /api/0 prefix reaches it.
-        serve.run_many([
-            serve.RunTarget(ingest, name="ingest", route_prefix="/"),
-            serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
+        # (serve_apps/web.py): every path but the API's longer /api/0 prefix reaches it,
+        # and that one too where the API has no application of its own.
+        targets = [serve.RunTarget(ingest, name=INGEST_APP, route_prefix="/")]
+        if own_api:
+            targets.append(serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options, **per_node, **api_options(s)
-            ).bind(api_config), name="api", route_prefix="/api/0"),
-        ])
+            ).bind(api_config), name=API_APP, route_prefix=API_PREFIX))
+        serve.run_many(targets)
+        if not own_api:  # a deploy that gave the API its own replicas: ingest answers now
+            for app in running_apps((API_APP,)):
+                serve.delete(app)
 
     def consumer_stats(self) -> list[dict[str, Any]]:
         import ray

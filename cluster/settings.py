@@ -488,6 +488,14 @@ class Settings(BaseSettings):
     #: dashboard's requests are few and each replica holds a PostgreSQL pool, so one, and
     #: a second under load. Equal bounds: no autoscaling.
     api_min_replicas: int = Field(default=1, ge=1)
+    #: Serve the Web API (``/api/0``) from replicas of its own. Unset (the default): yes on
+    #: a cluster (``CRASHRAY_RAY_ADDRESS`` set), no on one node, where the ingest replicas
+    #: answer it too, as they answer the dashboard's pages: a replica process less (~100
+    #: MiB, and ~1 s off ``crashray up``). The cost: an SDK flood then shares the ingest
+    #: replicas' event loop and request slots (``CRASHRAY_INGEST_MAX_ONGOING_REQUESTS``)
+    #: with the dashboard's API calls; ``true`` keeps them apart on one node too. Without
+    #: replicas of its own the API follows ingest's replica bounds, not the two below.
+    api_own_replicas: bool | None = None
     api_max_replicas: int = Field(default=2, ge=1)
     #: Requests in flight per API replica that Serve scales towards (Serve's default: a
     #: replica takes at most 5 at once, so more than 2 on average means requests queue).
@@ -682,6 +690,13 @@ class Settings(BaseSettings):
             buffer_max_messages=self.kafka_buffer_max_messages,
             buffer_max_kbytes=self.kafka_buffer_max_kbytes,
             session_timeout_ms=self.kafka_session_timeout_ms)
+
+    def api_has_own_replicas(self) -> bool:
+        """Whether the Web API runs as a Serve application of its own (``api_own_replicas``;
+        unset: only on a cluster)."""
+        if self.api_own_replicas is not None:
+            return self.api_own_replicas
+        return bool(self.ray_address)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

@@ -12,7 +12,9 @@ key, envelope or security reports, Relay's error answers), ``ingest_admission.py
 what the quotas admit and counts the refusals, this module is the Serve deployment that
 batches admissions and hand-offs. Every path outside ``/api`` (the dashboard's page and
 files, ``/healthz``, ``/readyz``) is answered by ``serve_apps/web.py``: the deployment's route
-prefix is ``/``, and the API's longer ``/api/0`` prefix keeps its own paths.
+prefix is ``/``, and the API's longer ``/api/0`` prefix keeps its own paths. Where the API
+has no replicas of its own (one node: ``CRASHRAY_API_OWN_REPLICAS``), ``/api/0`` reaches this
+deployment too and its app answers it (``ApiAnswer``).
 
 Quotas (spec §5): a replica first refuses the categories its cache of earlier limits still
 covers (no actor call); the rest of a batch's requests are checked with one call per
@@ -36,8 +38,9 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from ray import serve
@@ -73,6 +76,7 @@ from serve_apps.ingest_http import (
     check_method,
     error_response,
     ingest_route,
+    is_api_path,
     is_ingest_path,
 )
 from serve_apps.ingest_metrics import endpoint_of, record_answer
@@ -81,6 +85,9 @@ from serve_apps.web import DashboardPages
 from storage.archive import EnvelopeArchive
 from storage.handoff import handoff_from_settings
 from storage.queue import QueuedItem
+
+if TYPE_CHECKING:
+    from serve_apps.api.config import ApiConfig
 
 log = logging.getLogger("crashray.ingest")
 
@@ -98,7 +105,8 @@ OUTCOME_FLUSH_INTERVAL_S = 1.0
                   graceful_shutdown_wait_loop_s=0.5)
 class IngestDeployment:
     def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float,
-                 rate_limiters: Sequence[Any] = (), health: HealthConfig | None = None) -> None:
+                 rate_limiters: Sequence[Any] = (), health: HealthConfig | None = None,
+                 api: ApiConfig | None = None) -> None:
         self._queue = handoff_from_settings(config.postgres_url, config.kafka)
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
@@ -109,6 +117,13 @@ class IngestDeployment:
         self._archive = EnvelopeArchive(config.archive) if config.archive else None
         #: The dashboard's page and files and the health probes: every path outside /api.
         self._pages = DashboardPages(health)
+        #: The Web API (/api/0) when it has no replicas of its own (one node; cluster
+        #: settings ``api_own_replicas``). Imported only then: FastAPI and the routes.
+        self._api: Callable[[], Response] | None = None
+        if api is not None:
+            from serve_apps.api.app import ApiAnswer, api_within
+
+            self._api = partial(ApiAnswer, api_within(api))
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
         self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
@@ -218,6 +233,8 @@ class IngestDeployment:
                         row["category"], row["reason"], row["quantity"])
 
     async def __call__(self, request: Request) -> Response:
+        if self._api is not None and is_api_path(request.url.path):
+            return self._api()
         if not is_ingest_path(request.url.path):
             return await self._pages.answer(request)
         match = ROUTE.match(request.url.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
 from starlette.responses import Response
@@ -40,6 +41,15 @@ class IngestRoute:
     @property
     def security(self) -> bool:
         return self.endpoint in SECURITY_ENDPOINTS
+
+
+#: The Web API's route prefix (serve_apps/api/app.py); no SDK sends to project 0.
+API_PREFIX: Final = "/api/0"
+
+
+def is_api_path(path: str) -> bool:
+    """Whether a path is the Web API's (``/api/0`` and below)."""
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
 def is_ingest_path(path: str) -> bool:

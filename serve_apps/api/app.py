@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool
 from ray import serve
 from ray.serve.exceptions import RayServeException
@@ -50,6 +50,7 @@ from serve_apps.api import (
 from serve_apps.api.body_limit import BodyLimit
 from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services, services
+from serve_apps.ingest_http import API_PREFIX
 from storage.timed_pool import TimedConnectionPool
 
 #: Pydantic's prefix for errors raised by our own validators (the message follows).
@@ -160,10 +161,38 @@ class ApiDeployment:
     """One API replica: its PostgreSQL pool and ClickHouse store serve every route."""
 
     def __init__(self, config: ApiConfig) -> None:
-        # ``check``: a connection is tried before it is handed out, so one that a
-        # PostgreSQL restart broke is replaced instead of failing a request with a 500
-        # (psycopg_pool's "connection quality" check; a round trip on a local socket).
-        pool: ConnectionPool[Any] = TimedConnectionPool(
-            config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True,
-            check=ConnectionPool.check_connection, deployment="api")
-        self.services = Services(config, pool, clickhouse_store(config.clickhouse_dsn))
+        self.services = api_services(config)
+
+
+def api_services(config: ApiConfig) -> Services:
+    """A replica's services: its PostgreSQL pool and ClickHouse store."""
+    # ``check``: a connection is tried before it is handed out, so one that a PostgreSQL
+    # restart broke is replaced instead of failing a request with a 500 (psycopg_pool's
+    # "connection quality" check; a round trip on a local socket).
+    pool: ConnectionPool[Any] = TimedConnectionPool(
+        config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True,
+        check=ConnectionPool.check_connection, deployment="api")
+    return Services(config, pool, clickhouse_store(config.clickhouse_dsn))
+
+
+def api_within(config: ApiConfig) -> FastAPI:
+    """The API app with its services, for another deployment to answer ``/api/0`` with
+    (``ApiAnswer``): on one node the ingest replicas do (``CRASHRAY_API_OWN_REPLICAS``)."""
+    within = create_app()
+    within.state.services = api_services(config)
+    return within
+
+
+class ApiAnswer(Response):
+    """What a deployment's ``__call__`` returns to let the API app answer a request under
+    ``/api/0`` itself. Serve sends a returned Response by calling it as an ASGI app with
+    the request's scope, receive and send; this one passes them on to the API app, mounted
+    at ``/api/0`` as Serve mounts the API's own application (``root_path``), so the body is
+    read and the answer streamed by the app, nothing buffered here."""
+
+    def __init__(self, api: ASGIApp) -> None:  # no body of its own
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        mounted = {**scope, "root_path": scope.get("root_path", "") + API_PREFIX}
+        await self.api(mounted, receive, send)

@@ -252,8 +252,12 @@ def test_the_local_ray_runs_without_its_api_server_log_monitor_autoscaler_or_pan
     assert any("raylet" in argv for argv in running), running  # the instance's Ray is seen
     for script in LEFT_OUT_SCRIPTS:
         assert not [argv for argv in running if script in argv], script
-    serve = [view for view in views if view.argv[0].startswith("ray::Serve")]
-    assert len(serve) >= 3, running  # the controller and the two replicas
+    serve = sorted(view.argv[0].split(":")[2] for view in views
+                   if view.argv[0].startswith("ray::Serve"))
+    # The controller and the ingest replica, which on one node answers the API too: no
+    # replica of an api application (serve_apps/api/app.py, ApiAnswer).
+    assert serve == ["ServeController", "ServeReplica"], running
+    assert [v for v in views if v.argv[0].startswith("ray::ServeReplica:ingest")], running
     assert not [view.argv[0] for view in views if loads_pandas(view.pid)]
     assert not loads_pandas(machine.instance.process.pid)  # ``crashray up`` itself
 

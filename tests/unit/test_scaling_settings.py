@@ -23,7 +23,8 @@ from cluster.settings import Settings
 @pytest.fixture(autouse=True)
 def _no_scaling_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("INGEST_REPLICAS", "INGEST_MIN_REPLICAS", "INGEST_MAX_REPLICAS",
-                 "CONSUMERS", "CONSUMERS_MIN", "CONSUMERS_MAX"):
+                 "CONSUMERS", "CONSUMERS_MIN", "CONSUMERS_MAX", "API_OWN_REPLICAS",
+                 "RAY_ADDRESS"):
         monkeypatch.delenv(f"CRASHRAY_{name}", raising=False)
 
 
@@ -38,6 +39,19 @@ def test_embedded_defaults_start_one_replica_each_and_grow_to_two_through_serve(
     for options in (ingest_options(s), api_options(s)):
         config = AutoscalingConfig(**options["autoscaling_config"])
         assert (config.min_replicas, config.max_replicas) == (1, 2)
+
+
+def test_the_api_has_replicas_of_its_own_on_a_cluster_and_ingests_on_one_node(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = "10.0.0.5:6379"
+    assert not Settings().api_has_own_replicas()
+    assert Settings(ray_address=cluster).api_has_own_replicas()
+    # An operator who wants the dashboard's API apart from SDK floods on one node, or
+    # together on a cluster, says so.
+    monkeypatch.setenv("CRASHRAY_API_OWN_REPLICAS", "true")
+    assert Settings().api_has_own_replicas()
+    monkeypatch.setenv("CRASHRAY_API_OWN_REPLICAS", "false")
+    assert not Settings(ray_address=cluster).api_has_own_replicas()
 
 
 def test_equal_bounds_are_a_fixed_number_of_replicas() -> None:
