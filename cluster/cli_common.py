@@ -127,17 +127,14 @@ def _connect(runtime: Any) -> psycopg.Connection[Any]:
     StorageError (exit 1) with the settings to check, not a psycopg traceback."""
     import psycopg
 
+    from cluster.runtime import unreachable_postgres
     from storage import postgres
-    from storage.errors import StorageError
 
+    runtime.start_databases()
     try:
-        runtime.start_databases()
         return postgres.connect(runtime.postgres_url)
     except psycopg.OperationalError as exc:
-        where = "CRASHRAY_POSTGRES_URL" if runtime.settings.postgres_url else \
-            f"the embedded PostgreSQL under {runtime.settings.data_dir / 'postgres'}"
-        reason = " ".join(str(exc).split())
-        raise StorageError(f"cannot reach PostgreSQL ({reason}); check {where}") from exc
+        raise unreachable_postgres(runtime.settings, exc) from exc
 
 
 def instance_base_url(args: argparse.Namespace) -> str:

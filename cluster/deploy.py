@@ -192,6 +192,7 @@ def deploy(settings: Settings) -> StartInfo:
     retire_detectors([n for n in our_actor_names() if n.startswith(DETECTOR_PREFIX)])
     runtime.start_actors()
     runtime.start_serve()
+    runtime.wait_for_actors()
     base = settings.base_url()
     public_key, project_id = boot["public_key"], boot["project_id"]
     dsn = f"{base.replace('://', f'://{public_key}@', 1)}/{project_id}"

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cluster.runtime import INSTANCE_FILE, DataDirLock
+from cluster.leftovers import instance_processes
+from cluster.runtime import INSTANCE_FILE, DataDirLock, instance_paths
 from tests.e2e.conftest import CrashrayProcess, start_crashray, stop_crashray
 from tests.support import free_port
 
@@ -26,8 +27,10 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def crashray_up(data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+def crashray_up(data_dir: Path, port: int, **settings: str
+                ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRASHRAY_")}
+    env.update(settings)
     return subprocess.run([sys.executable, "-m", "cluster.cli", "up", "--data-dir",
                            str(data_dir), "--port", str(port)], capture_output=True, text=True,
                           timeout=120, cwd=REPO, env=env)
@@ -55,6 +58,25 @@ def test_a_second_crashray_on_the_same_data_dir_is_refused(tmp_path: Path) -> No
     assert result.returncode == 2
     assert f"another Crashray (pid {os.getpid()}) is running" in result.stderr
     assert "--data-dir" in result.stderr
+
+
+def test_an_unreachable_postgresql_is_refused_naming_the_setting_and_leaves_nothing_running(
+        tmp_path: Path) -> None:
+    """PostgreSQL starts while Ray does (cluster/runtime.py ``Runtime.start``): when it
+    cannot be reached, the user reads why and what to check, not a traceback, and the Ray
+    that started meanwhile is stopped."""
+    data_dir = tmp_path / "data"
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = crashray_up(data_dir, free_port(),
+                         CRASHRAY_POSTGRES_URL=f"postgresql://postgres@127.0.0.1:{port}/x")
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach PostgreSQL" in result.stderr
+    assert f"port {port} failed" in result.stderr
+    assert "check CRASHRAY_POSTGRES_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not instance_processes(instance_paths(data_dir))
 
 
 def crashray(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
