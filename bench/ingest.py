@@ -253,7 +253,7 @@ class ApiProbe:
             self._thread.join()
 
     def _run(self) -> None:
-        import urllib.error
+        import http.client
         import urllib.request
 
         until = time.monotonic() + self.seconds
@@ -264,8 +264,8 @@ class ApiProbe:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     response.read()
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
-            except (urllib.error.URLError, TimeoutError) as exc:
-                self.errors.append(str(exc))
+            except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+                self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def summary(self) -> str:
         if not self.latencies_ms and not self.errors:

@@ -191,8 +191,8 @@ def deploy(settings: Settings) -> StartInfo:
     retire_consumers([n for n in our_actor_names() if n == SAMPLER_NAME])
     retire_detectors([n for n in our_actor_names() if n.startswith(DETECTOR_PREFIX)])
     runtime.start_actors()
+    runtime.wait_for_actors()  # an upgrade whose actors fail leaves Serve's apps as they are
     runtime.start_serve()
-    runtime.wait_for_actors()
     base = settings.base_url()
     public_key, project_id = boot["public_key"], boot["project_id"]
     dsn = f"{base.replace('://', f'://{public_key}@', 1)}/{project_id}"

@@ -99,7 +99,7 @@ LOCAL_RAY_AUTH_MODE = "token"
 #: The driver's "ray" logger (``ray.init(logging_level=…)``) and Serve's driver-side logger
 #: ("ray.serve", set to INFO when ``ray.serve`` is imported: ray/serve/__init__.py
 #: ``configure_default_serve_logger``) print progress at INFO ("Started a local Ray
-#: instance", "Application 'api' is ready at …"); ``crashray up`` prints its own lines, and
+#: instance", "Application 'ingest' is ready at …"); ``crashray up`` prints its own lines, and
 #: Ray's warnings and errors still show.
 RAY_DRIVER_LOG_LEVEL = logging.WARNING
 #: Ray tells the driver of every failed attempt of a task it will retry ("(raylet) Task …
@@ -562,10 +562,22 @@ class Runtime:
         # ``stop`` then stops what did start).
         with ThreadPoolExecutor(1, thread_name_prefix="crashray-databases") as pool:
             started_databases = pool.submit(databases)
-            self.start_ray()
+            try:
+                self.start_ray()
+            except BaseException:
+                failed = started_databases.exception()  # waits for it
+                if failed is not None:
+                    log.error("PostgreSQL did not start either: %s", failed)
+                raise
         boot, has_users = started_databases.result()
         self.start_actors()
-        self.start_serve()
+        try:
+            self.start_serve()
+        except Exception:
+            # On one node ingest waits for the shared process (the API's store is in it):
+            # when that failed, its own error says more than Serve's deploy failure.
+            self.wait_for_actors()
+            raise
         self.wait_for_actors()
         base = self.settings.base_url()
         record_instance(self.settings.data_dir,
@@ -651,9 +663,9 @@ class Runtime:
     def wait_for_actors(self) -> None:
         """Wait until the actors ``start_actors`` began are built (the embedded ClickHouse's
         owner has applied the retention TTLs: on one node, the whole shared process), and
-        raise what failed. Called after ``start_serve``: Serve's controller, proxy and
-        replicas start while the actors are built (calls to them wait meanwhile), which on
-        one node saves seconds of ``crashray up``."""
+        raise what failed. ``crashray up`` calls it after ``start_serve``: Serve's
+        controller, proxy and replicas start while the actors are built (calls to them wait
+        meanwhile), which on one node saves seconds (bench/RESULTS.md)."""
         import ray
 
         if self._ttls_applied is not None:

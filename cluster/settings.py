@@ -488,15 +488,16 @@ class Settings(BaseSettings):
     #: dashboard's requests are few and each replica holds a PostgreSQL pool, so one, and
     #: a second under load. Equal bounds: no autoscaling.
     api_min_replicas: int = Field(default=1, ge=1)
+    api_max_replicas: int = Field(default=2, ge=1)
     #: Serve the Web API (``/api/0``) from replicas of its own. Unset (the default): yes on
     #: a cluster (``CRASHRAY_RAY_ADDRESS`` set), no on one node, where the ingest replicas
-    #: answer it too, as they answer the dashboard's pages: a replica process less (~100
-    #: MiB, and ~1 s off ``crashray up``). The cost: an SDK flood then shares the ingest
-    #: replicas' event loop and request slots (``CRASHRAY_INGEST_MAX_ONGOING_REQUESTS``)
-    #: with the dashboard's API calls; ``true`` keeps them apart on one node too. Without
-    #: replicas of its own the API follows ingest's replica bounds, not the two below.
+    #: answer it too, as they answer the dashboard's pages: a replica process less (~110
+    #: MiB idle, ~2 CPU-s less to start; bench/RESULTS.md). The cost: an SDK flood then
+    #: shares the ingest replicas' event loop and request slots
+    #: (``CRASHRAY_INGEST_MAX_ONGOING_REQUESTS``) with the dashboard's API calls (measured:
+    #: ~30 ms more at the median); ``true`` keeps them apart on one node too. Without
+    #: replicas of its own the API follows ingest's replica bounds, not the two above.
     api_own_replicas: bool | None = None
-    api_max_replicas: int = Field(default=2, ge=1)
     #: Requests in flight per API replica that Serve scales towards (Serve's default: a
     #: replica takes at most 5 at once, so more than 2 on average means requests queue).
     api_target_ongoing_requests: float = Field(default=2.0, gt=0)

@@ -9,8 +9,8 @@ task or builds an actor:
    Arrow table (the consumers' rows reaching the embedded ClickHouse's owner). Crashray never
    uses a DataFrame, and pandas costs each process ~35 MiB of private memory (measured
    importing ``ray.serve``: RSS 186 -> 119 MiB, private dirty 107 -> 74 MiB without it),
-   in seven processes of a one-node instance (the driver, Serve's controller, proxy and
-   HAProxy manager, the two replicas, the shared process). Both libraries import it inside
+   in the processes of a one-node instance (the driver, Serve's controller, proxy and
+   HAProxy manager, the ingest replica, the shared process). Both libraries import it inside
    ``try``/``except ImportError`` and go on without it; ``_LeftOut`` makes ``import
    pandas`` raise that ImportError. A detector plugin is user code that may want
    pandas: ``allow_left_out_modules`` runs before one is imported (actors/detectors.py).

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from events.alert_rules import AlertRule, RuleError, parse_rule, rule_configuration, rule_json
 from events.errors import BadRequest, not_found
@@ -86,11 +87,12 @@ def list_rules(access: Readable, svc: Svc) -> list[dict[str, Any]]:
 @router.post("/projects/{org}/{project}/rules/", status_code=201)
 async def create_rule(request: Request, access: Writable, svc: Svc) -> dict[str, Any]:
     rule = await _checked(request)
-    with svc.pool.connection() as conn:
-        stored = store.create_rule(conn, _scope(access), rule.name, rule.environment,
-                                   rule.frequency_minutes, _body(rule),
-                                   access.access.actor)
-    return stored_json(stored, access.project.slug)
+
+    def create() -> store.StoredRule:
+        with svc.pool.connection() as conn:
+            return store.create_rule(conn, _scope(access), rule.name, rule.environment,
+                                     rule.frequency_minutes, _body(rule), access.access.actor)
+    return stored_json(await run_in_threadpool(create), access.project.slug)
 
 
 # Declared before ``/rules/{rule_id}/``: FastAPI matches routes in order, and the int
@@ -115,9 +117,12 @@ def get_rule(rule_id: int, access: Readable, svc: Svc) -> dict[str, Any]:
 async def update_rule(rule_id: int, request: Request, access: Writable, svc: Svc
                       ) -> dict[str, Any]:
     rule = await _checked(request)
-    with svc.pool.connection() as conn:
-        stored = store.update_rule(conn, _scope(access), rule_id, rule.name, rule.environment,
-                                   rule.frequency_minutes, _body(rule))
+
+    def update() -> store.StoredRule | None:
+        with svc.pool.connection() as conn:
+            return store.update_rule(conn, _scope(access), rule_id, rule.name,
+                                     rule.environment, rule.frequency_minutes, _body(rule))
+    stored = await run_in_threadpool(update)
     if stored is None:
         raise not_found()
     return stored_json(stored, access.project.slug)
@@ -197,11 +202,12 @@ async def test_actions(request: Request, access: Writable, svc: Svc) -> dict[str
     payload = delivery_payload(event=event, issue=None, project=project,
                                rule_names=["Test notification"],
                                base_url=svc.config.base_url)
-    with svc.pool.connection() as conn:
-        ids = notifications.enqueue(conn, [
-            NewDelivery(scope.organization_id, scope.id, None, None, None,
-                        {"id": a.id, **a.fields}, payload) for a in rule.actions])
-    return {"deliveries": [str(i) for i in ids]}
+    def enqueue() -> list[int]:
+        with svc.pool.connection() as conn:
+            return notifications.enqueue(conn, [
+                NewDelivery(scope.organization_id, scope.id, None, None, None,
+                            {"id": a.id, **a.fields}, payload) for a in rule.actions])
+    return {"deliveries": [str(i) for i in await run_in_threadpool(enqueue)]}
 
 
 def plugin_json(plugin: WebhookPlugin) -> dict[str, Any]:
@@ -230,8 +236,11 @@ async def configure_webhook_plugin(request: Request, access: Writable, svc: Svc
     if not isinstance(body, dict) or "urls" not in body:
         raise BadRequest('the body must be {"urls": "one http(s) URL a line"}')
     urls = parse_webhook_urls(body["urls"])  # InvalidNotification: a 400 naming the line
-    with svc.pool.connection() as conn:
-        return plugin_json(notifications.set_webhook_plugin(conn, _scope(access), urls=urls))
+
+    def configure() -> WebhookPlugin:
+        with svc.pool.connection() as conn:
+            return notifications.set_webhook_plugin(conn, _scope(access), urls=urls)
+    return plugin_json(await run_in_threadpool(configure))
 
 
 @router.post("/projects/{org}/{project}/plugins/webhooks/")

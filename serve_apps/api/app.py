@@ -18,6 +18,7 @@ each router's docstring (``create_app().openapi()`` prints it for a developer).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool
 from ray import serve
 from ray.serve.exceptions import RayServeException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.clickhouse import clickhouse_store
 from events.errors import BadRequest, CrashrayError
@@ -52,6 +53,8 @@ from serve_apps.api.config import ApiConfig
 from serve_apps.api.deps import Services, services
 from serve_apps.ingest_http import API_PREFIX
 from storage.timed_pool import TimedConnectionPool
+
+log = logging.getLogger("crashray.api")
 
 #: Pydantic's prefix for errors raised by our own validators (the message follows).
 _VALUE_ERROR_PREFIX: Final = "Value error, "
@@ -190,9 +193,27 @@ class ApiAnswer(Response):
     at ``/api/0`` as Serve mounts the API's own application (``root_path``), so the body is
     read and the answer streamed by the app, nothing buffered here."""
 
-    def __init__(self, api: ASGIApp) -> None:  # no body of its own
+    def __init__(self, api: ASGIApp) -> None:
+        super().__init__()  # no body of its own: the app sends the answer
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         mounted = {**scope, "root_path": scope.get("root_path", "") + API_PREFIX}
-        await self.api(mounted, receive, send)
+        answered = False
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.api(mounted, receive, sending)
+        except Exception:
+            # Starlette's error middleware answers an unexpected error with a 500, then
+            # raises it again for the server to log. Serve, which called a deployment
+            # here and not an ASGI app, would try to answer it a second time (the
+            # server then fails on an answer after the answer): log it here instead.
+            if not answered:
+                raise
+            log.exception("API request %s %s failed after its answer began",
+                          scope.get("method"), scope.get("path"))

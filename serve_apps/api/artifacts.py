@@ -93,13 +93,16 @@ async def upload_chunks(org: str, request: Request, access: UploadAccess,
                 raise BadRequest(f"form field {name[:40]!r}: only file parts named \"file\""
                                  " or \"file_gzip\" are taken, each named by its sha1")
             data = await part.read()
+            # Decompressing and hashing a chunk (up to CRASHRAY_ARTIFACT_CHUNK_BYTES) off the
+            # event loop, which on one node is the ingest replica's too.
             if name == "file_gzip":
-                data = gunzip_bounded(data, limits.chunk_bytes, f"chunk {part.filename}")
+                data = await run_in_threadpool(gunzip_bounded, data, limits.chunk_bytes,
+                                               f"chunk {part.filename}")
             if len(data) > limits.chunk_bytes:
                 raise PayloadTooLarge(f"chunk {part.filename}: {len(data)} bytes; chunks are"
                                       f" at most {limits.chunk_bytes}"
                                       " (CRASHRAY_ARTIFACT_CHUNK_BYTES)")
-            chunks[check_chunk(part.filename or "", data)] = data
+            chunks[await run_in_threadpool(check_chunk, part.filename or "", data)] = data
     finally:
         await form.close()
     chunk_store = ChunkStore(_root(svc), access.organization_id)

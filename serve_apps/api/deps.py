@@ -58,9 +58,10 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    """The replica's services. Serve serves a copy of the app it was given, so inside a
-    replica they are found on the deployment instance (``ApiDeployment.services``);
-    an app served without Serve (tests) carries them in ``app.state.services``."""
+    """The replica's services. Serve serves a copy of the app it was given, so inside an
+    API replica they are found on the deployment instance (``ApiDeployment.services``);
+    an app served otherwise carries them in ``app.state.services``: the ingest replicas'
+    on one node (``api_within``), and tests'."""
     found = getattr(request.app.state, "services", None)
     if found is None:
         found = getattr(serve.get_replica_context().servable_object, "services", None)

@@ -4,7 +4,10 @@ is answered in Sentry's shape."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
+import textwrap
 from typing import Any
 
 import pytest
@@ -158,3 +161,42 @@ def test_a_body_that_is_no_json_object_is_a_400_saying_so() -> None:
     missing = client.post("/sample/")
     assert (missing.status_code, missing.json()["detail"]) == (
         400, "the body must be a JSON object")
+
+
+#: Calls that block: a PostgreSQL connection from the pool (psycopg_pool waits up to 30 s
+#: for one), decompressing or hashing an uploaded chunk.
+BLOCKING_CALLS = {"connection", "gunzip_bounded", "check_chunk"}
+ASYNC_ROUTES = [(m, r) for m, r in ROUTES if inspect.iscoroutinefunction(r.endpoint)]
+
+
+def blocking_calls(function: ast.AsyncFunctionDef) -> list[str]:
+    """Calls in ``BLOCKING_CALLS`` made by the coroutine itself (functions it defines to run
+    elsewhere, as ``run_in_threadpool(store)``, are not walked)."""
+    found, todo = [], list(function.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                getattr(node.func, "id", "")
+            if name in BLOCKING_CALLS:
+                found.append(f"line {node.lineno}: {name}(…)")
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+@pytest.mark.parametrize(("method", "route"), ASYNC_ROUTES,
+                         ids=[f"{m} {r.path}" for m, r in ASYNC_ROUTES])
+def test_no_async_route_blocks_the_event_loop(method: str, route: APIRoute) -> None:
+    """An ``async def`` route runs on the replica's event loop, which on one node is also the
+    ingest deployment's (``CRASHRAY_API_OWN_REPLICAS``): a blocking call there would stall
+    SDK intake and the health probes. Blocking work goes to ``run_in_threadpool`` (or the
+    route is a plain ``def``, which FastAPI runs in its thread pool)."""
+    source = textwrap.dedent(inspect.getsource(route.endpoint))
+    [function] = [n for n in ast.parse(source).body if isinstance(n, ast.AsyncFunctionDef)]
+    assert not blocking_calls(function), f"{route.endpoint.__qualname__} blocks"
+
+
+def test_the_async_routes_are_walked() -> None:
+    assert len(ASYNC_ROUTES) >= 6  # rules, test notifications, webhooks plugin, uploads
