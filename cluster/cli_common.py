@@ -31,7 +31,7 @@ from events.errors import BadRequest, CrashrayError
 if TYPE_CHECKING:
     import psycopg
 
-    from cluster.runtime import StartInfo
+    from cluster.runtime import Runtime, StartInfo
     from cluster.settings import Settings
 
 #: Exit codes: a refusal the user can fix (argparse uses 2 for its own usage errors too),
@@ -122,19 +122,11 @@ def database(args: argparse.Namespace) -> Iterator[psycopg.Connection[Any]]:
         runtime.stop()
 
 
-def _connect(runtime: Any) -> psycopg.Connection[Any]:
+def _connect(runtime: Runtime) -> psycopg.Connection[Any]:
     """Start (or join) the databases and connect; an unreachable PostgreSQL is Crashray's
     StorageError (exit 1) with the settings to check, not a psycopg traceback."""
-    import psycopg
-
-    from cluster.runtime import unreachable_postgres
-    from storage import postgres
-
     runtime.start_databases()
-    try:
-        return postgres.connect(runtime.postgres_url)
-    except psycopg.OperationalError as exc:
-        raise unreachable_postgres(runtime.settings, exc) from exc
+    return runtime.connect()
 
 
 def instance_base_url(args: argparse.Namespace) -> str:

@@ -40,6 +40,8 @@ from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 from storage.errors import StorageError
 
 if TYPE_CHECKING:
+    import psycopg
+
     from actors.detectors import DetectorConfig
     from actors.metrics_sampler import SamplerConfig
     from actors.notifier import NotifierConfig
@@ -465,8 +467,20 @@ class Runtime:
             raise unreachable_postgres(s, exc) from exc
         self.clickhouse_dsn = clickhouse_dsn(s.clickhouse_url, s.data_dir)
 
+    def connect(self) -> psycopg.Connection[Any]:
+        """A connection to the instance's PostgreSQL (``start_databases`` first);
+        StorageError naming what to check when it is unreachable."""
+        import psycopg
+
+        from storage import postgres
+
+        try:
+            return postgres.connect(self.postgres_url)
+        except psycopg.OperationalError as exc:
+            raise unreachable_postgres(self.settings, exc) from exc
+
     def start_ray(self) -> None:
-        apply_ray_environment(self.settings)
+        """Start (or join) Ray; ``start`` has applied Ray's environment already."""
         import ray
 
         from cluster import self_report, worker_setup
@@ -525,11 +539,9 @@ class Runtime:
         return str(ray.get_runtime_context().gcs_address)
 
     def start(self) -> StartInfo:
-        import psycopg
-
         from cluster.embedded_postgres import import_pgserver
         from cluster.scaling import check_scaling
-        from storage import postgres, tenancy
+        from storage import tenancy
         from storage.bootstrap import bootstrap
 
         check_scaling(self.settings)
@@ -538,20 +550,16 @@ class Runtime:
         # Before the port check: a crashed run's HAProxy may still hold the port.
         self._clear_leftovers()
         check_port_free(self.settings.host, self.settings.port)
-        # This process's environment is settled before a thread starts PostgreSQL: Ray's
-        # (set again by ``start_ray``, idempotent), and pgserver's import, which sets
-        # XDG_RUNTIME_DIR for a moment that Ray's processes must not inherit.
+        # This process's environment is settled before a thread starts PostgreSQL: Ray's,
+        # and pgserver's import, which sets XDG_RUNTIME_DIR for a moment that Ray's
+        # processes must not inherit.
         apply_ray_environment(self.settings)
         if not self.settings.postgres_url:
             import_pgserver()
 
         def databases() -> tuple[Any, bool]:
             self.start_databases()
-            try:
-                conn = postgres.connect(self.postgres_url)
-            except psycopg.OperationalError as exc:
-                raise unreachable_postgres(self.settings, exc) from exc
-            with conn:
+            with self.connect() as conn:
                 boot = bootstrap(conn, grouping_config=DEFAULT_GROUPING_CONFIG)
                 self.upgrade_grouping(conn)
                 return boot, tenancy.has_users(conn)
@@ -573,12 +581,10 @@ class Runtime:
         self.start_actors()
         try:
             self.start_serve()
-        except Exception:
-            # On one node ingest waits for the shared process (the API's store is in it):
-            # when that failed, its own error says more than Serve's deploy failure.
+        finally:
+            # Also when Serve failed: on one node ingest waits for the shared process (the
+            # API's store is in it), and when that failed its own error says more.
             self.wait_for_actors()
-            raise
-        self.wait_for_actors()
         base = self.settings.base_url()
         record_instance(self.settings.data_dir,
                         InstanceAddress(os.getpid(), base, self.ray_gcs_address()))

@@ -117,8 +117,8 @@ class IngestDeployment:
         self._archive = EnvelopeArchive(config.archive) if config.archive else None
         #: The dashboard's page and files and the health probes: every path outside /api.
         self._pages = DashboardPages(health)
-        #: The Web API (/api/0) when it has no replicas of its own (one node; cluster
-        #: settings ``api_own_replicas``). Imported only then: FastAPI and the routes.
+        #: The Web API (/api/0) when it has no replicas of its own (one node:
+        #: ``CRASHRAY_API_OWN_REPLICAS``). Imported only then: FastAPI and the routes.
         self._api: Callable[[], Response] | None = None
         if api is not None:
             from serve_apps.api.app import ApiAnswer, api_within
