@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -206,17 +207,23 @@ def leftover_pids(data_dir: Path) -> set[int]:
             if any(m in p.cmdline for m in markers) and p.pid != os.getpid()}
 
 
+def events_page_request(instance: CrashrayInstance) -> urllib.request.Request:
+    """GET the first page of the default project's events, with the instance's token."""
+    port = urlsplit(instance.dsn).port
+    return urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/0/projects/crashray/default/events/",
+        headers={"Authorization": f"Bearer {instance.token}"})
+
+
 def api_check(instance: CrashrayInstance) -> str:
     """One page of the events API, to show stored events are queryable there too."""
     import json
     import urllib.error
-    import urllib.request
 
     if not instance.token:
         return "API check skipped: no token"
-    port = urlsplit(instance.dsn).port
-    url = f"http://127.0.0.1:{port}/api/0/projects/crashray/default/events/"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {instance.token}"})
+    request = events_page_request(instance)
+    url = request.full_url
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             events = json.loads(response.read())
@@ -232,9 +239,8 @@ class ApiProbe:
     the API too)."""
 
     def __init__(self, instance: CrashrayInstance, interval_s: float, seconds: float) -> None:
-        port = urlsplit(instance.dsn).port
-        self.url = f"http://127.0.0.1:{port}/api/0/projects/crashray/default/events/"
-        self.headers = {"Authorization": f"Bearer {instance.token}"}
+        self.request = events_page_request(instance)
+        self.probing = interval_s > 0 and bool(instance.token)
         self.interval_s = interval_s
         self.seconds = seconds
         self.latencies_ms: list[float] = []
@@ -243,7 +249,7 @@ class ApiProbe:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ApiProbe:
-        if self.interval_s > 0 and self.headers["Authorization"] != "Bearer ":
+        if self.probing:
             self._thread.start()
         return self
 
@@ -254,14 +260,12 @@ class ApiProbe:
 
     def _run(self) -> None:
         import http.client
-        import urllib.request
 
         until = time.monotonic() + self.seconds
         while not self._stop.wait(self.interval_s) and time.monotonic() < until:
-            request = urllib.request.Request(self.url, headers=self.headers)
             started = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(self.request, timeout=30) as response:
                     response.read()
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
             except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
@@ -272,7 +276,7 @@ class ApiProbe:
             return "API under load: not probed (no token, or --api-probe-s 0)"
         ordered = sorted(self.latencies_ms) or [float("nan")]
         p50, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
-        return (f"API under load: GET {self.url} every {self.interval_s:g} s, "
+        return (f"API under load: GET {self.request.full_url} every {self.interval_s:g} s, "
                 f"{len(self.latencies_ms)} answered, {len(self.errors)} failed; "
                 f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {ordered[-1]:.0f} ms")
 
