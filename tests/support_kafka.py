@@ -25,10 +25,16 @@ import glob
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import confluent_kafka
+
+if TYPE_CHECKING:
+    from storage.kafka import KafkaHandoff
+    from storage.queue import QueuedItem
 
 #: librdkafka's ``rd_kafka_type_t`` RD_KAFKA_PRODUCER.
 _RD_KAFKA_PRODUCER = 0
@@ -36,6 +42,11 @@ _RD_KAFKA_PRODUCER = 0
 INITIAL_REBALANCE_DELAY_MS = 100
 #: Seconds the mock cluster's process may take to print its bootstrap servers.
 START_TIMEOUT_S = 30.0
+#: Seconds a producer may take to deliver again once every broker is back up. librdkafka
+#: reconnects and refreshes its metadata after backoffs of its own: measured here, the
+#: first batch after 10 s down was acknowledged 1.0-2.0 s after the brokers came back,
+#: and longer on a busy CI machine, past one ``enqueue``'s bound.
+RECOVERY_S = 15.0
 
 
 def librdkafka_path() -> str:
@@ -204,3 +215,22 @@ def mock_kafka_cluster(broker_count: int = 3) -> Iterator[MockKafkaCluster]:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+
+
+def enqueue_once_back(producer: KafkaHandoff, items: Sequence[QueuedItem],
+                      within_s: float = RECOVERY_S) -> int:
+    """Once the brokers are back, hand ``items`` off as an SDK does after a 503: again, the
+    same items, until they are acknowledged; fail if that takes more than ``within_s``.
+    Returns how many tries were refused first."""
+    from storage.kafka import HandOffUnavailable
+
+    deadline = time.monotonic() + within_s
+    refused = 0
+    while True:
+        try:
+            producer.enqueue(items)
+            return refused
+        except HandOffUnavailable:
+            refused += 1
+            if time.monotonic() >= deadline:
+                raise

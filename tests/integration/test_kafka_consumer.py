@@ -54,7 +54,7 @@ from storage.queue import QueuedItem
 from tests.integration.conftest import RunningCrashray
 from tests.integration.consumer_harness import Harness, OwnerStore, counts_seen, harness
 from tests.support import error_event, wait_until
-from tests.support_kafka import MockKafkaCluster, mock_kafka_cluster
+from tests.support_kafka import MockKafkaCluster, enqueue_once_back, mock_kafka_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -293,7 +293,7 @@ def test_brokers_down_ten_seconds_refuse_with_503_and_lose_nothing(
             except HandOffUnavailable:
                 refused += 1
         kafka.all_up()
-        producer.enqueue(events(h, corpus_dir, "BrokersDown: boom", 5))
+        enqueue_once_back(producer, events(h, corpus_dir, "BrokersDown: boom", 5))
         deadline = time.monotonic() + CATCH_UP_S
         while not exact(h, 10) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -37,7 +37,7 @@ from storage.kafka import (
     ensure_topics,
 )
 from storage.queue import QueuedItem, UnqueueableData
-from tests.support_kafka import MockKafkaCluster, mock_kafka_cluster
+from tests.support_kafka import MockKafkaCluster, enqueue_once_back, mock_kafka_cluster
 
 PARTITIONS = 4
 DELIVERY_TIMEOUT_S = 2.0
@@ -223,7 +223,7 @@ def test_brokers_down_enqueue_answers_503_within_the_bound(
         refused.value.causes
     kafka.all_up()
     later = item(n=9)
-    producer.enqueue([later])
+    enqueue_once_back(producer, [later])
     source = KafkaItemSource(settings)
     try:
         read = {r.item.event_id for r in drain(source, 5, timeout_s=10)}
