@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -60,6 +61,65 @@ RETIRED_SERVE_APPS = ("web",)
 INGEST_APP: Final = "ingest"
 API_APP: Final = "api"
 SERVE_APPS: Final = (INGEST_APP, API_APP)
+
+
+#: How often ``crashray up`` checks whether its Serve applications run and its port
+#: answers. Serve's own wait (``serve.run_many``) asks once a second
+#: (``CLIENT_POLLING_INTERVAL_S``): up to a second after the replicas were ready.
+SERVING_POLL_S: Final = 0.05
+#: Seconds the port may take to answer once the applications run: Serve's own bound for
+#: its proxies (``HTTP_PROXY_TIMEOUT``).
+SERVING_TIMEOUT_S: Final = 60.0
+
+
+def local_probe_url(host: str, port: int) -> str:
+    """``/healthz`` on this machine through the port Serve's proxy listens on."""
+    if host in ("", "0.0.0.0", "localhost"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+
+
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``url`` answers 200 (connection refused, Serve's 503 or 404: not yet)."""
+    import urllib.error
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP_PROXY
+    try:
+        with direct.open(url, timeout=timeout_s) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_serving(names: list[str], url: str, poll_s: float = SERVING_POLL_S,
+                       timeout_s: float = SERVING_TIMEOUT_S) -> None:
+    """Return once Serve runs the applications ``names`` and ``url`` answers through its
+    proxy: what ``serve.run_many`` waits for, asked every ``poll_s``. Raises as Serve does
+    when an application failed to deploy, and when the port does not answer within
+    ``timeout_s`` of the applications running."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    while True:
+        apps = serve.status().applications
+        for name in names:
+            app = apps.get(name)
+            if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+                raise RuntimeError(f"Deploying application {name} failed: {app.message}")
+        if all(name in apps and apps[name].status == ApplicationStatus.RUNNING
+               for name in names):
+            break
+        time.sleep(poll_s)
+    # The proxy learns the applications' routes after they run.
+    deadline = time.monotonic() + timeout_s
+    while not answers(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout_s:g} s of Serve"
+                               f" running {', '.join(names)}")
+        time.sleep(poll_s)
 
 
 def running_apps(names: tuple[str, ...]) -> list[str]:
@@ -578,9 +638,13 @@ class Runtime:
                     log.error("PostgreSQL did not start either: %s", failed)
                 raise
         boot, has_users = started_databases.result()
-        self.start_actors()
+        # Ray starts at most a worker process per CPU at a time, each ~2 s of CPU here:
+        # Serve's controller, then its proxies, then the ingest replica must start one
+        # after the other before the DSN line. The consumers, not needed to accept events
+        # (what is queued meanwhile waits for them), start once ingest serves.
+        self.start_actors(consumers=False)
         try:
-            self.start_serve()
+            self.start_serve(on_serving=self.start_consumers)
         finally:
             # Also when Serve failed: on one node ingest waits for the shared process (the
             # API's store is in it), and when that failed its own error says more.
@@ -627,12 +691,11 @@ class Runtime:
                         " keeps matching existing issues for %g days", len(moved),
                         DEFAULT_GROUPING_CONFIG, self.settings.grouping_transition_days)
 
-    def start_actors(self) -> None:
+    def start_actors(self, consumers: bool = True) -> None:
+        """Start the actors: the services ingest and the consumers call (on one node the
+        shared process), then, unless ``consumers`` is False (``start_consumers`` later),
+        the consumers, their symbolicators and the pool autoscaler."""
         from actors.clickhouse import start_owner
-        from actors.consumer import start_consumers
-        from actors.grouping import shard_name
-        from actors.symbolicate import start_symbolicators, symbolicator_name
-        from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from storage.clickhouse import ClickHouseStore
         from storage.retention import Horizons, clickhouse_ttls
 
@@ -654,6 +717,18 @@ class Runtime:
         # Waited for (``wait_for_actors``) once the consumers and Serve are on their way:
         # on one node the call waits for the whole shared process to be built.
         self._ttls_applied = self._owner.apply_ttls.remote(ttls) if embedded else None
+        if consumers:
+            self.start_consumers()
+
+    def start_consumers(self) -> None:
+        """Start the consumers, their symbolicators and the pool autoscaler (after
+        ``start_actors``, whose services they call)."""
+        from actors.consumer import start_consumers
+        from actors.grouping import shard_name
+        from actors.symbolicate import start_symbolicators, symbolicator_name
+        from cluster.scaling import consumer_bounds, start_pool_autoscaler
+
+        s = self.settings
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -791,7 +866,9 @@ class Runtime:
             outbox_sweep_s=s.consumer_outbox_sweep_s, threads=s.consumer_threads,
             kafka=s.kafka())
 
-    def start_serve(self) -> None:
+    def start_serve(self, on_serving: Callable[[], None] | None = None) -> None:
+        """Start Serve and deploy its applications; ``on_serving`` is called once they
+        serve."""
         from ray import serve
 
         from cluster.scaling import api_options, ingest_options
@@ -895,7 +972,14 @@ class Runtime:
             targets.append(serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options, **per_node, **api_options(s)
             ).bind(api_config), name=API_APP, route_prefix=API_PREFIX))
-        serve.run_many(targets)
+        # A local instance asks for itself, and sooner, whether its applications run and
+        # its port answers (``wait_until_serving``); on a cluster, Serve waits.
+        local_http = not s.ray_address and s.proxy_location != "Disabled"
+        serve.run_many(targets, wait_for_applications_running=not local_http)
+        if local_http:
+            wait_until_serving([t.name for t in targets], local_probe_url(s.host, s.port))
+        if on_serving is not None:
+            on_serving()
         if not own_api:  # a deploy that gave the API its own replicas: ingest answers now
             for app in running_apps((API_APP,)):
                 serve.delete(app)

@@ -38,8 +38,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -59,6 +58,7 @@ from events.quotas import (
     RateLimit,
     Usage,
 )
+from serve_apps.background_api import BackgroundApi
 from serve_apps.health import HealthConfig
 from serve_apps.ingest_admission import (
     OutcomeTally,
@@ -118,12 +118,9 @@ class IngestDeployment:
         #: The dashboard's page and files and the health probes: every path outside /api.
         self._pages = DashboardPages(health)
         #: The Web API (/api/0) when it has no replicas of its own (one node:
-        #: ``CRASHRAY_API_OWN_REPLICAS``). Imported only then: FastAPI and the routes.
-        self._api: Callable[[], Response] | None = None
-        if api is not None:
-            from serve_apps.api.app import ApiAnswer, api_within
-
-            self._api = partial(ApiAnswer, api_within(api))
+        #: ``CRASHRAY_API_OWN_REPLICAS``), built in a thread while the replica already
+        #: serves (serve_apps/background_api.py).
+        self._api = None if api is None else BackgroundApi(api)
         self._admit_batch.set_max_batch_size(batch_max_items)  # type: ignore[attr-defined]
         self._admit_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
@@ -234,7 +231,7 @@ class IngestDeployment:
 
     async def __call__(self, request: Request) -> Response:
         if self._api is not None and is_api_path(request.url.path):
-            return self._api()
+            return await self._api.answer()
         if not is_ingest_path(request.url.path):
             return await self._pages.answer(request)
         match = ROUTE.match(request.url.path)
