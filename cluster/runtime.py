@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -638,13 +637,9 @@ class Runtime:
                     log.error("PostgreSQL did not start either: %s", failed)
                 raise
         boot, has_users = started_databases.result()
-        # Ray starts at most a worker process per CPU at a time, each ~2 s of CPU here:
-        # Serve's controller, then its proxies, then the ingest replica must start one
-        # after the other before the DSN line. The consumers, not needed to accept events
-        # (what is queued meanwhile waits for them), start once ingest serves.
-        self.start_actors(consumers=False)
+        self.start_actors()
         try:
-            self.start_serve(on_serving=self.start_consumers)
+            self.start_serve()
         finally:
             # Also when Serve failed: on one node ingest waits for the shared process (the
             # API's store is in it), and when that failed its own error says more.
@@ -691,11 +686,12 @@ class Runtime:
                         " keeps matching existing issues for %g days", len(moved),
                         DEFAULT_GROUPING_CONFIG, self.settings.grouping_transition_days)
 
-    def start_actors(self, consumers: bool = True) -> None:
-        """Start the actors: the services ingest and the consumers call (on one node the
-        shared process), then, unless ``consumers`` is False (``start_consumers`` later),
-        the consumers, their symbolicators and the pool autoscaler."""
+    def start_actors(self) -> None:
         from actors.clickhouse import start_owner
+        from actors.consumer import start_consumers
+        from actors.grouping import shard_name
+        from actors.symbolicate import start_symbolicators, symbolicator_name
+        from cluster.scaling import consumer_bounds, start_pool_autoscaler
         from storage.clickhouse import ClickHouseStore
         from storage.retention import Horizons, clickhouse_ttls
 
@@ -717,18 +713,6 @@ class Runtime:
         # Waited for (``wait_for_actors``) once the consumers and Serve are on their way:
         # on one node the call waits for the whole shared process to be built.
         self._ttls_applied = self._owner.apply_ttls.remote(ttls) if embedded else None
-        if consumers:
-            self.start_consumers()
-
-    def start_consumers(self) -> None:
-        """Start the consumers, their symbolicators and the pool autoscaler (after
-        ``start_actors``, whose services they call)."""
-        from actors.consumer import start_consumers
-        from actors.grouping import shard_name
-        from actors.symbolicate import start_symbolicators, symbolicator_name
-        from cluster.scaling import consumer_bounds, start_pool_autoscaler
-
-        s = self.settings
         shard_names = [shard_name(i) for i in range(s.grouping_shards)]
         config = self.consumer_config()
         symbolicator_names = [symbolicator_name(i) for i in range(s.symbolication_actors)]
@@ -866,9 +850,7 @@ class Runtime:
             outbox_sweep_s=s.consumer_outbox_sweep_s, threads=s.consumer_threads,
             kafka=s.kafka())
 
-    def start_serve(self, on_serving: Callable[[], None] | None = None) -> None:
-        """Start Serve and deploy its applications; ``on_serving`` is called once they
-        serve."""
+    def start_serve(self) -> None:
         from ray import serve
 
         from cluster.scaling import api_options, ingest_options
@@ -978,8 +960,6 @@ class Runtime:
         serve.run_many(targets, wait_for_applications_running=not local_http)
         if local_http:
             wait_until_serving([t.name for t in targets], local_probe_url(s.host, s.port))
-        if on_serving is not None:
-            on_serving()
         if not own_api:  # a deploy that gave the API its own replicas: ingest answers now
             for app in running_apps((API_APP,)):
                 serve.delete(app)
