@@ -65,7 +65,7 @@ SERVE_APPS: Final = (INGEST_APP, API_APP)
 #: How often ``crashray up`` checks whether its Serve applications run and its port
 #: answers. Serve's own wait (``serve.run_many``) asks once a second
 #: (``CLIENT_POLLING_INTERVAL_S``): up to a second after the replicas were ready.
-SERVING_POLL_S: Final = 0.05
+SERVING_POLL_S: Final = 0.1
 #: Seconds the port may take to answer once the applications run: Serve's own bound for
 #: its proxies (``HTTP_PROXY_TIMEOUT``).
 SERVING_TIMEOUT_S: Final = 60.0
@@ -73,7 +73,7 @@ SERVING_TIMEOUT_S: Final = 60.0
 
 def local_probe_url(host: str, port: int) -> str:
     """``/healthz`` on this machine through the port Serve's proxy listens on."""
-    if host in ("", "0.0.0.0", "localhost"):
+    if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
@@ -82,14 +82,14 @@ def local_probe_url(host: str, port: int) -> str:
 
 def answers(url: str, timeout_s: float = 1.0) -> bool:
     """Whether ``url`` answers 200 (connection refused, Serve's 503 or 404: not yet)."""
-    import urllib.error
+    import http.client
     import urllib.request
 
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP_PROXY
     try:
         with direct.open(url, timeout=timeout_s) as response:
             return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
+    except (OSError, http.client.HTTPException):  # URLError and HTTPError are OSErrors
         return False
 
 
@@ -106,10 +106,12 @@ def wait_until_serving(names: list[str], url: str, poll_s: float = SERVING_POLL_
         apps = serve.status().applications
         for name in names:
             app = apps.get(name)
-            if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            if app is None:  # deploying sets its status before run_many returns
+                raise RuntimeError(f"Waiting for application {name} to be RUNNING, but"
+                                   " application doesn't exist.")
+            if app.status == ApplicationStatus.DEPLOY_FAILED:
                 raise RuntimeError(f"Deploying application {name} failed: {app.message}")
-        if all(name in apps and apps[name].status == ApplicationStatus.RUNNING
-               for name in names):
+        if all(apps[name].status == ApplicationStatus.RUNNING for name in names):
             break
         time.sleep(poll_s)
     # The proxy learns the applications' routes after they run.
@@ -954,9 +956,11 @@ class Runtime:
             targets.append(serve.RunTarget(ApiDeployment.options(  # type: ignore[attr-defined]
                 ray_actor_options=replica_options, **per_node, **api_options(s)
             ).bind(api_config), name=API_APP, route_prefix=API_PREFIX))
-        # A local instance asks for itself, and sooner, whether its applications run and
-        # its port answers (``wait_until_serving``); on a cluster, Serve waits.
-        local_http = not s.ray_address and s.proxy_location != "Disabled"
+        # A local instance asks for itself, and sooner, whether ingest runs and its port
+        # answers (``wait_until_serving``: /healthz is ingest's route). On a cluster, and
+        # where the API has an application (and a route) of its own, Serve waits.
+        local_http = (not s.ray_address and s.proxy_location != "Disabled"
+                      and not own_api)
         serve.run_many(targets, wait_for_applications_running=not local_http)
         if local_http:
             wait_until_serving([t.name for t in targets], local_probe_url(s.host, s.port))

@@ -47,6 +47,8 @@ START_TIMEOUT_S = 30.0
 #: first batch after 10 s down was acknowledged 1.0-2.0 s after the brokers came back,
 #: and longer on a busy CI machine, past one ``enqueue``'s bound.
 RECOVERY_S = 15.0
+#: Between two tries of ``enqueue_once_back`` (a refusal can come at once: a full buffer).
+RETRY_PAUSE_S = 0.2
 
 
 def librdkafka_path() -> str:
@@ -234,3 +236,4 @@ def enqueue_once_back(producer: KafkaHandoff, items: Sequence[QueuedItem],
             refused += 1
             if time.monotonic() >= deadline:
                 raise
+            time.sleep(RETRY_PAUSE_S)

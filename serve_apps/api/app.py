@@ -172,10 +172,13 @@ def api_services(config: ApiConfig) -> Services:
     # ``check``: a connection is tried before it is handed out, so one that a PostgreSQL
     # restart broke is replaced instead of failing a request with a 500 (psycopg_pool's
     # "connection quality" check; a round trip on a local socket).
+    # The store first: it raises when the shared process is gone, and then no pool (a
+    # connection and its threads) is left open behind the error.
+    store = clickhouse_store(config.clickhouse_dsn)
     pool: ConnectionPool[Any] = TimedConnectionPool(
         config.postgres_url, min_size=1, max_size=config.pool_max_connections, open=True,
         check=ConnectionPool.check_connection, deployment="api")
-    return Services(config, pool, clickhouse_store(config.clickhouse_dsn))
+    return Services(config, pool, store)
 
 
 def api_within(config: ApiConfig) -> FastAPI:

@@ -54,7 +54,7 @@ def test_a_failed_build_is_made_again_by_the_next_request(
         return lambda: PlainTextResponse("second try")
 
     async def scenario() -> Response:
-        api = BackgroundApi(CONFIG, build=flaky_build)
+        api = BackgroundApi(CONFIG, build=flaky_build, rebuild_interval_s=0)
         return await api.answer()
 
     assert asyncio.run(scenario()).body == b"second try"
@@ -72,3 +72,71 @@ def test_a_build_that_keeps_failing_fails_the_api_request_with_its_error() -> No
 
     with pytest.raises(ModuleNotFoundError, match="fastapi"):
         asyncio.run(scenario())
+
+
+def test_a_request_cancelled_while_it_waits_leaves_the_build_to_the_others() -> None:
+    """Serve cancels a request whose client went away (499) or timed out (408)."""
+    release = threading.Event()
+    builds: list[int] = []
+
+    def slow_build(config: Any) -> Answerer:
+        release.wait(5)
+        builds.append(1)
+        return lambda: PlainTextResponse("built")
+
+    async def scenario() -> tuple[Response, Response]:
+        api = BackgroundApi(CONFIG, build=slow_build)
+        gone = asyncio.ensure_future(api.answer())
+        staying = asyncio.ensure_future(api.answer())
+        await asyncio.sleep(0.1)
+        gone.cancel()
+        await asyncio.sleep(0.1)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await staying, await api.answer()
+
+    staying, later = asyncio.run(scenario())
+    assert staying.body == later.body == b"built"
+    assert builds == [1]
+
+
+def test_requests_failing_together_build_again_once() -> None:
+    attempts: list[int] = []
+    release = threading.Event()
+
+    def build(config: Any) -> Answerer:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ImportError("first build fails")
+        release.wait(5)  # the rebuild takes a while: the other requests come meanwhile
+        return lambda: PlainTextResponse("rebuilt")
+
+    async def scenario() -> list[Response]:
+        api = BackgroundApi(CONFIG, build=build, rebuild_interval_s=0)
+        waiting = [asyncio.ensure_future(api.answer()) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        release.set()
+        return list(await asyncio.gather(*waiting))
+
+    assert [a.body for a in asyncio.run(scenario())] == [b"rebuilt"] * 4
+    assert len(attempts) == 2
+
+
+def test_a_failed_build_is_not_made_again_before_the_interval() -> None:
+    """Each build opens a PostgreSQL pool: a burst of API requests during a failure must
+    not each open one."""
+    attempts: list[int] = []
+
+    def broken_build(config: Any) -> Answerer:
+        attempts.append(1)
+        raise ValueError("no actor named ClickHouseOwner")
+
+    async def scenario() -> None:
+        api = BackgroundApi(CONFIG, build=broken_build, rebuild_interval_s=60)
+        for _ in range(5):
+            with pytest.raises(ValueError, match="ClickHouseOwner"):
+                await api.answer()
+
+    asyncio.run(scenario())
+    assert len(attempts) == 1
