@@ -72,12 +72,9 @@ SERVING_TIMEOUT_S: Final = 60.0
 
 
 def local_probe_url(host: str, port: int) -> str:
-    """``/healthz`` on this machine through the port Serve's proxy listens on."""
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+    """``/healthz`` on this machine through the port Serve's proxy listens on (an IPv4
+    host: ``check_port_free`` has bound it before)."""
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}/healthz"
 
 
 def answers(url: str, timeout_s: float = 1.0) -> bool:

@@ -215,25 +215,23 @@ def mock_kafka_cluster(broker_count: int = 3) -> Iterator[MockKafkaCluster]:
         cluster.close()
 
 
-if __name__ == "__main__":
-    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
-
-
 def enqueue_once_back(producer: KafkaHandoff, items: Sequence[QueuedItem],
-                      within_s: float = RECOVERY_S) -> int:
+                      within_s: float = RECOVERY_S) -> None:
     """Once the brokers are back, hand ``items`` off as an SDK does after a 503: again, the
-    same items, until they are acknowledged; fail if that takes more than ``within_s``.
-    Returns how many tries were refused first."""
+    same items, until they are acknowledged; fail if that takes more than ``within_s``."""
     from storage.kafka import HandOffUnavailable
 
     deadline = time.monotonic() + within_s
-    refused = 0
     while True:
         try:
             producer.enqueue(items)
-            return refused
+            return
         except HandOffUnavailable:
-            refused += 1
             if time.monotonic() >= deadline:
                 raise
             time.sleep(RETRY_PAUSE_S)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+

@@ -21,26 +21,33 @@ from serve_apps.background_api import Answerer, BackgroundApi
 CONFIG = ApiConfig("postgresql://unused", "chdb:///unused", "http://crashray.test", 100)
 
 
-def test_requests_before_the_build_is_done_wait_for_it() -> None:
-    release = threading.Event()
-    builds: list[int] = []
+class SlowBuild:
+    """A build that finishes once ``release`` is set; counts its builds."""
 
-    def slow_build(config: Any) -> Answerer:
-        release.wait(5)
-        builds.append(1)
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.builds = 0
+
+    def __call__(self, config: Any) -> Answerer:
+        self.release.wait(5)
+        self.builds += 1
         return lambda: PlainTextResponse("built")
+
+
+def test_requests_before_the_build_is_done_wait_for_it() -> None:
+    slow_build = SlowBuild()
 
     async def scenario() -> list[Response]:
         api = BackgroundApi(CONFIG, build=slow_build)
         waiting = [asyncio.ensure_future(api.answer()) for _ in range(3)]
         await asyncio.sleep(0.2)
         assert not any(w.done() for w in waiting)  # the build is not done: they wait
-        release.set()
+        slow_build.release.set()
         return list(await asyncio.gather(*waiting))
 
     answers = asyncio.run(scenario())
     assert [a.body for a in answers] == [b"built"] * 3
-    assert builds == [1]  # built once, for every request
+    assert slow_build.builds == 1  # built once, for every request
 
 
 def test_a_failed_build_is_made_again_by_the_next_request(
@@ -76,13 +83,7 @@ def test_a_build_that_keeps_failing_fails_the_api_request_with_its_error() -> No
 
 def test_a_request_cancelled_while_it_waits_leaves_the_build_to_the_others() -> None:
     """Serve cancels a request whose client went away (499) or timed out (408)."""
-    release = threading.Event()
-    builds: list[int] = []
-
-    def slow_build(config: Any) -> Answerer:
-        release.wait(5)
-        builds.append(1)
-        return lambda: PlainTextResponse("built")
+    slow_build = SlowBuild()
 
     async def scenario() -> tuple[Response, Response]:
         api = BackgroundApi(CONFIG, build=slow_build)
@@ -91,14 +92,14 @@ def test_a_request_cancelled_while_it_waits_leaves_the_build_to_the_others() -> 
         await asyncio.sleep(0.1)
         gone.cancel()
         await asyncio.sleep(0.1)
-        release.set()
+        slow_build.release.set()
         with pytest.raises(asyncio.CancelledError):
             await gone
         return await staying, await api.answer()
 
     staying, later = asyncio.run(scenario())
     assert staying.body == later.body == b"built"
-    assert builds == [1]
+    assert slow_build.builds == 1
 
 
 def test_requests_failing_together_build_again_once() -> None:
