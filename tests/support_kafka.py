@@ -25,7 +25,6 @@ import glob
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,18 +219,18 @@ def enqueue_once_back(producer: KafkaHandoff, items: Sequence[QueuedItem],
     """Once the brokers are back, hand ``items`` off as an SDK does after a 503: again, the
     same items, until they are acknowledged; fail if that takes more than ``within_s``."""
     from storage.kafka import HandOffUnavailable
+    from tests.support import wait_until
 
-    deadline = time.monotonic() + within_s
-    while True:
+    def handed_off() -> bool:
         try:
             producer.enqueue(items)
-            return
         except HandOffUnavailable:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(RETRY_PAUSE_S)
+            return False
+        return True
+
+    wait_until(handed_off, within_s, "the brokers back to acknowledge the items",
+               RETRY_PAUSE_S)
 
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
-
