@@ -13,15 +13,23 @@ A trusted entry is an address (``127.0.0.1``) or a network (``10.0.0.0/8``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _networks(trusted: Sequence[str]) -> list[_Network]:
-    return [ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted
-            if entry.strip()]
+def _networks(trusted: Sequence[str]) -> tuple[_Network, ...]:
+    """The trust list parsed; each list once per process (it is a setting, and ingest asks
+    for every request: parsing two entries cost ~10 µs a request)."""
+    return _parsed_networks(tuple(trusted))
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_networks(trusted: tuple[str, ...]) -> tuple[_Network, ...]:
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted
+                 if entry.strip())
 
 
 def _is_trusted(host: str, networks: Sequence[_Network]) -> bool:
