@@ -1,0 +1,11 @@
+-- The events table keeps its parts in the compact format (every column in one file) until
+-- they hold 100 MB of uncompressed data, not ClickHouse's default 10 MB (~1,500 events).
+-- Merging wide parts costs memory per column stream and per source part: a read buffer
+-- and a compression buffer of up to 1 MiB each, and the events table has ~40 streams (its
+-- tags map, arrays and the ZSTD body). In the embedded engine, which runs in the process
+-- that also serves the API, that made each merge of a few thousand live events hold
+-- 275-293 MB; with compact parts up to 100 MB the same merges held 112-114 MB, the same
+-- bytes on disk, no more CPU (bench/clickhouse_merges.py, bench/RESULTS.md). Parts past
+-- 100 MB (a day or more of a busy project) are wide as before, so reading a few columns of
+-- many events stays a sequential read.
+ALTER TABLE events MODIFY SETTING min_bytes_for_wide_part = 104857600;
