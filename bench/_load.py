@@ -144,6 +144,8 @@ class LoadPlan:
     sample_size: int
     drain_timeout_s: float
     request_timeout_s: float = 30.0
+    #: Where to write one JSON line per request (``--latency-log``); None: nowhere.
+    latency_log: str | None = None
 
     @property
     def mode(self) -> str:
@@ -156,6 +158,8 @@ class SendRecord:
     status: int  # 0: no HTTP answer (connection error or timeout)
     latency_s: float
     answered_at_wall: float
+    #: When the request was due (open loop) or sent (closed loop), ``time.perf_counter()``.
+    started_perf: float = 0.0
 
 
 @dataclass
@@ -194,7 +198,7 @@ class _Sender:
     async def send(self, envelope: BuiltEnvelope, started_perf: float) -> None:
         status, error = await _post(self.session, self.target.envelope_url, envelope.body)
         record = SendRecord(envelope.event_id, status, time.perf_counter() - started_perf,
-                            time.time())
+                            time.time(), started_perf)
         self.result.records.append(record)
         if error:
             self.result.errors[error] += 1
@@ -242,6 +246,38 @@ async def run_load(target: Target, plan: LoadPlan, template: EnvelopeTemplate,
     return sender.result
 
 
+def write_latency_log(path: str, result: LoadResult) -> None:
+    """One JSON line per request of ``result``, in the order they were due."""
+    with open(path, "w") as out:
+        for r in sorted(result.records, key=lambda r: r.started_perf):
+            out.write(orjson.dumps({"due_s": round(r.started_perf - result.started_perf, 4),
+                                    "latency_ms": round(r.latency_s * 1000, 2),
+                                    "status": r.status}).decode() + "\n")
+
+
+def latency_by_second(path: str) -> str:
+    """From a ``--latency-log`` file: per second of the run, the requests due in it and
+    their accept latency p50 / p99 / max in ms, and the p99 without the first 2 s."""
+    rows = [orjson.loads(line) for line in Path(path).read_text().splitlines()]
+    by_second: dict[int, list[float]] = {}
+    for row in rows:
+        by_second.setdefault(int(row["due_s"]), []).append(row["latency_ms"])
+
+    def pct(values: list[float], p: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+    lines = ["second  requests  p50 ms  p99 ms  max ms"]
+    for second, values in sorted(by_second.items()):
+        lines.append(f"{second:>6}  {len(values):>8}  {pct(values, 0.5):>6.0f}"
+                     f"  {pct(values, 0.99):>6.0f}  {max(values):>6.0f}")
+    later = [row["latency_ms"] for row in rows if row["due_s"] >= 2.0]
+    if later:
+        lines.append(f"p99 from the third second on: {pct(later, 0.99):.0f} ms"
+                     f" over {len(later)} requests")
+    return "\n".join(lines)
+
+
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("load (one of --rate or --concurrency)")
     mode = load.add_mutually_exclusive_group()
@@ -261,6 +297,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                       help="events traced for accept-to-queryable latency (default 200)")
     load.add_argument("--drain-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for accepted events to be stored (default 300)")
+    load.add_argument("--latency-log", metavar="FILE",
+                      help="write one JSON line per request to FILE: when it was due (open"
+                           " loop) or sent, in seconds from the first, its accept latency in"
+                           " ms and its HTTP status (0: no answer)")
 
 
 def plan_from_args(args: argparse.Namespace) -> LoadPlan:
@@ -269,4 +309,5 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     return LoadPlan(rate_per_s=args.rate, concurrency=args.concurrency,
                     duration_s=args.seconds, max_events=args.max_events, issues=args.issues,
                     connections=args.connections, sample_size=args.sample_size,
-                    drain_timeout_s=args.drain_timeout)
+                    drain_timeout_s=args.drain_timeout,
+                    latency_log=getattr(args, "latency_log", None))

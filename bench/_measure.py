@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from _load import EnvelopeTemplate, LoadPlan, LoadResult, SendRecord, Target, run_load
+from _load import (
+    EnvelopeTemplate,
+    LoadPlan,
+    LoadResult,
+    SendRecord,
+    Target,
+    run_load,
+    write_latency_log,
+)
 
 #: How often the traced sample and the drain are polled, seconds.
 SAMPLE_POLL_S = 0.1
@@ -307,6 +315,8 @@ async def measure(target: Target, plan: LoadPlan, template: EnvelopeTemplate,
     memory_task = asyncio.create_task(memory.watch())
     try:
         load = await run_load(target, plan, template, sampler.offer)
+        if plan.latency_log:
+            write_latency_log(plan.latency_log, load)
         await memory.take()
         drain = await wait_for_drain(store, baseline, [r.event_id for r in load.accepted],
                                      plan.drain_timeout_s)

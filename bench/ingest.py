@@ -48,6 +48,7 @@ import psycopg
 from _load import (
     add_load_arguments,
     free_port,
+    latency_by_second,
     load_template,
     plan_from_args,
     target_from_dsn,
@@ -306,11 +307,15 @@ def run_crashray(args: argparse.Namespace) -> Report:
     instance = (CrashrayInstance(args.dsn, args.token or "", args.pg_url) if attached
                 else start_crashray(data_dir or Path(), args.port or free_port()))
     try:
+        if not attached:
+            time.sleep(args.idle_s)
         with ApiProbe(instance, args.api_probe_s, args.seconds) as probe:
             report = asyncio.run(measure(target_from_dsn("crashray", instance.dsn), plan,
                                          template, partial(PostgresEvents, instance.pg_url),
                                          lambda: memory_of(crashray_pids(instance))))
         print(probe.summary(), file=sys.stderr)
+        if args.latency_log:
+            print(latency_by_second(args.latency_log), file=sys.stderr)
         print(api_check(instance), file=sys.stderr)
         return report
     finally:
@@ -335,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " print its p50/p99 (default 0.5; 0: off)")
     own = parser.add_argument_group("the instance started here")
     own.add_argument("--port", type=int, help="HTTP port (default: a free one)")
+    own.add_argument("--idle-s", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long after the DSN line before sending (default 0: at"
+                          " once, while the instance still finishes starting)")
     own.add_argument("--keep-data", action="store_true",
                      help="keep the temporary data dir after the run")
     return parser
