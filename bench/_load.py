@@ -297,10 +297,6 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                       help="events traced for accept-to-queryable latency (default 200)")
     load.add_argument("--drain-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for accepted events to be stored (default 300)")
-    load.add_argument("--latency-log", metavar="FILE",
-                      help="write one JSON line per request to FILE: when it was due (open"
-                           " loop) or sent, in seconds from the first, its accept latency in"
-                           " ms and its HTTP status (0: no answer)")
 
 
 def plan_from_args(args: argparse.Namespace) -> LoadPlan:

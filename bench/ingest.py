@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--token", help="its API token (for the API checks)")
     attach.add_argument("--pg-url", help="its PostgreSQL URL, e.g."
                         " postgresql://postgres:@/postgres?host=DATA_DIR/postgres")
+    parser.add_argument("--latency-log", metavar="FILE",
+                        help="write one JSON line per request to FILE (when it was due in open"
+                             " loop, or sent, in seconds from the first; its accept latency in"
+                             " ms; its HTTP status, 0: no answer) and print p50/p99 per second")
     parser.add_argument("--api-probe-s", type=float, default=0.5, metavar="SECONDS",
                         help="while sending, GET a page of the events API this often and"
                         " print its p50/p99 (default 0.5; 0: off)")
