@@ -255,29 +255,6 @@ def write_latency_log(path: str, result: LoadResult) -> None:
                                     "status": r.status}).decode() + "\n")
 
 
-def latency_by_second(path: str) -> str:
-    """From a ``--latency-log`` file: per second of the run, the requests due in it and
-    their accept latency p50 / p99 / max in ms, and the p99 without the first 2 s."""
-    rows = [orjson.loads(line) for line in Path(path).read_text().splitlines()]
-    by_second: dict[int, list[float]] = {}
-    for row in rows:
-        by_second.setdefault(int(row["due_s"]), []).append(row["latency_ms"])
-
-    def pct(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-    lines = ["second  requests  p50 ms  p99 ms  max ms"]
-    for second, values in sorted(by_second.items()):
-        lines.append(f"{second:>6}  {len(values):>8}  {pct(values, 0.5):>6.0f}"
-                     f"  {pct(values, 0.99):>6.0f}  {max(values):>6.0f}")
-    later = [row["latency_ms"] for row in rows if row["due_s"] >= 2.0]
-    if later:
-        lines.append(f"p99 from the third second on: {pct(later, 0.99):.0f} ms"
-                     f" over {len(later)} requests")
-    return "\n".join(lines)
-
-
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("load (one of --rate or --concurrency)")
     mode = load.add_mutually_exclusive_group()

@@ -49,6 +49,24 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[rank]
 
 
+def latency_by_second(path: str) -> str:
+    """From a ``--latency-log`` file: per second of the run, the requests due in it and
+    their accept latency p50 / p99 / max in ms, and the p99 without the first 2 s."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    by_second: dict[int, list[float]] = {}
+    for row in rows:
+        by_second.setdefault(int(row["due_s"]), []).append(row["latency_ms"])
+    lines = ["second  requests  p50 ms  p99 ms  max ms"]
+    for second, values in sorted(by_second.items()):
+        lines.append(f"{second:>6}  {len(values):>8}  {percentile(values, 50) or 0:>6.0f}"
+                     f"  {percentile(values, 99) or 0:>6.0f}  {max(values):>6.0f}")
+    later = [row["latency_ms"] for row in rows if row["due_s"] >= 2.0]
+    if later:
+        lines.append(f"p99 from the third second on: {percentile(later, 99) or 0:.0f} ms"
+                     f" over {len(later)} requests")
+    return "\n".join(lines)
+
+
 def missing_ids(store: StoredEvents, event_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(event_ids), ID_CHUNK):

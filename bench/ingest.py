@@ -48,7 +48,6 @@ import psycopg
 from _load import (
     add_load_arguments,
     free_port,
-    latency_by_second,
     load_template,
     plan_from_args,
     target_from_dsn,
@@ -56,6 +55,7 @@ from _load import (
 from _measure import (
     Report,
     format_table,
+    latency_by_second,
     measure,
     memory_of,
     process_table,
