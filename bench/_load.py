@@ -144,8 +144,6 @@ class LoadPlan:
     sample_size: int
     drain_timeout_s: float
     request_timeout_s: float = 30.0
-    #: Where to write one JSON line per request (``--latency-log``); None: nowhere.
-    latency_log: str | None = None
 
     @property
     def mode(self) -> str:
@@ -159,7 +157,7 @@ class SendRecord:
     latency_s: float
     answered_at_wall: float
     #: When the request was due (open loop) or sent (closed loop), ``time.perf_counter()``.
-    started_perf: float = 0.0
+    started_perf: float
 
 
 @dataclass
@@ -282,5 +280,4 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     return LoadPlan(rate_per_s=args.rate, concurrency=args.concurrency,
                     duration_s=args.seconds, max_events=args.max_events, issues=args.issues,
                     connections=args.connections, sample_size=args.sample_size,
-                    drain_timeout_s=args.drain_timeout,
-                    latency_log=getattr(args, "latency_log", None))
+                    drain_timeout_s=args.drain_timeout)

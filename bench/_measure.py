@@ -323,9 +323,11 @@ def format_table(reports: Sequence[Report]) -> str:
 
 async def measure(target: Target, plan: LoadPlan, template: EnvelopeTemplate,
                   open_store: Callable[[], StoredEvents],
-                  sample_memory: Callable[[], MemorySample]) -> Report:
+                  sample_memory: Callable[[], MemorySample],
+                  latency_log: str | None = None) -> Report:
     """Send the load, wait until it is stored, check for losses; ``open_store`` is called
-    once per concurrent reader (the drain and the traced sample)."""
+    once per concurrent reader (the drain and the traced sample). With ``latency_log``, one
+    line per request is written there (``write_latency_log``)."""
     store, sample_store = open_store(), open_store()
     baseline = await asyncio.to_thread(store.count)
     sampler, memory = QueryableSampler(sample_store, plan), MemoryWatch(sample_memory)
@@ -333,8 +335,8 @@ async def measure(target: Target, plan: LoadPlan, template: EnvelopeTemplate,
     memory_task = asyncio.create_task(memory.watch())
     try:
         load = await run_load(target, plan, template, sampler.offer)
-        if plan.latency_log:
-            write_latency_log(plan.latency_log, load)
+        if latency_log:
+            write_latency_log(latency_log, load)
         await memory.take()
         drain = await wait_for_drain(store, baseline, [r.event_id for r in load.accepted],
                                      plan.drain_timeout_s)

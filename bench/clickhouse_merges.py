@@ -49,12 +49,11 @@ CRASHRAY = "min_bytes_for_wide_part = 104857600"
 def _events(rows: int) -> list[Any]:
     """``rows`` processed copies of the corpus's Python SDK exception event."""
     import orjson
-    from _load import corpus_dir
+    from _load import load_template
 
     from events.process import EventProcessor, ItemContext
 
-    envelope = (corpus_dir() / "python-sdk-2.75.0-exception.envelope").read_bytes()
-    template = orjson.loads(envelope.split(b"\n")[2])
+    template = load_template().event
     processor = EventProcessor()
     processor.set_scrubbing(1, {"scrubData": True, "scrubDefaults": True,
                                 "scrubIpAddresses": True, "sensitiveFields": [],

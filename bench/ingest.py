@@ -312,7 +312,8 @@ def run_crashray(args: argparse.Namespace) -> Report:
         with ApiProbe(instance, args.api_probe_s, args.seconds) as probe:
             report = asyncio.run(measure(target_from_dsn("crashray", instance.dsn), plan,
                                          template, partial(PostgresEvents, instance.pg_url),
-                                         lambda: memory_of(crashray_pids(instance))))
+                                         lambda: memory_of(crashray_pids(instance)),
+                                         args.latency_log))
         print(probe.summary(), file=sys.stderr)
         if args.latency_log:
             print(latency_by_second(args.latency_log), file=sys.stderr)
