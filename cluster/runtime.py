@@ -38,6 +38,7 @@ from cluster.settings import Settings
 from events.errors import Conflict
 from events.grouping import DEFAULT_GROUPING_CONFIG, GROUPING_CONFIGS
 from storage.errors import StorageError
+from storage.spool import SpoolSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -891,7 +892,8 @@ class Runtime:
             backlog_caps=BacklogCaps(s.max_queued_items_per_org, s.max_queued_bytes_per_org),
             archive=ArchiveSettings(s.archive_dir, s.archive_flush_s, s.archive_flush_items,
                                     s.archive_max_buffer) if s.archive_dir else None,
-            kafka=s.kafka())
+            kafka=s.kafka(),
+            spool=SpoolSettings(s.data_dir / "spool", s.handoff_timeout_s, s.spool_max_bytes))
         # On a cluster the replicas' processes come from each node's raylet, not from
         # this process: they get the proxy rule through their runtime environment.
         per_node = {"max_replicas_per_node": s.max_replicas_per_node} \

@@ -222,6 +222,19 @@ class Settings(BaseSettings):
     #: Free bytes on the data directory's disk below which ingest refuses (503) before
     #: writing anything, so a full disk never loses accepted events. 0 turns the check off.
     min_free_disk_bytes: int = 1_073_741_824
+    #: Seconds ingest waits for the PostgreSQL queue to take a batch. Past that (a server
+    #: that hangs rather than refuses) the batch goes to a spool on the node's disk
+    #: (``<data_dir>/spool``, fsync'd) and the SDK gets its 200; batches keep going there
+    #: until a drainer has moved them all into the queue, each stored once
+    #: (storage/spool.py). Two seconds is well above a loaded instance's whole accept p99
+    #: (~0.1 s at 300 events/s on a 2-core machine, bench/RESULTS.md) and far under the
+    #: SDKs' own timeouts (the Python SDK's 30 s read timeout). Not used with Kafka,
+    #: whose delivery timeout bounds the hand-off (CRASHRAY_KAFKA_DELIVERY_TIMEOUT_S).
+    handoff_timeout_s: float = Field(default=2.0, gt=0)
+    #: Bytes the spool may hold per node; past that ingest answers 503 with Retry-After
+    #: while the queue does not answer. 256 MiB are ~45,000 typical events (5.5 KB), a
+    #: couple of minutes of a laptop's intake.
+    spool_max_bytes: int = Field(default=256 * MIB, ge=0)
 
     # --- Serve autoscaling (ingest and API replicas) -------------------------------------
     #: Seconds Serve sees more requests in flight than the target before it adds a replica

@@ -107,9 +107,12 @@ class IngestDeployment:
     def __init__(self, config: IngestConfig, batch_max_items: int, batch_wait_s: float,
                  rate_limiters: Sequence[Any] = (), health: HealthConfig | None = None,
                  api: ApiConfig | None = None) -> None:
-        self._queue = handoff_from_settings(config.postgres_url, config.kafka)
+        self._queue = handoff_from_settings(config.postgres_url, config.kafka, config.spool)
         self._handler = IngestHandler(config, self._queue)
         self._rate_limiters = list(rate_limiters)
+        #: How long a batch waits for the rate limiters (which write PostgreSQL): as long as
+        #: for the hand-off, so a PostgreSQL that hangs holds no request past it.
+        self._check_timeout_s = config.spool.timeout_s if config.spool else None
         self._limits = LimitCache(config.limit_cache_s)
         self._leases = LeaseBook()
         self._tally = OutcomeTally()
@@ -179,7 +182,15 @@ class IngestDeployment:
         """Ask the rate limiters, handing back ended leases; kept for later if it fails."""
         returns = self._leases.expired(now)
         try:
-            return await check_usages(self._rate_limiters, usages, returns)
+            return await asyncio.wait_for(check_usages(self._rate_limiters, usages, returns),
+                                          self._check_timeout_s)
+        except TimeoutError as exc:
+            # The call may still run: its lease returns are not handed back again (a
+            # second return would count them off twice); unreturned, they only hold their
+            # units until the lease ends, so quotas err on the side of refusing.
+            raise Overloaded("quotas cannot be checked now", [
+                f"the rate limiters did not answer within {self._check_timeout_s} s"
+                " (CRASHRAY_HANDOFF_TIMEOUT_S)"]) from exc
         except Exception:
             self._leases.give_back_later(returns)
             raise

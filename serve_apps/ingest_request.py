@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from starlette.requests import Request
 
 from events.auth import SentryAuth, auth_from_dsn, auth_from_request, find_request_auth
@@ -61,6 +62,7 @@ from storage.kafka import KafkaSettings
 from storage.keys import ProjectKey, load_project_keys
 from storage.postgres import connect
 from storage.queue import OrganizationBacklog, QueuedItem
+from storage.spool import SpoolSettings
 
 log = logging.getLogger("crashray.ingest")
 
@@ -91,31 +93,73 @@ class IngestConfig:
     archive: ArchiveSettings | None = None
     #: The Kafka hand-off (storage/kafka.py); None: the PostgreSQL queue.
     kafka: KafkaSettings | None = None
+    #: The PostgreSQL queue's time limit and spool (storage/spool.py); None: no limit.
+    spool: SpoolSettings | None = None
 
 
 class KeyCache:
     """DSN keys by public key, reloaded from PostgreSQL every ``refresh_s`` seconds and, at
-    most every ``miss_reload_s``, when an unknown key shows up."""
+    most every ``miss_reload_s``, when an unknown key shows up.
 
-    def __init__(self, url: str, refresh_s: float, miss_reload_s: float) -> None:
+    A known key is answered from the cache at once while the reload runs beside the
+    request, so a PostgreSQL that hangs never holds requests for known keys (they reach the
+    hand-off, which answers within its own bound: storage/spool.py). An unknown key waits
+    for the reload at most ``load_timeout_s``, then is answered 503 (``Overloaded``): it
+    may be a new project's, which a refusal would make its SDK drop."""
+
+    def __init__(self, url: str, refresh_s: float, miss_reload_s: float,
+                 load_timeout_s: float | None = None) -> None:
         self._url, self._refresh_s, self._miss_reload_s = url, refresh_s, miss_reload_s
+        self._load_timeout_s = load_timeout_s
         self._keys: dict[str, ProjectKey] = {}
         self._loaded_at = -1e9
-        self._lock = asyncio.Lock()
+        self._tried_at = -1e9
+        self._loading: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     async def get(self, public_key: str) -> ProjectKey | None:
         now = time.monotonic()
-        if now - self._loaded_at > self._refresh_s or (
-                public_key not in self._keys and now - self._loaded_at > self._miss_reload_s):
-            await self._reload()
+        known = self._keys.get(public_key)
+        if known is not None:
+            if now - self._loaded_at > self._refresh_s:
+                self._start_reload(now, self._refresh_s)
+            return known
+        if now - self._loaded_at > self._miss_reload_s:
+            loading = self._start_reload(now, self._miss_reload_s)
+            if loading is not None:
+                await self._wait(loading, public_key)
         return self._keys.get(public_key)
 
+    def _start_reload(self, now: float, every_s: float) -> asyncio.Task[None] | None:
+        """The reload under way, or a new one unless one was tried within ``every_s``."""
+        if self._loading is None and now - self._tried_at > every_s:
+            self._tried_at = now
+            self._loading = asyncio.get_running_loop().create_task(self._reload())
+        return self._loading
+
     async def _reload(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._loaded_at < self._miss_reload_s:
-                return  # another request reloaded while this one waited
+        """Reload; a failure keeps the keys as they were (logged, and said to a request
+        waiting for an unknown key)."""
+        try:
             self._keys = await asyncio.to_thread(self._load)
             self._loaded_at = time.monotonic()
+            self._failure = None
+        except (psycopg.Error, OSError) as exc:
+            log.warning("the DSN keys could not be reloaded: %s", exc)
+            self._failure = exc
+        finally:
+            self._loading = None
+
+    async def _wait(self, loading: asyncio.Task[None], public_key: str) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(loading), self._load_timeout_s)
+        except TimeoutError as exc:
+            raise Overloaded("the DSN key cannot be checked now", [
+                f"PostgreSQL did not answer within {self._load_timeout_s} s"
+                f" (CRASHRAY_HANDOFF_TIMEOUT_S) for key {public_key!r}"]) from exc
+        if self._failure is not None and public_key not in self._keys:
+            raise Overloaded("the DSN key cannot be checked now", [
+                f"PostgreSQL: {type(self._failure).__name__}: {self._failure}"])
 
     def _load(self) -> dict[str, ProjectKey]:
         with connect(self._url) as conn:
@@ -175,7 +219,8 @@ class IngestHandler:
         self.config = config
         self.queue = queue
         self.keys = KeyCache(config.postgres_url, config.key_cache_refresh_s,
-                             config.key_cache_miss_reload_s)
+                             config.key_cache_miss_reload_s,
+                             config.spool.timeout_s if config.spool else None)
         self._backlog = 0
         self._backlog_checked_at = -1e9
         self._free_disk = -1

@@ -2,7 +2,9 @@
 implementations chosen by settings.
 
 * The PostgreSQL queue (storage/queue.py ``PostgresQueue``), the default: right for one
-  machine; the consumer actors claim from it (actors/consumer.py).
+  machine; the consumer actors claim from it (actors/consumer.py). Ingest reaches it through
+  storage/spool.py ``BoundedQueue``, which answers within ``CRASHRAY_HANDOFF_TIMEOUT_S``
+  while the server hangs by spooling to the node's disk.
 * Kafka (storage/kafka.py ``KafkaHandoff``) when ``CRASHRAY_KAFKA_BOOTSTRAP`` is set: a
   partitioned, replicated buffer for clusters whose intake outgrows one PostgreSQL; the
   consumer actors then read it as one consumer group (actors/kafka_consumer.py).
@@ -26,6 +28,7 @@ import psycopg
 
 from storage.kafka import GroupBacklog, KafkaHandoff, KafkaSettings, ensure_topics
 from storage.queue import Backlog, OrganizationBacklog, PostgresQueue, QueuedItem, waiting_backlog
+from storage.spool import BoundedQueue, SpoolSettings
 
 log = logging.getLogger("crashray.handoff")
 
@@ -44,11 +47,13 @@ class Handoff(Protocol):
         """Release the connection (PostgreSQL) or deliver what is buffered (Kafka)."""
 
 
-def handoff_from_settings(postgres_url: str, kafka: KafkaSettings | None) -> Handoff:
+def handoff_from_settings(postgres_url: str, kafka: KafkaSettings | None,
+                          spool: SpoolSettings | None = None) -> Handoff:
     """Kafka when it is configured (creating its topics when missing, as far as the brokers
-    allow), the PostgreSQL queue otherwise."""
+    allow), the PostgreSQL queue otherwise: answering within ``spool.timeout_s`` through
+    the spool (storage/spool.py) when ``spool`` is given."""
     if kafka is None:
-        return PostgresQueue(postgres_url)
+        return PostgresQueue(postgres_url) if spool is None else BoundedQueue(postgres_url, spool)
     log.info("ingest hands off to Kafka (%s)", kafka.bootstrap)
     ensure_topics(kafka, timeout_s=kafka.delivery_timeout_s)
     return KafkaHandoff(kafka)

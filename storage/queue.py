@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +63,51 @@ class OrganizationBacklog:
     bytes: int
 
 
+class AttemptAbandoned(Exception):
+    """Its caller stopped waiting for the attempt before it had sent anything: it is rolled
+    back, and the items are someone else's to store (storage/spool.py)."""
+
+
+class Attempt:
+    """One transaction that appends items, as the caller waiting for it can follow it from
+    another thread. Before any item is sent the transaction reports its id and server
+    process (``started``); a caller that stopped waiting (``abandon``) learns them, or, when
+    they were not reported yet, that the transaction will send nothing (``started`` then
+    raises ``AttemptAbandoned``)."""
+
+    def __init__(self, on_start: Callable[[int, int], object] | None = None) -> None:
+        #: Called with the ids before any item is sent (the spool's drainer records them).
+        self._on_start = on_start
+        self._lock = threading.Lock()
+        self._ids: tuple[int, int] | None = None
+        self._abandoned = False
+
+    def started(self, xid: int, backend_pid: int) -> None:
+        with self._lock:
+            if self._abandoned:
+                raise AttemptAbandoned("the caller stopped waiting before any item was sent")
+            if self._on_start is not None:
+                self._on_start(xid, backend_pid)
+            self._ids = (xid, backend_pid)
+
+    def abandon(self) -> tuple[int, int] | None:
+        """Stop following: the transaction's (id, server process) if it may send items,
+        None if it never will."""
+        with self._lock:
+            self._abandoned = True
+            return self._ids
+
+
 @dataclass(frozen=True)
 class ClaimedItem:
     id: int
     attempts: int
     item: QueuedItem
 
+
+#: libpq's TCP keepalive parameters for the hand-off's connections.
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10,
+                              "keepalives_interval": 5, "keepalives_count": 3}
 
 _COLUMNS = ("project_id", "organization_id", "key_id", "item_type", "event_id",
             "received_at", "meta", "payload")
@@ -88,19 +127,29 @@ class PostgresQueue:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url)
+            # TCP keepalives end a connection whose peer vanished (a host gone, a network
+            # cut) within about half a minute, rather than never; a server that is merely
+            # frozen still answers them from its kernel, so its transactions stay open.
+            self._conn = psycopg.connect(self._url, **KEEPALIVES)
         return self._conn
 
-    def enqueue(self, items: Sequence[QueuedItem]) -> None:
+    def enqueue(self, items: Sequence[QueuedItem], attempt: Attempt | None = None) -> None:
+        """Append ``items`` in one transaction. ``attempt``, when given, learns the
+        transaction's id and server process before any item is sent, so whoever gave up
+        waiting can later ask whether it committed (storage/spool.py)."""
         if not items:
             return
         with self._lock:
-            self._enqueue_locked(items)
+            self._enqueue_locked(items, attempt)
 
-    def _enqueue_locked(self, items: Sequence[QueuedItem]) -> None:
+    def _enqueue_locked(self, items: Sequence[QueuedItem], attempt: Attempt | None) -> None:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
+                if attempt is not None:
+                    row = cur.execute("SELECT txid_current(), pg_backend_pid()").fetchone()
+                    assert row is not None
+                    attempt.started(int(row[0]), int(row[1]))
                 with cur.copy(f"COPY ingest_queue ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
                     for it in items:
                         copy.write_row((it.project_id, it.organization_id, it.key_id,
@@ -116,6 +165,34 @@ class PostgresQueue:
             # reaches the caller, whose SDKs get a 503 and nothing is acknowledged.
             conn.close()
             raise
+
+    def transaction_statuses(self, xids: Sequence[int]) -> dict[int, str | None]:
+        """``txid_status`` of each id: 'committed', 'aborted', 'in progress', or None when
+        the server does not know it (too old, or from the future: another server)."""
+        found: dict[int, str | None] = {}
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                for xid in xids:
+                    try:
+                        with conn.transaction():
+                            row = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                        found[xid] = row[0] if row else None
+                    except psycopg.errors.InvalidParameterValue:
+                        found[xid] = None
+        return found
+
+    def end_transaction(self, xid: int, backend_pid: int) -> bool:
+        """Terminate the server process still running transaction ``xid`` (it aborts
+        unless it had committed); whether one was."""
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity WHERE pid = %s AND backend_xid::text = %s",
+                    (backend_pid, str(xid % 2**32))).fetchone()
+        return bool(row and row[0])
 
     def backlog_upper_bound(self) -> int:
         with self._lock:

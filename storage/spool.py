@@ -1,0 +1,449 @@
+"""Ingest's answer within a bound while PostgreSQL hangs: a local spool behind the queue.
+
+A PostgreSQL server that neither answers nor refuses (a frozen VM, a stalled disk) used to
+hold every ingest request until it came back. ``BoundedQueue`` (the ``storage.handoff``
+``Handoff`` over the PostgreSQL queue) waits for the queue's transaction at most
+``CRASHRAY_HANDOFF_TIMEOUT_S``; past that it writes the batch to a spool file on the
+node's disk (fsync'd, under ``<data_dir>/spool``) and only then answers 200. From then on,
+until a drainer thread has moved every spooled batch into the queue, new batches go
+straight to the spool, so they answer at once. The spool holds at most
+``CRASHRAY_SPOOL_MAX_BYTES``; a batch that would not fit is refused with 503
+(``Retry-After``), as when the queue refuses.
+
+Stored exactly once. The transaction ingest stopped waiting for may still commit once the
+server wakes, or never. It told its id (``txid_current()``) before sending any item
+(``storage.queue.Attempt``); one that had not told it by then sends nothing (it rolls back).
+The spool file keeps that id, and every drain transaction writes its own id into an
+attempt file (fsync'd) before it sends anything. A spooled batch is then:
+
+* dropped, when any of its transactions committed (``txid_status``);
+* left for the next round, while one is still in progress (one that stays in progress
+  longer than ``IN_PROGRESS_GRACE_S`` is ended with ``pg_terminate_backend``, so it
+  aborts unless it had committed);
+* appended to the queue again when all of them aborted (or never started), and the file
+  removed only after that commit.
+
+A spooled batch the queue refuses for its data (``UnqueueableData``, which the door check,
+events/storable.py, should have refused with a 400 already) is set aside whole under
+``refused/`` with the reason beside it, logged, rather than retried forever.
+
+Files are removed before the attempt files naming them, so a crash between the two never
+leaves a batch without the ids that say it was stored. An id PostgreSQL no longer knows
+(``txid_status`` is NULL after wraparound, or the server is another one, restored from a
+backup) counts as not committed: its batch is appended again, logged.
+
+The spool is per node: a replica's leftover files are drained by the next replica that
+starts on the same data directory (one drainer at a time, under ``drain.lock``). Spool file
+format, version 1: ``MAGIC``, a uint32 big-endian length and that many bytes of orjson
+header ``{"xid": …, "pid": …}`` (nulls when no transaction had started), then for each item
+a uint32 big-endian length and the item as ``storage.kafka.encode_item`` frames it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from events.errors import Overloaded
+from storage.kafka import decode_item, encode_item
+from storage.queue import (
+    Attempt,
+    OrganizationBacklog,
+    PostgresQueue,
+    QueuedItem,
+    UnqueueableData,
+)
+
+log = logging.getLogger("crashray.spool")
+
+MAGIC = b"crashray-spool 1\n"
+_LENGTH = struct.Struct(">I")
+BATCH_SUFFIX = ".batch"
+ATTEMPT_SUFFIX = ".attempt"
+#: Where batches the queue refuses are set aside, whole (``Spool.set_aside``).
+REFUSED_DIRECTORY = "refused"
+#: Seconds a transaction that ingest gave up on may stay in progress before the drainer
+#: ends it: a server that answers again finishes it within milliseconds.
+IN_PROGRESS_GRACE_S = 30.0
+#: Seconds a backlog question waits before the last answer is used instead: the figures
+#: are a second old by design (serve_apps/ingest_request.py), and a request should not
+#: spend its time limit on them.
+ASK_WAIT_S = 0.25
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """``CRASHRAY_HANDOFF_TIMEOUT_S``, ``CRASHRAY_SPOOL_MAX_BYTES`` (cluster/settings.py)."""
+
+    directory: Path
+    timeout_s: float
+    max_bytes: int
+    #: Seconds between two looks at an empty spool (a drainer with files never waits).
+    drain_interval_s: float = 0.5
+    #: Spooled batches appended to the queue in one drain transaction.
+    drain_batch_files: int = 64
+
+
+class SpoolFull(Overloaded):
+    """The queue does not answer and the spool is full: nothing was accepted."""
+
+    code = "spool_full"
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    name: str
+    #: (transaction id, server process id) of the transaction ingest gave up on, if any.
+    ids: tuple[int, int] | None
+    items: list[QueuedItem]
+
+
+class Spool:
+    """The spool directory: batch files, attempt files, and the drain lock. No PostgreSQL."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, items: Sequence[QueuedItem], ids: tuple[int, int] | None) -> int:
+        """Write a batch durably (file and directory fsync'd); its size in bytes."""
+        header = orjson.dumps({"xid": ids[0] if ids else None, "pid": ids[1] if ids else None})
+        parts = [MAGIC, _LENGTH.pack(len(header)), header]
+        for item in items:
+            value = encode_item(item)
+            parts += [_LENGTH.pack(len(value)), value]
+        # Names sort in the order batches were spooled (the drainer keeps that order) and
+        # carry the number of items, so the backlog is counted without reading the files.
+        name = f"{time.time_ns():020d}-{len(items)}-{uuid.uuid4().hex}{BATCH_SUFFIX}"
+        self._write_durably(name, b"".join(parts))
+        return sum(len(p) for p in parts)
+
+    def batch_names(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.directory) if n.endswith(BATCH_SUFFIX))
+
+    def bytes_and_items(self) -> tuple[int, int]:
+        """What the spool holds: bytes on disk, and items (from the files' names)."""
+        total_bytes = total_items = 0
+        for name in self.batch_names():
+            try:
+                total_bytes += (self.directory / name).stat().st_size
+            except FileNotFoundError:
+                continue  # drained meanwhile
+            total_items += int(name.split("-")[1])
+        return total_bytes, total_items
+
+    def read(self, name: str) -> SpooledBatch:
+        data = (self.directory / name).read_bytes()
+        frames = _frames(data, name)
+        header = orjson.loads(next(frames))
+        ids = None if header["xid"] is None else (int(header["xid"]), int(header["pid"]))
+        return SpooledBatch(name, ids, [decode_item(frame) for frame in frames])
+
+    def record_attempt(self, names: Sequence[str], xid: int, backend_pid: int) -> str:
+        """Say durably that transaction ``xid`` appends these batches; the file's name."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}{ATTEMPT_SUFFIX}"
+        self._write_durably(name, orjson.dumps({"xid": xid, "pid": backend_pid,
+                                                "batches": list(names)}))
+        return name
+
+    def attempts(self) -> dict[str, list[tuple[int, int]]]:
+        """For each batch named by an attempt file, the (xid, pid) of those attempts."""
+        found: dict[str, list[tuple[int, int]]] = {}
+        for name in sorted(os.listdir(self.directory)):
+            if name.endswith(ATTEMPT_SUFFIX):
+                record = orjson.loads((self.directory / name).read_bytes())
+                for batch in record["batches"]:
+                    found.setdefault(batch, []).append((int(record["xid"]), int(record["pid"])))
+        return found
+
+    def remove(self, names: Sequence[str]) -> None:
+        """Remove batches, then every attempt file none of whose batches is left."""
+        for name in names:
+            (self.directory / name).unlink(missing_ok=True)
+        left = set(self.batch_names())
+        for name in os.listdir(self.directory):
+            if name.endswith(ATTEMPT_SUFFIX):
+                record = orjson.loads((self.directory / name).read_bytes())
+                if not left.intersection(record["batches"]):
+                    (self.directory / name).unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+    def set_aside(self, name: str, reason: str) -> None:
+        """Move a batch the queue refuses into ``refused/``, with the reason beside it."""
+        refused = self.directory / REFUSED_DIRECTORY
+        refused.mkdir(exist_ok=True)
+        (refused / f"{name}.reason").write_text(reason + "\n")
+        os.replace(self.directory / name, refused / name)
+        _fsync_directory(refused)
+        self.remove([])
+        log.error("spooled batch %s set aside in %s: the queue refuses it (%s)", name,
+                  refused, reason)
+
+    @contextmanager
+    def drain_lock(self) -> Iterator[bool]:
+        """Whether this caller is the directory's one drainer (flock, not waiting)."""
+        with open(self.directory / "drain.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _write_durably(self, name: str, data: bytes) -> None:
+        temporary = self.directory / f".{name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.directory / name)
+        _fsync_directory(self.directory)
+
+
+def _frames(data: bytes, name: str) -> Iterator[bytes]:
+    if not data.startswith(MAGIC):
+        raise ValueError(f"spool file {name}: not a Crashray spool file (version 1)")
+    offset = len(MAGIC)
+    while offset < len(data):
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        if offset + length > len(data):
+            raise ValueError(f"spool file {name}: a frame of {length} bytes at {offset}"
+                             f" but only {len(data) - offset} follow")
+        yield data[offset:offset + length]
+        offset += length
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def batch_fate(statuses: Sequence[str | None]) -> str:
+    """What to do with a spooled batch, given the ``txid_status`` of every transaction that
+    may have appended it: 'stored' (one committed: drop the file), 'wait' (one is still in
+    progress), or 'append' (none did: append it again)."""
+    if "committed" in statuses:
+        return "stored"
+    if "in progress" in statuses:
+        return "wait"
+    return "append"
+
+
+class Drainer:
+    """Moves spooled batches into the queue, oldest first, one drain transaction for up to
+    ``drain_batch_files`` of them. Not thread-safe: one thread drains. ``clock`` is
+    injectable (the grace of transactions in progress)."""
+
+    def __init__(self, spool: Spool, queue: PostgresQueue, batch_files: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._spool, self._queue, self._batch_files, self._clock = spool, queue, batch_files, clock
+        self._in_progress_since: dict[int, float] = {}
+
+    def drain_round(self) -> int:
+        """One round; the batches it settled (stored before, or appended now). Raises what
+        PostgreSQL raises: the files stay for the next round."""
+        names = self._spool.batch_names()[:self._batch_files]
+        if not names:
+            return 0
+        attempts = self._spool.attempts()
+        batches = [self._spool.read(name) for name in names]
+        ids = {name: ([b.ids] if b.ids else []) + attempts.get(name, [])
+               for name, b in zip(names, batches, strict=True)}
+        statuses = self._queue.transaction_statuses(
+            sorted({xid for pairs in ids.values() for xid, _ in pairs}))
+        fates = {name: batch_fate([statuses[xid] for xid, _ in ids[name]]) for name in names}
+        self._end_stale([pair for name in names if fates[name] == "wait" for pair in ids[name]
+                         if statuses[pair[0]] == "in progress"])
+        stored = [name for name in names if fates[name] == "stored"]
+        if stored:
+            self._spool.remove(stored)
+        appended = [b for b in batches if fates[b.name] == "append"]
+        if appended:
+            self._append(appended, [ids[b.name] for b in appended])
+        return len(stored) + len(appended)
+
+    def _append(self, batches: list[SpooledBatch], ids: list[list[tuple[int, int]]]) -> None:
+        for name, pairs in zip([b.name for b in batches], ids, strict=True):
+            for xid, _ in pairs:
+                log.warning("spooled batch %s: transaction %d did not commit; appending it",
+                            name, xid)
+        names = [b.name for b in batches]
+        recorded = Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid))
+        try:
+            self._queue.enqueue([item for b in batches for item in b.items], recorded)
+        except UnqueueableData as exc:
+            # The door check (events/storable.py) should have refused such data before it
+            # was answered 200; whatever it missed is set aside whole, not retried forever.
+            if len(batches) == 1:
+                self._spool.set_aside(names[0], f"{exc.detail}: {exc.causes}")
+                return
+            for batch, pairs in zip(batches, ids, strict=True):
+                self._append([batch], [pairs])
+            return
+        self._spool.remove(names)
+
+    def _end_stale(self, pairs: list[tuple[int, int]]) -> None:
+        now = self._clock()
+        for xid, pid in pairs:
+            since = self._in_progress_since.setdefault(xid, now)
+            if now - since > IN_PROGRESS_GRACE_S and self._queue.end_transaction(xid, pid):
+                log.warning("ended transaction %d (server process %d): in progress for %.0f s"
+                            " after ingest gave up on it", xid, pid, now - since)
+
+
+class BoundedQueue:
+    """``storage.handoff.Handoff`` over the PostgreSQL queue that answers within
+    ``settings.timeout_s``, spooling what the queue did not take in time (module docstring).
+    Thread-safe as ``PostgresQueue`` is."""
+
+    def __init__(self, url: str, settings: SpoolSettings) -> None:
+        self.settings = settings
+        self._url = url
+        self._queue = PostgresQueue(url)
+        self._spool = Spool(settings.directory)
+        # One thread for the queue's transactions, one for the backlog questions: either
+        # may be stuck in a hung server while callers go on without it.
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "handoff-write")
+        self._asker = concurrent.futures.ThreadPoolExecutor(1, "handoff-ask")
+        self._asked: dict[str, concurrent.futures.Future[Any]] = {}
+        self._answers: dict[str, Any] = {"backlog": 0, "per_organization": {}}
+        self._lock = threading.Lock()
+        self._spooled_bytes, self._spooled_items = self._spool.bytes_and_items()
+        #: While set, batches go straight to the spool (the queue did not answer in time,
+        #: or the spool is not empty yet).
+        self._spooling = threading.Event()
+        if self._spooled_items:
+            self._spooling.set()
+        self._stopped = threading.Event()
+        self._drainer = threading.Thread(target=self._drain_loop, name="spool-drainer",
+                                         daemon=True)
+        self._drainer.start()
+
+    @property
+    def spooling(self) -> bool:
+        """Whether batches go straight to the spool now."""
+        return self._spooling.is_set()
+
+    def enqueue(self, items: Sequence[QueuedItem]) -> None:
+        if not items:
+            return
+        if self._spooling.is_set():
+            self._spool_batch(items, None)
+            return
+        attempt = Attempt()
+        future = self._writer.submit(self._queue.enqueue, items, attempt)
+        try:
+            future.result(timeout=self.settings.timeout_s)
+            return
+        except concurrent.futures.TimeoutError:
+            pass
+        future.cancel()
+        ids = attempt.abandon()
+        self._spooling.set()
+        log.warning("the queue did not take %d items within %s s"
+                    " (CRASHRAY_HANDOFF_TIMEOUT_S): spooling until it answers again",
+                    len(items), self.settings.timeout_s)
+        self._spool_batch(items, ids)
+
+    def _spool_batch(self, items: Sequence[QueuedItem], ids: tuple[int, int] | None) -> None:
+        with self._lock:
+            if self._spooled_bytes >= self.settings.max_bytes:
+                raise SpoolFull("the service cannot store events now", [
+                    "PostgreSQL does not answer and the spool holds"
+                    f" {self._spooled_bytes} bytes, its limit (CRASHRAY_SPOOL_MAX_BYTES"
+                    f" {self.settings.max_bytes})"])
+            written = self._spool.write(items, ids)
+            self._spooled_bytes += written
+            self._spooled_items += len(items)
+
+    def backlog_upper_bound(self) -> int:
+        return int(self._ask("backlog", self._queue.backlog_upper_bound)) + self._spooled_items
+
+    def queued_per_organization(self) -> dict[int, OrganizationBacklog]:
+        answer: dict[int, OrganizationBacklog] = self._ask(
+            "per_organization", self._queue.queued_per_organization)
+        return answer
+
+    def _ask(self, key: str, question: Callable[[], Any]) -> Any:
+        """The queue's answer within ``ASK_WAIT_S``; the last one while it does not
+        answer (a question still waiting is not asked twice)."""
+        future = self._asked.pop(key, None)
+        if future is not None and future.done():
+            if future.exception() is None:
+                self._answers[key] = future.result()
+            future = None
+        if future is None:
+            future = self._asker.submit(question)
+            with suppress(concurrent.futures.TimeoutError):
+                self._answers[key] = future.result(
+                    timeout=min(self.settings.timeout_s, ASK_WAIT_S))
+        if not future.done():
+            self._asked[key] = future
+        return self._answers[key]
+
+    def close(self) -> None:
+        """Stop draining (what is spooled stays for the next start) and close."""
+        self._stopped.set()
+        self._drainer.join(timeout=self.settings.timeout_s + 1.0)
+        self._writer.shutdown(wait=False, cancel_futures=True)
+        self._asker.shutdown(wait=False, cancel_futures=True)
+        self._queue.close()
+
+    def _drain_loop(self) -> None:
+        queue = PostgresQueue(self._url)
+        drainer = Drainer(self._spool, queue, self.settings.drain_batch_files)
+        while not self._stopped.is_set():
+            settled = 0
+            try:
+                with self._spool.drain_lock() as mine:
+                    if mine:
+                        settled = drainer.drain_round()
+            except (psycopg.Error, OSError):
+                log.warning("the spool could not be drained yet", exc_info=True)
+            self._after_round(settled, queue)
+            if not settled:
+                self._stopped.wait(self.settings.drain_interval_s)
+        queue.close()
+
+    def _after_round(self, settled: int, queue: PostgresQueue) -> None:
+        """Count what is left; close the breaker once the spool is empty and the last
+        transaction ingest gave up on has ended; drop the drainer's connection then."""
+        with self._lock:
+            self._spooled_bytes, self._spooled_items = self._spool.bytes_and_items()
+            empty = not self._spooled_items
+        if empty and self._spooling.is_set() and not self._writer_busy():
+            self._spooling.clear()
+            log.warning("the spool is drained: batches go to the queue again")
+        if empty and not settled:
+            queue.close()
+
+    def _writer_busy(self) -> bool:
+        """Whether a transaction ingest gave up on still occupies the writer thread."""
+        probe = self._writer.submit(lambda: None)
+        try:
+            probe.result(timeout=0.05)
+            return False
+        except concurrent.futures.TimeoutError:
+            probe.cancel()
+            return True
