@@ -128,6 +128,10 @@ class KeyCache:
             loading = self._start_reload(now, self._miss_reload_s)
             if loading is not None:
                 await self._wait(loading, public_key)
+            if public_key not in self._keys and self._failure is not None:
+                # Unknown because PostgreSQL could not be asked, not because it said so.
+                raise Overloaded("the DSN key cannot be checked now", [
+                    f"PostgreSQL: {type(self._failure).__name__}: {self._failure}"])
         return self._keys.get(public_key)
 
     def _start_reload(self, now: float, every_s: float) -> asyncio.Task[None] | None:
@@ -157,9 +161,6 @@ class KeyCache:
             raise Overloaded("the DSN key cannot be checked now", [
                 f"PostgreSQL did not answer within {self._load_timeout_s} s"
                 f" (CRASHRAY_HANDOFF_TIMEOUT_S) for key {public_key!r}"]) from exc
-        if self._failure is not None and public_key not in self._keys:
-            raise Overloaded("the DSN key cannot be checked now", [
-                f"PostgreSQL: {type(self._failure).__name__}: {self._failure}"])
 
     def _load(self) -> dict[str, ProjectKey]:
         with connect(self._url) as conn:
