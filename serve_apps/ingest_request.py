@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 from starlette.requests import Request
 
 from events.auth import SentryAuth, auth_from_dsn, auth_from_request, find_request_auth
@@ -148,8 +147,10 @@ class KeyCache:
             self._keys = await asyncio.to_thread(self._load)
             self._loaded_at = time.monotonic()
             self._failure = None
-        except (psycopg.Error, OSError) as exc:
-            log.warning("the DSN keys could not be reloaded: %s", exc)
+        except Exception as exc:
+            # Often nobody awaits this reload (a known key was answered from the cache):
+            # its failure is logged here and said to the next request for an unknown key.
+            log.warning("the DSN keys could not be reloaded: %s: %s", type(exc).__name__, exc)
             self._failure = exc
         finally:
             self._loading = None

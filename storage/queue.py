@@ -109,6 +109,9 @@ class ClaimedItem:
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10,
                               "keepalives_interval": 5, "keepalives_count": 3}
 
+#: What PostgreSQL or the encoder raise for data the queue cannot store.
+_REFUSALS = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, orjson.JSONEncodeError)
+
 _COLUMNS = ("project_id", "organization_id", "key_id", "item_type", "event_id",
             "received_at", "meta", "payload")
 
@@ -146,18 +149,10 @@ class PostgresQueue:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                if attempt is not None:
-                    row = cur.execute("SELECT txid_current(), pg_backend_pid()").fetchone()
-                    assert row is not None
-                    attempt.started(int(row[0]), int(row[1]))
-                with cur.copy(f"COPY ingest_queue ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                    for it in items:
-                        copy.write_row((it.project_id, it.organization_id, it.key_id,
-                                        it.item_type, it.event_id, it.received_at,
-                                        orjson.dumps(it.meta).decode(), it.payload))
+                _start(cur, attempt)
+                _copy(cur, items)
                 cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded,
-                orjson.JSONEncodeError) as exc:
+        except _REFUSALS as exc:
             raise UnqueueableData("the queue cannot store these items",
                                   [f"{type(exc).__name__}: {exc}"]) from exc
         except psycopg.OperationalError:
@@ -165,6 +160,31 @@ class PostgresQueue:
             # reaches the caller, whose SDKs get a 503 and nothing is acknowledged.
             conn.close()
             raise
+
+    def enqueue_separately(self, items: Sequence[QueuedItem], attempt: Attempt,
+                           set_aside: Callable[[list[tuple[QueuedItem, str]]], object]
+                           ) -> None:
+        """Append ``items`` one by one in one transaction, leaving out those the queue
+        refuses for their data: ``set_aside`` gets them, with the reason, before the
+        commit (the spool's drainer, for a batch answered 200 that holds such an item)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    _start(cur, attempt)
+                    refused = []
+                    for it in items:
+                        try:
+                            with conn.transaction():
+                                _copy(cur, [it])
+                        except _REFUSALS as exc:
+                            refused.append((it, f"{type(exc).__name__}: {exc}"))
+                    if refused:
+                        set_aside(refused)
+                    cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except psycopg.OperationalError:
+                conn.close()
+                raise
 
     def transaction_statuses(self, xids: Sequence[int]) -> dict[int, str | None]:
         """``txid_status`` of each id: 'committed', 'aborted', 'in progress', or None when
@@ -208,9 +228,32 @@ class PostgresQueue:
             with conn.transaction():
                 return queued_per_organization(conn)
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+    def close(self, wait_s: float = 5.0) -> None:
+        """Close the connection once no thread uses it; left to the thread still using it
+        (one stuck in a server that hangs) after ``wait_s``."""
+        if not self._lock.acquire(timeout=wait_s):
+            return
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        finally:
+            self._lock.release()
+
+
+def _start(cur: psycopg.Cursor[Any], attempt: Attempt | None) -> None:
+    """Tell ``attempt`` the transaction's id and server process before anything is sent."""
+    if attempt is not None:
+        row = cur.execute("SELECT txid_current(), pg_backend_pid()").fetchone()
+        assert row is not None
+        attempt.started(int(row[0]), int(row[1]))
+
+
+def _copy(cur: psycopg.Cursor[Any], items: Sequence[QueuedItem]) -> None:
+    with cur.copy(f"COPY ingest_queue ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+        for it in items:
+            copy.write_row((it.project_id, it.organization_id, it.key_id, it.item_type,
+                            it.event_id, it.received_at, orjson.dumps(it.meta).decode(),
+                            it.payload))
 
 
 def queue_lag(conn: psycopg.Connection[Any]) -> dict[str, Any]:

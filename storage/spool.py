@@ -23,14 +23,20 @@ attempt file (fsync'd) before it sends anything. A spooled batch is then:
 * appended to the queue again when all of them aborted (or never started), and the file
   removed only after that commit.
 
-A spooled batch the queue refuses for its data (``UnqueueableData``, which the door check,
-events/storable.py, should have refused with a 400 already) is set aside whole under
-``refused/`` with the reason beside it, logged, rather than retried forever.
+Items of a spooled batch the queue refuses for their data (``UnqueueableData``, which the
+door check, events/storable.py, should have refused with a 400 already) are set aside under
+``refused/`` (spool format, the reasons beside them), logged, and the batch's other items
+appended; so is a batch file that cannot be read. Nothing is retried forever.
 
 Files are removed before the attempt files naming them, so a crash between the two never
 leaves a batch without the ids that say it was stored. An id PostgreSQL no longer knows
-(``txid_status`` is NULL after wraparound, or the server is another one, restored from a
-backup) counts as not committed: its batch is appended again, logged.
+(``txid_status`` is NULL after wraparound, or raises for an id from its future) counts as
+not committed: its batch is appended again, logged. A limit: ids are the server's own, so a
+spool must be drained by the server it was spooled against. Failed over to a standby that
+lacks the transaction, or restored from a backup, the new server may give the same id to a
+transaction of its own, and a batch spooled meanwhile would count as stored when that one
+commits. Drain the spool (it drains by itself once the server answers) before such a
+switch.
 
 The spool is per node: a replica's leftover files are drained by the next replica that
 starts on the same data directory (one drainer at a time, under ``drain.lock``). Spool file
@@ -53,6 +59,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import orjson
@@ -83,6 +90,8 @@ IN_PROGRESS_GRACE_S = 30.0
 #: are a second old by design (serve_apps/ingest_request.py), and a request should not
 #: spend its time limit on them.
 ASK_WAIT_S = 0.25
+#: Seconds after which a spool temporary file is a dead write's leftover.
+STALE_TEMPORARY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -118,19 +127,23 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(directory):
+            # A write that died before its rename was never answered 200 (an older one:
+            # a newer one may be another replica's, being written now).
+            path = directory / name
+            with suppress(FileNotFoundError):
+                if name.startswith(".") and name.endswith(".tmp") and \
+                        time.time() - path.stat().st_mtime > STALE_TEMPORARY_S:
+                    path.unlink()
 
     def write(self, items: Sequence[QueuedItem], ids: tuple[int, int] | None) -> int:
         """Write a batch durably (file and directory fsync'd); its size in bytes."""
-        header = orjson.dumps({"xid": ids[0] if ids else None, "pid": ids[1] if ids else None})
-        parts = [MAGIC, _LENGTH.pack(len(header)), header]
-        for item in items:
-            value = encode_item(item)
-            parts += [_LENGTH.pack(len(value)), value]
+        data = _encode(items, ids)
         # Names sort in the order batches were spooled (the drainer keeps that order) and
         # carry the number of items, so the backlog is counted without reading the files.
         name = f"{time.time_ns():020d}-{len(items)}-{uuid.uuid4().hex}{BATCH_SUFFIX}"
-        self._write_durably(name, b"".join(parts))
-        return sum(len(p) for p in parts)
+        self._write_durably(name, data)
+        return len(data)
 
     def batch_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.directory) if n.endswith(BATCH_SUFFIX))
@@ -174,6 +187,7 @@ class Spool:
         """Remove batches, then every attempt file none of whose batches is left."""
         for name in names:
             (self.directory / name).unlink(missing_ok=True)
+        _fsync_directory(self.directory)  # the batches are gone before their attempts
         left = set(self.batch_names())
         for name in os.listdir(self.directory):
             if name.endswith(ATTEMPT_SUFFIX):
@@ -183,15 +197,45 @@ class Spool:
         _fsync_directory(self.directory)
 
     def set_aside(self, name: str, reason: str) -> None:
-        """Move a batch the queue refuses into ``refused/``, with the reason beside it."""
-        refused = self.directory / REFUSED_DIRECTORY
-        refused.mkdir(exist_ok=True)
+        """Move a batch that cannot be read into ``refused/``, with the reason beside it."""
+        refused = self._refused_directory()
         (refused / f"{name}.reason").write_text(reason + "\n")
         os.replace(self.directory / name, refused / name)
         _fsync_directory(refused)
         self.remove([])
-        log.error("spooled batch %s set aside in %s: the queue refuses it (%s)", name,
-                  refused, reason)
+        log.error("spooled batch %s set aside in %s: %s", name, refused, reason)
+
+    def set_aside_items(self, name: str, refused_items: list[tuple[QueuedItem, str]]) -> None:
+        """Keep the items of batch ``name`` the queue refuses under ``refused/`` (the same
+        name: a drain that runs again writes the same file), durably, with the reasons."""
+        refused = self._refused_directory()
+        reasons = "".join(f"item {n}: {reason}\n" for n, (_, reason) in enumerate(refused_items))
+        (refused / f"{name}.reason").write_text(reasons)
+        data = _encode([item for item, _ in refused_items], None)
+        temporary = refused / f".{name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, refused / name)
+        _fsync_directory(refused)
+        log.error("spooled batch %s: %d items the queue refuses set aside in %s: %s", name,
+                  len(refused_items), refused, reasons.strip())
+
+    def drop_attempts(self, xids: set[int]) -> None:
+        """Remove the attempt files of these transactions."""
+        if not xids:
+            return
+        for name in os.listdir(self.directory):
+            if name.endswith(ATTEMPT_SUFFIX) and \
+                    orjson.loads((self.directory / name).read_bytes())["xid"] in xids:
+                (self.directory / name).unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+    def _refused_directory(self) -> Path:
+        refused = self.directory / REFUSED_DIRECTORY
+        refused.mkdir(exist_ok=True)
+        return refused
 
     @contextmanager
     def drain_lock(self) -> Iterator[bool]:
@@ -217,11 +261,23 @@ class Spool:
         _fsync_directory(self.directory)
 
 
+def _encode(items: Sequence[QueuedItem], ids: tuple[int, int] | None) -> bytes:
+    header = orjson.dumps({"xid": ids[0] if ids else None, "pid": ids[1] if ids else None})
+    parts = [MAGIC, _LENGTH.pack(len(header)), header]
+    for item in items:
+        value = encode_item(item)
+        parts += [_LENGTH.pack(len(value)), value]
+    return b"".join(parts)
+
+
 def _frames(data: bytes, name: str) -> Iterator[bytes]:
     if not data.startswith(MAGIC):
         raise ValueError(f"spool file {name}: not a Crashray spool file (version 1)")
     offset = len(MAGIC)
     while offset < len(data):
+        if offset + _LENGTH.size > len(data):
+            raise ValueError(f"spool file {name}: {len(data) - offset} bytes at {offset},"
+                             " shorter than a frame's length")
         (length,) = _LENGTH.unpack_from(data, offset)
         offset += _LENGTH.size
         if offset + length > len(data):
@@ -267,12 +323,15 @@ class Drainer:
         if not names:
             return 0
         attempts = self._spool.attempts()
-        batches = [self._spool.read(name) for name in names]
+        batches = self._readable(names)
+        names = [b.name for b in batches]
         ids = {name: ([b.ids] if b.ids else []) + attempts.get(name, [])
                for name, b in zip(names, batches, strict=True)}
         statuses = self._queue.transaction_statuses(
             sorted({xid for pairs in ids.values() for xid, _ in pairs}))
         fates = {name: batch_fate([statuses[xid] for xid, _ in ids[name]]) for name in names}
+        # An aborted transaction stays aborted: its attempt files say nothing any more.
+        self._spool.drop_attempts({xid for xid, status in statuses.items() if status == "aborted"})
         self._end_stale([pair for name in names if fates[name] == "wait" for pair in ids[name]
                          if statuses[pair[0]] == "in progress"])
         stored = [name for name in names if fates[name] == "stored"]
@@ -283,6 +342,16 @@ class Drainer:
             self._append(appended, [ids[b.name] for b in appended])
         return len(stored) + len(appended)
 
+    def _readable(self, names: list[str]) -> list[SpooledBatch]:
+        """The batches of ``names`` that can be read; the others are set aside."""
+        batches = []
+        for name in names:
+            try:
+                batches.append(self._spool.read(name))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._spool.set_aside(name, f"unreadable: {type(exc).__name__}: {exc}")
+        return batches
+
     def _append(self, batches: list[SpooledBatch], ids: list[list[tuple[int, int]]]) -> None:
         for name, pairs in zip([b.name for b in batches], ids, strict=True):
             for xid, _ in pairs:
@@ -292,24 +361,61 @@ class Drainer:
         recorded = Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid))
         try:
             self._queue.enqueue([item for b in batches for item in b.items], recorded)
-        except UnqueueableData as exc:
+        except UnqueueableData:
             # The door check (events/storable.py) should have refused such data before it
-            # was answered 200; whatever it missed is set aside whole, not retried forever.
-            if len(batches) == 1:
-                self._spool.set_aside(names[0], f"{exc.detail}: {exc.causes}")
+            # was answered 200. Batch by batch, then item by item: what the queue refuses
+            # is set aside (durably, before the commit), not retried forever, and the
+            # other items of its batch (other requests', maybe) are appended.
+            if len(batches) > 1:
+                for batch, pairs in zip(batches, ids, strict=True):
+                    self._append([batch], [pairs])
                 return
-            for batch, pairs in zip(batches, ids, strict=True):
-                self._append([batch], [pairs])
-            return
+            self._queue.enqueue_separately(
+                batches[0].items,
+                Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid)),
+                lambda refused: self._spool.set_aside_items(names[0], refused))
         self._spool.remove(names)
 
     def _end_stale(self, pairs: list[tuple[int, int]]) -> None:
         now = self._clock()
+        waiting = {xid for xid, _ in pairs}
+        self._in_progress_since = {x: t for x, t in self._in_progress_since.items()
+                                   if x in waiting}
         for xid, pid in pairs:
             since = self._in_progress_since.setdefault(xid, now)
             if now - since > IN_PROGRESS_GRACE_S and self._queue.end_transaction(xid, pid):
                 log.warning("ended transaction %d (server process %d): in progress for %.0f s"
                             " after ingest gave up on it", xid, pid, now - since)
+
+
+class Worker:
+    """One daemon thread running the calls submitted to it in order. Not a
+    ThreadPoolExecutor: Python joins those threads at exit, and one stuck in a server that
+    hangs would hold the process."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any],
+                                       tuple[Any, ...]] | None] = SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((future, call, args))
+        return future
+
+    def shutdown(self) -> None:
+        """End the thread after the calls already submitted (not waiting for them)."""
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (submitted := self._calls.get()) is not None:
+            future, call, args = submitted
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            try:
+                future.set_result(call(*args))
+            except BaseException as exc:  # handed to whoever waits for the future
+                future.set_exception(exc)
 
 
 class BoundedQueue:
@@ -324,8 +430,8 @@ class BoundedQueue:
         self._spool = Spool(settings.directory)
         # One thread for the queue's transactions, one for the backlog questions: either
         # may be stuck in a hung server while callers go on without it.
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, "handoff-write")
-        self._asker = concurrent.futures.ThreadPoolExecutor(1, "handoff-ask")
+        self._writer = Worker("handoff-write")
+        self._asker = Worker("handoff-ask")
         self._asked: dict[str, concurrent.futures.Future[Any]] = {}
         self._answers: dict[str, Any] = {"backlog": 0, "per_organization": {}}
         self._lock = threading.Lock()
@@ -406,9 +512,9 @@ class BoundedQueue:
         """Stop draining (what is spooled stays for the next start) and close."""
         self._stopped.set()
         self._drainer.join(timeout=self.settings.timeout_s + 1.0)
-        self._writer.shutdown(wait=False, cancel_futures=True)
-        self._asker.shutdown(wait=False, cancel_futures=True)
-        self._queue.close()
+        self._writer.shutdown()
+        self._asker.shutdown()
+        self._queue.close(wait_s=self.settings.timeout_s)
 
     def _drain_loop(self) -> None:
         queue = PostgresQueue(self._url)
@@ -419,9 +525,15 @@ class BoundedQueue:
                 with self._spool.drain_lock() as mine:
                     if mine:
                         settled = drainer.drain_round()
+                if not self._stopped.is_set():
+                    self._after_round(settled, queue)
             except (psycopg.Error, OSError):
                 log.warning("the spool could not be drained yet", exc_info=True)
-            self._after_round(settled, queue)
+            except Exception:
+                # Whatever else a round raises must not end the only thread that drains:
+                # files it cannot read are set aside by the round itself; this logs the
+                # rest, and the next round tries again.
+                log.exception("a spool drain round failed")
             if not settled:
                 self._stopped.wait(self.settings.drain_interval_s)
         queue.close()
