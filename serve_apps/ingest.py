@@ -187,9 +187,10 @@ class IngestDeployment:
         except TimeoutError as exc:
             # Each batch waits again: refusing at once for a while after a timeout was tried
             # (bench/RESULTS.md, 2026-12-07) and refused 532 of 751 envelopes during a 10 s
-            # freeze, against 12 of 256 without it. The call may still run: its lease returns are not handed back again (a
-            # second return would count them off twice); unreturned, they only hold their
-            # units until the lease ends, so quotas err on the side of refusing.
+            # freeze, against 12 of 256 without it. The call may still run: its lease
+            # returns are not handed back again (a second return would count them off
+            # twice); unreturned, they only hold their units until the lease ends, so
+            # quotas err on the side of refusing.
             raise Overloaded("quotas cannot be checked now", [
                 f"the rate limiters did not answer within {self._check_timeout_s} s"
                 " (CRASHRAY_HANDOFF_TIMEOUT_S)"]) from exc
