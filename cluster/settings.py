@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     handoff_timeout_s: float = Field(default=2.0, gt=0)
     #: Bytes the spool may hold per node; past that ingest answers 503 with Retry-After
     #: while the queue does not answer. 256 MiB are ~45,000 typical events (5.5 KB), a
-    #: couple of minutes of a laptop's intake.
+    #: couple of minutes of a laptop's intake. 0: no spool (503 past the time limit).
     spool_max_bytes: int = Field(default=256 * MIB, ge=0)
 
     # --- Serve autoscaling (ingest and API replicas) -------------------------------------
