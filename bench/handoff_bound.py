@@ -69,8 +69,6 @@ def gain(url: str, spool_dir: Path, payload: bytes, size: int, hang_s: float
          ) -> dict[str, float | int | bool]:
     queue = BoundedQueue(url, SpoolSettings(spool_dir, TIMEOUT_S, 1 << 30,
                                             drain_interval_s=0.1))
-    with psycopg.connect(url) as conn:
-        before = conn.execute("SELECT count(*) FROM ingest_queue").fetchone()
     sent: list[bytes] = []
     answers: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -109,7 +107,7 @@ def gain(url: str, spool_dir: Path, payload: bytes, size: int, hang_s: float
             "slowest_answer_s": round(max(e - s for s, e in answers), 3),
             "drained_after_thaw_s": round(drained_s, 2),
             "items_sent": len(sent),
-            "stored_exactly_once": sorted(stored) == sorted(sent) and bool(before)}
+            "stored_exactly_once": sorted(stored) == sorted(sent)}
 
 
 def main() -> None:

@@ -112,7 +112,7 @@ class IngestDeployment:
         self._rate_limiters = list(rate_limiters)
         #: How long a batch waits for the rate limiters (which write PostgreSQL): as long as
         #: for the hand-off, so a PostgreSQL that hangs holds no request past it.
-        self._check_timeout_s = config.spool.timeout_s if config.spool else None
+        self._check_timeout_s = config.postgres_wait_s
         self._limits = LimitCache(config.limit_cache_s)
         self._leases = LeaseBook()
         self._tally = OutcomeTally()

@@ -95,6 +95,12 @@ class IngestConfig:
     #: The PostgreSQL queue's time limit and spool (storage/spool.py); None: no limit.
     spool: SpoolSettings | None = None
 
+    @property
+    def postgres_wait_s(self) -> float | None:
+        """How long a request waits for PostgreSQL at any one step (the hand-off, the DSN
+        keys, the rate limiters): ``CRASHRAY_HANDOFF_TIMEOUT_S``; None: no limit."""
+        return self.spool.timeout_s if self.spool else None
+
 
 class KeyCache:
     """DSN keys by public key, reloaded from PostgreSQL every ``refresh_s`` seconds and, at
@@ -221,8 +227,7 @@ class IngestHandler:
         self.config = config
         self.queue = queue
         self.keys = KeyCache(config.postgres_url, config.key_cache_refresh_s,
-                             config.key_cache_miss_reload_s,
-                             config.spool.timeout_s if config.spool else None)
+                             config.key_cache_miss_reload_s, config.postgres_wait_s)
         self._backlog = 0
         self._backlog_checked_at = -1e9
         self._free_disk = -1

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,20 +147,13 @@ class PostgresQueue:
             self._enqueue_locked(items, attempt)
 
     def _enqueue_locked(self, items: Sequence[QueuedItem], attempt: Attempt | None) -> None:
-        conn = self._connection()
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with self._appending() as cur:
                 _start(cur, attempt)
                 _copy(cur, items)
-                cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         except _REFUSALS as exc:
             raise UnqueueableData("the queue cannot store these items",
                                   [f"{type(exc).__name__}: {exc}"]) from exc
-        except psycopg.OperationalError:
-            # A broken connection is dropped so the next batch reconnects; the error still
-            # reaches the caller, whose SDKs get a 503 and nothing is acknowledged.
-            conn.close()
-            raise
 
     def enqueue_separately(self, items: Sequence[QueuedItem], attempt: Attempt,
                            set_aside: Callable[[list[tuple[QueuedItem, str]]], object]
@@ -167,24 +161,32 @@ class PostgresQueue:
         """Append ``items`` one by one in one transaction, leaving out those the queue
         refuses for their data: ``set_aside`` gets them, with the reason, before the
         commit (the spool's drainer, for a batch answered 200 that holds such an item)."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    _start(cur, attempt)
-                    refused = []
-                    for it in items:
-                        try:
-                            with conn.transaction():
-                                _copy(cur, [it])
-                        except _REFUSALS as exc:
-                            refused.append((it, f"{type(exc).__name__}: {exc}"))
-                    if refused:
-                        set_aside(refused)
-                    cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-            except psycopg.OperationalError:
-                conn.close()
-                raise
+        with self._lock, self._appending() as cur:
+            _start(cur, attempt)
+            refused = []
+            for it in items:
+                try:
+                    with cur.connection.transaction():
+                        _copy(cur, [it])
+                except _REFUSALS as exc:
+                    refused.append((it, f"{type(exc).__name__}: {exc}"))
+            if refused:
+                set_aside(refused)
+
+    @contextmanager
+    def _appending(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A transaction that appends to the queue and wakes the consumers when it commits
+        (call holding the lock)."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+                cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        except psycopg.OperationalError:
+            # A broken connection is dropped so the next batch reconnects; the error still
+            # reaches the caller, whose SDKs get a 503 and nothing is acknowledged.
+            conn.close()
+            raise
 
     def transaction_statuses(self, xids: Sequence[int]) -> dict[int, str | None]:
         """``txid_status`` of each id: 'committed', 'aborted', 'in progress', or None when

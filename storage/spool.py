@@ -142,7 +142,7 @@ class Spool:
         # Names sort in the order batches were spooled (the drainer keeps that order) and
         # carry the number of items, so the backlog is counted without reading the files.
         name = f"{time.time_ns():020d}-{len(items)}-{uuid.uuid4().hex}{BATCH_SUFFIX}"
-        self._write_durably(name, data)
+        _write_durably(self.directory, name, data)
         return len(data)
 
     def batch_names(self) -> list[str]:
@@ -169,19 +169,23 @@ class Spool:
     def record_attempt(self, names: Sequence[str], xid: int, backend_pid: int) -> str:
         """Say durably that transaction ``xid`` appends these batches; the file's name."""
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex}{ATTEMPT_SUFFIX}"
-        self._write_durably(name, orjson.dumps({"xid": xid, "pid": backend_pid,
-                                                "batches": list(names)}))
+        _write_durably(self.directory, name, orjson.dumps({"xid": xid, "pid": backend_pid,
+                                                           "batches": list(names)}))
         return name
 
     def attempts(self) -> dict[str, list[tuple[int, int]]]:
         """For each batch named by an attempt file, the (xid, pid) of those attempts."""
         found: dict[str, list[tuple[int, int]]] = {}
+        for _, record in self._attempt_records():
+            for batch in record["batches"]:
+                found.setdefault(batch, []).append((int(record["xid"]), int(record["pid"])))
+        return found
+
+    def _attempt_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each attempt file's name and record, oldest first."""
         for name in sorted(os.listdir(self.directory)):
             if name.endswith(ATTEMPT_SUFFIX):
-                record = orjson.loads((self.directory / name).read_bytes())
-                for batch in record["batches"]:
-                    found.setdefault(batch, []).append((int(record["xid"]), int(record["pid"])))
-        return found
+                yield name, orjson.loads((self.directory / name).read_bytes())
 
     def remove(self, names: Sequence[str]) -> None:
         """Remove batches, then every attempt file none of whose batches is left."""
@@ -189,11 +193,9 @@ class Spool:
             (self.directory / name).unlink(missing_ok=True)
         _fsync_directory(self.directory)  # the batches are gone before their attempts
         left = set(self.batch_names())
-        for name in os.listdir(self.directory):
-            if name.endswith(ATTEMPT_SUFFIX):
-                record = orjson.loads((self.directory / name).read_bytes())
-                if not left.intersection(record["batches"]):
-                    (self.directory / name).unlink(missing_ok=True)
+        for name, record in self._attempt_records():
+            if not left.intersection(record["batches"]):
+                (self.directory / name).unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
     def set_aside(self, name: str, reason: str) -> None:
@@ -211,14 +213,7 @@ class Spool:
         refused = self._refused_directory()
         reasons = "".join(f"item {n}: {reason}\n" for n, (_, reason) in enumerate(refused_items))
         (refused / f"{name}.reason").write_text(reasons)
-        data = _encode([item for item, _ in refused_items], None)
-        temporary = refused / f".{name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, refused / name)
-        _fsync_directory(refused)
+        _write_durably(refused, name, _encode([item for item, _ in refused_items], None))
         log.error("spooled batch %s: %d items the queue refuses set aside in %s: %s", name,
                   len(refused_items), refused, reasons.strip())
 
@@ -226,9 +221,8 @@ class Spool:
         """Remove the attempt files of these transactions."""
         if not xids:
             return
-        for name in os.listdir(self.directory):
-            if name.endswith(ATTEMPT_SUFFIX) and \
-                    orjson.loads((self.directory / name).read_bytes())["xid"] in xids:
+        for name, record in self._attempt_records():
+            if record["xid"] in xids:
                 (self.directory / name).unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
@@ -251,14 +245,18 @@ class Spool:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _write_durably(self, name: str, data: bytes) -> None:
-        temporary = self.directory / f".{name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.directory / name)
-        _fsync_directory(self.directory)
+
+
+def _write_durably(directory: Path, name: str, data: bytes) -> None:
+    """``directory/name`` holds ``data`` whole, file and directory fsync'd (a temporary
+    file renamed: readers never see part of it)."""
+    temporary = directory / f".{name}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, directory / name)
+    _fsync_directory(directory)
 
 
 def _encode(items: Sequence[QueuedItem], ids: tuple[int, int] | None) -> bytes:
@@ -358,9 +356,12 @@ class Drainer:
                 log.warning("spooled batch %s: transaction %d did not commit; appending it",
                             name, xid)
         names = [b.name for b in batches]
-        recorded = Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid))
+
+        def recorded() -> Attempt:
+            return Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid))
+
         try:
-            self._queue.enqueue([item for b in batches for item in b.items], recorded)
+            self._queue.enqueue([item for b in batches for item in b.items], recorded())
         except UnqueueableData:
             # The door check (events/storable.py) should have refused such data before it
             # was answered 200. Batch by batch, then item by item: what the queue refuses
@@ -371,8 +372,7 @@ class Drainer:
                     self._append([batch], [pairs])
                 return
             self._queue.enqueue_separately(
-                batches[0].items,
-                Attempt(lambda xid, pid: self._spool.record_attempt(names, xid, pid)),
+                batches[0].items, recorded(),
                 lambda refused: self._spool.set_aside_items(names[0], refused))
         self._spool.remove(names)
 

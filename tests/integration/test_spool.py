@@ -22,7 +22,7 @@ from events.errors import Overloaded
 from storage import postgres
 from storage.queue import Attempt, PostgresQueue, QueuedItem
 from storage.spool import IN_PROGRESS_GRACE_S, BoundedQueue, Drainer, Spool, SpoolSettings
-from tests.support import scratch_database
+from tests.support import scratch_database, wait_until
 
 TIMEOUT_S = 0.5
 #: Generous bounds for a loaded 2-core CI machine; the behaviour, not the speed, is tested.
@@ -58,12 +58,8 @@ def enqueue_timed(queue: BoundedQueue, batch: list[QueuedItem]) -> float:
 
 
 def wait_until_drained(queue: BoundedQueue, directory: Path) -> None:
-    deadline = time.monotonic() + DRAINED_WITHIN_S
-    while time.monotonic() < deadline:
-        if not Spool(directory).batch_names() and not queue.spooling:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"spool not drained: {os.listdir(directory)}")
+    wait_until(lambda: not Spool(directory).batch_names() and not queue.spooling,
+               DRAINED_WITHIN_S, f"the spool in {directory} to be drained")
 
 
 class HeldQueue:
